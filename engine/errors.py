@@ -1,0 +1,116 @@
+"""The project's error hierarchy, split by fault (as h11 splits Local/RemoteProtocolError).
+
+Every error that can reach a researcher or a peer has a stable ``code`` and a ``public``
+message written for that audience. Exception text is never sent over the wire: only the
+code and, where the class says it is safe, the curated public message.
+"""
+
+from __future__ import annotations
+
+
+class FedtallyError(Exception):
+    """Base of every error fedtally raises on purpose."""
+
+    code: str = "error"
+    #: whether ``str(self)`` may be shown to a remote party (it names no secret, no row value)
+    public: bool = False
+
+
+# --- our own misuse -----------------------------------------------------------------------
+
+
+class LocalError(FedtallyError):
+    """The caller of this process misused an API (bad argument, wrong stage)."""
+
+    code = "local"
+
+
+class ConfigurationError(LocalError):
+    code = "configuration"
+    public = True
+
+
+# --- a peer misbehaved ----------------------------------------------------------------------
+
+
+class RemoteProtocolError(FedtallyError):
+    """A peer (node, aggregator or researcher) sent something the protocol does not allow."""
+
+    code = "protocol"
+    public = True
+
+
+class DecodeError(RemoteProtocolError):
+    """A frame could not be decoded: malformed, truncated, oversized or of an unknown type."""
+
+    code = "decode"
+
+
+class UnexpectedMessage(RemoteProtocolError):
+    """A well-formed message arrived in a stage whose transition table does not allow it."""
+
+    code = "unexpected_message"
+
+
+class ReplayError(RemoteProtocolError):
+    """A message belongs to another query or round than the one it was sent into."""
+
+    code = "replay"
+
+
+class AuthenticationError(RemoteProtocolError):
+    """A signature did not verify, or a sender is not the member it claims to be."""
+
+    code = "authentication"
+
+
+class ParameterMismatch(RemoteProtocolError):
+    """Peers disagree on the round parameters (detected through signatures or derivation)."""
+
+    code = "parameter_mismatch"
+
+
+class InconsistentView(RemoteProtocolError):
+    """The aggregator presented lists that contradict each other or the node's own view."""
+
+    code = "inconsistent_view"
+
+
+# --- the protocol had to stop -----------------------------------------------------------------
+
+
+class ProtocolAbort(FedtallyError):
+    """A round stopped before anything was released (e.g. too few survivors)."""
+
+    code = "abort"
+    public = True
+
+
+class ThresholdNotMet(ProtocolAbort):
+    """Fewer than ``threshold`` participants remain at some stage."""
+
+    code = "threshold_not_met"
+
+
+class AbortedByPeer(ProtocolAbort):
+    """The aggregator or a node announced that the round is aborted."""
+
+    code = "aborted_by_peer"
+
+
+# --- queries and data --------------------------------------------------------------------
+
+
+class QueryError(FedtallyError):
+    """A query cannot be answered as asked (unknown variable, invalid filter, ...)."""
+
+    code = "query"
+    public = True
+
+
+class DataError(FedtallyError):
+    """A node's data or data model is invalid; the node refuses to serve it."""
+
+    code = "data"
+    public = True
+

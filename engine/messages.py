@@ -1,0 +1,183 @@
+"""Wire messages of one secure-sum round (Bonawitz et al. 2017 with the consistency round).
+
+Every message names its query and round; the protocol objects refuse one that names another
+(:class:`engine.errors.ReplayError`). Signatures and seals bind the full round digest, so a
+message whose header was rewritten fails verification instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crypto.identity import SIGNATURE_SIZE
+from crypto.keyagreement import KEY_SIZE
+from crypto.shamir import SHARE_SIZE
+from engine.codec import NAME, Bytes, Seq, Str, Struct, UInt, message, wire
+from engine.params import DIGEST_SIZE, MAX_NODES, QUERY_ID_SIZE, RoundParams
+
+QUERY_ID = Bytes(QUERY_ID_SIZE, exact=QUERY_ID_SIZE)
+ROUND = UInt(4)
+KEY = Bytes(KEY_SIZE, exact=KEY_SIZE)
+SIGNATURE = Bytes(SIGNATURE_SIZE, exact=SIGNATURE_SIZE)
+SHARE = Bytes(SHARE_SIZE, exact=SHARE_SIZE)
+NAMES = Seq(NAME, MAX_NODES)
+#: sealed share plaintext (two 66-byte shares, two names) + nonce + tag, with headroom
+SEALED_MAX = 512
+MAX_MASKED_INPUT = 64 * 1024 * 1024
+
+
+def _check_names(names: tuple[str, ...], what: str) -> None:
+    if list(names) != sorted(set(names)):
+        raise ValueError(f"{what} must be sorted and unique")
+
+
+@dataclass(frozen=True)
+class SecAggMessage:
+    query_id: bytes
+    round: int
+
+
+@message(1)
+@dataclass(frozen=True)
+class AdvertiseKeys(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    enc_public: bytes = wire(KEY)
+    mask_public: bytes = wire(KEY)
+    seed_commitment: bytes = wire(Bytes(DIGEST_SIZE, exact=DIGEST_SIZE))
+    signature: bytes = wire(SIGNATURE)
+
+
+@message(2)
+@dataclass(frozen=True)
+class KeyRoster(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    adverts: tuple[AdvertiseKeys, ...] = wire(Seq(Struct(AdvertiseKeys), MAX_NODES))
+
+
+@dataclass(frozen=True)
+class SealedShare:
+    sender: str = wire(NAME)
+    recipient: str = wire(NAME)
+    ciphertext: bytes = wire(Bytes(SEALED_MAX))
+
+
+@dataclass(frozen=True)
+class SharePlaintext:
+    """What a sealed share carries: one share of each of the owner's two secrets."""
+
+    owner: str = wire(NAME)
+    recipient: str = wire(NAME)
+    seed_share: bytes = wire(SHARE)
+    key_share: bytes = wire(SHARE)
+
+
+@message(3)
+@dataclass(frozen=True)
+class EncryptedShares(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    shares: tuple[SealedShare, ...] = wire(Seq(Struct(SealedShare), MAX_NODES))
+
+
+@message(4)
+@dataclass(frozen=True)
+class ShareBundle(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    #: U2: every node whose shares the aggregator forwarded (the nodes that mask together)
+    committed: tuple[str, ...] = wire(NAMES)
+    shares: tuple[SealedShare, ...] = wire(Seq(Struct(SealedShare), MAX_NODES))
+
+    def __post_init__(self) -> None:
+        _check_names(self.committed, "committed")
+
+
+@message(5)
+@dataclass(frozen=True)
+class MaskedInput(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    data: bytes = wire(Bytes(MAX_MASKED_INPUT))
+
+
+@message(6)
+@dataclass(frozen=True)
+class SurvivorList(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    survivors: tuple[str, ...] = wire(NAMES)
+
+    def __post_init__(self) -> None:
+        _check_names(self.survivors, "survivors")
+
+
+@message(7)
+@dataclass(frozen=True)
+class ConsistencySignature(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    signature: bytes = wire(SIGNATURE)
+
+
+@dataclass(frozen=True)
+class SignedBy:
+    signer: str = wire(NAME)
+    signature: bytes = wire(SIGNATURE)
+
+
+@message(8)
+@dataclass(frozen=True)
+class UnmaskRequest(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    survivors: tuple[str, ...] = wire(NAMES)
+    dropouts: tuple[str, ...] = wire(NAMES)
+    signatures: tuple[SignedBy, ...] = wire(Seq(Struct(SignedBy), MAX_NODES))
+
+    def __post_init__(self) -> None:
+        _check_names(self.survivors, "survivors")
+        _check_names(self.dropouts, "dropouts")
+
+
+@dataclass(frozen=True)
+class ShareOf:
+    owner: str = wire(NAME)
+    share: bytes = wire(SHARE)
+
+
+@message(9)
+@dataclass(frozen=True)
+class UnmaskShares(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    self_mask_shares: tuple[ShareOf, ...] = wire(Seq(Struct(ShareOf), MAX_NODES))
+    key_shares: tuple[ShareOf, ...] = wire(Seq(Struct(ShareOf), MAX_NODES))
+
+
+@message(10)
+@dataclass(frozen=True)
+class RoundAborted(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    #: an error code from engine.errors, never free text
+    code: str = wire(Str(64))
+
+
+@message(11)
+@dataclass(frozen=True)
+class RoundStart:
+    """Aggregator to node: a round begins with these parameters (the node re-derives and
+    compares them with its own view of the query before taking part)."""
+
+    params: RoundParams = wire(Struct(RoundParams))
+
+
+SECAGG_MESSAGES = (AdvertiseKeys, KeyRoster, EncryptedShares, ShareBundle, MaskedInput,
+                   SurvivorList, ConsistencySignature, UnmaskRequest, UnmaskShares, RoundAborted)

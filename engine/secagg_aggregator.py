@@ -1,0 +1,298 @@
+"""The aggregator's side of one secure-sum round: a sans-I/O state machine.
+
+The driver feeds it ``(sender, message)`` pairs (the sender authenticated by the transport)
+and closes each stage when everyone expected has answered or a deadline passed; closing
+returns the messages to send. A message that breaks the rules raises a typed error for that
+sender and is ignored: the sender is then treated as dropped. The aggregator learns the sum
+over the survivors and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+
+from crypto import shamir
+from crypto.encoding import RingVector
+from crypto.errors import CryptoError, InvalidSignature
+from crypto.identity import VerifyKey
+from crypto.keyagreement import public_from_secret, x25519
+from crypto.prg import MaskExpander, self_mask_key
+from engine.errors import (
+    AuthenticationError,
+    FedtallyError,
+    LocalError,
+    ProtocolAbort,
+    RemoteProtocolError,
+    ReplayError,
+    ThresholdNotMet,
+    UnexpectedMessage,
+)
+from engine.messages import (
+    AdvertiseKeys,
+    ConsistencySignature,
+    EncryptedShares,
+    KeyRoster,
+    MaskedInput,
+    RoundAborted,
+    SecAggMessage,
+    ShareBundle,
+    SignedBy,
+    SurvivorList,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from engine.params import RoundParams
+from engine.secagg_node import (
+    consistency_statement,
+    mask_sign,
+    pair_key,
+    seed_commitment,
+    verify_advert,
+)
+
+
+class AggregatorStage(Enum):
+    COLLECT_ADVERTS = "advertise"
+    COLLECT_SHARES = "share"
+    COLLECT_MASKED = "masked_input"
+    COLLECT_SIGNATURES = "consistency"
+    COLLECT_UNMASK = "unmask"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class InconsistentShares(ProtocolAbort):
+    """Revealed shares do not rebuild the committed secret: some node lied; nothing released."""
+
+    code = "inconsistent_shares"
+
+
+Outgoing = list[tuple[str, SecAggMessage]]
+
+
+class SecAggAggregator:
+    TRANSITIONS: dict[tuple[AggregatorStage, type], str] = {
+        (AggregatorStage.COLLECT_ADVERTS, AdvertiseKeys): "_on_advert",
+        (AggregatorStage.COLLECT_SHARES, EncryptedShares): "_on_shares",
+        (AggregatorStage.COLLECT_MASKED, MaskedInput): "_on_masked",
+        (AggregatorStage.COLLECT_SIGNATURES, ConsistencySignature): "_on_signature",
+        (AggregatorStage.COLLECT_UNMASK, UnmaskShares): "_on_unmask",
+    }
+    CLOSERS: dict[AggregatorStage, str] = {
+        AggregatorStage.COLLECT_ADVERTS: "_close_adverts",
+        AggregatorStage.COLLECT_SHARES: "_close_shares",
+        AggregatorStage.COLLECT_MASKED: "_close_masked",
+        AggregatorStage.COLLECT_SIGNATURES: "_close_signatures",
+        AggregatorStage.COLLECT_UNMASK: "_close_unmask",
+    }
+
+    def __init__(self, params: RoundParams, members: Mapping[str, VerifyKey]) -> None:
+        missing = [m for m in params.participants if m not in members]
+        if missing:
+            raise LocalError(f"participants without a manifest key: {missing}")
+        self.params = params
+        self._members = dict(members)
+        self.stage = AggregatorStage.COLLECT_ADVERTS
+        self.error: FedtallyError | None = None
+        self.result: RingVector | None = None
+        self.survivors: tuple[str, ...] = ()
+        #: who may send in the current stage; shrinks as nodes drop or misbehave
+        self.expected: set[str] = set(params.participants)
+        self._received: dict[str, SecAggMessage] = {}
+        self._adverts: dict[str, AdvertiseKeys] = {}
+        self._shares: dict[str, EncryptedShares] = {}
+        self._committed: tuple[str, ...] = ()
+        self._total = RingVector.zeros(params.ring_bits, params.vector_length)
+        self._signatures: dict[str, bytes] = {}
+        self._dropouts: tuple[str, ...] = ()
+        self._unmask: dict[str, UnmaskShares] = {}
+
+    # --- driver interface ---------------------------------------------------------------
+
+    def receive(self, sender: str, msg: object) -> None:
+        """Accept one message; raises a typed error (and ignores the message) if it is not
+        allowed, in which case ``sender`` takes no further part in the round."""
+        if self.stage in (AggregatorStage.DONE, AggregatorStage.ABORTED):
+            raise UnexpectedMessage("the round is over")
+        handler = self.TRANSITIONS.get((self.stage, type(msg)))
+        try:
+            if handler is None:
+                raise UnexpectedMessage(
+                    f"{type(msg).__name__} is not allowed in stage {self.stage.value}")
+            if sender not in self.expected:
+                raise UnexpectedMessage(f"{sender} is not expected to send in this stage")
+            assert isinstance(msg, SecAggMessage)
+            if msg.query_id != self.params.query_id or msg.round != self.params.round:
+                raise ReplayError("message belongs to another query or round")
+            if getattr(msg, "sender", sender) != sender:
+                raise AuthenticationError("message names another sender than its connection")
+            getattr(self, handler)(sender, msg)
+        except CryptoError as exc:
+            self.expected.discard(sender)
+            raise RemoteProtocolError("invalid cryptographic material") from exc
+        except FedtallyError:
+            self.expected.discard(sender)
+            raise
+        self._received[sender] = msg
+        self.expected.discard(sender)
+
+    @property
+    def complete(self) -> bool:
+        """Everyone still expected in this stage has answered."""
+        return not self.expected
+
+    def drop(self, name: str) -> None:
+        """The transport lost ``name`` (disconnect or timeout): stop waiting for it."""
+        self.expected.discard(name)
+
+    def close_stage(self) -> Outgoing:
+        """End the current stage with what arrived; returns the messages to send."""
+        closer = self.CLOSERS.get(self.stage)
+        if closer is None:
+            raise LocalError(f"no stage to close ({self.stage.value})")
+        arrived = dict(self._received)
+        self._received = {}
+        try:
+            out: Outgoing = getattr(self, closer)(arrived)
+        except ProtocolAbort as exc:
+            return self._abort(exc, arrived)
+        except CryptoError:
+            # a signed public key of a node is unusable (e.g. of low order): that node lied
+            return self._abort(InconsistentShares("a node's key material is invalid"), arrived)
+        return out
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _need(self, names: set[str] | frozenset[str] | tuple[str, ...], what: str) -> None:
+        if len(names) < self.params.threshold:
+            raise ThresholdNotMet(
+                f"only {len(names)} {what}; the round needs {self.params.threshold}")
+
+    def _abort(self, error: ProtocolAbort, arrived: Mapping[str, object]) -> Outgoing:
+        self.stage = AggregatorStage.ABORTED
+        self.error = error
+        p = self.params
+        notice = RoundAborted(p.query_id, p.round, error.code)
+        return [(name, notice) for name in sorted(arrived)]
+
+    def _next(self, stage: AggregatorStage, expected: set[str] | frozenset[str]) -> None:
+        self.stage = stage
+        self.expected = set(expected)
+
+    # --- stage handlers -------------------------------------------------------------------
+
+    def _on_advert(self, sender: str, msg: AdvertiseKeys) -> None:
+        # checked here too, so one node's bad advert cannot make every honest node abort
+        verify_advert(self.params, msg, self._members[sender])
+
+    def _close_adverts(self, arrived: dict[str, AdvertiseKeys]) -> Outgoing:
+        self._need(arrived.keys(), "nodes advertised keys")
+        self._adverts = arrived
+        roster = KeyRoster(self.params.query_id, self.params.round,
+                           tuple(arrived[name] for name in sorted(arrived)))
+        self._next(AggregatorStage.COLLECT_SHARES, arrived.keys())
+        return [(name, roster) for name in sorted(arrived)]
+
+    def _on_shares(self, sender: str, msg: EncryptedShares) -> None:
+        wanted = (self.params.share_holders(sender) & self._adverts.keys()) - {sender}
+        recipients = [s.recipient for s in msg.shares]
+        if any(s.sender != sender for s in msg.shares) or sorted(recipients) != sorted(wanted):
+            raise RemoteProtocolError("shares are not addressed to exactly the node's holders")
+
+    def _close_shares(self, arrived: dict[str, EncryptedShares]) -> Outgoing:
+        self._need(arrived.keys(), "nodes shared their keys")
+        committed = tuple(sorted(arrived))
+        self._committed = committed
+        p = self.params
+        out: Outgoing = []
+        for name in committed:
+            shares = tuple(share for sender in committed for share in arrived[sender].shares
+                           if share.recipient == name)
+            out.append((name, ShareBundle(p.query_id, p.round, committed, shares)))
+        self._next(AggregatorStage.COLLECT_MASKED, set(committed))
+        return out
+
+    def _on_masked(self, sender: str, msg: MaskedInput) -> None:
+        p = self.params
+        if len(msg.data) != p.masked_input_size:
+            raise RemoteProtocolError("masked input has the wrong size")
+        self._total.add_(RingVector.from_bytes(p.ring_bits, p.vector_length, msg.data))
+
+    def _close_masked(self, arrived: dict[str, MaskedInput]) -> Outgoing:
+        self._need(arrived.keys(), "masked inputs")
+        self.survivors = tuple(sorted(arrived))
+        self._dropouts = tuple(sorted(set(self._committed) - set(self.survivors)))
+        notice = SurvivorList(self.params.query_id, self.params.round, self.survivors)
+        self._next(AggregatorStage.COLLECT_SIGNATURES, set(self.survivors))
+        return [(name, notice) for name in self.survivors]
+
+    def _on_signature(self, sender: str, msg: ConsistencySignature) -> None:
+        try:
+            self._members[sender].verify(consistency_statement(self.params, self.survivors),
+                                         msg.signature)
+        except InvalidSignature as exc:
+            raise AuthenticationError(f"consistency signature of {sender} does not verify") \
+                from exc
+
+    def _close_signatures(self, arrived: dict[str, ConsistencySignature]) -> Outgoing:
+        self._need(arrived.keys(), "consistency signatures")
+        p = self.params
+        signatures = tuple(SignedBy(name, arrived[name].signature) for name in sorted(arrived))
+        request = UnmaskRequest(p.query_id, p.round, self.survivors, self._dropouts, signatures)
+        self._next(AggregatorStage.COLLECT_UNMASK, arrived.keys())
+        return [(name, request) for name in sorted(arrived)]
+
+    def _on_unmask(self, sender: str, msg: UnmaskShares) -> None:
+        survivors, dropouts = set(self.survivors), set(self._dropouts)
+        self_owners = [s.owner for s in msg.self_mask_shares]
+        key_owners = [s.owner for s in msg.key_shares]
+        holds = {o for o in self._committed if sender in self.params.share_holders(o)}
+        if (len(set(self_owners)) != len(self_owners) or len(set(key_owners)) != len(key_owners)
+                or not set(self_owners) <= survivors & holds
+                or not set(key_owners) <= dropouts & holds):
+            raise RemoteProtocolError("unmask shares for owners the sender may not reveal")
+
+    def _close_unmask(self, arrived: dict[str, UnmaskShares]) -> Outgoing:
+        self._need(arrived.keys(), "nodes revealed shares")
+        p = self.params
+        index = {name: p.index(name) + 1 for name in p.participants}
+        seeds: dict[str, dict[int, bytes]] = {name: {} for name in self.survivors}
+        keys: dict[str, dict[int, bytes]] = {name: {} for name in self._dropouts}
+        for sender, msg in arrived.items():
+            for share in msg.self_mask_shares:
+                seeds[share.owner][index[sender]] = share.share
+            for share in msg.key_shares:
+                keys[share.owner][index[sender]] = share.share
+        expander = MaskExpander(p.ring_bits, p.vector_length)
+        total = self._total
+        for owner, shares in seeds.items():
+            seed = self._combine(owner, shares, "self-mask seed")
+            if seed_commitment(p, owner, seed) != self._adverts[owner].seed_commitment:
+                raise InconsistentShares(f"the self-mask shares of {owner} are inconsistent")
+            expander.sub_mask_(total, self_mask_key(seed, p.digest, owner))
+        for owner, shares in keys.items():
+            secret = self._combine(owner, shares, "mask key")
+            if public_from_secret(secret) != self._adverts[owner].mask_public:
+                raise InconsistentShares(f"the key shares of {owner} are inconsistent")
+            for peer in sorted(p.neighbours_of(owner) & set(self.survivors)):
+                key = pair_key(p, x25519(secret, self._adverts[peer].mask_public), peer, owner)
+                # remove what ``peer`` put in for the pair (peer, owner)
+                if mask_sign(peer, owner) > 0:
+                    expander.sub_mask_(total, key)
+                else:
+                    expander.add_mask_(total, key)
+        self.result = total
+        self.stage = AggregatorStage.DONE
+        self.expected = set()
+        return []
+
+    def _combine(self, owner: str, shares: dict[int, bytes], what: str) -> bytes:
+        needed = self.params.shamir_threshold
+        if len(shares) < needed:
+            raise ThresholdNotMet(f"only {len(shares)} shares of the {what} of {owner}; "
+                                  f"{needed} needed")
+        try:
+            return shamir.combine(shares, needed)
+        except CryptoError as exc:
+            raise InconsistentShares(f"the shares of the {what} of {owner} are invalid") from exc

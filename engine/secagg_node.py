@@ -1,0 +1,340 @@
+"""The node's side of one secure-sum round: a sans-I/O state machine.
+
+Give it messages, it hands back the message to send. It trusts nothing the aggregator says:
+every list is checked against what the node itself saw, every advert's signature against
+the member key in the federation manifest, and the round digest is bound into every
+signature and key derivation. Any failure raises a typed :class:`~engine.errors.FedtallyError`
+and leaves the node in ``FAILED``: it sends nothing more for this round.
+
+Invariant (checked before every reveal): for any peer, the node reveals the share of its
+self-mask seed or the share of its mask key, never both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from enum import Enum
+
+from crypto import shamir
+from crypto.encoding import RingVector
+from crypto.errors import CryptoError, DecryptionFailed, InvalidSignature
+from crypto.identity import SigningIdentity, VerifyKey
+from crypto.kdf import context
+from crypto.keyagreement import X25519KeyPair
+from crypto.prg import MaskExpander, pairwise_mask_key, self_mask_key
+from crypto.randomness import RandomSource
+from crypto.sealed import open_sealed, seal
+from engine.codec import DecodeError, decode_struct, encode_struct
+from engine.errors import (
+    AbortedByPeer,
+    AuthenticationError,
+    FedtallyError,
+    InconsistentView,
+    LocalError,
+    RemoteProtocolError,
+    ReplayError,
+    ThresholdNotMet,
+    UnexpectedMessage,
+)
+from engine.messages import (
+    AdvertiseKeys,
+    ConsistencySignature,
+    EncryptedShares,
+    KeyRoster,
+    MaskedInput,
+    RoundAborted,
+    SealedShare,
+    SecAggMessage,
+    ShareBundle,
+    ShareOf,
+    SharePlaintext,
+    SurvivorList,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from engine.params import RoundParams
+
+SEED_SIZE = 32
+
+
+class NodeStage(Enum):
+    START = "start"
+    ADVERTISED = "advertised"  # waiting for the key roster
+    SHARED = "shared"  # waiting for the share bundle
+    MASKED = "masked"  # waiting for the survivor list
+    SIGNED = "signed"  # waiting for the unmask request
+    DONE = "done"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({NodeStage.DONE, NodeStage.ABORTED, NodeStage.FAILED})
+
+# --- signed statements (one place, used by node, aggregator and tests) ----------------------
+
+
+def advert_statement(params: RoundParams, sender: str, enc_public: bytes, mask_public: bytes,
+                     commitment: bytes) -> bytes:
+    return context(b"fedtally/v1", "advertise", params.digest, sender, enc_public, mask_public,
+                   commitment)
+
+
+def consistency_statement(params: RoundParams, survivors: tuple[str, ...]) -> bytes:
+    return context(b"fedtally/v1", "consistency", params.digest, *survivors)
+
+
+def seed_commitment(params: RoundParams, owner: str, seed: bytes) -> bytes:
+    """Hiding (the seed is 256 random bits) and binding commitment to a self-mask seed."""
+    return hashlib.sha256(context(b"fedtally/v1", "seed-commitment", params.digest, owner,
+                                  seed)).digest()
+
+
+def share_binding(params: RoundParams, sender: str, recipient: str) -> bytes:
+    return context(b"fedtally/v1", "share", params.digest, sender, recipient)
+
+
+def mask_sign(me: str, peer: str) -> int:
+    """+1 if ``me`` adds the pair mask, -1 if it subtracts it (lower name adds)."""
+    return 1 if me < peer else -1
+
+
+def pair_key(params: RoundParams, shared_secret: bytes, a: str, b: str) -> bytes:
+    low, high = (a, b) if a < b else (b, a)
+    return pairwise_mask_key(shared_secret, params.digest, low, high)
+
+
+def verify_advert(params: RoundParams, advert: AdvertiseKeys, key: VerifyKey) -> None:
+    try:
+        key.verify(advert_statement(params, advert.sender, advert.enc_public,
+                                    advert.mask_public, advert.seed_commitment),
+                   advert.signature)
+    except InvalidSignature as exc:
+        raise AuthenticationError(
+            f"the key advert of {advert.sender} does not verify under this round's parameters"
+        ) from exc
+
+
+class SecAggNode:
+    """One node's participation in one round."""
+
+    def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
+                 members: Mapping[str, VerifyKey], value: RingVector, rng: RandomSource) -> None:
+        if me not in params.participants:
+            raise LocalError(f"{me} is not a participant of this round")
+        if value.bits != params.ring_bits or value.length != params.vector_length:
+            raise LocalError("the input does not have the round's ring width and length")
+        if identity.verify_key != members.get(me):
+            raise LocalError("our identity key is not the one in the federation manifest")
+        self.params = params
+        self.me = me
+        self._identity = identity
+        self._members = dict(members)
+        self._value = value
+        self._rng = rng
+        self.stage = NodeStage.START
+        self.error: FedtallyError | None = None
+        #: (peer, "self" | "key") for every share this node revealed; tests read it
+        self.reveal_log: list[tuple[str, str]] = []
+        self._adverts: dict[str, AdvertiseKeys] = {}
+        self._held: dict[str, SharePlaintext] = {}  # shares we hold, by owner (incl. ourselves)
+        self._committed: frozenset[str] = frozenset()
+        self._survivors: tuple[str, ...] = ()
+
+    # --- the transition table --------------------------------------------------------------
+
+    TRANSITIONS: dict[tuple[NodeStage, type], str] = {
+        (NodeStage.ADVERTISED, KeyRoster): "_on_roster",
+        (NodeStage.SHARED, ShareBundle): "_on_bundle",
+        (NodeStage.MASKED, SurvivorList): "_on_survivors",
+        (NodeStage.SIGNED, UnmaskRequest): "_on_unmask",
+    }
+
+    def start(self) -> AdvertiseKeys:
+        if self.stage is not NodeStage.START:
+            raise LocalError("round already started")
+        return self._guard(self._advertise)
+
+    def receive(self, msg: object) -> SecAggMessage | None:
+        """Handle one message from the aggregator; returns the reply to send, if any."""
+        if self.stage in TERMINAL:
+            raise LocalError(f"round is over ({self.stage.value})")
+        if isinstance(msg, RoundAborted):
+            self._check_header(msg)
+            self.stage = NodeStage.ABORTED
+            self.error = AbortedByPeer(f"the aggregator aborted the round ({msg.code})")
+            raise self.error
+        handler = self.TRANSITIONS.get((self.stage, type(msg)))
+        if handler is None:
+            return self._fail(UnexpectedMessage(
+                f"{type(msg).__name__} is not allowed while {self.stage.value}"))
+        return self._guard(lambda: getattr(self, handler)(msg))
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _guard(self, step: Callable[[], SecAggMessage]) -> SecAggMessage:
+        try:
+            return step()
+        except FedtallyError as exc:
+            return self._fail(exc)
+        except (CryptoError, DecodeError) as exc:
+            return self._fail(RemoteProtocolError("a peer's cryptographic material is invalid"),
+                              exc)
+
+    def _fail(self, error: FedtallyError, cause: BaseException | None = None) -> SecAggMessage:
+        self.stage = NodeStage.FAILED
+        self.error = error
+        raise error from cause
+
+    def _check_header(self, msg: SecAggMessage) -> None:
+        if msg.query_id != self.params.query_id or msg.round != self.params.round:
+            raise ReplayError("message belongs to another query or round")
+
+    def _need(self, count: int, what: str, needed: int | None = None) -> None:
+        needed = self.params.threshold if needed is None else needed
+        if count < needed:
+            raise ThresholdNotMet(f"only {count} {what}; the round needs {needed}")
+
+    # --- stages ---------------------------------------------------------------------------
+
+    def _advertise(self) -> AdvertiseKeys:
+        p = self.params
+        self._enc = X25519KeyPair.generate(self._rng)
+        self._mask = X25519KeyPair.generate(self._rng)
+        self._seed = self._rng.bytes(SEED_SIZE)
+        commitment = seed_commitment(p, self.me, self._seed)
+        signature = self._identity.sign(advert_statement(
+            p, self.me, self._enc.public, self._mask.public, commitment))
+        self._own_advert = AdvertiseKeys(p.query_id, p.round, self.me, self._enc.public,
+                                          self._mask.public, commitment, signature)
+        self.stage = NodeStage.ADVERTISED
+        return self._own_advert
+
+    def _on_roster(self, msg: KeyRoster) -> EncryptedShares:
+        p = self.params
+        self._check_header(msg)
+        adverts: dict[str, AdvertiseKeys] = {}
+        for advert in msg.adverts:
+            self._check_header(advert)
+            if advert.sender not in p.participants:
+                raise AuthenticationError(f"{advert.sender} is not a participant of this round")
+            if advert.sender in adverts:
+                raise InconsistentView(f"two key adverts for {advert.sender}")
+            verify_advert(p, advert, self._members[advert.sender])
+            adverts[advert.sender] = advert
+        if adverts.get(self.me) != self._own_advert:
+            raise InconsistentView("the roster does not carry our own advert unchanged")
+        self._need(len(adverts), "nodes advertised keys")
+        self._adverts = adverts
+        holders = sorted((p.share_holders(self.me)) & adverts.keys())
+        self._need(len(holders), "share holders advertised keys", p.shamir_threshold)
+        xs = {name: p.index(name) + 1 for name in holders}
+        seed_shares = shamir.split(self._seed, p.shamir_threshold, xs.values(), self._rng)
+        key_shares = shamir.split(self._mask.secret_bytes(), p.shamir_threshold, xs.values(),
+                                  self._rng)
+        sealed = []
+        for name in holders:
+            plain = SharePlaintext(self.me, name, seed_shares[xs[name]], key_shares[xs[name]])
+            if name == self.me:
+                self._held[self.me] = plain
+                continue
+            ciphertext = seal(self._enc, adverts[name].enc_public, encode_struct(plain),
+                              share_binding(p, self.me, name), self._rng)
+            sealed.append(SealedShare(self.me, name, ciphertext))
+        self.stage = NodeStage.SHARED
+        return EncryptedShares(p.query_id, p.round, self.me, tuple(sealed))
+
+    def _on_bundle(self, msg: ShareBundle) -> MaskedInput:
+        p = self.params
+        self._check_header(msg)
+        committed = frozenset(msg.committed)
+        if self.me not in committed:
+            raise InconsistentView("the committed list leaves us out")
+        if not committed <= self._adverts.keys():
+            raise InconsistentView("the committed list names nodes that never advertised")
+        self._need(len(committed), "nodes shared their keys")
+        expected = (p.neighbours_of(self.me) & committed)
+        received: dict[str, SharePlaintext] = {}
+        for share in msg.shares:
+            if share.recipient != self.me:
+                raise InconsistentView("a share addressed to another node was delivered to us")
+            if share.sender not in expected or share.sender in received:
+                raise InconsistentView(f"unexpected or duplicate share from {share.sender}")
+            try:
+                raw = open_sealed(self._enc, self._adverts[share.sender].enc_public,
+                                  share.ciphertext, share_binding(p, share.sender, self.me))
+            except DecryptionFailed as exc:
+                raise AuthenticationError(f"the share from {share.sender} does not open") from exc
+            plain = decode_struct(SharePlaintext, raw)
+            if plain.owner != share.sender or plain.recipient != self.me:
+                raise AuthenticationError(f"the share from {share.sender} is mislabelled")
+            received[share.sender] = plain
+        if received.keys() != expected:
+            raise InconsistentView("shares of some committed neighbours are missing")
+        self._held.update(received)
+        self._committed = committed
+        masked = self._value.copy()
+        expander = MaskExpander(p.ring_bits, p.vector_length)
+        expander.add_mask_(masked, self_mask_key(self._seed, p.digest, self.me))
+        for peer in sorted(expected):
+            key = pair_key(p, self._mask.exchange(self._adverts[peer].mask_public), self.me, peer)
+            if mask_sign(self.me, peer) > 0:
+                expander.add_mask_(masked, key)
+            else:
+                expander.sub_mask_(masked, key)
+        self._value = RingVector.zeros(p.ring_bits, 1)  # drop the cleartext reference early
+        self.stage = NodeStage.MASKED
+        return MaskedInput(p.query_id, p.round, self.me, masked.to_bytes())
+
+    def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
+        p = self.params
+        self._check_header(msg)
+        survivors = frozenset(msg.survivors)
+        if self.me not in survivors:
+            raise InconsistentView("the survivor list leaves us out")
+        if not survivors <= self._committed:
+            raise InconsistentView("the survivor list names nodes that did not share keys")
+        self._need(len(survivors), "survivors")
+        self._survivors = msg.survivors
+        signature = self._identity.sign(consistency_statement(p, msg.survivors))
+        self.stage = NodeStage.SIGNED
+        return ConsistencySignature(p.query_id, p.round, self.me, signature)
+
+    def _on_unmask(self, msg: UnmaskRequest) -> UnmaskShares:
+        p = self.params
+        self._check_header(msg)
+        survivors, dropouts = frozenset(msg.survivors), frozenset(msg.dropouts)
+        if msg.survivors != self._survivors:
+            raise InconsistentView("the survivor list differs from the one we signed")
+        if survivors & dropouts:
+            raise InconsistentView("survivor and dropout lists overlap")
+        if dropouts != self._committed - survivors:
+            raise InconsistentView("the dropout list is not the committed nodes that vanished")
+        statement = consistency_statement(p, msg.survivors)
+        signers: set[str] = set()
+        for signed in msg.signatures:
+            if signed.signer not in survivors or signed.signer in signers:
+                raise InconsistentView(f"unexpected consistency signature of {signed.signer}")
+            try:
+                self._members[signed.signer].verify(statement, signed.signature)
+            except InvalidSignature as exc:
+                raise AuthenticationError(
+                    f"the consistency signature of {signed.signer} does not verify") from exc
+            signers.add(signed.signer)
+        self._need(len(signers), "nodes signed the survivor list")
+        self_shares, key_shares = [], []
+        for owner in sorted(self._held):
+            if owner in survivors:
+                self._record_reveal(owner, "self")
+                self_shares.append(ShareOf(owner, self._held[owner].seed_share))
+            elif owner in dropouts:
+                self._record_reveal(owner, "key")
+                key_shares.append(ShareOf(owner, self._held[owner].key_share))
+        self.stage = NodeStage.DONE
+        return UnmaskShares(p.query_id, p.round, self.me, tuple(self_shares), tuple(key_shares))
+
+    def _record_reveal(self, owner: str, kind: str) -> None:
+        if any(peer == owner and k != kind for peer, k in self.reveal_log):
+            raise InconsistentView(f"refusing to reveal both shares of {owner}")
+        self.reveal_log.append((owner, kind))
+

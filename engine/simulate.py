@@ -1,0 +1,188 @@
+"""Run whole secure-sum rounds in memory, with every role, injectable dropouts and an
+injectable misbehaving aggregator. Deterministic given ``seed``.
+
+``secure_sum`` is the simple face; :func:`run_round` returns the whole transcript (each
+node's state, error and reveal log) for tests of misbehaviour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crypto.encoding import RingVector, plan_ring
+from crypto.identity import SigningIdentity, VerifyKey
+from crypto.randomness import RandomSource, SeededRandom, SystemRandom
+from engine.errors import FedtallyError, LocalError, ProtocolAbort
+from engine.messages import SecAggMessage
+from engine.params import RoundParams
+from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
+from engine.secagg_node import NodeStage, SecAggNode
+
+STAGES = ("advertise", "share", "masked_input", "consistency", "unmask")
+
+#: (stage, recipient, message, transcript) -> message to deliver instead (None: withhold)
+Tamper = Callable[[str, str, SecAggMessage, "RoundTranscript"], SecAggMessage | None]
+
+
+@dataclass(frozen=True)
+class SecureSumResult:
+    total: np.ndarray
+    survivors: list[int]
+    ring_bits: int
+
+
+@dataclass
+class RoundTranscript:
+    params: RoundParams
+    names: list[str]
+    nodes: dict[str, SecAggNode]
+    aggregator: SecAggAggregator
+    node_errors: dict[str, FedtallyError] = field(default_factory=dict)
+    aggregator_rejections: dict[str, FedtallyError] = field(default_factory=dict)
+    #: every message the aggregator received, including those it rejected
+    inbox: list[tuple[str, str, SecAggMessage]] = field(default_factory=list)
+    #: every message the aggregator sent, by stage
+    outbox: list[tuple[str, str, SecAggMessage]] = field(default_factory=list)
+
+    @property
+    def result(self) -> RingVector | None:
+        return self.aggregator.result
+
+
+def node_names(n: int) -> list[str]:
+    width = len(str(n - 1))
+    return [f"node{i:0{width}d}" for i in range(n)]
+
+
+def make_params(n: int, threshold: int, length: int, ring_bits: int, neighbours: int | None,
+                rng: RandomSource, *, federation_id: str = "simulated",
+                round_number: int = 0) -> RoundParams:
+    return RoundParams(federation_id=federation_id, query_id=rng.bytes(16), round=round_number,
+                       participants=tuple(node_names(n)), threshold=threshold,
+                       vector_length=length, ring_bits=ring_bits, neighbours=neighbours or 0,
+                       query_digest=hashlib.sha256(b"simulated query").digest())
+
+
+def run_round(values: Sequence[RingVector], params: RoundParams, *,
+              identities: Mapping[str, SigningIdentity], rng: RandomSource,
+              dropouts: Mapping[str, set[int]] | None = None,
+              tamper: Tamper | None = None,
+              node_params: Mapping[int, RoundParams] | None = None) -> RoundTranscript:
+    """One round through the node and aggregator state machines, all in memory.
+
+    ``dropouts[stage]`` holds input indices that vanish instead of sending their message of
+    that stage (and send nothing after). ``node_params`` gives some nodes other parameters
+    than the aggregator's (a malicious aggregator's doing). A node that raises is recorded in
+    ``node_errors`` and takes no further part.
+    """
+    dropouts = {k: set(v) for k, v in (dropouts or {}).items()}
+    unknown = set(dropouts) - set(STAGES)
+    if unknown:
+        raise LocalError(f"unknown dropout stages {sorted(unknown)}; use {STAGES}")
+    names = list(params.participants)
+    members: dict[str, VerifyKey] = {n: identities[n].verify_key for n in names}
+    node_params = node_params or {}
+    nodes = {name: SecAggNode(node_params.get(i, params), name, identities[name], members,
+                              values[i], rng.child(name) if isinstance(rng, SeededRandom) else rng)
+             for i, name in enumerate(names)}
+    aggregator = SecAggAggregator(params, members)
+    t = RoundTranscript(params, names, nodes, aggregator)
+    gone: set[str] = set()
+
+    def vanish(stage: str) -> None:
+        for i in dropouts.get(stage, ()):
+            gone.add(names[i])
+
+    def deliver_to_aggregator(stage: str, sender: str, msg: SecAggMessage | None) -> None:
+        if msg is None or sender in gone:
+            aggregator.drop(sender)
+            return
+        t.inbox.append((stage, sender, msg))
+        try:
+            aggregator.receive(sender, msg)
+        except FedtallyError as exc:
+            t.aggregator_rejections[sender] = exc
+
+    def node_step(name: str, msg: SecAggMessage) -> SecAggMessage | None:
+        node = nodes[name]
+        if name in gone or node.stage in (NodeStage.FAILED, NodeStage.ABORTED, NodeStage.DONE):
+            return None
+        try:
+            return node.receive(msg)
+        except FedtallyError as exc:
+            t.node_errors[name] = exc
+            return None
+
+    vanish("advertise")
+    for name in names:
+        msg = None
+        if name not in gone:
+            try:
+                msg = nodes[name].start()
+            except FedtallyError as exc:
+                t.node_errors[name] = exc
+        deliver_to_aggregator("advertise", name, msg)
+
+    for stage in STAGES[1:] + ("done",):
+        outgoing = aggregator.close_stage()
+        if aggregator.stage is AggregatorStage.ABORTED:
+            for name, msg in outgoing:
+                node_step(name, msg)
+            break
+        if aggregator.stage is AggregatorStage.DONE:
+            break
+        vanish(stage)
+        replies: list[tuple[str, SecAggMessage | None]] = []
+        for name, msg in outgoing:
+            delivered = tamper(stage, name, msg, t) if tamper else msg
+            t.outbox.append((stage, name, msg))
+            if delivered is not None:
+                replies.append((name, node_step(name, delivered)))
+        answered = {name for name, _ in replies}
+        for name in list(aggregator.expected - answered):
+            aggregator.drop(name)
+        for name, reply in replies:
+            deliver_to_aggregator(stage, name, reply)
+    return t
+
+
+def secure_sum(inputs: Sequence[np.ndarray], threshold: int,
+               dropouts: Mapping[str, set[int]] | None = None, neighbours: int | None = None,
+               seed: int | bytes | None = None, *, ring_bits: int | None = None,
+               tamper: Tamper | None = None) -> SecureSumResult:
+    """Securely sum ``inputs`` (equal-length int64 vectors), one per simulated node.
+
+    The ring is planned from the inputs' largest absolute value, standing in for the
+    clipping bound a real query declares. The total is exact: int64 when it fits, else an
+    object array of Python ints. Raises a :class:`ProtocolAbort` subclass (and releases
+    nothing) when too few nodes survive.
+    """
+    arrays = [np.asarray(x) for x in inputs]
+    if not arrays or any(a.ndim != 1 or a.dtype.kind not in "iu" for a in arrays):
+        raise LocalError("inputs must be one-dimensional integer arrays")
+    length = arrays[0].size
+    if any(a.size != length for a in arrays):
+        raise LocalError("inputs must all have the same length")
+    n = len(arrays)
+    if ring_bits is None:
+        bound = max(int(np.max(np.abs(a.astype(object)))) if a.size else 0 for a in arrays)
+        ring_bits = plan_ring(-n * bound, n * bound).bits
+    rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
+    params = make_params(n, threshold, length, ring_bits, neighbours, rng)
+    identities = {name: SigningIdentity.generate(rng) for name in params.participants}
+    values = [RingVector.from_ints(ring_bits, a) for a in arrays]
+    transcript = run_round(values, params, identities=identities, rng=rng, dropouts=dropouts,
+                           tamper=tamper)
+    aggregator = transcript.aggregator
+    if aggregator.result is None:
+        if isinstance(aggregator.error, ProtocolAbort):
+            raise aggregator.error
+        raise ProtocolAbort("the round did not complete")
+    index = {name: i for i, name in enumerate(transcript.names)}
+    return SecureSumResult(total=aggregator.result.to_signed(),
+                           survivors=sorted(index[name] for name in aggregator.survivors),
+                           ring_bits=ring_bits)
