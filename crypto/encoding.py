@@ -262,28 +262,34 @@ class RingVector:
 
 def add_limbs_(acc: np.ndarray, other: np.ndarray) -> None:
     """acc += other over little-endian uint64 limbs, carries propagated (mod 2^(64*limbs))."""
-    if acc.shape[0] == 1:
-        np.add(acc[0], other[0], out=acc[0])
-        return
-    carry = np.zeros(acc.shape[1], dtype=np.uint64)
-    for k in range(acc.shape[0]):
-        before = acc[k].copy()
+    last = acc.shape[0] - 1
+    carry: np.ndarray | None = None
+    for k in range(last + 1):
         np.add(acc[k], other[k], out=acc[k])
-        c1 = acc[k] < before
-        np.add(acc[k], carry, out=acc[k])
-        c2 = acc[k] < carry
-        carry = (c1 | c2).astype(np.uint64)
+        if k == last:  # the carry out of the top limb leaves the ring
+            if carry is not None:
+                np.add(acc[k], carry, out=acc[k])
+            return
+        wrapped = acc[k] < other[k]
+        if carry is not None:
+            np.add(acc[k], carry, out=acc[k])
+            # adding a carry wraps only an all-ones word, which then reads zero
+            wrapped |= carry & (acc[k] == 0)
+        carry = wrapped
 
 
 def sub_limbs_(acc: np.ndarray, other: np.ndarray) -> None:
     """acc -= other over little-endian uint64 limbs, borrows propagated."""
-    if acc.shape[0] == 1:
-        np.subtract(acc[0], other[0], out=acc[0])
-        return
-    borrow = np.zeros(acc.shape[1], dtype=np.uint64)
-    for k in range(acc.shape[0]):
-        b1 = acc[k] < other[k]
+    last = acc.shape[0] - 1
+    borrow: np.ndarray | None = None
+    for k in range(last + 1):
+        under = acc[k] < other[k] if k < last else None
         np.subtract(acc[k], other[k], out=acc[k])
-        b2 = acc[k] < borrow
-        np.subtract(acc[k], borrow, out=acc[k])
-        borrow = (b1 | b2).astype(np.uint64)
+        if borrow is not None:
+            if under is not None:
+                # subtracting a borrow wraps only a zero word, which then reads all ones
+                under |= borrow & (acc[k] == 0)
+            np.subtract(acc[k], borrow, out=acc[k])
+        if under is None:
+            return
+        borrow = under

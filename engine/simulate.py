@@ -131,7 +131,10 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
         outgoing = aggregator.close_stage()
         if aggregator.stage is AggregatorStage.ABORTED:
             for name, msg in outgoing:
-                node_step(name, msg)
+                notice = tamper(stage, name, msg, t) if tamper else msg
+                t.outbox.append((stage, name, msg))
+                if notice is not None:
+                    node_step(name, notice)
             break
         if aggregator.stage is AggregatorStage.DONE:
             break
