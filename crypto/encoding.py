@@ -64,9 +64,9 @@ def plan_ring(min_total: int, max_total: int, *, frac_bits: int = 0,
     """Smallest ring whose signed range holds every integer in ``[min_total, max_total]``."""
     if min_total > max_total:
         raise EncodingError("min_total exceeds max_total")
-    need = MIN_RING_BITS
-    # the centred range of b bits is [-2^(b-1), 2^(b-1)-1]
-    need = max(need, (max(max_total, 0)).bit_length() + 1, (max(-min_total - 1, 0)).bit_length() + 1)
+    max_bits = min(max_bits, MAX_RING_BITS)
+    # the centred range of b bits is [-2^(b-1), 2^(b-1)-1]; a ring also holds its scale
+    need = max(MIN_RING_BITS, frac_bits + 1, (max(max_total, 0)).bit_length() + 1, (max(-min_total - 1, 0)).bit_length() + 1)
     if need > max_bits:
         raise RingOverflowError(
             f"totals in [{min_total}, {max_total}] need a {need}-bit ring; at most {max_bits} allowed")
@@ -112,7 +112,11 @@ def encode_fixed(values: np.ndarray, frac_bits: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise EncodingError("cannot encode NaN or infinite values")
-    scaled = np.rint(np.ldexp(arr, frac_bits))  # exact scaling, round half to even
+    with np.errstate(over="ignore"):
+        scaled = np.rint(np.ldexp(arr, frac_bits))  # exact scaling, round half to even
+    if not np.all(np.isfinite(scaled)):  # beyond float range: exact Python ints instead
+        return np.array([encode_scalar(float(x), frac_bits) for x in arr.ravel()],
+                        dtype=object).reshape(arr.shape)
     if scaled.size == 0 or np.max(np.abs(scaled)) < 2.0**62:
         return scaled.astype(np.int64)
     return np.array([int(x) for x in scaled.ravel()], dtype=object).reshape(arr.shape)
@@ -151,7 +155,8 @@ class RingVector:
     def from_ints(cls, bits: int, values: np.ndarray | list[int]) -> RingVector:
         """Signed integers into the ring; raises if any value is outside the signed range."""
         _check_bits(bits)
-        arr = np.asarray(values)
+        # a list of Python ints stays exact (np.asarray would turn 2**63 into a float)
+        arr = values if isinstance(values, np.ndarray) else np.array(values, dtype=object)
         if arr.ndim != 1:
             raise EncodingError("ring vectors are one-dimensional")
         lo, hi = signed_range(bits)

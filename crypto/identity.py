@@ -27,12 +27,14 @@ class VerifyKey:
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise :class:`InvalidSignature` unless ``signature`` signs ``message``."""
+        if not isinstance(message, bytes) or not isinstance(signature, bytes):
+            raise TypeError("message and signature must be bytes")  # our bug, not a peer's
         if len(signature) != SIGNATURE_SIZE:
             raise InvalidSignature("an Ed25519 signature is 64 bytes")
         try:
             nacl.signing.VerifyKey(self.raw).verify(message, signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
-                nacl.exceptions.TypeError, nacl.exceptions.RuntimeError) as exc:
+                nacl.exceptions.RuntimeError) as exc:
             raise InvalidSignature("signature does not verify") from exc
 
     def hex(self) -> str:

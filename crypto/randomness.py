@@ -35,10 +35,13 @@ class SeededRandom:
     """Deterministic CSPRNG for tests: never use it for real secrets."""
 
     def __init__(self, seed: int | bytes | str) -> None:
+        # the seed's type is tagged so that 65, "A" and b"A" give different streams
         if isinstance(seed, int):
-            seed = seed.to_bytes((seed.bit_length() + 8) // 8 or 1, "big", signed=True)
+            seed = b"i" + seed.to_bytes((seed.bit_length() + 8) // 8 or 1, "big", signed=True)
         elif isinstance(seed, str):
-            seed = seed.encode()
+            seed = b"s" + seed.encode()
+        else:
+            seed = b"b" + bytes(seed)
         key = hashlib.sha256(b"fedtally/v1/seeded-random" + seed).digest()
         self._stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
 

@@ -1,0 +1,139 @@
+"""Query specifications: what a researcher asks, in a canonical form every party can hash.
+
+A :class:`QuerySpec` is plain data (strings, tuples, a filter tree as canonical JSON). It is
+signed by the researcher inside a :class:`SignedQuery`; nodes verify the signature against
+the federation manifest, so the aggregator can neither forge nor alter a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto.kdf import context
+from engine.codec import NAME, NAME_PATTERN, Bytes, Str, UInt, wire
+from engine.errors import QueryError
+
+MAX_SPEC_BYTES = 64 * 1024
+MAX_VARIABLES = 512
+MAX_DATASETS = 512
+METHODS = ("count", "descriptive_stats")
+PRIVACY_MODES = ("exact",)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one JSON form we hash and sign: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode()
+
+
+def _names(value: Any, what: str, maximum: int) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or len(value) > maximum:
+        raise QueryError(f"{what} must be a list of at most {maximum} names")
+    for item in value:
+        if not isinstance(item, str) or not NAME_PATTERN.fullmatch(item):
+            raise QueryError(f"{what}: {item!r} is not a valid name")
+    if len(set(value)) != len(value):
+        raise QueryError(f"{what} lists a name twice")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    method: str
+    data_model: str
+    datasets: tuple[str, ...]
+    variables: tuple[str, ...] = ()
+    by: str | None = None
+    #: canonical JSON of a filter tree (node/filters.py's to_json form), or None
+    filters: Any = None
+    privacy: Mapping[str, Any] = field(default_factory=lambda: {"mode": "exact"})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise QueryError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if not isinstance(self.data_model, str) or not 0 < len(self.data_model) <= 128:
+            raise QueryError("data_model must be a short string")
+        object.__setattr__(self, "datasets", _names(self.datasets, "datasets", MAX_DATASETS))
+        object.__setattr__(self, "variables", _names(self.variables, "variables", MAX_VARIABLES))
+        if not self.datasets:
+            raise QueryError("a query needs at least one dataset")
+        if self.by is not None:
+            _names([self.by], "by", 1)
+            if self.by in self.variables:
+                raise QueryError(f"{self.by!r} cannot be both a variable and the grouping")
+        if self.method == "descriptive_stats" and not self.variables:
+            raise QueryError("descriptive_stats needs at least one variable")
+        if not isinstance(self.privacy, Mapping) or self.privacy.get("mode") not in PRIVACY_MODES:
+            raise QueryError(f"privacy mode must be one of {PRIVACY_MODES} for now")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "data_model": self.data_model,
+                "datasets": list(self.datasets), "variables": list(self.variables),
+                "by": self.by, "filters": self.filters, "privacy": dict(self.privacy)}
+
+    def canonical(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, obj: Any) -> QuerySpec:
+        if not isinstance(obj, dict):
+            raise QueryError("a query specification is a JSON object")
+        allowed = {"method", "data_model", "datasets", "variables", "by", "filters", "privacy"}
+        unknown = set(obj) - allowed
+        if unknown:
+            raise QueryError(f"unknown query fields: {sorted(unknown)}")
+        try:
+            return cls(method=obj["method"], data_model=obj["data_model"],
+                       datasets=obj["datasets"], variables=obj.get("variables", ()),
+                       by=obj.get("by"), filters=obj.get("filters"),
+                       privacy=obj.get("privacy", {"mode": "exact"}))
+        except KeyError as exc:
+            raise QueryError(f"query specification lacks {exc.args[0]!r}") from exc
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> QuerySpec:
+        if len(raw) > MAX_SPEC_BYTES:
+            raise QueryError("query specification too large")
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise QueryError("query specification is not valid JSON") from exc
+        spec = cls.from_json(obj)
+        if spec.canonical() != raw:
+            raise QueryError("query specification is not in canonical form")
+        return spec
+
+
+@dataclass(frozen=True)
+class SignedQuery:
+    """A researcher's signed request. ``vector_length`` and ``ring_bits`` are the client's
+    plan; every node recomputes them and refuses a mismatch."""
+
+    researcher: str = wire(NAME)
+    federation_id: str = wire(Str(128))
+    query_id: bytes = wire(Bytes(16, exact=16))
+    issued_at_ms: int = wire(UInt(8))
+    spec: bytes = wire(Bytes(MAX_SPEC_BYTES))
+    vector_length: int = wire(UInt(4))
+    ring_bits: int = wire(UInt(2))
+    signature: bytes = wire(Bytes(64, exact=64))
+
+    def statement(self) -> bytes:
+        return signed_query_statement(self.researcher, self.federation_id, self.query_id,
+                                      self.issued_at_ms, self.spec, self.vector_length,
+                                      self.ring_bits)
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.statement() + self.signature).digest()
+
+
+def signed_query_statement(researcher: str, federation_id: str, query_id: bytes,
+                           issued_at_ms: int, spec: bytes, vector_length: int,
+                           ring_bits: int) -> bytes:
+    return context(b"fedtally/v1", "query", researcher, federation_id, query_id, issued_at_ms,
+                   spec, vector_length, ring_bits)
