@@ -114,3 +114,10 @@ class DataError(FedtallyError):
     code = "data"
     public = True
 
+
+
+class ServiceUnavailable(FedtallyError):
+    """The aggregator cannot be reached or the connection was lost mid-request."""
+
+    code = "unavailable"
+    public = True

@@ -1,0 +1,364 @@
+"""The aggregator service: a websockets server over TLS that authenticates members against
+the signed manifest, routes queries to nodes and drives each round's state machine.
+
+It is trusted for availability only. It sees masked vectors and the final totals, never a
+node's statistic. Every frame is bounded; a bad frame gets a typed error notice and the
+service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from crypto.errors import InvalidSignature
+from crypto.randomness import SystemRandom
+from engine.codec import decode, encode
+from engine.errors import (
+    AuthenticationError,
+    FedtallyError,
+    QueryError,
+    ReplayError,
+    ThresholdNotMet,
+    UnexpectedMessage,
+)
+from engine.manifest import Manifest
+from engine.messages import MaskedInput, RoundAborted, SecAggMessage
+from engine.params import RoundParams
+from engine.query import QuerySpec, SignedQuery
+from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
+from engine.service_messages import (
+    Catalog,
+    CatalogRequest,
+    Challenge,
+    ErrorNotice,
+    Hello,
+    NodeInfo,
+    Progress,
+    QueryAnnounce,
+    QueryRefused,
+    QueryRequest,
+    QueryResult,
+    Welcome,
+    hello_statement,
+)
+from engine.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
+
+log = logging.getLogger("fedtally.aggregator")
+
+AUTH_TIMEOUT_S = 10.0
+SEEN_QUERY_TTL_S = 3600.0
+
+
+@dataclass
+class Session:
+    name: str
+    role: str
+    connection: ServerConnection
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, msg: object) -> None:
+        try:
+            async with self.lock:
+                await self.connection.send(encode(msg))  # type: ignore[arg-type]
+        except ConnectionClosed:
+            pass  # the receive loop notices and cleans up
+
+
+@dataclass
+class ActiveRound:
+    machine: SecAggAggregator
+    researcher: Session
+    request_id: bytes
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    refusal: tuple[str, str, str] | None = None  # (node, code, public message)
+
+
+class AggregatorService:
+    def __init__(self, manifest: Manifest, *, host: str, port: int, ssl_context: Any,
+                 stage_timeout_s: float | None = None) -> None:
+        self.manifest = manifest
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.stage_timeout_s = stage_timeout_s or manifest.stage_timeout_s
+        self.sessions: dict[str, Session] = {}
+        self.catalogs: dict[str, dict[str, Any]] = {}
+        self.rounds: dict[bytes, ActiveRound] = {}
+        self._seen_queries: dict[bytes, float] = {}
+        self._keys = manifest.verify_keys()
+        self._rng = SystemRandom()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- server -------------------------------------------------------------------------
+
+    async def serve(self, ready: Callable[[int], None] | None = None,
+                    stop: asyncio.Event | None = None) -> None:
+        async with serve(self._handle, self.host, self.port, ssl=self.ssl_context,
+                         max_size=MAX_FRAME, max_queue=16, compression=None,
+                         ping_interval=20, ping_timeout=20) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            log.info("aggregator listening on wss://%s:%d", self.host, port)
+            if ready:
+                ready(port)
+            await (stop.wait() if stop else asyncio.Future())
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        session = await self._authenticate(connection)
+        if session is None:
+            return
+        previous = self.sessions.get(session.name)
+        if previous is not None:  # a reconnecting member replaces its stale connection
+            await previous.connection.close(1000, "replaced by a new connection")
+        self.sessions[session.name] = session
+        log.info("%s %s connected", session.role, session.name)
+        try:
+            async for frame in connection:
+                await self._dispatch(session, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.sessions.get(session.name) is session:
+                del self.sessions[session.name]
+                self.catalogs.pop(session.name, None)
+                for active in self.rounds.values():
+                    active.machine.drop(session.name)
+                    active.changed.set()
+            log.info("%s %s disconnected", session.role, session.name)
+
+    async def _authenticate(self, connection: ServerConnection) -> Session | None:
+        nonce = self._rng.bytes(32)
+        try:
+            await connection.send(encode(Challenge(self.manifest.federation_id, nonce)))
+            frame = await asyncio.wait_for(connection.recv(), AUTH_TIMEOUT_S)
+            hello = decode(frame if isinstance(frame, bytes) else frame.encode(), MAX_FRAME)
+            if not isinstance(hello, Hello):
+                raise UnexpectedMessage("the first message must be a Hello")
+            member = self.manifest.member(hello.name)
+            if member.role != hello.role:
+                raise AuthenticationError(f"{hello.name} is not a {hello.role}")
+            try:
+                member.verify_key.verify(hello_statement(self.manifest.federation_id, nonce,
+                                                         hello.name, hello.role),
+                                         hello.signature)
+            except InvalidSignature as exc:
+                raise AuthenticationError("the hello signature does not verify") from exc
+        except (TimeoutError, ConnectionClosed):
+            return None
+        except FedtallyError as exc:
+            with contextlib.suppress(ConnectionClosed):
+                await connection.send(encode(error_notice(NO_REQUEST, exc)))
+                await connection.close(1008, exc.code)
+            log.warning("refused a connection: %s", exc.code)
+            return None
+        session = Session(hello.name, hello.role, connection)
+        online = tuple(sorted(n for n, s in self.sessions.items() if s.role == "node"))
+        await session.send(Welcome(hello.name, online))
+        return session
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch(self, session: Session, frame: bytes | str) -> None:
+        try:
+            if isinstance(frame, str):
+                raise UnexpectedMessage("text frames are not part of the protocol")
+            msg = decode(frame, MAX_FRAME)
+            handler = self._handlers(session.role).get(type(msg))
+            if handler is None:
+                if isinstance(msg, SecAggMessage) and session.role == "node":
+                    self._on_secagg(session, msg)
+                    return
+                raise UnexpectedMessage(f"a {session.role} may not send {type(msg).__name__}")
+            await handler(session, msg)
+        except FedtallyError as exc:
+            log.info("rejected a message from %s: %s", session.name, exc.code)
+            await session.send(error_notice(getattr(exc, "request_id", NO_REQUEST), exc))
+
+    def _handlers(self, role: str) -> dict[type, Callable[[Session, Any], Awaitable[None]]]:
+        if role == "node":
+            return {NodeInfo: self._on_node_info, QueryRefused: self._on_refused}
+        if role == "researcher":
+            return {CatalogRequest: self._on_catalog_request, QueryRequest: self._on_query}
+        return {CatalogRequest: self._on_catalog_request}
+
+    async def _on_node_info(self, session: Session, msg: NodeInfo) -> None:
+        try:
+            catalog = json.loads(msg.catalog)
+        except ValueError as exc:
+            raise QueryError("the node catalog is not valid JSON") from exc
+        if not isinstance(catalog, dict) or not isinstance(catalog.get("data_models"), dict):
+            raise QueryError("the node catalog has no data models")
+        self.catalogs[session.name] = catalog
+
+    async def _on_catalog_request(self, session: Session, msg: CatalogRequest) -> None:
+        body = json.dumps({"nodes": {name: self.catalogs[name] for name in sorted(self.catalogs)},
+                           "federation_id": self.manifest.federation_id},
+                          sort_keys=True).encode()
+        await session.send(Catalog(msg.request_id, body))
+
+    async def _on_refused(self, session: Session, msg: QueryRefused) -> None:
+        active = self.rounds.get(msg.query_id)
+        if active is None or session.name not in active.machine.params.participants:
+            raise ReplayError("a refusal for a query this node is not part of")
+        active.refusal = (session.name, msg.code, msg.message)
+        active.changed.set()
+
+    def _on_secagg(self, session: Session, msg: SecAggMessage) -> None:
+        active = self.rounds.get(msg.query_id)
+        if active is None:
+            raise ReplayError("message for a query that is not running")
+        try:
+            active.machine.receive(session.name, msg)
+        finally:
+            active.changed.set()
+        if isinstance(msg, MaskedInput):
+            # masked words are uniformly random: safe to show, and they show what we see
+            words = " ".join(f"{w:016x}" for w in memoryview(msg.data[:24]).cast("Q"))
+            log.info("masked input from %s for query %s: %s ...", session.name,
+                     msg.query_id.hex()[:8], words)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    async def _on_query(self, session: Session, msg: QueryRequest) -> None:
+        query = msg.query
+        try:
+            params = self._plan_round(session, query)
+        except FedtallyError as exc:
+            exc.request_id = msg.request_id  # type: ignore[attr-defined]
+            raise
+        machine = SecAggAggregator(params, {n: self._keys[n] for n in params.participants})
+        active = ActiveRound(machine, session, msg.request_id)
+        self.rounds[query.query_id] = active
+        task = asyncio.create_task(self._run_round(active, query))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _plan_round(self, session: Session, query: SignedQuery) -> RoundParams:
+        if query.researcher != session.name:
+            raise AuthenticationError("the query is signed for another researcher")
+        if query.federation_id != self.manifest.federation_id:
+            raise AuthenticationError("the query names another federation")
+        try:
+            self._keys[query.researcher].verify(query.statement(), query.signature)
+        except InvalidSignature as exc:
+            raise AuthenticationError("the query signature does not verify") from exc
+        now = time.time()
+        self._seen_queries = {q: t for q, t in self._seen_queries.items()
+                              if now - t < SEEN_QUERY_TTL_S}
+        if query.query_id in self._seen_queries:
+            raise ReplayError("this query was already submitted")
+        self._seen_queries[query.query_id] = now
+        spec = QuerySpec.from_bytes(query.spec)
+        serving = sorted(name for name, cat in self.catalogs.items()
+                         if spec.data_model in cat["data_models"] and name in self.sessions)
+        held = {d for name in serving for d in self.catalogs[name]["data_models"][spec.data_model]
+                .get("datasets_held", [])}
+        missing = [d for d in spec.datasets if d not in held]
+        if not serving:
+            raise QueryError(f"no online node serves data model {spec.data_model!r}")
+        if missing:
+            raise QueryError(f"no online node holds dataset(s) {missing}")
+        minimum = self.manifest.min_participants
+        if len(serving) < minimum:
+            raise ThresholdNotMet(f"only {len(serving)} node(s) online for "
+                                  f"{spec.data_model!r}; a secure sum needs {minimum}")
+        return RoundParams(federation_id=self.manifest.federation_id, query_id=query.query_id,
+                           round=0, participants=tuple(serving),
+                           threshold=self.manifest.threshold_for(len(serving)),
+                           vector_length=query.vector_length, ring_bits=query.ring_bits,
+                           neighbours=0, query_digest=query.digest)
+
+    async def _run_round(self, active: ActiveRound, query: SignedQuery) -> None:
+        machine = active.machine
+        params = machine.params
+        researcher = active.researcher
+        try:
+            announce = QueryAnnounce(query, params)
+            for name in params.participants:
+                await self._send_to(name, announce)
+            while machine.stage not in (AggregatorStage.DONE, AggregatorStage.ABORTED):
+                await self._await_stage(active)
+                if active.refusal is not None:
+                    node, code, text = active.refusal
+                    await self._broadcast(params, RoundAborted(params.query_id, params.round,
+                                                               "refused"))
+                    await researcher.send(ErrorNotice(active.request_id, code,
+                                                      f"{node} refused: {text}"))
+                    return
+                outgoing = machine.close_stage()
+                for name, msg in outgoing:
+                    await self._send_to(name, msg)
+                if machine.stage not in (AggregatorStage.DONE, AggregatorStage.ABORTED):
+                    await researcher.send(Progress(active.request_id, machine.stage.value,
+                                                   len(machine.expected)))
+            if machine.result is None:
+                error = machine.error or ThresholdNotMet("the round did not complete")
+                await researcher.send(error_notice(active.request_id, error))
+                return
+            await researcher.send(QueryResult(
+                active.request_id, params.query_id, params.participants, machine.survivors,
+                params.ring_bits, params.vector_length, machine.result.to_bytes()))
+            log.info("query %s done over %d of %d nodes", params.query_id.hex()[:8],
+                     len(machine.survivors), len(params.participants))
+        except Exception as exc:  # keep serving; tell the researcher without internals
+            log.exception("round %s failed", params.query_id.hex()[:8])
+            await researcher.send(ErrorNotice(active.request_id, "internal",
+                                              public_text(exc)))
+        finally:
+            self.rounds.pop(params.query_id, None)
+
+    async def _await_stage(self, active: ActiveRound) -> None:
+        deadline = asyncio.get_running_loop().time() + self.stage_timeout_s
+        machine = active.machine
+        while not machine.complete and active.refusal is None:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                for name in list(machine.expected):
+                    log.warning("%s timed out in stage %s", name, machine.stage.value)
+                    machine.drop(name)
+                return
+            active.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(active.changed.wait(), remaining)
+
+    async def _send_to(self, name: str, msg: object) -> None:
+        session = self.sessions.get(name)
+        if session is None:
+            for active in self.rounds.values():
+                active.machine.drop(name)
+            return
+        await session.send(msg)
+
+    async def _broadcast(self, params: RoundParams, msg: object) -> None:
+        for name in params.participants:
+            await self._send_to(name, msg)
+
+
+def run_aggregator(config_path: Path, *, port: int | None = None,
+                   ready_file: Path | None = None) -> None:
+    """Entry point of `fedtally aggregator serve`."""
+    from aggregator.config import load_aggregator_config
+
+    config = load_aggregator_config(config_path)
+    service = AggregatorService(config.manifest, host=config.host,
+                                port=config.port if port is None else port,
+                                ssl_context=config.ssl_context)
+
+    def ready(bound: int) -> None:
+        if ready_file is not None:
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"port": bound, "pid": os.getpid()}))
+            tmp.replace(ready_file)
+
+    asyncio.run(service.serve(ready))

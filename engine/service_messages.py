@@ -1,0 +1,131 @@
+"""Wire messages of the services around the rounds: authentication, catalog, queries.
+
+Connection set-up (inside TLS): the aggregator sends a fresh :class:`Challenge`; the client
+answers with a :class:`Hello` signed by its manifest key over the challenge; the aggregator
+answers :class:`Welcome` or an :class:`ErrorNotice` and closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crypto.kdf import context
+from engine.codec import NAME, Bytes, Seq, Str, Struct, UInt, message, wire
+from engine.params import MAX_NODES, RoundParams
+from engine.query import SignedQuery
+
+REQUEST_ID = Bytes(16, exact=16)
+ROLES = ("node", "researcher", "auditor")
+MAX_CATALOG = 16 * 1024 * 1024
+MAX_RESULT = 64 * 1024 * 1024
+
+
+def hello_statement(federation_id: str, nonce: bytes, name: str, role: str) -> bytes:
+    return context(b"fedtally/v1", "hello", federation_id, nonce, name, role)
+
+
+@message(20)
+@dataclass(frozen=True)
+class Challenge:
+    federation_id: str = wire(Str(128))
+    nonce: bytes = wire(Bytes(32, exact=32))
+
+
+@message(21)
+@dataclass(frozen=True)
+class Hello:
+    name: str = wire(NAME)
+    role: str = wire(Str(16))
+    signature: bytes = wire(Bytes(64, exact=64))
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError("unknown role")
+
+
+@message(22)
+@dataclass(frozen=True)
+class Welcome:
+    name: str = wire(NAME)
+    #: names of the nodes connected right now (so a client knows the federation is up)
+    nodes_online: tuple[str, ...] = wire(Seq(NAME, MAX_NODES))
+
+
+@message(23)
+@dataclass(frozen=True)
+class ErrorNotice:
+    """A typed error for whoever asked. ``message`` is a curated, public-safe text."""
+
+    request_id: bytes = wire(REQUEST_ID)
+    code: str = wire(Str(64))
+    message: str = wire(Str(2048))
+
+
+@message(24)
+@dataclass(frozen=True)
+class NodeInfo:
+    """Node to aggregator after Welcome: metadata only (data models and dataset names)."""
+
+    catalog: bytes = wire(Bytes(MAX_CATALOG))  # canonical JSON
+
+
+@message(25)
+@dataclass(frozen=True)
+class CatalogRequest:
+    request_id: bytes = wire(REQUEST_ID)
+
+
+@message(26)
+@dataclass(frozen=True)
+class Catalog:
+    request_id: bytes = wire(REQUEST_ID)
+    #: canonical JSON: {"nodes": {name: node catalog}}
+    catalog: bytes = wire(Bytes(MAX_CATALOG))
+
+
+@message(27)
+@dataclass(frozen=True)
+class QueryRequest:
+    request_id: bytes = wire(REQUEST_ID)
+    query: SignedQuery = wire(Struct(SignedQuery))
+
+
+@message(28)
+@dataclass(frozen=True)
+class QueryAnnounce:
+    """Aggregator to node: take part in this round of this signed query."""
+
+    query: SignedQuery = wire(Struct(SignedQuery))
+    params: RoundParams = wire(Struct(RoundParams))
+
+
+@message(29)
+@dataclass(frozen=True)
+class QueryRefused:
+    """Node to aggregator: this node will not answer (a typed, public-safe reason)."""
+
+    query_id: bytes = wire(Bytes(16, exact=16))
+    code: str = wire(Str(64))
+    message: str = wire(Str(2048))
+
+
+@message(30)
+@dataclass(frozen=True)
+class QueryResult:
+    request_id: bytes = wire(REQUEST_ID)
+    query_id: bytes = wire(Bytes(16, exact=16))
+    participants: tuple[str, ...] = wire(Seq(NAME, MAX_NODES))
+    survivors: tuple[str, ...] = wire(Seq(NAME, MAX_NODES))
+    ring_bits: int = wire(UInt(2))
+    vector_length: int = wire(UInt(4))
+    total: bytes = wire(Bytes(MAX_RESULT))
+
+
+@message(31)
+@dataclass(frozen=True)
+class Progress:
+    """Aggregator to researcher: a round moved to a new stage (for progress display)."""
+
+    request_id: bytes = wire(REQUEST_ID)
+    stage: str = wire(Str(32))
+    waiting_for: int = wire(UInt(2))

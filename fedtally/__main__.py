@@ -1,0 +1,3 @@
+from fedtally.cli import main
+
+raise SystemExit(main())

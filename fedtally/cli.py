@@ -1,0 +1,134 @@
+"""The `fedtally` command. Errors are one readable line and an exit code, never a traceback
+(set FEDTALLY_DEBUG=1 to see one)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from crypto.errors import CryptoError
+from engine.errors import ConfigurationError, FedtallyError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _federation_init(args: argparse.Namespace) -> int:
+    from fedtally.federation import init_federation
+
+    path = init_federation(args.directory, _names(args.nodes), _names(args.researchers),
+                           auditors=_names(args.auditors or ""),
+                           aggregator_host=args.aggregator_host,
+                           aggregator_port=args.aggregator_port,
+                           threshold_fraction=args.threshold_fraction, force=args.force)
+    print(f"federation written to {path.parent} (manifest: {path.name}); see README.txt there")
+    return 0
+
+
+def _aggregator_serve(args: argparse.Namespace) -> int:
+    from aggregator.service import run_aggregator
+
+    run_aggregator(Path(args.config), port=args.port,
+                   ready_file=Path(args.ready_file) if args.ready_file else None)
+    return 0
+
+
+def _node_serve(args: argparse.Namespace) -> int:
+    from node.service import run_node
+
+    run_node(args.config, aggregator_url=args.aggregator_url)
+    return 0
+
+
+def _node_check(args: argparse.Namespace) -> int:
+    from node.config import load_node_config
+    from node.service import load_data
+
+    config = load_node_config(Path(args.config))
+    data = load_data(config)
+    print(f"{config.me.name}: {len(data.rows)} valid rows of {data.model.name}; datasets "
+          f"{', '.join(data.catalog()['data_models'][data.model.name]['datasets_held'])}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fedtally.demo import run_demo
+
+    run_demo(workdir=Path(args.workdir) if args.workdir else None, scale=args.scale)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedtally",
+        description="Privacy-preserving secure aggregation for federated analytics.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    federation = commands.add_parser("federation", help="set up a federation")
+    fed_commands = federation.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = fed_commands.add_parser(
+        "init", help="write a signed manifest, member keys, TLS certificates and configs")
+    init.add_argument("directory")
+    init.add_argument("--nodes", required=True, help="comma-separated node names")
+    init.add_argument("--researchers", required=True, help="comma-separated researcher names")
+    init.add_argument("--auditors", default="", help="comma-separated auditor names")
+    init.add_argument("--aggregator-host", default="127.0.0.1")
+    init.add_argument("--aggregator-port", type=int, default=8765)
+    init.add_argument("--threshold-fraction", type=float, default=2 / 3,
+                      help="share of a round's nodes that must survive (> 0.5)")
+    init.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    init.set_defaults(run=_federation_init)
+
+    aggregator = commands.add_parser("aggregator", help="run the aggregator service")
+    agg_commands = aggregator.add_subparsers(dest="action", metavar="ACTION", required=True)
+    serve = agg_commands.add_parser("serve", help="serve nodes and researchers over TLS")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--port", type=int, default=None, help="override the port (0: any)")
+    serve.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    serve.set_defaults(run=_aggregator_serve)
+
+    node = commands.add_parser("node", help="run or check a node")
+    node_commands = node.add_subparsers(dest="action", metavar="ACTION", required=True)
+    node_serve = node_commands.add_parser("serve", help="connect to the aggregator and answer")
+    node_serve.add_argument("--config", required=True)
+    node_serve.add_argument("--aggregator-url", default=None, help="override the config's URL")
+    node_serve.set_defaults(run=_node_serve)
+    check = node_commands.add_parser("check", help="load and validate the node's data, then exit")
+    check.add_argument("--config", required=True)
+    check.set_defaults(run=_node_check)
+
+    demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")
+    demo.add_argument("--workdir", default=None, help="keep the federation's files here")
+    demo.add_argument("--scale", type=float, default=1.0, help="patients per hospital factor")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("FEDTALLY_LOG", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (FedtallyError, CryptoError) as exc:
+        if os.environ.get("FEDTALLY_DEBUG"):
+            raise
+        code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILURE
+        print(f"fedtally: error: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The researcher's client: a synchronous API over one authenticated websocket.
+
+An event loop runs in a background thread; every public method sends one signed request and
+waits for its answer. Queries are signed with the researcher's manifest key, so neither the
+aggregator nor anyone else can alter them on the way to the nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from crypto.errors import CryptoError
+from crypto.keyfile import KeyFile, read_key_file
+from crypto.randomness import SystemRandom
+from crypto.tls import client_ssl_context
+from engine.codec import decode, encode
+from engine.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FedtallyError,
+    QueryError,
+    ServiceUnavailable,
+)
+from engine.manifest import Manifest
+from engine.plans import Layout, layout
+from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.service_messages import (
+    Catalog,
+    CatalogRequest,
+    ErrorNotice,
+    Progress,
+    QueryRequest,
+    QueryResult,
+)
+from engine.transport import MAX_FRAME, error_from_notice
+from fedtally import results
+from node import filters as filter_trees
+from node.datamodel import DataModel
+from node.statistics import PlanModel
+from node.transport import open_session
+
+log = logging.getLogger("fedtally.client")
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 600.0
+
+FilterLike = str | Mapping[str, Any] | filter_trees.Filter | None
+
+
+class Federation:
+    """A connection to a federation, as a researcher."""
+
+    def __init__(self, url: str, key: KeyFile, manifest: Manifest, ssl_context: Any, *,
+                 timeout_s: float = DEFAULT_TIMEOUT_S,
+                 progress: Callable[[str], None] | None = None) -> None:
+        member = manifest.member(key.name)
+        if member.role != "researcher" or member.verify_key != key.identity.verify_key:
+            raise AuthenticationError(f"{key.name} is not a researcher with this key")
+        self.url = url
+        self.name = key.name
+        self.manifest = manifest
+        self._key = key
+        self._ssl = ssl_context
+        self._timeout = timeout_s
+        self._progress = progress
+        self._rng = SystemRandom()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fedtally-client",
+                                        daemon=True)
+        self._thread.start()
+        self._connection: ClientConnection | None = None
+        self._pending: dict[bytes, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._models: dict[str, DataModel] = {}
+        self.local: Any = None  # set by local_federation: handles on the local processes
+        self.nodes_online: tuple[str, ...] = ()
+        self._call(self._ensure_connected())
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout or self._timeout)
+        except TimeoutError:
+            future.cancel()
+            raise ServiceUnavailable("the federation did not answer in time") from None
+
+    async def _ensure_connected(self) -> None:
+        if self._connection is not None:
+            return
+        try:
+            self._connection, welcome = await open_session(
+                self.url, self._ssl, name=self.name, role="researcher",
+                identity=self._key.identity, federation_id=self.manifest.federation_id)
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+            raise ServiceUnavailable(f"cannot connect to {self.url}: {type(exc).__name__}") \
+                from exc
+        self.nodes_online = welcome.nodes_online
+        self._reader = asyncio.create_task(self._read(self._connection))
+
+    async def _read(self, connection: ClientConnection) -> None:
+        try:
+            async for frame in connection:
+                if not isinstance(frame, bytes):
+                    continue
+                try:
+                    msg = decode(frame, MAX_FRAME)
+                except FedtallyError as exc:
+                    log.warning("undecodable frame from the aggregator: %s", exc)
+                    continue
+                self._deliver(msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._connection is connection:
+                self._connection = None
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ServiceUnavailable("the connection was lost"))
+            self._pending.clear()
+
+    def _deliver(self, msg: object) -> None:
+        request_id = getattr(msg, "request_id", None)
+        if isinstance(msg, Progress):
+            if self._progress:
+                self._progress(f"{msg.stage} (waiting for {msg.waiting_for} node(s))")
+            return
+        future = self._pending.pop(request_id, None) if request_id else None
+        if future is None or future.done():
+            if isinstance(msg, ErrorNotice):
+                log.warning("the aggregator reports %s: %s", msg.code, msg.message)
+            return
+        if isinstance(msg, ErrorNotice):
+            future.set_exception(error_from_notice(msg))
+        else:
+            future.set_result(msg)
+
+    async def _request(self, make: Callable[[bytes], object]) -> Any:
+        await self._ensure_connected()
+        assert self._connection is not None
+        request_id = self._rng.bytes(16)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._connection.send(encode(make(request_id)))
+        except ConnectionClosed as exc:
+            self._pending.pop(request_id, None)
+            raise ServiceUnavailable("the connection was lost") from exc
+        return await future
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._connection is not None:
+                await self._connection.close()
+            if self._reader is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+
+        with contextlib.suppress(Exception):
+            self._call(shutdown(), timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- metadata --------------------------------------------------------------------------
+
+    def catalog(self) -> dict[str, Any]:
+        """Raw catalog: per online node, its data models and the datasets it holds."""
+        reply: Catalog = self._call(self._request(CatalogRequest))
+        catalog = json.loads(reply.catalog)
+        for node in catalog["nodes"].values():
+            for name, entry in node["data_models"].items():
+                self._models.setdefault(name, DataModel.from_json(entry["model"]))
+        return catalog
+
+    def data_models(self) -> dict[str, DataModel]:
+        self.catalog()
+        return dict(self._models)
+
+    def datasets(self) -> pd.DataFrame:
+        """One row per (data model, dataset): which nodes hold it and its variables.
+        Metadata only: no row counts, no values."""
+        catalog = self.catalog()
+        holders: dict[tuple[str, str], list[str]] = {}
+        for node, entry in catalog["nodes"].items():
+            for model, info in entry["data_models"].items():
+                for dataset in info["datasets_held"]:
+                    holders.setdefault((model, dataset), []).append(node)
+        records = []
+        for (model, dataset), nodes in sorted(holders.items()):
+            variables = [v for v in self._models[model].variables if v != "dataset"]
+            records.append({"data_model": model, "dataset": dataset, "nodes": sorted(nodes),
+                            "variables": variables})
+        frame = pd.DataFrame.from_records(
+            records, columns=["data_model", "dataset", "nodes", "variables"])
+        return frame.set_index(["data_model", "dataset"])
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def _resolve(self, data_model: str | None, datasets: Sequence[str] | None
+                 ) -> tuple[DataModel, tuple[str, ...]]:
+        catalog = self.catalog()
+        served = sorted({m for e in catalog["nodes"].values() for m in e["data_models"]})
+        if data_model is None:
+            if len(served) != 1:
+                raise QueryError(f"name a data_model: the federation serves {served or 'none'}")
+            data_model = served[0]
+        if data_model not in self._models:
+            raise QueryError(f"unknown data model {data_model!r}; served: {served}")
+        model = self._models[data_model]
+        if datasets is None:
+            held = sorted({d for e in catalog["nodes"].values()
+                           for d in e["data_models"].get(data_model, {}).get("datasets_held", [])})
+            datasets = held
+        elif isinstance(datasets, str):
+            datasets = [datasets]
+        unknown = [d for d in datasets if d not in model.datasets()]
+        if unknown:
+            raise QueryError(f"unknown dataset(s) {unknown} in {data_model}; "
+                             f"known: {list(model.datasets())}")
+        return model, tuple(datasets)
+
+    @staticmethod
+    def _filter_json(filters: FilterLike, model: DataModel) -> Any:
+        if filters is None:
+            return None
+        if isinstance(filters, filter_trees.Filter):
+            tree = filters
+        elif isinstance(filters, str):
+            tree = filter_trees.parse_expression(filters)
+        elif isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
+            tree = filter_trees.parse_querybuilder(filters)
+        else:
+            tree = filter_trees.from_json(filters)
+        tree.check(model)
+        return tree.to_json()
+
+    def _run(self, spec: QuerySpec, model: DataModel) -> tuple[Layout, list[int], QueryResult]:
+        plan = layout(spec, PlanModel(model), self.manifest.max_rows_per_node)
+        raw_spec = spec.canonical()
+        query_id = self._rng.bytes(16)
+        issued = int(time.time() * 1000)
+        statement = signed_query_statement(self.name, self.manifest.federation_id, query_id,
+                                           issued, raw_spec, plan.length, plan.ring_bits)
+        query = SignedQuery(self.name, self.manifest.federation_id, query_id, issued, raw_spec,
+                            plan.length, plan.ring_bits, self._key.identity.sign(statement))
+        reply: QueryResult = self._call(
+            self._request(lambda rid: QueryRequest(rid, query)))
+        return plan, results.totals(reply), reply
+
+    def count(self, filters: FilterLike = None, datasets: Sequence[str] | None = None, *,
+              data_model: str | None = None) -> int:
+        """Number of rows matching ``filters`` over ``datasets`` (all datasets by default)."""
+        model, chosen = self._resolve(data_model, datasets)
+        spec = QuerySpec("count", model.name, chosen, filters=self._filter_json(filters, model))
+        plan, values, _ = self._run(spec, model)
+        return results.count(spec, plan, values)
+
+    def descriptive_stats(self, variables: Sequence[str] | str, by: str | None = None,
+                          datasets: Sequence[str] | None = None, filters: FilterLike = None, *,
+                          data_model: str | None = None) -> pd.DataFrame:
+        """count, missing, mean and std per variable, per dataset and over all datasets
+        (and per level of ``by``). No exact min or max: those are single patients' values."""
+        if isinstance(variables, str):
+            variables = [variables]
+        model, chosen = self._resolve(data_model, datasets)
+        spec = QuerySpec("descriptive_stats", model.name, chosen, tuple(variables), by,
+                         self._filter_json(filters, model))
+        view = PlanModel(model)
+        plan, values, reply = self._run(spec, model)
+        numeric = {v: view.is_numeric(v) for v in spec.variables}
+        levels: tuple[str | None, ...] = (None,) if by is None else (None, *view.levels(by))
+        frame = results.descriptive_stats(spec, plan, values, numeric, levels)
+        frame.attrs["federation"] = results.federation_info(plan, values, reply)
+        return frame
+
+
+def connect(url: str, identity: str | Path, federation: str | Path, *,
+            ca: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+            progress: Callable[[str], None] | None = None) -> Federation:
+    """Connect as a researcher. ``ca`` defaults to ``tls/ca.pem`` beside the manifest."""
+    manifest_path = Path(federation)
+    try:
+        manifest = Manifest.from_bytes(manifest_path.read_bytes())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+    try:
+        key = read_key_file(Path(identity))
+    except CryptoError as exc:
+        raise ConfigurationError(str(exc)) from None
+    ca_path = Path(ca) if ca else manifest_path.resolve().parent / "tls" / "ca.pem"
+    if not url.startswith("wss://"):
+        raise ConfigurationError("the aggregator URL must be wss:// (TLS is required)")
+    return Federation(url, key, manifest, client_ssl_context(ca_path), timeout_s=timeout_s,
+                      progress=progress)

@@ -1,0 +1,218 @@
+"""A whole federation on this machine: one aggregator process and one process per node,
+talking TLS websockets over loopback. For trying fedtally and for end-to-end tests.
+
+``local_federation`` runs the same set-up an operator would (``federation init``, then
+``aggregator serve`` and ``node serve`` as separate processes) and returns a connected
+client. With ``data_model=None`` the data model is inferred from the data itself: its
+bounds and category lists then reveal each column's range and values to every member,
+which is fine for a local trial and never for real sensitive data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.errors import ConfigurationError, DataError, ServiceUnavailable
+from fedtally.client import Federation, connect
+from fedtally.federation import init_federation
+from node.datamodel import DATASET, DataModel
+
+STARTUP_TIMEOUT_S = 60.0
+DataLike = pd.DataFrame | str | Path
+
+
+@dataclass
+class LocalProcesses:
+    """Handles on the processes of a local federation (tests kill and restart nodes)."""
+
+    workdir: Path
+    aggregator_port: int = 0
+    aggregator: subprocess.Popen[bytes] | None = None
+    nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def log(self, name: str) -> str:
+        path = self._log_path(name)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _log_path(self, name: str) -> Path:
+        return self.workdir / ("aggregator.log" if name == "aggregator" else f"{name}/node.log")
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = self._log_path(name).open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        try:
+            return subprocess.Popen([sys.executable, "-m", "fedtally", *args], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    cwd=self.workdir)
+        finally:
+            log.close()
+
+    def start_aggregator(self) -> None:
+        ready = self.workdir / "aggregator.ready"
+        ready.unlink(missing_ok=True)
+        self.aggregator = self._spawn("aggregator", [
+            "aggregator", "serve", "--config", str(self.workdir / "aggregator.json"),
+            "--port", str(self.aggregator_port), "--ready-file", str(ready)])
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not ready.exists():
+            if self.aggregator.poll() is not None:
+                raise ServiceUnavailable("the aggregator exited at start-up:\n"
+                                         + _tail(self.log("aggregator")))
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable("the aggregator did not start in time")
+            time.sleep(0.05)
+        self.aggregator_port = json.loads(ready.read_text())["port"]
+
+    @property
+    def url(self) -> str:
+        return f"wss://127.0.0.1:{self.aggregator_port}"
+
+    def start_node(self, name: str) -> None:
+        self.nodes[name] = self._spawn(name, [
+            "node", "serve", "--config", str(self.workdir / name / "node.json"),
+            "--aggregator-url", self.url])
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL, as a crash would."""
+        process = self.nodes[name]
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def restart_node(self, name: str) -> None:
+        if self.nodes[name].poll() is None:
+            self.kill_node(name)
+        self.start_node(name)
+
+    def check_alive(self) -> None:
+        for name, process in self.nodes.items():
+            if process.poll() is not None:
+                raise DataError(f"node {name} exited at start-up: " + _tail(self.log(name)))
+
+    def stop(self) -> None:
+        processes = [*self.nodes.values(), *([self.aggregator] if self.aggregator else [])]
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _write_node_data(name: str, data: DataLike, folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The node's data source entry, and the rows as pandas parses them (for inference)."""
+    if isinstance(data, pd.DataFrame):
+        frame = data.copy()
+        if DATASET not in frame.columns:
+            frame[DATASET] = name
+        path = folder / "data.csv"
+        frame.to_csv(path, index=False)
+        return {"kind": "csv", "path": "data.csv", "dataset": name}, frame
+    path = Path(data).resolve()
+    if not path.is_file():
+        raise ConfigurationError(f"data for {name}: {path} is not a file")
+    kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    try:
+        frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a data error here
+        raise DataError(f"data for {name}: cannot read {path.name}: {type(exc).__name__}") \
+            from exc
+    if DATASET not in frame.columns:
+        frame[DATASET] = name
+    return {"kind": kind, "path": str(path), "dataset": name}, frame
+
+
+def _model(data_model: DataModel | str | Path | None, frames: list[pd.DataFrame]) -> DataModel:
+    if isinstance(data_model, DataModel):
+        return data_model
+    if data_model is not None:
+        from node.config import load_model
+
+        return load_model(Path(data_model))
+    return DataModel.infer(pd.concat(frames, ignore_index=True), code="local", version="1")
+
+
+@contextlib.contextmanager
+def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str | Path | None = None,
+                     workdir: str | Path | None = None, *, researcher: str = "alice",
+                     policy: Mapping[str, Any] | None = None, timeout_s: float = 120.0,
+                     ) -> Iterator[Federation]:
+    """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
+
+    ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
+    every process; a temporary ``workdir`` is removed, a given one is kept (with logs).
+    """
+    if len(data) < 2:
+        raise ConfigurationError("a federation needs at least two nodes")
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="fedtally-")) if own_dir else Path(workdir)
+    processes = LocalProcesses(root)
+    client: Federation | None = None
+    try:
+        init_federation(root, list(data), [researcher], aggregator_host="127.0.0.1",
+                        force=not own_dir)
+        frames = []
+        entries = {}
+        for name, item in data.items():
+            entries[name], frame = _write_node_data(name, item, root / name)
+            frames.append(frame)
+        model = _model(data_model, frames)
+        (root / "datamodel.json").write_text(json.dumps(model.to_json(), indent=1))
+        if policy is not None:
+            (root / "policy.json").write_text(json.dumps(dict(policy), indent=1))
+        for name in data:
+            config_path = root / name / "node.json"
+            config = json.loads(config_path.read_text())
+            config.update(data=[entries[name]], data_model="../datamodel.json",
+                          policy="../policy.json" if policy is not None else None)
+            config_path.write_text(json.dumps(config, indent=1))
+        processes.start_aggregator()
+        for name in data:
+            processes.start_node(name)
+        client = connect(processes.url, root / "keys" / f"{researcher}.key",
+                         root / "federation.json", timeout_s=timeout_s)
+        client.local = processes
+        wait_for_nodes(client, set(data), processes)
+        yield client
+    finally:
+        if client is not None:
+            client.close()
+        processes.stop()
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_nodes(client: Federation, names: set[str], processes: LocalProcesses | None = None,
+                   timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Block until every node in ``names`` is online (a node that died raises its error)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        online = set(client.catalog()["nodes"])
+        if names <= online:
+            return
+        if processes is not None:
+            processes.check_alive()
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"nodes {sorted(names - online)} did not come online")
+        time.sleep(0.1)

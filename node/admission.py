@@ -1,0 +1,106 @@
+"""Everything a node checks before it computes anything for a query.
+
+Nothing the aggregator says is believed: the researcher's signature is verified against the
+manifest, the query must be fresh and new, the node's policy must allow it, the node
+recomputes the plan and compares it with the round parameters, and the round's threshold
+must be at least what the manifest demands for that many participants.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from crypto.errors import InvalidSignature
+from crypto.identity import SigningIdentity
+from engine.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
+from engine.manifest import Manifest
+from engine.params import RoundParams
+from engine.plans import Layout, layout
+from engine.query import QuerySpec, SignedQuery
+from node.datamodel import DataModel
+from node.policy import Policy
+from node.statistics import PlanModel
+
+#: how far a query's timestamp may be from the node's clock
+MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
+SEEN_CAPACITY = 100_000
+
+
+class ReplayGuard:
+    """Remembers query ids for the freshness window; a repeat is refused."""
+
+    def __init__(self, capacity: int = SEEN_CAPACITY) -> None:
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self._capacity = capacity
+
+    def check_and_remember(self, query_id: bytes, now_ms: int) -> None:
+        while self._seen and (now_ms - next(iter(self._seen.values())) > 2 * MAX_CLOCK_SKEW_MS
+                              or len(self._seen) >= self._capacity):
+            self._seen.popitem(last=False)
+        if query_id in self._seen:
+            raise ReplayError("this query was already answered")
+        self._seen[query_id] = now_ms
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    name: str
+    identity: SigningIdentity
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class Admitted:
+    spec: QuerySpec
+    layout: Layout
+
+
+def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, model: DataModel,
+          policy: Policy, guard: ReplayGuard, now_ms: int | None = None) -> Admitted:
+    manifest = me.manifest
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if query.federation_id != manifest.federation_id or params.federation_id != manifest.federation_id:
+        raise AuthenticationError("the query belongs to another federation")
+    researcher = manifest.member(query.researcher)
+    if researcher.role != "researcher":
+        raise AuthenticationError(f"{query.researcher} is not a researcher of this federation")
+    try:
+        researcher.verify_key.verify(query.statement(), query.signature)
+    except InvalidSignature as exc:
+        raise AuthenticationError("the query signature does not verify") from exc
+    if abs(now_ms - query.issued_at_ms) > MAX_CLOCK_SKEW_MS:
+        raise ReplayError("the query is too old (or from the future)")
+    spec = QuerySpec.from_bytes(query.spec)
+    policy.check_algorithm(spec.method)
+    if spec.privacy.get("mode") == "exact" and not policy.allow_exact:
+        raise QueryError("this node's policy does not allow exact (noise-free) answers")
+    if spec.data_model != model.name:
+        raise QueryError(f"this node serves data model {model.name}, not {spec.data_model}")
+    plan = layout(spec, PlanModel(model), manifest.max_rows_per_node)
+    _check_params(me, query, params, plan)
+    guard.check_and_remember(query.query_id, now_ms)
+    return Admitted(spec, plan)
+
+
+def _check_params(me: NodeIdentity, query: SignedQuery, params: RoundParams, plan: Layout) -> None:
+    manifest = me.manifest
+    n = len(params.participants)
+    if me.name not in params.participants:
+        raise ParameterMismatch("this node is not among the round's participants")
+    unknown = [p for p in params.participants if manifest.member(p).role != "node"]
+    if unknown:
+        raise ParameterMismatch(f"non-node participants {unknown}")
+    if n < manifest.min_participants:
+        raise ParameterMismatch(f"a round needs at least {manifest.min_participants} nodes")
+    if params.threshold < manifest.threshold_for(n):
+        raise ParameterMismatch("the round's threshold is below what the manifest demands")
+    if params.query_id != query.query_id or params.query_digest != query.digest:
+        raise ParameterMismatch("the round is not bound to this query")
+    if (plan.length, plan.ring_bits) != (query.vector_length, query.ring_bits) or \
+            (params.vector_length, params.ring_bits) != (plan.length, plan.ring_bits):
+        raise ParameterMismatch("the plan of the query differs from this node's plan")
+    if params.neighbours:
+        # a sparse graph lowers the Shamir threshold; services run the complete graph
+        raise ParameterMismatch("this federation runs rounds over the complete graph")

@@ -1,0 +1,102 @@
+"""The node's configuration file (written by `fedtally federation init`, then edited by the
+node's operator to point at its data, data model and policy)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crypto.errors import CryptoError
+from crypto.keyfile import read_key_file
+from crypto.tls import client_ssl_context
+from engine.errors import ConfigurationError
+from engine.manifest import Manifest
+from node.admission import NodeIdentity
+from node.datamodel import DataModel
+from node.datasource import DataSource
+from node.policy import Policy
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    me: NodeIdentity
+    aggregator_url: str
+    ssl_context: ssl.SSLContext
+    sources: tuple[DataSource, ...]
+    model_path: Path | None
+    policy: Policy
+    ledger: Path
+    base: Path
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON") from exc
+
+
+def load_model(path: Path) -> DataModel:
+    """A data model file: the MIP's CDEsMetadata.json, or our own JSON form of a model."""
+    document = _load_json(path)
+    if isinstance(document, dict) and document.get("format", "").startswith("fedtally-datamodel"):
+        return DataModel.from_json(document)
+    return DataModel.from_cdes(path)
+
+
+def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeConfig:
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{path} must hold a JSON object")
+    base = path.resolve().parent
+
+    def file(key: str, required: bool = True) -> Path | None:
+        value = raw.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{path}: {key!r} must name a file")
+        return (base / value).resolve()
+
+    manifest_path = file("federation")
+    assert manifest_path is not None
+    try:
+        manifest = Manifest.from_bytes(manifest_path.read_bytes())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+    identity_path = file("identity")
+    assert identity_path is not None
+    try:
+        key = read_key_file(identity_path)
+    except CryptoError as exc:
+        raise ConfigurationError(str(exc)) from None
+    name = raw.get("name", key.name)
+    if name != key.name or key.federation_id != manifest.federation_id:
+        raise ConfigurationError(f"{identity_path} is not {name}'s key for this federation")
+    member = manifest.member(name)
+    if member.role != "node" or member.verify_key != key.identity.verify_key:
+        raise ConfigurationError(f"{name} is not a node with this key in the manifest")
+    sources = raw.get("data", [])
+    if not isinstance(sources, list):
+        raise ConfigurationError(f"{path}: 'data' must be a list of data sources")
+    policy_path = file("policy", required=False)
+    ca = file("ca")
+    assert ca is not None
+    url = aggregator_url or raw.get("aggregator_url")
+    if not isinstance(url, str) or not url.startswith("wss://"):
+        raise ConfigurationError(f"{path}: aggregator_url must be a wss:// URL (TLS is required)")
+    return NodeConfig(
+        me=NodeIdentity(name, key.identity, manifest),
+        aggregator_url=url,
+        ssl_context=client_ssl_context(ca),
+        sources=tuple(DataSource.from_config(s, base) for s in sources),
+        model_path=file("data_model", required=False),
+        policy=Policy.from_file(policy_path) if policy_path else Policy.default(),
+        ledger=file("ledger", required=False) or base / "ledger.db",
+        base=base,
+    )

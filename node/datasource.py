@@ -1,0 +1,260 @@
+"""Where a node's rows live, and loading them into a pandas DataFrame.
+
+A node reads its rows from a CSV file, a Parquet file or a table of any SQL database
+SQLAlchemy can reach. Loading does not judge the values (that is :mod:`node.validation`'s
+job): CSV cells are read as text exactly as written, only empty cells are missing, so that
+validation can report what the file really says. Any failure to read becomes one readable
+:class:`~node.datamodel.LocalDataError` that names the source, with the cause chained for
+the operator's logs.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import MetaData, Table, create_engine, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
+
+from engine.errors import ConfigurationError
+from node.datamodel import DATASET, LocalDataError
+
+__all__ = ["DataSource", "Kind", "load_all"]
+
+Kind = Literal["csv", "parquet", "sql"]
+KINDS: tuple[Kind, ...] = ("csv", "parquet", "sql")
+_CONFIG_KEYS = frozenset({"kind", "path", "url", "table", "schema", "dataset"})
+_SUFFIX_KIND: dict[str, Kind] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_MAX_HEADER_FIELD = 1 << 20
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One source of rows: a CSV file, a Parquet file, or a SQL table.
+
+    ``dataset`` names the dataset of rows that do not say it themselves: a file without a
+    ``dataset`` column gets one holding this name, and empty cells of an existing one are
+    filled with it.
+    """
+
+    kind: Kind
+    path: Path | None = None
+    url: str | None = None
+    table: str | None = None
+    schema: str | None = None
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigurationError(f"data source kind {self.kind!r} is not csv, parquet or sql")
+        if self.kind == "sql":
+            if not self.url or not self.table or self.path is not None:
+                raise ConfigurationError("a sql data source needs 'url' and 'table' (and no 'path')")
+        elif self.path is None or self.url is not None or self.table is not None:
+            raise ConfigurationError(f"a {self.kind} data source needs 'path' (and no 'url'/'table')")
+        if self.path is not None and not isinstance(self.path, Path):
+            object.__setattr__(self, "path", Path(self.path))
+        if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
+            raise ConfigurationError("a data source's 'dataset' must be a non-empty string")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], base_dir: Path | None = None) -> DataSource:
+        """Build from a config dict; a relative ``path`` is taken relative to ``base_dir``.
+
+        ``kind`` may be left out when the path ends in ``.csv``/``.parquet``/``.pq`` or a
+        ``url`` is given. SQL URLs are used verbatim.
+        """
+        if not isinstance(config, Mapping):
+            raise ConfigurationError("a data source must be a JSON object")
+        unknown = set(config) - _CONFIG_KEYS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown data source keys {sorted(map(str, unknown))}; allowed: {sorted(_CONFIG_KEYS)}"
+            )
+        for key in _CONFIG_KEYS:
+            if config.get(key) is not None and not isinstance(config[key], str):
+                raise ConfigurationError(f"data source {key!r} must be a string")
+        path = Path(config["path"]) if config.get("path") else None
+        if path is not None and base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        kind = config.get("kind")
+        if kind is None:
+            if config.get("url"):
+                kind = "sql"
+            elif path is not None and path.suffix.lower() in _SUFFIX_KIND:
+                kind = _SUFFIX_KIND[path.suffix.lower()]
+            else:
+                raise ConfigurationError("data source 'kind' is missing (csv, parquet or sql)")
+        return cls(
+            kind=cast(Kind, kind),
+            path=path,
+            url=config.get("url"),
+            table=config.get("table"),
+            schema=config.get("schema"),
+            dataset=config.get("dataset"),
+        )
+
+    def describe(self) -> str:
+        """A human name for messages; a database password is never shown."""
+        if self.kind != "sql":
+            return f"{self.kind.upper() if self.kind == 'csv' else 'Parquet'} file {self.path}"
+        try:
+            where = make_url(cast(str, self.url)).render_as_string(hide_password=True)
+        except ArgumentError:
+            where = "(invalid URL)"
+        table = f"{self.schema}.{self.table}" if self.schema else self.table
+        return f"table {table} of {where}"
+
+    def load(self) -> pd.DataFrame:
+        """Read all rows; :class:`LocalDataError` if the source cannot be read."""
+        if self.kind == "csv":
+            df = _read_csv(cast(Path, self.path))
+        elif self.kind == "parquet":
+            df = _read_parquet(cast(Path, self.path))
+        else:
+            df = self._read_sql()
+        return self._with_dataset(df)
+
+    def _with_dataset(self, df: pd.DataFrame) -> pd.DataFrame:
+        if self.dataset is None:
+            return df
+        if DATASET not in df.columns:
+            return df.assign(**{DATASET: pd.Series(self.dataset, index=df.index, dtype="str")})
+        col = df[DATASET]
+        empty = col.isna() | (col.astype("str") == "")
+        if empty.any():
+            df = df.copy()
+            df[DATASET] = col.astype("str").mask(empty, self.dataset)
+        return df
+
+    def _read_sql(self) -> pd.DataFrame:
+        what = self.describe()
+        try:
+            url = make_url(cast(str, self.url))
+        except ArgumentError as exc:
+            raise LocalDataError(f"cannot read {what}: the database URL is not valid") from exc
+        _refuse_missing_sqlite(url, what)
+        try:
+            engine = create_engine(url)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise LocalDataError(
+                f"cannot read {what}: no database driver for {url.drivername!r}"
+            ) from exc
+        try:
+            with engine.connect() as conn:
+                table = Table(cast(str, self.table), MetaData(), schema=self.schema,
+                              autoload_with=conn)
+                return pd.read_sql(select(table), conn)
+        except NoSuchTableError as exc:
+            raise LocalDataError(f"cannot read {what}: the table does not exist") from exc
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            raise LocalDataError(
+                f"cannot read {what}: the database refused or failed ({type(exc).__name__})"
+            ) from exc
+        finally:
+            engine.dispose()
+
+
+def load_all(sources: Iterable[DataSource]) -> pd.DataFrame:
+    """All rows of several sources, one after the other (columns united, missing ones empty)."""
+    frames = [source.load() for source in sources]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+# --- readers ------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    what = f"CSV file {path}"
+    header = _read_header(path, what)
+    seen: set[str] = set()
+    for i, name in enumerate(header, start=1):
+        if not name.strip():
+            raise LocalDataError(f"{what}: column {i} of the header has no name")
+        if name in seen:
+            raise LocalDataError(f"{what}: column {name!r} appears twice in the header")
+        seen.add(name)
+    try:
+        return pd.read_csv(
+            path, dtype="str", keep_default_na=False, na_values=[""], engine="pyarrow"
+        )
+    except (pd.errors.ParserError, pa.ArrowException, ValueError) as exc:
+        if "UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError):
+            raise LocalDataError(f"{what} is not UTF-8 text") from exc
+        raise LocalDataError(f"{what} is malformed: {_locate_bad_row(path, len(header))}") from exc
+    except OSError as exc:
+        raise LocalDataError(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from exc
+
+
+def _read_header(path: Path, what: str) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            old_limit = csv.field_size_limit(_MAX_HEADER_FIELD)
+            try:
+                header = next(reader, None)
+            finally:
+                csv.field_size_limit(old_limit)
+    except FileNotFoundError as exc:
+        raise LocalDataError(f"{what} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise LocalDataError(f"{what} is a directory, not a file") from exc
+    except UnicodeDecodeError as exc:
+        raise LocalDataError(f"{what} is not UTF-8 text") from exc
+    except csv.Error as exc:
+        raise LocalDataError(f"{what} is not a CSV file (its header cannot be read)") from exc
+    except OSError as exc:
+        raise LocalDataError(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from exc
+    if not header:
+        raise LocalDataError(f"{what} is empty (no header line)")
+    if "\x00" in "".join(header):
+        raise LocalDataError(f"{what} is not a CSV file (it holds binary data)")
+    return header
+
+
+def _locate_bad_row(path: Path, width: int) -> str:
+    """Name the first line whose field count differs from the header's (error path only)."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            for fields in reader:
+                if fields and len(fields) != width:
+                    return (
+                        f"line {reader.line_num} has {len(fields)} field(s) "
+                        f"where the header has {width}"
+                    )
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    return "a row cannot be parsed (bad quoting or field count)"
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    what = f"Parquet file {path}"
+    if not path.exists():
+        raise LocalDataError(f"{what} does not exist")
+    if path.is_dir():
+        raise LocalDataError(f"{what} is a directory, not a file")
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, ValueError, TypeError, OSError) as exc:
+        raise LocalDataError(f"{what} is not a readable Parquet file (corrupt or truncated)") from exc
+
+
+def _refuse_missing_sqlite(url: URL, what: str) -> None:
+    """SQLite silently creates a missing database file: refuse to read one instead."""
+    if url.get_backend_name() != "sqlite":
+        return
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).is_file():
+        raise LocalDataError(f"cannot read {what}: the database file does not exist")

@@ -1,0 +1,186 @@
+"""The node service: connects out to the aggregator (hospital firewalls allow outbound
+only), reconnects with backoff, and answers queries through the engine's state machine.
+
+The node loads and validates its data at start-up and refuses to serve invalid data. Each
+query is admitted (signature, freshness, policy, plan, parameters) before anything is
+computed; refusals carry a typed, public-safe reason. Statistics and masking run in a
+worker thread so keepalive pings continue during long computations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from crypto.randomness import SystemRandom
+from engine.codec import decode, encode
+from engine.errors import ConfigurationError, FedtallyError
+from engine.messages import SecAggMessage
+from engine.query import canonical_json
+from engine.secagg_node import TERMINAL, SecAggNode
+from engine.service_messages import ErrorNotice, NodeInfo, QueryAnnounce, QueryRefused
+from engine.transport import MAX_FRAME, public_text
+from node.admission import ReplayGuard, admit
+from node.config import NodeConfig, load_model, load_node_config
+from node.datamodel import DATASET, DataModel
+from node.datasource import load_all
+from node.statistics import local_vector
+from node.transport import open_session
+from node.validation import check_valid, coerce
+
+log = logging.getLogger("fedtally.node")
+
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class LoadedData:
+    model: DataModel
+    rows: pd.DataFrame
+
+    def catalog(self) -> dict[str, object]:
+        held = sorted(str(d) for d in self.rows[DATASET].dropna().unique())
+        return {"data_models": {self.model.name: {"model": self.model.to_json(),
+                                                  "datasets_held": held}}}
+
+
+def load_data(config: NodeConfig) -> LoadedData:
+    """Load and validate; raises DataError naming every problem (row and column)."""
+    rows = load_all(config.sources)
+    if config.model_path is None:
+        raise ConfigurationError("the node configuration names no data_model")
+    model = load_model(config.model_path)
+    check_valid(rows, model)
+    return LoadedData(model, coerce(rows, model))
+
+
+@dataclass
+class NodeService:
+    config: NodeConfig
+    data: LoadedData
+    guard: ReplayGuard = field(default_factory=ReplayGuard)
+    rounds: dict[bytes, SecAggNode] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""
+        stop = stop or asyncio.Event()
+        delay = BACKOFF_START_S
+        me = self.config.me
+        while not stop.is_set():
+            try:
+                connection, welcome = await open_session(
+                    self.config.aggregator_url, self.config.ssl_context, name=me.name,
+                    role="node", identity=me.identity, federation_id=me.manifest.federation_id)
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed,
+                    FedtallyError) as exc:
+                log.warning("cannot reach the aggregator (%s); retrying in %.1fs",
+                            type(exc).__name__, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            delay = BACKOFF_START_S
+            log.info("connected to the aggregator as %s", me.name)
+            try:
+                await connection.send(encode(NodeInfo(canonical_json(self.data.catalog()))))
+                await self._serve(connection, stop)
+            except ConnectionClosed:
+                log.warning("lost the aggregator connection")
+            finally:
+                await connection.close()
+                self.rounds.clear()
+
+    async def _serve(self, connection: ClientConnection, stop: asyncio.Event) -> None:
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                receiver = asyncio.ensure_future(connection.recv())
+                done, _ = await asyncio.wait({receiver, stopper},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    receiver.cancel()
+                    return
+                await self._handle(connection, receiver.result())
+        finally:
+            stopper.cancel()
+
+    async def _handle(self, connection: ClientConnection, frame: bytes | str) -> None:
+        try:
+            msg = decode(frame if isinstance(frame, bytes) else frame.encode(), MAX_FRAME)
+        except FedtallyError as exc:
+            log.warning("undecodable frame from the aggregator: %s", exc)
+            return
+        if isinstance(msg, QueryAnnounce):
+            await self._on_announce(connection, msg)
+        elif isinstance(msg, SecAggMessage):
+            await self._on_secagg(connection, msg)
+        elif isinstance(msg, ErrorNotice):
+            log.warning("the aggregator reports %s: %s", msg.code, msg.message)
+        else:
+            log.warning("ignoring unexpected %s", type(msg).__name__)
+
+    async def _on_announce(self, connection: ClientConnection, msg: QueryAnnounce) -> None:
+        query_id = msg.query.query_id
+        try:
+            node = await asyncio.to_thread(self._prepare, msg)
+            advert = node.start()
+        except FedtallyError as exc:
+            log.info("refused query %s: %s", query_id.hex()[:8], exc)
+            await connection.send(encode(QueryRefused(query_id, exc.code, public_text(exc))))
+            return
+        self.rounds[query_id] = node
+        await connection.send(encode(advert))
+
+    def _prepare(self, msg: QueryAnnounce) -> SecAggNode:
+        me = self.config.me
+        policy = self.config.policy
+        admitted = admit(me, msg.query, msg.params, self.data.model, policy, self.guard)
+        small_cells = policy.small_cell_threshold
+        vector, summary = local_vector(
+            admitted.spec, admitted.layout, self.data.rows, self.data.model,
+            min_row_count=policy.min_row_count,
+            small_cell_threshold=policy.min_row_count if small_cells is None else small_cells)
+        log.info("query %s (%s by %s): %d rows, contributed=%s, %d cells suppressed",
+                 msg.query.query_id.hex()[:8], admitted.spec.method, msg.query.researcher,
+                 summary.rows, summary.contributed, summary.cells_suppressed)
+        return SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(), vector,
+                          SystemRandom())
+
+    async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
+        node = self.rounds.get(msg.query_id)
+        if node is None:
+            log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
+            return
+        try:
+            reply = await asyncio.to_thread(node.receive, msg)
+        except FedtallyError as exc:
+            self.rounds.pop(msg.query_id, None)
+            if node.stage.value == "aborted":
+                log.info("query %s aborted by the aggregator", msg.query_id.hex()[:8])
+                return
+            log.warning("refusing to continue query %s: %s", msg.query_id.hex()[:8], exc)
+            await connection.send(encode(QueryRefused(msg.query_id, exc.code, public_text(exc))))
+            return
+        if node.stage in TERMINAL:
+            self.rounds.pop(msg.query_id, None)
+        if reply is not None:
+            await connection.send(encode(reply))
+
+
+def run_node(config_path: str, *, aggregator_url: str | None = None) -> None:
+    """Entry point of `fedtally node serve`."""
+    config = load_node_config(Path(config_path), aggregator_url=aggregator_url)
+    data = load_data(config)
+    log.info("node %s serving %d rows of %s", config.me.name, len(data.rows), data.model.name)
+    asyncio.run(NodeService(config, data).run())
+
+

@@ -1,0 +1,183 @@
+"""Loading rows from CSV, Parquet and SQL, and refusing broken sources readably."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine.errors import ConfigurationError, DataError
+from node.datamodel import LocalDataError
+from node.datasource import DataSource, load_all
+
+PEER = Path(__file__).resolve().parents[2].parent / "shared" / "peer" / "exareme2"
+
+
+def _csv(tmp_path: Path, text: str | bytes, name: str = "rows.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def _sqlite(tmp_path: Path, table: str = "patients") -> Path:
+    path = tmp_path / "node.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute(f'CREATE TABLE "{table}" (age REAL, sex TEXT, dataset TEXT)')
+        con.executemany(
+            f'INSERT INTO "{table}" VALUES (?, ?, ?)',
+            [(61.5, "F", "d1"), (None, "M", "d1"), (70.0, None, None)],
+        )
+    return path
+
+
+def test_csv_cells_are_read_as_written(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "age,sex,code,dataset\n061,F,NA,d1\n,M,null,d1\n")
+    df = DataSource("csv", path=path).load()
+    assert list(df.columns) == ["age", "sex", "code", "dataset"]
+    assert df["age"].tolist()[0] == "061"  # text as written: validation decides
+    assert pd.isna(df["age"].iloc[1])  # only empty cells are missing
+    assert df["code"].tolist() == ["NA", "null"]
+
+
+def test_default_dataset_added_or_filled(tmp_path: Path) -> None:
+    without = _csv(tmp_path, "age\n1\n2\n", "a.csv")
+    df = DataSource("csv", path=without, dataset="site0").load()
+    assert df["dataset"].tolist() == ["site0", "site0"]
+    partial = _csv(tmp_path, "age,dataset\n1,\n2,other\n", "b.csv")
+    assert DataSource("csv", path=partial, dataset="site0").load()["dataset"].tolist() == [
+        "site0", "other"
+    ]
+    assert "dataset" not in DataSource("csv", path=without).load().columns
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"age": [1.5, None], "sex": ["F", None], "dataset": ["d", "d"]})
+    path = tmp_path / "rows.parquet"
+    frame.to_parquet(path)
+    df = DataSource("parquet", path=path).load()
+    assert df["age"].tolist()[0] == 1.5 and pd.isna(df["age"].iloc[1])
+    assert df["sex"].tolist()[0] == "F"
+
+
+def test_sql_table_through_sqlalchemy(tmp_path: Path) -> None:
+    db = _sqlite(tmp_path)
+    source = DataSource("sql", url=f"sqlite:///{db}", table="patients", dataset="d9")
+    df = source.load()
+    assert df["age"].tolist()[0] == 61.5 and pd.isna(df["age"].iloc[1])
+    assert df["dataset"].tolist() == ["d1", "d1", "d9"]
+
+
+def test_sql_table_name_is_never_spliced_into_sql(tmp_path: Path) -> None:
+    name = 'odd"; DROP TABLE other; --'
+    db = _sqlite(tmp_path, table=name.replace('"', '""'))
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE other (x INTEGER)")
+    df = DataSource("sql", url=f"sqlite:///{db}", table=name).load()  # quoted as a name
+    assert len(df) == 3
+    with pytest.raises(LocalDataError, match="does not exist"):
+        DataSource("sql", url=f"sqlite:///{db}", table="x; DROP TABLE other").load()
+    with sqlite3.connect(db) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+    assert "other" in tables
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not UTF-8"),
+        (b"a,b\n1,caf\xe9\n", "not UTF-8"),
+        (b"a,b,dataset\n1,2,d\n3,4\n", "line 3 has 2 field"),
+        (b"a,b,dataset\n1,2,d\n3,4,d,9\n", "line 3 has 4 field"),
+        (b"a,a,dataset\n1,2,d\n", "'a' appears twice"),
+        (b"a,,dataset\n1,2,d\n", "column 2 of the header has no name"),
+        (b"\x00\x00\x00\x00,\x00\n", "binary"),
+    ],
+)
+def test_broken_csv_is_one_readable_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = _csv(tmp_path, content, "broken.csv")
+    with pytest.raises(LocalDataError, match=message) as info:
+        DataSource("csv", path=path).load()
+    text = str(info.value)
+    assert str(path) in text and "\n" not in text and "Traceback" not in text
+    assert isinstance(info.value, DataError) and not info.value.public
+
+
+def test_missing_and_directory_paths(tmp_path: Path) -> None:
+    with pytest.raises(LocalDataError, match="does not exist") as info:
+        DataSource("csv", path=tmp_path / "nope.csv").load()
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+    with pytest.raises(LocalDataError, match="directory"):
+        DataSource("csv", path=tmp_path).load()
+    with pytest.raises(LocalDataError, match="does not exist"):
+        DataSource("parquet", path=tmp_path / "nope.parquet").load()
+
+
+def test_broken_parquet(tmp_path: Path) -> None:
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"x": range(100)}).to_parquet(good)
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    not_parquet = _csv(tmp_path, "x\n1\n", "table.parquet")
+    for path in (truncated, not_parquet):
+        with pytest.raises(LocalDataError, match="not a readable Parquet file") as info:
+            DataSource("parquet", path=path).load()
+        assert str(path) in str(info.value) and info.value.__cause__ is not None
+
+
+def test_broken_sql_sources(tmp_path: Path) -> None:
+    db = _sqlite(tmp_path)
+    with pytest.raises(LocalDataError, match="table does not exist"):
+        DataSource("sql", url=f"sqlite:///{db}", table="missing").load()
+    missing = tmp_path / "missing.sqlite"
+    with pytest.raises(LocalDataError, match="database file does not exist"):
+        DataSource("sql", url=f"sqlite:///{missing}", table="t").load()
+    assert not missing.exists()  # SQLite was not allowed to create it
+    with pytest.raises(LocalDataError, match="URL is not valid"):
+        DataSource("sql", url="not a url", table="t").load()
+    with pytest.raises(LocalDataError, match="no database driver") as info:
+        DataSource("sql", url="postgresql+nosuchdriver://u:secret@host/db", table="t").load()
+    assert "secret" not in str(info.value)
+    garbage = _csv(tmp_path, b"this is not a database" * 100, "garbage.sqlite")
+    with pytest.raises(LocalDataError, match="cannot read table"):
+        DataSource("sql", url=f"sqlite:///{garbage}", table="t").load()
+
+
+def test_from_config(tmp_path: Path) -> None:
+    source = DataSource.from_config({"path": "rows.csv", "dataset": "d0"}, base_dir=tmp_path)
+    assert source == DataSource("csv", path=tmp_path / "rows.csv", dataset="d0")
+    assert DataSource.from_config({"path": "/x/rows.PARQUET"}).kind == "parquet"
+    assert DataSource.from_config({"url": "sqlite:///x.db", "table": "t"}).kind == "sql"
+    with pytest.raises(ConfigurationError, match="unknown data source keys"):
+        DataSource.from_config({"path": "a.csv", "delimiter": ";"})
+    with pytest.raises(ConfigurationError, match="kind"):
+        DataSource.from_config({"path": "rows.txt"})
+    with pytest.raises(ConfigurationError, match="needs 'url' and 'table'"):
+        DataSource.from_config({"kind": "sql", "url": "sqlite://"})
+    with pytest.raises(ConfigurationError, match="must be a string"):
+        DataSource.from_config({"path": 3})
+
+
+def test_describe_hides_passwords() -> None:
+    source = DataSource("sql", url="postgresql://user:hunter2@db.example/clinic", table="rows")
+    assert "hunter2" not in source.describe() and "db.example" in source.describe()
+
+
+def test_load_all_concatenates(tmp_path: Path) -> None:
+    first = _csv(tmp_path, "age\n1\n", "a.csv")
+    second = _csv(tmp_path, "age,sex\n2,F\n", "b.csv")
+    df = load_all([DataSource("csv", path=first, dataset="a"), DataSource("csv", path=second,
+                                                                          dataset="b")])
+    assert df["age"].tolist() == ["1", "2"] and df["dataset"].tolist() == ["a", "b"]
+    assert pd.isna(df["sex"].iloc[0])
+    assert load_all([]).empty
+
+
+def test_peer_csvs_load() -> None:
+    files = sorted(PEER.glob("data/*/*.csv")) if PEER.is_dir() else []
+    if not files:
+        pytest.skip(f"MIP reference data not found at {PEER} (../shared/peer/exareme2)")
+    total = sum(len(DataSource("csv", path=path).load()) for path in files)
+    assert total > 3000

@@ -1,0 +1,120 @@
+"""The node's policy file: strict parsing, defaults, canonical digest, algorithm checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import ConfigurationError, QueryError
+from node.policy import Budget, Policy
+
+FULL = {
+    "allowed_algorithms": ["linear_regression", "ttest_onesample"],
+    "min_row_count": 20,
+    "allow_exact": False,
+    "budgets": {
+        "alice": {"edsd0": {"rho": 0.5}, "*": {"rho": 0.1}},
+        "*": {"*": {"rho": 0.05}},
+    },
+    "small_cell_threshold": 5,
+}
+
+
+def _write(tmp_path: Path, obj: Any) -> Path:
+    path = tmp_path / "policy.json"
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def test_defaults_follow_the_mip() -> None:
+    policy = Policy.default()
+    assert policy.allowed_algorithms is None
+    assert (policy.min_row_count, policy.small_cell_threshold, policy.allow_exact) == (10, 10, True)
+    assert dict(policy.budgets) == {}
+    policy.check_algorithm("anything")
+    assert Policy.from_dict({}) == policy
+    assert Policy.from_dict({"min_row_count": 15}).small_cell_threshold == 15
+
+
+def test_full_file(tmp_path: Path) -> None:
+    policy = Policy.from_file(_write(tmp_path, FULL))
+    assert policy.allowed_algorithms == frozenset({"linear_regression", "ttest_onesample"})
+    assert (policy.min_row_count, policy.small_cell_threshold, policy.allow_exact) == (20, 5, False)
+    assert policy.budgets["alice"]["edsd0"] == Budget(0.5)
+    assert policy.to_dict()["budgets"] == FULL["budgets"]
+    assert Policy.from_dict(policy.to_dict()) == policy
+
+
+def test_budget_lookup_falls_back_to_wildcards() -> None:
+    policy = Policy.from_dict(FULL)
+    assert policy.budget_for("alice", "edsd0") == Budget(0.5)
+    assert policy.budget_for("alice", "ppmi0") == Budget(0.1)
+    assert policy.budget_for("bob", "ppmi0") == Budget(0.05)
+    only = Policy.from_dict({"budgets": {"alice": {"edsd0": {"rho": 1}}}})
+    assert only.budget_for("alice", "ppmi0") is None and only.budget_for("bob", "edsd0") is None
+
+
+def test_check_algorithm() -> None:
+    policy = Policy.from_dict(FULL)
+    policy.check_algorithm("linear_regression")
+    with pytest.raises(QueryError, match="does not allow the algorithm 'pca'") as info:
+        policy.check_algorithm("pca")
+    assert info.value.public
+    assert Policy.from_dict({"allowed_algorithms": "*"}).allowed_algorithms is None
+    with pytest.raises(QueryError):
+        Policy.from_dict({"allowed_algorithms": []}).check_algorithm("pca")
+
+
+def test_digest_is_canonical() -> None:
+    default = Policy.default().digest()
+    assert len(default) == 64 and default == Policy.from_dict({}).digest()
+    explicit = {"min_row_count": 10, "small_cell_threshold": 10, "allow_exact": True,
+                "allowed_algorithms": "*", "budgets": {}}
+    assert Policy.from_dict(explicit).digest() == default
+    reordered = dict(reversed(list(FULL.items())))
+    reordered["allowed_algorithms"] = list(reversed(FULL["allowed_algorithms"]))
+    assert Policy.from_dict(reordered).digest() == Policy.from_dict(FULL).digest()
+    assert Policy.from_dict({"min_row_count": 11}).digest() != default
+    assert Policy.from_dict({"budgets": {"a": {"*": {"rho": 1}}}}).digest() != default
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"min_rows": 5}, "unknown policy keys"),
+        ({"min_row_count": "10"}, "min_row_count"),
+        ({"min_row_count": True}, "min_row_count"),
+        ({"min_row_count": 0}, "min_row_count"),
+        ({"min_row_count": 9.5}, "min_row_count"),
+        ({"small_cell_threshold": -1}, "small_cell_threshold"),
+        ({"allow_exact": "yes"}, "allow_exact"),
+        ({"allowed_algorithms": "pca"}, "allowed_algorithms"),
+        ({"allowed_algorithms": ["pca", 3]}, "algorithm"),
+        ({"budgets": []}, "budgets"),
+        ({"budgets": {"alice": 1}}, "alice"),
+        ({"budgets": {"alice": {"d": 0.5}}}, "rho"),
+        ({"budgets": {"alice": {"d": {"rho": -1}}}}, "not negative"),
+        ({"budgets": {"alice": {"d": {"rho": True}}}}, "number"),
+        ({"budgets": {"alice": {"d": {"rho": 1, "epsilon": 1}}}}, "exactly the key 'rho'"),
+        ([], "JSON object"),
+    ],
+)
+def test_invalid_policies(obj: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Policy.from_dict(obj)
+
+
+def test_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read policy file"):
+        Policy.from_file(tmp_path / "missing.json")
+    with pytest.raises(ConfigurationError, match="not valid JSON"):
+        Policy.from_file(_write(tmp_path, "{"))
+    with pytest.raises(ConfigurationError, match="'min_row_count' appears twice"):
+        Policy.from_file(_write(tmp_path, '{"min_row_count": 50, "min_row_count": 1}'))
+    with pytest.raises(ConfigurationError, match="not negative"):
+        Policy.from_file(_write(tmp_path, '{"budgets": {"a": {"d": {"rho": NaN}}}}'))
+    with pytest.raises(ConfigurationError, match=r"policy\.json: unknown policy keys"):
+        Policy.from_file(_write(tmp_path, {"allow_everything": True}))
