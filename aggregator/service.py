@@ -346,14 +346,14 @@ class AggregatorService:
 
 
 def run_aggregator(config_path: Path, *, port: int | None = None,
-                   ready_file: Path | None = None) -> None:
+                   ready_file: Path | None = None, stage_timeout_s: float | None = None) -> None:
     """Entry point of `fedtally aggregator serve`."""
     from aggregator.config import load_aggregator_config
 
     config = load_aggregator_config(config_path)
     service = AggregatorService(config.manifest, host=config.host,
                                 port=config.port if port is None else port,
-                                ssl_context=config.ssl_context)
+                                ssl_context=config.ssl_context, stage_timeout_s=stage_timeout_s)
 
     def ready(bound: int) -> None:
         if ready_file is not None:

@@ -119,7 +119,10 @@ class Str(WireType):
     def encode(self, value: Any, out: bytearray) -> None:
         if not isinstance(value, str):
             raise EncodeError("expected str")
-        raw = value.encode("utf-8")
+        try:
+            raw = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EncodeError("string is not encodable as UTF-8") from exc
         if len(raw) > self.maximum or (self.pattern and not self.pattern.fullmatch(value)):
             raise EncodeError("string too long or not allowed")
         out += len(raw).to_bytes(4, "big") + raw
@@ -271,6 +274,10 @@ def decode(frame: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Message:
     """Decode one frame; any problem raises :class:`DecodeError` (and nothing else)."""
     if not isinstance(frame, bytes | bytearray | memoryview):
         raise DecodeError("frame must be bytes")
+    try:
+        frame = memoryview(frame).cast("B")  # measure and slice in bytes, whatever the format
+    except (ValueError, TypeError) as exc:
+        raise DecodeError("frame is not a readable byte buffer") from exc
     if len(frame) > max_size:
         raise DecodeError(f"frame larger than {max_size} bytes")
     if len(frame) < HEADER.size:

@@ -1,32 +1,88 @@
 """The signed federation manifest: who is a member, with which key, under which parameters.
 
+The manifest is the root of trust of every party: a message is believed only if it is
+signed by a key listed here, and the manifest is believed only if the federation
+authority's Ed25519 key signed it. The signature covers the canonical JSON of the whole
+document except the signature itself (sorted keys, no spaces, ASCII), so reformatting the
+file is harmless and changing any value is not.
+
 Parsing and verification are pure (bytes in, a verified :class:`Manifest` out); reading the
 file is the caller's job. Every check of membership in fedtally goes through this class.
+The signature is checked before the structure: :class:`AuthenticationError` means the
+document is not the one the authority signed (or another authority signed it),
+:class:`ConfigurationError` means the authority signed something malformed.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
+import hashlib
+import ipaddress
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
-from crypto.errors import InvalidKey, InvalidSignature
-from crypto.identity import VerifyKey
+from crypto.errors import CryptoError
+from crypto.identity import SigningIdentity, VerifyKey
 from engine.codec import NAME_PATTERN
-from engine.errors import AuthenticationError, ConfigurationError
+from engine.errors import AuthenticationError, ConfigurationError, LocalError
 from engine.query import canonical_json
 
+__all__ = [
+    "AGGREGATOR",
+    "AUTHORITY",
+    "DEFAULT_PARAMETERS",
+    "FORMAT",
+    "MEMBER_ROLES",
+    "PROTECTIONS",
+    "RESERVED_NAMES",
+    "Manifest",
+    "Member",
+    "aggregator_url",
+    "canonical_json",
+    "decode_json",
+    "sign_manifest",
+    "signed_content",
+]
+
 FORMAT = "fedtally-federation/1"
+AGGREGATOR = "aggregator"
+AUTHORITY = "authority"
 MEMBER_ROLES = ("node", "researcher", "auditor")
-DEFAULT_PARAMETERS: dict[str, Any] = {
+PROTECTIONS = ("mask", "paillier")
+#: the parameters a manifest carries (all of them: a manifest states every value it binds)
+DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     "threshold_fraction": 2 / 3,
     "min_participants": 2,
     "max_rows_per_node": 1 << 24,
     "protection": "mask",
     "stage_timeout_s": 60,
-}
+})
+#: names that would collide with the folder layout ``init`` writes (compared
+#: case-insensitively, because a node's name is also a folder name and some file systems
+#: ignore case)
+RESERVED_NAMES = frozenset({AGGREGATOR, AUTHORITY, "keys", "tls", "federation.json",
+                            "aggregator.json", "authority.key", "readme.txt"})
+FEDERATION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+#: every input bounded: a manifest of 10,000 members is about 1.5 MB
+MAX_MANIFEST_BYTES = 8 << 20
+MAX_MEMBERS = 10_000
+_SIGNATURE_HEX = re.compile(r"[0-9a-fA-F]{128}")
+_KEY_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_DNS_HOST = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TOP_KEYS = frozenset({"format", "federation_id", "created", "aggregator", "members",
+                       "parameters", "authority_public_key", "signature"})
+_AGGREGATOR_KEYS = frozenset({"name", "host", "port", "public_key"})
+_MEMBER_KEYS = frozenset({"name", "role", "public_key"})
+_SOURCE = "federation manifest"
 
 
 @dataclass(frozen=True)
@@ -41,9 +97,34 @@ def signed_content(document: Mapping[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in document.items() if k != "signature"})
 
 
+def sign_manifest(body: Mapping[str, Any], authority: SigningIdentity) -> dict[str, Any]:
+    """``body`` with the authority's public key and signature added (pure: no clock, no I/O).
+
+    The result is not checked: pass it to :meth:`Manifest.from_document` to verify it.
+    """
+    if "signature" in body or "authority_public_key" in body:
+        raise LocalError("the manifest body must not carry an authority key or signature")
+    signed = {**body, "authority_public_key": authority.verify_key.hex()}
+    try:
+        content = signed_content(signed)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"the manifest body is not plain JSON: {exc}") from None
+    return {**signed, "signature": authority.sign(content).hex()}
+
+
+def aggregator_url(host: str, port: int) -> str:
+    """The websocket URL of an aggregator (an IPv6 literal goes in brackets)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"wss://{shown}:{port}"
+
+
 @dataclass(frozen=True)
 class Manifest:
+    """A verified federation manifest. Build it with :meth:`from_bytes` or
+    :meth:`from_document`; never construct it directly."""
+
     federation_id: str
+    #: the members by name, in the order the document lists them (the aggregator is not one)
     members: Mapping[str, Member]
     aggregator: Member
     aggregator_host: str
@@ -52,74 +133,65 @@ class Manifest:
     authority_key: VerifyKey
     document: Mapping[str, Any]
 
+    # --- parsing -------------------------------------------------------------------------
+
     @classmethod
-    def from_bytes(cls, raw: bytes, *, authority_key: str | None = None) -> Manifest:
+    def from_bytes(cls, raw: bytes, *, authority_key: str | VerifyKey | None = None,
+                   source: str = _SOURCE) -> Manifest:
         """Parse and verify; raises AuthenticationError for a bad signature or pinned key
-        mismatch and ConfigurationError for a malformed document."""
-        try:
-            document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigurationError("the federation manifest is not valid JSON") from exc
-        return cls.from_document(document, authority_key=authority_key)
+        mismatch and ConfigurationError for a malformed document. ``source`` names the
+        manifest in error messages (e.g. its path)."""
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise LocalError("a manifest is parsed from bytes")
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ConfigurationError(f"{source}: larger than {MAX_MANIFEST_BYTES} bytes")
+        return cls.from_document(decode_json(bytes(raw), source), authority_key=authority_key,
+                                 source=source)
 
     @classmethod
-    def from_document(cls, document: Any, *, authority_key: str | None = None) -> Manifest:
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise ConfigurationError(f"the federation manifest is not in format {FORMAT}")
-        try:
-            authority = VerifyKey.from_hex(_text(document, "authority_public_key"))
-            if authority_key is not None and authority.hex() != authority_key.lower():
-                raise AuthenticationError("the manifest is signed by another authority")
-            signature = bytes.fromhex(_text(document, "signature"))
-            authority.verify(signed_content(document), signature)
-        except (InvalidSignature, InvalidKey, ValueError) as exc:
-            raise AuthenticationError("the federation manifest signature does not verify") \
-                from exc
-        return cls._parse(document, authority)
+    def from_document(cls, document: Any, *, authority_key: str | VerifyKey | None = None,
+                      source: str = _SOURCE) -> Manifest:
+        """Verify a parsed manifest: the signature first, then the structure it signed."""
+        if not isinstance(document, dict):
+            raise ConfigurationError(f"{source}: a manifest is a JSON object")
+        authority = _check_signature(document, source, authority_key)
+        return _build(document, source, authority)
 
-    @classmethod
-    def _parse(cls, document: dict[str, Any], authority: VerifyKey) -> Manifest:
-        federation_id = _text(document, "federation_id")
-        aggregator_doc = document.get("aggregator")
-        if not isinstance(aggregator_doc, dict):
-            raise ConfigurationError("the manifest has no aggregator entry")
-        aggregator = Member(_name(aggregator_doc), "aggregator", _key(aggregator_doc))
-        members: dict[str, Member] = {}
-        raw_members = document.get("members")
-        if not isinstance(raw_members, list):
-            raise ConfigurationError("the manifest's members must be a list")
-        for entry in raw_members:
-            if not isinstance(entry, dict):
-                raise ConfigurationError("a manifest member is not an object")
-            name, role = _name(entry), _text(entry, "role")
-            if role not in MEMBER_ROLES:
-                raise ConfigurationError(f"member {name} has unknown role {role!r}")
-            if name in members or name == aggregator.name:
-                raise ConfigurationError(f"member name {name} appears twice")
-            members[name] = Member(name, role, _key(entry))
-        parameters = dict(DEFAULT_PARAMETERS)
-        given = document.get("parameters", {})
-        if not isinstance(given, dict) or set(given) - set(DEFAULT_PARAMETERS):
-            raise ConfigurationError("the manifest's parameters are malformed or unknown")
-        parameters.update(given)
-        fraction = parameters["threshold_fraction"]
-        if not isinstance(fraction, int | float) or not 0.5 < fraction <= 1:
-            raise ConfigurationError("threshold_fraction must be in (0.5, 1]")
-        port = aggregator_doc.get("port")
-        if not isinstance(port, int) or not 0 <= port < 65536:
-            raise ConfigurationError("the aggregator port is invalid")
-        return cls(federation_id, members, aggregator, _text(aggregator_doc, "host"), port,
-                   parameters, authority, document)
+    def to_document(self) -> dict[str, Any]:
+        """The JSON object this manifest was read from, signature included (a copy)."""
+        return copy.deepcopy(dict(self.document))
 
-    # --- accessors -------------------------------------------------------------------
+    # --- derived values ------------------------------------------------------------------
 
-    def member(self, name: str) -> Member:
-        if name == self.aggregator.name:
-            return self.aggregator
-        try:
-            return self.members[name]
-        except KeyError:
-            raise AuthenticationError(f"{name!r} is not a member of this federation") from None
+    @property
+    def signed_content(self) -> bytes:
+        return signed_content(self.document)
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the signed canonical bytes: names this exact manifest in logs."""
+        return hashlib.sha256(self.signed_content).digest()
+
+    @property
+    def created(self) -> str:
+        return str(self.document["created"])
+
+    @property
+    def aggregator_url(self) -> str:
+        return aggregator_url(self.aggregator_host, self.aggregator_port)
+
+    # --- membership ----------------------------------------------------------------------
+
+    def member(self, name: str, role: str | None = None) -> Member:
+        """The member called ``name`` (of ``role``, if given). Unknown names, the
+        aggregator's name and wrong roles raise AuthenticationError."""
+        found = self.members.get(name) if isinstance(name, str) else None
+        if found is None:
+            shown = repr(name) if isinstance(name, str) and NAME_PATTERN.fullmatch(name) else "?"
+            raise AuthenticationError(f"{shown} is not a member of this federation")
+        if role is not None and found.role != role:
+            raise AuthenticationError(f"member {name} is not a {role}")
+        return found
 
     def names(self, role: str) -> tuple[str, ...]:
         return tuple(sorted(n for n, m in self.members.items() if m.role == role))
@@ -130,15 +202,53 @@ class Manifest:
     def researchers(self) -> tuple[str, ...]:
         return self.names("researcher")
 
+    def auditors(self) -> tuple[str, ...]:
+        return self.names("auditor")
+
     def verify_keys(self) -> dict[str, VerifyKey]:
+        """Every party's public key by name: all members and the aggregator."""
         keys = {name: m.verify_key for name, m in self.members.items()}
         keys[self.aggregator.name] = self.aggregator.verify_key
         return keys
 
+    def check_identity(self, name: str, role: str, federation_id: str,
+                       verify_key: VerifyKey) -> None:
+        """Check that a key file's contents are the key this manifest lists for ``name``
+        as ``role`` (``aggregator`` and ``authority`` included), in this federation.
+
+        Raises ConfigurationError: a key that does not match is a local set-up mistake.
+        """
+        if federation_id != self.federation_id:
+            raise ConfigurationError(f"the key belongs to federation {federation_id!r}, "
+                                     f"not {self.federation_id!r}")
+        if role == AUTHORITY:
+            listed = self.authority_key
+        elif role == AGGREGATOR and name == self.aggregator.name:
+            listed = self.aggregator.verify_key
+        else:
+            member = self.members.get(name)
+            if member is None or member.role != role:
+                raise ConfigurationError(f"the manifest has no {role} called {name!r}")
+            listed = member.verify_key
+        if listed != verify_key:
+            raise ConfigurationError(f"this is not the key the manifest lists for {name!r}")
+
+    # --- parameters ----------------------------------------------------------------------
+
     def threshold_for(self, participants: int) -> int:
         """Survivors a round of ``participants`` nodes needs: a strict majority at least."""
-        wanted = math.ceil(self.parameters["threshold_fraction"] * participants - 1e-9)
-        return min(participants, max(participants // 2 + 1, wanted))
+        if isinstance(participants, bool) or not isinstance(participants, int) \
+                or participants < 1:
+            raise LocalError("the number of participants must be a positive integer")
+        n = participants
+        # the fraction as the simple ratio it stands for (2/3, not 0.666...6), so that
+        # float rounding never asks for one participant more than intended
+        fraction = Fraction(self.threshold_fraction).limit_denominator(1_000_000)
+        return min(n, max(n // 2 + 1, math.ceil(fraction * n)))
+
+    @property
+    def threshold_fraction(self) -> float:
+        return float(self.parameters["threshold_fraction"])
 
     @property
     def min_participants(self) -> int:
@@ -149,26 +259,232 @@ class Manifest:
         return int(self.parameters["max_rows_per_node"])
 
     @property
+    def protection(self) -> str:
+        return str(self.parameters["protection"])
+
+    @property
     def stage_timeout_s(self) -> float:
         return float(self.parameters["stage_timeout_s"])
 
 
-def _text(doc: Mapping[str, Any], key: str) -> str:
-    value = doc.get(key)
+# --- signature ----------------------------------------------------------------------------
+
+
+def _check_signature(document: dict[str, Any], source: str,
+                     pinned: str | VerifyKey | None) -> VerifyKey:
+    authority = _hex_key(document.get("authority_public_key"), f"{source}: authority key",
+                         AuthenticationError)
+    if pinned is not None and authority != _pinned(pinned):
+        raise AuthenticationError(f"{source}: signed by another authority than the pinned one")
+    text = document.get("signature")
+    if not isinstance(text, str) or not _SIGNATURE_HEX.fullmatch(text):
+        raise AuthenticationError(f"{source}: the signature is missing or malformed")
+    try:
+        content = signed_content(document)
+    except (TypeError, ValueError, RecursionError):
+        raise ConfigurationError(f"{source}: the document is not plain JSON") from None
+    try:
+        authority.verify(content, bytes.fromhex(text))
+    except CryptoError:
+        raise AuthenticationError(f"{source}: the authority's signature does not verify (the "
+                                  "document was changed after it was signed)") from None
+    return authority
+
+
+def _pinned(pinned: str | VerifyKey) -> VerifyKey:
+    if isinstance(pinned, VerifyKey):
+        return pinned
+    return _hex_key(pinned, "the pinned authority key", ConfigurationError)
+
+
+def _hex_key(value: Any, what: str, error: type[Exception]) -> VerifyKey:
+    if not isinstance(value, str) or not _KEY_HEX.fullmatch(value):
+        raise error(f"{what} must be 64 hex characters")
+    try:
+        return VerifyKey(bytes.fromhex(value))
+    except CryptoError:
+        raise error(f"{what} is not a valid Ed25519 public key") from None
+
+
+# --- structure ----------------------------------------------------------------------------
+
+
+def _build(doc: dict[str, Any], source: str, authority: VerifyKey) -> Manifest:
+    _keys(doc, _TOP_KEYS, source)
+    if doc["format"] != FORMAT:
+        raise ConfigurationError(f"{source}: format must be {FORMAT!r}")
+    federation_id = _text(doc["federation_id"], f"{source}: federation_id",
+                          FEDERATION_ID_PATTERN)
+    _timestamp(doc["created"], f"{source}: created")
+    where = f"{source}: aggregator"
+    raw = doc["aggregator"]
+    _keys(raw, _AGGREGATOR_KEYS, where)
+    if raw["name"] != AGGREGATOR:
+        raise ConfigurationError(f"{where}: name must be {AGGREGATOR!r}")
+    aggregator = Member(AGGREGATOR, AGGREGATOR,
+                        _hex_key(raw["public_key"], f"{where}.public_key", ConfigurationError))
+    host, port = _host(raw["host"], f"{where}.host"), _port(raw["port"], f"{where}.port")
+    members = _members(doc["members"], f"{source}: members")
+    parameters = _parameters(doc["parameters"], f"{source}: parameters")
+    _check_names([m.name for m in members], source)
+    # one key per party: a shared key would let one party speak as another
+    keys = [aggregator.verify_key, *(m.verify_key for m in members)]
+    if len(set(keys)) != len(keys):
+        raise ConfigurationError(f"{source}: two parties have the same public key")
+    n_nodes = sum(1 for m in members if m.role == "node")
+    if n_nodes < parameters["min_participants"]:
+        raise ConfigurationError(
+            f"{source}: {n_nodes} node(s), fewer than min_participants "
+            f"({parameters['min_participants']}); a secure sum over one node reveals it")
+    return Manifest(federation_id=federation_id,
+                    members=MappingProxyType({m.name: m for m in members}),
+                    aggregator=aggregator, aggregator_host=host, aggregator_port=port,
+                    parameters=MappingProxyType(parameters), authority_key=authority,
+                    document=MappingProxyType(copy.deepcopy(doc)))
+
+
+def _members(value: Any, where: str) -> list[Member]:
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise ConfigurationError(f"{where} must be a list of at most {MAX_MEMBERS} members")
+    members = []
+    for i, raw in enumerate(value):
+        at = f"{where}[{i}]"
+        _keys(raw, _MEMBER_KEYS, at)
+        if raw["role"] not in MEMBER_ROLES:
+            raise ConfigurationError(f"{at}.role must be one of {', '.join(MEMBER_ROLES)}")
+        members.append(Member(_name(raw["name"], f"{at}.name"), raw["role"],
+                              _hex_key(raw["public_key"], f"{at}.public_key",
+                                       ConfigurationError)))
+    return members
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    _keys(value, frozenset(DEFAULT_PARAMETERS), where)
+    fraction = _number(value["threshold_fraction"], f"{where}.threshold_fraction")
+    if not 0 < fraction <= 1:  # threshold_for never goes below a strict majority anyway
+        raise ConfigurationError(f"{where}.threshold_fraction must be in (0, 1]")
+    if value["protection"] not in PROTECTIONS:
+        raise ConfigurationError(f"{where}.protection must be one of {', '.join(PROTECTIONS)}")
+    if _number(value["stage_timeout_s"], f"{where}.stage_timeout_s") <= 0:
+        raise ConfigurationError(f"{where}.stage_timeout_s must be positive")
+    _integer(value["min_participants"], f"{where}.min_participants", 2)
+    _integer(value["max_rows_per_node"], f"{where}.max_rows_per_node", 1)
+    return dict(value)
+
+
+def _check_names(names: list[str], where: str) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        folded = name.lower()
+        if folded in RESERVED_NAMES:
+            raise ConfigurationError(f"{where}: the name {name!r} is reserved")
+        if folded in seen:
+            raise ConfigurationError(f"{where}: the name {name!r} is used twice"
+                                     + (f" (as {seen[folded]!r})" if seen[folded] != name else ""))
+        seen[folded] = name
+
+
+# --- validation helpers (every failure is a readable ConfigurationError) ------------------
+
+
+def _keys(value: Any, expected: frozenset[str], where: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{where} must be a JSON object")
+    missing = sorted(expected - value.keys())
+    unknown = sorted(map(str, value.keys() - expected))
+    if missing:
+        raise ConfigurationError(f"{where}: missing {', '.join(missing)}")
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def _text(value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"the manifest lacks {key!r}")
+        raise ConfigurationError(f"{where} must be a non-empty string")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise ConfigurationError(f"{where}: {value!r} must match {pattern.pattern}")
     return value
 
 
-def _name(doc: Mapping[str, Any]) -> str:
-    name = _text(doc, "name")
-    if not NAME_PATTERN.fullmatch(name):
-        raise ConfigurationError(f"{name!r} is not a valid member name")
-    return name
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        shown = repr(value) if isinstance(value, str) and len(value) <= 80 else "the name"
+        raise ConfigurationError(f"{where}: {shown} is not a valid name: use 1 to 64 letters, "
+                                 "digits, '_', '.' or '-', starting with a letter or digit")
+    return value
 
 
-def _key(doc: Mapping[str, Any]) -> VerifyKey:
+def _integer(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{where} must be an integer >= {minimum}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError(f"{where} must be a finite number")
+    return value
+
+
+def _port(value: Any, where: str) -> int:
+    port = _integer(value, where, 1)
+    if port > 65535:
+        raise ConfigurationError(f"{where} must be in 1..65535")
+    return port
+
+
+def _host(value: Any, where: str) -> str:
+    """A host nodes can connect to: an IP address (not a wildcard) or an ASCII DNS name."""
+    text = _text(value, where)
     try:
-        return VerifyKey.from_hex(_text(doc, "public_key"))
-    except InvalidKey as exc:
-        raise ConfigurationError(f"the public key of {doc.get('name')!r} is invalid") from exc
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        if len(text) > 253 or not _DNS_HOST.fullmatch(text):
+            raise ConfigurationError(
+                f"{where}: {text[:80]!r} is neither an IP address nor a DNS name") from None
+        return text
+    if address.is_unspecified or getattr(address, "scope_id", None):
+        raise ConfigurationError(
+            f"{where}: {text!r} is not an address nodes can connect to; give the aggregator's "
+            "public name or IP (to listen on every interface, edit 'host' in aggregator.json)")
+    return text
+
+
+def _timestamp(value: Any, where: str) -> str:
+    text = _text(value, where)
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(f"{where} must be an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        raise ConfigurationError(f"{where} must say its time zone (UTC)")
+    return text
+
+
+def decode_json(data: bytes, where: str) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN or Infinity; else ConfigurationError."""
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys,
+                          parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{where} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"{where} is not acceptable JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # two values for one key would let two JSON parsers read two different manifests
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")

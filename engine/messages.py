@@ -7,6 +7,7 @@ message whose header was rewritten fails verification instead.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from crypto.identity import SIGNATURE_SIZE
@@ -167,7 +168,7 @@ class RoundAborted(SecAggMessage):
     query_id: bytes = wire(QUERY_ID)
     round: int = wire(ROUND)
     #: an error code from engine.errors, never free text
-    code: str = wire(Str(64))
+    code: str = wire(Str(64, re.compile(r"[a-z_]{1,64}")))
 
 
 @message(11)

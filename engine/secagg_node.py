@@ -124,6 +124,9 @@ class SecAggNode:
             raise LocalError(f"{me} is not a participant of this round")
         if value.bits != params.ring_bits or value.length != params.vector_length:
             raise LocalError("the input does not have the round's ring width and length")
+        missing = [m for m in params.participants if m not in members]
+        if missing:
+            raise LocalError(f"participants without a manifest key: {missing}")
         if identity.verify_key != members.get(me):
             raise LocalError("our identity key is not the one in the federation manifest")
         self.params = params
@@ -160,7 +163,10 @@ class SecAggNode:
         if self.stage in TERMINAL:
             raise LocalError(f"round is over ({self.stage.value})")
         if isinstance(msg, RoundAborted):
-            self._check_header(msg)
+            try:
+                self._check_header(msg)
+            except ReplayError as exc:
+                return self._fail(exc)
             self.stage = NodeStage.ABORTED
             self.error = AbortedByPeer(f"the aggregator aborted the round ({msg.code})")
             raise self.error

@@ -71,13 +71,15 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
               identities: Mapping[str, SigningIdentity], rng: RandomSource,
               dropouts: Mapping[str, set[int]] | None = None,
               tamper: Tamper | None = None,
+              node_tamper: Tamper | None = None,
               node_params: Mapping[int, RoundParams] | None = None) -> RoundTranscript:
     """One round through the node and aggregator state machines, all in memory.
 
     ``dropouts[stage]`` holds input indices that vanish instead of sending their message of
     that stage (and send nothing after). ``node_params`` gives some nodes other parameters
-    than the aggregator's (a malicious aggregator's doing). A node that raises is recorded in
-    ``node_errors`` and takes no further part.
+    than the aggregator's (a malicious aggregator's doing); ``node_tamper`` rewrites what a
+    node sends (a lying node). A node that raises is recorded in ``node_errors`` and takes
+    no further part.
     """
     dropouts = {k: set(v) for k, v in (dropouts or {}).items()}
     unknown = set(dropouts) - set(STAGES)
@@ -98,6 +100,8 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
             gone.add(names[i])
 
     def deliver_to_aggregator(stage: str, sender: str, msg: SecAggMessage | None) -> None:
+        if msg is not None and node_tamper is not None:
+            msg = node_tamper(stage, sender, msg, t)
         if msg is None or sender in gone:
             aggregator.drop(sender)
             return

@@ -37,7 +37,8 @@ def _aggregator_serve(args: argparse.Namespace) -> int:
     from aggregator.service import run_aggregator
 
     run_aggregator(Path(args.config), port=args.port,
-                   ready_file=Path(args.ready_file) if args.ready_file else None)
+                   ready_file=Path(args.ready_file) if args.ready_file else None,
+                   stage_timeout_s=args.stage_timeout)
     return 0
 
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = agg_commands.add_parser("serve", help="serve nodes and researchers over TLS")
     serve.add_argument("--config", required=True)
     serve.add_argument("--port", type=int, default=None, help="override the port (0: any)")
+    serve.add_argument("--stage-timeout", type=float, default=None,
+                       help="seconds to wait for nodes in each round stage (default: manifest)")
     serve.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=_aggregator_serve)
 

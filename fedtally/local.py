@@ -41,6 +41,7 @@ class LocalProcesses:
 
     workdir: Path
     aggregator_port: int = 0
+    stage_timeout_s: float | None = None
     aggregator: subprocess.Popen[bytes] | None = None
     nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -66,7 +67,8 @@ class LocalProcesses:
         ready.unlink(missing_ok=True)
         self.aggregator = self._spawn("aggregator", [
             "aggregator", "serve", "--config", str(self.workdir / "aggregator.json"),
-            "--port", str(self.aggregator_port), "--ready-file", str(ready)])
+            "--port", str(self.aggregator_port), "--ready-file", str(ready),
+            *(["--stage-timeout", str(self.stage_timeout_s)] if self.stage_timeout_s else [])])
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not ready.exists():
             if self.aggregator.poll() is not None:
@@ -157,7 +159,7 @@ def _model(data_model: DataModel | str | Path | None, frames: list[pd.DataFrame]
 def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str | Path | None = None,
                      workdir: str | Path | None = None, *, researcher: str = "alice",
                      policy: Mapping[str, Any] | None = None, timeout_s: float = 120.0,
-                     ) -> Iterator[Federation]:
+                     stage_timeout_s: float | None = None) -> Iterator[Federation]:
     """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
 
     ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
@@ -167,7 +169,7 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
         raise ConfigurationError("a federation needs at least two nodes")
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedtally-")) if own_dir else Path(workdir)
-    processes = LocalProcesses(root)
+    processes = LocalProcesses(root, stage_timeout_s=stage_timeout_s)
     client: Federation | None = None
     try:
         init_federation(root, list(data), [researcher], aggregator_host="127.0.0.1",

@@ -103,7 +103,7 @@ class DataSource:
     def describe(self) -> str:
         """A human name for messages; a database password is never shown."""
         if self.kind != "sql":
-            return f"{self.kind.upper() if self.kind == 'csv' else 'Parquet'} file {self.path}"
+            return f"{'CSV' if self.kind == 'csv' else 'Parquet'} file {self.path}"
         try:
             where = make_url(cast(str, self.url)).render_as_string(hide_password=True)
         except ArgumentError:

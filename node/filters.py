@@ -253,7 +253,7 @@ def _from_json(obj: Any, depth: int) -> Filter:
     node: Filter
     if op in COMPARE_OPS:
         expected = {"op", "var", "value"}
-        node = Comparison(_json_name(obj), cast(CompareOp, op), obj.get("value"))
+        node = Comparison(_json_name(obj), cast(CompareOp, op), cast(Scalar, obj.get("value")))
     elif op in ("in", "not in"):
         expected = {"op", "var", "values"}
         values = obj.get("values")

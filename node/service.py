@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +39,12 @@ log = logging.getLogger("fedtally.node")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
+_JITTER = SystemRandom()
+
+
+def _jitter() -> float:
+    """A factor in [0.5, 1.5) so that nodes restarted together do not reconnect in step."""
+    return 0.5 + _JITTER.below(1000) / 1000
 
 
 @dataclass
@@ -85,7 +90,7 @@ class NodeService:
                 log.warning("cannot reach the aggregator (%s); retrying in %.1fs",
                             type(exc).__name__, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+                    await asyncio.wait_for(stop.wait(), delay * _jitter())
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
             delay = BACKOFF_START_S

@@ -80,16 +80,20 @@ def local_vector(spec: QuerySpec, layout: Layout, data: pd.DataFrame, model: Dat
     numeric = {v: pd.to_numeric(rows[v], errors="coerce").to_numpy(dtype=np.float64)
                for v in spec.variables if model.variable(v).is_numeric}
     present = {v: rows[v].notna().to_numpy() for v in spec.variables if v not in numeric}
-    dataset_column = rows[DATASET].to_numpy(dtype=object)
-    by_column = rows[spec.by].astype("string").to_numpy(dtype=object) if spec.by else None
+    # integer codes: comparing small ints is far cheaper than comparing strings per cell
+    dataset_codes = pd.Categorical(rows[DATASET], categories=list(spec.datasets)).codes
+    levels = model.variable(spec.by).enumerations if spec.by else ()
+    by_codes = pd.Categorical(rows[spec.by], categories=list(levels)).codes if spec.by else None
+    dataset_index = {d: i for i, d in enumerate(spec.datasets)}
+    level_index = {g: i for i, g in enumerate(levels)}
     for key, i in index.items():
         if key[0] != "rows":
             continue
         dataset = key[1]
         group = key[2] if len(key) > 2 else None
-        selected = dataset_column == dataset
-        if group is not None and by_column is not None:
-            selected &= by_column == group
+        selected = dataset_codes == dataset_index[dataset]
+        if group is not None and by_codes is not None:
+            selected &= by_codes == level_index[group]
         n = int(selected.sum())
         if 0 < n < small_cell_threshold:
             suppressed += 1

@@ -256,7 +256,7 @@ def _blank_among(series: pd.Series, mask: np.ndarray) -> np.ndarray:
 
 def missing_mask(series: pd.Series) -> np.ndarray:
     """Rows that are missing: NA values, and empty or blank text ('' may mean unknown)."""
-    missing = series.isna().to_numpy(dtype=bool)
+    missing: np.ndarray = np.asarray(series.isna(), dtype=bool)
     if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
         return missing
     if not isinstance(series.dtype, pd.StringDtype):
@@ -266,7 +266,7 @@ def missing_mask(series: pd.Series) -> np.ndarray:
             return missing
         series = series.where(is_str).astype("str")
     blank = series.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
-    return missing | blank
+    return np.asarray(missing | blank, dtype=bool)
 
 
 def _numbers(series: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

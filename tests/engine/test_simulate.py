@@ -22,12 +22,16 @@ from engine.errors import (
 from engine.messages import (
     ConsistencySignature,
     KeyRoster,
+    MaskedInput,
     RoundAborted,
+    ShareOf,
     SignedBy,
     SurvivorList,
     UnmaskRequest,
+    UnmaskShares,
 )
 from engine.params import RoundParams
+from engine.secagg_aggregator import InconsistentShares
 from engine.simulate import STAGES, RoundTranscript, make_params, run_round, secure_sum
 
 N, T = 20, 14
@@ -265,3 +269,33 @@ def test_abort_is_a_protocol_abort_and_releases_nothing() -> None:
     t = run_round(values, params, identities=ids, rng=rng, dropouts={"consistency": {0, 1, 2}})
     assert t.result is None and isinstance(t.aggregator.error, ProtocolAbort)
     assert all(node.reveal_log == [] for node in t.nodes.values())
+
+
+def test_a_node_lying_about_a_share_aborts_without_release() -> None:
+    params, ids, values, rng = _setup()
+
+    def lie(stage, sender, msg, t):
+        if isinstance(msg, UnmaskShares) and sender == t.names[1] and msg.self_mask_shares:
+            first = msg.self_mask_shares[0]
+            forged = ShareOf(first.owner, bytes(len(first.share) - 1) + b"\x01")
+            return dataclasses.replace(msg, self_mask_shares=(forged, *msg.self_mask_shares[1:]))
+        return msg
+
+    t = run_round(values, params, identities=ids, rng=rng, node_tamper=lie)
+    assert t.result is None
+    assert isinstance(t.aggregator.error, InconsistentShares)
+
+
+def test_a_node_sending_a_malformed_masked_input_is_dropped() -> None:
+    params, ids, values, rng = _setup()
+
+    def short(stage, sender, msg, t):
+        if isinstance(msg, MaskedInput) and sender == t.names[2]:
+            return dataclasses.replace(msg, data=msg.data[:-8])
+        return msg
+
+    t = run_round(values, params, identities=ids, rng=rng, node_tamper=short)
+    assert t.names[2] in t.aggregator_rejections
+    assert t.result is not None and t.names[2] not in t.aggregator.survivors
+    expected = sum(values[i].to_signed() for i, n in enumerate(t.names) if n != t.names[2])
+    assert list(t.result.to_signed()) == list(expected)

@@ -427,10 +427,6 @@ def test_node_refuses_a_replayed_abort(stage: NodeStage, field: str) -> None:
     assert node.stage is not NodeStage.ABORTED
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG engine/secagg_node.py SecAggNode.receive: a RoundAborted of another query/round "
-    "raises ReplayError from _check_header outside _fail, so the node stays in its stage "
-    "instead of FAILED"))
 def test_node_fails_after_a_replayed_abort() -> None:
     node = node_at(NodeStage.ADVERTISED)
     with pytest.raises(ReplayError):
@@ -467,9 +463,6 @@ def test_aggregator_refuses_a_message_sent_for_another_node(stage: AggregatorSta
 # --- misconfiguration stays a typed error ----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG engine/secagg_node.py: SecAggNode.__init__ does not check that every participant "
-    "has a manifest key; _on_roster then raises a bare KeyError from self._members[...]"))
 def test_node_with_a_partial_manifest_fails_with_a_typed_error() -> None:
     partial = {name: key for name, key in members().items() if name != NAMES[-1]}
     try:

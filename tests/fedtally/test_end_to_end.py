@@ -1,0 +1,224 @@
+"""Whole federations: real aggregator and node processes over TLS websockets on loopback."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fedtally
+from fedtally.local import wait_for_nodes
+from fedtally.synthetic import three_hospitals
+
+REL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def hospitals() -> dict[str, pd.DataFrame]:
+    return three_hospitals(seed=7, scale=0.25)
+
+
+@pytest.fixture(scope="module")
+def fed(hospitals: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[fedtally.Federation]:
+    workdir = tmp_path_factory.mktemp("federation")
+    with fedtally.local_federation(hospitals, workdir=workdir, stage_timeout_s=4) as federation:
+        yield federation
+
+
+def pooled(hospitals: dict[str, pd.DataFrame], names: list[str] | None = None) -> pd.DataFrame:
+    return pd.concat([hospitals[n] for n in (names or list(hospitals))], ignore_index=True)
+
+
+def close(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= REL * max(abs(a), abs(b), 1e-300)
+
+
+def check_stats(result: pd.DataFrame, rows: pd.DataFrame, variables: list[str],
+                by: str | None = None) -> None:
+    scopes = [("all", rows)] + [(d, g) for d, g in rows.groupby("dataset")]
+    for variable in variables:
+        for scope, part in scopes:
+            groups = [("all", part)]
+            if by:
+                groups += [(level, g) for level, g in part.groupby(by)]
+            for level, cell in groups:
+                key = (variable, scope, level) if by else (variable, scope)
+                got = result.loc[key]
+                column = cell[variable]
+                assert got["count"] == column.count(), key
+                assert got["missing"] == column.isna().sum(), key
+                assert close(got["mean"], column.mean()), (key, got["mean"], column.mean())
+                assert close(got["std"], column.std()), (key, got["std"], column.std())
+
+
+def test_metadata_only_catalog(fed: fedtally.Federation) -> None:
+    frame = fed.datasets()
+    assert list(frame.index.get_level_values("dataset")) == ["hosp_a", "hosp_b", "hosp_c"]
+    assert frame.loc[("local:1", "hosp_b"), "nodes"] == ["hosp_b"]
+    assert "age" in frame.iloc[0]["variables"]
+
+
+def test_count_equals_pandas(fed: fedtally.Federation, hospitals: dict[str, pd.DataFrame]) -> None:
+    rows = pooled(hospitals)
+    assert fed.count() == len(rows)
+    assert fed.count(datasets=["hosp_a", "hosp_c"]) == len(hospitals["hosp_a"]) + len(
+        hospitals["hosp_c"])
+    expected = int(((rows.age > 60) & (rows.sex == "F")).sum())
+    assert fed.count(filters="age > 60 and sex == 'F'") == expected
+    builder = {"condition": "AND", "rules": [
+        {"id": "nihss", "field": "nihss", "type": "double", "input": "number",
+         "operator": "greater_or_equal", "value": 10},
+        {"id": "thrombolysis", "field": "thrombolysis", "type": "integer", "input": "number",
+         "operator": "equal", "value": 1}]}
+    assert fed.count(filters=builder) == int(((rows.nihss >= 10) & (rows.thrombolysis == 1)).sum())
+
+
+def test_descriptive_stats_equal_pandas(fed: fedtally.Federation,
+                                        hospitals: dict[str, pd.DataFrame]) -> None:
+    variables = ["age", "nihss", "onset_to_door_min", "days_to_event"]
+    result = fed.descriptive_stats(variables)
+    assert list(result.columns) == ["count", "missing", "mean", "std"]
+    check_stats(result, pooled(hospitals), variables)
+    assert result.attrs["federation"]["nodes_contributing"] == 3
+
+
+def test_descriptive_stats_with_filters_and_by(fed: fedtally.Federation,
+                                               hospitals: dict[str, pd.DataFrame]) -> None:
+    variables = ["age", "nihss", "mrs_90d"]
+    result = fed.descriptive_stats(variables, by="sex", filters="onset_to_door_min <= 270",
+                                   datasets=["hosp_a", "hosp_b"])
+    rows = pooled(hospitals, ["hosp_a", "hosp_b"])
+    check_stats(result, rows[rows.onset_to_door_min <= 270], variables, by="sex")
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    (lambda f: f.descriptive_stats(["no_such_variable"]), fedtally.QueryError),
+    (lambda f: f.count(datasets=["no_such_dataset"]), fedtally.QueryError),
+    (lambda f: f.count(filters="age >>> 3"), fedtally.QueryError),
+    (lambda f: f.count(filters="age > 'old'"), fedtally.QueryError),
+    (lambda f: f.count(filters="__import__('os') == 1"), fedtally.QueryError),
+    (lambda f: f.descriptive_stats(["age"], by="age"), fedtally.QueryError),
+])
+def test_bad_queries_get_typed_errors_and_the_service_keeps_serving(
+        fed: fedtally.Federation, hospitals: dict[str, pd.DataFrame], call, error) -> None:
+    with pytest.raises(error):
+        call(fed)
+    assert fed.count() == len(pooled(hospitals))
+
+
+def test_small_filtered_cohorts_are_not_released(fed: fedtally.Federation,
+                                                 hospitals: dict[str, pd.DataFrame]) -> None:
+    # fewer than the default minimum of 10 rows at every node: every node contributes zeros
+    rows = pooled(hospitals)
+    longest = sorted(rows.onset_to_door_min)[-4]
+    assert 0 < (rows.onset_to_door_min >= longest).sum() < 10
+    result = fed.descriptive_stats(["age"], filters=f"onset_to_door_min >= {longest}")
+    assert result.loc[("age", "all"), "count"] == 0
+    assert result.attrs["federation"]["nodes_contributing"] == 0
+
+
+def test_many_queries_at_once(fed: fedtally.Federation, hospitals: dict[str, pd.DataFrame]) -> None:
+    rows = pooled(hospitals)
+    answers: dict[int, int] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = fed.count(filters=f"age > {50 + i}")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == {i: int((rows.age > 50 + i).sum()) for i in range(6)}
+
+
+def test_a_killed_node_leaves_the_survivors_and_rejoins(fed: fedtally.Federation,
+                                                        hospitals: dict[str, pd.DataFrame]
+                                                        ) -> None:
+    local = fed.local
+    victim = local.nodes["hosp_b"]
+    victim.send_signal(signal.SIGSTOP)  # frozen: still connected, answers nothing
+    result: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            result["stats"] = fed.descriptive_stats(["age"], datasets=["hosp_a", "hosp_c"])
+        except fedtally.FedtallyError as exc:  # pragma: no cover - reported below
+            result["error"] = exc
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    time.sleep(1.0)  # the round has started and is waiting for hosp_b's keys
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    asker.join(60)
+    assert "error" not in result, result.get("error")
+    stats = result["stats"]
+    assert isinstance(stats, pd.DataFrame)
+    check_stats(stats, pooled(hospitals, ["hosp_a", "hosp_c"]), ["age"])
+    assert stats.attrs["federation"]["nodes_answered"] == 2
+    # with hosp_b gone its dataset is unavailable: a clear error, not a silent omission
+    with pytest.raises(fedtally.QueryError, match="hosp_b"):
+        fed.count(datasets=["hosp_b"])
+    local.start_node("hosp_b")
+    wait_for_nodes(fed, {"hosp_a", "hosp_b", "hosp_c"}, local)
+    assert fed.count() == len(pooled(hospitals))
+
+
+def test_too_few_survivors_fail_with_a_clear_error(hospitals: dict[str, pd.DataFrame],
+                                                   tmp_path: Path) -> None:
+    data = {name: frame for name, frame in hospitals.items()}
+    with fedtally.local_federation(data, workdir=tmp_path, stage_timeout_s=2) as fed:
+        for name in ("hosp_a", "hosp_b"):
+            fed.local.nodes[name].send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(fedtally.ThresholdNotMet):
+                fed.count()
+        finally:
+            for name in ("hosp_a", "hosp_b"):
+                fed.local.nodes[name].send_signal(signal.SIGCONT)
+        wait_for_nodes(fed, set(data), fed.local)
+        assert fed.count() == sum(len(f) for f in data.values())
+
+
+def test_broken_csv_is_refused_with_row_and_column(tmp_path: Path,
+                                                   hospitals: dict[str, pd.DataFrame]) -> None:
+    broken = tmp_path / "broken.csv"
+    frame = hospitals["hosp_b"].copy()
+    frame.to_csv(broken, index=False)
+    text = broken.read_text().splitlines()
+    cells = text[3].split(",")
+    cells[1] = "seventy"  # age, on the third data row
+    text[3] = ",".join(cells)
+    broken.write_text("\n".join(text) + "\n")
+    data_model = fedtally_model(hospitals)
+    with pytest.raises(fedtally.DataError, match=r"(?s)hosp_b.*row 3, column 'age'.*not a number"):
+        with fedtally.local_federation({"hosp_a": hospitals["hosp_a"], "hosp_b": broken},
+                                       data_model=data_model, workdir=tmp_path / "fed"):
+            pass
+
+
+def fedtally_model(hospitals: dict[str, pd.DataFrame]):
+    from node.datamodel import DataModel
+
+    return DataModel.infer(pooled(hospitals), code="stroke", version="1")
+
+
+def test_numpy_totals_are_exact_for_integer_columns(fed: fedtally.Federation,
+                                                    hospitals: dict[str, pd.DataFrame]) -> None:
+    result = fed.descriptive_stats(["thrombolysis", "death"])
+    rows = pooled(hospitals)
+    assert result.loc[("death", "all"), "mean"] == pytest.approx(rows.death.mean(), rel=1e-12)
+    assert int(round(result.loc[("thrombolysis", "all"), "mean"]
+                     * result.loc[("thrombolysis", "all"), "count"])) == int(
+        np.sum(rows.thrombolysis))
