@@ -1,0 +1,134 @@
+"""A node admits a query only after its own checks; nothing the aggregator says is believed."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from crypto.identity import SigningIdentity
+from crypto.keyfile import read_key_file
+from crypto.randomness import SeededRandom
+from engine.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
+from engine.manifest import Manifest
+from engine.params import RoundParams
+from engine.plans import layout
+from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from fedtally.federation import init_federation
+from fedtally.synthetic import three_hospitals
+from node.admission import MAX_CLOCK_SKEW_MS, NodeIdentity, ReplayGuard, admit
+from node.datamodel import DataModel
+from node.policy import Policy
+from node.statistics import PlanModel
+
+NODES = ["hosp_a", "hosp_b", "hosp_c", "hosp_d", "hosp_e"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("fed")
+    init_federation(root, NODES, ["alice", "bob"], rng=SeededRandom(1))
+    manifest = Manifest.from_bytes((root / "federation.json").read_bytes())
+    keys = {name: read_key_file(root / "keys" / f"{name}.key").identity
+            for name in [*NODES, "alice", "bob"]}
+    frames = three_hospitals(scale=0.02)
+    import pandas as pd
+
+    model = DataModel.infer(pd.concat(frames.values()), code="stroke", version="1")
+    return manifest, keys, model
+
+
+def _query(world, *, researcher="alice", signer=None, issued_ms=None, spec=None,
+           plan_override=None) -> tuple[SignedQuery, RoundParams]:
+    manifest, keys, model = world
+    spec = spec or QuerySpec("count", model.name, model.datasets())
+    plan = layout(spec, PlanModel(model), manifest.max_rows_per_node)
+    length, bits = plan_override or (plan.length, plan.ring_bits)
+    raw = spec.canonical()
+    query_id = SeededRandom(time.time_ns()).bytes(16)
+    issued = int(time.time() * 1000) if issued_ms is None else issued_ms
+    statement = signed_query_statement(researcher, manifest.federation_id, query_id, issued, raw,
+                                       length, bits)
+    signature = (signer or keys[researcher]).sign(statement)
+    query = SignedQuery(researcher, manifest.federation_id, query_id, issued, raw, length, bits,
+                        signature)
+    params = RoundParams(manifest.federation_id, query_id, 0, tuple(NODES),
+                         manifest.threshold_for(len(NODES)), length, bits, 0, query.digest)
+    return query, params
+
+
+def _admit(world, query, params, policy=None, guard=None):
+    manifest, keys, model = world
+    me = NodeIdentity("hosp_a", keys["hosp_a"], manifest)
+    return admit(me, query, params, model, policy or Policy.default(), guard or ReplayGuard())
+
+
+def test_a_proper_query_is_admitted(world) -> None:
+    query, params = _query(world)
+    admitted = _admit(world, query, params)
+    assert admitted.layout.length == params.vector_length
+
+
+def test_a_forged_signature_is_refused(world) -> None:
+    query, params = _query(world, signer=SigningIdentity.generate(SeededRandom(9)))
+    with pytest.raises(AuthenticationError):
+        _admit(world, query, params)
+
+
+def test_a_query_signed_by_a_node_is_refused(world) -> None:
+    query, params = _query(world, researcher="hosp_b")
+    with pytest.raises(AuthenticationError, match="not a researcher"):
+        _admit(world, query, params)
+
+
+def test_a_replayed_query_is_refused(world) -> None:
+    query, params = _query(world)
+    guard = ReplayGuard()
+    _admit(world, query, params, guard=guard)
+    with pytest.raises(ReplayError):
+        _admit(world, query, params, guard=guard)
+
+
+@pytest.mark.parametrize("skew", [MAX_CLOCK_SKEW_MS + 60_000, -(MAX_CLOCK_SKEW_MS + 60_000)])
+def test_a_stale_or_future_query_is_refused(world, skew: int) -> None:
+    query, params = _query(world, issued_ms=int(time.time() * 1000) - skew)
+    with pytest.raises(ReplayError):
+        _admit(world, query, params)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"participants": ("hosp_b", "hosp_c", "hosp_d", "hosp_e")}, "participants"),
+    ({"participants": ("alice", "hosp_a", "hosp_b", "hosp_c", "hosp_d")}, "non-node"),
+    ({"threshold": 3}, "threshold"),
+    ({"neighbours": 2}, "complete graph"),
+    ({"query_digest": bytes(32)}, "not bound"),
+    ({"vector_length": 99}, "plan"),
+    ({"ring_bits": 200}, "plan"),
+])
+def test_round_parameters_that_differ_from_the_nodes_view_are_refused(world, change, match) -> None:
+    query, params = _query(world)
+    with pytest.raises((ParameterMismatch, AuthenticationError), match=match):
+        _admit(world, query, dataclasses.replace(params, **change))
+
+
+def test_a_plan_the_researcher_misstated_is_refused(world) -> None:
+    query, params = _query(world, plan_override=(3, 64))
+    with pytest.raises(ParameterMismatch):
+        _admit(world, query, params)
+
+
+def test_policy_refusals(world) -> None:
+    query, params = _query(world)
+    with pytest.raises(QueryError):
+        _admit(world, query, params, policy=Policy(allowed_algorithms=frozenset({"histogram"})))
+    query, params = _query(world)
+    with pytest.raises(QueryError, match="exact"):
+        _admit(world, query, params, policy=Policy(allow_exact=False))
+
+
+def test_unknown_variables_are_refused_before_any_work(world) -> None:
+    manifest, _, model = world
+    spec = QuerySpec("descriptive_stats", model.name, model.datasets(), ("no_such",))
+    with pytest.raises(QueryError, match="no_such"):
+        _query(world, spec=spec)
