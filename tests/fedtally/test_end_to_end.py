@@ -222,3 +222,18 @@ def test_numpy_totals_are_exact_for_integer_columns(fed: fedtally.Federation,
     assert int(round(result.loc[("thrombolysis", "all"), "mean"]
                      * result.loc[("thrombolysis", "all"), "count"])) == int(
         np.sum(rows.thrombolysis))
+
+
+def test_nodes_and_client_reconnect_after_an_aggregator_restart(
+        hospitals: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+    with fedtally.local_federation(hospitals, workdir=tmp_path) as fed:
+        expected = len(pooled(hospitals))
+        assert fed.count() == expected
+        aggregator = fed.local.aggregator
+        aggregator.terminate()
+        aggregator.wait(10)
+        with pytest.raises(fedtally.ServiceUnavailable):
+            fed.count()
+        fed.local.start_aggregator()  # same port: nodes find it again with their backoff
+        wait_for_nodes(fed, set(hospitals), fed.local)
+        assert fed.count() == expected
