@@ -124,15 +124,16 @@ def _fsync_folder(folder: Path) -> None:
 def _read_private(path: Path) -> bytes:
     failure: str
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO in the key file's place must not hang the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         failure = f"key file {path} does not exist"
     except OSError as exc:
         failure = f"cannot read key file {path}: {exc.strerror}"
     else:
-        with os.fdopen(fd, "rb") as handle:
+        try:
             # fstat on the open file: the file checked is the file read
-            info = os.fstat(handle.fileno())
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 failure = f"key file {path} is not a regular file"
             elif os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -141,11 +142,27 @@ def _read_private(path: Path) -> bytes:
                            f"0600: run `chmod 600 {path}` (and consider the key exposed if "
                            "others could read it)")
             else:
-                data = handle.read(MAX_KEY_FILE_BYTES + 1)
+                data = _read_up_to(fd, MAX_KEY_FILE_BYTES + 1)
                 if len(data) <= MAX_KEY_FILE_BYTES:
                     return data
                 failure = f"key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes"
+        except OSError as exc:
+            failure = f"cannot read key file {path}: {exc.strerror}"
+        finally:
+            os.close(fd)
     raise KeyFileError(failure)
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _decode(data: bytes) -> tuple[Any, str | None]:

@@ -140,6 +140,26 @@ class Str(WireType):
         return value
 
 
+class Choice(WireType):
+    """One of a fixed set of strings, sent as its index (u8)."""
+
+    def __init__(self, *options: str) -> None:
+        if not 0 < len(options) <= 256 or len(set(options)) != len(options):
+            raise TypeError("a choice needs 1 to 256 distinct options")
+        self.options = options
+
+    def encode(self, value: Any, out: bytearray) -> None:
+        if value not in self.options:
+            raise EncodeError(f"expected one of {self.options}")
+        out.append(self.options.index(value))
+
+    def decode(self, reader: _Reader) -> str:
+        index = reader.take(1)[0]
+        if index >= len(self.options):
+            raise DecodeError("choice out of range")
+        return self.options[index]
+
+
 #: member names, dataset names, variable codes: short and plain
 NAME = Str(64, NAME_PATTERN)
 

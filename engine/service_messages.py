@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crypto.kdf import context
-from engine.codec import NAME, Bytes, Seq, Str, Struct, UInt, message, wire
+from engine.codec import NAME, Bytes, Choice, Seq, Str, Struct, UInt, message, wire
 from engine.params import MAX_NODES, RoundParams
 from engine.query import SignedQuery
 
@@ -35,12 +35,8 @@ class Challenge:
 @dataclass(frozen=True)
 class Hello:
     name: str = wire(NAME)
-    role: str = wire(Str(16))
+    role: str = wire(Choice(*ROLES))
     signature: bytes = wire(Bytes(64, exact=64))
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
-            raise ValueError("unknown role")
 
 
 @message(22)

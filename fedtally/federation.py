@@ -236,8 +236,9 @@ def init_federation(
 
     authority = SigningIdentity.generate(rng)
     aggregator_identity = SigningIdentity.generate(rng)
-    identities = {name: (role, SigningIdentity.generate(rng))
-                  for role, names in roles.items() for name in names}
+    # a list, not a dict: a name given twice must reach the manifest's check
+    identities = [(name, role, SigningIdentity.generate(rng))
+                  for role, names in roles.items() for name in names]
     created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
     body = {
         "format": FORMAT,
@@ -246,7 +247,7 @@ def init_federation(
         "aggregator": {"name": AGGREGATOR, "host": aggregator_host, "port": aggregator_port,
                        "public_key": aggregator_identity.verify_key.hex()},
         "members": [{"name": name, "role": role, "public_key": identity.verify_key.hex()}
-                    for name, (role, identity) in identities.items()],
+                    for name, role, identity in identities],
         "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
                        "protection": protection},
     }
@@ -261,7 +262,7 @@ def init_federation(
     _write_key(root / "authority.key", AUTHORITY, AUTHORITY, federation_id, authority)
     _write_key(root / "keys" / f"{AGGREGATOR}.key", AGGREGATOR, AGGREGATOR, federation_id,
                aggregator_identity)
-    for name, (role, identity) in identities.items():
+    for name, role, identity in identities:
         _write_key(root / "keys" / f"{name}.key", name, role, federation_id, identity)
     _write_tls(root / "tls", host, federation_id)
     _write_configs(root, node_names, host, port)

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import engine.service_messages  # noqa: E402,F401  - every wire message, whatever ran before
 import support
 from crypto.encoding import MAX_RING_BITS, MIN_RING_BITS
 from engine import codec
@@ -32,6 +33,7 @@ from engine.codec import (
     VERSION,
     Bool,
     Bytes,
+    Choice,
     EncodeError,
     Seq,
     Str,
@@ -96,6 +98,8 @@ def wire_strategy(wt: codec.WireType) -> st.SearchStrategy[Any]:
         return st.one_of(st.sampled_from([0, wt.maximum]), st.integers(0, wt.maximum))
     if isinstance(wt, Bool):
         return st.booleans()
+    if isinstance(wt, Choice):
+        return st.sampled_from(wt.options)
     if isinstance(wt, Bytes):
         if wt.exact is not None:
             return st.binary(min_size=wt.exact, max_size=wt.exact)
@@ -197,6 +201,8 @@ def _walk(wt: codec.WireType, value: Any, out: bytearray, marks: list[Mark]) -> 
         marks.append(Mark("uint", len(out), wt.size, wt.maximum))
     elif isinstance(wt, Bool):
         marks.append(Mark("bool", len(out), 1, 1))
+    elif isinstance(wt, Choice):
+        marks.append(Mark("uint", len(out), 1, len(wt.options) - 1))
     wt.encode(value, out)
 
 
@@ -401,6 +407,8 @@ def minimal(cls: type) -> Any:
             values[f.name] = 0
         elif isinstance(wt, Bool):
             values[f.name] = False
+        elif isinstance(wt, Choice):
+            values[f.name] = wt.options[0]
         elif isinstance(wt, Bytes):
             values[f.name] = bytes(wt.exact or 0)
         elif isinstance(wt, Str):

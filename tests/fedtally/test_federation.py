@@ -85,9 +85,9 @@ def test_key_files_have_the_documented_format(fed: Path) -> None:
     assert document["federation_id"] == manifest.federation_id
     identity = SigningIdentity(bytes.fromhex(document["seed"]))
     assert identity.verify_key == manifest.member("hosp-a").verify_key
-    name, role, authority = load_identity(fed / "authority.key")
-    assert (name, role) == ("authority", "authority")
-    assert authority.verify_key == manifest.authority_key
+    authority = load_identity(fed / "authority.key")
+    assert (authority.name, authority.role) == ("authority", "authority")
+    assert authority.identity.verify_key == manifest.authority_key
 
 
 def test_config_files(fed: Path) -> None:
@@ -408,12 +408,12 @@ def _copy_key(fed: Path, tmp_path: Path, name: str = "hosp-a") -> Path:
 def test_load_identity_matches_the_manifest(fed: Path) -> None:
     manifest = load_manifest(fed / "federation.json")
     for member in manifest.members.values():
-        name, role, identity = load_identity(fed / "keys" / f"{member.name}.key", manifest=manifest)
-        assert (name, role) == (member.name, member.role)
-        assert identity.verify_key == member.verify_key
-    name, role, identity = load_identity(fed / "keys" / "aggregator.key", manifest=manifest)
-    assert (name, role) == ("aggregator", "aggregator")
-    assert identity.verify_key == manifest.aggregator.verify_key
+        key = load_identity(fed / "keys" / f"{member.name}.key", manifest=manifest)
+        assert (key.name, key.role) == (member.name, member.role)
+        assert key.identity.verify_key == member.verify_key
+    key = load_identity(fed / "keys" / "aggregator.key", manifest=manifest)
+    assert (key.name, key.role) == ("aggregator", "aggregator")
+    assert key.identity.verify_key == manifest.aggregator.verify_key
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o602])
@@ -427,7 +427,7 @@ def test_key_files_others_can_access_are_refused(fed: Path, tmp_path: Path, mode
     assert str(path) in message and "chmod 600" in message
     assert seed not in message and seed not in repr(caught.value)
     path.chmod(0o400)  # owner-only read is fine
-    assert load_identity(path)[0] == "hosp-a"
+    assert load_identity(path).name == "hosp-a"
 
 
 def _rewrite_key(path: Path, **changes: Any) -> None:
@@ -468,15 +468,15 @@ def test_key_file_not_json_or_missing(tmp_path: Path) -> None:
 
 def test_identity_repr_hides_the_seed(fed: Path) -> None:
     seed = json.loads((fed / "keys" / "alice.key").read_text())["seed"]
-    _, _, identity = load_identity(fed / "keys" / "alice.key")
-    assert seed not in repr(identity)
+    key = load_identity(fed / "keys" / "alice.key")
+    assert seed not in repr(key.identity) and seed not in repr(key)
 
 
 def test_a_key_from_elsewhere_does_not_pass_for_a_member(fed: Path, tmp_path: Path) -> None:
     manifest = load_manifest(fed / "federation.json")
     impostor = tmp_path / "impostor.key"
-    write_identity(impostor, "hosp-a", "node", manifest.federation_id,
-                   SigningIdentity.generate(SeededRandom("impostor")))
+    write_key_file(impostor, KeyFile("hosp-a", "node", manifest.federation_id,
+                                     SigningIdentity.generate(SeededRandom("impostor"))))
     assert _mode(impostor) == 0o600
     with pytest.raises(ConfigurationError, match="not the key"):
         load_identity(impostor, manifest=manifest)
@@ -547,8 +547,8 @@ def test_init_refuses_an_existing_folder_unless_forced(tmp_path: Path) -> None:
     second = load_manifest(_init(target, rng=None, force=True))
     assert second.federation_id != first.federation_id
     assert (target / "notes.txt").read_text() == "mine"
-    name, _, identity = load_identity(target / "keys" / "hosp-a.key", manifest=second)
-    assert identity.verify_key == second.member(name).verify_key
+    key = load_identity(target / "keys" / "hosp-a.key", manifest=second)
+    assert key.identity.verify_key == second.member(key.name).verify_key
 
 
 def test_init_accepts_an_empty_existing_folder_and_refuses_a_file(tmp_path: Path) -> None:
@@ -580,8 +580,8 @@ def test_load_aggregator_config_resolves_paths(fed: Path) -> None:
     assert (config["host"], config["port"]) == ("127.0.0.1", 8765)
     for key in ("federation", "identity", "tls_cert", "tls_key"):
         assert Path(config[key]).is_absolute() and Path(config[key]).is_file()
-    name, role, _ = load_identity(config["identity"], manifest=load_manifest(config["federation"]))
-    assert (name, role) == ("aggregator", "aggregator")
+    key = load_identity(config["identity"], manifest=load_manifest(config["federation"]))
+    assert (key.name, key.role) == ("aggregator", "aggregator")
 
 
 def test_node_config_data_sources_and_extra_keys(tmp_path: Path) -> None:
@@ -639,7 +639,8 @@ def test_write_identity_leaves_no_readable_copy(tmp_path: Path) -> None:
     old_umask = os.umask(0)  # even a permissive umask must not open the key to others
     try:
         path = tmp_path / "k.key"
-        write_identity(path, "n1", "node", "fed-1", SigningIdentity.generate(SeededRandom(1)))
+        write_key_file(path, KeyFile("n1", "node", "fed-1",
+                                     SigningIdentity.generate(SeededRandom(1))))
     finally:
         os.umask(old_umask)
     assert _mode(path) == 0o600
