@@ -4,18 +4,21 @@ Node and client both derive the layout from the query specification and the data
 alone (never from data), so they agree on the vector without shipping anything about the
 rows. Each slot is a count (an exact integer) or a real (a node's local float64 sum encoded
 as fixed point with ``REAL_FRAC_BITS`` fractional bits). The ring is planned from the
-federation's declared bounds so that no total can wrap.
+federation's declared bounds so that no total can wrap. Each statistic kind registers its
+layout in :mod:`engine.kinds`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from crypto.encoding import plan_ring
 from engine.errors import QueryError
-from engine.query import QuerySpec
+
+if TYPE_CHECKING:
+    from engine.query import QuerySpec
 
 #: fractional bits of real slots: 2^-48 absolute resolution on each node's local sum
 REAL_FRAC_BITS = 48
@@ -23,10 +26,13 @@ REAL_FRAC_BITS = 48
 REAL_INT_BITS = 62
 #: the protocol's ceiling on participants, used for ring planning
 MAX_PARTICIPANTS = 1024
+MAX_SLOTS = 1 << 21
 
 #: slots every plan carries: how many nodes contributed, how many cells they suppressed
 NODES_CONTRIBUTING = ("nodes_contributing",)
 CELLS_SUPPRESSED = ("cells_suppressed",)
+
+Key = tuple[object, ...]
 
 
 class ModelView(Protocol):
@@ -43,7 +49,7 @@ class ModelView(Protocol):
 
 @dataclass(frozen=True)
 class Slot:
-    key: tuple[str | None, ...]
+    key: Key
     real: bool
 
 
@@ -56,7 +62,7 @@ class Layout:
     def length(self) -> int:
         return len(self.slots)
 
-    def index(self) -> dict[tuple[str | None, ...], int]:
+    def index(self) -> dict[Key, int]:
         return {slot.key: i for i, slot in enumerate(self.slots)}
 
 
@@ -68,15 +74,24 @@ def ring_bits_for(slots: Sequence[Slot], max_rows_per_node: int) -> int:
     return plan_ring(-bound, bound).bits
 
 
-def check_variables(spec: QuerySpec, model: ModelView) -> None:
+def check_variable(model: ModelView, code: str, *, numeric: bool | None = None) -> None:
+    if not model.has_variable(code):
+        raise QueryError(f"unknown variable {code!r}")
+    if numeric is True and not model.is_numeric(code):
+        raise QueryError(f"{code!r} is categorical; a numeric variable is needed here")
+    if numeric is False and model.is_numeric(code):
+        raise QueryError(f"{code!r} is numeric; a categorical variable is needed here")
+
+
+def check_common(spec: QuerySpec, model: ModelView) -> None:
     unknown_datasets = [d for d in spec.datasets if d not in model.datasets()]
     if unknown_datasets:
         raise QueryError(f"unknown dataset(s) {unknown_datasets} in data model {spec.data_model}")
-    for code in (*spec.variables, *([spec.by] if spec.by else [])):
+    for code in spec.variables:
         if not model.has_variable(code):
             raise QueryError(f"unknown variable {code!r} in data model {spec.data_model}")
-    if spec.by is not None and model.is_numeric(spec.by):
-        raise QueryError(f"cannot group by {spec.by!r}: it is not categorical")
+    if spec.by is not None:
+        check_variable(model, spec.by, numeric=False)
 
 
 def groups(spec: QuerySpec, model: ModelView) -> tuple[str | None, ...]:
@@ -85,20 +100,11 @@ def groups(spec: QuerySpec, model: ModelView) -> tuple[str | None, ...]:
 
 
 def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int) -> Layout:
-    check_variables(spec, model)
-    slots: list[Slot] = []
-    if spec.method == "count":
-        slots += [Slot(("rows", d), False) for d in spec.datasets]
-    elif spec.method == "descriptive_stats":
-        for d in spec.datasets:
-            for g in groups(spec, model):
-                slots.append(Slot(("rows", d, g), False))
-                for v in spec.variables:
-                    slots.append(Slot(("count", d, g, v), False))
-                    if model.is_numeric(v):
-                        slots.append(Slot(("sum", d, g, v), True))
-                        slots.append(Slot(("sumsq", d, g, v), True))
-    else:  # pragma: no cover - QuerySpec refuses unknown methods
-        raise QueryError(f"no plan for {spec.method}")
+    from engine.kinds import KINDS
+
+    check_common(spec, model)
+    slots = list(KINDS[spec.kind](spec, model))
     slots += [Slot(NODES_CONTRIBUTING, False), Slot(CELLS_SUPPRESSED, False)]
+    if len(slots) > MAX_SLOTS:
+        raise QueryError(f"the query needs {len(slots)} values; at most {MAX_SLOTS} are allowed")
     return Layout(tuple(slots), ring_bits_for(slots, max_rows_per_node))

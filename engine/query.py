@@ -17,10 +17,9 @@ from crypto.kdf import context
 from engine.codec import NAME, NAME_PATTERN, Bytes, Str, UInt, wire
 from engine.errors import QueryError
 
-MAX_SPEC_BYTES = 64 * 1024
+MAX_SPEC_BYTES = 256 * 1024
 MAX_VARIABLES = 512
 MAX_DATASETS = 512
-METHODS = ("count", "descriptive_stats")
 PRIVACY_MODES = ("exact",)
 
 
@@ -43,7 +42,11 @@ def _names(value: Any, what: str, maximum: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    method: str
+    """What a researcher asks. ``algorithm`` is the user-facing method (what policies allow
+    and ledgers record); ``kind`` is the sufficient statistic the nodes compute for it (see
+    :mod:`engine.kinds`); ``parameters`` are the kind's own (plain JSON)."""
+
+    algorithm: str
     data_model: str
     datasets: tuple[str, ...]
     variables: tuple[str, ...] = ()
@@ -51,10 +54,20 @@ class QuerySpec:
     #: canonical JSON of a filter tree (node/filters.py's to_json form), or None
     filters: Any = None
     privacy: Mapping[str, Any] = field(default_factory=lambda: {"mode": "exact"})
+    kind: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise QueryError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        from engine.kinds import ALGORITHM_KINDS  # the registry imports this module
+
+        if not isinstance(self.algorithm, str) or self.algorithm not in ALGORITHM_KINDS:
+            raise QueryError(f"unknown algorithm {self.algorithm!r}; known: "
+                             f"{', '.join(sorted(ALGORITHM_KINDS))}")
+        allowed = ALGORITHM_KINDS[self.algorithm]
+        if not self.kind:
+            object.__setattr__(self, "kind", allowed[0])
+        if self.kind not in allowed:
+            raise QueryError(f"{self.algorithm} does not use statistic {self.kind!r}")
         if not isinstance(self.data_model, str) or not 0 < len(self.data_model) <= 128:
             raise QueryError("data_model must be a short string")
         object.__setattr__(self, "datasets", _names(self.datasets, "datasets", MAX_DATASETS))
@@ -65,15 +78,20 @@ class QuerySpec:
             _names([self.by], "by", 1)
             if self.by in self.variables:
                 raise QueryError(f"{self.by!r} cannot be both a variable and the grouping")
-        if self.method == "descriptive_stats" and not self.variables:
-            raise QueryError("descriptive_stats needs at least one variable")
         if not isinstance(self.privacy, Mapping) or self.privacy.get("mode") not in PRIVACY_MODES:
             raise QueryError(f"privacy mode must be one of {PRIVACY_MODES} for now")
+        if not isinstance(self.parameters, Mapping):
+            raise QueryError("parameters must be a JSON object")
+        try:
+            canonical_json(dict(self.parameters))
+        except (TypeError, ValueError) as exc:
+            raise QueryError("parameters must be plain, finite JSON") from exc
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "data_model": self.data_model,
+        return {"algorithm": self.algorithm, "kind": self.kind, "data_model": self.data_model,
                 "datasets": list(self.datasets), "variables": list(self.variables),
-                "by": self.by, "filters": self.filters, "privacy": dict(self.privacy)}
+                "by": self.by, "filters": self.filters, "privacy": dict(self.privacy),
+                "parameters": dict(self.parameters)}
 
     def canonical(self) -> bytes:
         return canonical_json(self.to_json())
@@ -82,15 +100,17 @@ class QuerySpec:
     def from_json(cls, obj: Any) -> QuerySpec:
         if not isinstance(obj, dict):
             raise QueryError("a query specification is a JSON object")
-        allowed = {"method", "data_model", "datasets", "variables", "by", "filters", "privacy"}
+        allowed = {"algorithm", "kind", "data_model", "datasets", "variables", "by", "filters",
+                   "privacy", "parameters"}
         unknown = set(obj) - allowed
         if unknown:
             raise QueryError(f"unknown query fields: {sorted(unknown)}")
         try:
-            return cls(method=obj["method"], data_model=obj["data_model"],
+            return cls(algorithm=obj["algorithm"], data_model=obj["data_model"],
                        datasets=obj["datasets"], variables=obj.get("variables", ()),
                        by=obj.get("by"), filters=obj.get("filters"),
-                       privacy=obj.get("privacy", {"mode": "exact"}))
+                       privacy=obj.get("privacy", {"mode": "exact"}), kind=obj.get("kind", ""),
+                       parameters=obj.get("parameters", {}))
         except KeyError as exc:
             raise QueryError(f"query specification lacks {exc.args[0]!r}") from exc
 

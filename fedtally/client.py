@@ -266,13 +266,29 @@ class Federation:
             self._request(lambda rid: QueryRequest(rid, query)))
         return plan, results.totals(reply), reply
 
+    def statistic(self, algorithm: str, *, variables: Sequence[str] = (), by: str | None = None,
+                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
+                  data_model: str | None = None, kind: str = "",
+                  parameters: Mapping[str, Any] | None = None) -> results.Statistic:
+        """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
+        The building block of every analysis (see :mod:`fedtally.algorithms`)."""
+        model, chosen = self._resolve(data_model, datasets)
+        spec = QuerySpec(algorithm, model.name, chosen, tuple(variables), by,
+                         self._filter_json(filters, model), kind=kind,
+                         parameters=dict(parameters or {}))
+        plan, values, reply = self._run(spec, model)
+        return results.Statistic(spec, plan, values, model, reply)
+
+    def model(self, data_model: str | None = None) -> DataModel:
+        """The data model (the only one served, when ``data_model`` is None)."""
+        return self._resolve(data_model, None)[0]
+
     def count(self, filters: FilterLike = None, datasets: Sequence[str] | None = None, *,
               data_model: str | None = None) -> int:
         """Number of rows matching ``filters`` over ``datasets`` (all datasets by default)."""
-        model, chosen = self._resolve(data_model, datasets)
-        spec = QuerySpec("count", model.name, chosen, filters=self._filter_json(filters, model))
-        plan, values, _ = self._run(spec, model)
-        return results.count(spec, plan, values)
+        stat = self.statistic("count", filters=filters, datasets=datasets,
+                              data_model=data_model)
+        return sum(stat.count(("rows", d)) for d in stat.spec.datasets)
 
     def descriptive_stats(self, variables: Sequence[str] | str, by: str | None = None,
                           datasets: Sequence[str] | None = None, filters: FilterLike = None, *,
@@ -281,16 +297,9 @@ class Federation:
         (and per level of ``by``). No exact min or max: those are single patients' values."""
         if isinstance(variables, str):
             variables = [variables]
-        model, chosen = self._resolve(data_model, datasets)
-        spec = QuerySpec("descriptive_stats", model.name, chosen, tuple(variables), by,
-                         self._filter_json(filters, model))
-        view = PlanModel(model)
-        plan, values, reply = self._run(spec, model)
-        numeric = {v: view.is_numeric(v) for v in spec.variables}
-        levels: tuple[str | None, ...] = (None,) if by is None else (None, *view.levels(by))
-        frame = results.descriptive_stats(spec, plan, values, numeric, levels)
-        frame.attrs["federation"] = results.federation_info(plan, values, reply)
-        return frame
+        stat = self.statistic("descriptive_stats", variables=variables, by=by,
+                              datasets=datasets, filters=filters, data_model=data_model)
+        return results.descriptive_stats(stat)
 
 
 def connect(url: str, identity: str | Path, federation: str | Path, *,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector
-from engine.plans import CELLS_SUPPRESSED, NODES_CONTRIBUTING, REAL_FRAC_BITS, Layout, groups
+from engine.plans import CELLS_SUPPRESSED, NODES_CONTRIBUTING, REAL_FRAC_BITS, Key, Layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
+from node.datamodel import DataModel
+from node.kinds import PlanModel
 
 ALL = "all"
 SCALE = 1 << REAL_FRAC_BITS
@@ -23,37 +26,68 @@ def totals(result: QueryResult) -> list[int]:
     return [int(x) for x in vector.to_signed()]
 
 
-def federation_info(layout: Layout, values: list[int], result: QueryResult) -> dict[str, object]:
-    index = layout.index()
-    return {"nodes_asked": len(result.participants), "nodes_answered": len(result.survivors),
-            "nodes_contributing": values[index[NODES_CONTRIBUTING]],
-            "cells_suppressed": values[index[CELLS_SUPPRESSED]]}
+@dataclass(frozen=True)
+class Statistic:
+    """The totals of one query, addressed by the slot keys of its layout."""
+
+    spec: QuerySpec
+    layout: Layout
+    values: list[int]
+    model: DataModel
+    reply: QueryResult
+
+    def _index(self) -> dict[Key, int]:
+        cached = self.__dict__.get("_cached_index")
+        if cached is None:
+            cached = self.layout.index()
+            object.__setattr__(self, "_cached_index", cached)
+        return cached
+
+    def count(self, key: Key) -> int:
+        return self.values[self._index()[key]]
+
+    def exact(self, key: Key) -> Fraction:
+        """A real slot's total as an exact fraction (the sum of the nodes' local sums)."""
+        return Fraction(self.values[self._index()[key]], SCALE)
+
+    def real(self, key: Key) -> float:
+        return float(self.exact(key))
+
+    @property
+    def view(self) -> PlanModel:
+        return PlanModel(self.model)
+
+    @property
+    def federation(self) -> dict[str, int]:
+        """How many nodes were asked, answered, contributed; how many cells were suppressed."""
+        return {"nodes_asked": len(self.reply.participants),
+                "nodes_answered": len(self.reply.survivors),
+                "nodes_contributing": self.count(NODES_CONTRIBUTING),
+                "cells_suppressed": self.count(CELLS_SUPPRESSED)}
 
 
-def count(spec: QuerySpec, layout: Layout, values: list[int]) -> int:
-    index = layout.index()
-    return sum(values[index[("rows", d)]] for d in spec.datasets)
-
-
-def _moments(n: int, s: int, ss: int) -> tuple[float, float]:
-    """Mean and sample standard deviation from exact scaled sums (rational arithmetic, so
-    no cancellation beyond the nodes' own float64 sums)."""
+def moments(n: int, s: Fraction, ss: Fraction) -> tuple[float, float]:
+    """Mean and sample standard deviation from exact sums (rational arithmetic, so no
+    cancellation beyond the nodes' own float64 sums)."""
     if n == 0:
         return math.nan, math.nan
-    total = Fraction(s, SCALE)
-    mean = total / n
+    mean = s / n
     if n < 2:
         return float(mean), math.nan
-    variance = (Fraction(ss, SCALE) - total * total / n) / (n - 1)
+    variance = (ss - s * s / n) / (n - 1)
     return float(mean), math.sqrt(max(float(variance), 0.0))
 
 
-def descriptive_stats(spec: QuerySpec, layout: Layout, values: list[int],
-                      numeric: dict[str, bool], levels: tuple[str | None, ...]) -> pd.DataFrame:
-    index = layout.index()
+def descriptive_stats(stat: Statistic) -> pd.DataFrame:
+    spec = stat.spec
+    view = stat.view
+    levels: tuple[str | None, ...] = (None,) if spec.by is None else (None, *view.levels(spec.by))
 
-    def total(key_head: str, datasets: list[str], group: str | None, *rest: str) -> int:
-        return sum(values[index[(key_head, d, group, *rest)]] for d in datasets)
+    def total(head: str, datasets: list[str], group: str | None, *rest: str) -> int:
+        return sum(stat.count((head, d, group, *rest)) for d in datasets)
+
+    def exact(head: str, datasets: list[str], group: str | None, variable: str) -> Fraction:
+        return sum((stat.exact((head, d, group, variable)) for d in datasets), Fraction(0))
 
     records = []
     scopes = [(d, [d]) for d in spec.datasets] + [(ALL, list(spec.datasets))]
@@ -62,9 +96,9 @@ def descriptive_stats(spec: QuerySpec, layout: Layout, values: list[int],
             for group in levels:
                 rows = total("rows", datasets, group)
                 n = total("count", datasets, group, variable)
-                if numeric[variable]:
-                    mean, std = _moments(n, total("sum", datasets, group, variable),
-                                         total("sumsq", datasets, group, variable))
+                if view.is_numeric(variable):
+                    mean, std = moments(n, exact("sum", datasets, group, variable),
+                                        exact("sumsq", datasets, group, variable))
                 else:
                     mean, std = math.nan, math.nan
                 record = {"variable": variable, "dataset": scope, "count": n,
@@ -77,7 +111,5 @@ def descriptive_stats(spec: QuerySpec, layout: Layout, values: list[int],
     frame = frame.set_index(keys)
     frame["count"] = frame["count"].astype(np.int64)
     frame["missing"] = frame["missing"].astype(np.int64)
+    frame.attrs["federation"] = stat.federation
     return frame
-
-
-__all__ = ["ALL", "count", "descriptive_stats", "federation_info", "groups", "totals"]

@@ -73,7 +73,7 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, model: Data
     if abs(now_ms - query.issued_at_ms) > MAX_CLOCK_SKEW_MS:
         raise ReplayError("the query is too old (or from the future)")
     spec = QuerySpec.from_bytes(query.spec)
-    policy.check_algorithm(spec.method)
+    policy.check_algorithm(spec.algorithm)
     if spec.privacy.get("mode") == "exact" and not policy.allow_exact:
         raise QueryError("this node's policy does not allow exact (noise-free) answers")
     if spec.data_model != model.name:

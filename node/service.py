@@ -155,7 +155,7 @@ class NodeService:
             min_row_count=policy.min_row_count,
             small_cell_threshold=policy.min_row_count if small_cells is None else small_cells)
         log.info("query %s (%s by %s): %d rows, contributed=%s, %d cells suppressed",
-                 msg.query.query_id.hex()[:8], admitted.spec.method, msg.query.researcher,
+                 msg.query.query_id.hex()[:8], admitted.spec.algorithm, msg.query.researcher,
                  summary.rows, summary.contributed, summary.cells_suppressed)
         return SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(), vector,
                           SystemRandom())

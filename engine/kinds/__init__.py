@@ -1,0 +1,283 @@
+"""The sufficient statistics nodes compute, one layout per kind, and which algorithms use
+which kinds (nodes refuse a query whose kind does not belong to its algorithm, so a policy
+that allows an algorithm allows exactly its statistics).
+
+Every kind's parameters are plain JSON inside the signed query. Layouts depend only on the
+specification and the data model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from engine.design import check_terms
+from engine.errors import QueryError
+from engine.plans import ModelView, Slot, check_variable, groups
+
+if TYPE_CHECKING:
+    from engine.query import QuerySpec
+
+LayoutFn = Callable[["QuerySpec", ModelView], list[Slot]]
+KINDS: dict[str, LayoutFn] = {}
+
+MAX_FOLDS = 20
+MAX_CELLS = 1 << 20
+MAX_CENTERS = 100
+MAX_GRID = 100_000
+
+#: algorithm -> statistic kinds it may ask for (the first is its default)
+ALGORITHM_KINDS: dict[str, tuple[str, ...]] = {
+    "count": ("count",),
+    "descriptive_stats": ("moments",),
+    "histogram": ("counts",),
+    "contingency_table": ("counts",),
+    "chi_square": ("counts",),
+    "ttest_onesample": ("moments",),
+    "ttest_paired": ("crossprod",),
+    "ttest_independent": ("moments",),
+    "anova_oneway": ("moments",),
+    "anova_twoway": ("crossprod",),
+    "pearson_correlation": ("crossprod",),
+    "linear_regression": ("crossprod",),
+    "linear_regression_cv": ("crossprod", "regression_eval"),
+    "logistic_regression": ("logistic",),
+    "logistic_regression_cv": ("logistic", "logistic_eval"),
+    "pca": ("crossprod",),
+    "kmeans": ("kmeans", "moments"),
+    "naive_bayes_gaussian": ("moments",),
+    "naive_bayes_categorical": ("counts",),
+    "kaplan_meier": ("survival",),
+    "logrank_test": ("survival",),
+}
+
+
+def register(kind: str) -> Callable[[LayoutFn], LayoutFn]:
+    def add(fn: LayoutFn) -> LayoutFn:
+        KINDS[kind] = fn
+        return fn
+
+    return add
+
+
+def _param(spec: QuerySpec, name: str, default: Any = None) -> Any:
+    value = spec.parameters.get(name, default)
+    if value is None:
+        raise QueryError(f"{spec.algorithm} needs the parameter {name!r}")
+    return value
+
+
+def _number_list(value: Any, what: str, length: int | None = None) -> list[float]:
+    if not isinstance(value, list) or not all(isinstance(v, int | float) and
+                                              not isinstance(v, bool) and math.isfinite(v)
+                                              for v in value):
+        raise QueryError(f"{what} must be a list of finite numbers")
+    if length is not None and len(value) != length:
+        raise QueryError(f"{what} must have {length} entries")
+    return [float(v) for v in value]
+
+
+def folds_of(spec: QuerySpec) -> list[int | None]:
+    """``[None]`` without cross-validation, else the fold numbers."""
+    k = spec.parameters.get("folds")
+    if k is None:
+        return [None]
+    if not isinstance(k, int) or not 2 <= k <= MAX_FOLDS:
+        raise QueryError(f"folds must be an integer in [2, {MAX_FOLDS}]")
+    if not isinstance(spec.parameters.get("fold_seed", 0), int):
+        raise QueryError("fold_seed must be an integer")
+    return list(range(k))
+
+
+def _triangle(p: int) -> Iterator[tuple[int, int]]:
+    for i in range(p):
+        for j in range(i, p):
+            yield i, j
+
+
+def outcome_of(spec: QuerySpec, model: ModelView) -> tuple[str, str | None]:
+    """The binary outcome: a categorical variable and its positive level, or a numeric
+    variable holding 0/1 (level None)."""
+    outcome = _param(spec, "outcome")
+    if not isinstance(outcome, dict) or "var" not in outcome or set(outcome) - {"var", "positive"}:
+        raise QueryError('outcome is {"var": code, "positive": level}')
+    variable = outcome["var"]
+    check_variable(model, variable)
+    positive = outcome.get("positive")
+    if model.is_numeric(variable):
+        if positive not in (None, 1):
+            raise QueryError(f"a numeric outcome ({variable}) must hold 0/1")
+        return variable, None
+    if positive not in model.levels(variable):
+        raise QueryError(f"{positive!r} is not a level of {variable!r}")
+    return variable, str(positive)
+
+
+@register("count")
+def _count(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    return [Slot(("rows", d), False) for d in spec.datasets]
+
+
+@register("moments")
+def _moments(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    if not spec.variables:
+        raise QueryError(f"{spec.algorithm} needs at least one variable")
+    slots = []
+    for d in spec.datasets:
+        for g in groups(spec, model):
+            slots.append(Slot(("rows", d, g), False))
+            for v in spec.variables:
+                slots.append(Slot(("count", d, g, v), False))
+                if model.is_numeric(v):
+                    slots.append(Slot(("sum", d, g, v), True))
+                    slots.append(Slot(("sumsq", d, g, v), True))
+    return slots
+
+
+@register("crossprod")
+def _crossprod(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    p = len(check_terms(_param(spec, "terms"), model))
+    slots = []
+    for f in folds_of(spec):
+        slots.append(Slot(("n", f), False))
+        slots += [Slot(("xx", f, i, j), True) for i, j in _triangle(p)]
+    return slots
+
+
+@register("regression_eval")
+def _regression_eval(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    """Per fold, on the rows of that fold: residual sums for a fitted linear model."""
+    p = len(check_terms(_param(spec, "terms"), model))
+    check_variable(model, _param(spec, "y"), numeric=True)
+    folds = folds_of(spec)
+    betas = _param(spec, "betas")
+    if not isinstance(betas, list) or len(betas) != len(folds):
+        raise QueryError("betas must hold one coefficient vector per fold")
+    for beta in betas:
+        _number_list(beta, "a coefficient vector", p)
+    slots = []
+    for f in folds:
+        slots.append(Slot(("n", f), False))
+        slots += [Slot((name, f), True) for name in ("sy", "syy", "se", "see", "sae")]
+    return slots
+
+
+@register("logistic")
+def _logistic(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    p = len(check_terms(_param(spec, "terms"), model))
+    outcome_of(spec, model)
+    folds = folds_of(spec)
+    betas = spec.parameters.get("betas") if folds != [None] else [_param(spec, "beta")]
+    if not isinstance(betas, list) or len(betas) != len(folds):
+        raise QueryError("give beta (or, with folds, betas: one vector per fold)")
+    for beta in betas:
+        _number_list(beta, "a coefficient vector", p)
+    slots = []
+    for f in folds:
+        slots += [Slot(("n", f), False), Slot(("ysum", f), False), Slot(("loglik", f), True)]
+        slots += [Slot(("grad", f, i), True) for i in range(p)]
+        slots += [Slot(("hess", f, i, j), True) for i, j in _triangle(p)]
+    return slots
+
+
+@register("logistic_eval")
+def _logistic_eval(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    """Per fold, on the rows of that fold: the confusion matrix at probability 0.5 and the
+    log-likelihood of a fitted model."""
+    p = len(check_terms(_param(spec, "terms"), model))
+    outcome_of(spec, model)
+    folds = folds_of(spec)
+    betas = _param(spec, "betas")
+    if not isinstance(betas, list) or len(betas) != len(folds):
+        raise QueryError("betas must hold one coefficient vector per fold")
+    for beta in betas:
+        _number_list(beta, "a coefficient vector", p)
+    slots = []
+    for f in folds:
+        slots += [Slot((name, f), False) for name in ("tp", "fp", "tn", "fn")]
+        slots.append(Slot(("loglik", f), True))
+    return slots
+
+
+def axes_of(spec: QuerySpec, model: ModelView) -> list[tuple[str, int]]:
+    """(variable, number of bins) per axis of a table."""
+    axes = _param(spec, "axes")
+    if not isinstance(axes, list) or not 0 < len(axes) <= 4:
+        raise QueryError("a table has 1 to 4 axes")
+    out = []
+    for axis in axes:
+        if not isinstance(axis, dict) or "var" not in axis or set(axis) - {"var", "edges"}:
+            raise QueryError('an axis is {"var": code} or {"var": code, "edges": [...]}')
+        variable = axis["var"]
+        if "edges" in axis:
+            check_variable(model, variable, numeric=True)
+            edges = _number_list(axis["edges"], "bin edges")
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise QueryError("bin edges must be at least two increasing numbers")
+            out.append((variable, len(edges) - 1))
+        else:
+            check_variable(model, variable, numeric=False)
+            out.append((variable, len(model.levels(variable))))
+    return out
+
+
+def cells_of(spec: QuerySpec, model: ModelView) -> Iterator[tuple[int, ...]]:
+    sizes = [n for _, n in axes_of(spec, model)]
+    total = math.prod(sizes)
+    if total > MAX_CELLS:
+        raise QueryError(f"the table has {total} cells; at most {MAX_CELLS} are allowed")
+    for flat in range(total):
+        cell = []
+        for size in reversed(sizes):
+            flat, r = divmod(flat, size)
+            cell.append(r)
+        yield tuple(reversed(cell))
+
+
+@register("counts")
+def _counts(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    slots = [Slot(("cell", *cell), False) for cell in cells_of(spec, model)]
+    return slots + [Slot(("excluded",), False)]
+
+
+@register("kmeans")
+def _kmeans(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    if not spec.variables:
+        raise QueryError("kmeans needs variables")
+    for v in spec.variables:
+        check_variable(model, v, numeric=True)
+    centers = _param(spec, "centers")
+    if not isinstance(centers, list) or not 0 < len(centers) <= MAX_CENTERS:
+        raise QueryError(f"centers must be a list of 1 to {MAX_CENTERS} points")
+    for center in centers:
+        _number_list(center, "a center", len(spec.variables))
+    slots = [Slot(("inertia",), True)]
+    for c in range(len(centers)):
+        slots.append(Slot(("n", c), False))
+        slots += [Slot(("sum", c, j), True) for j in range(len(spec.variables))]
+    return slots
+
+
+def survival_of(spec: QuerySpec, model: ModelView) -> tuple[str, str, list[float]]:
+    duration, event = _param(spec, "duration"), _param(spec, "event")
+    check_variable(model, duration, numeric=True)
+    check_variable(model, event)
+    grid = _number_list(_param(spec, "grid"), "the time grid")
+    if not 0 < len(grid) <= MAX_GRID or any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
+        raise QueryError(f"the time grid is 1 to {MAX_GRID} increasing times")
+    if not model.is_numeric(event) and spec.parameters.get("event_level") not in model.levels(event):
+        raise QueryError(f"name the event_level of the categorical {event!r}")
+    return duration, event, grid
+
+
+@register("survival")
+def _survival(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    _, _, grid = survival_of(spec, model)
+    slots = []
+    # interval j holds times in (grid[j-1], grid[j]]; j = 0 is up to grid[0]; the last,
+    # j = len(grid), holds times past the grid (at risk until its end, never an event time)
+    for g in groups(spec, model):
+        for j in range(len(grid) + 1):
+            slots += [Slot(("events", g, j), False), Slot(("censored", g, j), False)]
+    return slots
