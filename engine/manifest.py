@@ -118,6 +118,18 @@ def aggregator_url(host: str, port: int) -> str:
     return f"wss://{shown}:{port}"
 
 
+def round_threshold(threshold_fraction: float, participants: int) -> int:
+    """Survivors a round of ``participants`` nodes needs under ``threshold_fraction``:
+    never less than a strict majority, never more than everyone."""
+    if isinstance(participants, bool) or not isinstance(participants, int) or participants < 1:
+        raise LocalError("the number of participants must be a positive integer")
+    n = participants
+    # the fraction as the simple ratio it stands for (2/3, not 0.666...6), so that float
+    # rounding never asks for one participant more than intended
+    fraction = Fraction(threshold_fraction).limit_denominator(1_000_000)
+    return min(n, max(n // 2 + 1, math.ceil(fraction * n)))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """A verified federation manifest. Build it with :meth:`from_bytes` or
@@ -237,14 +249,7 @@ class Manifest:
 
     def threshold_for(self, participants: int) -> int:
         """Survivors a round of ``participants`` nodes needs: a strict majority at least."""
-        if isinstance(participants, bool) or not isinstance(participants, int) \
-                or participants < 1:
-            raise LocalError("the number of participants must be a positive integer")
-        n = participants
-        # the fraction as the simple ratio it stands for (2/3, not 0.666...6), so that
-        # float rounding never asks for one participant more than intended
-        fraction = Fraction(self.threshold_fraction).limit_denominator(1_000_000)
-        return min(n, max(n // 2 + 1, math.ceil(fraction * n)))
+        return round_threshold(self.threshold_fraction, participants)
 
     @property
     def threshold_fraction(self) -> float:

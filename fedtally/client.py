@@ -13,12 +13,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -31,11 +30,10 @@ from engine.errors import (
     AuthenticationError,
     ConfigurationError,
     FedtallyError,
-    QueryError,
     ServiceUnavailable,
 )
 from engine.manifest import Manifest
-from engine.plans import Layout, layout
+from engine.plans import Layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import (
     Catalog,
@@ -46,20 +44,17 @@ from engine.service_messages import (
     QueryResult,
 )
 from engine.transport import MAX_FRAME, error_from_notice
-from fedtally import results
-from node import filters as filter_trees
+from fedtally.analyses import Analyses
 from node.datamodel import DataModel
-from node.statistics import PlanModel
 from node.transport import open_session
 
 log = logging.getLogger("fedtally.client")
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600.0
 
-FilterLike = str | Mapping[str, Any] | filter_trees.Filter | None
 
 
-class Federation:
+class Federation(Analyses):
     """A connection to a federation, as a researcher."""
 
     def __init__(self, url: str, key: KeyFile, manifest: Manifest, ssl_context: Any, *,
@@ -84,6 +79,7 @@ class Federation:
         self._pending: dict[bytes, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._models: dict[str, DataModel] = {}
+        self.max_rows_per_node = manifest.max_rows_per_node
         self.local: Any = None  # set by local_federation: handles on the local processes
         self.nodes_online: tuple[str, ...] = ()
         self._call(self._ensure_connected())
@@ -190,71 +186,7 @@ class Federation:
             for name, entry in node["data_models"].items():
                 self._models.setdefault(name, DataModel.from_json(entry["model"]))
         return catalog
-
-    def data_models(self) -> dict[str, DataModel]:
-        self.catalog()
-        return dict(self._models)
-
-    def datasets(self) -> pd.DataFrame:
-        """One row per (data model, dataset): which nodes hold it and its variables.
-        Metadata only: no row counts, no values."""
-        catalog = self.catalog()
-        holders: dict[tuple[str, str], list[str]] = {}
-        for node, entry in catalog["nodes"].items():
-            for model, info in entry["data_models"].items():
-                for dataset in info["datasets_held"]:
-                    holders.setdefault((model, dataset), []).append(node)
-        records = []
-        for (model, dataset), nodes in sorted(holders.items()):
-            variables = [v for v in self._models[model].variables if v != "dataset"]
-            records.append({"data_model": model, "dataset": dataset, "nodes": sorted(nodes),
-                            "variables": variables})
-        frame = pd.DataFrame.from_records(
-            records, columns=["data_model", "dataset", "nodes", "variables"])
-        return frame.set_index(["data_model", "dataset"])
-
-    # --- queries ---------------------------------------------------------------------------
-
-    def _resolve(self, data_model: str | None, datasets: Sequence[str] | None
-                 ) -> tuple[DataModel, tuple[str, ...]]:
-        catalog = self.catalog()
-        served = sorted({m for e in catalog["nodes"].values() for m in e["data_models"]})
-        if data_model is None:
-            if len(served) != 1:
-                raise QueryError(f"name a data_model: the federation serves {served or 'none'}")
-            data_model = served[0]
-        if data_model not in self._models:
-            raise QueryError(f"unknown data model {data_model!r}; served: {served}")
-        model = self._models[data_model]
-        if datasets is None:
-            held = sorted({d for e in catalog["nodes"].values()
-                           for d in e["data_models"].get(data_model, {}).get("datasets_held", [])})
-            datasets = held
-        elif isinstance(datasets, str):
-            datasets = [datasets]
-        unknown = [d for d in datasets if d not in model.datasets()]
-        if unknown:
-            raise QueryError(f"unknown dataset(s) {unknown} in {data_model}; "
-                             f"known: {list(model.datasets())}")
-        return model, tuple(datasets)
-
-    @staticmethod
-    def _filter_json(filters: FilterLike, model: DataModel) -> Any:
-        if filters is None:
-            return None
-        if isinstance(filters, filter_trees.Filter):
-            tree = filters
-        elif isinstance(filters, str):
-            tree = filter_trees.parse_expression(filters)
-        elif isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
-            tree = filter_trees.parse_querybuilder(filters)
-        else:
-            tree = filter_trees.from_json(filters)
-        tree.check(model)
-        return tree.to_json()
-
-    def _run(self, spec: QuerySpec, model: DataModel) -> tuple[Layout, list[int], QueryResult]:
-        plan = layout(spec, PlanModel(model), self.manifest.max_rows_per_node)
+    def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
         raw_spec = spec.canonical()
         query_id = self._rng.bytes(16)
         issued = int(time.time() * 1000)
@@ -262,44 +194,7 @@ class Federation:
                                            issued, raw_spec, plan.length, plan.ring_bits)
         query = SignedQuery(self.name, self.manifest.federation_id, query_id, issued, raw_spec,
                             plan.length, plan.ring_bits, self._key.identity.sign(statement))
-        reply: QueryResult = self._call(
-            self._request(lambda rid: QueryRequest(rid, query)))
-        return plan, results.totals(reply), reply
-
-    def statistic(self, algorithm: str, *, variables: Sequence[str] = (), by: str | None = None,
-                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
-                  data_model: str | None = None, kind: str = "",
-                  parameters: Mapping[str, Any] | None = None) -> results.Statistic:
-        """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
-        The building block of every analysis (see :mod:`fedtally.algorithms`)."""
-        model, chosen = self._resolve(data_model, datasets)
-        spec = QuerySpec(algorithm, model.name, chosen, tuple(variables), by,
-                         self._filter_json(filters, model), kind=kind,
-                         parameters=dict(parameters or {}))
-        plan, values, reply = self._run(spec, model)
-        return results.Statistic(spec, plan, values, model, reply)
-
-    def model(self, data_model: str | None = None) -> DataModel:
-        """The data model (the only one served, when ``data_model`` is None)."""
-        return self._resolve(data_model, None)[0]
-
-    def count(self, filters: FilterLike = None, datasets: Sequence[str] | None = None, *,
-              data_model: str | None = None) -> int:
-        """Number of rows matching ``filters`` over ``datasets`` (all datasets by default)."""
-        stat = self.statistic("count", filters=filters, datasets=datasets,
-                              data_model=data_model)
-        return sum(stat.count(("rows", d)) for d in stat.spec.datasets)
-
-    def descriptive_stats(self, variables: Sequence[str] | str, by: str | None = None,
-                          datasets: Sequence[str] | None = None, filters: FilterLike = None, *,
-                          data_model: str | None = None) -> pd.DataFrame:
-        """count, missing, mean and std per variable, per dataset and over all datasets
-        (and per level of ``by``). No exact min or max: those are single patients' values."""
-        if isinstance(variables, str):
-            variables = [variables]
-        stat = self.statistic("descriptive_stats", variables=variables, by=by,
-                              datasets=datasets, filters=filters, data_model=data_model)
-        return results.descriptive_stats(stat)
+        return self._call(self._request(lambda rid: QueryRequest(rid, query)))
 
 
 def connect(url: str, identity: str | Path, federation: str | Path, *,

@@ -1,0 +1,142 @@
+"""The analyses every federation client offers, whatever carries its queries.
+
+:class:`Analyses` holds the researcher-facing methods; a backend supplies ``catalog()`` (what
+the online nodes serve) and ``_execute()`` (one signed secure-sum query): the network
+client :class:`fedtally.client.Federation`, or :class:`fedtally.simulated.SimulatedFederation`,
+which runs the real node code and real secure-sum rounds in memory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from engine.errors import QueryError
+from engine.plans import Layout, layout
+from engine.query import QuerySpec
+from engine.service_messages import QueryResult
+from fedtally import results
+from node import filters as filter_trees
+from node.datamodel import DataModel
+from node.kinds import PlanModel
+
+FilterLike = str | Mapping[str, Any] | filter_trees.Filter | None
+DEFAULT_MAX_ROWS_PER_NODE = 1 << 24
+
+
+class Analyses(ABC):
+    """Researcher-facing analyses over a federation."""
+
+    _models: dict[str, DataModel]
+    max_rows_per_node: int = DEFAULT_MAX_ROWS_PER_NODE
+
+    @abstractmethod
+    def catalog(self) -> dict[str, Any]:
+        """Per online node, its data models and the datasets it holds (metadata only)."""
+
+    @abstractmethod
+    def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
+        """Run one query through a secure sum and return the raw result."""
+
+    def data_models(self) -> dict[str, DataModel]:
+        self.catalog()
+        return dict(self._models)
+
+    def datasets(self) -> pd.DataFrame:
+        """One row per (data model, dataset): which nodes hold it and its variables.
+        Metadata only: no row counts, no values."""
+        catalog = self.catalog()
+        holders: dict[tuple[str, str], list[str]] = {}
+        for node, entry in catalog["nodes"].items():
+            for model, info in entry["data_models"].items():
+                for dataset in info["datasets_held"]:
+                    holders.setdefault((model, dataset), []).append(node)
+        records = []
+        for (model, dataset), nodes in sorted(holders.items()):
+            variables = [v for v in self._models[model].variables if v != "dataset"]
+            records.append({"data_model": model, "dataset": dataset, "nodes": sorted(nodes),
+                            "variables": variables})
+        frame = pd.DataFrame.from_records(
+            records, columns=["data_model", "dataset", "nodes", "variables"])
+        return frame.set_index(["data_model", "dataset"])
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def _resolve(self, data_model: str | None, datasets: Sequence[str] | None
+                 ) -> tuple[DataModel, tuple[str, ...]]:
+        catalog = self.catalog()
+        served = sorted({m for e in catalog["nodes"].values() for m in e["data_models"]})
+        if data_model is None:
+            if len(served) != 1:
+                raise QueryError(f"name a data_model: the federation serves {served or 'none'}")
+            data_model = served[0]
+        if data_model not in self._models:
+            raise QueryError(f"unknown data model {data_model!r}; served: {served}")
+        model = self._models[data_model]
+        if datasets is None:
+            held = sorted({d for e in catalog["nodes"].values()
+                           for d in e["data_models"].get(data_model, {}).get("datasets_held", [])})
+            datasets = held
+        elif isinstance(datasets, str):
+            datasets = [datasets]
+        unknown = [d for d in datasets if d not in model.datasets()]
+        if unknown:
+            raise QueryError(f"unknown dataset(s) {unknown} in {data_model}; "
+                             f"known: {list(model.datasets())}")
+        return model, tuple(datasets)
+
+    @staticmethod
+    def _filter_json(filters: FilterLike, model: DataModel) -> Any:
+        if filters is None:
+            return None
+        if isinstance(filters, filter_trees.Filter):
+            tree = filters
+        elif isinstance(filters, str):
+            tree = filter_trees.parse_expression(filters)
+        elif isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
+            tree = filter_trees.parse_querybuilder(filters)
+        else:
+            tree = filter_trees.from_json(filters)
+        tree.check(model)
+        return tree.to_json()
+
+    def statistic(self, algorithm: str, *, variables: Sequence[str] = (), by: str | None = None,
+                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
+                  data_model: str | None = None, kind: str = "",
+                  parameters: Mapping[str, Any] | None = None) -> results.Statistic:
+        """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
+        The building block of every analysis (see :mod:`fedtally.algorithms`)."""
+        model, chosen = self._resolve(data_model, datasets)
+        spec = QuerySpec(algorithm, model.name, chosen, tuple(variables), by,
+                         self._filter_json(filters, model), kind=kind,
+                         parameters=dict(parameters or {}))
+        plan = layout(spec, PlanModel(model), self.max_rows_per_node)
+        reply = self._execute(spec, plan)
+        return results.Statistic(spec, plan, results.totals(reply), model, reply)
+
+    def model(self, data_model: str | None = None) -> DataModel:
+        """The data model (the only one served, when ``data_model`` is None)."""
+        return self._resolve(data_model, None)[0]
+
+    def count(self, filters: FilterLike = None, datasets: Sequence[str] | None = None, *,
+              data_model: str | None = None) -> int:
+        """Number of rows matching ``filters`` over ``datasets`` (all datasets by default)."""
+        stat = self.statistic("count", filters=filters, datasets=datasets,
+                              data_model=data_model)
+        return sum(stat.count(("rows", d)) for d in stat.spec.datasets)
+
+    def descriptive_stats(self, variables: Sequence[str] | str, by: str | None = None,
+                          datasets: Sequence[str] | None = None, filters: FilterLike = None, *,
+                          data_model: str | None = None) -> pd.DataFrame:
+        """count, missing, mean and std per variable, per dataset and over all datasets
+        (and per level of ``by``). No exact min or max: those are single patients' values."""
+        if isinstance(variables, str):
+            variables = [variables]
+        stat = self.statistic("descriptive_stats", variables=variables, by=by,
+                              datasets=datasets, filters=filters, data_model=data_model)
+        return results.descriptive_stats(stat)
+
+

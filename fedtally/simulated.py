@@ -1,0 +1,89 @@
+"""A whole federation in this process: the real node code (validation, filters, policy,
+statistics) and real secure-sum rounds (keys, shares, masks, unmasking) run in memory, with
+no sockets or processes. For fast tests, notebooks and validation suites; the numbers are
+the ones a networked federation returns for the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from crypto.identity import SigningIdentity
+from crypto.randomness import RandomSource, SeededRandom, SystemRandom
+from engine.errors import ConfigurationError, ProtocolAbort, QueryError
+from engine.manifest import round_threshold
+from engine.params import RoundParams
+from engine.plans import Layout
+from engine.query import QuerySpec, canonical_json
+from engine.service_messages import QueryResult
+from engine.simulate import run_round
+from fedtally.analyses import Analyses
+from node.datamodel import DATASET, DataModel
+from node.policy import Policy
+from node.statistics import local_vector
+from node.validation import check_valid, coerce
+
+FEDERATION_ID = "simulated"
+
+
+class SimulatedFederation(Analyses):
+    """``data`` maps node names to DataFrames (a missing ``dataset`` column gets the node's
+    name). ``data_model`` defaults to one inferred from all the data (trial use only)."""
+
+    def __init__(self, data: Mapping[str, pd.DataFrame], data_model: DataModel | None = None, *,
+                 policy: Policy | None = None, threshold_fraction: float = 2 / 3,
+                 seed: int | None = None) -> None:
+        if len(data) < 2:
+            raise ConfigurationError("a federation needs at least two nodes")
+        frames = {}
+        for name, frame in data.items():
+            frame = frame.copy()
+            if DATASET not in frame.columns:
+                frame[DATASET] = name
+            frames[name] = frame
+        self.model = data_model or DataModel.infer(pd.concat(frames.values(), ignore_index=True),
+                                                   code="local", version="1")
+        self._models = {self.model.name: self.model}
+        self.policy = policy or Policy.default()
+        self._rows = {}
+        for name, frame in frames.items():
+            check_valid(frame, self.model)
+            self._rows[name] = coerce(frame, self.model).reset_index(drop=True)
+        self._rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
+        self._identities = {name: SigningIdentity.generate(self._rng) for name in sorted(frames)}
+        self._fraction = threshold_fraction
+
+    def catalog(self) -> dict[str, Any]:
+        nodes = {}
+        for name, rows in self._rows.items():
+            held = sorted(str(d) for d in rows[DATASET].dropna().unique())
+            nodes[name] = {"data_models": {self.model.name: {"model": self.model.to_json(),
+                                                             "datasets_held": held}}}
+        return {"nodes": nodes, "federation_id": FEDERATION_ID}
+
+    def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
+        self.policy.check_algorithm(spec.algorithm)
+        if spec.privacy.get("mode") == "exact" and not self.policy.allow_exact:
+            raise QueryError("the nodes' policy does not allow exact (noise-free) answers")
+        names = tuple(sorted(self._rows))
+        small = self.policy.small_cell_threshold
+        values = [local_vector(spec, plan, self._rows[name], self.model,
+                               min_row_count=self.policy.min_row_count,
+                               small_cell_threshold=self.policy.min_row_count
+                               if small is None else small)[0]
+                  for name in names]
+        n = len(names)
+        threshold = round_threshold(self._fraction, n)
+        params = RoundParams(FEDERATION_ID, self._rng.bytes(16), 0, names, threshold,
+                             plan.length, plan.ring_bits, 0,
+                             hashlib.sha256(canonical_json(spec.to_json())).digest())
+        transcript = run_round(values, params, identities=self._identities, rng=self._rng)
+        result = transcript.result
+        if result is None:
+            raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
+        return QueryResult(bytes(16), params.query_id, names, transcript.aggregator.survivors,
+                           plan.ring_bits, plan.length, result.to_bytes())
