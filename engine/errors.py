@@ -121,3 +121,10 @@ class ServiceUnavailable(FedtallyError):
 
     code = "unavailable"
     public = True
+
+
+class DegenerateInput(QueryError):
+    """The data cannot support the analysis as asked (no residual degrees of freedom, a
+    single group, a constant column, perfect separation, too few rows...)."""
+
+    code = "degenerate"

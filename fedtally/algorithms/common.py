@@ -1,0 +1,85 @@
+"""Pieces every analysis shares: privacy argument, model terms, exact linear algebra."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.design import Term, dummies, term_name
+from engine.errors import DegenerateInput, QueryError
+from fedtally.results import Statistic
+from node.kinds import PlanModel
+
+INTERCEPT: Term = {"const": 1}
+
+
+def check_privacy(privacy: Any) -> dict[str, Any]:
+    """Exact answers only for now (differential privacy has its own issue)."""
+    if privacy is None or privacy == "exact" or privacy == {"mode": "exact"}:
+        return {"mode": "exact"}
+    raise QueryError("only exact answers are available for now (privacy=None or 'exact')")
+
+
+def predictor_terms(x: Sequence[str], view: PlanModel, *, intercept: bool = True) -> list[Term]:
+    """Intercept, then each numeric predictor as is and each categorical one as indicators
+    of its levels but the first (levels from the data model, as statsmodels' treatment
+    coding)."""
+    terms: list[Term] = [INTERCEPT] if intercept else []
+    for variable in x:
+        if not view.has_variable(variable):
+            raise QueryError(f"unknown variable {variable!r}")
+        if view.is_numeric(variable):
+            terms.append({"var": variable})
+        else:
+            terms.extend(dummies(variable, view))
+    return terms
+
+
+def names(terms: Sequence[Term]) -> list[str]:
+    return [term_name(t) for t in terms]
+
+
+def triangle(stat: Statistic, head: tuple[Any, ...], p: int) -> list[list[Fraction]]:
+    """A symmetric p x p matrix of exact totals from the upper triangle ``(*head, i, j)``."""
+    matrix = [[Fraction(0)] * p for _ in range(p)]
+    for i in range(p):
+        for j in range(i, p):
+            matrix[i][j] = matrix[j][i] = stat.exact((*head, i, j))
+    return matrix
+
+
+def to_float(matrix: Sequence[Sequence[Fraction]]) -> np.ndarray:
+    return np.array([[float(v) for v in row] for row in matrix], dtype=np.float64)
+
+
+def exact_inverse(matrix: Sequence[Sequence[Fraction]], what: str = "the design") -> list[list[Fraction]]:
+    """Gauss-Jordan inversion in rational arithmetic: the totals are exact, so is this.
+    A singular matrix (collinear or constant columns) raises DegenerateInput."""
+    n = len(matrix)
+    work = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(matrix)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(work[r][col]))
+        if work[pivot][col] == 0:
+            raise DegenerateInput(f"{what} is singular: a column is constant or collinear")
+        work[col], work[pivot] = work[pivot], work[col]
+        inv = 1 / work[col][col]
+        work[col] = [v * inv for v in work[col]]
+        for r in range(n):
+            if r != col and work[r][col] != 0:
+                factor = work[r][col]
+                work[r] = [a - factor * b for a, b in zip(work[r], work[col], strict=True)]
+    return [row[n:] for row in work]
+
+
+def exact_solve(matrix: Sequence[Sequence[Fraction]], rhs: Sequence[Fraction],
+                what: str = "the design") -> list[Fraction]:
+    inverse = exact_inverse(matrix, what)
+    return [sum((a * b for a, b in zip(row, rhs, strict=True)), Fraction(0)) for row in inverse]
+
+
+def series(values: Sequence[float], index: Sequence[str], name: str | None = None) -> pd.Series:
+    return pd.Series(np.asarray(values, dtype=np.float64), index=list(index), name=name)
