@@ -27,6 +27,8 @@ SUITE = 1  # X25519 / Ed25519 / HKDF-SHA256 / AES-128-CTR masks / ChaCha20-Poly1
 HEADER = struct.Struct(">4sBBH")
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+#: data-model codes (variables, datasets): the MIP also starts some with "_"
+CODE_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
 class EncodeError(LocalError):

@@ -2,6 +2,7 @@
 
     {"const": 1}                         the intercept
     {"var": "age"}                       a numeric variable
+    {"var": "age", "transform": "log"}   a transformed numeric variable (log, exp, sqrt)
     {"var": "sex", "level": "F"}         the indicator of one level of a categorical variable
     {"product": [term, term, ...]}       an interaction
 
@@ -19,6 +20,8 @@ from engine.errors import QueryError
 from engine.plans import ModelView, check_variable
 
 MAX_TERMS = 256
+#: whitelisted transforms of numeric variables (nodes apply them; nothing is evaluated)
+TRANSFORMS = ("log", "exp", "sqrt")
 MAX_FACTORS = 4
 Term = dict[str, Any]
 
@@ -30,8 +33,10 @@ def check_term(term: Any, model: ModelView, depth: int = 0) -> None:
         if term["const"] != 1:
             raise QueryError("the intercept term is {\"const\": 1}")
         return
-    if set(term) == {"var"}:
+    if set(term) in ({"var"}, {"var", "transform"}):
         check_variable(model, term["var"], numeric=True)
+        if term.get("transform", "log") not in TRANSFORMS:
+            raise QueryError(f"transforms are {', '.join(TRANSFORMS)}")
         return
     if set(term) == {"var", "level"}:
         check_variable(model, term["var"], numeric=False)
@@ -79,6 +84,8 @@ def term_name(term: Term) -> str:
         return ":".join(term_name(f) for f in term["product"])
     if "level" in term:
         return f"{term['var']}[T.{term['level']}]"
+    if "transform" in term:
+        return f"{term['transform']}({term['var']})"
     return str(term["var"])
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crypto.kdf import context
-from engine.codec import NAME, NAME_PATTERN, Bytes, Str, UInt, wire
+from engine.codec import CODE_PATTERN, NAME, Bytes, Str, UInt, wire
 from engine.errors import QueryError
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -33,7 +33,7 @@ def _names(value: Any, what: str, maximum: int) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or len(value) > maximum:
         raise QueryError(f"{what} must be a list of at most {maximum} names")
     for item in value:
-        if not isinstance(item, str) or not NAME_PATTERN.fullmatch(item):
+        if not isinstance(item, str) or not CODE_PATTERN.fullmatch(item):
             raise QueryError(f"{what}: {item!r} is not a valid name")
     if len(set(value)) != len(value):
         raise QueryError(f"{what} lists a name twice")

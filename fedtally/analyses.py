@@ -140,3 +140,12 @@ class Analyses(ABC):
         return results.descriptive_stats(stat)
 
 
+
+    def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
+                     ) -> dict[str, Any]:
+        """Run the body of an Exareme2 algorithm request (``{"inputdata": ..., "parameters":
+        ...}``) and answer in Exareme2's output shape. ``algorithm`` is the name in
+        Exareme2's URL (or give it in the request as ``"algorithm"``)."""
+        from fedtally.exareme2 import run_exareme2
+
+        return run_exareme2(self, request, algorithm)

@@ -45,14 +45,14 @@ class SimulatedFederation(Analyses):
             if DATASET not in frame.columns:
                 frame[DATASET] = name
             frames[name] = frame
-        self.model = data_model or DataModel.infer(pd.concat(frames.values(), ignore_index=True),
+        self._model = data_model or DataModel.infer(pd.concat(frames.values(), ignore_index=True),
                                                    code="local", version="1")
-        self._models = {self.model.name: self.model}
+        self._models = {self._model.name: self._model}
         self.policy = policy or Policy.default()
         self._rows = {}
         for name, frame in frames.items():
-            check_valid(frame, self.model)
-            self._rows[name] = coerce(frame, self.model).reset_index(drop=True)
+            check_valid(frame, self._model)
+            self._rows[name] = coerce(frame, self._model).reset_index(drop=True)
         self._rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
         self._identities = {name: SigningIdentity.generate(self._rng) for name in sorted(frames)}
         self._fraction = threshold_fraction
@@ -61,7 +61,7 @@ class SimulatedFederation(Analyses):
         nodes = {}
         for name, rows in self._rows.items():
             held = sorted(str(d) for d in rows[DATASET].dropna().unique())
-            nodes[name] = {"data_models": {self.model.name: {"model": self.model.to_json(),
+            nodes[name] = {"data_models": {self._model.name: {"model": self._model.to_json(),
                                                              "datasets_held": held}}}
         return {"nodes": nodes, "federation_id": FEDERATION_ID}
 
@@ -71,7 +71,7 @@ class SimulatedFederation(Analyses):
             raise QueryError("the nodes' policy does not allow exact (noise-free) answers")
         names = tuple(sorted(self._rows))
         small = self.policy.small_cell_threshold
-        values = [local_vector(spec, plan, self._rows[name], self.model,
+        values = [local_vector(spec, plan, self._rows[name], self._model,
                                min_row_count=self.policy.min_row_count,
                                small_cell_threshold=self.policy.min_row_count
                                if small is None else small)[0]

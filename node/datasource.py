@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import MetaData, Table, create_engine, select
@@ -32,6 +33,7 @@ KINDS: tuple[Kind, ...] = ("csv", "parquet", "sql")
 _CONFIG_KEYS = frozenset({"kind", "path", "url", "table", "schema", "dataset"})
 _SUFFIX_KIND: dict[str, Kind] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _MAX_HEADER_FIELD = 1 << 20
+_MAX_FIELD = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,14 @@ class DataSource:
         if DATASET not in df.columns:
             return df.assign(**{DATASET: pd.Series(self.dataset, index=df.index, dtype="str")})
         col = df[DATASET]
-        empty = col.isna() | (col.astype("str") == "")
+        # explicit masks: pandas 2's astype(str) would turn a missing cell into 'nan'
+        values = col.to_numpy(dtype=object, na_value="")
+        empty = np.asarray(values == "", dtype=bool)
         if empty.any():
+            values = np.array([str(v) for v in values], dtype=object)
+            values[empty] = self.dataset
             df = df.copy()
-            df[DATASET] = col.astype("str").mask(empty, self.dataset)
+            df[DATASET] = pd.Series(values, index=df.index, dtype="str")
         return df
 
     def _read_sql(self) -> pd.DataFrame:
@@ -183,15 +189,39 @@ def _read_csv(path: Path) -> pd.DataFrame:
             raise LocalDataError(f"{what}: column {name!r} appears twice in the header")
         seen.add(name)
     try:
-        return pd.read_csv(
-            path, dtype="str", keep_default_na=False, na_values=[""], engine="pyarrow"
-        )
-    except (pd.errors.ParserError, pa.ArrowException, ValueError) as exc:
-        if "UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError):
+        # the C engine with dtype=str keeps every cell as written ('061' stays '061') and
+        # only empty cells missing (NaN), under pandas 2 (object) and 3 (str) alike
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as exc:
+        if isinstance(exc, UnicodeDecodeError):
             raise LocalDataError(f"{what} is not UTF-8 text") from exc
-        raise LocalDataError(f"{what} is malformed: {_locate_bad_row(path, len(header))}") from exc
+        bad = _find_bad_row(path, len(header))
+        raise LocalDataError(
+            f"{what} is malformed: {bad or 'a row cannot be parsed (bad quoting or field count)'}"
+        ) from exc
     except OSError as exc:
         raise LocalDataError(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from exc
+    _check_row_widths(df, path, what, len(header))
+    return df
+
+
+def _check_row_widths(df: pd.DataFrame, path: Path, what: str, width: int) -> None:
+    """Refuse rows whose field count differs from the header's, which the C engine accepts.
+
+    It raises only for a long row after the first; a long first row silently turns the
+    first column into the index, and a short row is silently padded with missing cells
+    (in every pandas version). A short row leaves its last column missing, so the file is
+    scanned only when the index is not the plain row number or the last column has a
+    missing cell.
+    """
+    shifted = not isinstance(df.index, pd.RangeIndex) or len(df.columns) != width
+    if not shifted and (width == 1 or not bool(df.iloc[:, -1].isna().any())):
+        return
+    bad = _find_bad_row(path, width)
+    if bad is not None:
+        raise LocalDataError(f"{what} is malformed: {bad}")
+    if shifted:
+        raise LocalDataError(f"{what} is malformed: its rows do not match the header")
 
 
 def _read_header(path: Path, what: str) -> list[str]:
@@ -220,21 +250,51 @@ def _read_header(path: Path, what: str) -> list[str]:
     return header
 
 
-def _locate_bad_row(path: Path, width: int) -> str:
-    """Name the first line whose field count differs from the header's (error path only)."""
+
+
+def _find_bad_row(path: Path, width: int) -> str | None:
+    """Name the first line whose field count differs from the header's (None if none).
+
+    Blank (or whitespace-only) lines are skipped, as pandas skips them. Lines are counted
+    the way :mod:`csv` counts them (a quoted line break starts a new line); a file without
+    quotes is split into lines directly, which is several times faster.
+    """
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
+            lines = iter(fh)
+            quoted = '"' in next(lines, "")
+            if not quoted:
+                for number, line in enumerate(lines, start=2):
+                    if '"' in line:
+                        quoted = True
+                        break
+                    text = line.rstrip("\r\n")
+                    count = text.count(",") + 1
+                    if count != width and text.strip(" \t"):
+                        return _bad_row(number, count, width)
+        if not quoted:
+            return None
+        with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
-            next(reader, None)
-            for fields in reader:
-                if fields and len(fields) != width:
-                    return (
-                        f"line {reader.line_num} has {len(fields)} field(s) "
-                        f"where the header has {width}"
-                    )
+            old_limit = csv.field_size_limit(_MAX_FIELD)
+            try:
+                next(reader, None)
+                for fields in reader:
+                    if len(fields) != width and not _blank(fields):
+                        return _bad_row(reader.line_num, len(fields), width)
+            finally:
+                csv.field_size_limit(old_limit)
     except (OSError, UnicodeDecodeError, csv.Error):
-        pass
-    return "a row cannot be parsed (bad quoting or field count)"
+        return None
+    return None
+
+
+def _blank(fields: list[str]) -> bool:
+    return not fields or (len(fields) == 1 and not fields[0].strip(" \t"))
+
+
+def _bad_row(line: int, count: int, width: int) -> str:
+    return f"line {line} has {count} field(s) where the header has {width}"
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -691,9 +691,11 @@ def _compare(
         return np.zeros(len(df), dtype=bool), np.zeros(len(df), dtype=bool)
     if isinstance(value, str):
         present = ~missing_mask(column)
-        codes = as_codes(column).astype("str").fillna("")
+        # missing codes become "" rather than astype(str), which pandas 2 turns into 'nan';
+        # they are not present, so their result is never used
+        codes = as_codes(column).to_numpy(dtype=object, na_value="")
         hit = _OPS[op](codes, value)  # ordering on text is lexicographic (check() refuses it)
-        return present, np.asarray(hit.to_numpy(dtype=bool, na_value=False), dtype=bool)
+        return present, np.asarray(hit, dtype=bool)
     numbers = as_numbers(column)
     with np.errstate(invalid="ignore"):
         hit = _OPS[op](numbers, float(value))

@@ -33,7 +33,7 @@ class PlanModel:
         return self.model.datasets()
 
     def has_variable(self, code: str) -> bool:
-        return code in self.model.variables and code != DATASET
+        return code in self.model.variables
 
     def is_numeric(self, code: str) -> bool:
         return self.model.variable(code).is_numeric
@@ -94,7 +94,17 @@ def _column(term: Term, rows: pd.DataFrame, model: DataModel) -> np.ndarray:
     if "level" in term:
         return (rows[term["var"]].astype("string") == term["level"]).to_numpy(
             dtype=np.float64, na_value=0.0)
-    return numeric(rows, term["var"])
+    values = numeric(rows, term["var"])
+    transform = term.get("transform")
+    if transform is not None:
+        with np.errstate(all="ignore"):
+            values = TRANSFORMS[transform](values)
+        if not np.all(np.isfinite(values[~np.isnan(values)])):
+            raise QueryError(f"{transform}({term['var']}) is not finite for some rows")
+    return values
+
+
+TRANSFORMS = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt}
 
 
 def design(terms: list[Term], rows: pd.DataFrame, model: DataModel,
@@ -324,6 +334,9 @@ def _kmeans(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small: int) -
     out.values[("inertia",)] = float(distances.min(axis=1).sum()) if len(points) else 0.0
     for c in range(len(centers)):
         members = points[nearest == c]
+        if 0 < members.shape[0] < small:  # a tiny cluster's mean is nearly a patient's row
+            out.suppressed += 1
+            continue
         out.values[("n", c)] = int(members.shape[0])
         for j, s in enumerate(members.sum(axis=0)):
             out.values[("sum", c, j)] = float(s)
@@ -363,4 +376,28 @@ def _survival(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small: int)
         for j in range(size):
             out.values[("events", group, j)] = int(events[j])
             out.values[("censored", group, j)] = int(censored[j])
+    return out
+
+
+@computes("gaussian_nb_predict")
+def _gaussian_nb_predict(spec: QuerySpec, rows: pd.DataFrame, model: DataModel,
+                         small: int) -> Computed:
+    mask = present(rows, list(spec.variables))
+    points = np.column_stack([numeric(rows[mask], v) for v in spec.variables])
+    theta = np.asarray(spec.parameters["theta"], dtype=np.float64)
+    var = np.asarray(spec.parameters["var"], dtype=np.float64)
+    log_prior = np.asarray(spec.parameters["log_prior"], dtype=np.float64)
+    # joint log-likelihood per class, as scikit-learn's GaussianNB
+    log_like = -0.5 * (np.log(2 * np.pi * var).sum(axis=1)[None, :]
+                       + (((points[:, None, :] - theta[None, :, :]) ** 2) / var[None, :, :])
+                       .sum(axis=2))
+    predicted = np.argmax(log_like + log_prior[None, :], axis=1) if len(points) else \
+        np.zeros(0, dtype=np.int64)
+    counts = np.bincount(predicted, minlength=len(log_prior))
+    out = Computed(rows=int(mask.sum()))
+    for c, n in enumerate(counts):
+        if 0 < n < small:
+            out.suppressed += 1
+            continue
+        out.values[("predicted", c)] = int(n)
     return out

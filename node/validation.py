@@ -10,7 +10,10 @@ Conventions:
 - rows are numbered 1-based in the order of the frame: row 1 is the first data row (in a
   CSV, the line after the header when the file has no blank lines);
 - missing values (NaN/None/NA, empty or blank text) are allowed everywhere except in the
-  ``dataset`` column; they are counted as missing by the statistics;
+  ``dataset`` column; they are counted as missing by the statistics. Missing values are
+  always found with ``isna()`` masks, never by turning values into text: pandas 2 turns NaN
+  into the text ``'nan'`` under ``astype(str)`` while pandas 3's ``str`` dtype keeps it
+  missing, and this module must behave the same under both;
 - columns the model does not know are ignored by the statistics and reported as
   *warnings* (they are often a misspelt header, after which the real variable looks
   entirely missing); with ``strict=True`` they are errors. Variables of the model that the
@@ -134,8 +137,23 @@ def coerce(df: pd.DataFrame, model: DataModel) -> pd.DataFrame:
                 missing = na | _blank_among(series, unknown)
             else:
                 missing = missing_mask(series)
-            out[code] = codes.mask(missing).astype("str")
+            out[code] = _text_series(codes, missing)
     return pd.DataFrame(out, index=df.index)
+
+
+def _text_dtype() -> Any:
+    """The dtype :func:`coerce` gives text: pandas' ``str`` where it keeps NaN missing
+    (pandas 3, or pandas 2 with ``future.infer_string``), plain ``object`` otherwise (pandas
+    2's ``str`` alias would turn NaN into the text ``'nan'``)."""
+    probe = pd.Series([np.nan], dtype=object).astype("str")
+    return "str" if bool(probe.isna().all()) else object
+
+
+def _text_series(codes: pd.Series, missing: np.ndarray) -> pd.Series:
+    """Text codes with NaN where ``missing`` (or already NA), in :func:`_text_dtype`."""
+    values = codes.to_numpy(dtype=object, na_value=np.nan, copy=True)
+    values[missing] = np.nan
+    return pd.Series(values, index=codes.index, dtype=_text_dtype())
 
 
 # --- scanning -----------------------------------------------------------------------------
@@ -212,18 +230,28 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
         if mask.any():
             found.append(_Finding(position, column, mask, describe))
 
-    na = series.isna().to_numpy(dtype=bool)
+    arrow = _arrow_text(series)
+    if arrow is not None:
+        na = np.asarray(arrow.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    else:
+        na = series.isna().to_numpy(dtype=bool)
     if column == DATASET:
         add(missing_mask(series), lambda i: "the row has no dataset")
     if var.is_categorical:
-        allowed = as_codes(series).isin(var.enumerations).to_numpy(dtype=bool)
+        if arrow is not None:  # all text: the codes are the values themselves
+            enums = pa.array(var.enumerations, type=arrow.type)
+            allowed = np.asarray(
+                pc.is_in(arrow, value_set=enums).to_numpy(zero_copy_only=False), dtype=bool
+            )
+        else:
+            allowed = as_codes(series).isin(var.enumerations).to_numpy(dtype=bool)
         shown = ", ".join(repr(c) for c in var.enumerations[:6])
         more = ", ..." if len(var.enumerations) > 6 else ""
         bad = ~na & ~allowed
         bad &= ~_blank_among(series, bad)
         add(bad, lambda i: f"value {value(i)} is not a code of ({shown}{more})")
     elif var.is_numeric:
-        values, bad = _numbers(series, na)
+        values, bad = _numbers(series, na, arrow)
         blank = _blank_among(series, bad)
         bad &= ~blank
         add(bad, lambda i: f"value {value(i)} is not a number")
@@ -259,17 +287,48 @@ def missing_mask(series: pd.Series) -> np.ndarray:
     missing: np.ndarray = np.asarray(series.isna(), dtype=bool)
     if pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
         return missing
-    if not isinstance(series.dtype, pd.StringDtype):
-        # objects (or categories): only real strings can be blank
-        is_str = series.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool, na_value=False)
-        if not is_str.any():
+    if not isinstance(series.dtype, pd.StringDtype) and not _all_text(series):
+        # mixed objects (or categories): only real strings can be blank; the others are
+        # left out here rather than stringified (pandas 2 would make NaN the text 'nan')
+        values = series.to_numpy(dtype=object, na_value=None)
+        index = np.flatnonzero([isinstance(v, str) for v in values])
+        if not len(index):
             return missing
-        series = series.where(is_str).astype("str")
+        series = pd.Series(values[index], dtype=object)
+        blank = np.zeros(len(missing), dtype=bool)
+        blank[index] = series.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
+        return np.asarray(missing | blank, dtype=bool)
     blank = series.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
     return np.asarray(missing | blank, dtype=bool)
 
 
-def _numbers(series: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _all_text(series: pd.Series) -> bool:
+    """Every present value is a ``str`` (also true when all are missing); fast, in C."""
+    if series.dtype != object:
+        return False
+    return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
+
+
+def _arrow_text(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
+    """The column as Arrow text if it holds only text (and missing values), else ``None``.
+
+    Its null mask is exactly ``isna()`` (NaN, None and NA are all null) and, for the object
+    columns pandas 2 reads text into, far cheaper to get than ``isna()`` itself.
+    """
+    if series.dtype != object and not isinstance(series.dtype, pd.StringDtype):
+        return None
+    try:
+        arrow = pa.array(series, from_pandas=True)
+    except (pa.ArrowException, ValueError, TypeError):
+        return None
+    if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):
+        return arrow
+    return None
+
+
+def _numbers(
+    series: pd.Series, missing: np.ndarray, arrow: pa.Array | pa.ChunkedArray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values, mask of present values that are not numbers)."""
     if pd.api.types.is_bool_dtype(series.dtype):
         return np.full(len(series), np.nan), ~missing
@@ -278,7 +337,8 @@ def _numbers(series: pd.Series, missing: np.ndarray) -> tuple[np.ndarray, np.nda
     values: np.ndarray | None = None
     try:
         # fast path: pyarrow parses a whole text column strictly, or fails on the first bad cell
-        arrow = pa.array(series, from_pandas=True)
+        if arrow is None:
+            arrow = pa.array(series, from_pandas=True)
         if not pa.types.is_boolean(arrow.type):
             values = pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowException, ValueError, TypeError):
@@ -311,7 +371,7 @@ def as_codes(series: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series.dtype):
         values = series.to_numpy("float64", na_value=np.nan)
         return pd.Series(_number_codes(values), index=series.index)
-    if isinstance(series.dtype, pd.StringDtype):
+    if isinstance(series.dtype, pd.StringDtype) or _all_text(series):
         return series
     return series.map(_code, na_action="ignore")
 

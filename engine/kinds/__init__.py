@@ -30,7 +30,7 @@ MAX_GRID = 100_000
 #: algorithm -> statistic kinds it may ask for (the first is its default)
 ALGORITHM_KINDS: dict[str, tuple[str, ...]] = {
     "count": ("count",),
-    "descriptive_stats": ("moments",),
+    "descriptive_stats": ("moments", "counts"),
     "histogram": ("counts",),
     "contingency_table": ("counts",),
     "chi_square": ("counts",),
@@ -46,7 +46,7 @@ ALGORITHM_KINDS: dict[str, tuple[str, ...]] = {
     "logistic_regression_cv": ("logistic", "logistic_eval"),
     "pca": ("crossprod",),
     "kmeans": ("kmeans", "moments"),
-    "naive_bayes_gaussian": ("moments",),
+    "naive_bayes_gaussian": ("moments", "gaussian_nb_predict"),
     "naive_bayes_categorical": ("counts",),
     "kaplan_meier": ("survival",),
     "logrank_test": ("survival",),
@@ -281,3 +281,27 @@ def _survival(spec: QuerySpec, model: ModelView) -> list[Slot]:
         for j in range(len(grid) + 1):
             slots += [Slot(("events", g, j), False), Slot(("censored", g, j), False)]
     return slots
+
+
+@register("gaussian_nb_predict")
+def _gaussian_nb_predict(spec: QuerySpec, model: ModelView) -> list[Slot]:
+    """How many complete-case rows a fitted Gaussian naive Bayes model assigns to each
+    class (rows with every feature present; the model comes with the query)."""
+    if not spec.variables:
+        raise QueryError("the model needs features")
+    for v in spec.variables:
+        check_variable(model, v, numeric=True)
+    classes = _param(spec, "classes")
+    if not isinstance(classes, list) or not 0 < len(classes) <= MAX_CENTERS:
+        raise QueryError(f"classes must be a list of 1 to {MAX_CENTERS} labels")
+    p = len(spec.variables)
+    for name in ("theta", "var"):
+        rows = _param(spec, name)
+        if not isinstance(rows, list) or len(rows) != len(classes):
+            raise QueryError(f"{name} must have one row per class")
+        for row in rows:
+            values = _number_list(row, name, p)
+            if name == "var" and min(values) <= 0:
+                raise QueryError("variances must be positive")
+    _number_list(_param(spec, "log_prior"), "log_prior", len(classes))
+    return [Slot(("predicted", c), False) for c in range(len(classes))]

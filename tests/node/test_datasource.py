@@ -41,6 +41,24 @@ def test_csv_cells_are_read_as_written(tmp_path: Path) -> None:
     assert df["code"].tolist() == ["NA", "null"]
 
 
+def test_rows_with_empty_trailing_cells_and_blank_lines_are_fine(tmp_path: Path) -> None:
+    # a short row is padded by pandas exactly like a row whose last cells are empty: only
+    # the latter is well formed, whatever the pandas version
+    path = _csv(tmp_path, 'a,b,dataset\n1,2,\n\n   \n3,,\n"4,5","x\ny",\n')
+    df = DataSource("csv", path=path).load()
+    assert df["a"].tolist() == ["1", "3", "4,5"] and df["b"].tolist()[2] == "x\ny"
+    assert df["dataset"].isna().all() and pd.isna(df["b"].iloc[1])
+    one_column = _csv(tmp_path, "dataset\nd1\n\nd2\n", "one.csv")
+    assert DataSource("csv", path=one_column).load()["dataset"].tolist() == ["d1", "d2"]
+
+
+def test_missing_cells_stay_missing_never_the_text_nan(tmp_path: Path) -> None:
+    path = _csv(tmp_path, "x,dataset\nnan,\n,d1\n")
+    df = DataSource("csv", path=path, dataset="site").load()
+    assert df["x"].tolist()[0] == "nan" and pd.isna(df["x"].iloc[1])
+    assert df["dataset"].tolist() == ["site", "d1"]
+
+
 def test_default_dataset_added_or_filled(tmp_path: Path) -> None:
     without = _csv(tmp_path, "age\n1\n2\n", "a.csv")
     df = DataSource("csv", path=without, dataset="site0").load()
@@ -91,6 +109,10 @@ def test_sql_table_name_is_never_spliced_into_sql(tmp_path: Path) -> None:
         (b"a,b\n1,caf\xe9\n", "not UTF-8"),
         (b"a,b,dataset\n1,2,d\n3,4\n", "line 3 has 2 field"),
         (b"a,b,dataset\n1,2,d\n3,4,d,9\n", "line 3 has 4 field"),
+        (b"a,b,dataset\n1,2,d,9\n3,4,d\n", "line 2 has 4 field"),  # not an implicit index
+        (b"a,b,dataset\r\n1,2,d\r\n\r\n3,4\r\n", "line 4 has 2 field"),
+        (b'a,b,dataset\n"1,5","x\ny",d\n3,""\n', "line 4 has 2 field"),
+        (b"a,b,dataset\n1,2,d\n3\n4,5,d\n", "line 3 has 1 field"),
         (b"a,a,dataset\n1,2,d\n", "'a' appears twice"),
         (b"a,,dataset\n1,2,d\n", "column 2 of the header has no name"),
         (b"\x00\x00\x00\x00,\x00\n", "binary"),

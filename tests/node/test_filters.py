@@ -151,6 +151,20 @@ def test_missing_values_never_match_a_comparison() -> None:
     assert _rows(parse_expression("missing_column != 1")) == []
 
 
+def test_missing_text_never_compares_as_nan() -> None:
+    # pandas 2's astype(str) makes a missing cell the text 'nan'; it must stay unknown
+    for dtype in (object, "str", "string"):
+        columns = {str(k): v.tolist() for k, v in _frame().items()}
+        columns["code"] = ["nan", None, np.nan, "x", "", "b"]
+        # built from lists: pandas 2's astype(str) would itself turn None into 'None'
+        df = pd.DataFrame({k: pd.Series(v, dtype=dtype) for k, v in columns.items()})
+        assert _rows(parse_expression("code == 'nan'"), df) == [1]
+        assert _rows(parse_expression("code != 'nan'"), df) == [4, 6]
+        assert _rows(parse_expression("code is null"), df) == [2, 3, 5]
+        assert _rows(parse_expression("code in ['nan', 'x']"), df) == [1, 4]
+        assert _rows(parse_expression("sex == 'nan' or sex != 'F'"), df) == [3, 5]
+
+
 def test_numbers_and_codes_on_raw_and_typed_frames() -> None:
     typed = _frame().assign(
         age=[61.5, np.nan, 70.0, 45.0, np.nan, 80.0],

@@ -18,6 +18,7 @@ from node.validation import (
     as_codes,
     check_valid,
     coerce,
+    missing_mask,
     validate,
 )
 
@@ -165,6 +166,58 @@ def test_coerce_types_for_statistics() -> None:
         coerce(_rows(age=["old", None, None]), _model())
     with pytest.raises(LocalDataError, match="'score'"):
         coerce(_rows(score=["1.5", None, None]), _model())
+
+
+def _missing_in_every_dtype() -> list[pd.DataFrame]:
+    """The same valid rows with missing cells, as pandas 2 and 3 may each hold them."""
+    text = {
+        "dataset": ["d1", "d2", "d1", "d2"],
+        "age": ["61.5", None, "", "7"],
+        "score": ["12", None, "3", " "],
+        "sex": ["F", None, "M", ""],
+        "stage": ["0", "2", None, " "],
+        "note": ["nan", None, "", "x"],
+    }
+    return [
+        pd.DataFrame(text, dtype=object),
+        pd.DataFrame(text, dtype=object).fillna(np.nan),
+        pd.DataFrame(text, dtype=object).fillna(pd.NA),
+        pd.DataFrame({k: pd.Series(v, dtype="str") for k, v in text.items()}),
+        pd.DataFrame({k: pd.Series(v, dtype="string") for k, v in text.items()}),
+        pd.DataFrame(text).assign(sex=pd.Categorical(["F", None, "M", None])),
+    ]
+
+
+def test_missing_values_are_never_stringified() -> None:
+    # pandas 2 turns NaN into 'nan' under astype(str), pandas 3 keeps it missing: either
+    # way a missing cell is missing and the text 'nan' is a value like any other
+    for df in _missing_in_every_dtype():
+        assert validate(df, _model(), strict=True) == []
+        out = coerce(df, _model())
+        assert out["sex"].isna().tolist() == [False, True, False, True]
+        assert out["stage"].isna().tolist() == [False, False, True, True]
+        assert out["note"].tolist()[0] == "nan" and out["note"].isna().tolist()[1:] == [
+            True, True, False
+        ]
+        assert out["score"].isna().tolist() == [False, True, False, True]
+        for code in ("sex", "stage", "note", "dataset"):
+            assert pd.api.types.is_string_dtype(out[code].dtype)
+            assert "nan" not in out[code].dropna().tolist()[1:]
+        assert validate(out, _model(), strict=True) == []
+        assert validate(df.assign(sex=["F", "nan", "M", None]), _model()) == [
+            Problem(2, "sex", "value 'nan' is not a code of ('F', 'M')")
+        ]
+
+
+def test_as_codes_and_missing_mask_keep_missing_missing() -> None:
+    for values in (["a", None, np.nan], ["a", pd.NA, None]):
+        for series in (pd.Series(values, dtype=object), pd.Series(values, dtype="string")):
+            codes = as_codes(series)
+            assert codes.iloc[0] == "a" and codes.iloc[1:].isna().all()
+            assert missing_mask(series).tolist() == [False, True, True]
+    mixed = pd.Series([1, " ", None, "x", np.nan], dtype=object)
+    assert missing_mask(mixed).tolist() == [False, True, True, False, True]
+    assert as_codes(mixed).tolist()[:2] == ["1", " "] and as_codes(mixed).iloc[2:3].isna().all()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,156 @@
+"""Histograms: counts per category, or per equal-width bin of a public range.
+
+One ``counts`` round: every node counts its rows per cell of a table whose shape depends
+only on the query and the data model (the variable's levels, or the bin edges; with
+``by``, a second axis of the grouping variable's levels), and only the secure sums leave
+the nodes.
+
+**Why a range must be given.** The bins of a numeric histogram are laid over ``range``: the
+query's, else the data model's declared ``min``/``max`` of the variable. The usual default,
+the data's own minimum and maximum (numpy's, and Exareme2's), is not offered: those are
+single patients' values, and publishing them (as the first and last bin edges) would
+release them. Declared bounds and researcher-chosen ranges are public. Rows outside the
+range, or missing the variable (or the ``by`` variable), are not counted; their number is
+in ``attrs["excluded"]``.
+
+**Small cells.** A node zeroes every cell in which it holds fewer rows than its policy's
+``small_cell_threshold`` (a node whose whole cohort is below its ``min_row_count`` adds
+nothing). Such cells show up as counts that are too low, possibly 0; how many node-level
+cells were zeroed is reported in ``attrs["suppressed"]`` (with a note) and in
+``attrs["federation"]``. A 0 count therefore means "no row, or only rows that some node
+did not release". With no suppression the counts equal ``numpy.histogram`` of the pooled
+values (bins ``[a, b)``, the last one ``[a, b]``), or ``value_counts`` per level.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import DegenerateInput, QueryError
+from engine.kinds import MAX_CELLS
+from fedtally.algorithms.common import check_privacy
+from fedtally.analyses import Analyses, FilterLike
+from node.kinds import PlanModel
+
+__all__ = ["histogram", "histogram_edges"]
+
+Bins = int | Sequence[float]
+
+
+def _finite_pair(value: Any, what: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise QueryError(f"{what} must be two numbers (low, high)") from exc
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise QueryError(f"{what} must be two finite numbers with low <= high")
+    return low, high
+
+
+def histogram_edges(variable: str, bins: Bins, range: tuple[float, float] | None,
+                    view: PlanModel) -> list[float]:
+    """The bin edges of a numeric histogram, as ``numpy.histogram_bin_edges`` lays them
+    (``linspace(low, high, bins + 1)``; an empty range widened by 0.5 each side), over
+    ``range`` or the data model's declared bounds; or ``bins`` itself when it lists edges."""
+    if not isinstance(bins, int | np.integer) or isinstance(bins, bool):
+        edges = [float(e) for e in bins]
+        if len(edges) < 2 or not all(math.isfinite(e) for e in edges) or any(
+                b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise QueryError("bin edges must be at least two increasing finite numbers")
+        return edges
+    if not 1 <= int(bins) <= MAX_CELLS:
+        raise QueryError(f"bins must be an integer from 1 to {MAX_CELLS}")
+    if range is None:
+        declared = view.model.variable(variable)
+        if declared.min is None or declared.max is None:
+            raise QueryError(
+                f"histogram of {variable!r}: give range=(low, high). The data model declares "
+                "no min/max for it, and the data's exact minimum and maximum are single "
+                "patients' values, so they are never computed or released")
+        range = (declared.min, declared.max)
+    low, high = _finite_pair(range, "range")
+    if low == high:  # numpy.histogram's rule for an empty range
+        low, high = low - 0.5, high + 0.5
+    return [float(e) for e in np.linspace(low, high, int(bins) + 1)]
+
+
+def histogram(fed: Analyses, variable: str, bins: Bins = 20,
+              range: tuple[float, float] | None = None, by: str | None = None, *,
+              datasets: Sequence[str] | None = None, filters: FilterLike = None,
+              data_model: str | None = None, privacy: Any = None) -> pd.DataFrame:
+    """Counts of ``variable``: per level of a categorical variable (levels from the data
+    model; columns ``category``, ``count``), or per bin of a numeric one (columns
+    ``bin_start``, ``bin_end``, ``count``). Numeric bins are ``bins`` equal-width bins over
+    ``range``, else over the data model's declared min/max; with neither, a
+    :class:`QueryError` asks for ``range``: the data's exact min and max are single
+    patients' values and are never used (see the module notes). ``bins`` may also list
+    the edges. With ``by`` (categorical), one block of rows per level of ``by``, in a first
+    column named after it.
+
+    ``attrs`` holds ``privacy``, ``federation``, ``suppressed`` (``{"cells": number of
+    node-level cells zeroed by the small-cell rule, "note": ...}``: such cells read 0 or
+    too low), ``excluded`` (rows missing a variable or outside the range) and, for numeric
+    bins, ``edges``. No rows at all raise :class:`DegenerateInput`.
+    """
+    mode = check_privacy(privacy)
+    view = PlanModel(fed.model(data_model))
+    for name in (variable, by):
+        if name is not None and not view.has_variable(name):
+            raise QueryError(f"unknown variable {name!r}")
+    if by is not None and (view.is_numeric(by) or by == variable):
+        raise QueryError(f"by must be a categorical variable other than {variable!r}")
+    numeric = view.is_numeric(variable)
+    if numeric:
+        edges: list[float] | None = histogram_edges(variable, bins, range, view)
+        axis: dict[str, Any] = {"var": variable, "edges": edges}
+        size = len(edges) - 1
+    else:
+        if range is not None:
+            raise QueryError(f"range applies to numeric variables; {variable!r} is categorical")
+        edges, axis, size = None, {"var": variable}, len(view.levels(variable))
+    axes = ([{"var": by}] if by is not None else []) + [axis]
+    stat = fed.statistic("histogram", variables=[variable] + ([by] if by else []),
+                         datasets=datasets, filters=filters, data_model=data_model,
+                         kind="counts", parameters={"axes": axes})
+    # the parameter ``range`` (numpy's name) hides the builtin here
+    groups: list[tuple[int, ...]] = ([(i,) for i in builtins.range(len(view.levels(by)))]
+                                     if by is not None else [()])
+    records = []
+    for group in groups:
+        for cell in builtins.range(size):
+            record: dict[str, Any] = {}
+            if by is not None:
+                record[by] = view.levels(by)[group[0]]
+            if edges is not None:
+                record["bin_start"], record["bin_end"] = edges[cell], edges[cell + 1]
+            else:
+                record["category"] = view.levels(variable)[cell]
+            record["count"] = stat.count(("cell", *group, cell))
+            records.append(record)
+    columns = ([by] if by else []) + (["bin_start", "bin_end"] if numeric else ["category"])
+    frame = pd.DataFrame.from_records(records, columns=[*columns, "count"])
+    frame["count"] = frame["count"].astype(np.int64)
+    federation = stat.federation
+    if int(frame["count"].sum()) == 0 and federation["cells_suppressed"] == 0:
+        raise DegenerateInput(
+            f"histogram of {variable!r}: no rows to count (the filter matched none, no value "
+            f"is in range, or every node's cohort was below its minimum: "
+            f"{federation['nodes_contributing']} of {federation['nodes_asked']} nodes "
+            "contributed)")
+    suppressed = federation["cells_suppressed"]
+    frame.attrs.update({
+        "privacy": mode, "federation": federation, "excluded": stat.count(("excluded",)),
+        "suppressed": {"cells": suppressed, "note": (
+            f"{suppressed} node-level cells below a node's small-cell threshold were zeroed; "
+            "the affected counts read 0 or too low" if suppressed else
+            "no cell was suppressed")}})
+    if edges is not None:
+        frame.attrs["edges"] = edges
+    return frame
+

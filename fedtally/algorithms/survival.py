@@ -1,0 +1,377 @@
+"""Kaplan-Meier survival curves and the log-rank test on a declared time grid.
+
+Nodes never release an individual's time. Each node counts, per group, the events and
+the censorings that fall in each interval of a public grid ``t_0 < t_1 < ... < t_m``
+(interval ``j`` is ``(t_{j-1}, t_j]``, interval 0 is everything up to ``t_0``, and one more
+interval holds the times past ``t_m``); only the secure sums of those counts leave the
+nodes. Everything below is computed from them:
+
+* at risk at ``t_j``: everyone whose time is past ``t_{j-1}``, i.e. the cohort minus the
+  events and censorings of the earlier intervals (a censoring tied with an event counts as
+  at risk, the usual convention and lifelines');
+* events at ``t_j``: the events in ``(t_{j-1}, t_j]``.
+
+**What the grid means.** Where the grid resolves every time (integer durations and the
+default whole-unit grid) each interval holds a single possible time, and the curve is the
+ordinary Kaplan-Meier estimate of the pooled rows, equal to lifelines' at every grid time.
+A coarser grid merges the times inside each interval: the estimate becomes the grouped
+(life-table-like) Kaplan-Meier at the grid points, a step of ``1 - d_j / n_j`` per
+interval, where ``n_j`` counts everyone still in follow-up at the start of the interval
+(those censored inside the interval count as at risk for all of it; there is no actuarial
+half-interval correction). It then differs from the fine estimate by at most the effect of
+the censorings inside each interval. Coarser grids are a privacy lever: fewer, larger
+counts, and no event time is known more precisely than its interval. Times past the last
+grid point count as at risk up to it and are never events (censored at the horizon).
+
+Groups (levels of ``by`` / ``group``) smaller than a node's ``small_cell_threshold`` are not
+released by that node (its rows of that group are left out, counted in
+``federation["cells_suppressed"]``); a node whose whole cohort is smaller than its
+``min_row_count`` contributes nothing (``federation["nodes_contributing"]``). Interval
+counts themselves are released as they are, which is why the grid matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from engine.errors import DegenerateInput, QueryError
+from engine.kinds import MAX_GRID
+from engine.plans import check_variable
+from fedtally.algorithms.common import check_privacy
+from fedtally.analyses import Analyses, FilterLike
+from fedtally.results import Statistic
+from node import filters as filter_trees
+from node.datamodel import DataModel
+from node.filters import Filter
+from node.kinds import PlanModel
+
+__all__ = ["KaplanMeierTable", "LogrankResult", "kaplan_meier", "logrank_test", "time_grid"]
+
+COLUMNS = ["time", "at_risk", "events", "censored", "survival", "ci_lower", "ci_upper"]
+
+
+class KaplanMeierTable(pd.DataFrame):
+    """A Kaplan-Meier table (a pandas DataFrame) that also carries how it was made:
+    ``privacy`` ({"mode": "exact"}), ``federation`` (nodes asked/answered/contributing,
+    cells suppressed), ``alpha`` of the confidence band; all kept in ``attrs`` too."""
+
+    @property
+    def _constructor(self) -> type[KaplanMeierTable]:
+        return KaplanMeierTable
+
+    @property
+    def federation(self) -> dict[str, int]:
+        return dict(self.attrs.get("federation", {}))
+
+    @property
+    def privacy(self) -> dict[str, Any]:
+        return dict(self.attrs.get("privacy", {}))
+
+    @property
+    def alpha(self) -> float:
+        return float(self.attrs.get("alpha", math.nan))
+
+
+@dataclass(frozen=True)
+class LogrankResult:
+    """The (multi-group) log-rank test on the grid."""
+
+    #: chi-square statistic: (O - E) V^-1 (O - E) over all groups but the last
+    statistic: float
+    #: upper tail of the chi-square distribution with ``dof`` degrees of freedom
+    pvalue: float
+    #: number of groups with rows, minus one
+    dof: int
+    #: events per group (within the grid)
+    observed: pd.Series
+    #: expected events per group under equal hazards
+    expected: pd.Series
+    #: rows per group
+    nobs: pd.Series
+    privacy: dict[str, Any]
+    federation: dict[str, int]
+
+
+# --- the grid ---------------------------------------------------------------------------
+
+
+def time_grid(model: DataModel, duration: str, times: Any = None,
+              horizon: float | None = None) -> list[float]:
+    """The public time grid: ``times`` (increasing numbers) if given; else, for an ``int``
+    duration, every whole unit from the model's min (or 0) to its max, or to
+    ``ceil(horizon)`` when ``horizon`` is given. A ``real`` duration needs ``times``."""
+    check_variable(PlanModel(model), duration, numeric=True)
+    if times is not None:
+        if horizon is not None:
+            raise QueryError("give times= or horizon=, not both")
+        return _explicit_grid(times)
+    variable = model.variable(duration)
+    if variable.sql_type != "int":
+        raise QueryError(f"{duration!r} is a real-valued duration: give the time grid "
+                         "(times=[...]), it has no whole-unit resolution")
+    start = math.floor(variable.min) if variable.min is not None else 0
+    if horizon is not None:
+        if isinstance(horizon, bool) or not isinstance(horizon, int | float) \
+                or not math.isfinite(horizon):
+            raise QueryError("horizon must be a finite number")
+        stop = math.ceil(horizon)
+    elif variable.max is None:
+        raise QueryError(f"the data model gives no maximum for {duration!r}: pass the time "
+                         "grid (times=[...]) or horizon= (the last time of interest)")
+    else:
+        stop = math.floor(variable.max)
+    if stop < start:
+        raise QueryError(f"the grid for {duration!r} would be empty ({start} to {stop})")
+    if stop - start + 1 > MAX_GRID:
+        raise QueryError(f"{duration!r} spans {stop - start + 1} whole units; at most "
+                         f"{MAX_GRID} grid points: pass a coarser times=[...]")
+    return [float(t) for t in range(start, stop + 1)]
+
+
+def _explicit_grid(times: Any) -> list[float]:
+    try:
+        values = np.asarray(times, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise QueryError("times must be increasing numbers") from exc
+    if values.size == 0 or values.size > MAX_GRID or not np.all(np.isfinite(values)) \
+            or np.any(np.diff(values) <= 0):
+        raise QueryError(f"times must be 1 to {MAX_GRID} finite, strictly increasing numbers")
+    return [float(v) for v in values]
+
+
+# --- the query ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Pooled counts of one group: per grid interval (plus the one past the grid)."""
+
+    events: np.ndarray
+    censored: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.events.sum() + self.censored.sum())
+
+    def at_risk(self) -> np.ndarray:
+        """At risk at each grid time: the rows not yet out in an earlier interval."""
+        gone = np.concatenate([[0], np.cumsum(self.events + self.censored)[:-2]])
+        return self.rows - gone
+
+
+def _query(fed: Analyses, algorithm: str, duration: str, event: str, by: str | None,
+           times: Any, horizon: float | None, event_level: str | None,
+           datasets: Sequence[str] | None, filters: FilterLike, data_model: str | None
+           ) -> tuple[list[float], Statistic, dict[str | None, _Counts]]:
+    # Analyses.model, not fed.model: SimulatedFederation shadows the method with an attribute
+    model = Analyses.model(fed, data_model)
+    view = PlanModel(model)
+    check_variable(view, event)
+    if by is not None:
+        check_variable(view, by, numeric=False)
+    if view.is_numeric(event):
+        if event_level not in (None, 1):
+            raise QueryError(f"the numeric event {event!r} holds 0/1: event_level must be "
+                             "None (or 1)")
+        event_level = None
+    elif event_level is None or str(event_level) not in view.levels(event):
+        raise QueryError(f"name the event_level of the categorical {event!r} "
+                         f"(one of {list(view.levels(event))})")
+    grid = time_grid(model, duration, times, horizon)
+    parameters: dict[str, Any] = {"duration": duration, "event": event, "grid": grid}
+    if event_level is not None:
+        parameters["event_level"] = str(event_level)
+    if not view.is_numeric(event):
+        filters = _and_present(filters, event, view.levels(event))
+    stat = fed.statistic(algorithm, by=by, datasets=datasets, filters=filters,
+                         data_model=data_model, kind="survival", parameters=parameters)
+    groups: tuple[str | None, ...] = (None,) if by is None else view.levels(by)
+    size = len(grid) + 1
+    counts = {}
+    for g in groups:
+        block = _Counts(np.array([stat.count(("events", g, j)) for j in range(size)], np.int64),
+                        np.array([stat.count(("censored", g, j)) for j in range(size)],
+                                 np.int64))
+        if block.rows > 0:  # levels without rows (or suppressed everywhere) are left out
+            counts[g] = block
+    if not counts:
+        raise DegenerateInput(f"no rows with {duration!r} and {event!r} present were "
+                              f"released ({_who(stat)})")
+    return grid, stat, counts
+
+
+def _and_present(filters: FilterLike, variable: str, levels: Sequence[str]) -> Filter:
+    """``filters`` and "``variable`` holds one of its levels". Rows missing a categorical
+    event must be left out; node.validation.coerce currently turns missing text into the
+    string "nan" (pandas 2 ``astype("str")``), which the node's complete-case test keeps,
+    so the selection is spelled out here."""
+    present = filter_trees.Membership(variable, tuple(levels))
+    if filters is None:
+        return present
+    if isinstance(filters, filter_trees.Filter):
+        tree = filters
+    elif isinstance(filters, str):
+        tree = filter_trees.parse_expression(filters)
+    elif isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
+        tree = filter_trees.parse_querybuilder(filters)
+    else:
+        tree = filter_trees.from_json(filters)
+    return filter_trees.And((tree, present))
+
+
+def _who(stat: Statistic) -> str:
+    f = stat.federation
+    return (f"{f['nodes_contributing']} of {f['nodes_answered']} nodes contributed, "
+            f"{f['cells_suppressed']} small groups suppressed")
+
+
+# --- Kaplan-Meier -------------------------------------------------------------------------
+
+
+def kaplan_meier(fed: Analyses, duration: str, event: str, by: str | None = None,
+                 times: Any = None, *, event_level: str | None = None,
+                 horizon: float | None = None, alpha: float = 0.05,
+                 datasets: Sequence[str] | None = None, filters: FilterLike = None,
+                 data_model: str | None = None, privacy: Any = None) -> KaplanMeierTable:
+    """The Kaplan-Meier estimate at each point of the time grid (see the module docstring
+    for the grid and what a coarser one means), per level of ``by`` if given.
+
+    ``event`` is a 0/1 numeric variable, or a categorical one with ``event_level`` naming
+    the level that is an event. Rows missing the duration, the event (or ``by``) are left
+    out. Returns one row per grid time (a block per group, with a ``group`` column, when
+    ``by`` is given; groups without rows are left out): ``time``; ``at_risk``; ``events``
+    and ``censored`` in ``(previous grid time, time]``; ``survival``; ``ci_lower`` and
+    ``ci_upper``, the pointwise ``1 - alpha`` interval from Greenwood's variance on the
+    log(-log) scale (Kalbfleisch & Prentice 2002, sec. 1.4; the "exponential Greenwood"
+    interval lifelines' KaplanMeierFitter reports): with ``V = sum d / (n (n - d))``,
+    ``S ** exp(+-z sqrt(V) / log S)``; it is (1, 1) while S = 1 and (0, 0) once S = 0.
+    """
+    privacy_info = check_privacy(privacy)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise QueryError("alpha must be in (0, 1)")
+    grid, stat, counts = _query(fed, "kaplan_meier", duration, event, by, times, horizon,
+                                event_level, datasets, filters, data_model)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    blocks = []
+    for group, block in counts.items():
+        frame = _km_block(grid, block, z)
+        if by is not None:
+            frame.insert(0, "group", group)
+        blocks.append(frame)
+    table = KaplanMeierTable(pd.concat(blocks, ignore_index=True))
+    table.attrs.update({"privacy": privacy_info, "federation": stat.federation,
+                        "alpha": float(alpha), "by": by})
+    return table
+
+
+def _km_block(grid: list[float], counts: _Counts, z: float) -> pd.DataFrame:
+    m = len(grid)
+    n = counts.at_risk()[:m].astype(np.float64)
+    d = counts.events[:m].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(n > 0, 1.0 - d / n, 1.0)
+        # Greenwood's terms; an interval that empties the risk set (d = n) adds 0, as in
+        # lifelines (S is then 0 and so is its interval)
+        terms = np.where(n > d, d / (n * (n - d)), 0.0)
+    survival = np.cumprod(factor)
+    variance = np.cumsum(terms)
+    lower, upper = _loglog_interval(survival, variance, z)
+    return pd.DataFrame({
+        "time": np.asarray(grid, dtype=np.float64),
+        "at_risk": counts.at_risk()[:m].astype(np.int64),
+        "events": counts.events[:m].astype(np.int64),
+        "censored": counts.censored[:m].astype(np.int64),
+        "survival": survival, "ci_lower": lower, "ci_upper": upper,
+    }, columns=COLUMNS)
+
+
+def _loglog_interval(survival: np.ndarray, variance: np.ndarray, z: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    lower = np.ones_like(survival)
+    upper = np.ones_like(survival)
+    inside = (survival > 0) & (survival < 1)
+    log_s = np.log(survival[inside])
+    spread = z * np.sqrt(variance[inside]) / log_s  # negative: log S < 0
+    base = np.log(-log_s)
+    lower[inside] = np.exp(-np.exp(base - spread))
+    upper[inside] = np.exp(-np.exp(base + spread))
+    lower[survival <= 0] = 0.0
+    upper[survival <= 0] = 0.0
+    return lower, upper
+
+
+# --- log-rank -----------------------------------------------------------------------------
+
+
+def logrank_test(fed: Analyses, duration: str, event: str, group: str, times: Any = None, *,
+                 event_level: str | None = None, horizon: float | None = None,
+                 datasets: Sequence[str] | None = None, filters: FilterLike = None,
+                 data_model: str | None = None, privacy: Any = None) -> LogrankResult:
+    """The log-rank test of equal survival across the levels of ``group`` (the multi-group
+    test of Mantel 1966; for two groups the usual log-rank test), on the time grid: at
+    each grid time with events, group k expects ``d n_k / n`` of the ``d`` events, and
+
+        V_kl = sum d (n - d) / (n - 1) * (n_k / n) * (delta_kl - n_l / n),
+
+    statistic = (O - E) V^-1 (O - E) over all groups but one, chi-square with groups - 1
+    degrees of freedom (as lifelines' ``multivariate_logrank_test``). Events past the
+    grid are not counted (as lifelines' ``t_0``). Levels without rows are left out; fewer
+    than two groups, or no events, raise :class:`DegenerateInput`.
+    """
+    privacy_info = check_privacy(privacy)
+    grid, stat, counts = _query(fed, "logrank_test", duration, event, group, times,
+                                horizon, event_level, datasets, filters, data_model)
+    if len(counts) < 2:
+        raise DegenerateInput(f"the log-rank test needs two groups with rows; {group!r} has "
+                              f"{len(counts)} ({_who(stat)})")
+    m = len(grid)
+    names = [str(g) for g in counts]
+    at_risk = np.array([c.at_risk()[:m] for c in counts.values()], dtype=np.float64)
+    events = np.array([c.events[:m] for c in counts.values()], dtype=np.float64)
+    observed, expected, variance = _logrank_sums(at_risk, events)
+    if observed.sum() == 0:
+        raise DegenerateInput("the log-rank test needs events; there are none on the grid")
+    k = len(names) - 1
+    sub = variance[:k, :k]
+    if np.linalg.matrix_rank(sub) < k:
+        raise DegenerateInput("the log-rank variance is singular: some group has nobody at "
+                              "risk alongside the others at any event time")
+    diff = (observed - expected)[:k]
+    statistic = float(diff @ np.linalg.solve(sub, diff))
+    return LogrankResult(
+        statistic=statistic, pvalue=float(stats.chi2.sf(statistic, k)), dof=k,
+        observed=pd.Series(observed, index=names, name="observed"),
+        expected=pd.Series(expected, index=names, name="expected"),
+        nobs=pd.Series([c.rows for c in counts.values()], index=names, name="nobs",
+                       dtype=np.int64),
+        privacy=privacy_info, federation=stat.federation)
+
+
+def _logrank_sums(at_risk: np.ndarray, events: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed and expected events per group and the covariance of O - E, from the
+    groups x times matrices of at-risk and event counts (times without events add 0)."""
+    n = at_risk.sum(axis=0)
+    d = events.sum(axis=0)
+    used = (d > 0) & (n > 0)
+    n, d, nk, dk = n[used], d[used], at_risk[:, used], events[:, used]
+    share = nk / n
+    # the hypergeometric factor; an event time with a single subject at risk adds 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(n > 1, d * (n - d) / (n - 1), 0.0)
+    groups = at_risk.shape[0]
+    observed = np.array([math.fsum(row) for row in dk])
+    expected = np.array([math.fsum(row * d) for row in share])
+    variance = np.empty((groups, groups))
+    for a in range(groups):
+        for b in range(groups):
+            cross = share[a] * ((a == b) - share[b]) * spread
+            variance[a, b] = math.fsum(cross)
+    return observed, expected, variance
