@@ -32,8 +32,9 @@ NOT_RELEASED = {
     "support_vectors": "support vectors are patient rows",
 }
 ALL_DATASETS = "all datasets"
-#: Exareme2 withholds a variable's statistics below this many data points (MIP default)
-MIN_DATAPOINTS = 10
+#: Exareme2 reports no statistics (None) for a variable without data points in a dataset;
+#: small cohorts are the nodes' business (their min_row_count and small-cell rules)
+MIN_DATAPOINTS = 1
 
 
 @dataclass(frozen=True)
@@ -98,62 +99,89 @@ def _not_null(variables: Sequence[str], filters: Any) -> dict[str, Any]:
 
 def _describe(fed: Analyses, req: Request, variables: list[str], filters: Any
               ) -> list[dict[str, Any]]:
+    """Exareme2's descriptive statistics: per dataset, a variable without data points is
+    None; "all datasets" pools the datasets that were not None."""
     view = PlanModel(fed.model(req.data_model))
     numeric = [v for v in variables if view.has_variable(v) and view.is_numeric(v)]
     categorical = [v for v in variables if v not in numeric]
-    records: dict[tuple[str, str], dict[str, Any] | None] = {}
-    scopes = [*req.datasets, ALL_DATASETS]
     rows_stat = fed.statistic("descriptive_stats", variables=numeric or [variables[0]],
                               datasets=req.datasets, filters=filters,
                               data_model=req.data_model)
-
-    def rows(datasets: list[str]) -> int:
-        return sum(rows_stat.count(("rows", d, None)) for d in datasets)
-
+    # per (variable, dataset): data points, total rows, and the pieces to pool
+    cells: dict[tuple[str, str], tuple[int, int, Any]] = {}
     for variable in numeric:
-        for scope in scopes:
-            chosen = req.datasets if scope == ALL_DATASETS else [scope]
-            n = sum(rows_stat.count(("count", d, None, variable)) for d in chosen)
-            s = sum((rows_stat.exact(("sum", d, None, variable)) for d in chosen), Fraction(0))
-            ss = sum((rows_stat.exact(("sumsq", d, None, variable)) for d in chosen), Fraction(0))
-            total = rows(chosen)
-            if n < MIN_DATAPOINTS:
-                records[(variable, scope)] = None
-                continue
-            mean, std = moments(n, s, ss)
-            records[(variable, scope)] = {"num_dtps": n, "num_na": total - n,
-                                          "num_total": total, "mean": mean, "std": std}
+        for d in req.datasets:
+            n = rows_stat.count(("count", d, None, variable))
+            pieces = (rows_stat.exact(("sum", d, None, variable)),
+                      rows_stat.exact(("sumsq", d, None, variable)))
+            cells[(variable, d)] = (n, rows_stat.count(("rows", d, None)), pieces)
+    dataset_levels = view.levels("dataset")
     for variable in categorical:
         levels = view.levels(variable)
         table = fed.statistic("descriptive_stats", kind="counts", datasets=req.datasets,
                               filters=filters, data_model=req.data_model,
                               parameters={"axes": [{"var": "dataset"}, {"var": variable}]})
-        dataset_levels = view.levels("dataset")
-        for scope in scopes:
-            chosen = req.datasets if scope == ALL_DATASETS else [scope]
-            counts = {level: sum(table.count(("cell", dataset_levels.index(d), j))
-                                 for d in chosen) for j, level in enumerate(levels)}
-            n = sum(counts.values())
-            if n < MIN_DATAPOINTS:
-                records[(variable, scope)] = None
-                continue
-            total = rows(chosen)
-            records[(variable, scope)] = {"num_dtps": n, "num_na": total - n, "num_total": total,
-                                          "counts": {k: v for k, v in counts.items() if v}}
-    order = [(v, s) for s in scopes for v in variables]
-    return [{"variable": v, "dataset": s, "data": records[(v, s)]} for v, s in order]
+        for d in req.datasets:
+            counts = {level: table.count(("cell", dataset_levels.index(d), j))
+                      for j, level in enumerate(levels)}
+            cells[(variable, d)] = (sum(counts.values()), rows_stat.count(("rows", d, None)),
+                                    counts)
+
+    def record(variable: str, chosen: list[tuple[int, int, Any]]) -> dict[str, Any] | None:
+        n = sum(c[0] for c in chosen)
+        if n < MIN_DATAPOINTS:
+            return None
+        total = sum(c[1] for c in chosen)
+        out: dict[str, Any] = {"num_dtps": n, "num_na": total - n, "num_total": total}
+        if variable in numeric:
+            s = sum((c[2][0] for c in chosen), Fraction(0))
+            ss = sum((c[2][1] for c in chosen), Fraction(0))
+            mean, std = moments(n, s, ss)
+            # Exareme2 writes null where a statistic is undefined (one data point)
+            out["mean"], out["std"] = _json_number(mean), _json_number(std)
+        else:
+            pooled: dict[str, int] = {}
+            for c in chosen:
+                for level, count in c[2].items():
+                    pooled[level] = pooled.get(level, 0) + count
+            out["counts"] = {k: v for k, v in pooled.items() if v}
+        return out
+
+    records: list[dict[str, Any]] = []
+    kept: dict[str, list[tuple[int, int, Any]]] = {v: [] for v in variables}
+    for d in req.datasets:
+        for variable in variables:
+            data = record(variable, [cells[(variable, d)]])
+            if data is not None:
+                kept[variable].append(cells[(variable, d)])
+            records.append({"variable": variable, "dataset": d, "data": data})
+    for variable in variables:
+        records.append({"variable": variable, "dataset": ALL_DATASETS,
+                        "data": record(variable, kept[variable])})
+    return records
 
 
 @handles("descriptive_stats")
 def _descriptive_stats(fed: Analyses, req: Request) -> dict[str, Any]:
-    variables = req.y + req.x
+    # Exareme2 leaves the dataset column itself out of the statistics
+    variables = [v for v in req.y + req.x if v != "dataset"]
     if not variables:
         raise QueryError("descriptive_stats needs variables in y or x")
     return {"variable_based": _describe(fed, req, variables, req.filters),
             "model_based": _describe(fed, req, variables, _not_null(variables, req.filters))}
 
 
-def is_close(ours: float, theirs: float, rel: float = 1e-6, abs_: float = 1e-9) -> bool:
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def is_close(ours: float | None, theirs: float | str | None, rel: float = 1e-6,
+             abs_: float = 1e-9) -> bool:
+    """Exareme2's tolerance (relative 1e-6, absolute 1e-9 by default); None and NaN are
+    both "undefined"; Exareme2 writes infinities as strings."""
+    if ours is None or theirs is None:
+        return (ours is None or math.isnan(ours)) and (
+            theirs is None or (isinstance(theirs, float) and math.isnan(theirs)))
     if isinstance(theirs, str):
         theirs = float(theirs)
     if math.isnan(theirs) or math.isnan(ours):
