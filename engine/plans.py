@@ -10,6 +10,7 @@ layout in :mod:`engine.kinds`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 REAL_FRAC_BITS = 48
 #: a node's local real sum must satisfy |S| < 2^REAL_INT_BITS or the node refuses the query
 REAL_INT_BITS = 62
+#: DP slots are encoded in units of (row bound) / 2^DP_FRAC_BITS: far below the noise
+DP_FRAC_BITS = 20
 #: the protocol's ceiling on participants, used for ring planning
 MAX_PARTICIPANTS = 1024
 MAX_SLOTS = 1 << 21
@@ -46,17 +49,40 @@ class ModelView(Protocol):
 
     def has_variable(self, code: str) -> bool: ...
 
+    def bounds(self, code: str) -> tuple[float, float] | None: ...
+
 
 @dataclass(frozen=True)
 class Slot:
     key: Key
     real: bool
+    #: DP only: the most one row can add to this slot (|value| bound after clipping); the
+    #: slot is encoded in units of bound / 2^frac_bits so that every slot has the same
+    #: sensitivity and one noise scale fits the vector
+    bound: float = 1.0
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """The distributed discrete Gaussian every node adds (see privacy/calibration.py)."""
+
+    rho: float
+    #: honest nodes assumed to survive a round; their shares alone give rho-zCDP
+    honest: int
+    #: slots one row can change (each by at most its bound)
+    rows_touch: int
+    sensitivity_l2: float
+    sigma_share: float
+    #: standard deviation of one node's share (the discrete Gaussian's exact std)
+    share_std: float
 
 
 @dataclass(frozen=True)
 class Layout:
     slots: tuple[Slot, ...]
     ring_bits: int
+    frac_bits: int = REAL_FRAC_BITS
+    noise: NoisePlan | None = None
 
     @property
     def length(self) -> int:
@@ -64,6 +90,10 @@ class Layout:
 
     def index(self) -> dict[Key, int]:
         return {slot.key: i for i, slot in enumerate(self.slots)}
+
+    def noisy(self, slot: Slot) -> bool:
+        """Bookkeeping slots are public facts; every other slot carries noise in DP mode."""
+        return self.noise is not None and slot.key not in (NODES_CONTRIBUTING, CELLS_SUPPRESSED)
 
 
 def ring_bits_for(slots: Sequence[Slot], max_rows_per_node: int) -> int:
@@ -99,12 +129,51 @@ def groups(spec: QuerySpec, model: ModelView) -> tuple[str | None, ...]:
     return (None,) if spec.by is None else (None, *model.levels(spec.by))
 
 
-def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int) -> Layout:
-    from engine.kinds import KINDS
+def variable_bound(spec: QuerySpec, model: ModelView, code: str) -> float:
+    """max(|low|, |high|) of a numeric variable, from the query's bounds or the data model.
+    In DP mode these are the clipping bounds, hence the sensitivity."""
+    declared = spec.privacy.get("bounds", {}).get(code)
+    pair = tuple(declared) if declared is not None else model.bounds(code)
+    if pair is None:
+        raise QueryError(f"no bounds for {code!r}: the data model declares no min/max, so "
+                         f"pass bounds={{{code!r}: (low, high)}} with the DP request")
+    return float(max(abs(pair[0]), abs(pair[1]), 1e-300))
+
+
+def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int, *,
+           honest_nodes: int = 1) -> Layout:
+    from engine.kinds import DP_PROFILES, KINDS
 
     check_common(spec, model)
     slots = list(KINDS[spec.kind](spec, model))
-    slots += [Slot(NODES_CONTRIBUTING, False), Slot(CELLS_SUPPRESSED, False)]
-    if len(slots) > MAX_SLOTS:
+    if len(slots) + 2 > MAX_SLOTS:
         raise QueryError(f"the query needs {len(slots)} values; at most {MAX_SLOTS} are allowed")
-    return Layout(tuple(slots), ring_bits_for(slots, max_rows_per_node))
+    bookkeeping = [Slot(NODES_CONTRIBUTING, False), Slot(CELLS_SUPPRESSED, False)]
+    if spec.privacy.get("mode") != "dp":
+        slots += bookkeeping
+        return Layout(tuple(slots), ring_bits_for(slots, max_rows_per_node))
+    profile = DP_PROFILES.get(spec.kind)
+    if profile is None:
+        raise QueryError(f"{spec.algorithm} does not offer differential privacy yet")
+    scale_of, rows_touch = profile(spec, model)
+    slots = [Slot(s.key, s.real, scale_of(s.key)) for s in slots] + bookkeeping
+    return _dp_layout(spec, slots, rows_touch, max_rows_per_node, honest_nodes)
+
+
+def _dp_layout(spec: QuerySpec, slots: list[Slot], rows_touch: int, max_rows_per_node: int,
+               honest_nodes: int) -> Layout:
+    from privacy.calibration import discrete_gaussian_variance, share_sigma
+    from privacy.noise import tail_bound
+
+    rho = float(spec.privacy["rho"])
+    unit = 1 << DP_FRAC_BITS
+    # every noisy slot moves by at most `unit` when one row is added or removed
+    sensitivity = unit * math.sqrt(rows_touch)
+    noisy = len(slots) - 2
+    sigma = share_sigma(rho, sensitivity, honest_nodes, dim=noisy)
+    share_std = math.sqrt(discrete_gaussian_variance(sigma))
+    tail = tail_bound(sigma, MAX_PARTICIPANTS, dim=noisy)
+    bound = max_rows_per_node * unit * MAX_PARTICIPANTS + tail + unit
+    bits = plan_ring(-bound, bound).bits
+    noise = NoisePlan(rho, honest_nodes, rows_touch, sensitivity, sigma, share_std)
+    return Layout(tuple(slots), bits, DP_FRAC_BITS, noise)

@@ -20,7 +20,8 @@ from engine.errors import QueryError
 MAX_SPEC_BYTES = 256 * 1024
 MAX_VARIABLES = 512
 MAX_DATASETS = 512
-PRIVACY_MODES = ("exact",)
+PRIVACY_MODES = ("exact", "dp")
+MAX_RHO = 1e6
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -38,6 +39,32 @@ def _names(value: Any, what: str, maximum: int) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise QueryError(f"{what} lists a name twice")
     return tuple(value)
+
+
+def check_privacy_spec(privacy: Any) -> None:
+    """``{"mode": "exact"}`` or ``{"mode": "dp", "rho": r, "bounds": {var: [lo, hi]}}``
+    (epsilon and delta may ride along for people; rho is what is calibrated and charged)."""
+    if not isinstance(privacy, Mapping) or privacy.get("mode") not in PRIVACY_MODES:
+        raise QueryError(f"privacy mode must be one of {PRIVACY_MODES}")
+    if privacy["mode"] == "exact":
+        if set(privacy) != {"mode"}:
+            raise QueryError("exact mode takes no privacy parameters")
+        return
+    unknown = set(privacy) - {"mode", "rho", "epsilon", "delta", "bounds"}
+    if unknown:
+        raise QueryError(f"unknown privacy fields {sorted(unknown)}")
+    rho = privacy.get("rho")
+    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho <= MAX_RHO \
+            or rho != rho:
+        raise QueryError("a DP query needs rho > 0 (finite)")
+    bounds = privacy.get("bounds", {})
+    if not isinstance(bounds, Mapping):
+        raise QueryError("bounds map variables to [low, high]")
+    for variable, pair in bounds.items():
+        if (not isinstance(pair, list | tuple) or len(pair) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v == v
+                           and abs(v) < float("inf") for v in pair) or pair[0] > pair[1]):
+            raise QueryError(f"bounds of {variable!r} must be [low, high] with low <= high")
 
 
 @dataclass(frozen=True)
@@ -78,8 +105,7 @@ class QuerySpec:
             _names([self.by], "by", 1)
             if self.by in self.variables:
                 raise QueryError(f"{self.by!r} cannot be both a variable and the grouping")
-        if not isinstance(self.privacy, Mapping) or self.privacy.get("mode") not in PRIVACY_MODES:
-            raise QueryError(f"privacy mode must be one of {PRIVACY_MODES} for now")
+        check_privacy_spec(self.privacy)
         if not isinstance(self.parameters, Mapping):
             raise QueryError("parameters must be a JSON object")
         try:

@@ -35,8 +35,8 @@ from engine.errors import (
 from engine.manifest import Manifest
 from engine.plans import Layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.service_messages import Catalog as CatalogReply
 from engine.service_messages import (
-    Catalog,
     CatalogRequest,
     ErrorNotice,
     Progress,
@@ -44,7 +44,7 @@ from engine.service_messages import (
     QueryResult,
 )
 from engine.transport import MAX_FRAME, error_from_notice
-from fedtally.analyses import Analyses
+from fedtally.catalog import Catalog
 from node.datamodel import DataModel
 from node.transport import open_session
 
@@ -54,7 +54,7 @@ DEFAULT_TIMEOUT_S = 600.0
 
 
 
-class Federation(Analyses):
+class Federation(Catalog):
     """A connection to a federation, as a researcher."""
 
     def __init__(self, url: str, key: KeyFile, manifest: Manifest, ssl_context: Any, *,
@@ -180,7 +180,7 @@ class Federation(Analyses):
 
     def catalog(self) -> dict[str, Any]:
         """Raw catalog: per online node, its data models and the datasets it holds."""
-        reply: Catalog = self._call(self._request(CatalogRequest))
+        reply: CatalogReply = self._call(self._request(CatalogRequest))
         catalog = json.loads(reply.catalog)
         for node in catalog["nodes"].values():
             for name, entry in node["data_models"].items():

@@ -21,7 +21,7 @@ from engine.plans import Layout
 from engine.query import QuerySpec, canonical_json
 from engine.service_messages import QueryResult
 from engine.simulate import run_round
-from fedtally.analyses import Analyses
+from fedtally.catalog import Catalog
 from node.datamodel import DATASET, DataModel
 from node.policy import Policy
 from node.statistics import local_vector
@@ -30,7 +30,7 @@ from node.validation import check_valid, coerce
 FEDERATION_ID = "simulated"
 
 
-class SimulatedFederation(Analyses):
+class SimulatedFederation(Catalog):
     """``data`` maps node names to DataFrames (a missing ``dataset`` column gets the node's
     name). ``data_model`` defaults to one inferred from all the data (trial use only)."""
 

@@ -41,6 +41,12 @@ class PlanModel:
     def levels(self, code: str) -> tuple[str, ...]:
         return self.model.variable(code).enumerations
 
+    def bounds(self, code: str) -> tuple[float, float] | None:
+        variable = self.model.variable(code)
+        if variable.min is None or variable.max is None:
+            return None
+        return variable.min, variable.max
+
 
 @dataclass
 class Computed:
@@ -202,10 +208,25 @@ def _moments(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small: int) 
     return out
 
 
+def _indicator(term: Term) -> bool:
+    if "level" in term:
+        return True
+    return "product" in term and all(_indicator(f) for f in term["product"])
+
+
 @computes("crossprod")
 def _crossprod(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small: int) -> Computed:
-    matrix, mask = design(spec.parameters["terms"], rows, model)
+    terms = spec.parameters["terms"]
+    matrix, mask = design(terms, rows, model)
     out = Computed(rows=int(mask.sum()))
+    # an indicator's diagonal entry is a cell count: a node with a small cell releases none
+    # of the matrix (the same rule as for tables)
+    for i, term in enumerate(terms):
+        if _indicator(term) and 0 < int(matrix[:, i].sum()) < small:
+            out.suppressed += 1
+    if out.suppressed:
+        out.rows = 0
+        return out
     for fold, in_fold in _fold_masks(spec, rows[mask], train=False):
         part = matrix[in_fold]
         out.values[("n", fold)] = int(part.shape[0])

@@ -12,9 +12,9 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from engine.design import check_terms
+from engine.design import Term, check_terms, design_variables
 from engine.errors import QueryError
-from engine.plans import ModelView, Slot, check_variable, groups
+from engine.plans import Key, ModelView, Slot, check_variable, groups, variable_bound
 
 if TYPE_CHECKING:
     from engine.query import QuerySpec
@@ -305,3 +305,79 @@ def _gaussian_nb_predict(spec: QuerySpec, model: ModelView) -> list[Slot]:
                 raise QueryError("variances must be positive")
     _number_list(_param(spec, "log_prior"), "log_prior", len(classes))
     return [Slot(("predicted", c), False) for c in range(len(classes))]
+
+
+# --- differential privacy: per kind, each slot's per-row bound and how many slots one row
+# can change (add/remove-one-row neighbours). Kinds absent here do not offer DP yet. ---------
+
+DPProfile = Callable[["QuerySpec", ModelView], tuple[Callable[[Key], float], int]]
+DP_PROFILES: dict[str, DPProfile] = {}
+
+
+def dp_profile(kind: str) -> Callable[[DPProfile], DPProfile]:
+    def add(fn: DPProfile) -> DPProfile:
+        DP_PROFILES[kind] = fn
+        return fn
+
+    return add
+
+
+def _unit(_: Key) -> float:
+    return 1.0
+
+
+@dp_profile("count")
+def _count_dp(spec: QuerySpec, model: ModelView) -> tuple[Callable[[Key], float], int]:
+    return _unit, 1
+
+
+@dp_profile("counts")
+def _counts_dp(spec: QuerySpec, model: ModelView) -> tuple[Callable[[Key], float], int]:
+    return _unit, 1  # a row falls in exactly one cell, or is excluded
+
+
+@dp_profile("survival")
+def _survival_dp(spec: QuerySpec, model: ModelView) -> tuple[Callable[[Key], float], int]:
+    return _unit, 2 if spec.by else 1  # one interval cell in "all" and one in its group
+
+
+@dp_profile("moments")
+def _moments_dp(spec: QuerySpec, model: ModelView) -> tuple[Callable[[Key], float], int]:
+    bound = {v: variable_bound(spec, model, v) for v in spec.variables if model.is_numeric(v)}
+
+    def scale(key: Key) -> float:
+        if key[0] == "sum":
+            return bound[str(key[3])]
+        if key[0] == "sumsq":
+            return bound[str(key[3])] ** 2
+        return 1.0
+
+    per_group = 1 + sum(3 if v in bound else 1 for v in spec.variables)
+    return scale, per_group * (2 if spec.by else 1)
+
+
+def _term_bound(term: Term, spec: QuerySpec, model: ModelView) -> float:
+    if "const" in term or "level" in term:
+        return 1.0
+    if "product" in term:
+        return math.prod(_term_bound(f, spec, model) for f in term["product"])
+    if "transform" in term:
+        raise QueryError("transformed terms have no declared bounds; DP needs raw variables")
+    return variable_bound(spec, model, term["var"])
+
+
+@dp_profile("crossprod")
+def _crossprod_dp(spec: QuerySpec, model: ModelView) -> tuple[Callable[[Key], float], int]:
+    if folds_of(spec) != [None]:
+        raise QueryError("cross-validation does not offer differential privacy yet")
+    terms = spec.parameters["terms"]
+    design_variables(terms)
+    bounds = [_term_bound(t, spec, model) for t in terms]
+
+    def scale(key: Key) -> float:
+        if key[0] == "xx":
+            return bounds[int(key[2])] * bounds[int(key[3])]
+        return 1.0
+
+    p = len(terms)
+    return scale, 1 + p * (p + 1) // 2

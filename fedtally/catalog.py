@@ -1,0 +1,54 @@
+"""The statistics catalog as methods of a federation: ``fed.linear_regression(...)`` is
+:func:`fedtally.algorithms.regression.linear_regression` with ``fed`` passed in. Every
+method accepts ``datasets=``, ``filters=``, ``data_model=`` and ``privacy=``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from fedtally.algorithms import (
+    anova,
+    bayes,
+    clustering,
+    cv,
+    histogram,
+    hypothesis,
+    multivariate,
+    regression,
+    survival,
+)
+from fedtally.analyses import Analyses
+
+
+def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def method(self: Analyses, *args: Any, **kwargs: Any) -> Any:
+        return fn(self, *args, **kwargs)
+
+    return method
+
+
+class Catalog(Analyses):
+    """Every analysis of the catalog, built from secure sums (see the algorithm modules)."""
+
+    histogram = _method(histogram.histogram)
+    contingency_table = _method(hypothesis.contingency_table)
+    chi_square = _method(hypothesis.chi_square)
+    ttest_onesample = _method(hypothesis.ttest_onesample)
+    ttest_paired = _method(hypothesis.ttest_paired)
+    ttest_independent = _method(hypothesis.ttest_independent)
+    anova_oneway = _method(anova.anova_oneway)
+    anova_twoway = _method(anova.anova_twoway)
+    pearson_correlation = _method(multivariate.pearson_correlation)
+    pca = _method(multivariate.pca)
+    linear_regression = _method(regression.linear_regression)
+    logistic_regression = _method(regression.logistic_regression)
+    linear_regression_cv = _method(cv.linear_regression_cv)
+    logistic_regression_cv = _method(cv.logistic_regression_cv)
+    kmeans = _method(clustering.kmeans)
+    naive_bayes_gaussian = _method(bayes.naive_bayes_gaussian)
+    naive_bayes_categorical = _method(bayes.naive_bayes_categorical)
+    kaplan_meier = _method(survival.kaplan_meier)
+    logrank_test = _method(survival.logrank_test)
