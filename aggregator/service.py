@@ -39,6 +39,8 @@ from engine.params import RoundParams
 from engine.query import QuerySpec, SignedQuery
 from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
 from engine.service_messages import (
+    BudgetQuery,
+    BudgetReport,
     Catalog,
     CatalogRequest,
     Challenge,
@@ -77,6 +79,14 @@ class Session:
 
 
 @dataclass
+class BudgetCollection:
+    researcher: Session
+    waiting: set[str]
+    reports: dict[str, Any] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class ActiveRound:
     machine: SecAggAggregator
     researcher: Session
@@ -97,6 +107,7 @@ class AggregatorService:
         self.catalogs: dict[str, dict[str, Any]] = {}
         self.rounds: dict[bytes, ActiveRound] = {}
         self._seen_queries: dict[bytes, float] = {}
+        self._budgets: dict[bytes, BudgetCollection] = {}
         self._keys = manifest.verify_keys()
         self._rng = SystemRandom()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,9 +198,11 @@ class AggregatorService:
 
     def _handlers(self, role: str) -> dict[type, Callable[[Session, Any], Awaitable[None]]]:
         if role == "node":
-            return {NodeInfo: self._on_node_info, QueryRefused: self._on_refused}
+            return {NodeInfo: self._on_node_info, QueryRefused: self._on_refused,
+                    BudgetReport: self._on_budget_report}
         if role == "researcher":
-            return {CatalogRequest: self._on_catalog_request, QueryRequest: self._on_query}
+            return {CatalogRequest: self._on_catalog_request, QueryRequest: self._on_query,
+                    BudgetQuery: self._on_budget_query}
         return {CatalogRequest: self._on_catalog_request}
 
     async def _on_node_info(self, session: Session, msg: NodeInfo) -> None:
@@ -227,6 +240,44 @@ class AggregatorService:
             words = " ".join(f"{w:016x}" for w in memoryview(msg.data[:24]).cast("Q"))
             log.info("masked input from %s for query %s: %s ...", session.name,
                      msg.query_id.hex()[:8], words)
+
+    # --- budgets ---------------------------------------------------------------------------
+
+    async def _on_budget_query(self, session: Session, msg: BudgetQuery) -> None:
+        if msg.researcher != session.name:
+            raise AuthenticationError("a researcher may ask only for their own budget")
+        nodes = sorted(name for name, s in self.sessions.items() if s.role == "node")
+        pending = BudgetCollection(session, set(nodes))
+        self._budgets[msg.request_id] = pending
+        for name in nodes:
+            await self._send_to(name, msg)
+        task = asyncio.create_task(self._finish_budget(msg.request_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_budget_report(self, session: Session, msg: BudgetReport) -> None:
+        pending = self._budgets.get(msg.request_id)
+        if pending is None or session.name not in pending.waiting:
+            raise ReplayError("a budget report nobody asked for")
+        try:
+            pending.reports[session.name] = json.loads(msg.report)
+        except ValueError as exc:
+            raise QueryError("the budget report is not valid JSON") from exc
+        pending.waiting.discard(session.name)
+        pending.changed.set()
+
+    async def _finish_budget(self, request_id: bytes) -> None:
+        pending = self._budgets[request_id]
+        deadline = asyncio.get_running_loop().time() + self.stage_timeout_s
+        while pending.waiting and asyncio.get_running_loop().time() < deadline:
+            pending.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending.changed.wait(),
+                                       deadline - asyncio.get_running_loop().time())
+        del self._budgets[request_id]
+        body = json.dumps({"nodes": pending.reports, "missing": sorted(pending.waiting)},
+                          sort_keys=True).encode()
+        await pending.researcher.send(BudgetReport(request_id, body))
 
     # --- queries ---------------------------------------------------------------------------
 

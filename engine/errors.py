@@ -128,3 +128,10 @@ class DegenerateInput(QueryError):
     single group, a constant column, perfect separation, too few rows...)."""
 
     code = "degenerate"
+
+
+class BudgetExhausted(QueryError):
+    """A node's privacy budget for (researcher, dataset) cannot pay for the query; the
+    message names what remains. Nothing was released."""
+
+    code = "budget_exhausted"

@@ -64,7 +64,12 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     "max_rows_per_node": 1 << 24,
     "protection": "mask",
     "stage_timeout_s": 60,
+    # DP noise is calibrated so that the shares of this many honest surviving nodes alone
+    # give the promised rho (Kairouz et al. 2021); 1 trusts no other node at all
+    "dp_honest_nodes": 1,
 })
+#: parameters a manifest may leave out (added after the first manifests were written)
+OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1}
 #: names that would collide with the folder layout ``init`` writes (compared
 #: case-insensitively, because a node's name is also a folder name and some file systems
 #: ignore case)
@@ -252,6 +257,10 @@ class Manifest:
         return round_threshold(self.threshold_fraction, participants)
 
     @property
+    def dp_honest_nodes(self) -> int:
+        return int(self.parameters["dp_honest_nodes"])
+
+    @property
     def threshold_fraction(self) -> float:
         return float(self.parameters["threshold_fraction"])
 
@@ -364,7 +373,10 @@ def _members(value: Any, where: str) -> list[Member]:
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        value = {**OPTIONAL_PARAMETERS, **value}
     _keys(value, frozenset(DEFAULT_PARAMETERS), where)
+    _integer(value["dp_honest_nodes"], f"{where}.dp_honest_nodes", 1)
     fraction = _number(value["threshold_fraction"], f"{where}.threshold_fraction")
     if not 0 < fraction <= 1:  # threshold_for never goes below a strict majority anyway
         raise ConfigurationError(f"{where}.threshold_fraction must be in (0, 1]")

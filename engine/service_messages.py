@@ -125,3 +125,30 @@ class Progress:
     request_id: bytes = wire(REQUEST_ID)
     stage: str = wire(Str(32))
     waiting_for: int = wire(UInt(2))
+
+
+def budget_statement(federation_id: str, request_id: bytes, researcher: str,
+                     issued_at_ms: int) -> bytes:
+    return context(b"fedtally/v1", "budget", federation_id, request_id, researcher,
+                   issued_at_ms)
+
+
+@message(32)
+@dataclass(frozen=True)
+class BudgetQuery:
+    """Researcher to aggregator, forwarded to every node: what has this researcher spent?
+    Signed, so a node tells each researcher only their own spending."""
+
+    request_id: bytes = wire(REQUEST_ID)
+    researcher: str = wire(NAME)
+    issued_at_ms: int = wire(UInt(8))
+    signature: bytes = wire(Bytes(64, exact=64))
+
+
+@message(33)
+@dataclass(frozen=True)
+class BudgetReport:
+    """Node to aggregator (and aggregator to researcher, keyed by node): canonical JSON."""
+
+    request_id: bytes = wire(REQUEST_ID)
+    report: bytes = wire(Bytes(MAX_CATALOG))

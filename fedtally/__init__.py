@@ -7,6 +7,7 @@
 
 from engine.errors import (
     AuthenticationError,
+    BudgetExhausted,
     ConfigurationError,
     DataError,
     FedtallyError,
@@ -17,12 +18,19 @@ from engine.errors import (
     ThresholdNotMet,
 )
 from fedtally.client import Federation, connect
+from fedtally.dp import DP
 from fedtally.local import local_federation
+from fedtally.results import NoisyValue
+from fedtally.simulated import SimulatedFederation
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "BudgetExhausted",
+    "DP",
+    "NoisyValue",
+    "SimulatedFederation",
     "ConfigurationError",
     "DataError",
     "Federation",

@@ -8,8 +8,10 @@ which runs the real node code and real secure-sum rounds in memory.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import pandas as pd
@@ -19,12 +21,14 @@ from engine.plans import Layout, layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from fedtally import results
+from fedtally.dp import privacy_spec
 from node import filters as filter_trees
 from node.datamodel import DataModel
 from node.kinds import PlanModel
 
 FilterLike = str | Mapping[str, Any] | filter_trees.Filter | None
 DEFAULT_MAX_ROWS_PER_NODE = 1 << 24
+DEFAULT_DP_HONEST_NODES = 1
 
 
 class Analyses(ABC):
@@ -32,6 +36,7 @@ class Analyses(ABC):
 
     _models: dict[str, DataModel]
     max_rows_per_node: int = DEFAULT_MAX_ROWS_PER_NODE
+    dp_honest_nodes: int = DEFAULT_DP_HONEST_NODES
 
     @abstractmethod
     def catalog(self) -> dict[str, Any]:
@@ -106,14 +111,17 @@ class Analyses(ABC):
     def statistic(self, algorithm: str, *, variables: Sequence[str] = (), by: str | None = None,
                   datasets: Sequence[str] | None = None, filters: FilterLike = None,
                   data_model: str | None = None, kind: str = "",
-                  parameters: Mapping[str, Any] | None = None) -> results.Statistic:
+                  parameters: Mapping[str, Any] | None = None,
+                  privacy: Any = None) -> results.Statistic:
         """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
-        The building block of every analysis (see :mod:`fedtally.algorithms`)."""
+        The building block of every analysis (see :mod:`fedtally.algorithms`).
+        ``privacy`` is None (exact) or a :class:`fedtally.DP`."""
         model, chosen = self._resolve(data_model, datasets)
         spec = QuerySpec(algorithm, model.name, chosen, tuple(variables), by,
-                         self._filter_json(filters, model), kind=kind,
-                         parameters=dict(parameters or {}))
-        plan = layout(spec, PlanModel(model), self.max_rows_per_node)
+                         self._filter_json(filters, model), privacy=privacy_spec(privacy),
+                         kind=kind, parameters=dict(parameters or {}))
+        plan = layout(spec, PlanModel(model), self.max_rows_per_node,
+                      honest_nodes=self.dp_honest_nodes)
         reply = self._execute(spec, plan)
         return results.Statistic(spec, plan, results.totals(reply), model, reply)
 
@@ -122,24 +130,33 @@ class Analyses(ABC):
         return self._resolve(data_model, None)[0]
 
     def count(self, filters: FilterLike = None, datasets: Sequence[str] | None = None, *,
-              data_model: str | None = None) -> int:
-        """Number of rows matching ``filters`` over ``datasets`` (all datasets by default)."""
+              data_model: str | None = None, privacy: Any = None) -> Any:
+        """Number of rows matching ``filters`` over ``datasets`` (all datasets by default):
+        an int, or with ``privacy=fedtally.DP(...)`` a :class:`fedtally.results.NoisyValue`
+        carrying its noise and a 95% interval."""
         stat = self.statistic("count", filters=filters, datasets=datasets,
-                              data_model=data_model)
-        return sum(stat.count(("rows", d)) for d in stat.spec.datasets)
+                              data_model=data_model, privacy=privacy)
+        keys = [("rows", d) for d in stat.spec.datasets]
+        if stat.layout.noise is None:
+            return sum(stat.count(k) for k in keys)
+        value = float(sum((stat.exact(k) for k in keys), Fraction(0)))
+        noise = math.sqrt(sum(stat.noise_std(k) ** 2 for k in keys))
+        return results.NoisyValue(value, noise, stat.privacy, stat.federation)
 
     def descriptive_stats(self, variables: Sequence[str] | str, by: str | None = None,
                           datasets: Sequence[str] | None = None, filters: FilterLike = None, *,
-                          data_model: str | None = None) -> pd.DataFrame:
+                          data_model: str | None = None, privacy: Any = None) -> pd.DataFrame:
         """count, missing, mean and std per variable, per dataset and over all datasets
-        (and per level of ``by``). No exact min or max: those are single patients' values."""
+        (and per level of ``by``). No exact min or max: those are single patients' values.
+        With ``privacy=fedtally.DP(...)`` the counts and moments are noisy, and columns
+        ``count_noise_std``, ``mean_ci_low`` and ``mean_ci_high`` (95%, noise included)
+        are added; ``attrs["privacy"]`` says what was spent."""
         if isinstance(variables, str):
             variables = [variables]
         stat = self.statistic("descriptive_stats", variables=variables, by=by,
-                              datasets=datasets, filters=filters, data_model=data_model)
+                              datasets=datasets, filters=filters, data_model=data_model,
+                              privacy=privacy)
         return results.descriptive_stats(stat)
-
-
 
     def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
                      ) -> dict[str, Any]:

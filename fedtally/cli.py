@@ -60,6 +60,43 @@ def _node_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger_keys(paths: list[str], federation: str) -> list[tuple[str, Path, bytes]]:
+    """(node, ledger, public key) for each ledger, the key taken from the signed manifest:
+    the ledger's own genesis entry only says which node to look up."""
+    from fedtally.federation import load_manifest
+    from privacy.audit import read_genesis_key
+    from privacy.errors import PrivacyError
+
+    manifest = load_manifest(federation)
+    by_key = {m.verify_key.raw: name for name, m in manifest.members.items() if m.role == "node"}
+    out = []
+    for path in paths:
+        try:
+            claimed = read_genesis_key(Path(path))
+        except PrivacyError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
+        if claimed not in by_key:
+            raise ConfigurationError(f"{path} is not the ledger of a node of this federation")
+        out.append((by_key[claimed], Path(path), claimed))
+    return out
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from privacy.audit import cli_verify
+
+    (node, path, key), = _ledger_keys([args.ledger], args.federation)
+    return cli_verify(path, key)
+
+
+def _audit_report(args: argparse.Namespace) -> int:
+    from privacy.audit import cli_report
+
+    if not (args.html or args.json or args.csv):
+        raise ConfigurationError("name at least one output: --html, --json or --csv")
+    return cli_report(_ledger_keys(args.ledgers, args.federation), html=args.html,
+                      json=args.json, csv=args.csv)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fedtally.demo import run_demo
 
@@ -107,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     check = node_commands.add_parser("check", help="load and validate the node's data, then exit")
     check.add_argument("--config", required=True)
     check.set_defaults(run=_node_check)
+
+    audit = commands.add_parser("audit", help="verify privacy ledgers and report spending")
+    audit_commands = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check a node ledger's hash chain and signatures (exit 1 if tampered)")
+    verify.add_argument("ledger")
+    verify.add_argument("--federation", required=True, help="the signed federation.json")
+    verify.set_defaults(run=_audit_verify)
+    report = audit_commands.add_parser(
+        "report", help="spending per researcher and dataset as HTML (with plots), JSON, CSV")
+    report.add_argument("ledgers", nargs="+")
+    report.add_argument("--federation", required=True)
+    report.add_argument("--html", default=None)
+    report.add_argument("--json", default=None)
+    report.add_argument("--csv", default=None)
+    report.set_defaults(run=_audit_report)
 
     demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")
     demo.add_argument("--workdir", default=None, help="keep the federation's files here")

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -35,14 +36,17 @@ from engine.errors import (
 from engine.manifest import Manifest
 from engine.plans import Layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
-from engine.service_messages import Catalog as CatalogReply
 from engine.service_messages import (
+    BudgetQuery,
+    BudgetReport,
     CatalogRequest,
     ErrorNotice,
     Progress,
     QueryRequest,
     QueryResult,
+    budget_statement,
 )
+from engine.service_messages import Catalog as CatalogReply
 from engine.transport import MAX_FRAME, error_from_notice
 from fedtally.catalog import Catalog
 from node.datamodel import DataModel
@@ -80,6 +84,7 @@ class Federation(Catalog):
         self._reader: asyncio.Task[None] | None = None
         self._models: dict[str, DataModel] = {}
         self.max_rows_per_node = manifest.max_rows_per_node
+        self.dp_honest_nodes = manifest.dp_honest_nodes
         self.local: Any = None  # set by local_federation: handles on the local processes
         self.nodes_online: tuple[str, ...] = ()
         self._call(self._ensure_connected())
@@ -186,6 +191,24 @@ class Federation(Catalog):
             for name, entry in node["data_models"].items():
                 self._models.setdefault(name, DataModel.from_json(entry["model"]))
         return catalog
+    def budget(self) -> pd.DataFrame:
+        """Your privacy budget at every online node: spent and remaining rho per dataset."""
+        def ask(request_id: bytes) -> BudgetQuery:
+            issued = int(time.time() * 1000)
+            statement = budget_statement(self.manifest.federation_id, request_id, self.name,
+                                         issued)
+            return BudgetQuery(request_id, self.name, issued, self._key.identity.sign(statement))
+
+        reply: BudgetReport = self._call(self._request(ask))
+        body = json.loads(reply.report)
+        rows = [{"node": node, **line} for node, lines in sorted(body["nodes"].items())
+                for line in lines]
+        frame = pd.DataFrame(rows, columns=["node", "researcher", "dataset", "spent_rho",
+                                            "limit_rho", "remaining_rho"])
+        frame = frame.set_index(["node", "dataset"])
+        frame.attrs["nodes_not_answering"] = body["missing"]
+        return frame
+
     def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
         raw_spec = spec.canonical()
         query_id = self._rng.bytes(16)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector
-from engine.plans import CELLS_SUPPRESSED, NODES_CONTRIBUTING, REAL_FRAC_BITS, Key, Layout
+from engine.plans import CELLS_SUPPRESSED, NODES_CONTRIBUTING, REAL_FRAC_BITS, Key, Layout, Slot
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from node.datamodel import DataModel
@@ -43,15 +44,54 @@ class Statistic:
             object.__setattr__(self, "_cached_index", cached)
         return cached
 
+    def _slot(self, key: Key) -> tuple[int, Slot]:
+        i = self._index()[key]
+        return i, self.layout.slots[i]
+
     def count(self, key: Key) -> int:
-        return self.values[self._index()[key]]
+        """An exact count; with DP, the noisy count rounded (post-processing)."""
+        i, slot = self._slot(key)
+        if not self.layout.noisy(slot):
+            return self.values[i]
+        return round(self.exact(key))
 
     def exact(self, key: Key) -> Fraction:
-        """A real slot's total as an exact fraction (the sum of the nodes' local sums)."""
-        return Fraction(self.values[self._index()[key]], SCALE)
+        """A slot's total as an exact fraction: the sum of the nodes' local values (with
+        DP, the sum of their noisy values: this is what was released)."""
+        i, slot = self._slot(key)
+        if self.layout.noisy(slot):
+            return Fraction(self.values[i]) * Fraction(slot.bound) / (1 << self.layout.frac_bits)
+        if not slot.real:
+            return Fraction(self.values[i])
+        return Fraction(self.values[i], 1 << self.layout.frac_bits)
 
     def real(self, key: Key) -> float:
         return float(self.exact(key))
+
+    def noise_std(self, key: Key) -> float:
+        """Standard deviation of the noise in this slot's total (0 in exact mode): every
+        surviving node added one discrete Gaussian share."""
+        noise = self.layout.noise
+        i, slot = self._slot(key)
+        if noise is None or not self.layout.noisy(slot):
+            return 0.0
+        shares = len(self.reply.survivors)
+        return math.sqrt(shares) * noise.share_std * slot.bound / (1 << self.layout.frac_bits)
+
+    @property
+    def privacy(self) -> dict[str, Any]:
+        """What this query spent at each node (rho, and epsilon at the request's delta)."""
+        spec = dict(self.spec.privacy)
+        if self.layout.noise is None:
+            return {"mode": "exact"}
+        out: dict[str, Any] = {"mode": "dp", "rho": self.layout.noise.rho,
+                               "honest_nodes_assumed": self.layout.noise.honest}
+        if "delta" in spec:
+            from privacy.accounting import epsilon_from_rho
+
+            out["delta"] = spec["delta"]
+            out["epsilon"] = epsilon_from_rho(self.layout.noise.rho, spec["delta"])
+        return out
 
     @property
     def view(self) -> PlanModel:
@@ -66,10 +106,30 @@ class Statistic:
                 "cells_suppressed": self.count(CELLS_SUPPRESSED)}
 
 
-def moments(n: int, s: Fraction, ss: Fraction) -> tuple[float, float]:
+@dataclass(frozen=True)
+class NoisyValue:
+    """A released DP value with the standard deviation of its noise."""
+
+    value: float
+    noise_std: float
+    privacy: dict[str, Any]
+    federation: dict[str, int]
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Interval for the true value from the noise alone (it is the only randomness)."""
+        from scipy.stats import norm
+
+        half = float(norm.ppf(0.5 + level / 2)) * self.noise_std
+        return self.value - half, self.value + half
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def moments(n: int | Fraction, s: Fraction, ss: Fraction) -> tuple[float, float]:
     """Mean and sample standard deviation from exact sums (rational arithmetic, so no
     cancellation beyond the nodes' own float64 sums)."""
-    if n == 0:
+    if n <= 0:
         return math.nan, math.nan
     mean = s / n
     if n < 2:
@@ -81,13 +141,14 @@ def moments(n: int, s: Fraction, ss: Fraction) -> tuple[float, float]:
 def descriptive_stats(stat: Statistic) -> pd.DataFrame:
     spec = stat.spec
     view = stat.view
+    noisy = stat.layout.noise is not None
     levels: tuple[str | None, ...] = (None,) if spec.by is None else (None, *view.levels(spec.by))
 
-    def total(head: str, datasets: list[str], group: str | None, *rest: str) -> int:
-        return sum(stat.count((head, d, group, *rest)) for d in datasets)
+    def total(head: str, datasets: list[str], group: str | None, *rest: str) -> Fraction:
+        return sum((stat.exact((head, d, group, *rest)) for d in datasets), Fraction(0))
 
-    def exact(head: str, datasets: list[str], group: str | None, variable: str) -> Fraction:
-        return sum((stat.exact((head, d, group, variable)) for d in datasets), Fraction(0))
+    def noise(head: str, datasets: list[str], group: str | None, *rest: str) -> float:
+        return math.sqrt(sum(stat.noise_std((head, d, group, *rest)) ** 2 for d in datasets))
 
     records = []
     scopes = [(d, [d]) for d in spec.datasets] + [(ALL, list(spec.datasets))]
@@ -96,20 +157,46 @@ def descriptive_stats(stat: Statistic) -> pd.DataFrame:
             for group in levels:
                 rows = total("rows", datasets, group)
                 n = total("count", datasets, group, variable)
+                mean = std = math.nan
                 if view.is_numeric(variable):
-                    mean, std = moments(n, exact("sum", datasets, group, variable),
-                                        exact("sumsq", datasets, group, variable))
-                else:
-                    mean, std = math.nan, math.nan
-                record = {"variable": variable, "dataset": scope, "count": n,
-                          "missing": rows - n, "mean": mean, "std": std}
+                    s, ss = total("sum", datasets, group, variable), \
+                        total("sumsq", datasets, group, variable)
+                    mean, std = moments(n, s, ss)
+                record: dict[str, Any] = {"variable": variable, "dataset": scope,
+                                          "count": float(n) if noisy else int(n),
+                                          "missing": float(rows - n) if noisy else int(rows - n),
+                                          "mean": mean, "std": std}
+                if noisy:
+                    record.update(_dp_columns(n, mean, std, noise("count", datasets, group,
+                                                                    variable),
+                                              noise("sum", datasets, group, variable)
+                                              if view.is_numeric(variable) else 0.0))
                 if spec.by is not None:
                     record[spec.by] = ALL if group is None else group
                 records.append(record)
     keys = ["variable", "dataset"] + ([spec.by] if spec.by else [])
-    frame = pd.DataFrame.from_records(records, columns=[*keys, "count", "missing", "mean", "std"])
-    frame = frame.set_index(keys)
-    frame["count"] = frame["count"].astype(np.int64)
-    frame["missing"] = frame["missing"].astype(np.int64)
+    columns = [*keys, "count", "missing", "mean", "std"]
+    if noisy:
+        columns += ["count_noise_std", "mean_ci_low", "mean_ci_high"]
+    frame = pd.DataFrame.from_records(records, columns=columns).set_index(keys)
+    if not noisy:
+        frame["count"] = frame["count"].astype(np.int64)
+        frame["missing"] = frame["missing"].astype(np.int64)
     frame.attrs["federation"] = stat.federation
+    frame.attrs["privacy"] = stat.privacy
     return frame
+
+
+def _dp_columns(n: Fraction, mean: float, std: float, count_noise: float,
+                sum_noise: float) -> dict[str, float]:
+    """95% interval of a mean whose numerator and denominator are both noisy: the delta
+    method's variance (sampling + noise), std^2/n + (sd(S)^2 + mean^2 sd(N)^2) / n^2."""
+    out = {"count_noise_std": count_noise, "mean_ci_low": math.nan, "mean_ci_high": math.nan}
+    size = float(n)
+    if size <= 1 or math.isnan(mean):
+        return out
+    sampling = 0.0 if math.isnan(std) else std * std / size
+    variance = sampling + (sum_noise ** 2 + mean * mean * count_noise ** 2) / (size * size)
+    half = 1.959963984540054 * math.sqrt(variance)
+    out["mean_ci_low"], out["mean_ci_high"] = mean - half, mean + half
+    return out

@@ -7,7 +7,9 @@ the ones a networked federation returns for the same rows.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,6 +24,7 @@ from engine.query import QuerySpec, canonical_json
 from engine.service_messages import QueryResult
 from engine.simulate import run_round
 from fedtally.catalog import Catalog
+from node.budget import BudgetKeeper
 from node.datamodel import DATASET, DataModel
 from node.policy import Policy
 from node.statistics import local_vector
@@ -36,7 +39,8 @@ class SimulatedFederation(Catalog):
 
     def __init__(self, data: Mapping[str, pd.DataFrame], data_model: DataModel | None = None, *,
                  policy: Policy | None = None, threshold_fraction: float = 2 / 3,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, researcher: str = "alice",
+                 ledger_dir: str | Path | None = None) -> None:
         if len(data) < 2:
             raise ConfigurationError("a federation needs at least two nodes")
         frames = {}
@@ -56,6 +60,13 @@ class SimulatedFederation(Catalog):
         self._rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
         self._identities = {name: SigningIdentity.generate(self._rng) for name in sorted(frames)}
         self._fraction = threshold_fraction
+        self.researcher = researcher
+        # one privacy ledger per node, as real nodes keep (a temporary folder by default)
+        self._ledger_tmp = None if ledger_dir else tempfile.TemporaryDirectory(prefix="ledgers-")
+        folder = Path(ledger_dir or self._ledger_tmp.name)  # type: ignore[union-attr]
+        folder.mkdir(parents=True, exist_ok=True)
+        self.budgets = {name: BudgetKeeper(folder / f"{name}.db", self._identities[name],
+                                           self.policy) for name in sorted(frames)}
 
     def catalog(self) -> dict[str, Any]:
         nodes = {}
@@ -71,14 +82,27 @@ class SimulatedFederation(Catalog):
             raise QueryError("the nodes' policy does not allow exact (noise-free) answers")
         names = tuple(sorted(self._rows))
         small = self.policy.small_cell_threshold
-        values = [local_vector(spec, plan, self._rows[name], self._model,
-                               min_row_count=self.policy.min_row_count,
-                               small_cell_threshold=self.policy.min_row_count
-                               if small is None else small)[0]
-                  for name in names]
+        query_id = self._rng.bytes(16)
+        receipts = {}
+        try:
+            for name in names:
+                held = sorted(str(d) for d in self._rows[name][DATASET].dropna().unique())
+                receipts[name] = self.budgets[name].charge(spec, plan, self.researcher,
+                                                           query_id, held)
+            values = [local_vector(spec, plan, self._rows[name], self._model,
+                                   min_row_count=self.policy.min_row_count,
+                                   small_cell_threshold=self.policy.min_row_count
+                                   if small is None else small)[0]
+                      for name in names]
+        except BaseException:
+            for name, receipt in receipts.items():
+                self.budgets[name].refund(receipt, "refused before anything was computed")
+            raise
+        for name, receipt in receipts.items():  # the masked inputs leave now
+            self.budgets[name].release(receipt)
         n = len(names)
         threshold = round_threshold(self._fraction, n)
-        params = RoundParams(FEDERATION_ID, self._rng.bytes(16), 0, names, threshold,
+        params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
                              plan.length, plan.ring_bits, 0,
                              hashlib.sha256(canonical_json(spec.to_json())).digest())
         transcript = run_round(values, params, identities=self._identities, rng=self._rng)
@@ -87,3 +111,11 @@ class SimulatedFederation(Catalog):
             raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
         return QueryResult(bytes(16), params.query_id, names, transcript.aggregator.survivors,
                            plan.ring_bits, plan.length, result.to_bytes())
+
+    def budget(self) -> pd.DataFrame:
+        """Spent and remaining rho per node and dataset for this researcher."""
+        rows = [{"node": name, **line} for name, keeper in sorted(self.budgets.items())
+                for line in keeper.summary(self.researcher)]
+        frame = pd.DataFrame(rows, columns=["node", "researcher", "dataset", "spent_rho",
+                                            "limit_rho", "remaining_rho"])
+        return frame.set_index(["node", "dataset"])

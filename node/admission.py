@@ -74,11 +74,12 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, model: Data
         raise ReplayError("the query is too old (or from the future)")
     spec = QuerySpec.from_bytes(query.spec)
     policy.check_algorithm(spec.algorithm)
-    if spec.privacy.get("mode") == "exact" and not policy.allow_exact:
+    if spec.privacy["mode"] == "exact" and not policy.allow_exact:
         raise QueryError("this node's policy does not allow exact (noise-free) answers")
     if spec.data_model != model.name:
         raise QueryError(f"this node serves data model {model.name}, not {spec.data_model}")
-    plan = layout(spec, PlanModel(model), manifest.max_rows_per_node)
+    plan = layout(spec, PlanModel(model), manifest.max_rows_per_node,
+                  honest_nodes=manifest.dp_honest_nodes)
     _check_params(me, query, params, plan)
     guard.check_and_remember(query.query_id, now_ms)
     return Admitted(spec, plan)

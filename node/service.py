@@ -19,21 +19,32 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from crypto.errors import CryptoError
 from crypto.randomness import SystemRandom
 from engine.codec import decode, encode
 from engine.errors import ConfigurationError, FedtallyError
-from engine.messages import SecAggMessage
+from engine.messages import MaskedInput, SecAggMessage
 from engine.query import canonical_json
 from engine.secagg_node import TERMINAL, SecAggNode
-from engine.service_messages import ErrorNotice, NodeInfo, QueryAnnounce, QueryRefused
+from engine.service_messages import (
+    BudgetQuery,
+    BudgetReport,
+    ErrorNotice,
+    NodeInfo,
+    QueryAnnounce,
+    QueryRefused,
+    budget_statement,
+)
 from engine.transport import MAX_FRAME, public_text
 from node.admission import ReplayGuard, admit
+from node.budget import BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datamodel import DATASET, DataModel
 from node.datasource import load_all
 from node.statistics import local_vector
 from node.transport import open_session
 from node.validation import check_valid, coerce
+from privacy.ledger import ChargeReceipt
 
 log = logging.getLogger("fedtally.node")
 
@@ -52,10 +63,13 @@ class LoadedData:
     model: DataModel
     rows: pd.DataFrame
 
+    @property
+    def held(self) -> list[str]:
+        return sorted(str(d) for d in self.rows[DATASET].dropna().unique())
+
     def catalog(self) -> dict[str, object]:
-        held = sorted(str(d) for d in self.rows[DATASET].dropna().unique())
         return {"data_models": {self.model.name: {"model": self.model.to_json(),
-                                                  "datasets_held": held}}}
+                                                  "datasets_held": self.held}}}
 
 
 def load_data(config: NodeConfig) -> LoadedData:
@@ -74,6 +88,14 @@ class NodeService:
     data: LoadedData
     guard: ReplayGuard = field(default_factory=ReplayGuard)
     rounds: dict[bytes, SecAggNode] = field(default_factory=dict)
+    #: charges of DP rounds in flight, released just before the masked input leaves
+    receipts: dict[bytes, ChargeReceipt] = field(default_factory=dict)
+    budget: BudgetKeeper | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is None:
+            self.budget = BudgetKeeper(self.config.ledger, self.config.me.identity,
+                                       self.config.policy)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""
@@ -126,6 +148,8 @@ class NodeService:
             return
         if isinstance(msg, QueryAnnounce):
             await self._on_announce(connection, msg)
+        elif isinstance(msg, BudgetQuery):
+            await self._on_budget(connection, msg)
         elif isinstance(msg, SecAggMessage):
             await self._on_secagg(connection, msg)
         elif isinstance(msg, ErrorNotice):
@@ -145,20 +169,59 @@ class NodeService:
         self.rounds[query_id] = node
         await connection.send(encode(advert))
 
+    async def _on_budget(self, connection: ClientConnection, msg: BudgetQuery) -> None:
+        me = self.config.me
+        try:
+            member = me.manifest.member(msg.researcher, "researcher")
+            member.verify_key.verify(budget_statement(me.manifest.federation_id,
+                                                      msg.request_id, msg.researcher,
+                                                      msg.issued_at_ms), msg.signature)
+        except (FedtallyError, CryptoError):
+            log.warning("ignored a budget query that does not verify")
+            return
+        assert self.budget is not None
+        lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
+        await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
+
     def _prepare(self, msg: QueryAnnounce) -> SecAggNode:
         me = self.config.me
         policy = self.config.policy
+        assert self.budget is not None
         admitted = admit(me, msg.query, msg.params, self.data.model, policy, self.guard)
-        small_cells = policy.small_cell_threshold
-        vector, summary = local_vector(
-            admitted.spec, admitted.layout, self.data.rows, self.data.model,
-            min_row_count=policy.min_row_count,
-            small_cell_threshold=policy.min_row_count if small_cells is None else small_cells)
+        query_id = msg.query.query_id
+        # charged (durably) before anything is computed or sent
+        receipt = self.budget.charge(admitted.spec, admitted.layout, msg.query.researcher,
+                                     query_id, self.data.held)
+        try:
+            small_cells = policy.small_cell_threshold
+            vector, summary = local_vector(
+                admitted.spec, admitted.layout, self.data.rows, self.data.model,
+                min_row_count=policy.min_row_count,
+                small_cell_threshold=policy.min_row_count if small_cells is None else small_cells)
+            node = SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(),
+                              vector, SystemRandom())
+        except BaseException:
+            self.budget.refund(receipt, "the node failed before computing its contribution")
+            raise
+        if receipt is not None:
+            self.receipts[query_id] = receipt
         log.info("query %s (%s by %s): %d rows, contributed=%s, %d cells suppressed",
-                 msg.query.query_id.hex()[:8], admitted.spec.algorithm, msg.query.researcher,
+                 query_id.hex()[:8], admitted.spec.algorithm, msg.query.researcher,
                  summary.rows, summary.contributed, summary.cells_suppressed)
-        return SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(), vector,
-                          SystemRandom())
+        return node
+
+    def _step(self, node: SecAggNode, msg: SecAggMessage) -> SecAggMessage | None:
+        """One state-machine step; a masked input is released in the ledger first."""
+        assert self.budget is not None
+        try:
+            reply = node.receive(msg)
+        except FedtallyError:
+            self.budget.refund(self.receipts.pop(msg.query_id, None),
+                               "the round ended before the masked input was sent")
+            raise
+        if isinstance(reply, MaskedInput):
+            self.budget.release(self.receipts.pop(msg.query_id, None))
+        return reply
 
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
         node = self.rounds.get(msg.query_id)
@@ -166,7 +229,7 @@ class NodeService:
             log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
             return
         try:
-            reply = await asyncio.to_thread(node.receive, msg)
+            reply = await asyncio.to_thread(self._step, node, msg)
         except FedtallyError as exc:
             self.rounds.pop(msg.query_id, None)
             if node.stage.value == "aborted":

@@ -1,0 +1,65 @@
+"""``fedtally.DP``: a differential-privacy request, as people state it.
+
+    fed.count(privacy=fedtally.DP(epsilon=1.0, delta=1e-6))
+    fed.descriptive_stats(["age"], privacy=fedtally.DP(rho=0.05, bounds={"age": (18, 100)}))
+
+Accounting is in zero-concentrated DP: (epsilon, delta) is converted to the largest rho that
+implies it (Canonne, Kamath, Steinke 2020, Corollary 13), and rho is what nodes calibrate
+their noise to and charge to their budgets. ``bounds`` are clipping bounds (the
+sensitivity) for variables whose data model declares no min/max.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.errors import QueryError
+from privacy.accounting import DPRequest, InvalidPrivacyRequest, epsilon_from_rho
+
+
+class DP:
+    def __init__(self, *, epsilon: float | None = None, delta: float | None = None,
+                 rho: float | None = None,
+                 bounds: Mapping[str, tuple[float, float]] | None = None) -> None:
+        try:
+            self._request = DPRequest(epsilon=epsilon, delta=delta, rho=rho)
+        except InvalidPrivacyRequest as exc:
+            raise QueryError(str(exc)) from exc
+        self.epsilon = epsilon
+        self.delta = delta
+        self.bounds = {str(k): (float(v[0]), float(v[1])) for k, v in (bounds or {}).items()}
+        for name, (low, high) in self.bounds.items():
+            if not low <= high:
+                raise QueryError(f"bounds of {name!r} must have low <= high")
+
+    @property
+    def rho(self) -> float:
+        return self._request.rho
+
+    def epsilon_at(self, delta: float) -> float:
+        return epsilon_from_rho(self.rho, delta)
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"mode": "dp", "rho": self.rho}
+        if self.epsilon is not None:
+            spec["epsilon"] = self.epsilon
+        if self.delta is not None:
+            spec["delta"] = self.delta
+        if self.bounds:
+            spec["bounds"] = {k: list(v) for k, v in sorted(self.bounds.items())}
+        return spec
+
+    def __repr__(self) -> str:
+        shown = f"epsilon={self.epsilon}, delta={self.delta}" if self.epsilon is not None \
+            else f"rho={self.rho}"
+        return f"DP({shown})"
+
+
+def privacy_spec(privacy: Any) -> dict[str, Any]:
+    """The query's privacy field from what a caller passed."""
+    if privacy is None or privacy == "exact" or privacy == {"mode": "exact"}:
+        return {"mode": "exact"}
+    if isinstance(privacy, DP):
+        return privacy.to_spec()
+    raise QueryError("privacy must be None / 'exact' or a fedtally.DP(...)")
