@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import federation, masking, secure_sum
+from bench import federation, masking, regression, secure_sum
 from bench.common import machine
 
-SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run}
+SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run,
+          "regression": regression.run}
 
 
 def main(argv: list[str]) -> None:

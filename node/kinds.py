@@ -116,18 +116,32 @@ TRANSFORMS = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt}
 def design(terms: list[Term], rows: pd.DataFrame, model: DataModel,
            extra: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """The model matrix over complete cases (every variable of the design and ``extra``
-    present), and the complete-case mask over ``rows``."""
+    present), and the complete-case mask over ``rows``. Column-major, so that the Gram
+    products below read each column contiguously."""
     mask = present(rows, design_variables(terms) + list(extra))
-    complete = rows[mask]
-    matrix = np.column_stack([_column(t, complete, model) for t in terms]) if len(terms) \
-        else np.empty((len(complete), 0))
-    return matrix.astype(np.float64, copy=False), mask
+    complete = rows if mask.all() else rows[mask]
+    matrix = np.empty((len(complete), len(terms)), dtype=np.float64, order="F")
+    for i, term in enumerate(terms):
+        matrix[:, i] = _column(term, complete, model)
+    return matrix, mask
 
 
-def fold_numbers(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+def gram(matrix: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """XᵀX (or XᵀWX) through BLAS's symmetric rank-k update: half the work of X.T @ X."""
+    from scipy.linalg.blas import dsyrk
+
+    if matrix.shape[0] == 0:
+        return np.zeros((matrix.shape[1], matrix.shape[1]))
+    scaled = matrix if weights is None else matrix * np.sqrt(weights)[:, None]
+    upper = dsyrk(1.0, np.asfortranarray(scaled), trans=1)
+    return np.triu(upper) + np.triu(upper, 1).T
+
+
+def fold_numbers(rows: pd.DataFrame | pd.Index, folds: int, seed: int) -> np.ndarray:
     """A fixed fold for each row from its position in the node's data (splitmix64)."""
+    index = rows.index if isinstance(rows, pd.DataFrame) else rows
     with np.errstate(over="ignore"):
-        z = rows.index.to_numpy(dtype=np.uint64) + np.uint64(seed & (2**64 - 1))
+        z = np.asarray(index, dtype=np.uint64) + np.uint64(seed & (2**64 - 1))
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -135,7 +149,7 @@ def fold_numbers(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     return (z % np.uint64(folds)).astype(np.int64)
 
 
-def _fold_masks(spec: QuerySpec, rows: pd.DataFrame, train: bool) -> list[tuple[Any, np.ndarray]]:
+def _fold_masks(spec: QuerySpec, rows: pd.Index, train: bool) -> list[tuple[Any, np.ndarray]]:
     """(fold, row mask) pairs: all rows without folds; else each fold's rows (or, with
     ``train``, every row outside the fold)."""
     folds = folds_of(spec)
@@ -227,10 +241,10 @@ def _crossprod(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small: int
     if out.suppressed:
         out.rows = 0
         return out
-    for fold, in_fold in _fold_masks(spec, rows[mask], train=False):
-        part = matrix[in_fold]
+    for fold, in_fold in _fold_masks(spec, rows.index[mask], train=False):
+        part = matrix if in_fold.all() else matrix[in_fold]
         out.values[("n", fold)] = int(part.shape[0])
-        _triangle(part.T @ part, ("xx", fold), out.values)
+        _triangle(gram(part), ("xx", fold), out.values)
     return out
 
 
@@ -241,7 +255,7 @@ def _regression_eval(spec: QuerySpec, rows: pd.DataFrame, model: DataModel,
     matrix, mask = design(spec.parameters["terms"], rows, model, [y_name])
     y = numeric(rows[mask], y_name)
     out = Computed(rows=int(mask.sum()))
-    for (fold, in_fold), beta in zip(_fold_masks(spec, rows[mask], train=False),
+    for (fold, in_fold), beta in zip(_fold_masks(spec, rows.index[mask], train=False),
                                      spec.parameters["betas"], strict=True):
         yf = y[in_fold]
         residual = yf - matrix[in_fold] @ np.asarray(beta, dtype=np.float64)
@@ -257,8 +271,9 @@ def _regression_eval(spec: QuerySpec, rows: pd.DataFrame, model: DataModel,
 def _logistic_parts(matrix: np.ndarray, y: np.ndarray, beta: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, float]:
     eta = matrix @ beta
-    prob = np.exp(-np.logaddexp(0.0, -eta))  # the logistic function without overflow
-    loglik = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+    softplus = np.logaddexp(0.0, eta)  # log(1 + e^eta), without overflow
+    prob = np.exp(eta - softplus)  # the logistic function
+    loglik = float(y @ eta - softplus.sum())
     return eta, prob, loglik
 
 
@@ -269,17 +284,16 @@ def _logistic(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small: int)
     y = y_all[mask]
     out = Computed(rows=int(mask.sum()))
     betas = spec.parameters.get("betas") or [spec.parameters["beta"]]
-    for (fold, in_fold), beta in zip(_fold_masks(spec, rows[mask], train=True), betas,
+    for (fold, in_fold), beta in zip(_fold_masks(spec, rows.index[mask], train=True), betas,
                                      strict=True):
-        part, yf = matrix[in_fold], y[in_fold]
+        part, yf = (matrix, y) if in_fold.all() else (matrix[in_fold], y[in_fold])
         _, prob, loglik = _logistic_parts(part, yf, np.asarray(beta, dtype=np.float64))
-        weights = prob * (1.0 - prob)
         out.values[("n", fold)] = int(yf.size)
         out.values[("ysum", fold)] = int(yf.sum())
         out.values[("loglik", fold)] = loglik
         for i, g in enumerate(part.T @ (yf - prob)):
             out.values[("grad", fold, i)] = float(g)
-        _triangle(part.T @ (part * weights[:, None]), ("hess", fold), out.values)
+        _triangle(gram(part, prob * (1.0 - prob)), ("hess", fold), out.values)
     return out
 
 
@@ -289,7 +303,7 @@ def _logistic_eval(spec: QuerySpec, rows: pd.DataFrame, model: DataModel, small:
     matrix, mask = design(spec.parameters["terms"], rows, model, [y_name])
     y = y_all[mask]
     out = Computed(rows=int(mask.sum()))
-    for (fold, in_fold), beta in zip(_fold_masks(spec, rows[mask], train=False),
+    for (fold, in_fold), beta in zip(_fold_masks(spec, rows.index[mask], train=False),
                                      spec.parameters["betas"], strict=True):
         part, yf = matrix[in_fold], y[in_fold]
         _, prob, loglik = _logistic_parts(part, yf, np.asarray(beta, dtype=np.float64))

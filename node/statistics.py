@@ -40,7 +40,8 @@ class LocalSummary:
 
 def select_rows(spec: QuerySpec, data: pd.DataFrame, model: DataModel) -> pd.DataFrame:
     """The rows a query is about: its datasets, then its filter."""
-    rows = data[data[DATASET].isin(spec.datasets)]
+    selected = data[DATASET].isin(spec.datasets).to_numpy()
+    rows = data if selected.all() else data[selected]  # no copy when every row is asked for
     if spec.filters is not None:
         tree = filters.from_json(spec.filters)
         tree.check(model)
