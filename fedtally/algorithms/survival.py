@@ -28,6 +28,13 @@ released by that node (its rows of that group are left out, counted in
 ``federation["cells_suppressed"]``); a node whose whole cohort is smaller than its
 ``min_row_count`` contributes nothing (``federation["nodes_contributing"]``). Interval
 counts themselves are released as they are, which is why the grid matters.
+
+**Differential privacy** (``kaplan_meier(..., privacy=fedtally.DP(...))``): every interval's
+event and censoring count is released with independent noise (no suppression); one row
+changes one count per group it belongs to, so no clipping bounds are needed. Everything
+else is post-processing of the noisy counts: see :func:`kaplan_meier`. A coarser grid means
+fewer noisy counts per at-risk number, hence less noise in the curve. The log-rank test is
+exact-only for now.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from engine.kinds import MAX_GRID
 from engine.plans import check_variable
 from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node import filters as filter_trees
 from node.datamodel import DataModel
@@ -55,12 +63,18 @@ from node.kinds import PlanModel
 __all__ = ["KaplanMeierTable", "LogrankResult", "kaplan_meier", "logrank_test", "time_grid"]
 
 COLUMNS = ["time", "at_risk", "events", "censored", "survival", "ci_lower", "ci_upper"]
+#: added in DP mode: the noise standard deviation of survival and of at_risk
+DP_COLUMNS = ["noise_std", "at_risk_noise_std"]
+TOO_NOISY = ("the noisy count is too small for this privacy level: ask with a larger epsilon "
+             "or a coarser query")
 
 
 class KaplanMeierTable(pd.DataFrame):
     """A Kaplan-Meier table (a pandas DataFrame) that also carries how it was made:
-    ``privacy`` ({"mode": "exact"}), ``federation`` (nodes asked/answered/contributing,
-    cells suppressed), ``alpha`` of the confidence band; all kept in ``attrs`` too."""
+    ``privacy`` ({"mode": "exact"}, or with DP what was spent), ``federation`` (nodes
+    asked/answered/contributing, cells suppressed), ``alpha`` of the confidence band; all
+    kept in ``attrs`` too (with DP also ``count_noise_std``, the noise std of each released
+    interval count)."""
 
     @property
     def _constructor(self) -> type[KaplanMeierTable]:
@@ -151,14 +165,23 @@ def _explicit_grid(times: Any) -> list[float]:
 
 @dataclass(frozen=True)
 class _Counts:
-    """Pooled counts of one group: per grid interval (plus the one past the grid)."""
+    """Pooled counts of one group: per grid interval (plus the one past the grid). With DP
+    the counts are the noisy released values (floats, possibly negative) and
+    ``events_var`` / ``censored_var`` hold each count's noise variance."""
 
     events: np.ndarray
     censored: np.ndarray
+    events_var: np.ndarray | None = None
+    censored_var: np.ndarray | None = None
 
     @property
-    def rows(self) -> int:
-        return int(self.events.sum() + self.censored.sum())
+    def noisy(self) -> bool:
+        return self.events_var is not None
+
+    @property
+    def rows(self) -> int | float:
+        total = self.events.sum() + self.censored.sum()
+        return float(total) if self.noisy else int(total)
 
     def at_risk(self) -> np.ndarray:
         """At risk at each grid time: the rows not yet out in an earlier interval."""
@@ -168,8 +191,8 @@ class _Counts:
 
 def _query(fed: Analyses, algorithm: str, duration: str, event: str, by: str | None,
            times: Any, horizon: float | None, event_level: str | None,
-           datasets: Sequence[str] | None, filters: FilterLike, data_model: str | None
-           ) -> tuple[list[float], Statistic, dict[str | None, _Counts]]:
+           datasets: Sequence[str] | None, filters: FilterLike, data_model: str | None,
+           privacy: Any = None) -> tuple[list[float], Statistic, dict[str | None, _Counts]]:
     # Analyses.model, not fed.model: SimulatedFederation shadows the method with an attribute
     model = Analyses.model(fed, data_model)
     view = PlanModel(model)
@@ -191,20 +214,43 @@ def _query(fed: Analyses, algorithm: str, duration: str, event: str, by: str | N
     if not view.is_numeric(event):
         filters = _and_present(filters, event, view.levels(event))
     stat = fed.statistic(algorithm, by=by, datasets=datasets, filters=filters,
-                         data_model=data_model, kind="survival", parameters=parameters)
+                         data_model=data_model, kind="survival", parameters=parameters,
+                         privacy=privacy)
     groups: tuple[str | None, ...] = (None,) if by is None else view.levels(by)
     size = len(grid) + 1
+    noisy = stat.layout.noise is not None
     counts = {}
     for g in groups:
-        block = _Counts(np.array([stat.count(("events", g, j)) for j in range(size)], np.int64),
-                        np.array([stat.count(("censored", g, j)) for j in range(size)],
-                                 np.int64))
-        if block.rows > 0:  # levels without rows (or suppressed everywhere) are left out
+        if noisy:
+            block = _noisy_counts(stat, g, size)
+        else:
+            block = _Counts(
+                np.array([stat.count(("events", g, j)) for j in range(size)], np.int64),
+                np.array([stat.count(("censored", g, j)) for j in range(size)], np.int64))
+        # levels without rows (or suppressed everywhere) are left out; with DP, levels whose
+        # noisy size is not positive (the noise hides whether they have rows at all)
+        if block.rows > 0:
             counts[g] = block
     if not counts:
+        if noisy:
+            raise DegenerateInput(f"{algorithm}: {TOO_NOISY} (no group has a positive noisy "
+                                  "number of rows)")
         raise DegenerateInput(f"no rows with {duration!r} and {event!r} present were "
                               f"released ({_who(stat)})")
     return grid, stat, counts
+
+
+def _noisy_counts(stat: Statistic, group: str | None, size: int) -> _Counts:
+    """The released noisy counts as floats (never rounded: rounding would bias the sums
+    that make the at-risk numbers) with their noise variances."""
+    def values(head: str) -> np.ndarray:
+        return np.array([float(stat.exact((head, group, j))) for j in range(size)])
+
+    def variances(head: str) -> np.ndarray:
+        return np.array([stat.noise_std((head, group, j)) ** 2 for j in range(size)])
+
+    return _Counts(values("events"), values("censored"), variances("events"),
+                   variances("censored"))
 
 
 def _and_present(filters: FilterLike, variable: str, levels: Sequence[str]) -> Filter:
@@ -252,22 +298,51 @@ def kaplan_meier(fed: Analyses, duration: str, event: str, by: str | None = None
     log(-log) scale (Kalbfleisch & Prentice 2002, sec. 1.4; the "exponential Greenwood"
     interval lifelines' KaplanMeierFitter reports): with ``V = sum d / (n (n - d))``,
     ``S ** exp(+-z sqrt(V) / log S)``; it is (1, 1) while S = 1 and (0, 0) once S = 0.
+
+    With ``privacy=fedtally.DP(...)`` the interval counts are noisy and the table is built
+    from them by post-processing only:
+
+    * ``events``, ``censored``: the noisy released counts (floats, unrounded and unclamped,
+      so unbiased); ``at_risk``: the sum of the noisy counts of this and later intervals,
+      its noise accumulating: ``at_risk_noise_std`` is the square root of the sum of their
+      noise variances (largest at the start of the curve);
+    * ``survival``: the product of the unclamped factors ``1 - d / n`` (unbiased where
+      intervals hold no events), then made non-increasing by a running minimum and clamped
+      to [0, 1]; a factor <= 0 (noisy ``d >= n``) sets it to 0 from there on; where the
+      noisy at-risk number is 0 or below the curve is not estimable at this privacy level
+      and is NaN from there on;
+    * ``noise_std``: the noise standard deviation of the (unconstrained) product by the
+      delta method: the gradient of log S with respect to every released count, including
+      the correlation through the counts shared by the at-risk numbers, times S. The
+      running minimum and the clamps are not in it: they shrink the spread where the
+      truth sits on a clamp (S = 1 before the first event) and, on grids whose intervals
+      hold fewer events than the noise, bias the curve slightly downward; NaN where the
+      noise set S to 0;
+    * interval: normal on the log scale, ``S exp(-/+ z sqrt(V + W))`` capped at 1, with
+      ``V`` Greenwood's sum (from the noisy d clamped to [0, n]) and ``W`` the noise
+      variance of log S (sampling and noise independent). This is the "log" interval
+      (R survival's default) rather than exact mode's log(-log) one: the log(-log)
+      transform divides by log S, which explodes the noise near S = 1 where events are
+      few. Where the noise set S to 0: ``(0, the previous upper bound)``.
     """
-    privacy_info = check_privacy(privacy)
+    privacy_spec(privacy)  # a malformed request fails here, before any work
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise QueryError("alpha must be in (0, 1)")
     grid, stat, counts = _query(fed, "kaplan_meier", duration, event, by, times, horizon,
-                                event_level, datasets, filters, data_model)
+                                event_level, datasets, filters, data_model, privacy)
     z = float(stats.norm.ppf(1 - alpha / 2))
     blocks = []
     for group, block in counts.items():
-        frame = _km_block(grid, block, z)
+        frame = _km_block_dp(grid, block, z) if block.noisy else _km_block(grid, block, z)
         if by is not None:
             frame.insert(0, "group", group)
         blocks.append(frame)
     table = KaplanMeierTable(pd.concat(blocks, ignore_index=True))
-    table.attrs.update({"privacy": privacy_info, "federation": stat.federation,
+    table.attrs.update({"privacy": stat.privacy, "federation": stat.federation,
                         "alpha": float(alpha), "by": by})
+    if stat.layout.noise is not None:
+        table.attrs["count_noise_std"] = max(
+            stat.noise_std(("events", g, 0)) for g in counts)
     return table
 
 
@@ -290,6 +365,72 @@ def _km_block(grid: list[float], counts: _Counts, z: float) -> pd.DataFrame:
         "censored": counts.censored[:m].astype(np.int64),
         "survival": survival, "ci_lower": lower, "ci_upper": upper,
     }, columns=COLUMNS)
+
+
+def _km_block_dp(grid: list[float], counts: _Counts, z: float) -> pd.DataFrame:
+    """One group's curve from noisy counts (see :func:`kaplan_meier` for the rules)."""
+    assert counts.events_var is not None and counts.censored_var is not None
+    m = len(grid)
+    n = counts.at_risk()[:m]
+    d = counts.events[:m]
+    # at_risk_j is the sum of the counts of intervals j..m (the cohort minus the earlier
+    # ones, which cancel), so its noise variance is the sum of theirs
+    per_interval = counts.events_var + counts.censored_var
+    n_var = np.cumsum(per_interval[::-1])[::-1][:m]
+    estimable = np.logical_and.accumulate(n > 0)
+    safe_n = np.where(estimable, n, 1.0)
+    # unclamped factors keep the product unbiased where intervals hold no events (clamping
+    # each noisy d at 0 would add phantom events); a factor <= 0 (noisy d >= n) ends the
+    # curve at 0, so nothing past it can pull the running minimum back up
+    factor = 1.0 - d / safe_n
+    alive = estimable & np.logical_and.accumulate(factor > 0)
+    raw = np.cumprod(np.where(alive, factor, 0.0))
+    survival = np.clip(np.minimum.accumulate(raw), 0.0, 1.0)
+    survival[~estimable] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Greenwood's sampling terms need a count in [0, n): the noisy d, clamped
+        clamped = np.clip(d, 0.0, safe_n)
+        greenwood = np.cumsum(np.where(alive & (clamped < safe_n),
+                                       clamped / (safe_n * (safe_n - clamped)), 0.0))
+        # the gradient of log(1 - d_k / n_k): a_k = d/dn_k (n_k sums later counts), and
+        # -1/n_k for the event count itself (it is in n_k too); see _log_survival_noise
+        a = np.where(alive, d / (safe_n * (safe_n - d)), 0.0)
+        direct = np.where(alive, 1.0 / safe_n, 0.0)
+    log_var = _log_survival_noise(a, direct, counts.events_var, counts.censored_var)
+    noise = np.where(alive, raw * np.sqrt(log_var), np.nan)
+    spread = z * np.sqrt(greenwood + log_var)
+    lower = survival * np.exp(-spread)
+    upper = np.minimum(survival * np.exp(spread), 1.0)
+    for j in np.flatnonzero(estimable & ~alive):
+        # the noise ended the curve: the truth is still below the last upper bound
+        upper[j] = upper[j - 1] if j > 0 else 1.0
+    return pd.DataFrame({
+        "time": np.asarray(grid, dtype=np.float64), "at_risk": n, "events": d,
+        "censored": counts.censored[:m].astype(np.float64), "survival": survival,
+        "ci_lower": lower, "ci_upper": upper, "noise_std": noise,
+        "at_risk_noise_std": np.sqrt(n_var),
+    }, columns=COLUMNS + DP_COLUMNS)
+
+
+def _log_survival_noise(a: np.ndarray, direct: np.ndarray, events_var: np.ndarray,
+                        censored_var: np.ndarray) -> np.ndarray:
+    """Delta-method noise variance of log S_j = sum_{k<=j} log(1 - e_k / n_k), with
+    n_k = sum_{l>=k} (e_l + c_l), over the independent noises of every count e_l, c_l
+    (l = 0..m, the last interval being past the grid). With A_j = a_0 + ... + a_j:
+
+        d log S_j / d c_l = A_min(j, l)
+        d log S_j / d e_l = A_min(j, l-1) - [l <= j] / n_l
+
+    and the variance sums these squared times the variances, in O(m) with cumulative sums:
+    the terms with l > j all share the gradient A_j."""
+    m = len(a)
+    cum = np.cumsum(a)
+    before = np.concatenate([[0.0], cum[:-1]])  # A_{l-1}
+    early_c = np.cumsum(censored_var[:m] * cum ** 2)
+    early_e = np.cumsum(events_var[:m] * (before - direct) ** 2)
+    later = np.cumsum((events_var + censored_var)[::-1])[::-1]  # sum over l >= index
+    tail = np.append(later[1:], 0.0)[:m]  # sum over l > j
+    return np.asarray(early_c + early_e + cum ** 2 * tail)
 
 
 def _loglog_interval(survival: np.ndarray, variance: np.ndarray, z: float
@@ -323,7 +464,8 @@ def logrank_test(fed: Analyses, duration: str, event: str, group: str, times: An
     statistic = (O - E) V^-1 (O - E) over all groups but one, chi-square with groups - 1
     degrees of freedom (as lifelines' ``multivariate_logrank_test``). Events past the
     grid are not counted (as lifelines' ``t_0``). Levels without rows are left out; fewer
-    than two groups, or no events, raise :class:`DegenerateInput`.
+    than two groups, or no events, raise :class:`DegenerateInput`. Exact answers only for
+    now (``privacy=fedtally.DP(...)`` raises :class:`QueryError`).
     """
     privacy_info = check_privacy(privacy)
     grid, stat, counts = _query(fed, "logrank_test", duration, event, group, times,
