@@ -28,6 +28,9 @@ from privacy.noise import discrete_gaussian_shares
 
 __all__ = ["LocalSummary", "PlanModel", "local_vector", "select_rows"]
 
+#: statistic kinds whose slots count rows: one row moves one slot by one, whatever its values
+COUNTING_KINDS = frozenset({"count", "counts", "survival"})
+
 
 @dataclass(frozen=True)
 class LocalSummary:
@@ -77,7 +80,10 @@ def local_vector(spec: QuerySpec, layout: Layout, data: pd.DataFrame, model: Dat
 
 
 def clipped(spec: QuerySpec, rows: pd.DataFrame, model: DataModel) -> pd.DataFrame:
-    """Every numeric variable the query reads, clipped to its bounds (the DP sensitivity)."""
+    """Every numeric variable the query sums, clipped to its bounds (the DP sensitivity).
+    Kinds that only count rows (tables, binned histograms, survival intervals) need none."""
+    if spec.kind in COUNTING_KINDS:
+        return rows
     view = PlanModel(model)
     names = set(spec.variables) | set(design_variables(spec.parameters.get("terms") or []))
     rows = rows.copy()

@@ -20,6 +20,13 @@ cells were zeroed is reported in ``attrs["suppressed"]`` (with a note) and in
 ``attrs["federation"]``. A 0 count therefore means "no row, or only rows that some node
 did not release". With no suppression the counts equal ``numpy.histogram`` of the pooled
 values (bins ``[a, b)``, the last one ``[a, b]``), or ``value_counts`` per level.
+
+**Differential privacy.** With ``privacy=fedtally.DP(...)`` every cell (and the excluded
+count) is released with Gaussian noise and no cell is suppressed (the noise is the
+protection). Counts are then the noisy totals themselves, floats that may be negative or
+non-integer: rounding or clipping them at 0 is harmless post-processing for display but
+biases small cells, so it is left to the reader. A numeric variable is clipped to its
+clipping bounds (the data model's min/max, or the request's ``bounds``) before binning.
 """
 
 from __future__ import annotations
@@ -34,13 +41,17 @@ import pandas as pd
 
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_CELLS
-from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.dp import privacy_spec
+from fedtally.results import Statistic
 from node.kinds import PlanModel
 
 __all__ = ["histogram", "histogram_edges"]
 
 Bins = int | Sequence[float]
+
+#: two-sided 95% normal quantile, for the noise intervals of DP counts
+Z95 = 1.959963984540054
 
 
 def _finite_pair(value: Any, what: str) -> tuple[float, float]:
@@ -97,8 +108,18 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
     node-level cells zeroed by the small-cell rule, "note": ...}``: such cells read 0 or
     too low), ``excluded`` (rows missing a variable or outside the range) and, for numeric
     bins, ``edges``. No rows at all raise :class:`DegenerateInput`.
+
+    With ``privacy=fedtally.DP(...)``: ``count`` holds the noisy counts (floats, possibly
+    negative), ``noise_std`` the standard deviation of each count's noise, and
+    ``ci_low``/``ci_high`` a 95% interval for the true count from the noise alone
+    (``count +- 1.96 noise_std``: the rows are fixed, the noise is the only randomness);
+    ``attrs["excluded"]`` is noisy too (its noise in ``attrs["excluded_noise_std"]``) and
+    ``attrs["privacy"]`` says what was spent. No check for "no rows" is made: with noise
+    an empty table cannot be told apart from a small one. A numeric variable needs
+    clipping bounds (declared min/max, or ``DP(bounds=...)``), else :class:`QueryError`.
     """
-    mode = check_privacy(privacy)
+    spec = privacy_spec(privacy)
+    noisy = spec["mode"] == "dp"
     view = PlanModel(fed.model(data_model))
     for name in (variable, by):
         if name is not None and not view.has_variable(name):
@@ -114,10 +135,16 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
         if range is not None:
             raise QueryError(f"range applies to numeric variables; {variable!r} is categorical")
         edges, axis, size = None, {"var": variable}, len(view.levels(variable))
+    if noisy and numeric and variable not in spec.get("bounds", {}) \
+            and view.bounds(variable) is None:
+        # nodes clip every numeric variable a DP query reads; without bounds they would
+        # refuse only after the query was sent, so say it here, before any work
+        raise QueryError(f"no bounds for {variable!r}: the data model declares no min/max, "
+                         f"so pass bounds={{{variable!r}: (low, high)}} with the DP request")
     axes = ([{"var": by}] if by is not None else []) + [axis]
     stat = fed.statistic("histogram", variables=[variable] + ([by] if by else []),
                          datasets=datasets, filters=filters, data_model=data_model,
-                         kind="counts", parameters={"axes": axes})
+                         kind="counts", parameters={"axes": axes}, privacy=privacy)
     # the parameter ``range`` (numpy's name) hides the builtin here
     groups: list[tuple[int, ...]] = ([(i,) for i in builtins.range(len(view.levels(by)))]
                                      if by is not None else [()])
@@ -131,9 +158,21 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
                 record["bin_start"], record["bin_end"] = edges[cell], edges[cell + 1]
             else:
                 record["category"] = view.levels(variable)[cell]
-            record["count"] = stat.count(("cell", *group, cell))
+            key = ("cell", *group, cell)
+            if noisy:
+                # the released total itself, unrounded: noise_std describes this number,
+                # and rounding would only hide that it is noisy
+                value, noise = stat.real(key), stat.noise_std(key)
+                record.update(count=value, noise_std=noise, ci_low=value - Z95 * noise,
+                              ci_high=value + Z95 * noise)
+            else:
+                record["count"] = stat.count(key)
             records.append(record)
     columns = ([by] if by else []) + (["bin_start", "bin_end"] if numeric else ["category"])
+    if noisy:
+        frame = pd.DataFrame.from_records(
+            records, columns=[*columns, "count", "noise_std", "ci_low", "ci_high"])
+        return _dp_attrs(frame, stat, edges)
     frame = pd.DataFrame.from_records(records, columns=[*columns, "count"])
     frame["count"] = frame["count"].astype(np.int64)
     federation = stat.federation
@@ -145,7 +184,7 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
             "contributed)")
     suppressed = federation["cells_suppressed"]
     frame.attrs.update({
-        "privacy": mode, "federation": federation, "excluded": stat.count(("excluded",)),
+        "privacy": spec, "federation": federation, "excluded": stat.count(("excluded",)),
         "suppressed": {"cells": suppressed, "note": (
             f"{suppressed} node-level cells below a node's small-cell threshold were zeroed; "
             "the affected counts read 0 or too low" if suppressed else
@@ -154,3 +193,17 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
         frame.attrs["edges"] = edges
     return frame
 
+
+def _dp_attrs(frame: pd.DataFrame, stat: Statistic, edges: list[float] | None) -> pd.DataFrame:
+    """The attrs of a DP histogram: what was spent, and the noisy excluded count."""
+    frame["count"] = frame["count"].astype(np.float64)
+    frame.attrs.update({
+        "privacy": stat.privacy, "federation": stat.federation,
+        "excluded": stat.real(("excluded",)),
+        "excluded_noise_std": stat.noise_std(("excluded",)),
+        "suppressed": {"cells": 0, "note": (
+            "no cell is suppressed under differential privacy: every count carries noise "
+            "(see noise_std) instead")}})
+    if edges is not None:
+        frame.attrs["edges"] = edges
+    return frame
