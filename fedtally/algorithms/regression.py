@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -62,6 +62,7 @@ from fedtally.algorithms.common import (
     triangle,
 )
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node.kinds import PlanModel
 
@@ -265,6 +266,8 @@ class LinearRegressionResult:
     privacy: dict[str, Any] = field(default_factory=dict)
     #: nodes asked / answered / contributing and cells suppressed, for the round used
     federation: dict[str, int] = field(default_factory=dict)
+    #: DP only: each coefficient's std due to the noise (already included in bse)
+    noise_std: pd.Series | None = None
 
     def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
         """Confidence intervals of the coefficients (t quantiles): columns 0 and 1."""
@@ -292,20 +295,62 @@ def linear_regression(fed: Analyses, y: str, x: Sequence[str] | str, *,
                       data_model: str | None = None, privacy: Any = None
                       ) -> LinearRegressionResult:
     """Ordinary least squares of numeric ``y`` on ``x`` (numeric or categorical) with an
-    intercept, over the complete cases of the federation: one secure-sum round."""
-    privacy_info = check_privacy(privacy)
+    intercept, over the complete cases of the federation: one secure-sum round.
+
+    With ``privacy=fedtally.DP(...)`` the cross-products are noisy sufficient statistics
+    (clipped to the bounds of every variable); the fit is post-processing of them.
+    ``noise_std`` is the standard deviation of each coefficient due to the noise, from a
+    parametric bootstrap of the released noise on the client (200 draws of Gaussian noise
+    with each slot's reported std, refitting in floating point), and ``bse`` then combines
+    the sampling and noise parts, sqrt(bse_sampling^2 + noise_std^2), so that intervals
+    and tests include the noise."""
+    spec = privacy_spec(privacy)
     terms, variables = linear_terms(fed, y, x, data_model)
-    stat = fed.statistic("linear_regression", variables=variables, datasets=datasets, filters=filters, data_model=data_model,
-                         kind="crossprod", parameters={"terms": terms})
-    n = stat.count(("n", None))
-    if n == 0:
+    stat = fed.statistic("linear_regression", variables=variables, datasets=datasets,
+                         filters=filters, data_model=data_model, kind="crossprod",
+                         parameters={"terms": terms}, privacy=privacy)
+    noisy = spec["mode"] == "dp"
+    n = round(stat.real(("n", None))) if noisy else stat.count(("n", None))
+    if n <= 0:
         raise DegenerateInput(f"no complete rows to fit ({who(stat)})")
     cross = triangle(stat, ("xx", None), len(terms))
     keep = present_terms(terms[:-1], cross) + [len(terms) - 1]
     cross = sub_matrix(cross, keep)
     labels = names([terms[k] for k in keep[:-1]])
     fit = ols_fit(cross, n, labels)
-    return _linear_result(fit, labels, y, privacy_info, stat.federation)
+    result = _linear_result(fit, labels, y, stat.privacy, stat.federation)
+    if not noisy:
+        return result
+    noise = _coefficient_noise(stat, keep, labels)
+    bse = np.sqrt(result.bse ** 2 + noise ** 2)
+    tvalues = result.params / bse
+    pvalues = series(2 * stats.t.sf(np.abs(tvalues.to_numpy()), result.df_resid), labels)
+    return replace(result, bse=bse, tvalues=tvalues, pvalues=pvalues, noise_std=noise)
+
+
+def _coefficient_noise(stat: Statistic, keep: list[int], labels: list[str],
+                       draws: int = 200) -> pd.Series:
+    """Std of the coefficients due to the released noise: refit on the released
+    cross-products perturbed by fresh Gaussian noise of each slot's reported std (client-side
+    post-processing; no privacy noise is drawn here)."""
+    p = len(keep) - 1
+    released = np.array([[stat.real(("xx", None, min(a, b), max(a, b))) for b in keep]
+                         for a in keep])
+    stds = np.array([[stat.noise_std(("xx", None, min(a, b), max(a, b))) for b in keep]
+                     for a in keep])
+    generator = np.random.default_rng(0)
+    betas = []
+    for _ in range(draws):
+        upper = np.triu(generator.normal(0.0, 1.0, released.shape) * stds)
+        matrix = released + upper + np.triu(upper, 1).T
+        try:
+            betas.append(np.linalg.solve(matrix[:p, :p], matrix[:p, p]))
+        except np.linalg.LinAlgError:
+            continue
+    if len(betas) < draws // 2:
+        raise DegenerateInput("the noisy cross-products are too unstable for this privacy "
+                              "level: ask with a larger epsilon or fewer predictors")
+    return series(np.std(np.array(betas), axis=0, ddof=1), labels)
 
 
 def _linear_result(fit: OLSFit, labels: list[str], y: str, privacy: dict[str, Any],
