@@ -317,7 +317,14 @@ def linear_regression(fed: Analyses, y: str, x: Sequence[str] | str, *,
     keep = present_terms(terms[:-1], cross) + [len(terms) - 1]
     cross = sub_matrix(cross, keep)
     labels = names([terms[k] for k in keep[:-1]])
-    fit = ols_fit(cross, n, labels)
+    try:
+        fit = ols_fit(cross, n, labels)
+    except DegenerateInput as exc:
+        if noisy:  # e.g. a noisy residual sum of squares below zero
+            raise DegenerateInput("the noisy sufficient statistics cannot be fitted at this "
+                                  "privacy level: ask with a larger epsilon, tighter bounds "
+                                  "or fewer predictors") from exc
+        raise
     result = _linear_result(fit, labels, y, stat.privacy, stat.federation)
     if not noisy:
         return result

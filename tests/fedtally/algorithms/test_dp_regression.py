@@ -37,7 +37,7 @@ def test_small_noise_gives_the_exact_fit(fed: SimulatedFederation) -> None:
 
 
 def test_reported_noise_matches_repeated_releases(fed: SimulatedFederation) -> None:
-    releases = [fed.linear_regression("y", ["x1", "x2"], privacy=fedtally.DP(rho=0.5))
+    releases = [fed.linear_regression("y", ["x1", "x2"], privacy=fedtally.DP(rho=20.0))
                 for _ in range(60)]
     spread = np.std([r.params.to_numpy() for r in releases], axis=0, ddof=1)
     reported = np.mean([r.noise_std.to_numpy() for r in releases], axis=0)
