@@ -64,6 +64,7 @@ from fedtally.algorithms.cv import linear_regression_cv, logistic_regression_cv
 from fedtally.algorithms.histogram import histogram, histogram_edges
 from fedtally.algorithms.hypothesis import (
     TTestResult,
+    resolved_datasets,
     ttest_independent,
     ttest_onesample,
     ttest_paired,
@@ -296,6 +297,17 @@ def _view(fed: Analyses, req: Request) -> PlanModel:
     return PlanModel(Analyses.model(fed, req.data_model))  # SimulatedFederation shadows .model
 
 
+def _enumerations(fed: Analyses, req: Request, variable: str) -> list[str]:
+    """A categorical variable's levels as Exareme2 lists them: the data model's, except
+    for ``dataset``, whose levels are the datasets the federation holds (Exareme2's
+    metadata lists the loaded datasets, not every dataset a data model declares)."""
+    model = Analyses.model(fed, req.data_model)
+    if variable != "dataset":
+        return list(PlanModel(model).levels(variable))
+    held = set(resolved_datasets(fed, req.data_model, None))
+    return [d for d in model.datasets() if d in held]
+
+
 # --- histograms --------------------------------------------------------------------------------
 
 
@@ -307,7 +319,7 @@ def _counts(values: Sequence[int]) -> list[int | None]:
 @handles("multiple_histograms")
 def _multiple_histograms(fed: Analyses, req: Request) -> dict[str, Any]:
     """Counts of y over the complete cases of y and every x: first over all those rows,
-    then one block per level of each (categorical) x, levels in the data model's order."""
+    then one block per level of each (categorical) x; levels as Exareme2 lists them."""
     y = _single(req.y, "y", "multiple_histograms")
     groupings = [v for v in dict.fromkeys(req.x) if v != y]
     view = _view(fed, req)
@@ -324,18 +336,22 @@ def _multiple_histograms(fed: Analyses, req: Request) -> dict[str, Any]:
         bins = histogram_edges(y, bins, None, view)
         labels = list(bins)
     else:
-        labels = list(view.levels(y))
-    scope = {"datasets": req.datasets, "data_model": req.data_model,
-             "filters": complete_cases([y, *groupings], req.filters, view)}
-    whole = histogram(fed, y, bins, **scope)
-    blocks = [{"var": y, "grouping_var": None, "grouping_enum": None, "bins": labels,
-               "counts": _counts(whole["count"].tolist())}]
+        labels = _enumerations(fed, req, y)
+    scope = _scope(req)
+    if groupings:
+        scope["filters"] = complete_cases([y, *groupings], req.filters, view)
+
+    def block(rows: pd.DataFrame, grouping: str | None, level: str | None) -> dict[str, Any]:
+        counts = (rows["count"] if view.is_numeric(y)
+                  else rows.set_index("category")["count"].loc[labels])
+        return {"var": y, "grouping_var": grouping, "grouping_enum": level, "bins": labels,
+                "counts": _counts(counts.tolist())}
+
+    blocks = [block(histogram(fed, y, bins, **scope), None, None)]
     for grouping in groupings:
         table = histogram(fed, y, bins, by=grouping, **scope)
-        for level in view.levels(grouping):
-            counts = table.loc[table[grouping] == level, "count"].tolist()
-            blocks.append({"var": y, "grouping_var": grouping, "grouping_enum": level,
-                           "bins": labels, "counts": _counts(counts)})
+        blocks += [block(table[table[grouping] == level], grouping, level)
+                   for level in _enumerations(fed, req, grouping)]
     return {"histogram": blocks}
 
 
@@ -424,7 +440,8 @@ def _transformed_pca(fed: Analyses, req: Request, transforms: dict[str, str]) ->
           for i in range(p + 1)]
     sums = [xx[0][i + 1] for i in range(p)]
     scatter = [[xx[i + 1][j + 1] - sums[i] * sums[j] / n for j in range(p)] for i in range(p)]
-    matrix = _correlation(_Scatter(names, n, sums, scatter, stat.federation), "standardization")
+    matrix = _correlation(_Scatter(variables=names, n=n, sums=sums, scatter=scatter,
+                                   federation=stat.federation), "standardization")
     values, vectors = np.linalg.eigh(matrix)
     order = np.argsort(values)[::-1]
     values = np.maximum(values[order], 0.0)
@@ -467,22 +484,22 @@ class _Coding:
     matrix: np.ndarray
 
 
-def _present_levels(fed: Analyses, req: Request, y: str, x: list[str], algorithm: str,
-                    view: PlanModel, extra: dict[str, Any]) -> dict[str, list[str]]:
-    """The levels of each categorical predictor present in the complete rows, from the
-    diagonal of one round's cross-products of the level indicators (exact counts)."""
+def _present_levels(fed: Analyses, y: str, x: list[str], algorithm: str, view: PlanModel,
+                    scope: dict[str, Any], extra: dict[str, Any]) -> dict[str, list[str]]:
+    """The levels of each categorical predictor present in the complete rows (y and every
+    x present: the design's own complete cases), from the diagonal of one round's
+    cross-products of the level indicators (exact counts)."""
     factors = [v for v in x if not view.is_numeric(v)]
     if not factors:
         return {}
     terms = [INTERCEPT] + [{"var": v, "level": level} for v in factors
                            for level in view.levels(v)]
-    scope = {"datasets": req.datasets, "data_model": req.data_model,
-             "filters": complete_cases([y, *x], req.filters, view)}
-    if algorithm == "linear_regression":
+    terms += [{"var": v} for v in x if view.is_numeric(v)]
+    if algorithm.startswith("linear"):
         stat = fed.statistic(algorithm, variables=[y, *x], kind="crossprod",
-                             parameters={"terms": terms}, **scope)
+                             parameters={"terms": [*terms, {"var": y}]}, **scope)
         head: tuple[Any, ...] = ("xx", None)
-    else:  # the logistic kind at beta = 0: the information X'X / 4
+    else:  # the logistic kind at beta = 0 gives the information X'X / 4
         stat = fed.statistic(algorithm, variables=[y, *x], kind="logistic",
                              parameters={"terms": terms, **extra,
                                          "beta": [0.0] * len(terms)}, **scope)
@@ -542,20 +559,33 @@ def _recoded(params: pd.Series, covariance: pd.DataFrame, coding: _Coding
     return a @ params.to_numpy(), np.sqrt(np.maximum(np.diag(a @ cov @ a.T), 0.0))
 
 
-def _check_xy(req: Request, algorithm: str) -> tuple[str, list[str]]:
+def _regression_inputs(fed: Analyses, req: Request, view: PlanModel, algorithm: str,
+                       extra: dict[str, Any]
+                       ) -> tuple[str, list[str], dict[str, Any], dict[str, list[str]]]:
+    """y, the predictors Exareme2 would code, the scope and each categorical predictor's
+    present levels. A categorical predictor with a single level present is left out, as
+    Exareme2 (and patsy) give it no column (ours would refuse it as constant); the rows
+    stay the complete cases of y and every x, as Exareme2's data loader keeps."""
     y = _single(req.y, "y", algorithm)
     x = list(dict.fromkeys(req.x))
     if not x:
         raise QueryError(f"{algorithm} needs predictors in x")
-    return y, x
+    for name in [y, *x]:
+        if not view.has_variable(name):
+            raise QueryError(f"unknown variable {name!r}")
+    scope = _scope(req)
+    present = _present_levels(fed, y, x, algorithm, view, scope, extra)
+    kept = [v for v in x if view.is_numeric(v) or len(present[v]) > 1]
+    if kept != x:  # keep the dropped predictors' complete cases
+        scope["filters"] = complete_cases([y, *x], req.filters, view)
+    return y, kept, scope, present
 
 
 @handles("linear_regression")
 def _linear_regression(fed: Analyses, req: Request) -> dict[str, Any]:
-    y, x = _check_xy(req, "linear_regression")
     view = _view(fed, req)
-    result = linear_regression(fed, y, x, **_scope(req))
-    present = _present_levels(fed, req, y, x, "linear_regression", view, {})
+    y, x, scope, present = _regression_inputs(fed, req, view, "linear_regression", {})
+    result = linear_regression(fed, y, x, **scope)
     coding = _exareme2_coding(list(result.params.index), x, view, present)
     beta, se = _recoded(result.params, result.cov_params(), coding)
     df = result.df_resid
@@ -571,16 +601,20 @@ def _linear_regression(fed: Analyses, req: Request) -> dict[str, Any]:
             "upper_ci": _numbers(beta + quantile * se)}
 
 
+def _outcome(req: Request, view: PlanModel) -> tuple[Any, dict[str, Any]]:
+    positive = _param(req, "positive_class")
+    y = _single(req.y, "y", "logistic regression")
+    outcome, _ = outcome_spec(view, y, positive)
+    return positive, {"outcome": outcome}
+
+
 @handles("logistic_regression")
 def _logistic_regression(fed: Analyses, req: Request) -> dict[str, Any]:
     """Exareme2's ``r_squared_cs`` is Cox and Snell's ``1 - exp(2 (ll0 - ll) / n)``."""
-    y, x = _check_xy(req, "logistic_regression")
     view = _view(fed, req)
-    positive = _param(req, "positive_class")
-    result = logistic_regression(fed, y, x, positive, **_scope(req))
-    outcome, _ = outcome_spec(view, y, positive)
-    present = _present_levels(fed, req, y, x, "logistic_regression", view,
-                              {"outcome": outcome})
+    positive, extra = _outcome(req, view)
+    y, x, scope, present = _regression_inputs(fed, req, view, "logistic_regression", extra)
+    result = logistic_regression(fed, y, x, positive, **scope)
     coding = _exareme2_coding(list(result.params.index), x, view, present)
     beta, se = _recoded(result.params, result.cov_params(), coding)
     z = beta / se
@@ -599,26 +633,39 @@ def _logistic_regression(fed: Analyses, req: Request) -> dict[str, Any]:
 
 @handles("linear_regression_cv")
 def _linear_regression_cv(fed: Analyses, req: Request) -> dict[str, Any]:
-    y, x = _check_xy(req, "linear_regression_cv")
-    return linear_regression_cv(fed, y, x, _integer(req, "n_splits", 5),
-                                **_scope(req)).to_exareme2()
+    y, x, scope, _ = _regression_inputs(fed, req, _view(fed, req), "linear_regression_cv", {})
+    return linear_regression_cv(fed, y, x, _integer(req, "n_splits", 5), **scope).to_exareme2()
 
 
 @handles("logistic_regression_cv")
 def _logistic_regression_cv(fed: Analyses, req: Request) -> dict[str, Any]:
-    y, x = _check_xy(req, "logistic_regression_cv")
-    return logistic_regression_cv(fed, y, x, _param(req, "positive_class"),
-                                  _integer(req, "n_splits", 5), **_scope(req)).to_exareme2()
+    view = _view(fed, req)
+    positive, extra = _outcome(req, view)
+    y, x, scope, _ = _regression_inputs(fed, req, view, "logistic_regression_cv", extra)
+    return logistic_regression_cv(fed, y, x, positive, _integer(req, "n_splits", 5),
+                                  **scope).to_exareme2()
 
 
 # --- analysis of variance --------------------------------------------------------------------
 
 
-def _level_order(fed: Analyses, req: Request, factor: str) -> list[str]:
-    """Exareme2's order of a factor's groups: the data model's enumerations."""
-    model = Analyses.model(fed, req.data_model)
-    return list(model.datasets()) if factor == "dataset" else list(
-        PlanModel(model).levels(factor))
+def _tukey_pairs(groups: pd.DataFrame, order: list[str], mse: float, df: float
+                 ) -> list[dict[str, Any]]:
+    """Tukey-Kramer comparisons in Exareme2's layout: the statistics of the analysis'
+    ``tukey`` (:func:`fedtally.algorithms.anova.tukey_hsd`: ``se = sqrt(MSE (1/n_a +
+    1/n_b))``, p-value ``studentized_range.sf(sqrt(2) |t|, k, df)``) without its critical
+    value, which Exareme2 does not report and which costs a numerical quantile."""
+    pairs = list(combinations(order, 2))
+    if not pairs:
+        return []
+    mean, n = groups["mean"], groups["nobs"]
+    diff = np.array([mean[a] - mean[b] for a, b in pairs], dtype=np.float64)
+    se = np.sqrt([mse * (1 / n[a] + 1 / n[b]) for a, b in pairs])
+    t = diff / se
+    p = np.atleast_1d(stats.studentized_range.sf(math.sqrt(2) * np.abs(t), len(order), df))
+    return [{"groupA": a, "groupB": b, "meanA": float(mean[a]), "meanB": float(mean[b]),
+             "diff": float(diff[i]), "se": float(se[i]), "t_stat": float(t[i]),
+             "p_tuckey": float(p[i])} for i, (a, b) in enumerate(pairs)]
 
 
 @handles("anova_oneway")
@@ -638,17 +685,9 @@ def _anova_oneway(fed: Analyses, req: Request) -> dict[str, Any]:
         "ms_residual": float(table.at["Residual", "mean_sq"]),
         "ms_explained": float(table.at[x, "mean_sq"]),
         "p_value": result.pvalue, "f_stat": result.statistic}
-    order = [g for g in _level_order(fed, req, x) if g in groups.index]
-    tukey = {frozenset((row["group1"], row["group2"])): row
-             for _, row in result.tukey.iterrows()}
-    pairs = []
-    for a, b in combinations(order, 2):
-        row = tukey[frozenset((a, b))]
-        diff = float(groups.at[a, "mean"] - groups.at[b, "mean"])
-        pairs.append({"groupA": a, "groupB": b, "meanA": float(groups.at[a, "mean"]),
-                      "meanB": float(groups.at[b, "mean"]), "diff": diff,
-                      "se": float(row["se"]), "t_stat": diff / float(row["se"]),
-                      "p_tuckey": float(row["p-adj"])})
+    order = [g for g in _enumerations(fed, req, x) if g in groups.index]
+    pairs = _tukey_pairs(groups, order, float(table.at["Residual", "mean_sq"]),
+                         float(table.at["Residual", "df"]))
     means = {g: float(groups.at[g, "mean"]) for g in order}
     stds = {g: _json_number(groups.at[g, "std"]) for g in order}
     ci_info = {"sample_stds": stds, "means": means,
@@ -772,14 +811,14 @@ def _nb_gaussian_predict(fed: Analyses, req: Request) -> dict[str, Any]:
 @handles("test_nb_categorical_fit")
 def _nb_categorical_fit(fed: Analyses, req: Request) -> dict[str, Any]:
     """Per feature, per class (sorted), the count at each of the feature's levels sorted
-    by name (all the data model's levels)."""
+    by name (all its levels, see :func:`_enumerations`)."""
     y = _single(req.y, "y", "naive Bayes")
     fitted = naive_bayes_categorical(fed, y, req.x, **_scope(req))
     classes = _classes_sorted(fitted.classes_)
     counts = []
     for feature in fitted.features:
-        table = fitted.category_count_[feature]
-        counts.append(table.loc[classes, sorted(table.columns)].to_numpy().tolist())
+        levels = sorted(_enumerations(fed, req, feature))
+        counts.append(fitted.category_count_[feature].loc[classes, levels].to_numpy().tolist())
     return {"category_count": counts,
             "class_count": [int(fitted.class_count_[c]) for c in classes]}
 
@@ -792,7 +831,7 @@ def _nb_categorical_predict(fed: Analyses, req: Request) -> dict[str, Any]:
     return {"predictions": {str(c): int(n) for c, n in counts.items()}}
 
 
-# --- JSON helpers and Exareme2's comparison rule ------------------------------------------
+# --- Exareme2's comparison rule -------------------------------------------------------------
 
 
 def is_close(ours: float | str | None, theirs: float | str | None, rel: float = 1e-6,

@@ -69,12 +69,16 @@ class SimulatedFederation(Catalog):
                                            self.policy) for name in sorted(frames)}
 
     def catalog(self) -> dict[str, Any]:
+        # the rows never change here, so the catalog is built once
+        if getattr(self, "_catalog", None) is not None:
+            return self._catalog
         nodes = {}
         for name, rows in self._rows.items():
             held = sorted(str(d) for d in rows[DATASET].dropna().unique())
             nodes[name] = {"data_models": {self._model.name: {"model": self._model.to_json(),
                                                              "datasets_held": held}}}
-        return {"nodes": nodes, "federation_id": FEDERATION_ID}
+        self._catalog: dict[str, Any] | None = {"nodes": nodes, "federation_id": FEDERATION_ID}
+        return self._catalog
 
     def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
         self.policy.check_algorithm(spec.algorithm)

@@ -440,7 +440,7 @@ class Newton:
         self.step = np.zeros(p)
         self.halvings = 0
         self.params = np.zeros(p)
-        self.inverse: Matrix = []  # inverse information at the accepted evaluation
+        self._inverse: Matrix | None = None  # inverse information, computed on demand
 
     def observe(self, ev: Evaluation) -> None:
         if self.converged:
@@ -484,20 +484,34 @@ class Newton:
                                   "every row exactly, so the coefficients are infinite")
         if self.last is not None:
             self._check_separation(ev)
+        # the step in float64 (it only moves the iterate); the exact inverse is taken once,
+        # for the covariance at the final estimate (see ``inverse``)
+        hess = np.array([[float(v) for v in row] for row in ev.hess])
         try:
-            inverse = exact_inverse(ev.hess, "the information matrix")
-        except DegenerateInput as exc:
+            step = scipy.linalg.solve(hess, np.array([float(g) for g in ev.grad]),
+                                      assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError) as exc:
             raise DegenerateInput(f"the information matrix is singular{self.what}: "
                                   "separation or collinearity") from exc
-        step = np.array([float(sum((a * b for a, b in zip(row, ev.grad, strict=True)),
-                                   Fraction(0))) for row in inverse])
         previous = self.last
         self.last, self.last_beta, self.step, self.halvings = ev, self.beta.copy(), step, 0
-        self.inverse = inverse
+        self._inverse = None
         self.params = self.beta + step
         if previous is not None and self._small(ev, previous, step):
             self.converged = True
         self.beta = self.params
+
+    @property
+    def inverse(self) -> Matrix:
+        """Exact inverse information at the last accepted evaluation (the covariance)."""
+        if self._inverse is None:
+            assert self.last is not None
+            try:
+                self._inverse = exact_inverse(self.last.hess, "the information matrix")
+            except DegenerateInput as exc:
+                raise DegenerateInput(f"the information matrix is singular{self.what}: "
+                                      "separation or collinearity") from exc
+        return self._inverse
 
     def _small(self, ev: Evaluation, previous: Evaluation, step: np.ndarray) -> bool:
         ll_change = abs(float(ev.loglik - previous.loglik))
