@@ -22,3 +22,23 @@ def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"reference data {path} is absent (it ships beside the repository in CI)")
     return path
+
+
+def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: ANN201
+    """The MIP data model and its CSVs split over three nodes as Exareme2 splits them: node
+    1 takes every ``*0.csv``, the others the rest round-robin; ``*-test.csv`` kept aside.
+    Skips (with the reason) where the reference data is absent."""
+    import pandas as pd
+
+    from node.datamodel import DataModel
+
+    folder = require_shared(EXAREME2 / "data" / model_folder)
+    model = DataModel.from_cdes(folder / "CDEsMetadata.json")
+    files = sorted(p for p in folder.glob("*.csv") if not p.stem.endswith("-test"))
+    nodes: dict[str, list[Path]] = {"node1": [f for f in files if f.stem.endswith("0")],
+                                    "node2": [], "node3": []}
+    for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
+        nodes[("node2", "node3")[i % 2]].append(f)
+    frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
+              for node, paths in nodes.items()}
+    return model, frames

@@ -90,6 +90,14 @@ def folds_of(spec: QuerySpec) -> list[int | None]:
     return list(range(k))
 
 
+def _check_betas(betas: Any, folds: list[int | None], p: int) -> None:
+    """One coefficient vector of length p per fold."""
+    if not isinstance(betas, list) or len(betas) != len(folds):
+        raise QueryError("give one coefficient vector (beta, or betas with folds) per fold")
+    for beta in betas:
+        _number_list(beta, "a coefficient vector", p)
+
+
 def _triangle(p: int) -> Iterator[tuple[int, int]]:
     for i in range(p):
         for j in range(i, p):
@@ -151,11 +159,7 @@ def _regression_eval(spec: QuerySpec, model: ModelView) -> list[Slot]:
     p = len(check_terms(_param(spec, "terms"), model))
     check_variable(model, _param(spec, "y"), numeric=True)
     folds = folds_of(spec)
-    betas = _param(spec, "betas")
-    if not isinstance(betas, list) or len(betas) != len(folds):
-        raise QueryError("betas must hold one coefficient vector per fold")
-    for beta in betas:
-        _number_list(beta, "a coefficient vector", p)
+    _check_betas(_param(spec, "betas"), folds, p)
     slots = []
     for f in folds:
         slots.append(Slot(("n", f), False))
@@ -168,11 +172,8 @@ def _logistic(spec: QuerySpec, model: ModelView) -> list[Slot]:
     p = len(check_terms(_param(spec, "terms"), model))
     outcome_of(spec, model)
     folds = folds_of(spec)
-    betas = spec.parameters.get("betas") if folds != [None] else [_param(spec, "beta")]
-    if not isinstance(betas, list) or len(betas) != len(folds):
-        raise QueryError("give beta (or, with folds, betas: one vector per fold)")
-    for beta in betas:
-        _number_list(beta, "a coefficient vector", p)
+    _check_betas(spec.parameters.get("betas") if folds != [None] else [_param(spec, "beta")],
+                 folds, p)
     slots = []
     for f in folds:
         slots += [Slot(("n", f), False), Slot(("ysum", f), False), Slot(("loglik", f), True)]
@@ -188,11 +189,7 @@ def _logistic_eval(spec: QuerySpec, model: ModelView) -> list[Slot]:
     p = len(check_terms(_param(spec, "terms"), model))
     outcome_of(spec, model)
     folds = folds_of(spec)
-    betas = _param(spec, "betas")
-    if not isinstance(betas, list) or len(betas) != len(folds):
-        raise QueryError("betas must hold one coefficient vector per fold")
-    for beta in betas:
-        _number_list(beta, "a coefficient vector", p)
+    _check_betas(_param(spec, "betas"), folds, p)
     slots = []
     for f in folds:
         slots += [Slot((name, f), False) for name in ("tp", "fp", "tn", "fn")]

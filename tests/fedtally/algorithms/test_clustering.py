@@ -4,17 +4,16 @@ initial centers on the pooled complete rows, and against Exareme2's expected cen
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
+import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.algorithms.clustering import kmeans
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
 from node.policy import Policy
 from support import EXAREME2
 
@@ -156,17 +155,7 @@ def test_bad_arguments() -> None:
 
 
 def _dementia() -> SimulatedFederation:
-    folder = EXAREME2 / "data" / "dementia_v_0_1"
-    if not folder.exists():
-        pytest.skip(f"reference data {folder} is absent")
-    model = DataModel.from_cdes(folder / "CDEsMetadata.json")
-    files = sorted(p for p in folder.glob("*.csv") if not p.stem.endswith("-test"))
-    nodes: dict[str, list[Path]] = {"node1": [f for f in files if f.stem.endswith("0")],
-                                    "node2": [], "node3": []}
-    for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
-        nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
-              for node, paths in nodes.items()}
+    model, frames = support.exareme2_three_node_split()
     # Exareme2 applies no per-node small-cluster rule; ours would zero a node's tiny
     # clusters, so the comparison runs with that rule relaxed (tested separately)
     return SimulatedFederation(frames, model, seed=3,

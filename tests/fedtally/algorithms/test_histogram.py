@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.algorithms.histogram import histogram
 from fedtally.simulated import SimulatedFederation
@@ -166,17 +166,7 @@ def test_degenerate_and_bad_inputs() -> None:
 
 
 def _dementia() -> SimulatedFederation:
-    folder = EXAREME2 / "data" / "dementia_v_0_1"
-    if not folder.exists():
-        pytest.skip(f"reference data {folder} is absent")
-    model = DataModel.from_cdes(folder / "CDEsMetadata.json")
-    files = sorted(p for p in folder.glob("*.csv") if not p.stem.endswith("-test"))
-    nodes: dict[str, list[Path]] = {"node1": [f for f in files if f.stem.endswith("0")],
-                                    "node2": [], "node3": []}
-    for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
-        nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
-              for node, paths in nodes.items()}
+    model, frames = support.exareme2_three_node_split()
     return SimulatedFederation(frames, model, policy=EXACT, seed=3)
 
 

@@ -4,7 +4,6 @@ on the pooled complete rows, and against Exareme2's expected results on the MIP'
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,10 +11,10 @@ import pytest
 from scipy import stats
 from sklearn.decomposition import PCA
 
+import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.algorithms.multivariate import pca, pearson_correlation
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
 from node.policy import Policy
 from support import EXAREME2
 
@@ -195,17 +194,7 @@ def test_pca_degenerate_inputs() -> None:
 
 
 def _dementia() -> SimulatedFederation:
-    folder = EXAREME2 / "data" / "dementia_v_0_1"
-    if not folder.exists():
-        pytest.skip(f"reference data {folder} is absent")
-    model = DataModel.from_cdes(folder / "CDEsMetadata.json")
-    files = sorted(p for p in folder.glob("*.csv") if not p.stem.endswith("-test"))
-    nodes: dict[str, list[Path]] = {"node1": [f for f in files if f.stem.endswith("0")],
-                                    "node2": [], "node3": []}
-    for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
-        nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
-              for node, paths in nodes.items()}
+    model, frames = support.exareme2_three_node_split()
     return SimulatedFederation(frames, model, seed=3)
 
 
