@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -52,12 +53,14 @@ class _Reader:
         return out
 
 
-class WireType:
-    def encode(self, value: Any, out: bytearray) -> None:
-        raise NotImplementedError  # abstract
+class WireType(ABC):
+    """How one field is written and read."""
 
-    def decode(self, reader: _Reader) -> Any:
-        raise NotImplementedError  # abstract
+    @abstractmethod
+    def encode(self, value: Any, out: bytearray) -> None: ...
+
+    @abstractmethod
+    def decode(self, reader: _Reader) -> Any: ...
 
 
 class UInt(WireType):

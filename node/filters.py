@@ -19,6 +19,7 @@ import json
 import math
 import operator
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -72,11 +73,11 @@ class FilterSyntaxError(QueryError):
 # --- the tree ---------------------------------------------------------------------------
 
 
-class Filter:
+class Filter(ABC):
     """Base of every filter node. Subclasses are frozen dataclasses."""
 
-    def to_json(self) -> dict[str, Any]:
-        raise NotImplementedError  # abstract
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]: ...
 
     def children(self) -> tuple[Filter, ...]:
         return ()

@@ -31,6 +31,7 @@ dropping its factor.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -73,14 +74,14 @@ def complete_cases(variables: Sequence[str], filters: FilterLike, view: PlanMode
     return filter_trees.And(tuple(items))
 
 
-class _Classifier:
+class _Classifier(ABC):
     """Shared prediction: subclasses give the joint log-likelihood of each class."""
 
     classes_: tuple[str, ...]
     features: tuple[str, ...]
 
-    def _joint_log_likelihood(self, data: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError  # abstract
+    @abstractmethod
+    def _joint_log_likelihood(self, data: pd.DataFrame) -> np.ndarray: ...
 
     def predict_log_proba(self, data: pd.DataFrame) -> pd.DataFrame:
         """Log posterior probability of each class (columns) for each local row."""
