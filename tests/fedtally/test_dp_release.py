@@ -5,8 +5,10 @@ OpenDP shares, ledger charges) and real secure-sum rounds."""
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,7 +27,9 @@ UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e6}}}})
 def _ledgers() -> str:
     # the ledger fsyncs every charge: keep thousands of them in memory-backed storage
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    return tempfile.mkdtemp(prefix="fedtally-ledgers-", dir=base)
+    path = tempfile.mkdtemp(prefix="fedtally-ledgers-", dir=base)
+    atexit.register(shutil.rmtree, path, True)  # memory-backed: never leave it behind
+    return path
 
 
 def _federation(data: dict) -> SimulatedFederation:
