@@ -31,6 +31,18 @@ DEFAULT_MAX_ROWS_PER_NODE = 1 << 24
 DEFAULT_DP_HONEST_NODES = 1
 
 
+def filter_tree(filters: FilterLike) -> filter_trees.Filter | None:
+    """A caller's filter as a tree: an expression string, the MIP's QueryBuilder JSON, our
+    own JSON form, or a tree already."""
+    if filters is None or isinstance(filters, filter_trees.Filter):
+        return filters
+    if isinstance(filters, str):
+        return filter_trees.parse_expression(filters)
+    if isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
+        return filter_trees.parse_querybuilder(filters)
+    return filter_trees.from_json(filters)
+
+
 class Analyses(ABC):
     """Researcher-facing analyses over a federation."""
 
@@ -95,16 +107,9 @@ class Analyses(ABC):
 
     @staticmethod
     def _filter_json(filters: FilterLike, model: DataModel) -> Any:
-        if filters is None:
+        tree = filter_tree(filters)
+        if tree is None:
             return None
-        if isinstance(filters, filter_trees.Filter):
-            tree = filters
-        elif isinstance(filters, str):
-            tree = filter_trees.parse_expression(filters)
-        elif isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
-            tree = filter_trees.parse_querybuilder(filters)
-        else:
-            tree = filter_trees.from_json(filters)
         tree.check(model)
         return tree.to_json()
 

@@ -82,7 +82,7 @@ from fedtally.algorithms.regression import (
     logistic_regression,
     outcome_spec,
 )
-from fedtally.analyses import Analyses
+from fedtally.analyses import Analyses, filter_tree
 from fedtally.results import moments
 from node.kinds import PlanModel
 
@@ -157,8 +157,8 @@ def _not_null(variables: Sequence[str], filters: Any) -> dict[str, Any]:
     from node import filters as trees
 
     items = [trees.IsNull(v, negated=True).to_json() for v in variables]
-    if filters is not None:
-        tree = trees.parse_querybuilder(filters) if "rules" in filters else trees.from_json(filters)
+    tree = filter_tree(filters)
+    if tree is not None:
         items.append(tree.to_json())
     return {"op": "and", "items": items}
 

@@ -43,7 +43,7 @@ from scipy.special import logsumexp
 
 from engine.errors import DegenerateInput, QueryError
 from fedtally.algorithms.common import check_privacy
-from fedtally.analyses import Analyses, FilterLike
+from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.results import Statistic
 from node import filters as filter_trees
 from node.datamodel import DataModel
@@ -62,15 +62,9 @@ def complete_cases(variables: Sequence[str], filters: FilterLike, view: PlanMode
     items: list[filter_trees.Filter] = [
         filter_trees.IsNull(v, negated=True) if view.is_numeric(v)
         else filter_trees.Membership(v, view.levels(v)) for v in variables]
-    if filters is not None:
-        if isinstance(filters, filter_trees.Filter):
-            items.append(filters)
-        elif isinstance(filters, str):
-            items.append(filter_trees.parse_expression(filters))
-        elif isinstance(filters, dict) and ("rules" in filters or "condition" in filters):
-            items.append(filter_trees.parse_querybuilder(filters))
-        else:
-            items.append(filter_trees.from_json(filters))
+    tree = filter_tree(filters)
+    if tree is not None:
+        items.append(tree)
     return filter_trees.And(tuple(items))
 
 

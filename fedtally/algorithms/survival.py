@@ -40,7 +40,7 @@ exact-only for now.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_GRID
 from engine.plans import check_variable
 from fedtally.algorithms.common import check_privacy
-from fedtally.analyses import Analyses, FilterLike
+from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node import filters as filter_trees
@@ -254,22 +254,11 @@ def _noisy_counts(stat: Statistic, group: str | None, size: int) -> _Counts:
 
 
 def _and_present(filters: FilterLike, variable: str, levels: Sequence[str]) -> Filter:
-    """``filters`` and "``variable`` holds one of its levels". Rows missing a categorical
-    event must be left out; node.validation.coerce currently turns missing text into the
-    string "nan" (pandas 2 ``astype("str")``), which the node's complete-case test keeps,
-    so the selection is spelled out here."""
+    """``filters`` and "``variable`` holds one of its levels": rows whose categorical event
+    is missing (or a code the data model does not know) are left out explicitly."""
     present = filter_trees.Membership(variable, tuple(levels))
-    if filters is None:
-        return present
-    if isinstance(filters, filter_trees.Filter):
-        tree = filters
-    elif isinstance(filters, str):
-        tree = filter_trees.parse_expression(filters)
-    elif isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):
-        tree = filter_trees.parse_querybuilder(filters)
-    else:
-        tree = filter_trees.from_json(filters)
-    return filter_trees.And((tree, present))
+    tree = filter_tree(filters)
+    return present if tree is None else filter_trees.And((tree, present))
 
 
 def _who(stat: Statistic) -> str:
