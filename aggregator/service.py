@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -35,9 +36,11 @@ from engine.errors import (
 )
 from engine.manifest import Manifest
 from engine.messages import MaskedInput, RoundAborted, SecAggMessage
+from engine.paillier_aggregator import PaillierAggregator
+from engine.paillier_messages import EncryptedInput, PaillierResult
 from engine.params import RoundParams
 from engine.query import QuerySpec, SignedQuery
-from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
+from engine.secagg_aggregator import SecAggAggregator
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
@@ -86,9 +89,13 @@ class BudgetCollection:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+RoundMachine = SecAggAggregator | PaillierAggregator
+FINISHED = ("done", "aborted")
+
+
 @dataclass
 class ActiveRound:
-    machine: SecAggAggregator
+    machine: RoundMachine
     researcher: Session
     request_id: bytes
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -235,10 +242,11 @@ class AggregatorService:
             active.machine.receive(session.name, msg)
         finally:
             active.changed.set()
-        if isinstance(msg, MaskedInput):
-            # masked words are uniformly random: safe to show, and they show what we see
+        if isinstance(msg, MaskedInput | EncryptedInput):
+            # masked words and ciphertexts look uniformly random: safe to show, and they
+            # show what the aggregator sees
             words = " ".join(f"{w:016x}" for w in memoryview(msg.data[:24]).cast("Q"))
-            log.info("masked input from %s for query %s: %s ...", session.name,
+            log.info("%s from %s for query %s: %s ...", type(msg).__name__, session.name,
                      msg.query_id.hex()[:8], words)
 
     # --- budgets ---------------------------------------------------------------------------
@@ -288,7 +296,10 @@ class AggregatorService:
         except FedtallyError as exc:
             exc.request_id = msg.request_id  # type: ignore[attr-defined]
             raise
-        machine = SecAggAggregator(params, {n: self._keys[n] for n in params.participants})
+        members = {n: self._keys[n] for n in params.participants}
+        key = self.manifest.paillier_key
+        machine: RoundMachine = (SecAggAggregator(params, members) if key is None
+                                 else PaillierAggregator(params, members, key))
         active = ActiveRound(machine, session, msg.request_id)
         self.rounds[query.query_id] = active
         task = asyncio.create_task(self._run_round(active, query))
@@ -324,6 +335,11 @@ class AggregatorService:
         if len(serving) < minimum:
             raise ThresholdNotMet(f"only {len(serving)} node(s) online for "
                                   f"{spec.data_model!r}; a secure sum needs {minimum}")
+        key = self.manifest.paillier_key
+        if key is not None and len(serving) < key.threshold.threshold:
+            raise ThresholdNotMet(f"only {len(serving)} node(s) online for "
+                                  f"{spec.data_model!r}; decrypting needs "
+                                  f"{key.threshold.threshold} key holders")
         return RoundParams(federation_id=self.manifest.federation_id, query_id=query.query_id,
                            round=0, participants=tuple(serving),
                            threshold=self.manifest.threshold_for(len(serving)),
@@ -338,7 +354,7 @@ class AggregatorService:
             announce = QueryAnnounce(query, params)
             for name in params.participants:
                 await self._send_to(name, announce)
-            while machine.stage not in (AggregatorStage.DONE, AggregatorStage.ABORTED):
+            while machine.stage.value not in FINISHED:
                 await self._await_stage(active)
                 if active.refusal is not None:
                     node, code, text = active.refusal
@@ -350,16 +366,22 @@ class AggregatorService:
                 outgoing = machine.close_stage()
                 for name, msg in outgoing:
                     await self._send_to(name, msg)
-                if machine.stage not in (AggregatorStage.DONE, AggregatorStage.ABORTED):
+                if machine.stage.value not in FINISHED:
                     await researcher.send(Progress(active.request_id, machine.stage.value,
                                                    len(machine.expected)))
             if machine.result is None:
                 error = machine.error or ThresholdNotMet("the round did not complete")
                 await researcher.send(error_notice(active.request_id, error))
                 return
-            await researcher.send(QueryResult(
-                active.request_id, params.query_id, params.participants, machine.survivors,
-                params.ring_bits, params.vector_length, machine.result.to_bytes()))
+            if isinstance(machine.result, PaillierResult):
+                # sealed to the researcher: the aggregator cannot read the total
+                await researcher.send(dataclasses.replace(machine.result,
+                                                          request_id=active.request_id))
+            else:
+                await researcher.send(QueryResult(
+                    active.request_id, params.query_id, params.participants,
+                    machine.survivors, params.ring_bits, params.vector_length,
+                    machine.result.to_bytes()))
             log.info("query %s done over %d of %d nodes", params.query_id.hex()[:8],
                      len(machine.survivors), len(params.participants))
         except Exception as exc:  # keep serving; tell the researcher without internals

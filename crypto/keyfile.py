@@ -28,7 +28,7 @@ from crypto.errors import CryptoError
 from crypto.identity import SigningIdentity
 
 __all__ = ["FORMAT", "KEY_ROLES", "KeyFile", "KeyFileError", "atomic_write", "read_key_file",
-           "write_key_file"]
+           "read_private", "write_key_file"]
 
 FORMAT = "fedtally-key/1"
 #: roles a key file may carry: the members', the aggregator's and the authority's
@@ -75,8 +75,8 @@ def write_key_file(path: str | os.PathLike[str], key: KeyFile) -> None:
 def read_key_file(path: str | os.PathLike[str]) -> KeyFile:
     """Read and check a key file; raises :class:`KeyFileError` (never showing the seed)."""
     source = Path(path)
-    data = _read_private(source)
-    document, problem = _decode(data)
+    data = read_private(source)
+    document, problem = decode_document(data)
     if problem is None:
         problem = _check_document(document)
     if problem is not None:
@@ -121,7 +121,7 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def _read_private(path: Path) -> bytes:
+def read_private(path: Path, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
     failure: str
     try:
         # O_NONBLOCK: a FIFO in the key file's place must not hang the open
@@ -142,10 +142,10 @@ def _read_private(path: Path) -> bytes:
                            f"0600: run `chmod 600 {path}` (and consider the key exposed if "
                            "others could read it)")
             else:
-                data = _read_up_to(fd, MAX_KEY_FILE_BYTES + 1)
-                if len(data) <= MAX_KEY_FILE_BYTES:
+                data = _read_up_to(fd, limit + 1)
+                if len(data) <= limit:
                     return data
-                failure = f"key file {path} is larger than {MAX_KEY_FILE_BYTES} bytes"
+                failure = f"key file {path} is larger than {limit} bytes"
         except OSError as exc:
             failure = f"cannot read key file {path}: {exc.strerror}"
         finally:
@@ -165,7 +165,7 @@ def _read_up_to(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(data: bytes) -> tuple[Any, str | None]:
+def decode_document(data: bytes) -> tuple[Any, str | None]:
     """The parsed document, or a reason it is not one (never quoting the content)."""
     try:
         return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys,

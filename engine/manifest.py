@@ -31,8 +31,11 @@ from typing import Any
 
 from crypto.errors import CryptoError
 from crypto.identity import SigningIdentity, VerifyKey
+from crypto.paillier import PaillierPublicKey
+from crypto.threshold_paillier import ThresholdPublic
 from engine.codec import NAME_PATTERN
 from engine.errors import AuthenticationError, ConfigurationError, LocalError
+from engine.paillier_key import FederationKey
 from engine.query import canonical_json
 
 __all__ = [
@@ -67,9 +70,15 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     # DP noise is calibrated so that the shares of this many honest surviving nodes alone
     # give the promised rho (Kairouz et al. 2021); 1 trusts no other node at all
     "dp_honest_nodes": 1,
+    # protection "paillier": {"n": hex modulus, "decryption_threshold": t, "holders": [node
+    # names in key-share order]}; null under "mask"
+    "paillier": None,
 })
 #: parameters a manifest may leave out (added after the first manifests were written)
-OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1}
+OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1, "paillier": None}
+#: the smallest Paillier modulus a manifest accepts (init defaults to 3072 bits)
+MIN_MANIFEST_PAILLIER_BITS = 2048
+_PAILLIER_KEYS = frozenset({"n", "decryption_threshold", "holders"})
 #: names that would collide with the folder layout ``init`` writes (compared
 #: case-insensitively, because a node's name is also a folder name and some file systems
 #: ignore case)
@@ -280,6 +289,11 @@ class Manifest:
     def stage_timeout_s(self) -> float:
         return float(self.parameters["stage_timeout_s"])
 
+    @cached_property
+    def paillier_key(self) -> FederationKey | None:
+        """The federation's threshold Paillier key (protection "paillier"), else None."""
+        return _paillier_key(self.parameters["paillier"], self.nodes(), "paillier")
+
 
 # --- signature ----------------------------------------------------------------------------
 
@@ -346,6 +360,12 @@ def _build(doc: dict[str, Any], source: str, authority: VerifyKey) -> Manifest:
     if len(set(keys)) != len(keys):
         raise ConfigurationError(f"{source}: two parties have the same public key")
     n_nodes = sum(1 for m in members if m.role == "node")
+    nodes = tuple(sorted(m.name for m in members if m.role == "node"))
+    if parameters["protection"] == "paillier":
+        _paillier_key(parameters["paillier"], nodes, f"{source}: parameters.paillier")
+    elif parameters["paillier"] is not None:
+        raise ConfigurationError(f"{source}: parameters.paillier must be null unless "
+                                 "protection is 'paillier'")
     if n_nodes < parameters["min_participants"]:
         raise ConfigurationError(
             f"{source}: {n_nodes} node(s), fewer than min_participants "
@@ -387,6 +407,32 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     _integer(value["min_participants"], f"{where}.min_participants", 2)
     _integer(value["max_rows_per_node"], f"{where}.max_rows_per_node", 1)
     return dict(value)
+
+
+def _paillier_key(value: Any, nodes: tuple[str, ...], where: str) -> FederationKey:
+    """The threshold key a manifest declares: every node holds one share, and any
+    decryption quorum is a strict majority of them (so two quorums always share a node,
+    and a node decrypts at most once per round)."""
+    _keys(value, _PAILLIER_KEYS, where)
+    text = value["n"]
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9a-f]{1,4096}", text):
+        raise ConfigurationError(f"{where}.n must be the modulus in lower-case hex")
+    try:
+        public = PaillierPublicKey(int(text, 16))
+    except CryptoError as exc:
+        raise ConfigurationError(f"{where}.n: {exc}") from None
+    if public.bits < MIN_MANIFEST_PAILLIER_BITS:
+        raise ConfigurationError(f"{where}.n has {public.bits} bits; at least "
+                                 f"{MIN_MANIFEST_PAILLIER_BITS} are required")
+    holders = value["holders"]
+    if not isinstance(holders, list) or sorted(holders) != list(nodes) or \
+            len(set(holders)) != len(holders):
+        raise ConfigurationError(f"{where}.holders must list every node exactly once")
+    threshold = _integer(value["decryption_threshold"], f"{where}.decryption_threshold", 1)
+    if not len(nodes) // 2 + 1 <= threshold <= len(nodes):
+        raise ConfigurationError(f"{where}.decryption_threshold must be in "
+                                 f"[{len(nodes) // 2 + 1}, {len(nodes)}] for {len(nodes)} nodes")
+    return FederationKey(ThresholdPublic(public, threshold, len(nodes)), tuple(holders))
 
 
 def _check_names(names: list[str], where: str) -> None:

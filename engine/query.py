@@ -157,7 +157,9 @@ class QuerySpec:
 @dataclass(frozen=True)
 class SignedQuery:
     """A researcher's signed request. ``vector_length`` and ``ring_bits`` are the client's
-    plan; every node recomputes them and refuses a mismatch."""
+    plan; every node recomputes them and refuses a mismatch. ``reply_key`` is the
+    researcher's fresh X25519 public key for this query: in Paillier mode the nodes seal
+    their partial decryptions to it, so only the researcher can see the total."""
 
     researcher: str = wire(NAME)
     federation_id: str = wire(Str(128))
@@ -167,11 +169,12 @@ class SignedQuery:
     vector_length: int = wire(UInt(4))
     ring_bits: int = wire(UInt(2))
     signature: bytes = wire(Bytes(64, exact=64))
+    reply_key: bytes = wire(Bytes(32, exact=32), default=bytes(32))
 
     def statement(self) -> bytes:
         return signed_query_statement(self.researcher, self.federation_id, self.query_id,
                                       self.issued_at_ms, self.spec, self.vector_length,
-                                      self.ring_bits)
+                                      self.ring_bits, reply_key=self.reply_key)
 
     @property
     def digest(self) -> bytes:
@@ -180,6 +183,6 @@ class SignedQuery:
 
 def signed_query_statement(researcher: str, federation_id: str, query_id: bytes,
                            issued_at_ms: int, spec: bytes, vector_length: int,
-                           ring_bits: int) -> bytes:
+                           ring_bits: int, *, reply_key: bytes = bytes(32)) -> bytes:
     return context(b"fedtally/v1", "query", researcher, federation_id, query_id, issued_at_ms,
-                   spec, vector_length, ring_bits)
+                   spec, vector_length, ring_bits, reply_key)

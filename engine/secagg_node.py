@@ -144,6 +144,10 @@ class SecAggNode:
         self._committed: frozenset[str] = frozenset()
         self._survivors: tuple[str, ...] = ()
 
+    @property
+    def finished(self) -> bool:
+        return self.stage in TERMINAL
+
     # --- the transition table --------------------------------------------------------------
 
     TRANSITIONS: dict[tuple[NodeStage, type], str] = {

@@ -15,9 +15,14 @@ import numpy as np
 
 from crypto.encoding import RingVector, plan_ring
 from crypto.identity import SigningIdentity, VerifyKey
+from crypto.paillier import FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
+from crypto.threshold_paillier import KeyShare
 from engine.errors import FedtallyError, LocalError, ProtocolAbort
 from engine.messages import SecAggMessage
+from engine.paillier_aggregator import PaillierAggregator, PaillierAggregatorStage
+from engine.paillier_key import FederationKey
+from engine.paillier_node import PaillierNode
 from engine.params import RoundParams
 from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
 from engine.secagg_node import NodeStage, SecAggNode
@@ -193,3 +198,89 @@ def secure_sum(inputs: Sequence[np.ndarray], threshold: int,
     return SecureSumResult(total=aggregator.result.to_signed(),
                            survivors=sorted(index[name] for name in aggregator.survivors),
                            ring_bits=ring_bits)
+
+
+# --- Paillier mode -----------------------------------------------------------------------
+
+PAILLIER_STAGES = ("encrypted_input", "partial_decryption")
+
+
+@dataclass
+class PaillierTranscript:
+    params: RoundParams
+    nodes: dict[str, PaillierNode]
+    aggregator: PaillierAggregator
+    node_errors: dict[str, FedtallyError] = field(default_factory=dict)
+    aggregator_rejections: dict[str, FedtallyError] = field(default_factory=dict)
+    inbox: list[tuple[str, str, SecAggMessage]] = field(default_factory=list)
+    outbox: list[tuple[str, str, SecAggMessage]] = field(default_factory=list)
+
+
+def run_paillier_round(values: Sequence[RingVector], params: RoundParams, *,
+                       identities: Mapping[str, SigningIdentity], key: FederationKey,
+                       shares: Mapping[str, KeyShare], encryptor: FastEncryptor,
+                       reply_key: bytes, rng: RandomSource,
+                       dropouts: Mapping[str, set[int]] | None = None,
+                       tamper: Tamper | None = None,
+                       node_tamper: Tamper | None = None) -> PaillierTranscript:
+    """One Paillier-mode round through the node and aggregator state machines, in memory.
+
+    Hooks as :func:`run_round`; stages are :data:`PAILLIER_STAGES`. The sealed partials
+    end in ``transcript.aggregator.result``; open them with
+    :func:`engine.paillier_result.open_result`. One ``encryptor`` serves every simulated
+    node (each real node builds its own).
+    """
+    dropouts = {k: set(v) for k, v in (dropouts or {}).items()}
+    unknown = set(dropouts) - set(PAILLIER_STAGES)
+    if unknown:
+        raise LocalError(f"unknown dropout stages {sorted(unknown)}; use {PAILLIER_STAGES}")
+    names = list(params.participants)
+    members = {n: identities[n].verify_key for n in names}
+    nodes = {name: PaillierNode(params, name, identities[name], members, values[i], key,
+                                shares[name], encryptor, reply_key,
+                                rng.child(name) if isinstance(rng, SeededRandom) else rng)
+             for i, name in enumerate(names)}
+    aggregator = PaillierAggregator(params, members, key)
+    t = PaillierTranscript(params, nodes, aggregator)
+    gone = {names[i] for i in dropouts.get("encrypted_input", ())}
+
+    def deliver(stage: str, sender: str, msg: SecAggMessage | None) -> None:
+        if msg is not None and node_tamper is not None:
+            msg = node_tamper(stage, sender, msg, t)  # type: ignore[arg-type]
+        if msg is None or sender in gone:
+            aggregator.drop(sender)
+            return
+        t.inbox.append((stage, sender, msg))
+        try:
+            aggregator.receive(sender, msg)
+        except FedtallyError as exc:
+            t.aggregator_rejections[sender] = exc
+
+    for name in names:
+        msg = None
+        if name not in gone:
+            try:
+                msg = nodes[name].start()
+            except FedtallyError as exc:
+                t.node_errors[name] = exc
+        deliver("encrypted_input", name, msg)
+    outgoing = aggregator.close_stage()
+    gone |= {names[i] for i in dropouts.get("partial_decryption", ())}
+    replies = []
+    for name, msg in outgoing:
+        t.outbox.append(("partial_decryption", name, msg))
+        delivered = tamper("partial_decryption", name, msg, t) if tamper else msg  # type: ignore[arg-type]
+        if delivered is None or name in gone or nodes[name].finished:
+            continue
+        try:
+            replies.append((name, nodes[name].receive(delivered)))
+        except FedtallyError as exc:
+            t.node_errors[name] = exc
+    if aggregator.stage is PaillierAggregatorStage.COLLECT_PARTIALS:
+        answered = {name for name, _ in replies}
+        for name in list(aggregator.expected - answered):
+            aggregator.drop(name)
+        for name, reply in replies:
+            deliver("partial_decryption", name, reply)
+        aggregator.close_stage()
+    return t

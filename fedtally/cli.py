@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from crypto.errors import CryptoError
+from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, FedtallyError
+from engine.manifest import PROTECTIONS
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -28,7 +30,9 @@ def _federation_init(args: argparse.Namespace) -> int:
                            auditors=_names(args.auditors or ""),
                            aggregator_host=args.aggregator_host,
                            aggregator_port=args.aggregator_port,
-                           threshold_fraction=args.threshold_fraction, force=args.force)
+                           threshold_fraction=args.threshold_fraction, force=args.force,
+                           protection=args.protection, paillier_bits=args.paillier_bits,
+                           decryption_threshold=args.decryption_threshold)
     print(f"federation written to {path.parent} (manifest: {path.name}); see README.txt there")
     return 0
 
@@ -122,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--aggregator-port", type=int, default=8765)
     init.add_argument("--threshold-fraction", type=float, default=2 / 3,
                       help="share of a round's nodes that must survive (> 0.5)")
+    init.add_argument("--protection", choices=PROTECTIONS, default="mask",
+                      help="pairwise masks (default) or threshold Paillier encryption")
+    init.add_argument("--paillier-bits", type=int, default=DEFAULT_KEY_BITS,
+                      help="Paillier modulus size (default %(default)s; at least 2048)")
+    init.add_argument("--decryption-threshold", type=int, default=None, metavar="T",
+                      help="nodes needed to decrypt in Paillier mode (default: a strict "
+                           "majority of the nodes)")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.set_defaults(run=_federation_init)
 

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from crypto.errors import CryptoError
+from crypto.keyagreement import X25519KeyPair
 from crypto.keyfile import KeyFile, read_key_file
 from crypto.randomness import SystemRandom
 from crypto.tls import client_ssl_context
@@ -31,9 +32,12 @@ from engine.errors import (
     AuthenticationError,
     ConfigurationError,
     FedtallyError,
+    InconsistentView,
     ServiceUnavailable,
 )
 from engine.manifest import Manifest
+from engine.paillier_messages import PaillierResult
+from engine.paillier_result import open_result
 from engine.plans import Layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import (
@@ -213,11 +217,31 @@ class Federation(Catalog):
         raw_spec = spec.canonical()
         query_id = self._rng.bytes(16)
         issued = int(time.time() * 1000)
+        # fresh per query: in Paillier mode the nodes seal their partial decryptions to it
+        reply = X25519KeyPair.generate(self._rng)
         statement = signed_query_statement(self.name, self.manifest.federation_id, query_id,
-                                           issued, raw_spec, plan.length, plan.ring_bits)
+                                           issued, raw_spec, plan.length, plan.ring_bits,
+                                           reply_key=reply.public)
         query = SignedQuery(self.name, self.manifest.federation_id, query_id, issued, raw_spec,
-                            plan.length, plan.ring_bits, self._key.identity.sign(statement))
-        return self._call(self._request(lambda rid: QueryRequest(rid, query)))
+                            plan.length, plan.ring_bits, self._key.identity.sign(statement),
+                            reply.public)
+        answer = self._call(self._request(lambda rid: QueryRequest(rid, query)))
+        if isinstance(answer, PaillierResult):
+            return self._open(answer, query, reply)
+        if self.manifest.paillier_key is not None:
+            raise InconsistentView("a Paillier federation's aggregator sent a plain total")
+        return answer
+
+    def _open(self, answer: PaillierResult, query: SignedQuery,
+              reply: X25519KeyPair) -> QueryResult:
+        key = self.manifest.paillier_key
+        if key is None:
+            raise InconsistentView("a Paillier result from a federation without a key")
+        total = open_result(answer, query_digest=query.digest, key=key,
+                            members=self.manifest.verify_keys(), reply_key=reply)
+        p = answer.params
+        return QueryResult(answer.request_id, p.query_id, p.participants, answer.contributors,
+                           p.ring_bits, p.vector_length, total.to_bytes())
 
 
 def connect(url: str, identity: str | Path, federation: str | Path, *,

@@ -20,7 +20,10 @@ from typing import Any, Literal
 
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyfile import KeyFile, KeyFileError, atomic_write, read_key_file, write_key_file
+from crypto.paillier import DEFAULT_KEY_BITS, MAX_KEY_BITS
 from crypto.randomness import RandomSource, SystemRandom
+from crypto.sharefile import ShareFile, write_share_file
+from crypto.threshold_paillier import KeyShare, deal_new
 from crypto.tls import generate_ca, issue_server_certificate
 from engine.codec import NAME_PATTERN
 from engine.errors import ConfigurationError
@@ -30,6 +33,7 @@ from engine.manifest import (
     DEFAULT_PARAMETERS,
     FORMAT,
     MAX_MANIFEST_BYTES,
+    MIN_MANIFEST_PAILLIER_BITS,
     Manifest,
     aggregator_url,
     decode_json,
@@ -101,7 +105,8 @@ def _read_bytes(path: Path, what: str, limit: int) -> bytes:
 
 ConfigKind = Literal["node", "aggregator"]
 _PATH_KEYS: dict[ConfigKind, tuple[str, ...]] = {
-    "node": ("federation", "identity", "ca", "data_model", "policy", "ledger"),
+    "node": ("federation", "identity", "ca", "data_model", "policy", "ledger",
+             "paillier_share"),
     "aggregator": ("federation", "identity", "tls_cert", "tls_key"),
 }
 _REQUIRED_TEXT: dict[ConfigKind, tuple[str, ...]] = {
@@ -212,6 +217,8 @@ def init_federation(
     threshold_fraction: float = DEFAULT_PARAMETERS["threshold_fraction"],
     auditors: list[str] | None = None,
     protection: str = DEFAULT_PARAMETERS["protection"],
+    paillier_bits: int = DEFAULT_KEY_BITS,
+    decryption_threshold: int | None = None,
     force: bool = False,
     rng: RandomSource | None = None,
 ) -> Path:
@@ -222,6 +229,12 @@ def init_federation(
     feeds the Ed25519 identities and the federation id (tests inject a seeded one); TLS keys
     always come from the OS. ``force`` lets an existing non-empty folder be used: the files
     init writes are replaced, other files are left alone.
+
+    With ``protection="paillier"`` init is also the trusted dealer of the threshold key: it
+    makes a ``paillier_bits`` key, gives each node a share (``keys/<node>.share``, 0600) so
+    that any ``decryption_threshold`` nodes (default: a strict majority) decrypt together,
+    and keeps nothing else: the primes and the decryption exponent exist only in this
+    process's memory and are gone when it returns.
     """
     root = Path(directory)
     roles = {"node": nodes, "researcher": researchers, "auditor": auditors or []}
@@ -240,6 +253,14 @@ def init_federation(
     identities = [(name, role, SigningIdentity.generate(rng))
                   for role, names in roles.items() for name in names]
     created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+    holders = sorted(nodes)
+    shares: list[KeyShare] = []
+    paillier: dict[str, Any] | None = None
+    if protection == "paillier":
+        paillier, shares = _deal_paillier(holders, paillier_bits, decryption_threshold, rng)
+    elif decryption_threshold is not None:
+        raise ConfigurationError("a decryption threshold only applies to protection "
+                                 "'paillier'")
     body = {
         "format": FORMAT,
         "federation_id": federation_id,
@@ -249,7 +270,7 @@ def init_federation(
         "members": [{"name": name, "role": role, "public_key": identity.verify_key.hex()}
                     for name, role, identity in identities],
         "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
-                       "protection": protection},
+                       "protection": protection, "paillier": paillier},
     }
     document = sign_manifest(body, authority)
     # verify what we are about to publish with the same code every reader will use
@@ -264,15 +285,53 @@ def init_federation(
                aggregator_identity)
     for name, role, identity in identities:
         _write_key(root / "keys" / f"{name}.key", name, role, federation_id, identity)
+    for name, share in zip(holders, shares, strict=False):
+        _write_share(root / "keys" / f"{name}.share", ShareFile(
+            name, federation_id, share.index, share.threshold_public.public.n, share.value))
     _write_tls(root / "tls", host, federation_id)
-    _write_configs(root, node_names, host, port)
+    _write_configs(root, node_names, host, port, with_shares=bool(shares))
     # the manifest last: a folder whose init was interrupted has no manifest to trust
     manifest_path = root / "federation.json"
     _write_json(manifest_path, document)
     readme = _readme(federation_id, authority.verify_key.hex(),
-                     {role: list(names) for role, names in roles.items()}, host, port)
+                     {role: list(names) for role, names in roles.items()}, host, port,
+                     paillier=bool(shares))
     atomic_write(root / "README.txt", readme.encode(), mode=PUBLIC_MODE)
     return manifest_path
+
+
+def _deal_paillier(holders: list[str], bits: int, threshold: int | None,
+                   rng: RandomSource) -> tuple[dict[str, Any], list[KeyShare]]:
+    """The dealer: a fresh key, shared among ``holders``; only public parts are returned
+    besides the shares (the primes go out of scope inside :func:`deal_new`)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < MIN_MANIFEST_PAILLIER_BITS \
+            or bits % 2 or bits > MAX_KEY_BITS:
+        raise ConfigurationError(f"the Paillier key size must be an even number of bits in "
+                                 f"[{MIN_MANIFEST_PAILLIER_BITS}, {MAX_KEY_BITS}]")
+    count = len(holders)
+    low = count // 2 + 1
+    threshold = low if threshold is None else threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or \
+            not low <= threshold <= max(count, low):
+        raise ConfigurationError(
+            f"the decryption threshold must be in [{low}, {count}] for {count} nodes: a "
+            "strict majority, so that two decryption quorums always share an honest node")
+    if count < 2:
+        raise ConfigurationError("a federation needs at least two nodes")
+    tp, shares = deal_new(bits, count, threshold, rng)
+    public = {"n": format(tp.public.n, "x"), "decryption_threshold": threshold,
+              "holders": holders}
+    return public, shares
+
+
+def _write_share(path: Path, share: ShareFile) -> None:
+    try:
+        write_share_file(path, share)
+    except KeyFileError as exc:
+        failure = str(exc)
+    else:
+        return
+    raise ConfigurationError(failure)
 
 
 def _write_key(path: Path, name: str, role: str, federation_id: str,
@@ -324,7 +383,8 @@ def _write_tls(folder: Path, host: str, federation_id: str) -> None:
     atomic_write(folder / "aggregator.key", key, mode=PRIVATE_MODE)
 
 
-def _write_configs(root: Path, nodes: list[str], host: str, port: int) -> None:
+def _write_configs(root: Path, nodes: list[str], host: str, port: int, *,
+                   with_shares: bool = False) -> None:
     _write_json(root / "aggregator.json", {
         "federation": "federation.json", "identity": f"keys/{AGGREGATOR}.key",
         "host": host, "port": port,
@@ -335,11 +395,12 @@ def _write_configs(root: Path, nodes: list[str], host: str, port: int) -> None:
             "name": name, "federation": "../federation.json", "identity": f"../keys/{name}.key",
             "aggregator_url": aggregator_url(host, port), "ca": "../tls/ca.pem",
             "data": [], "data_model": None, "policy": None, "ledger": "ledger.db",
+            **({"paillier_share": f"../keys/{name}.share"} if with_shares else {}),
         })
 
 
 def _readme(federation_id: str, authority_key: str, roles: Mapping[str, list[str]], host: str,
-            port: int) -> str:
+            port: int, *, paillier: bool = False) -> str:
     lines = [
         f"fedtally federation {federation_id}",
         f"aggregator: {aggregator_url(host, port)}",
@@ -363,7 +424,9 @@ def _readme(federation_id: str, authority_key: str, roles: Mapping[str, list[str
     ]
     for name in roles["node"]:
         lines += [f"NODE {name}:",
-                  f"  federation.json, keys/{name}.key, tls/ca.pem, {name}/node.json",
+                  f"  federation.json, keys/{name}.key, tls/ca.pem, {name}/node.json"
+                  + (f",\n  keys/{name}.share (its share of the decryption key)"
+                     if paillier else ""),
                   f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json", ""]
     for role in ("researcher", "auditor"):
         for name in roles[role]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, DataError, ServiceUnavailable
 from fedtally.client import Federation, connect
 from fedtally.federation import init_federation
@@ -159,8 +160,14 @@ def _model(data_model: DataModel | str | Path | None, frames: list[pd.DataFrame]
 def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str | Path | None = None,
                      workdir: str | Path | None = None, *, researcher: str = "alice",
                      policy: Mapping[str, Any] | None = None, timeout_s: float = 120.0,
-                     stage_timeout_s: float | None = None) -> Iterator[Federation]:
+                     stage_timeout_s: float | None = None, protection: str = "mask",
+                     paillier_bits: int = DEFAULT_KEY_BITS,
+                     decryption_threshold: int | None = None) -> Iterator[Federation]:
     """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
+
+    ``protection`` is ``"mask"`` (pairwise masks) or ``"paillier"`` (threshold Paillier
+    with a ``paillier_bits`` key; any ``decryption_threshold`` nodes decrypt, by default a
+    strict majority).
 
     ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
     every process; a temporary ``workdir`` is removed, a given one is kept (with logs).
@@ -173,7 +180,8 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
     client: Federation | None = None
     try:
         init_federation(root, list(data), [researcher], aggregator_host="127.0.0.1",
-                        force=not own_dir)
+                        force=not own_dir, protection=protection, paillier_bits=paillier_bits,
+                        decryption_threshold=decryption_threshold)
         frames = []
         entries = {}
         for name, item in data.items():

@@ -14,15 +14,21 @@ from typing import Any
 
 import pandas as pd
 
+from crypto.encoding import RingVector
 from crypto.identity import SigningIdentity
+from crypto.keyagreement import X25519KeyPair
+from crypto.paillier import DEFAULT_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
+from crypto.threshold_paillier import KeyShare, deal_new
 from engine.errors import ConfigurationError, ProtocolAbort, QueryError
-from engine.manifest import round_threshold
+from engine.manifest import PROTECTIONS, round_threshold
+from engine.paillier_key import FederationKey
+from engine.paillier_result import open_result
 from engine.params import RoundParams
 from engine.plans import Layout
 from engine.query import QuerySpec, canonical_json
 from engine.service_messages import QueryResult
-from engine.simulate import run_round
+from engine.simulate import run_paillier_round, run_round
 from fedtally.catalog import Catalog
 from node.budget import BudgetKeeper
 from node.datamodel import DATASET, DataModel
@@ -35,12 +41,19 @@ FEDERATION_ID = "simulated"
 
 class SimulatedFederation(Catalog):
     """``data`` maps node names to DataFrames (a missing ``dataset`` column gets the node's
-    name). ``data_model`` defaults to one inferred from all the data (trial use only)."""
+    name). ``data_model`` defaults to one inferred from all the data (trial use only).
+
+    ``protection="paillier"`` runs Paillier-mode rounds instead of masked ones: a
+    ``paillier_bits`` key is dealt among the nodes (any ``decryption_threshold`` decrypt,
+    by default a strict majority) and the researcher side opens the sealed partials.
+    """
 
     def __init__(self, data: Mapping[str, pd.DataFrame], data_model: DataModel | None = None, *,
                  policy: Policy | None = None, threshold_fraction: float = 2 / 3,
                  seed: int | None = None, researcher: str = "alice",
-                 ledger_dir: str | Path | None = None) -> None:
+                 ledger_dir: str | Path | None = None, protection: str = "mask",
+                 paillier_bits: int = DEFAULT_KEY_BITS,
+                 decryption_threshold: int | None = None) -> None:
         if len(data) < 2:
             raise ConfigurationError("a federation needs at least two nodes")
         frames = {}
@@ -67,6 +80,19 @@ class SimulatedFederation(Catalog):
         folder.mkdir(parents=True, exist_ok=True)
         self.budgets = {name: BudgetKeeper(folder / f"{name}.db", self._identities[name],
                                            self.policy) for name in sorted(frames)}
+        if protection not in PROTECTIONS:
+            raise ConfigurationError(f"protection must be one of {', '.join(PROTECTIONS)}")
+        self.protection = protection
+        self._paillier: tuple[FederationKey, dict[str, KeyShare], FastEncryptor] | None = None
+        if protection == "paillier":
+            names = tuple(sorted(frames))
+            threshold = len(names) // 2 + 1 if decryption_threshold is None \
+                else decryption_threshold
+            tp, shares = deal_new(paillier_bits, len(names), threshold, self._rng)
+            self._paillier = (FederationKey(tp, names), dict(zip(names, shares, strict=True)),
+                              FastEncryptor(tp.public, self._rng))
+        elif decryption_threshold is not None:
+            raise ConfigurationError("a decryption threshold only applies to Paillier mode")
 
     def catalog(self) -> dict[str, Any]:
         # the rows never change here, so the catalog is built once
@@ -109,12 +135,31 @@ class SimulatedFederation(Catalog):
         params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
                              plan.length, plan.ring_bits, 0,
                              hashlib.sha256(canonical_json(spec.to_json())).digest())
-        transcript = run_round(values, params, identities=self._identities, rng=self._rng)
-        result = transcript.result
-        if result is None:
-            raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
-        return QueryResult(bytes(16), params.query_id, names, transcript.aggregator.survivors,
+        if self._paillier is not None:
+            result, survivors = self._paillier_round(values, params)
+        else:
+            transcript = run_round(values, params, identities=self._identities, rng=self._rng)
+            if transcript.result is None:
+                raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
+            result, survivors = transcript.result, transcript.aggregator.survivors
+        return QueryResult(bytes(16), params.query_id, names, survivors,
                            plan.ring_bits, plan.length, result.to_bytes())
+
+    def _paillier_round(self, values: list[RingVector],
+                        params: RoundParams) -> tuple[RingVector, tuple[str, ...]]:
+        assert self._paillier is not None
+        key, shares, encryptor = self._paillier
+        reply = X25519KeyPair.generate(self._rng)
+        transcript = run_paillier_round(values, params, identities=self._identities, key=key,
+                                        shares=shares, encryptor=encryptor,
+                                        reply_key=reply.public, rng=self._rng)
+        sealed = transcript.aggregator.result
+        if sealed is None:
+            raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
+        members = {name: identity.verify_key for name, identity in self._identities.items()}
+        total = open_result(sealed, query_digest=params.query_digest, key=key,
+                            members=members, reply_key=reply)
+        return total, sealed.contributors
 
     def budget(self) -> pd.DataFrame:
         """Spent and remaining rho per node and dataset for this researcher."""

@@ -11,6 +11,8 @@ from typing import Any
 
 from crypto.errors import CryptoError
 from crypto.keyfile import read_key_file
+from crypto.sharefile import read_share_file
+from crypto.threshold_paillier import KeyShare
 from crypto.tls import client_ssl_context
 from engine.errors import ConfigurationError
 from engine.manifest import Manifest
@@ -30,6 +32,8 @@ class NodeConfig:
     policy: Policy
     ledger: Path
     base: Path
+    #: this node's share of the federation's decryption key (protection "paillier")
+    key_share: KeyShare | None = None
 
 
 def _load_json(path: Path) -> Any:
@@ -90,6 +94,9 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     url = aggregator_url or raw.get("aggregator_url")
     if not isinstance(url, str) or not url.startswith("wss://"):
         raise ConfigurationError(f"{path}: aggregator_url must be a wss:// URL (TLS is required)")
+    share = None
+    if manifest.protection == "paillier":
+        share = load_key_share(file("paillier_share"), manifest, name)  # type: ignore[arg-type]
     return NodeConfig(
         me=NodeIdentity(name, key.identity, manifest),
         aggregator_url=url,
@@ -99,4 +106,23 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
         policy=Policy.from_file(policy_path) if policy_path else Policy.default(),
         ledger=file("ledger", required=False) or base / "ledger.db",
         base=base,
+        key_share=share,
     )
+
+
+def load_key_share(path: Path, manifest: Manifest, name: str) -> KeyShare:
+    """This node's Paillier key share, checked against the manifest's key."""
+    key = manifest.paillier_key
+    assert key is not None
+    try:
+        raw = read_share_file(path)
+    except CryptoError as exc:
+        failure = str(exc)
+    else:
+        if (raw.name, raw.federation_id) != (name, manifest.federation_id):
+            failure = f"{path} is not {name}'s key share for this federation"
+        elif raw.n != key.threshold.public.n or raw.index != key.index(name):
+            failure = f"{path} is not a share of the key in the manifest (or not {name}'s)"
+        else:
+            return KeyShare(raw.index, raw.share, key.threshold)
+    raise ConfigurationError(failure)

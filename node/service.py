@@ -19,13 +19,17 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from crypto.encoding import RingVector
 from crypto.errors import CryptoError
+from crypto.paillier import FastEncryptor
 from crypto.randomness import SystemRandom
 from engine.codec import decode, encode
-from engine.errors import ConfigurationError, FedtallyError
+from engine.errors import ConfigurationError, FedtallyError, QueryError
 from engine.messages import MaskedInput, SecAggMessage
+from engine.paillier_messages import EncryptedInput
+from engine.paillier_node import PaillierNode
 from engine.query import canonical_json
-from engine.secagg_node import TERMINAL, SecAggNode
+from engine.secagg_node import SecAggNode
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
@@ -51,6 +55,9 @@ log = logging.getLogger("fedtally.node")
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 _JITTER = SystemRandom()
+#: what carries the node's (masked or encrypted) statistic: the budget is released first
+CONTRIBUTIONS = (MaskedInput, EncryptedInput)
+RoundNode = SecAggNode | PaillierNode
 
 
 def _jitter() -> float:
@@ -87,15 +94,20 @@ class NodeService:
     config: NodeConfig
     data: LoadedData
     guard: ReplayGuard = field(default_factory=ReplayGuard)
-    rounds: dict[bytes, SecAggNode] = field(default_factory=dict)
+    rounds: dict[bytes, RoundNode] = field(default_factory=dict)
     #: charges of DP rounds in flight, released just before the masked input leaves
     receipts: dict[bytes, ChargeReceipt] = field(default_factory=dict)
     budget: BudgetKeeper | None = None
+    #: Paillier mode: the fixed-base randomness table, built once per process
+    encryptor: FastEncryptor | None = None
 
     def __post_init__(self) -> None:
         if self.budget is None:
             self.budget = BudgetKeeper(self.config.ledger, self.config.me.identity,
                                        self.config.policy)
+        key = self.config.me.manifest.paillier_key
+        if key is not None and self.encryptor is None:
+            self.encryptor = FastEncryptor(key.threshold.public, SystemRandom())
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""
@@ -160,14 +172,30 @@ class NodeService:
     async def _on_announce(self, connection: ClientConnection, msg: QueryAnnounce) -> None:
         query_id = msg.query.query_id
         try:
-            node = await asyncio.to_thread(self._prepare, msg)
-            advert = node.start()
+            node, first = await asyncio.to_thread(self._begin, msg)
         except FedtallyError as exc:
             log.info("refused query %s: %s", query_id.hex()[:8], exc)
             await connection.send(encode(QueryRefused(query_id, exc.code, public_text(exc))))
             return
         self.rounds[query_id] = node
-        await connection.send(encode(advert))
+        await connection.send(encode(first))
+
+    def _begin(self, msg: QueryAnnounce) -> tuple[RoundNode, SecAggMessage]:
+        """Admit, charge, compute, and make the round's first message (in Paillier mode
+        that is already the encrypted contribution, so the charge is released first)."""
+        node = self._prepare(msg)
+        query_id = msg.query.query_id
+        try:
+            first = node.start()
+        except FedtallyError:
+            assert self.budget is not None
+            self.budget.refund(self.receipts.pop(query_id, None),
+                               "the node failed before sending its contribution")
+            raise
+        if isinstance(first, CONTRIBUTIONS):
+            assert self.budget is not None
+            self.budget.release(self.receipts.pop(query_id, None))
+        return node, first
 
     async def _on_budget(self, connection: ClientConnection, msg: BudgetQuery) -> None:
         me = self.config.me
@@ -183,7 +211,7 @@ class NodeService:
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 
-    def _prepare(self, msg: QueryAnnounce) -> SecAggNode:
+    def _prepare(self, msg: QueryAnnounce) -> RoundNode:
         me = self.config.me
         policy = self.config.policy
         assert self.budget is not None
@@ -198,8 +226,7 @@ class NodeService:
                 admitted.spec, admitted.layout, self.data.rows, self.data.model,
                 min_row_count=policy.min_row_count,
                 small_cell_threshold=policy.min_row_count if small_cells is None else small_cells)
-            node = SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(),
-                              vector, SystemRandom())
+            node = self._round_node(msg, vector)
         except BaseException:
             self.budget.refund(receipt, "the node failed before computing its contribution")
             raise
@@ -210,8 +237,23 @@ class NodeService:
                  summary.rows, summary.contributed, summary.cells_suppressed)
         return node
 
-    def _step(self, node: SecAggNode, msg: SecAggMessage) -> SecAggMessage | None:
-        """One state-machine step; a masked input is released in the ledger first."""
+    def _round_node(self, msg: QueryAnnounce, vector: RingVector) -> RoundNode:
+        me = self.config.me
+        key = me.manifest.paillier_key
+        if key is None:
+            return SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(),
+                              vector, SystemRandom())
+        if msg.query.reply_key == bytes(32):
+            raise QueryError("a query to a Paillier federation must carry the researcher's "
+                             "reply key")
+        share, encryptor = self.config.key_share, self.encryptor
+        if share is None or encryptor is None:
+            raise ConfigurationError("this node has no share of the federation's key")
+        return PaillierNode(msg.params, me.name, me.identity, me.manifest.verify_keys(), vector,
+                            key, share, encryptor, msg.query.reply_key, SystemRandom())
+
+    def _step(self, node: RoundNode, msg: SecAggMessage) -> SecAggMessage | None:
+        """One state-machine step; a contribution is released in the ledger first."""
         assert self.budget is not None
         try:
             reply = node.receive(msg)
@@ -219,7 +261,7 @@ class NodeService:
             self.budget.refund(self.receipts.pop(msg.query_id, None),
                                "the round ended before the masked input was sent")
             raise
-        if isinstance(reply, MaskedInput):
+        if isinstance(reply, CONTRIBUTIONS):
             self.budget.release(self.receipts.pop(msg.query_id, None))
         return reply
 
@@ -238,7 +280,7 @@ class NodeService:
             log.warning("refusing to continue query %s: %s", msg.query_id.hex()[:8], exc)
             await connection.send(encode(QueryRefused(msg.query_id, exc.code, public_text(exc))))
             return
-        if node.stage in TERMINAL:
+        if node.finished:
             self.rounds.pop(msg.query_id, None)
         if reply is not None:
             await connection.send(encode(reply))

@@ -1,0 +1,110 @@
+"""Wire messages and signed statements of one Paillier-mode round.
+
+1. node -> aggregator: :class:`EncryptedInput`, its packed ciphertexts signed over the round
+   digest and the federation key's fingerprint;
+2. aggregator -> each contributor: :class:`DecryptRequest`, every signed contribution and
+   their product;
+3. node -> aggregator: :class:`PartialDecryption` of the product, sealed to the researcher's
+   per-query key and signed together with the contributor set it decrypts;
+4. aggregator -> researcher: :class:`PaillierResult`, the sealed partials, which only the
+   researcher can open and combine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from crypto.kdf import context
+from crypto.keyagreement import KEY_SIZE
+from engine.codec import NAME, Bytes, Seq, Struct, message, wire
+from engine.messages import NAMES, QUERY_ID, ROUND, SIGNATURE, SecAggMessage, _check_names
+from engine.params import DIGEST_SIZE, MAX_NODES, RoundParams
+from engine.service_messages import REQUEST_ID
+
+#: one node's ciphertexts (1,000,000 values of 32 bits at 3072 bits is about 9 MB)
+MAX_CIPHERTEXT_BYTES = 16 * 1024 * 1024
+DIGEST = Bytes(DIGEST_SIZE, exact=DIGEST_SIZE)
+KEY = Bytes(KEY_SIZE, exact=KEY_SIZE)
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def contribution_statement(params: RoundParams, key_fingerprint: bytes, sender: str,
+                           data_digest: bytes) -> bytes:
+    return context(b"fedtally/v1", "paillier-contribution", params.digest, key_fingerprint,
+                   sender, data_digest)
+
+
+def partial_binding(params: RoundParams, sender: str, contributors: tuple[str, ...],
+                    product_digest: bytes) -> bytes:
+    """What a partial decryption answers: bound into its seal and its signature."""
+    return context(b"fedtally/v1", "paillier-partial", params.digest, sender, product_digest,
+                   *contributors)
+
+
+def partial_statement(params: RoundParams, sender: str, contributors: tuple[str, ...],
+                      product_digest: bytes, ephemeral_public: bytes, sealed: bytes) -> bytes:
+    return context(partial_binding(params, sender, contributors, product_digest),
+                   ephemeral_public, digest(sealed))
+
+
+@message(12)
+@dataclass(frozen=True)
+class EncryptedInput(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    data: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES))
+    signature: bytes = wire(SIGNATURE)
+
+
+@message(13)
+@dataclass(frozen=True)
+class DecryptRequest(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    #: the signed contributions, sorted by sender; the node recomputes their product
+    contributions: tuple[EncryptedInput, ...] = wire(Seq(Struct(EncryptedInput), MAX_NODES))
+    product: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES))
+
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        return tuple(c.sender for c in self.contributions)
+
+    def __post_init__(self) -> None:
+        _check_names(self.contributors, "contributors")
+
+
+@message(14)
+@dataclass(frozen=True)
+class PartialDecryption(SecAggMessage):
+    query_id: bytes = wire(QUERY_ID)
+    round: int = wire(ROUND)
+    sender: str = wire(NAME)
+    contributors: tuple[str, ...] = wire(NAMES)
+    product_digest: bytes = wire(DIGEST)
+    ephemeral_public: bytes = wire(KEY)
+    #: ChaCha20-Poly1305 under a key only the researcher can derive
+    sealed: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES + 64))
+    signature: bytes = wire(SIGNATURE)
+
+    def __post_init__(self) -> None:
+        _check_names(self.contributors, "contributors")
+
+
+@message(15)
+@dataclass(frozen=True)
+class PaillierResult:
+    """Aggregator to researcher: the sealed partial decryptions of the round's product."""
+
+    request_id: bytes = wire(REQUEST_ID)
+    params: RoundParams = wire(Struct(RoundParams))
+    contributors: tuple[str, ...] = wire(NAMES)
+    product_digest: bytes = wire(DIGEST)
+    partials: tuple[PartialDecryption, ...] = wire(Seq(Struct(PartialDecryption), MAX_NODES))
+
+    def __post_init__(self) -> None:
+        _check_names(self.contributors, "contributors")

@@ -1,0 +1,198 @@
+"""The node's side of one Paillier-mode round: a sans-I/O state machine.
+
+``start`` packs and encrypts the node's vector and signs it. On a :class:`DecryptRequest`
+the node checks every contribution's signature under this round's parameters and the
+federation key, that at least the round threshold of distinct participants contributed, and
+that the product it is asked to decrypt is the product of exactly those contributions. Only
+then does it compute its partial decryption, once per round, sealed to the researcher's
+per-query key. Any failure raises a typed error and leaves the node ``FAILED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import Enum
+
+from crypto.encoding import RingVector
+from crypto.errors import CryptoError, InvalidSignature
+from crypto.identity import SigningIdentity, VerifyKey
+from crypto.keyagreement import X25519KeyPair
+from crypto.paillier import FastEncryptor
+from crypto.randomness import RandomSource
+from crypto.sealed import seal
+from crypto.threshold_paillier import KeyShare
+from engine.errors import (
+    AbortedByPeer,
+    AuthenticationError,
+    FedtallyError,
+    InconsistentView,
+    LocalError,
+    RemoteProtocolError,
+    ReplayError,
+    ThresholdNotMet,
+    UnexpectedMessage,
+)
+from engine.messages import RoundAborted, SecAggMessage
+from engine.paillier_key import FederationKey
+from engine.paillier_messages import (
+    DecryptRequest,
+    EncryptedInput,
+    PartialDecryption,
+    contribution_statement,
+    digest,
+    partial_binding,
+    partial_statement,
+)
+from engine.params import RoundParams
+
+
+class PaillierStage(Enum):
+    START = "start"
+    CONTRIBUTED = "contributed"  # waiting for the decryption request
+    DONE = "done"
+    ABORTED = "aborted"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({PaillierStage.DONE, PaillierStage.ABORTED, PaillierStage.FAILED})
+
+
+def verify_contribution(params: RoundParams, key: FederationKey, msg: EncryptedInput,
+                        verify_key: VerifyKey) -> None:
+    """Raise unless ``msg`` is ``msg.sender``'s signed contribution to this round."""
+    expected = key.ciphertext_bytes(params)
+    if len(msg.data) != expected:
+        raise RemoteProtocolError(f"the contribution of {msg.sender} has the wrong size")
+    try:
+        verify_key.verify(contribution_statement(params, key.fingerprint, msg.sender,
+                                                 digest(msg.data)), msg.signature)
+    except InvalidSignature as exc:
+        raise AuthenticationError(
+            f"the contribution of {msg.sender} does not verify under this round") from exc
+
+
+class PaillierNode:
+    """One node's participation in one Paillier-mode round."""
+
+    TRANSITIONS: dict[tuple[PaillierStage, type], str] = {
+        (PaillierStage.CONTRIBUTED, DecryptRequest): "_on_decrypt",
+    }
+
+    def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
+                 members: Mapping[str, VerifyKey], value: RingVector, key: FederationKey,
+                 share: KeyShare, encryptor: FastEncryptor, reply_key: bytes,
+                 rng: RandomSource) -> None:
+        if me not in params.participants:
+            raise LocalError(f"{me} is not a participant of this round")
+        if value.bits != params.ring_bits or value.length != params.vector_length:
+            raise LocalError("the input does not have the round's ring width and length")
+        if identity.verify_key != members.get(me):
+            raise LocalError("our identity key is not the one in the federation manifest")
+        if share.index != key.index(me) or share.threshold_public != key.threshold:
+            raise LocalError("our key share is not the one the manifest assigns to us")
+        if encryptor.public != key.threshold.public:
+            raise LocalError("the encryptor is for another key")
+        self.params = params
+        self.me = me
+        self._identity = identity
+        self._members = dict(members)
+        self._value = value
+        self._key = key
+        self._share = share
+        self._encryptor = encryptor
+        self._reply_key = reply_key
+        self._rng = rng
+        self.stage = PaillierStage.START
+        self.error: FedtallyError | None = None
+        #: how many partial decryptions this node produced in this round (at most one)
+        self.decryptions = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.stage in TERMINAL
+
+    def start(self) -> EncryptedInput:
+        if self.stage is not PaillierStage.START:
+            raise LocalError("round already started")
+        return self._guard(self._contribute)
+
+    def receive(self, msg: object) -> SecAggMessage | None:
+        if self.stage in TERMINAL:
+            raise LocalError(f"round is over ({self.stage.value})")
+        if isinstance(msg, RoundAborted):
+            try:
+                self._check_header(msg)
+            except ReplayError as exc:
+                return self._fail(exc)
+            self.stage = PaillierStage.ABORTED
+            self.error = AbortedByPeer(f"the aggregator aborted the round ({msg.code})")
+            raise self.error
+        handler = self.TRANSITIONS.get((self.stage, type(msg)))
+        if handler is None:
+            return self._fail(UnexpectedMessage(
+                f"{type(msg).__name__} is not allowed while {self.stage.value}"))
+        return self._guard(lambda: getattr(self, handler)(msg))
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _guard(self, step: Callable[[], SecAggMessage]) -> SecAggMessage:
+        try:
+            return step()
+        except FedtallyError as exc:
+            return self._fail(exc)
+        except CryptoError as exc:
+            return self._fail(RemoteProtocolError("a peer's cryptographic material is invalid"),
+                              exc)
+
+    def _fail(self, error: FedtallyError, cause: BaseException | None = None) -> SecAggMessage:
+        self.stage = PaillierStage.FAILED
+        self.error = error
+        raise error from cause
+
+    def _check_header(self, msg: SecAggMessage) -> None:
+        if msg.query_id != self.params.query_id or msg.round != self.params.round:
+            raise ReplayError("message belongs to another query or round")
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _contribute(self) -> EncryptedInput:
+        p = self.params
+        plaintexts = self._key.packing(p).pack(self._value.to_signed().tolist())
+        data = self._key.threshold.public.to_bytes(self._encryptor.encrypt_many(plaintexts))
+        signature = self._identity.sign(contribution_statement(p, self._key.fingerprint,
+                                                               self.me, digest(data)))
+        self.stage = PaillierStage.CONTRIBUTED
+        return EncryptedInput(p.query_id, p.round, self.me, data, signature)
+
+    def _on_decrypt(self, msg: DecryptRequest) -> PartialDecryption:
+        p = self.params
+        self._check_header(msg)
+        contributors = msg.contributors
+        if not set(contributors) <= set(p.participants):
+            raise InconsistentView("a contributor is not a participant of this round")
+        if len(contributors) < p.threshold:
+            raise ThresholdNotMet(f"only {len(contributors)} contributions; "
+                                  f"the round needs {p.threshold}")
+        public = self._key.threshold.public
+        vectors = []
+        for contribution in msg.contributions:
+            verify_contribution(p, self._key, contribution, self._members[contribution.sender])
+            vectors.append(public.from_bytes(contribution.data))
+        product = public.combine(vectors)
+        if public.to_bytes(product) != msg.product:
+            raise InconsistentView("the ciphertext to decrypt is not the product of the "
+                                   "signed contributions")
+        if self.decryptions:  # unreachable through the stage table; kept as the invariant
+            raise LocalError("this node already decrypted in this round")
+        partial = public.to_bytes(self._share.partial_decrypt(product))
+        self.decryptions += 1
+        product_digest = digest(msg.product)
+        ephemeral = X25519KeyPair.generate(self._rng)
+        sealed = seal(ephemeral, self._reply_key, partial,
+                      partial_binding(p, self.me, contributors, product_digest), self._rng)
+        signature = self._identity.sign(partial_statement(p, self.me, contributors,
+                                                          product_digest, ephemeral.public,
+                                                          sealed))
+        self.stage = PaillierStage.DONE
+        return PartialDecryption(p.query_id, p.round, self.me, contributors, product_digest,
+                                 ephemeral.public, sealed, signature)

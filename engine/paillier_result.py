@@ -1,0 +1,84 @@
+"""The researcher's side of a Paillier-mode round: open, check and combine the partials.
+
+Only the researcher holds the per-query X25519 key the partial decryptions are sealed to.
+Every partial must be signed by a key holder over this query's round, the same contributor
+set and the same product; the contributor set must reach the round threshold. Any ``t`` of
+them combine to the packed plaintexts; more than ``t`` are cross-checked. The unpacked exact
+totals come back as the ring vector mask mode would have produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from crypto.encoding import RingVector
+from crypto.errors import CryptoError, InvalidSignature
+from crypto.identity import VerifyKey
+from crypto.keyagreement import X25519KeyPair
+from crypto.sealed import open_sealed
+from engine.errors import (
+    AuthenticationError,
+    InconsistentView,
+    ProtocolAbort,
+    RemoteProtocolError,
+    ThresholdNotMet,
+)
+from engine.paillier_key import FederationKey
+from engine.paillier_messages import PaillierResult, partial_binding, partial_statement
+
+
+class DecryptionFailed(ProtocolAbort):
+    """The partial decryptions do not combine to a valid total (a node or the aggregator
+    lied, or the result was tampered with): nothing is released."""
+
+    code = "decryption_failed"
+
+
+def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationKey,
+                members: Mapping[str, VerifyKey], reply_key: X25519KeyPair) -> RingVector:
+    """The round's exact total, or a typed error; never a partially checked value."""
+    p = result.params
+    if p.query_digest != query_digest:
+        raise InconsistentView("the result answers another query")
+    contributors = result.contributors
+    if not set(contributors) <= set(p.participants):
+        raise InconsistentView("a contributor is not a participant of the round")
+    if len(contributors) < p.threshold:
+        raise ThresholdNotMet(f"only {len(contributors)} contributions; the round needs "
+                              f"{p.threshold}")
+    public = key.threshold.public
+    count = key.packing(p).plaintexts_for(p.vector_length)
+    partials: dict[int, list[int]] = {}
+    for partial in result.partials:
+        sender = partial.sender
+        if sender not in contributors or key.index(sender) in partials:
+            raise InconsistentView(f"an unexpected partial decryption from {sender}")
+        if partial.contributors != contributors or partial.product_digest != result.product_digest:
+            raise InconsistentView(f"{sender} decrypted another product")
+        if partial.query_id != p.query_id or partial.round != p.round:
+            raise InconsistentView(f"{sender}'s partial decryption belongs to another round")
+        try:
+            members[sender].verify(partial_statement(p, sender, contributors,
+                                                     partial.product_digest,
+                                                     partial.ephemeral_public, partial.sealed),
+                                   partial.signature)
+        except (InvalidSignature, KeyError) as exc:
+            raise AuthenticationError(f"the partial decryption of {sender} does not verify") \
+                from exc
+        try:
+            raw = open_sealed(reply_key, partial.ephemeral_public, partial.sealed,
+                              partial_binding(p, sender, contributors, partial.product_digest))
+            partials[key.index(sender)] = public.from_bytes(raw, count)
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"the partial decryption of {sender} is malformed") \
+                from exc
+    if len(partials) < key.threshold.threshold:
+        raise ThresholdNotMet(f"only {len(partials)} partial decryptions; the key needs "
+                              f"{key.threshold.threshold}")
+    try:
+        plaintexts = key.threshold.combine(partials)
+        totals = key.packing(p).unpack(plaintexts, p.vector_length, len(contributors))
+    except CryptoError as exc:
+        raise DecryptionFailed("the partial decryptions do not combine to a valid total") \
+            from exc
+    return RingVector.from_ints(p.ring_bits, totals)
