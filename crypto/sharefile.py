@@ -48,6 +48,10 @@ def write_share_file(path: str | os.PathLike[str], share: ShareFile) -> None:
     document = {"format": FORMAT, "name": share.name, "federation_id": share.federation_id,
                 "index": share.index, "n": format(share.n, "x"),
                 "share": format(share.share, "x")}
+    problem = "n and share must be non-negative" if share.n < 1 or share.share < 0 \
+        else _check(document)
+    if problem is not None:
+        raise KeyFileError(f"cannot write key share file {target}: {problem}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(),

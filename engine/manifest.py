@@ -292,6 +292,8 @@ class Manifest:
     @cached_property
     def paillier_key(self) -> FederationKey | None:
         """The federation's threshold Paillier key (protection "paillier"), else None."""
+        if self.protection != "paillier":
+            return None
         return _paillier_key(self.parameters["paillier"], self.nodes(), "paillier")
 
 
@@ -425,8 +427,8 @@ def _paillier_key(value: Any, nodes: tuple[str, ...], where: str) -> FederationK
         raise ConfigurationError(f"{where}.n has {public.bits} bits; at least "
                                  f"{MIN_MANIFEST_PAILLIER_BITS} are required")
     holders = value["holders"]
-    if not isinstance(holders, list) or sorted(holders) != list(nodes) or \
-            len(set(holders)) != len(holders):
+    if not isinstance(holders, list) or not all(isinstance(h, str) for h in holders) or \
+            sorted(holders) != list(nodes) or len(set(holders)) != len(holders):
         raise ConfigurationError(f"{where}.holders must list every node exactly once")
     threshold = _integer(value["decryption_threshold"], f"{where}.decryption_threshold", 1)
     if not len(nodes) // 2 + 1 <= threshold <= len(nodes):

@@ -81,11 +81,14 @@ class PaillierNode:
     def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
                  members: Mapping[str, VerifyKey], value: RingVector, key: FederationKey,
                  share: KeyShare, encryptor: FastEncryptor, reply_key: bytes,
-                 rng: RandomSource) -> None:
+                 rng: RandomSource, *, decrypt_workers: int = 1) -> None:
         if me not in params.participants:
             raise LocalError(f"{me} is not a participant of this round")
         if value.bits != params.ring_bits or value.length != params.vector_length:
             raise LocalError("the input does not have the round's ring width and length")
+        missing = [m for m in params.participants if m not in members]
+        if missing:
+            raise LocalError(f"participants without a manifest key: {missing}")
         if identity.verify_key != members.get(me):
             raise LocalError("our identity key is not the one in the federation manifest")
         if share.index != key.index(me) or share.threshold_public != key.threshold:
@@ -102,6 +105,8 @@ class PaillierNode:
         self._encryptor = encryptor
         self._reply_key = reply_key
         self._rng = rng
+        #: threads for the partial decryption (gmpy2 releases the GIL there)
+        self._workers = max(1, decrypt_workers)
         self.stage = PaillierStage.START
         self.error: FedtallyError | None = None
         #: how many partial decryptions this node produced in this round (at most one)
@@ -184,7 +189,7 @@ class PaillierNode:
                                    "signed contributions")
         if self.decryptions:  # unreachable through the stage table; kept as the invariant
             raise LocalError("this node already decrypted in this round")
-        partial = public.to_bytes(self._share.partial_decrypt(product))
+        partial = public.to_bytes(self._share.partial_decrypt(product, workers=self._workers))
         self.decryptions += 1
         product_digest = digest(msg.product)
         ephemeral = X25519KeyPair.generate(self._rng)

@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.service_messages  # noqa: E402,F401  - every wire message, whatever ran before
+import engine.paillier_messages  # noqa: E402,F401  - every wire message, whatever ran before
+import engine.service_messages  # noqa: E402,F401
 import support
 from crypto.encoding import MAX_RING_BITS, MIN_RING_BITS
 from engine import codec
@@ -132,8 +133,14 @@ def _generic_instance(draw: st.DrawFn, cls: type) -> Any:
         pass
     # the class's own validation refused: its name lists must be sorted and unique
     for f in dataclasses.fields(cls):
-        if _is_name_seq(f.metadata["wire"]):
+        wt = f.metadata["wire"]
+        if _is_name_seq(wt):
             values[f.name] = tuple(sorted(set(values[f.name])))
+        elif isinstance(wt, Seq) and isinstance(wt.element, Struct) and \
+                "sender" in {g.name for g in dataclasses.fields(wt.element.cls)}:
+            # a list of signed items sorted and unique by sender (DecryptRequest)
+            by_sender = {item.sender: item for item in values[f.name]}
+            values[f.name] = tuple(by_sender[s] for s in sorted(by_sender))
     return cls(**values)
 
 

@@ -123,7 +123,8 @@ def test_the_manifest_has_the_documented_shape(fed: Path) -> None:
         ("audit.1", "auditor")]
     assert document["parameters"] == {"threshold_fraction": 2 / 3, "min_participants": 2,
                                       "max_rows_per_node": 16777216, "protection": "mask",
-                                      "stage_timeout_s": 60, "dp_honest_nodes": 1}
+                                      "stage_timeout_s": 60, "dp_honest_nodes": 1,
+                                      "paillier": None}
     # the signature is over the canonical JSON without the signature
     body = {k: v for k, v in document.items() if k != "signature"}
     VerifyKey.from_hex(document["authority_public_key"]).verify(
