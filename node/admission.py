@@ -8,13 +8,22 @@ must be at least what the manifest demands for that many participants.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 from crypto.errors import InvalidSignature
 from crypto.identity import SigningIdentity
-from engine.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
+from engine.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ParameterMismatch,
+    QueryError,
+    ReplayError,
+)
 from engine.manifest import Manifest
 from engine.params import RoundParams
 from engine.plans import Layout, layout
@@ -29,19 +38,49 @@ SEEN_CAPACITY = 100_000
 
 
 class ReplayGuard:
-    """Remembers query ids for the freshness window; a repeat is refused."""
+    """Remembers query ids for the freshness window; a repeat is refused.
 
-    def __init__(self, capacity: int = SEEN_CAPACITY) -> None:
+    With a ``path`` the ids are also kept in a small SQLite file, durably before the query
+    is answered, so a node restarted inside the window still refuses a replay (which, in
+    Paillier mode, would also be a second partial decryption of the same round).
+    """
+
+    def __init__(self, capacity: int = SEEN_CAPACITY, path: Path | None = None) -> None:
         self._seen: OrderedDict[bytes, int] = OrderedDict()
         self._capacity = capacity
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            try:
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("CREATE TABLE IF NOT EXISTS seen_queries "
+                                 "(query_id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL)")
+            except sqlite3.Error as exc:
+                raise ConfigurationError(f"cannot open the replay record {path}: {exc}") \
+                    from None
 
     def check_and_remember(self, query_id: bytes, now_ms: int) -> None:
-        while self._seen and (now_ms - next(iter(self._seen.values())) > 2 * MAX_CLOCK_SKEW_MS
-                              or len(self._seen) >= self._capacity):
-            self._seen.popitem(last=False)
-        if query_id in self._seen:
-            raise ReplayError("this query was already answered")
-        self._seen[query_id] = now_ms
+        with self._lock:
+            while self._seen and (
+                    now_ms - next(iter(self._seen.values())) > 2 * MAX_CLOCK_SKEW_MS
+                    or len(self._seen) >= self._capacity):
+                self._seen.popitem(last=False)
+            if query_id in self._seen:
+                raise ReplayError("this query was already answered")
+            if self._db is not None:
+                self._remember_durably(query_id, now_ms)
+            self._seen[query_id] = now_ms
+
+    def _remember_durably(self, query_id: bytes, now_ms: int) -> None:
+        assert self._db is not None
+        try:
+            self._db.execute("DELETE FROM seen_queries WHERE at_ms < ?",
+                             (now_ms - 2 * MAX_CLOCK_SKEW_MS,))
+            self._db.execute("INSERT INTO seen_queries VALUES (?, ?)", (query_id, now_ms))
+        except sqlite3.IntegrityError:
+            raise ReplayError("this query was already answered") from None
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,19 @@ def test_a_replayed_query_is_refused(world) -> None:
         _admit(world, query, params, guard=guard)
 
 
+def test_a_replay_after_a_node_restart_is_refused(world, tmp_path) -> None:
+    """The record survives the process: a restarted node still refuses the replay (in
+    Paillier mode that would be a second partial decryption of the same round)."""
+    query, params = _query(world)
+    record = tmp_path / "seen-queries.db"
+    _admit(world, query, params, guard=ReplayGuard(path=record))
+    restarted = ReplayGuard(path=record)
+    with pytest.raises(ReplayError):
+        _admit(world, query, params, guard=restarted)
+    fresh, fresh_params = _query(world)
+    _admit(world, fresh, fresh_params, guard=restarted)
+
+
 @pytest.mark.parametrize("skew", [MAX_CLOCK_SKEW_MS + 60_000, -(MAX_CLOCK_SKEW_MS + 60_000)])
 def test_a_stale_or_future_query_is_refused(world, skew: int) -> None:
     query, params = _query(world, issued_ms=int(time.time() * 1000) - skew)
