@@ -73,12 +73,15 @@ class Session:
     connection: ServerConnection
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def send(self, msg: object) -> None:
+    async def send(self, msg: object) -> int:
+        """Send one message; returns the frame's size (0 if the connection is gone)."""
+        frame = encode(msg)  # type: ignore[arg-type]
         try:
             async with self.lock:
-                await self.connection.send(encode(msg))  # type: ignore[arg-type]
+                await self.connection.send(frame)
         except ConnectionClosed:
-            pass  # the receive loop notices and cleans up
+            return 0  # the receive loop notices and cleans up
+        return len(frame)
 
 
 @dataclass
@@ -100,6 +103,11 @@ class ActiveRound:
     request_id: bytes
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     refusal: tuple[str, str, str] | None = None  # (node, code, public message)
+    #: websocket payload bytes of this round: from nodes, to nodes, to the researcher
+    bytes_from_nodes: int = 0
+    bytes_to_nodes: int = 0
+    bytes_to_researcher: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
 
 class AggregatorService:
@@ -195,7 +203,7 @@ class AggregatorService:
             handler = self._handlers(session.role).get(type(msg))
             if handler is None:
                 if isinstance(msg, SecAggMessage) and session.role == "node":
-                    self._on_secagg(session, msg)
+                    self._on_secagg(session, msg, len(frame))
                     return
                 raise UnexpectedMessage(f"a {session.role} may not send {type(msg).__name__}")
             await handler(session, msg)
@@ -234,10 +242,11 @@ class AggregatorService:
         active.refusal = (session.name, msg.code, msg.message)
         active.changed.set()
 
-    def _on_secagg(self, session: Session, msg: SecAggMessage) -> None:
+    def _on_secagg(self, session: Session, msg: SecAggMessage, size: int) -> None:
         active = self.rounds.get(msg.query_id)
         if active is None:
             raise ReplayError("message for a query that is not running")
+        active.bytes_from_nodes += size
         try:
             active.machine.receive(session.name, msg)
         finally:
@@ -353,7 +362,7 @@ class AggregatorService:
         try:
             announce = QueryAnnounce(query, params)
             for name in params.participants:
-                await self._send_to(name, announce)
+                active.bytes_to_nodes += await self._send_to(name, announce)
             while machine.stage.value not in FINISHED:
                 await self._await_stage(active)
                 if active.refusal is not None:
@@ -365,7 +374,7 @@ class AggregatorService:
                     return
                 outgoing = machine.close_stage()
                 for name, msg in outgoing:
-                    await self._send_to(name, msg)
+                    active.bytes_to_nodes += await self._send_to(name, msg)
                 if machine.stage.value not in FINISHED:
                     await researcher.send(Progress(active.request_id, machine.stage.value,
                                                    len(machine.expected)))
@@ -375,15 +384,18 @@ class AggregatorService:
                 return
             if isinstance(machine.result, PaillierResult):
                 # sealed to the researcher: the aggregator cannot read the total
-                await researcher.send(dataclasses.replace(machine.result,
-                                                          request_id=active.request_id))
+                result: object = dataclasses.replace(machine.result,
+                                                     request_id=active.request_id)
             else:
-                await researcher.send(QueryResult(
-                    active.request_id, params.query_id, params.participants,
-                    machine.survivors, params.ring_bits, params.vector_length,
-                    machine.result.to_bytes()))
-            log.info("query %s done over %d of %d nodes", params.query_id.hex()[:8],
-                     len(machine.survivors), len(params.participants))
+                result = QueryResult(active.request_id, params.query_id, params.participants,
+                                     machine.survivors, params.ring_bits, params.vector_length,
+                                     machine.result.to_bytes())
+            active.bytes_to_researcher += await researcher.send(result)
+            log.info("query %s done over %d of %d nodes in %.0f ms; bytes from nodes %d, to "
+                     "nodes %d, to the researcher %d", params.query_id.hex()[:8],
+                     len(machine.survivors), len(params.participants),
+                     (time.perf_counter() - active.started) * 1000, active.bytes_from_nodes,
+                     active.bytes_to_nodes, active.bytes_to_researcher)
         except Exception as exc:  # keep serving; tell the researcher without internals
             log.exception("round %s failed", params.query_id.hex()[:8])
             await researcher.send(ErrorNotice(active.request_id, "internal",
@@ -405,13 +417,13 @@ class AggregatorService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(active.changed.wait(), remaining)
 
-    async def _send_to(self, name: str, msg: object) -> None:
+    async def _send_to(self, name: str, msg: object) -> int:
         session = self.sessions.get(name)
         if session is None:
             for active in self.rounds.values():
                 active.machine.drop(name)
-            return
-        await session.send(msg)
+            return 0
+        return await session.send(msg)
 
     async def _broadcast(self, params: RoundParams, msg: object) -> None:
         for name in params.participants:

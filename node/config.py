@@ -4,6 +4,7 @@ node's operator to point at its data, data model and policy)."""
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class NodeConfig:
     base: Path
     #: this node's share of the federation's decryption key (protection "paillier")
     key_share: KeyShare | None = None
+    #: threads for Paillier partial decryptions (default: the machine's cores, at most 8)
+    decrypt_workers: int = 1
 
 
 def _load_json(path: Path) -> Any:
@@ -94,6 +97,9 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     url = aggregator_url or raw.get("aggregator_url")
     if not isinstance(url, str) or not url.startswith("wss://"):
         raise ConfigurationError(f"{path}: aggregator_url must be a wss:// URL (TLS is required)")
+    workers = raw.get("decrypt_workers", min(8, os.cpu_count() or 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
+        raise ConfigurationError(f"{path}: 'decrypt_workers' must be an integer in 1..256")
     share = None
     if manifest.protection == "paillier":
         share = load_key_share(file("paillier_share"), manifest, name)  # type: ignore[arg-type]
@@ -107,6 +113,7 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
         ledger=file("ledger", required=False) or base / "ledger.db",
         base=base,
         key_share=share,
+        decrypt_workers=workers,
     )
 
 

@@ -93,7 +93,7 @@ def load_data(config: NodeConfig) -> LoadedData:
 class NodeService:
     config: NodeConfig
     data: LoadedData
-    guard: ReplayGuard = field(default_factory=ReplayGuard)
+    guard: ReplayGuard | None = None
     rounds: dict[bytes, RoundNode] = field(default_factory=dict)
     #: charges of DP rounds in flight, released just before the masked input leaves
     receipts: dict[bytes, ChargeReceipt] = field(default_factory=dict)
@@ -102,6 +102,8 @@ class NodeService:
     encryptor: FastEncryptor | None = None
 
     def __post_init__(self) -> None:
+        if self.guard is None:  # kept beside the ledger, so it survives a restart
+            self.guard = ReplayGuard(path=self.config.ledger.parent / "seen-queries.db")
         if self.budget is None:
             self.budget = BudgetKeeper(self.config.ledger, self.config.me.identity,
                                        self.config.policy)
@@ -215,6 +217,7 @@ class NodeService:
         me = self.config.me
         policy = self.config.policy
         assert self.budget is not None
+        assert self.guard is not None
         admitted = admit(me, msg.query, msg.params, self.data.model, policy, self.guard)
         query_id = msg.query.query_id
         # charged (durably) before anything is computed or sent
@@ -250,7 +253,8 @@ class NodeService:
         if share is None or encryptor is None:
             raise ConfigurationError("this node has no share of the federation's key")
         return PaillierNode(msg.params, me.name, me.identity, me.manifest.verify_keys(), vector,
-                            key, share, encryptor, msg.query.reply_key, SystemRandom())
+                            key, share, encryptor, msg.query.reply_key, SystemRandom(),
+                            decrypt_workers=self.config.decrypt_workers)
 
     def _step(self, node: RoundNode, msg: SecAggMessage) -> SecAggMessage | None:
         """One state-machine step; a contribution is released in the ledger first."""
