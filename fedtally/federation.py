@@ -23,7 +23,7 @@ from crypto.keyfile import KeyFile, KeyFileError, atomic_write, read_key_file, w
 from crypto.paillier import DEFAULT_KEY_BITS, MAX_KEY_BITS
 from crypto.randomness import RandomSource, SystemRandom
 from crypto.sharefile import ShareFile, write_share_file
-from crypto.threshold_paillier import KeyShare, deal_new
+from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal_new
 from crypto.tls import generate_ca, issue_server_certificate
 from engine.codec import NAME_PATTERN
 from engine.errors import ConfigurationError
@@ -40,7 +40,7 @@ from engine.manifest import (
     sign_manifest,
 )
 
-__all__ = ["init_federation", "load_config", "load_identity", "load_manifest"]
+__all__ = ["deal_paillier", "init_federation", "load_config", "load_identity", "load_manifest"]
 
 MAX_CONFIG_BYTES = 1 << 20
 PUBLIC_MODE = 0o644
@@ -257,7 +257,7 @@ def init_federation(
     shares: list[KeyShare] = []
     paillier: dict[str, Any] | None = None
     if protection == "paillier":
-        paillier, shares = _deal_paillier(holders, paillier_bits, decryption_threshold, rng)
+        paillier, shares, _ = deal_paillier(holders, paillier_bits, decryption_threshold, rng)
     elif decryption_threshold is not None:
         raise ConfigurationError("a decryption threshold only applies to protection "
                                  "'paillier'")
@@ -300,28 +300,31 @@ def init_federation(
     return manifest_path
 
 
-def _deal_paillier(holders: list[str], bits: int, threshold: int | None,
-                   rng: RandomSource) -> tuple[dict[str, Any], list[KeyShare]]:
-    """The dealer: a fresh key, shared among ``holders``; only public parts are returned
-    besides the shares (the primes go out of scope inside :func:`deal_new`)."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < MIN_MANIFEST_PAILLIER_BITS \
-            or bits % 2 or bits > MAX_KEY_BITS:
+def deal_paillier(holders: list[str], bits: int, threshold: int | None, rng: RandomSource, *,
+                  min_bits: int = MIN_MANIFEST_PAILLIER_BITS
+                  ) -> tuple[dict[str, Any], list[KeyShare], ThresholdPublic]:
+    """The dealer: a fresh ``bits`` key shared among ``holders`` so that any ``threshold``
+    (default: a strict majority) decrypt. Returns the manifest's ``paillier`` entry, the
+    shares in holder order, and the public threshold key; the primes go out of scope inside
+    :func:`crypto.threshold_paillier.deal_new`. Bad options raise ConfigurationError."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not min_bits <= bits <= \
+            MAX_KEY_BITS or bits % 2:
         raise ConfigurationError(f"the Paillier key size must be an even number of bits in "
-                                 f"[{MIN_MANIFEST_PAILLIER_BITS}, {MAX_KEY_BITS}]")
+                                 f"[{min_bits}, {MAX_KEY_BITS}]")
     count = len(holders)
+    if count < 2:
+        raise ConfigurationError("a federation needs at least two nodes")
     low = count // 2 + 1
     threshold = low if threshold is None else threshold
     if isinstance(threshold, bool) or not isinstance(threshold, int) or \
-            not low <= threshold <= max(count, low):
+            not low <= threshold <= count:
         raise ConfigurationError(
             f"the decryption threshold must be in [{low}, {count}] for {count} nodes: a "
             "strict majority, so that two decryption quorums always share an honest node")
-    if count < 2:
-        raise ConfigurationError("a federation needs at least two nodes")
     tp, shares = deal_new(bits, count, threshold, rng)
     public = {"n": format(tp.public.n, "x"), "decryption_threshold": threshold,
-              "holders": holders}
-    return public, shares
+              "holders": list(holders)}
+    return public, shares, tp
 
 
 def _write_share(path: Path, share: ShareFile) -> None:

@@ -17,9 +17,9 @@ import pandas as pd
 from crypto.encoding import RingVector
 from crypto.identity import SigningIdentity
 from crypto.keyagreement import X25519KeyPair
-from crypto.paillier import DEFAULT_KEY_BITS, FastEncryptor
+from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
-from crypto.threshold_paillier import KeyShare, deal_new
+from crypto.threshold_paillier import KeyShare
 from engine.errors import ConfigurationError, ProtocolAbort, QueryError
 from engine.manifest import PROTECTIONS, round_threshold
 from engine.paillier_key import FederationKey
@@ -30,6 +30,7 @@ from engine.query import QuerySpec, canonical_json
 from engine.service_messages import QueryResult
 from engine.simulate import run_paillier_round, run_round
 from fedtally.catalog import Catalog
+from fedtally.federation import deal_paillier
 from node.budget import BudgetKeeper
 from node.datamodel import DATASET, DataModel
 from node.policy import Policy
@@ -86,9 +87,9 @@ class SimulatedFederation(Catalog):
         self._paillier: tuple[FederationKey, dict[str, KeyShare], FastEncryptor] | None = None
         if protection == "paillier":
             names = tuple(sorted(frames))
-            threshold = len(names) // 2 + 1 if decryption_threshold is None \
-                else decryption_threshold
-            tp, shares = deal_new(paillier_bits, len(names), threshold, self._rng)
+            # the simulator allows test-sized keys; a manifest needs 2048 bits at least
+            _, shares, tp = deal_paillier(list(names), paillier_bits, decryption_threshold,
+                                          self._rng, min_bits=MIN_KEY_BITS)
             self._paillier = (FederationKey(tp, names), dict(zip(names, shares, strict=True)),
                               FastEncryptor(tp.public, self._rng))
         elif decryption_threshold is not None:
