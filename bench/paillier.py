@@ -26,6 +26,7 @@ from bench.common import timed
 from crypto.encoding import plan_ring
 from crypto.packing import Packing
 from crypto.paillier import DEFAULT_KEY_BITS, FastEncryptor, PaillierPublicKey, generate_keypair
+from crypto.partial_proof import PartialProof, prove, verify
 from crypto.randomness import SystemRandom
 from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal
 
@@ -109,19 +110,33 @@ def threshold_decrypt(tp: ThresholdPublic, holders: Sequence[KeyShare], total: l
                       packing: Packing, length: int, expected: np.ndarray, label: str,
                       between: Callable[[], None] = lambda: None,
                       ) -> tuple[dict[int, list], list[float], list[float], float, float]:
-    """Each holder's single-threaded partial decryption timed on its own (holders run on
-    separate machines; ``between`` runs after each), then the aggregator's combination and
-    unpacking. Returns (partials, wall and CPU seconds per holder, combine s, unpack s) after
-    checking the totals."""
-    partials, per_holder, per_holder_cpu = {}, [], []
+    """What the protocol does, timed: each holder's single-threaded partial decryption and
+    its proof of correctness, on its own (holders run on separate machines; ``between``
+    runs after each), then the researcher's verification of every proof, combination and
+    unpacking. Returns (partials, wall and CPU seconds per holder, verify + combine s,
+    unpack s) after checking the totals."""
+    partials, per_holder, per_holder_cpu, proofs = {}, [], [], {}
+    binding = b"bench"
+    rng = SystemRandom()
     for share in holders:
-        progress(f"{label}: holder {share.index}, partial decryption of {len(total):,} "
-                 f"ciphertexts on one thread")
-        seconds, cpu, partials[share.index] = once(lambda s=share: s.partial_decrypt(total))
+        progress(f"{label}: holder {share.index}, partial decryption and proof of "
+                 f"{len(total):,} ciphertexts on one thread")
+
+        def work(s: KeyShare = share) -> tuple[list, PartialProof]:
+            values = s.partial_decrypt(total)
+            return values, prove(s, total, values, binding, rng)
+
+        seconds, cpu, (partials[share.index], proofs[share.index]) = once(work)
         per_holder.append(seconds)
         per_holder_cpu.append(cpu)
         between()
-    combine_s, _, plaintexts = once(lambda: tp.combine(partials))
+
+    def researcher() -> list[int]:
+        for index, values in partials.items():
+            verify(tp, index, total, values, proofs[index], binding)
+        return tp.combine(partials)
+
+    combine_s, _, plaintexts = once(researcher)
     contributors = packing.max_contributors  # every node contributed
     unpack_s, _, totals = once(lambda: packing.unpack(plaintexts, length, contributors))
     assert np.array_equal(np.array(totals, dtype=expected.dtype), expected), \
@@ -227,7 +242,8 @@ def run(argv: Sequence[str] | None = None) -> list[str]:
         f"{dec_ratio:>8.1f}x   >= {TARGET_DECRYPT_RATIO}x  "
         f"{verdict(dec_ratio >= TARGET_DECRYPT_RATIO)}",
         f"      slowest of {a.threshold} holders {sec(max(per_holder))} (each: "
-        f"{', '.join(sec(s) for s in per_holder)}; one thread, own machine) + combine "
+        f"{', '.join(sec(s) for s in per_holder)}; one thread, own machine; with its proof) + "
+        f"verifying the proofs and combining "
         f"{sec(combine_s)} + unpack {sec(unpack_s)}, over {a.values:,} values; phe per value "
         f"{spread(phe_dec, ms)} ({len(decrypt_sample)} values per round, {len(phe_dec)} rounds)",
     ]

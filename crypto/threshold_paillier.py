@@ -41,17 +41,46 @@ class CombineFailed(CryptoError):
 
 @dataclass(frozen=True)
 class ThresholdPublic:
-    """What everyone may know: the public key, the threshold and the number of holders."""
+    """What everyone may know: the public key, the threshold, the number of holders, and
+    the base and per-holder keys that partial decryptions are verified against
+    (:mod:`crypto.partial_proof`; a key without them can combine but not verify)."""
 
     public: PaillierPublicKey
     threshold: int
     holders: int
+    verification_base: int = 0
+    verification_keys: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.holders <= MAX_HOLDERS:
             raise ShareError(f"1 to {MAX_HOLDERS} key holders")
         if not 1 <= self.threshold <= self.holders:
             raise ShareError("the decryption threshold lies in [1, holders]")
+        if self.verification_keys or self.verification_base:
+            if len(self.verification_keys) != self.holders:
+                raise ShareError("one verification key per holder is required")
+            try:
+                for value in (self.verification_base, *self.verification_keys):
+                    self.public.check(value)
+            except CryptoError:
+                raise ShareError("a verification key is not a unit mod n^2") from None
+            if self.verification_base in (1, int(self.public.n_square) - 1):
+                raise ShareError("the verification base must not be 1 or -1")
+
+    def verification_key(self, index: int) -> int:
+        if not self.verification_keys:
+            raise ShareError("this key has no verification keys: partial decryptions "
+                             "cannot be verified")
+        if not 1 <= index <= self.holders:
+            raise ShareError(f"holder index {index} is out of range")
+        return self.verification_keys[index - 1]
+
+    @cached_property
+    def share_bits(self) -> int:
+        """An upper bound on the bit length of any holder's share (public)."""
+        width = _coefficient_range(self.public, self.holders, self.threshold)
+        bound = self.delta * self.public.n ** 2 + width * self.holders ** self.threshold
+        return bound.bit_length()
 
     @cached_property
     def delta(self) -> int:
@@ -156,21 +185,30 @@ def _coefficient_range(public: PaillierPublicKey, holders: int, threshold: int) 
 
 def deal(key: PaillierPrivateKey, holders: int, threshold: int,
          rng: RandomSource) -> tuple[ThresholdPublic, list[KeyShare]]:
-    """Split ``key`` into ``holders`` shares, any ``threshold`` of which decrypt."""
-    tp = ThresholdPublic(key.public, threshold, holders)
+    """Split ``key`` into ``holders`` shares, any ``threshold`` of which decrypt, with a
+    public verification base ``v`` (a random square) and keys ``v^(s_i)``."""
+    unchecked = ThresholdPublic(key.public, threshold, holders)
     n = mpz(key.public.n)
     lam = gmpy2.lcm(mpz(key.p) - 1, mpz(key.q) - 1)
     d = lam * gmpy2.invert(lam, n)  # 0 mod lambda, 1 mod n
-    secret = int(d) * tp.delta
+    secret = int(d) * unchecked.delta
     width = _coefficient_range(key.public, holders, threshold)
     coefficients = [secret] + [uniform_below(rng, width) for _ in range(threshold - 1)]
-    shares = []
+    values = []
     for index in range(1, holders + 1):
         value = 0
         for coefficient in reversed(coefficients):
             value = value * index + coefficient
-        shares.append(KeyShare(index, value, tp))
-    return tp, shares
+        values.append(value)
+    n2 = key.public.n_square
+    while True:
+        x = mpz(uniform_below(rng, int(n2) - 2) + 2)
+        if gmpy2.gcd(x, n) == 1:
+            break
+    base = gmpy2.t_mod(x * x, n2)
+    tp = ThresholdPublic(key.public, threshold, holders, int(base),
+                         tuple(int(gmpy2.powmod(base, value, n2)) for value in values))
+    return tp, [KeyShare(index, value, tp) for index, value in enumerate(values, start=1)]
 
 
 def deal_new(bits: int, holders: int, threshold: int,

@@ -71,14 +71,16 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     # give the promised rho (Kairouz et al. 2021); 1 trusts no other node at all
     "dp_honest_nodes": 1,
     # protection "paillier": {"n": hex modulus, "decryption_threshold": t, "holders": [node
-    # names in key-share order]}; null under "mask"
+    # names in key-share order], "verification_base": hex, "verification_keys": [hex, one
+    # per holder]}; null under "mask"
     "paillier": None,
 })
 #: parameters a manifest may leave out (added after the first manifests were written)
 OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1, "paillier": None}
 #: the smallest Paillier modulus a manifest accepts (init defaults to 3072 bits)
 MIN_MANIFEST_PAILLIER_BITS = 2048
-_PAILLIER_KEYS = frozenset({"n", "decryption_threshold", "holders"})
+_PAILLIER_KEYS = frozenset({"n", "decryption_threshold", "holders", "verification_base",
+                            "verification_keys"})
 #: names that would collide with the folder layout ``init`` writes (compared
 #: case-insensitively, because a node's name is also a folder name and some file systems
 #: ignore case)
@@ -416,11 +418,8 @@ def _paillier_key(value: Any, nodes: tuple[str, ...], where: str) -> FederationK
     decryption quorum is a strict majority of them (so two quorums always share a node,
     and a node decrypts at most once per round)."""
     _keys(value, _PAILLIER_KEYS, where)
-    text = value["n"]
-    if not isinstance(text, str) or not re.fullmatch(r"[0-9a-f]{1,4096}", text):
-        raise ConfigurationError(f"{where}.n must be the modulus in lower-case hex")
     try:
-        public = PaillierPublicKey(int(text, 16))
+        public = PaillierPublicKey(_big_hex(value["n"], f"{where}.n"))
     except CryptoError as exc:
         raise ConfigurationError(f"{where}.n: {exc}") from None
     if public.bits < MIN_MANIFEST_PAILLIER_BITS:
@@ -434,7 +433,23 @@ def _paillier_key(value: Any, nodes: tuple[str, ...], where: str) -> FederationK
     if not len(nodes) // 2 + 1 <= threshold <= len(nodes):
         raise ConfigurationError(f"{where}.decryption_threshold must be in "
                                  f"[{len(nodes) // 2 + 1}, {len(nodes)}] for {len(nodes)} nodes")
-    return FederationKey(ThresholdPublic(public, threshold, len(nodes)), tuple(holders))
+    keys = value["verification_keys"]
+    if not isinstance(keys, list) or len(keys) != len(nodes):
+        raise ConfigurationError(f"{where}.verification_keys must hold one key per holder")
+    try:
+        threshold_public = ThresholdPublic(
+            public, threshold, len(nodes),
+            _big_hex(value["verification_base"], f"{where}.verification_base"),
+            tuple(_big_hex(k, f"{where}.verification_keys[{i}]") for i, k in enumerate(keys)))
+    except CryptoError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+    return FederationKey(threshold_public, tuple(holders))
+
+
+def _big_hex(value: Any, where: str) -> int:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{1,4096}", value):
+        raise ConfigurationError(f"{where} must be a positive integer in lower-case hex")
+    return int(value, 16)
 
 
 def _check_names(names: list[str], where: str) -> None:

@@ -167,7 +167,8 @@ class PaillierAggregator:
         self._need(len(arrived), self.key.threshold.threshold, "partial decryptions")
         self.result = PaillierResult(bytes(16), self.params, self.survivors,
                                      digest(self._product),
-                                     tuple(arrived[name] for name in sorted(arrived)))
+                                     tuple(arrived[name] for name in sorted(arrived)),
+                                     self._product)
         self.stage = PaillierAggregatorStage.DONE
         self.expected = set()
         return []

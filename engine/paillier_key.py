@@ -36,6 +36,7 @@ class FederationKey:
         """Names this key (modulus, threshold, holders) in every contribution signature."""
         t = self.threshold
         return hashlib.sha256(context(b"fedtally/v1", "paillier-key", t.public.n, t.threshold,
+                                      t.verification_base, *t.verification_keys,
                                       *self.holders)).digest()
 
     def packing(self, params: RoundParams) -> Packing:

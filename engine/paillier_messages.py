@@ -4,8 +4,9 @@
    digest and the federation key's fingerprint;
 2. aggregator -> each contributor: :class:`DecryptRequest`, every signed contribution and
    their product;
-3. node -> aggregator: :class:`PartialDecryption` of the product, sealed to the researcher's
-   per-query key and signed together with the contributor set it decrypts;
+3. node -> aggregator: :class:`PartialDecryption` of the product with a proof of its
+   correctness, sealed to the researcher's per-query key and signed together with the
+   contributor set it decrypts;
 4. aggregator -> researcher: :class:`PaillierResult`, the sealed partials, which only the
    researcher can open and combine.
 """
@@ -87,8 +88,9 @@ class PartialDecryption(SecAggMessage):
     contributors: tuple[str, ...] = wire(NAMES)
     product_digest: bytes = wire(DIGEST)
     ephemeral_public: bytes = wire(KEY)
-    #: ChaCha20-Poly1305 under a key only the researcher can derive
-    sealed: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES + 64))
+    #: ChaCha20-Poly1305 under a key only the researcher can derive, of the partial
+    #: decryptions followed by the proof that they are correct (crypto.partial_proof)
+    sealed: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES + 8192))
     signature: bytes = wire(SIGNATURE)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,8 @@ class PaillierResult:
     contributors: tuple[str, ...] = wire(NAMES)
     product_digest: bytes = wire(DIGEST)
     partials: tuple[PartialDecryption, ...] = wire(Seq(Struct(PartialDecryption), MAX_NODES))
+    #: the product the partials decrypt (their proofs are checked against it)
+    product: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES))
 
     def __post_init__(self) -> None:
         _check_names(self.contributors, "contributors")

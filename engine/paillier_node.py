@@ -4,8 +4,8 @@
 the node checks every contribution's signature under this round's parameters and the
 federation key, that at least the round threshold of distinct participants contributed, and
 that the product it is asked to decrypt is the product of exactly those contributions. Only
-then does it compute its partial decryption, once per round, sealed to the researcher's
-per-query key. Any failure raises a typed error and leaves the node ``FAILED``.
+then does it compute its partial decryption, once per round, with a proof that it is the
+one its key share gives, sealed to the researcher's per-query key. Any failure raises a typed error and leaves the node ``FAILED``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from crypto.errors import CryptoError, InvalidSignature
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import FastEncryptor
+from crypto.partial_proof import prove
 from crypto.randomness import RandomSource
 from crypto.sealed import seal
 from crypto.threshold_paillier import KeyShare
@@ -189,12 +190,15 @@ class PaillierNode:
                                    "signed contributions")
         if self.decryptions:  # unreachable through the stage table; kept as the invariant
             raise LocalError("this node already decrypted in this round")
-        partial = public.to_bytes(self._share.partial_decrypt(product, workers=self._workers))
+        partials = self._share.partial_decrypt(product, workers=self._workers)
         self.decryptions += 1
         product_digest = digest(msg.product)
+        binding = partial_binding(p, self.me, contributors, product_digest)
+        proof = prove(self._share, product, partials, binding, self._rng)
         ephemeral = X25519KeyPair.generate(self._rng)
-        sealed = seal(ephemeral, self._reply_key, partial,
-                      partial_binding(p, self.me, contributors, product_digest), self._rng)
+        sealed = seal(ephemeral, self._reply_key,
+                      public.to_bytes(partials) + proof.to_bytes(self._key.threshold),
+                      binding, self._rng)
         signature = self._identity.sign(partial_statement(p, self.me, contributors,
                                                           product_digest, ephemeral.public,
                                                           sealed))

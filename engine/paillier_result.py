@@ -2,8 +2,10 @@
 
 Only the researcher holds the per-query X25519 key the partial decryptions are sealed to.
 Every partial must be signed by a key holder over this query's round, the same contributor
-set and the same product; the contributor set must reach the round threshold. Any ``t`` of
-them combine to the packed plaintexts; more than ``t`` are cross-checked. The unpacked exact
+set and the same product, and carry a proof (checked against the holder's verification key
+in the manifest) that it is what that holder's key share gives; the contributor set must
+reach the round threshold. Any ``t`` of them combine to the packed plaintexts; more than
+``t`` are cross-checked. The unpacked exact
 totals come back as the ring vector mask mode would have produced.
 """
 
@@ -15,6 +17,7 @@ from crypto.encoding import RingVector
 from crypto.errors import CryptoError, InvalidSignature
 from crypto.identity import VerifyKey
 from crypto.keyagreement import X25519KeyPair
+from crypto.partial_proof import PartialProof, verify
 from crypto.sealed import open_sealed
 from engine.errors import (
     AuthenticationError,
@@ -24,7 +27,7 @@ from engine.errors import (
     ThresholdNotMet,
 )
 from engine.paillier_key import FederationKey
-from engine.paillier_messages import PaillierResult, partial_binding, partial_statement
+from engine.paillier_messages import PaillierResult, digest, partial_binding, partial_statement
 
 
 class DecryptionFailed(ProtocolAbort):
@@ -48,6 +51,13 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
                               f"{p.threshold}")
     public = key.threshold.public
     count = key.packing(p).plaintexts_for(p.vector_length)
+    if digest(result.product) != result.product_digest:
+        raise InconsistentView("the product does not match the one the nodes decrypted")
+    try:
+        product = public.from_bytes(result.product, count)
+    except CryptoError as exc:
+        raise RemoteProtocolError("the product is malformed") from exc
+    partial_size = count * public.ciphertext_size
     partials: dict[int, list[int]] = {}
     for partial in result.partials:
         sender = partial.sender
@@ -65,13 +75,20 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
         except (InvalidSignature, KeyError) as exc:
             raise AuthenticationError(f"the partial decryption of {sender} does not verify") \
                 from exc
+        binding = partial_binding(p, sender, contributors, partial.product_digest)
         try:
-            raw = open_sealed(reply_key, partial.ephemeral_public, partial.sealed,
-                              partial_binding(p, sender, contributors, partial.product_digest))
-            partials[key.index(sender)] = public.from_bytes(raw, count)
+            raw = open_sealed(reply_key, partial.ephemeral_public, partial.sealed, binding)
+            values = public.from_bytes(raw[:partial_size], count)
+            proof = PartialProof.from_bytes(key.threshold, raw[partial_size:])
         except CryptoError as exc:
             raise RemoteProtocolError(f"the partial decryption of {sender} is malformed") \
                 from exc
+        try:
+            verify(key.threshold, key.index(sender), product, values, proof, binding)
+        except CryptoError as exc:
+            raise DecryptionFailed(f"the partial decryption of {sender} is wrong: its proof "
+                                   "does not verify; nothing is released") from exc
+        partials[key.index(sender)] = values
     if len(partials) < key.threshold.threshold:
         raise ThresholdNotMet(f"only {len(partials)} partial decryptions; the key needs "
                               f"{key.threshold.threshold}")

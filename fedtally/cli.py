@@ -104,7 +104,8 @@ def _audit_report(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from fedtally.demo import run_demo
 
-    run_demo(workdir=Path(args.workdir) if args.workdir else None, scale=args.scale)
+    run_demo(workdir=Path(args.workdir) if args.workdir else None, scale=args.scale,
+             protection=args.protection)
     return 0
 
 
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")
     demo.add_argument("--workdir", default=None, help="keep the federation's files here")
     demo.add_argument("--scale", type=float, default=1.0, help="patients per hospital factor")
+    demo.add_argument("--protection", choices=PROTECTIONS, default="mask",
+                      help="pairwise masks (default) or threshold Paillier")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -323,7 +323,8 @@ def deal_paillier(holders: list[str], bits: int, threshold: int | None, rng: Ran
             "strict majority, so that two decryption quorums always share an honest node")
     tp, shares = deal_new(bits, count, threshold, rng)
     public = {"n": format(tp.public.n, "x"), "decryption_threshold": threshold,
-              "holders": list(holders)}
+              "holders": list(holders), "verification_base": format(tp.verification_base, "x"),
+              "verification_keys": [format(k, "x") for k in tp.verification_keys]}
     return public, shares, tp
 
 

@@ -128,7 +128,9 @@ def load_key_share(path: Path, manifest: Manifest, name: str) -> KeyShare:
     else:
         if (raw.name, raw.federation_id) != (name, manifest.federation_id):
             failure = f"{path} is not {name}'s key share for this federation"
-        elif raw.n != key.threshold.public.n or raw.index != key.index(name):
+        elif raw.n != key.threshold.public.n or raw.index != key.index(name) or pow(
+                key.threshold.verification_base, raw.share,
+                int(key.threshold.public.n_square)) != key.threshold.verification_key(raw.index):
             failure = f"{path} is not a share of the key in the manifest (or not {name}'s)"
         else:
             return KeyShare(raw.index, raw.share, key.threshold)

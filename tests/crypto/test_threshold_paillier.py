@@ -324,13 +324,25 @@ def test_dealing_is_deterministic_and_shares_do_not_leak_in_repr() -> None:
     assert again == (tp, shares)
     assert [s.value for s in other[1]] != [s.value for s in shares]
     assert [s.index for s in shares] == [1, 2, 3, 4]
-    assert tp == ThresholdPublic(k.public, 3, 4) and tp.delta == 24
+    assert other[0].verification_base != tp.verification_base
+    assert other[0].verification_keys != tp.verification_keys
+    # the public part: the key, the threshold, the holders, and (new) the verification base
+    # and one verification key v^(s_i) per holder
+    assert tp == ThresholdPublic(k.public, 3, 4, tp.verification_base, tp.verification_keys)
+    assert tp != ThresholdPublic(k.public, 3, 4) and tp.delta == 24
+    assert len(tp.verification_keys) == 4
+    n2 = tp.public.n_square
     for s in shares:
         assert s.value > 0 and s.threshold_public is tp
+        assert tp.verification_key(s.index) == gmpy2.powmod(tp.verification_base, s.value, n2)
         for text in (repr(s), str(s), repr([s]), f"{s}"):
             assert str(s.value) not in text and hex(s.value)[2:] not in text
             assert str(k.p) not in text and str(k.q) not in text
         assert repr(s) == f"KeyShare(index={s.index})"
+        # the public part names no share (its verification keys are v^(s_i), not s_i)
+        for text in (repr(tp), str(tp)):
+            assert str(s.value) not in text and hex(s.value)[2:] not in text
+            assert str(s.value)[:64] not in text
     assert str(k.p) not in repr(tp) and str(k.q) not in repr(tp)
 
 

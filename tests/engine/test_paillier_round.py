@@ -1,8 +1,10 @@
 """Paillier-mode rounds in memory: exact totals under dropouts, and refusal of a malicious
 aggregator, a lying node and a tampered result (engine/paillier_*.py, engine/simulate.py).
 
-Keys are 1024 bits (the engine accepts them; manifests need 2048) and dealt once per
-module, so the whole file runs in a few seconds.
+A lying node is caught by its proof of correct partial decryption and named, even when
+exactly ``t`` partials arrive (crypto/partial_proof.py). Keys are 1024 bits (the engine
+accepts them; manifests need 2048) and dealt once per module, so the whole file runs in a
+few seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import gmpy2
 import pytest
+from gmpy2 import mpz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +25,9 @@ from crypto.encoding import RingVector, plan_ring
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import FastEncryptor
+from crypto.partial_proof import InvalidPartialDecryption, PartialProof, proof_size, verify
 from crypto.randomness import SeededRandom
+from crypto.sealed import open_sealed, seal
 from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal_new
 from engine import codec
 from engine.errors import (
@@ -48,6 +54,7 @@ from engine.paillier_messages import (
     PartialDecryption,
     contribution_statement,
     digest,
+    partial_binding,
     partial_statement,
 )
 from engine.paillier_node import PaillierNode, PaillierStage
@@ -573,14 +580,246 @@ def test_a_wrong_partial_decryption_releases_nothing(liar: str, dropped: set[int
     # the aggregator cannot tell: it relays the sealed partials
     assert t.aggregator.stage is PaillierAggregatorStage.DONE and not t.node_errors
     assert liar in [p.sender for p in t.aggregator.result.partials]  # type: ignore[union-attr]
-    with pytest.raises(DecryptionFailed):
+    # the liar's proof (made with the share it used) does not verify against its key in
+    # the manifest: it is named, before anything is combined
+    with pytest.raises(DecryptionFailed, match=rf"of {liar} is wrong") as caught:
         s.open(t.aggregator.result)
+    assert isinstance(caught.value.__cause__, InvalidPartialDecryption)
 
 
 def test_a_wrong_partial_left_out_does_not_matter() -> None:
     s = setup("liar-out")
     t = s.run(shares=_liar_shares(s, "node4"), dropouts={"partial_decryption": {4}})
     assert total(s, t) == s.expected(s.names)
+
+
+@dataclass(frozen=True, repr=False)
+class ShiftingShare(KeyShare):
+    """A lying holder: its partials are the honest ones with the first multiplied by
+    ``(1+n)^f``; it still proves with its real share (PaillierNode calls prove())."""
+
+    f: int = 0
+
+    def partial_decrypt(self, ciphertexts: Sequence[int], *, workers: int = 1) -> list[mpz]:
+        return shift_first(self.threshold_public, super().partial_decrypt(ciphertexts,
+                                                                          workers=workers),
+                           self.f)
+
+
+def shift_first(tp: ThresholdPublic, partials: Sequence[mpz], f: int) -> list[mpz]:
+    n, n2 = tp.public.n_mpz, tp.public.n_square
+    return [gmpy2.t_mod(mpz(partials[0]) * (1 + mpz(f % int(n)) * n), n2), *partials[1:]]
+
+
+def shift_for(tp: ThresholdPublic, liar: int, indices: Sequence[int], shift: int = 1) -> int:
+    """The f that moves the first plaintext by ``shift`` when ``indices`` are combined."""
+    k = tp.coefficients(list(indices))[liar]
+    n = tp.public.n
+    return shift * tp.delta ** 2 * int(gmpy2.invert(k % n, n)) % n
+
+
+def open_blobs(s: Setup, result: PaillierResult,
+               params: RoundParams | None = None) -> dict[str, tuple[list[mpz], bytes]]:
+    """Each sender's sealed (partials, proof bytes), opened with the researcher's key."""
+    p = params or s.params
+    public = s.key.threshold.public
+    size = s.key.packing(p).plaintexts_for(p.vector_length) * public.ciphertext_size
+    out = {}
+    for partial in result.partials:
+        raw = open_sealed(s.reply, partial.ephemeral_public, partial.sealed,
+                          partial_binding(p, partial.sender, partial.contributors,
+                                          partial.product_digest))
+        out[partial.sender] = (public.from_bytes(raw[:size]), raw[size:])
+    return out
+
+
+def reseal(s: Setup, msg: PartialDecryption, blob: bytes, label: str) -> PartialDecryption:
+    """``msg`` with ``blob`` sealed and signed as its sender would (a node that lies)."""
+    rng = SeededRandom(f"reseal/{label}")
+    ephemeral = X25519KeyPair.generate(rng)
+    sealed = seal(ephemeral, s.reply.public, blob,
+                  partial_binding(s.params, msg.sender, msg.contributors, msg.product_digest),
+                  rng)
+    signature = s.identities[msg.sender].sign(partial_statement(
+        s.params, msg.sender, msg.contributors, msg.product_digest, ephemeral.public, sealed))
+    return dataclasses.replace(msg, ephemeral_public=ephemeral.public, sealed=sealed,
+                               signature=signature)
+
+
+@pytest.mark.parametrize("n,t,liar,dropped", [
+    (3, 2, "node0", {2}),        # exactly t = 2: no second subset to cross-check
+    (3, 2, "node1", {0}),
+    (5, 3, "node2", {0, 4}),     # exactly t = 3
+    (5, 3, "node4", {1, 2}),
+    (5, 3, "node0", set()),      # all five: named by its proof, before the cross-check
+])
+def test_a_node_shifting_its_partial_is_caught_and_named(n: int, t: int, liar: str,
+                                                         dropped: set[int]) -> None:
+    s = setup(("shift", n, t, liar), n=n, t=t)
+    tp = s.key.threshold
+    answering = [i + 1 for i in range(n) if i not in dropped][:t]
+    honest = s.shares[liar]
+    f = shift_for(tp, honest.index, answering)
+    lying = ShiftingShare(honest.index, honest.value, honest.threshold_public, f)
+    transcript = s.run(shares={**s.shares, liar: lying}, dropouts={"partial_decryption": dropped})
+    result = transcript.aggregator.result
+    assert result is not None and not transcript.node_errors
+    assert transcript.nodes[liar].stage is PaillierStage.DONE  # it took part normally
+    # why the proof is needed: without it, the first t partials combine and unpack to a
+    # plausible total that is off by one in the first value
+    blobs = open_blobs(s, result)
+    first_t = {s.key.index(name): blobs[name][0] for name in s.names
+               if s.key.index(name) in answering}
+    packing = s.key.packing(s.params)
+    wrong = packing.unpack(tp.combine(first_t), s.params.vector_length, n)
+    expected = s.expected(s.names)
+    assert wrong == [expected[0] + 1] + expected[1:]
+    # but its proof does not verify: the researcher names it and releases nothing
+    with pytest.raises(DecryptionFailed, match=rf"of {liar} is wrong") as caught:
+        s.open(result)
+    assert isinstance(caught.value.__cause__, InvalidPartialDecryption)
+    # every other node's partial is fine, and without the liar the total is exact
+    others = tuple(p for p in result.partials if p.sender != liar)
+    if len(others) >= tp.threshold:
+        assert list(s.open(dataclasses.replace(result, partials=others)).to_signed()) == \
+            expected
+    else:
+        with pytest.raises(ThresholdNotMet):
+            s.open(dataclasses.replace(result, partials=others))
+
+
+def test_a_shifted_partial_with_the_honest_proof_is_caught() -> None:
+    """The liar proves its honest partials but sends shifted ones (exactly t = 2)."""
+    s = setup("shift-honest-proof", n=3, t=2)
+    tp = s.key.threshold
+    f = shift_for(tp, 1, [1, 2])
+
+    def lie(stage: str, sender: str, msg: SecAggMessage, t: object) -> SecAggMessage:
+        if sender != "node0" or not isinstance(msg, PartialDecryption):
+            return msg
+        raw = open_sealed(s.reply, msg.ephemeral_public, msg.sealed,
+                          partial_binding(s.params, sender, msg.contributors,
+                                          msg.product_digest))
+        size = len(raw) - proof_size(tp)
+        partials = tp.public.from_bytes(raw[:size])
+        return reseal(s, msg, tp.public.to_bytes(shift_first(tp, partials, f)) + raw[size:],
+                      "honest-proof")
+
+    t = s.run(node_tamper=lie, dropouts={"partial_decryption": {2}})
+    assert not t.aggregator_rejections  # correctly signed by node0: relayed
+    with pytest.raises(DecryptionFailed, match="of node0 is wrong"):
+        s.open(t.aggregator.result)
+
+
+def test_the_reseal_helper_keeps_an_honest_partial_valid() -> None:
+    s = setup("reseal-honest")
+
+    def again(stage: str, sender: str, msg: SecAggMessage, t: object) -> SecAggMessage:
+        if sender != "node1" or not isinstance(msg, PartialDecryption):
+            return msg
+        raw = open_sealed(s.reply, msg.ephemeral_public, msg.sealed,
+                          partial_binding(s.params, sender, msg.contributors,
+                                          msg.product_digest))
+        return reseal(s, msg, raw, "honest")
+
+    assert total(s, s.run(node_tamper=again)) == s.expected(s.names)
+
+
+@pytest.mark.parametrize("replayed", ["proof only", "proof with shifted partials",
+                                      "whole blob"])
+def test_a_proof_from_another_round_does_not_verify(replayed: str) -> None:
+    s = setup("proof-replay")
+    tp = s.key.threshold
+    earlier = dataclasses.replace(s.params, query_id=b"\x02" * 16, round=3,
+                                  query_digest=digest(b"an earlier query"))
+    old = s.run(params=earlier, rng=s.rng.child("earlier"))
+    assert old.aggregator.result is not None
+    old_partials, old_proof = open_blobs(s, old.aggregator.result, earlier)["node0"]
+    PartialProof.from_bytes(tp, old_proof)  # a well-formed proof, valid in its own round
+    f = shift_for(tp, 1, [1, 2, 3])
+
+    def replay(stage: str, sender: str, msg: SecAggMessage, t: object) -> SecAggMessage:
+        if sender != "node0" or not isinstance(msg, PartialDecryption):
+            return msg
+        raw = open_sealed(s.reply, msg.ephemeral_public, msg.sealed,
+                          partial_binding(s.params, sender, msg.contributors,
+                                          msg.product_digest))
+        partials = tp.public.from_bytes(raw[:len(raw) - len(old_proof)])
+        if replayed == "proof only":
+            blob = tp.public.to_bytes(partials) + old_proof
+        elif replayed == "proof with shifted partials":
+            blob = tp.public.to_bytes(shift_first(tp, partials, f)) + old_proof
+        else:
+            blob = tp.public.to_bytes(old_partials) + old_proof
+        return reseal(s, msg, blob, replayed)
+
+    t = s.run(node_tamper=replay, dropouts={"partial_decryption": {3, 4}})
+    assert not t.aggregator_rejections
+    with pytest.raises(DecryptionFailed, match="of node0 is wrong"):
+        s.open(t.aggregator.result)
+
+
+def test_the_proofs_are_bound_to_the_round_and_the_product() -> None:
+    s = setup("proof-binding")
+    t = s.run()
+    result = t.aggregator.result
+    assert result is not None
+    tp = s.key.threshold
+    product = tp.public.from_bytes(result.product)
+    for name, (partials, raw) in open_blobs(s, result).items():
+        proof = PartialProof.from_bytes(tp, raw)
+        binding = partial_binding(s.params, name, result.contributors, result.product_digest)
+        verify(tp, s.key.index(name), product, partials, proof, binding)
+        other_round = partial_binding(dataclasses.replace(s.params, round=s.params.round + 1),
+                                      name, result.contributors, result.product_digest)
+        other_set = partial_binding(s.params, name, result.contributors[:4],
+                                    result.product_digest)
+        for binding in (other_round, other_set):
+            with pytest.raises(InvalidPartialDecryption):
+                verify(tp, s.key.index(name), product, partials, proof, binding)
+
+
+# --- the product the result carries ----------------------------------------------------------
+
+
+def test_an_altered_product_is_refused(honest: tuple[Setup, PaillierResult]) -> None:
+    s, result = honest
+    product = bytearray(result.product)
+    product[-1] ^= 0x01
+    with pytest.raises(InconsistentView, match="product"):
+        s.open(dataclasses.replace(result, product=bytes(product)))
+    with pytest.raises(InconsistentView):
+        s.open(dataclasses.replace(result, product=result.product[:-1]))
+    with pytest.raises(InconsistentView):
+        s.open(dataclasses.replace(result, product=b""))
+
+
+def test_a_product_replaced_with_its_digest_is_refused(
+        honest: tuple[Setup, PaillierResult]) -> None:
+    s, result = honest
+    public = s.key.threshold.public
+    product = public.from_bytes(result.product)
+    # another product of valid ciphertexts: the product times an encryption of one per slot
+    other = public.to_bytes(public.combine([product, s.encryptor.encrypt_many([1] * len(product))]))
+    assert len(other) == len(result.product) and other != result.product
+    replaced = dataclasses.replace(result, product=other, product_digest=digest(other))
+    with pytest.raises(InconsistentView, match="another product"):  # the partials disagree
+        s.open(replaced)
+    # rewriting the digest in every partial too: the nodes' signatures cover it
+    partials = tuple(dataclasses.replace(p, product_digest=digest(other))
+                     for p in result.partials)
+    with pytest.raises(AuthenticationError):
+        s.open(dataclasses.replace(replaced, partials=partials))
+
+
+def test_a_malformed_product_with_a_matching_digest_is_refused(
+        honest: tuple[Setup, PaillierResult]) -> None:
+    s, result = honest
+    # checked before any partial is looked at (so the partials' digests do not matter)
+    for bad in (bytes(len(result.product)), result.product[:-1], result.product + b"\x00",
+                b""):
+        with pytest.raises(RemoteProtocolError, match="product is malformed"):
+            s.open(dataclasses.replace(result, product=bad, product_digest=digest(bad)))
 
 
 def test_a_node_sending_a_tampered_partial_is_dropped_by_the_aggregator() -> None:

@@ -222,7 +222,7 @@ def test_key_shares_are_private_files_of_the_nodes(paillier: fedtally.Federation
     assert not any("share" in str(value) for value in aggregator.values())
     # the manifest carries the public key only
     assert set(json.loads((root / "federation.json").read_text())["parameters"]["paillier"]) \
-        == {"n", "decryption_threshold", "holders"}
+        == {"n", "decryption_threshold", "holders", "verification_base", "verification_keys"}
 
 
 # --- losing nodes: decryption threshold 2 of 3 -------------------------------------------------

@@ -1,8 +1,9 @@
 """`federation init --protection paillier`: init as the trusted dealer of the threshold key.
 
 Each node gets keys/<node>.share (0600) and a node.json pointing at it; the manifest carries
-only the public modulus, the holders and the decryption threshold; the shares really
-decrypt together; every bad option is a readable ConfigurationError before a file exists.
+only public values (the modulus, the holders, the decryption threshold, the verification
+base and one verification key per holder); the shares really decrypt together; every bad
+option is a readable ConfigurationError before a file exists.
 """
 
 from __future__ import annotations
@@ -109,20 +110,33 @@ def test_the_manifest_names_the_key_with_a_strict_majority(fed: Path) -> None:
     assert key.holders == tuple(NODES)
     assert key.threshold.threshold == 2 and key.threshold.holders == 3
     assert key.threshold.public.bits == BITS
+    tp = key.threshold
     assert manifest.parameters["paillier"] == {
-        "n": format(key.threshold.public.n, "x"), "decryption_threshold": 2,
-        "holders": NODES}
+        "n": format(tp.public.n, "x"), "decryption_threshold": 2, "holders": NODES,
+        "verification_base": format(tp.verification_base, "x"),
+        "verification_keys": [format(k, "x") for k in tp.verification_keys]}
+    assert len(tp.verification_keys) == len(NODES)
+    # each verification key is v^(s_i) for the share init wrote for that holder
+    n2 = tp.public.n_square
+    for name, share in _shares(fed).items():
+        assert tp.verification_key(key.index(name)) == \
+            pow(tp.verification_base, share.value, int(n2))
 
 
 def test_the_manifest_holds_no_secret(fed: Path) -> None:
     text = (fed / "federation.json").read_text()
     document = json.loads(text)
-    n_hex = document["parameters"]["paillier"]["n"]
+    paillier = document["parameters"]["paillier"]
+    n_hex = paillier["n"]
+    public = {n_hex, paillier["verification_base"], *paillier["verification_keys"]}
+    assert len(public) == 2 + len(NODES)
     for share in _shares(fed).values():
         assert format(share.value, "x") not in text
         assert format(share.value, "x")[:64] not in text
         assert str(share.value)[:64] not in text
-    # the only big integer in it is n: every other value is short (names, 64-hex public
+        assert format(share.value, "x")[-64:] not in text
+    # the only big integers in it are n, the verification base and the verification keys
+    # (units mod n^2, each below n^2): every other value is short (names, 64-hex public
     # keys, a 128-hex signature, small numbers)
     for value in _strings_and_numbers(document):
         if isinstance(value, bool) or value is None:
@@ -131,8 +145,11 @@ def test_the_manifest_holds_no_secret(fed: Path) -> None:
             assert abs(value) < 2**32, value
         else:
             assert isinstance(value, str)
-            assert value == n_hex or len(value) <= 128, value[:40]
+            assert value in public or len(value) <= 128, value[:40]
     assert len(n_hex) == BITS // 4
+    n = int(n_hex, 16)
+    for value in public - {n_hex}:
+        assert int(value, 16) < n * n and len(value) <= BITS // 2
 
 
 def test_node_configs_point_at_the_share(fed: Path) -> None:
@@ -292,6 +309,16 @@ def test_a_readable_missing_or_unnamed_share_is_refused(copy: Path) -> None:
     config.write_text(json.dumps(document))
     with pytest.raises(ConfigurationError, match="paillier_share"):
         load_node_config(config)
+
+
+def test_a_share_whose_value_is_not_the_manifests_key_is_refused(copy: Path) -> None:
+    path = copy / "keys" / "a.share"
+    document = json.loads(path.read_text())
+    document["share"] = format(int(document["share"], 16) + 1, "x")
+    path.write_text(json.dumps(document))
+    path.chmod(0o600)
+    with pytest.raises(ConfigurationError, match="a.share"):
+        load_node_config(copy / "a" / "node.json")
 
 
 def _no_share_in(error: BaseException, root: Path) -> None:
