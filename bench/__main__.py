@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import federation, masking, paillier, regression, secure_sum
+from bench import federation, masking, modes, paillier, regression, secure_sum
 from bench.common import machine
 
 SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run,
-          "regression": regression.run, "paillier": paillier.run}
+          "regression": regression.run, "paillier": paillier.run, "modes": modes.run}
 
 
 def main(argv: list[str]) -> None:
