@@ -11,20 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
+from typing import Any, ClassVar
 
-from crypto.errors import CryptoError, InvalidSignature
+from crypto.errors import InvalidSignature
 from crypto.identity import VerifyKey
 from engine.errors import (
     AuthenticationError,
-    FedtallyError,
-    LocalError,
-    ProtocolAbort,
     RemoteProtocolError,
-    ReplayError,
     ThresholdNotMet,
-    UnexpectedMessage,
 )
-from engine.messages import RoundAborted, SecAggMessage
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     DecryptRequest,
@@ -36,6 +31,7 @@ from engine.paillier_messages import (
 )
 from engine.paillier_node import verify_contribution
 from engine.params import RoundParams
+from engine.round_machine import AggregatorMachine, Outgoing
 
 
 class PaillierAggregatorStage(Enum):
@@ -45,84 +41,24 @@ class PaillierAggregatorStage(Enum):
     ABORTED = "aborted"
 
 
-Outgoing = list[tuple[str, SecAggMessage]]
-
-
-class PaillierAggregator:
-    TRANSITIONS: dict[tuple[PaillierAggregatorStage, type], str] = {
+class PaillierAggregator(AggregatorMachine):
+    TRANSITIONS: ClassVar[dict[tuple[Any, type], str]] = {
         (PaillierAggregatorStage.COLLECT_INPUTS, EncryptedInput): "_on_input",
         (PaillierAggregatorStage.COLLECT_PARTIALS, PartialDecryption): "_on_partial",
     }
-    CLOSERS: dict[PaillierAggregatorStage, str] = {
+    CLOSERS: ClassVar[dict[Any, str]] = {
         PaillierAggregatorStage.COLLECT_INPUTS: "_close_inputs",
         PaillierAggregatorStage.COLLECT_PARTIALS: "_close_partials",
     }
+    DONE = PaillierAggregatorStage.DONE
+    ABORTED = PaillierAggregatorStage.ABORTED
 
     def __init__(self, params: RoundParams, members: Mapping[str, VerifyKey],
                  key: FederationKey) -> None:
-        missing = [m for m in params.participants if m not in members]
-        if missing:
-            raise LocalError(f"participants without a manifest key: {missing}")
-        self.params = params
+        super().__init__(params, members, PaillierAggregatorStage.COLLECT_INPUTS)
         self.key = key
-        self._members = dict(members)
-        self.stage = PaillierAggregatorStage.COLLECT_INPUTS
-        self.error: FedtallyError | None = None
         self.result: PaillierResult | None = None
-        self.survivors: tuple[str, ...] = ()
-        self.expected: set[str] = set(params.participants)
-        self._received: dict[str, SecAggMessage] = {}
         self._product = b""
-
-    # --- driver interface ---------------------------------------------------------------
-
-    def receive(self, sender: str, msg: object) -> None:
-        if self.stage in (PaillierAggregatorStage.DONE, PaillierAggregatorStage.ABORTED):
-            raise UnexpectedMessage("the round is over")
-        handler = self.TRANSITIONS.get((self.stage, type(msg)))
-        try:
-            if handler is None:
-                raise UnexpectedMessage(
-                    f"{type(msg).__name__} is not allowed in stage {self.stage.value}")
-            if sender not in self.expected:
-                raise UnexpectedMessage(f"{sender} is not expected to send in this stage")
-            assert isinstance(msg, SecAggMessage)
-            if msg.query_id != self.params.query_id or msg.round != self.params.round:
-                raise ReplayError("message belongs to another query or round")
-            if getattr(msg, "sender", sender) != sender:
-                raise AuthenticationError("message names another sender than its connection")
-            getattr(self, handler)(sender, msg)
-        except CryptoError as exc:
-            self.expected.discard(sender)
-            raise RemoteProtocolError("invalid cryptographic material") from exc
-        except FedtallyError:
-            self.expected.discard(sender)
-            raise
-        self._received[sender] = msg
-        self.expected.discard(sender)
-
-    @property
-    def complete(self) -> bool:
-        return not self.expected
-
-    def drop(self, name: str) -> None:
-        self.expected.discard(name)
-
-    def close_stage(self) -> Outgoing:
-        closer = self.CLOSERS.get(self.stage)
-        if closer is None:
-            raise LocalError(f"no stage to close ({self.stage.value})")
-        arrived = dict(self._received)
-        self._received = {}
-        try:
-            out: Outgoing = getattr(self, closer)(arrived)
-        except ProtocolAbort as exc:
-            self.stage = PaillierAggregatorStage.ABORTED
-            self.error = exc
-            p = self.params
-            notice = RoundAborted(p.query_id, p.round, exc.code)
-            return [(name, notice) for name in sorted(arrived)]
-        return out
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -147,8 +83,7 @@ class PaillierAggregator:
         p = self.params
         request = DecryptRequest(p.query_id, p.round,
                                  tuple(arrived[name] for name in contributors), self._product)
-        self.stage = PaillierAggregatorStage.COLLECT_PARTIALS
-        self.expected = set(contributors)
+        self._next(PaillierAggregatorStage.COLLECT_PARTIALS, set(contributors))
         return [(name, request) for name in contributors]
 
     def _on_partial(self, sender: str, msg: PartialDecryption) -> None:

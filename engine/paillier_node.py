@@ -10,11 +10,12 @@ one its key share gives, sealed to the researcher's per-query key. Any failure r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any, ClassVar
 
 from crypto.encoding import RingVector
-from crypto.errors import CryptoError, InvalidSignature
+from crypto.errors import InvalidSignature
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import FastEncryptor
@@ -23,17 +24,13 @@ from crypto.randomness import RandomSource
 from crypto.sealed import seal
 from crypto.threshold_paillier import KeyShare
 from engine.errors import (
-    AbortedByPeer,
     AuthenticationError,
     FedtallyError,
     InconsistentView,
     LocalError,
     RemoteProtocolError,
-    ReplayError,
     ThresholdNotMet,
-    UnexpectedMessage,
 )
-from engine.messages import RoundAborted, SecAggMessage
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     DecryptRequest,
@@ -45,6 +42,7 @@ from engine.paillier_messages import (
     partial_statement,
 )
 from engine.params import RoundParams
+from engine.round_machine import NodeMachine
 
 
 class PaillierStage(Enum):
@@ -72,12 +70,15 @@ def verify_contribution(params: RoundParams, key: FederationKey, msg: EncryptedI
             f"the contribution of {msg.sender} does not verify under this round") from exc
 
 
-class PaillierNode:
+class PaillierNode(NodeMachine):
     """One node's participation in one Paillier-mode round."""
 
-    TRANSITIONS: dict[tuple[PaillierStage, type], str] = {
+    TRANSITIONS: ClassVar[dict[tuple[Any, type], str]] = {
         (PaillierStage.CONTRIBUTED, DecryptRequest): "_on_decrypt",
     }
+    FAILED = PaillierStage.FAILED
+    ABORTED = PaillierStage.ABORTED
+    TERMINAL = TERMINAL
 
     def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
                  members: Mapping[str, VerifyKey], value: RingVector, key: FederationKey,
@@ -113,51 +114,10 @@ class PaillierNode:
         #: how many partial decryptions this node produced in this round (at most one)
         self.decryptions = 0
 
-    @property
-    def finished(self) -> bool:
-        return self.stage in TERMINAL
-
     def start(self) -> EncryptedInput:
         if self.stage is not PaillierStage.START:
             raise LocalError("round already started")
         return self._guard(self._contribute)
-
-    def receive(self, msg: object) -> SecAggMessage | None:
-        if self.stage in TERMINAL:
-            raise LocalError(f"round is over ({self.stage.value})")
-        if isinstance(msg, RoundAborted):
-            try:
-                self._check_header(msg)
-            except ReplayError as exc:
-                return self._fail(exc)
-            self.stage = PaillierStage.ABORTED
-            self.error = AbortedByPeer(f"the aggregator aborted the round ({msg.code})")
-            raise self.error
-        handler = self.TRANSITIONS.get((self.stage, type(msg)))
-        if handler is None:
-            return self._fail(UnexpectedMessage(
-                f"{type(msg).__name__} is not allowed while {self.stage.value}"))
-        return self._guard(lambda: getattr(self, handler)(msg))
-
-    # --- plumbing ------------------------------------------------------------------------
-
-    def _guard(self, step: Callable[[], SecAggMessage]) -> SecAggMessage:
-        try:
-            return step()
-        except FedtallyError as exc:
-            return self._fail(exc)
-        except CryptoError as exc:
-            return self._fail(RemoteProtocolError("a peer's cryptographic material is invalid"),
-                              exc)
-
-    def _fail(self, error: FedtallyError, cause: BaseException | None = None) -> SecAggMessage:
-        self.stage = PaillierStage.FAILED
-        self.error = error
-        raise error from cause
-
-    def _check_header(self, msg: SecAggMessage) -> None:
-        if msg.query_id != self.params.query_id or msg.round != self.params.round:
-            raise ReplayError("message belongs to another query or round")
 
     # --- steps ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
+from typing import Any, ClassVar
 
 from crypto import shamir
 from crypto.encoding import RingVector
@@ -20,13 +21,9 @@ from crypto.keyagreement import public_from_secret, x25519
 from crypto.prg import MaskExpander, self_mask_key
 from engine.errors import (
     AuthenticationError,
-    FedtallyError,
-    LocalError,
     ProtocolAbort,
     RemoteProtocolError,
-    ReplayError,
     ThresholdNotMet,
-    UnexpectedMessage,
 )
 from engine.messages import (
     AdvertiseKeys,
@@ -34,8 +31,6 @@ from engine.messages import (
     EncryptedShares,
     KeyRoster,
     MaskedInput,
-    RoundAborted,
-    SecAggMessage,
     ShareBundle,
     SignedBy,
     SurvivorList,
@@ -43,6 +38,7 @@ from engine.messages import (
     UnmaskShares,
 )
 from engine.params import RoundParams
+from engine.round_machine import AggregatorMachine, Outgoing
 from engine.secagg_node import (
     consistency_statement,
     mask_sign,
@@ -68,38 +64,27 @@ class InconsistentShares(ProtocolAbort):
     code = "inconsistent_shares"
 
 
-Outgoing = list[tuple[str, SecAggMessage]]
-
-
-class SecAggAggregator:
-    TRANSITIONS: dict[tuple[AggregatorStage, type], str] = {
+class SecAggAggregator(AggregatorMachine):
+    TRANSITIONS: ClassVar[dict[tuple[Any, type], str]] = {
         (AggregatorStage.COLLECT_ADVERTS, AdvertiseKeys): "_on_advert",
         (AggregatorStage.COLLECT_SHARES, EncryptedShares): "_on_shares",
         (AggregatorStage.COLLECT_MASKED, MaskedInput): "_on_masked",
         (AggregatorStage.COLLECT_SIGNATURES, ConsistencySignature): "_on_signature",
         (AggregatorStage.COLLECT_UNMASK, UnmaskShares): "_on_unmask",
     }
-    CLOSERS: dict[AggregatorStage, str] = {
+    CLOSERS: ClassVar[dict[Any, str]] = {
         AggregatorStage.COLLECT_ADVERTS: "_close_adverts",
         AggregatorStage.COLLECT_SHARES: "_close_shares",
         AggregatorStage.COLLECT_MASKED: "_close_masked",
         AggregatorStage.COLLECT_SIGNATURES: "_close_signatures",
         AggregatorStage.COLLECT_UNMASK: "_close_unmask",
     }
+    DONE = AggregatorStage.DONE
+    ABORTED = AggregatorStage.ABORTED
 
     def __init__(self, params: RoundParams, members: Mapping[str, VerifyKey]) -> None:
-        missing = [m for m in params.participants if m not in members]
-        if missing:
-            raise LocalError(f"participants without a manifest key: {missing}")
-        self.params = params
-        self._members = dict(members)
-        self.stage = AggregatorStage.COLLECT_ADVERTS
-        self.error: FedtallyError | None = None
+        super().__init__(params, members, AggregatorStage.COLLECT_ADVERTS)
         self.result: RingVector | None = None
-        self.survivors: tuple[str, ...] = ()
-        #: who may send in the current stage; shrinks as nodes drop or misbehave
-        self.expected: set[str] = set(params.participants)
-        self._received: dict[str, SecAggMessage] = {}
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._shares: dict[str, EncryptedShares] = {}
         self._committed: tuple[str, ...] = ()
@@ -108,59 +93,9 @@ class SecAggAggregator:
         self._dropouts: tuple[str, ...] = ()
         self._unmask: dict[str, UnmaskShares] = {}
 
-    # --- driver interface ---------------------------------------------------------------
-
-    def receive(self, sender: str, msg: object) -> None:
-        """Accept one message; raises a typed error (and ignores the message) if it is not
-        allowed, in which case ``sender`` takes no further part in the round."""
-        if self.stage in (AggregatorStage.DONE, AggregatorStage.ABORTED):
-            raise UnexpectedMessage("the round is over")
-        handler = self.TRANSITIONS.get((self.stage, type(msg)))
-        try:
-            if handler is None:
-                raise UnexpectedMessage(
-                    f"{type(msg).__name__} is not allowed in stage {self.stage.value}")
-            if sender not in self.expected:
-                raise UnexpectedMessage(f"{sender} is not expected to send in this stage")
-            assert isinstance(msg, SecAggMessage)
-            if msg.query_id != self.params.query_id or msg.round != self.params.round:
-                raise ReplayError("message belongs to another query or round")
-            if getattr(msg, "sender", sender) != sender:
-                raise AuthenticationError("message names another sender than its connection")
-            getattr(self, handler)(sender, msg)
-        except CryptoError as exc:
-            self.expected.discard(sender)
-            raise RemoteProtocolError("invalid cryptographic material") from exc
-        except FedtallyError:
-            self.expected.discard(sender)
-            raise
-        self._received[sender] = msg
-        self.expected.discard(sender)
-
-    @property
-    def complete(self) -> bool:
-        """Everyone still expected in this stage has answered."""
-        return not self.expected
-
-    def drop(self, name: str) -> None:
-        """The transport lost ``name`` (disconnect or timeout): stop waiting for it."""
-        self.expected.discard(name)
-
-    def close_stage(self) -> Outgoing:
-        """End the current stage with what arrived; returns the messages to send."""
-        closer = self.CLOSERS.get(self.stage)
-        if closer is None:
-            raise LocalError(f"no stage to close ({self.stage.value})")
-        arrived = dict(self._received)
-        self._received = {}
-        try:
-            out: Outgoing = getattr(self, closer)(arrived)
-        except ProtocolAbort as exc:
-            return self._abort(exc, arrived)
-        except CryptoError:
-            # a signed public key of a node is unusable (e.g. of low order): that node lied
-            return self._abort(InconsistentShares("a node's key material is invalid"), arrived)
-        return out
+    def _invalid_material(self) -> ProtocolAbort:
+        # a signed public key of a node is unusable (e.g. of low order): that node lied
+        return InconsistentShares("a node's key material is invalid")
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -168,17 +103,6 @@ class SecAggAggregator:
         if len(names) < self.params.threshold:
             raise ThresholdNotMet(
                 f"only {len(names)} {what}; the round needs {self.params.threshold}")
-
-    def _abort(self, error: ProtocolAbort, arrived: Mapping[str, object]) -> Outgoing:
-        self.stage = AggregatorStage.ABORTED
-        self.error = error
-        p = self.params
-        notice = RoundAborted(p.query_id, p.round, error.code)
-        return [(name, notice) for name in sorted(arrived)]
-
-    def _next(self, stage: AggregatorStage, expected: set[str] | frozenset[str]) -> None:
-        self.stage = stage
-        self.expected = set(expected)
 
     # --- stage handlers -------------------------------------------------------------------
 

@@ -13,29 +13,26 @@ self-mask seed or the share of its mask key, never both.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any, ClassVar
 
 from crypto import shamir
 from crypto.encoding import RingVector
-from crypto.errors import CryptoError, DecryptionFailed, InvalidSignature
+from crypto.errors import DecryptionFailed, InvalidSignature
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.kdf import context
 from crypto.keyagreement import X25519KeyPair
 from crypto.prg import MaskExpander, pairwise_mask_key, self_mask_key
 from crypto.randomness import RandomSource
 from crypto.sealed import open_sealed, seal
-from engine.codec import DecodeError, decode_struct, encode_struct
+from engine.codec import decode_struct, encode_struct
 from engine.errors import (
-    AbortedByPeer,
     AuthenticationError,
     FedtallyError,
     InconsistentView,
     LocalError,
-    RemoteProtocolError,
-    ReplayError,
     ThresholdNotMet,
-    UnexpectedMessage,
 )
 from engine.messages import (
     AdvertiseKeys,
@@ -43,9 +40,7 @@ from engine.messages import (
     EncryptedShares,
     KeyRoster,
     MaskedInput,
-    RoundAborted,
     SealedShare,
-    SecAggMessage,
     ShareBundle,
     ShareOf,
     SharePlaintext,
@@ -54,6 +49,7 @@ from engine.messages import (
     UnmaskShares,
 )
 from engine.params import RoundParams
+from engine.round_machine import NodeMachine
 
 SEED_SIZE = 32
 
@@ -115,7 +111,7 @@ def verify_advert(params: RoundParams, advert: AdvertiseKeys, key: VerifyKey) ->
         ) from exc
 
 
-class SecAggNode:
+class SecAggNode(NodeMachine):
     """One node's participation in one round."""
 
     def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
@@ -144,61 +140,22 @@ class SecAggNode:
         self._committed: frozenset[str] = frozenset()
         self._survivors: tuple[str, ...] = ()
 
-    @property
-    def finished(self) -> bool:
-        return self.stage in TERMINAL
-
-    # --- the transition table --------------------------------------------------------------
-
-    TRANSITIONS: dict[tuple[NodeStage, type], str] = {
+    TRANSITIONS: ClassVar[dict[tuple[Any, type], str]] = {
         (NodeStage.ADVERTISED, KeyRoster): "_on_roster",
         (NodeStage.SHARED, ShareBundle): "_on_bundle",
         (NodeStage.MASKED, SurvivorList): "_on_survivors",
         (NodeStage.SIGNED, UnmaskRequest): "_on_unmask",
     }
+    FAILED = NodeStage.FAILED
+    ABORTED = NodeStage.ABORTED
+    TERMINAL = TERMINAL
 
     def start(self) -> AdvertiseKeys:
         if self.stage is not NodeStage.START:
             raise LocalError("round already started")
         return self._guard(self._advertise)
 
-    def receive(self, msg: object) -> SecAggMessage | None:
-        """Handle one message from the aggregator; returns the reply to send, if any."""
-        if self.stage in TERMINAL:
-            raise LocalError(f"round is over ({self.stage.value})")
-        if isinstance(msg, RoundAborted):
-            try:
-                self._check_header(msg)
-            except ReplayError as exc:
-                return self._fail(exc)
-            self.stage = NodeStage.ABORTED
-            self.error = AbortedByPeer(f"the aggregator aborted the round ({msg.code})")
-            raise self.error
-        handler = self.TRANSITIONS.get((self.stage, type(msg)))
-        if handler is None:
-            return self._fail(UnexpectedMessage(
-                f"{type(msg).__name__} is not allowed while {self.stage.value}"))
-        return self._guard(lambda: getattr(self, handler)(msg))
-
     # --- plumbing ------------------------------------------------------------------------
-
-    def _guard(self, step: Callable[[], SecAggMessage]) -> SecAggMessage:
-        try:
-            return step()
-        except FedtallyError as exc:
-            return self._fail(exc)
-        except (CryptoError, DecodeError) as exc:
-            return self._fail(RemoteProtocolError("a peer's cryptographic material is invalid"),
-                              exc)
-
-    def _fail(self, error: FedtallyError, cause: BaseException | None = None) -> SecAggMessage:
-        self.stage = NodeStage.FAILED
-        self.error = error
-        raise error from cause
-
-    def _check_header(self, msg: SecAggMessage) -> None:
-        if msg.query_id != self.params.query_id or msg.round != self.params.round:
-            raise ReplayError("message belongs to another query or round")
 
     def _need(self, count: int, what: str, needed: int | None = None) -> None:
         needed = self.params.threshold if needed is None else needed
