@@ -125,6 +125,40 @@ class PaillierPublicKey:
         return gmpy2.t_mod((1 + mpz(m) * self.n_mpz) * randomizer, self.n_square)
 
 
+class FixedBase:
+    """``base^e mod modulus`` for exponents below ``2^exponent_bits`` from a precomputed
+    table of ``base^(j * 2^(w*i))``: about ``exponent_bits / w`` multiplications each,
+    after ``exponent_bits / w * 2^w`` to build the table once."""
+
+    def __init__(self, base: int, modulus: mpz, exponent_bits: int,
+                 window: int = WINDOW_BITS) -> None:
+        self.modulus = mpz(modulus)
+        self.exponent_bits = exponent_bits
+        self.window = window
+        rows = max(1, -(-exponent_bits // window))
+        current = gmpy2.t_mod(mpz(base), self.modulus)
+        table: list[list[mpz]] = []
+        for _ in range(rows):
+            row = [mpz(1), current]
+            for _ in range(2, 1 << window):
+                row.append(gmpy2.t_mod(row[-1] * current, self.modulus))
+            table.append(row)
+            current = gmpy2.t_mod(row[-1] * current, self.modulus)  # base^(2^w), next row
+        self.table = table
+
+    def power(self, exponent: int) -> mpz:
+        if not 0 <= exponent < 1 << (len(self.table) * self.window):
+            raise CryptoError("exponent out of the table's range")
+        mask = (1 << self.window) - 1
+        result = mpz(1)
+        for row in self.table:
+            digit = exponent & mask
+            if digit:
+                result = gmpy2.t_mod(result * row[digit], self.modulus)
+            exponent >>= self.window
+        return result
+
+
 @dataclass
 class FastEncryptor:
     """Encrypts with randomizers ``h_n^a`` from a precomputed fixed-base table.
@@ -136,7 +170,7 @@ class FastEncryptor:
     public: PaillierPublicKey
     rng: RandomSource
     exponent_bits: int = 0
-    _table: list[list[mpz]] = field(default_factory=list, repr=False)
+    fixed: FixedBase = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.exponent_bits:
@@ -147,30 +181,12 @@ class FastEncryptor:
             if gmpy2.gcd(x, n) == 1:
                 break
         h = gmpy2.t_mod(-x * x, n)
-        base = gmpy2.powmod(h, n, n2)
-        rows = (self.exponent_bits + WINDOW_BITS - 1) // WINDOW_BITS
-        table: list[list[mpz]] = []
-        for _ in range(rows):
-            row = [mpz(1), base]
-            for _ in range(2, 1 << WINDOW_BITS):
-                row.append(gmpy2.t_mod(row[-1] * base, n2))
-            table.append(row)
-            base = gmpy2.t_mod(row[-1] * base, n2)  # base^(2^w) for the next row
-        self._table = table
+        self.fixed = FixedBase(gmpy2.powmod(h, n, n2), n2, self.exponent_bits)
 
     def randomizer(self) -> mpz:
         """``h_n^a`` for a fresh uniform ``a`` of ``exponent_bits`` bits."""
         a = int.from_bytes(self.rng.bytes((self.exponent_bits + 7) // 8), "little")
-        a &= (1 << self.exponent_bits) - 1
-        n2 = self.public.n_square
-        mask = (1 << WINDOW_BITS) - 1
-        result = mpz(1)
-        for row in self._table:
-            digit = a & mask
-            if digit:
-                result = gmpy2.t_mod(result * row[digit], n2)
-            a >>= WINDOW_BITS
-        return result
+        return self.fixed.power(a & ((1 << self.exponent_bits) - 1))
 
     def encrypt(self, m: int) -> mpz:
         return self.public.encrypt_with(m, self.randomizer())

@@ -20,8 +20,10 @@ differ from ``1 mod n`` and fail there. The response ``z`` hides ``s_i`` statist
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import gmpy2
@@ -29,6 +31,7 @@ from gmpy2 import mpz
 
 from crypto.errors import CryptoError
 from crypto.kdf import context
+from crypto.paillier import FixedBase
 from crypto.randomness import RandomSource, uniform_below
 from crypto.threshold_paillier import KeyShare, ThresholdPublic
 
@@ -39,6 +42,9 @@ ZK_BITS = 128
 
 class InvalidPartialDecryption(CryptoError):
     """A partial decryption's proof does not verify: that holder's answer is wrong."""
+
+    #: the holder whose proof failed, when known
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,27 @@ def _weights(binding: bytes, index: int, ciphertexts: bytes, partials: bytes,
     return [int.from_bytes(stream[i * size:(i + 1) * size], "big") for i in range(count)]
 
 
+#: a window of 4 bits keeps the table of v near 20 MB at 3072 bits, a quarter of the cost of a
+#: plain exponentiation for each v^r and v^z
+_TABLE_WINDOW = 4
+
+
+@functools.lru_cache(maxsize=4)
+def _verification_table(base: int, modulus: int, bits: int) -> FixedBase:
+    return FixedBase(base, mpz(modulus), bits, _TABLE_WINDOW)
+
+
+def _power_of_v(tp: ThresholdPublic, exponent: int) -> mpz:
+    table = _verification_table(tp.verification_base, int(tp.public.n_square),
+                                _nonce_bits(tp) + 1)
+    return table.power(exponent)
+
+
+def _powmod(base: mpz, exponent: mpz, modulus: mpz) -> mpz:
+    """One exponentiation that releases the GIL, so proofs verify in parallel threads."""
+    return gmpy2.powmod_base_list([base], exponent, modulus)[0]
+
+
 def _challenge(binding: bytes, index: int, tp: ThresholdPublic, batch_c: mpz, batch_d: mpz,
                a: mpz, b: mpz) -> int:
     digest = hashlib.sha256(context(
@@ -139,8 +166,8 @@ def prove(share: KeyShare, ciphertexts: Sequence[mpz], partials: Sequence[mpz],
     n2 = tp.public.n_square
     batch_c, batch_d = _batch(tp, binding, share.index, ciphertexts, partials)
     nonce = mpz(uniform_below(rng, 1 << _nonce_bits(tp)))
-    a = gmpy2.powmod(batch_c, nonce, n2)
-    b = gmpy2.powmod(tp.verification_base, nonce, n2)
+    a = _powmod(batch_c, nonce, n2)
+    b = _power_of_v(tp, int(nonce))
     e = _challenge(binding, share.index, tp, batch_c, batch_d, a, b)
     return PartialProof(e, int(nonce + e * mpz(share.value)))
 
@@ -164,8 +191,49 @@ def verify(tp: ThresholdPublic, index: int, ciphertexts: Sequence[int], partials
     key = tp.verification_key(index)  # first: it checks the index
     batch_c, batch_d = _batch(tp, binding, index, checked_c, checked_d)
     e, z = proof.challenge, mpz(proof.response)
-    a = gmpy2.t_mod(gmpy2.powmod(batch_c, z, n2) * gmpy2.powmod(batch_d, -e, n2), n2)
-    b = gmpy2.t_mod(gmpy2.powmod(tp.verification_base, z, n2) * gmpy2.powmod(key, -e, n2), n2)
+    a = gmpy2.t_mod(_powmod(batch_c, z, n2) * gmpy2.powmod(batch_d, -e, n2), n2)
+    b = gmpy2.t_mod(_power_of_v(tp, int(z)) * gmpy2.powmod(key, -e, n2), n2)
     if _challenge(binding, index, tp, batch_c, batch_d, a, b) != e:
         raise InvalidPartialDecryption(f"the partial decryption of holder {index} is not "
                                        "the one its key share gives")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One holder's partial decryptions of ``ciphertexts`` with their proof."""
+
+    index: int
+    partials: Sequence[int]
+    proof: PartialProof
+    binding: bytes
+
+
+def prepare(tp: ThresholdPublic) -> None:
+    """Build the fixed-base table of the verification base now (about 0.3 s at 3072 bits)
+    instead of in the first proof or verification."""
+    _power_of_v(tp, 0)
+
+
+def verify_all(tp: ThresholdPublic, ciphertexts: Sequence[int], claims: Sequence[Claim], *,
+               workers: int = 1) -> None:
+    """:func:`verify` every claim, ``workers`` at a time (the exponentiations release the
+    GIL); raises :class:`InvalidPartialDecryption` for the lowest failing holder, with its
+    ``index`` set."""
+    prepare(tp)
+
+    def check(claim: Claim) -> InvalidPartialDecryption | None:
+        try:
+            verify(tp, claim.index, ciphertexts, claim.partials, claim.proof, claim.binding)
+        except InvalidPartialDecryption as exc:
+            exc.index = claim.index
+            return exc
+        return None
+
+    if workers <= 1 or len(claims) < 2:
+        failures = [check(claim) for claim in claims]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            failures = list(pool.map(check, claims))
+    for failure in failures:
+        if failure is not None:
+            raise failure

@@ -17,7 +17,7 @@ from crypto.encoding import RingVector
 from crypto.errors import CryptoError, InvalidSignature
 from crypto.identity import VerifyKey
 from crypto.keyagreement import X25519KeyPair
-from crypto.partial_proof import PartialProof, verify
+from crypto.partial_proof import Claim, InvalidPartialDecryption, PartialProof, verify_all
 from crypto.sealed import open_sealed
 from engine.errors import (
     AuthenticationError,
@@ -38,8 +38,10 @@ class DecryptionFailed(ProtocolAbort):
 
 
 def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationKey,
-                members: Mapping[str, VerifyKey], reply_key: X25519KeyPair) -> RingVector:
-    """The round's exact total, or a typed error; never a partially checked value."""
+                members: Mapping[str, VerifyKey], reply_key: X25519KeyPair,
+                workers: int = 1) -> RingVector:
+    """The round's exact total, or a typed error; never a partially checked value.
+    ``workers`` threads verify the proofs."""
     p = result.params
     if p.query_digest != query_digest:
         raise InconsistentView("the result answers another query")
@@ -59,6 +61,7 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
         raise RemoteProtocolError("the product is malformed") from exc
     partial_size = count * public.ciphertext_size
     partials: dict[int, list[int]] = {}
+    claims: list[Claim] = []
     for partial in result.partials:
         sender = partial.sender
         if sender not in contributors or key.index(sender) in partials:
@@ -83,12 +86,14 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
         except CryptoError as exc:
             raise RemoteProtocolError(f"the partial decryption of {sender} is malformed") \
                 from exc
-        try:
-            verify(key.threshold, key.index(sender), product, values, proof, binding)
-        except CryptoError as exc:
-            raise DecryptionFailed(f"the partial decryption of {sender} is wrong: its proof "
-                                   "does not verify; nothing is released") from exc
         partials[key.index(sender)] = values
+        claims.append(Claim(key.index(sender), values, proof, binding))
+    try:
+        verify_all(key.threshold, product, claims, workers=workers)
+    except InvalidPartialDecryption as exc:
+        liar = key.holders[exc.index - 1] if exc.index else "a node"
+        raise DecryptionFailed(f"the partial decryption of {liar} is wrong: its proof does "
+                               "not verify; nothing is released") from exc
     if len(partials) < key.threshold.threshold:
         raise ThresholdNotMet(f"only {len(partials)} partial decryptions; the key needs "
                               f"{key.threshold.threshold}")

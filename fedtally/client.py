@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -238,7 +239,8 @@ class Federation(Catalog):
         if key is None:
             raise InconsistentView("a Paillier result from a federation without a key")
         total = open_result(answer, query_digest=query.digest, key=key,
-                            members=self.manifest.verify_keys(), reply_key=reply)
+                            members=self.manifest.verify_keys(), reply_key=reply,
+                            workers=min(8, os.cpu_count() or 1))
         p = answer.params
         return QueryResult(answer.request_id, p.query_id, p.participants, answer.contributors,
                            p.ring_bits, p.vector_length, total.to_bytes())

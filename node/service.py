@@ -19,6 +19,7 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from crypto import partial_proof
 from crypto.encoding import RingVector
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
@@ -109,7 +110,9 @@ class NodeService:
                                        self.config.policy)
         key = self.config.me.manifest.paillier_key
         if key is not None and self.encryptor is None:
+            # the fixed-base tables, once per process: encryption randomness and proofs
             self.encryptor = FastEncryptor(key.threshold.public, SystemRandom())
+            partial_proof.prepare(key.threshold)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""

@@ -183,8 +183,8 @@ def test_fixed_base_table_computes_base_to_the_exponent(exponent_bits: int) -> N
     enc = FastEncryptor(public, SeededRandom(f"table/{exponent_bits}"), exponent_bits)
     bits = enc.exponent_bits
     assert bits == (exponent_bits or randomizer_bits(KEY_BITS))
-    assert len(enc._table) == -(-bits // WINDOW_BITS)
-    base = enc._table[0][1]
+    assert len(enc.fixed.table) == -(-bits // WINDOW_BITS)
+    base = enc.fixed.table[0][1]
     assert gmpy2.powmod(base, carmichael(key()), public.n_square) == 1  # an n-th power
     nbytes = (bits + 7) // 8
     for raw in (bytes(nbytes), b"\xff" * nbytes, SeededRandom(bits).bytes(nbytes),
@@ -333,7 +333,7 @@ def test_default_size_key_encrypts_and_phe_decrypts() -> None:
     assert k.public.bits == DEFAULT_KEY_BITS and k.public.ciphertext_size == 768
     enc = FastEncryptor(k.public, SeededRandom("test_paillier/3072/enc"))
     assert enc.exponent_bits == DEFAULT_KEY_BITS // 2
-    assert len(enc._table) == DEFAULT_KEY_BITS // 2 // WINDOW_BITS
+    assert len(enc.fixed.table) == DEFAULT_KEY_BITS // 2 // WINDOW_BITS
     pub, priv = phe_keys(k)
     m = (1 << k.public.plaintext_bits) - 1
     c = enc.encrypt(m)
