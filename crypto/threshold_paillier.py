@@ -120,14 +120,17 @@ class ThresholdPublic:
         lengths = {len(partials[i]) for i in indices}
         if len(lengths) != 1:
             raise CombineFailed("partial decryptions of different lengths")
-        first = self._combine_subset({i: partials[i] for i in indices[:self.threshold]})
+        checked = {i: [self.public.check(value) for value in partials[i]] for i in indices}
+        first = self._combine_subset({i: checked[i] for i in indices[:self.threshold]})
         if len(indices) > self.threshold:
-            second = self._combine_subset({i: partials[i] for i in indices[-self.threshold:]})
+            second = self._combine_subset({i: checked[i] for i in indices[-self.threshold:]})
             if second != first:
                 raise CombineFailed("two subsets of the partial decryptions disagree")
         return first
 
-    def _combine_subset(self, partials: Mapping[int, Sequence[int]]) -> list[int]:
+    def _combine_subset(self, partials: Mapping[int, Sequence[mpz]]) -> list[int]:
+        """Combine range-checked partials (a negative coefficient inverts, which every
+        checked unit allows)."""
         n, n2 = self.public.n_mpz, self.public.n_square
         coefficients = self.coefficients(list(partials))
         count = len(next(iter(partials.values())))
@@ -135,11 +138,7 @@ class ThresholdPublic:
         for i, values in partials.items():
             k = coefficients[i]
             for position, value in enumerate(values):
-                c = self.public.check(value)
-                if k < 0:
-                    term = gmpy2.powmod(gmpy2.invert(c, n2), -k, n2)
-                else:
-                    term = gmpy2.powmod(c, k, n2)
+                term = gmpy2.powmod(value, k, n2)
                 products[position] = gmpy2.t_mod(products[position] * term, n2)
         out = []
         for u in products:

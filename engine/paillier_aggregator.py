@@ -59,6 +59,7 @@ class PaillierAggregator(AggregatorMachine):
         self.key = key
         self.result: PaillierResult | None = None
         self._product = b""
+        self._product_digest = b""
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -79,6 +80,7 @@ class PaillierAggregator(AggregatorMachine):
         product = public.combine([public.from_bytes(arrived[name].data)
                                   for name in contributors])
         self._product = public.to_bytes(product)
+        self._product_digest = digest(self._product)
         self.survivors = contributors
         p = self.params
         request = DecryptRequest(p.query_id, p.round,
@@ -87,8 +89,7 @@ class PaillierAggregator(AggregatorMachine):
         return [(name, request) for name in contributors]
 
     def _on_partial(self, sender: str, msg: PartialDecryption) -> None:
-        product_digest = digest(self._product)
-        if msg.contributors != self.survivors or msg.product_digest != product_digest:
+        if msg.contributors != self.survivors or msg.product_digest != self._product_digest:
             raise RemoteProtocolError("the partial decryption answers another request")
         try:
             self._members[sender].verify(
@@ -101,7 +102,7 @@ class PaillierAggregator(AggregatorMachine):
     def _close_partials(self, arrived: dict[str, PartialDecryption]) -> Outgoing:
         self._need(len(arrived), self.key.threshold.threshold, "partial decryptions")
         self.result = PaillierResult(bytes(16), self.params, self.survivors,
-                                     digest(self._product),
+                                     self._product_digest,
                                      tuple(arrived[name] for name in sorted(arrived)),
                                      self._product)
         self.stage = PaillierAggregatorStage.DONE

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from crypto.kdf import context
 from crypto.keyagreement import KEY_SIZE
 from engine.codec import NAME, Bytes, Seq, Struct, message, wire
+from engine.errors import InconsistentView, ThresholdNotMet
 from engine.messages import NAMES, QUERY_ID, ROUND, SIGNATURE, SecAggMessage, _check_names
 from engine.params import DIGEST_SIZE, MAX_NODES, RoundParams
 from engine.service_messages import REQUEST_ID
@@ -31,6 +32,16 @@ KEY = Bytes(KEY_SIZE, exact=KEY_SIZE)
 
 def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def check_contributors(params: RoundParams, contributors: tuple[str, ...]) -> None:
+    """A contributor set is decryptable only if its nodes are participants of the round and
+    reach the round threshold (fewer could single a hospital out)."""
+    if not set(contributors) <= set(params.participants):
+        raise InconsistentView("a contributor is not a participant of this round")
+    if len(contributors) < params.threshold:
+        raise ThresholdNotMet(f"only {len(contributors)} contributions; "
+                              f"the round needs {params.threshold}")
 
 
 def contribution_statement(params: RoundParams, key_fingerprint: bytes, sender: str,

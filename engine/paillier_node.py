@@ -25,17 +25,16 @@ from crypto.sealed import seal
 from crypto.threshold_paillier import KeyShare
 from engine.errors import (
     AuthenticationError,
-    FedtallyError,
     InconsistentView,
     LocalError,
     RemoteProtocolError,
-    ThresholdNotMet,
 )
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     DecryptRequest,
     EncryptedInput,
     PartialDecryption,
+    check_contributors,
     contribution_statement,
     digest,
     partial_binding,
@@ -84,33 +83,17 @@ class PaillierNode(NodeMachine):
                  members: Mapping[str, VerifyKey], value: RingVector, key: FederationKey,
                  share: KeyShare, encryptor: FastEncryptor, reply_key: bytes,
                  rng: RandomSource, *, decrypt_workers: int = 1) -> None:
-        if me not in params.participants:
-            raise LocalError(f"{me} is not a participant of this round")
-        if value.bits != params.ring_bits or value.length != params.vector_length:
-            raise LocalError("the input does not have the round's ring width and length")
-        missing = [m for m in params.participants if m not in members]
-        if missing:
-            raise LocalError(f"participants without a manifest key: {missing}")
-        if identity.verify_key != members.get(me):
-            raise LocalError("our identity key is not the one in the federation manifest")
+        super().__init__(params, me, identity, members, value, rng, PaillierStage.START)
         if share.index != key.index(me) or share.threshold_public != key.threshold:
             raise LocalError("our key share is not the one the manifest assigns to us")
         if encryptor.public != key.threshold.public:
             raise LocalError("the encryptor is for another key")
-        self.params = params
-        self.me = me
-        self._identity = identity
-        self._members = dict(members)
-        self._value = value
         self._key = key
         self._share = share
         self._encryptor = encryptor
         self._reply_key = reply_key
-        self._rng = rng
         #: threads for the partial decryption (gmpy2 releases the GIL there)
         self._workers = max(1, decrypt_workers)
-        self.stage = PaillierStage.START
-        self.error: FedtallyError | None = None
         #: how many partial decryptions this node produced in this round (at most one)
         self.decryptions = 0
 
@@ -134,11 +117,7 @@ class PaillierNode(NodeMachine):
         p = self.params
         self._check_header(msg)
         contributors = msg.contributors
-        if not set(contributors) <= set(p.participants):
-            raise InconsistentView("a contributor is not a participant of this round")
-        if len(contributors) < p.threshold:
-            raise ThresholdNotMet(f"only {len(contributors)} contributions; "
-                                  f"the round needs {p.threshold}")
+        check_contributors(p, contributors)
         public = self._key.threshold.public
         vectors = []
         for contribution in msg.contributions:

@@ -27,7 +27,13 @@ from engine.errors import (
     ThresholdNotMet,
 )
 from engine.paillier_key import FederationKey
-from engine.paillier_messages import PaillierResult, digest, partial_binding, partial_statement
+from engine.paillier_messages import (
+    PaillierResult,
+    check_contributors,
+    digest,
+    partial_binding,
+    partial_statement,
+)
 
 
 class DecryptionFailed(ProtocolAbort):
@@ -46,11 +52,7 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
     if p.query_digest != query_digest:
         raise InconsistentView("the result answers another query")
     contributors = result.contributors
-    if not set(contributors) <= set(p.participants):
-        raise InconsistentView("a contributor is not a participant of the round")
-    if len(contributors) < p.threshold:
-        raise ThresholdNotMet(f"only {len(contributors)} contributions; the round needs "
-                              f"{p.threshold}")
+    check_contributors(p, contributors)
     public = key.threshold.public
     count = key.packing(p).plaintexts_for(p.vector_length)
     if digest(result.product) != result.product_digest:

@@ -15,7 +15,10 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
+from crypto.encoding import RingVector
 from crypto.errors import CryptoError
+from crypto.identity import SigningIdentity, VerifyKey
+from crypto.randomness import RandomSource
 from engine.errors import (
     AbortedByPeer,
     AuthenticationError,
@@ -42,9 +45,28 @@ class NodeMachine:
     ABORTED: ClassVar[Enum]
     TERMINAL: ClassVar[frozenset[Enum]]
 
-    params: RoundParams
-    stage: Any
-    error: FedtallyError | None
+    def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
+                 members: Mapping[str, VerifyKey], value: RingVector, rng: RandomSource,
+                 first_stage: Enum) -> None:
+        """Refuses (LocalError) a node that is not a participant, an input of another
+        shape, a member list missing a participant, or an identity not in the manifest."""
+        if me not in params.participants:
+            raise LocalError(f"{me} is not a participant of this round")
+        if value.bits != params.ring_bits or value.length != params.vector_length:
+            raise LocalError("the input does not have the round's ring width and length")
+        missing = [m for m in params.participants if m not in members]
+        if missing:
+            raise LocalError(f"participants without a manifest key: {missing}")
+        if identity.verify_key != members.get(me):
+            raise LocalError("our identity key is not the one in the federation manifest")
+        self.params = params
+        self.me = me
+        self._identity = identity
+        self._members = dict(members)
+        self._value = value
+        self._rng = rng
+        self.stage: Any = first_stage
+        self.error: FedtallyError | None = None
 
     @property
     def finished(self) -> bool:

@@ -29,7 +29,6 @@ from crypto.sealed import open_sealed, seal
 from engine.codec import decode_struct, encode_struct
 from engine.errors import (
     AuthenticationError,
-    FedtallyError,
     InconsistentView,
     LocalError,
     ThresholdNotMet,
@@ -116,23 +115,7 @@ class SecAggNode(NodeMachine):
 
     def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
                  members: Mapping[str, VerifyKey], value: RingVector, rng: RandomSource) -> None:
-        if me not in params.participants:
-            raise LocalError(f"{me} is not a participant of this round")
-        if value.bits != params.ring_bits or value.length != params.vector_length:
-            raise LocalError("the input does not have the round's ring width and length")
-        missing = [m for m in params.participants if m not in members]
-        if missing:
-            raise LocalError(f"participants without a manifest key: {missing}")
-        if identity.verify_key != members.get(me):
-            raise LocalError("our identity key is not the one in the federation manifest")
-        self.params = params
-        self.me = me
-        self._identity = identity
-        self._members = dict(members)
-        self._value = value
-        self._rng = rng
-        self.stage = NodeStage.START
-        self.error: FedtallyError | None = None
+        super().__init__(params, me, identity, members, value, rng, NodeStage.START)
         #: (peer, "self" | "key") for every share this node revealed; tests read it
         self.reveal_log: list[tuple[str, str]] = []
         self._adverts: dict[str, AdvertiseKeys] = {}

@@ -25,7 +25,7 @@ from engine.paillier_key import FederationKey
 from engine.paillier_node import PaillierNode
 from engine.params import RoundParams
 from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
-from engine.secagg_node import NodeStage, SecAggNode
+from engine.secagg_node import SecAggNode
 
 STAGES = ("advertise", "share", "masked_input", "consistency", "unmask")
 
@@ -56,6 +56,22 @@ class RoundTranscript:
     @property
     def result(self) -> RingVector | None:
         return self.aggregator.result
+
+
+def _deliver(t: RoundTranscript | PaillierTranscript, node_tamper: Tamper | None,
+             gone: set[str], stage: str, sender: str, msg: SecAggMessage | None) -> None:
+    """Hand a node's message to the simulated aggregator: rewritten by ``node_tamper``,
+    lost if the sender vanished, recorded in the inbox, a rejection kept as the outcome."""
+    if msg is not None and node_tamper is not None:
+        msg = node_tamper(stage, sender, msg, t)  # type: ignore[arg-type]
+    if msg is None or sender in gone:
+        t.aggregator.drop(sender)
+        return
+    t.inbox.append((stage, sender, msg))
+    try:
+        t.aggregator.receive(sender, msg)
+    except FedtallyError as exc:
+        t.aggregator_rejections[sender] = exc
 
 
 def node_names(n: int) -> list[str]:
@@ -105,20 +121,11 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
             gone.add(names[i])
 
     def deliver_to_aggregator(stage: str, sender: str, msg: SecAggMessage | None) -> None:
-        if msg is not None and node_tamper is not None:
-            msg = node_tamper(stage, sender, msg, t)
-        if msg is None or sender in gone:
-            aggregator.drop(sender)
-            return
-        t.inbox.append((stage, sender, msg))
-        try:
-            aggregator.receive(sender, msg)
-        except FedtallyError as exc:
-            t.aggregator_rejections[sender] = exc
+        _deliver(t, node_tamper, gone, stage, sender, msg)
 
     def node_step(name: str, msg: SecAggMessage) -> SecAggMessage | None:
         node = nodes[name]
-        if name in gone or node.stage in (NodeStage.FAILED, NodeStage.ABORTED, NodeStage.DONE):
+        if name in gone or node.finished:
             return None
         try:
             return node.receive(msg)
@@ -245,16 +252,7 @@ def run_paillier_round(values: Sequence[RingVector], params: RoundParams, *,
     gone = {names[i] for i in dropouts.get("encrypted_input", ())}
 
     def deliver(stage: str, sender: str, msg: SecAggMessage | None) -> None:
-        if msg is not None and node_tamper is not None:
-            msg = node_tamper(stage, sender, msg, t)  # type: ignore[arg-type]
-        if msg is None or sender in gone:
-            aggregator.drop(sender)
-            return
-        t.inbox.append((stage, sender, msg))
-        try:
-            aggregator.receive(sender, msg)
-        except FedtallyError as exc:
-            t.aggregator_rejections[sender] = exc
+        _deliver(t, node_tamper, gone, stage, sender, msg)
 
     for name in names:
         msg = None

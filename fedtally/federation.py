@@ -280,13 +280,15 @@ def init_federation(
     node_names = list(manifest.nodes())
 
     _make_folders(root, node_names)
-    _write_key(root / "authority.key", AUTHORITY, AUTHORITY, federation_id, authority)
-    _write_key(root / "keys" / f"{AGGREGATOR}.key", AGGREGATOR, AGGREGATOR, federation_id,
-               aggregator_identity)
+    _write_private(root / "authority.key",
+                   KeyFile(AUTHORITY, AUTHORITY, federation_id, authority))
+    _write_private(root / "keys" / f"{AGGREGATOR}.key",
+                   KeyFile(AGGREGATOR, AGGREGATOR, federation_id, aggregator_identity))
     for name, role, identity in identities:
-        _write_key(root / "keys" / f"{name}.key", name, role, federation_id, identity)
+        _write_private(root / "keys" / f"{name}.key",
+                       KeyFile(name, role, federation_id, identity))
     for name, share in zip(holders, shares, strict=False):
-        _write_share(root / "keys" / f"{name}.share", ShareFile(
+        _write_private(root / "keys" / f"{name}.share", ShareFile(
             name, federation_id, share.index, share.threshold_public.public.n, share.value))
     _write_tls(root / "tls", host, federation_id)
     _write_configs(root, node_names, host, port, with_shares=bool(shares))
@@ -328,20 +330,13 @@ def deal_paillier(holders: list[str], bits: int, threshold: int | None, rng: Ran
     return public, shares, tp
 
 
-def _write_share(path: Path, share: ShareFile) -> None:
+def _write_private(path: Path, secret: KeyFile | ShareFile) -> None:
+    """A key file or a key share file, mode 0600; failures as ConfigurationError."""
     try:
-        write_share_file(path, share)
-    except KeyFileError as exc:
-        failure = str(exc)
-    else:
-        return
-    raise ConfigurationError(failure)
-
-
-def _write_key(path: Path, name: str, role: str, federation_id: str,
-               identity: SigningIdentity) -> None:
-    try:
-        write_key_file(path, KeyFile(name, role, federation_id, identity))
+        if isinstance(secret, KeyFile):
+            write_key_file(path, secret)
+        else:
+            write_share_file(path, secret)
     except KeyFileError as exc:
         failure = str(exc)
     else:
