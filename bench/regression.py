@@ -119,7 +119,7 @@ def _node_side(frame: pd.DataFrame, model: Any, rounds: int) -> list[str]:
     """One node's local work per round, in this process (median of 3)."""
     from engine.plans import layout
     from engine.query import QuerySpec
-    from node.kinds import PlanModel
+    from node.datamodel import PlanModel
     from node.statistics import local_vector
     from node.validation import coerce
 

@@ -116,6 +116,18 @@ class DataError(FedtallyError):
 
 
 
+class InternalError(FedtallyError):
+    """A node failed while computing on its rows. What failed is in the node operator's log;
+    the researcher is told only this code and a fixed text, since anything more could depend
+    on a row. In DP mode the charge stands: the failure might depend on the data."""
+
+    code = "internal"
+    public = True
+
+    def __init__(self, message: str = "the node could not compute its contribution") -> None:
+        super().__init__(message)
+
+
 class ServiceUnavailable(FedtallyError):
     """The aggregator cannot be reached or the connection was lost mid-request."""
 

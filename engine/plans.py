@@ -10,9 +10,10 @@ layout in :mod:`engine.kinds`.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from crypto.encoding import plan_ring
@@ -33,9 +34,41 @@ MAX_SLOTS = 1 << 21
 
 #: slots every plan carries: how many nodes contributed, how many cells they suppressed
 NODES_CONTRIBUTING = ("nodes_contributing",)
-CELLS_SUPPRESSED = ("cells_suppressed",)
+CELLS_BELOW_THRESHOLD = ("cells_below_threshold",)
 
 Key = tuple[object, ...]
+
+#: the variable (and column) that says which dataset a row belongs to, as in the MIP
+DATASET = "dataset"
+
+
+class _MissingLevel:
+    """The group of the rows whose grouping variable is missing: never a level of the data
+    model, so it cannot collide with one. Nodes release it as a cell of its own, beside the
+    levels, so that the groups partition the rows and no margin is ever released."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _MissingLevel()
+
+
+class Disclosure(enum.Enum):
+    """What a released value is, which decides the rule that protects it in exact mode
+    (engine/kinds/base.py states each rule; node/statistics.py enforces them)."""
+
+    #: the number of rows in one cell; the cells of a kind partition the query's rows
+    ROWS = "row count"
+    #: the number of (non-missing) values that enter its family's sums
+    VALUES = "value count"
+    #: a sum of row values (or of products of them) over its family's rows
+    SUM = "sum"
+    #: a sum whose per-row weights follow from parameters the researcher chose (a Newton
+    #: step's p(1 - p)), so that a few rows could carry it
+    WEIGHTED = "weighted sum"
+    #: protocol bookkeeping: how many nodes contributed, how many cells they withheld
+    TALLY = "tally"
 
 
 class ModelView(Protocol):
@@ -51,11 +84,23 @@ class ModelView(Protocol):
 
     def bounds(self, code: str) -> tuple[float, float] | None: ...
 
+    def dp_rows_per_unit(self) -> int:
+        """Rows one privacy unit (a patient) may have; raises QueryError where the model
+        cannot support differential privacy (bounds inferred from the rows, or several rows
+        per patient without a declared identifier and maximum)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Slot:
+    """One value of the vector. ``disclosure`` says what the value is (engine/kinds/base.py
+    lists the classes and the rule each obeys) and ``family`` which slots a node releases or
+    withholds together (a cell's count with the sums over that cell)."""
+
     key: Key
     real: bool
+    disclosure: Disclosure
+    family: Key
     #: DP only: the most one row can add to this slot (|value| bound after clipping); the
     #: slot is encoded in units of bound / 2^frac_bits so that every slot has the same
     #: sensitivity and one noise scale fits the vector
@@ -75,6 +120,12 @@ class NoisePlan:
     sigma_share: float
     #: standard deviation of one node's share (the discrete Gaussian's exact std)
     share_std: float
+    #: noisy slots (the vector's dimension, without the bookkeeping slots)
+    dimension: int = 0
+    #: rows one privacy unit (a patient) may have in the data
+    rows_per_unit: int = 1
+    #: (variable, low, high) each value is clipped to before it is summed
+    clipping: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +144,7 @@ class Layout:
 
     def noisy(self, slot: Slot) -> bool:
         """Bookkeeping slots are public facts; every other slot carries noise in DP mode."""
-        return self.noise is not None and slot.key not in (NODES_CONTRIBUTING, CELLS_SUPPRESSED)
+        return self.noise is not None and slot.key not in (NODES_CONTRIBUTING, CELLS_BELOW_THRESHOLD)
 
 
 def ring_bits_for(slots: Sequence[Slot], max_rows_per_node: int) -> int:
@@ -124,56 +175,102 @@ def check_common(spec: QuerySpec, model: ModelView) -> None:
         check_variable(model, spec.by, numeric=False)
 
 
-def groups(spec: QuerySpec, model: ModelView) -> tuple[str | None, ...]:
-    """``None`` is the whole scope; then one group per level of ``by`` (from the model)."""
-    return (None,) if spec.by is None else (None, *model.levels(spec.by))
+def groups(spec: QuerySpec, model: ModelView, *, missing: bool = True
+           ) -> tuple[str | None | _MissingLevel, ...]:
+    """The groups a query's rows fall into: ``None`` (every row) without ``by``; else each
+    level of ``by`` (from the model) and, with ``missing``, :data:`MISSING` for the rows
+    whose ``by`` is missing. Groups never overlap: a margin is the client's sum."""
+    if spec.by is None:
+        return (None,)
+    levels = model.levels(spec.by)
+    return (*levels, MISSING) if missing else levels
 
 
-def variable_bound(spec: QuerySpec, model: ModelView, code: str) -> float:
-    """max(|low|, |high|) of a numeric variable, from the query's bounds or the data model.
-    In DP mode these are the clipping bounds, hence the sensitivity."""
-    declared = spec.privacy.get("bounds", {}).get(code)
-    pair = tuple(declared) if declared is not None else model.bounds(code)
-    if pair is None:
-        raise QueryError(f"no bounds for {code!r}: the data model declares no min/max, so "
-                         f"pass bounds={{{code!r}: (low, high)}} with the DP request")
-    return float(max(abs(pair[0]), abs(pair[1]), 1e-300))
+#: clipping bounds must keep every slot's scale a normal float (bounds of 0 or 1e-300 would
+#: underflow a product of bounds to 0, and nothing could be divided by it)
+MIN_MAGNITUDE = 1e-12
+MAX_MAGNITUDE = 1e12
+
+
+def clipping_bounds(spec: QuerySpec, model: ModelView, variables: Sequence[str]
+                    ) -> dict[str, tuple[float, float]]:
+    """DP clipping bounds of the variables a query sums: the request's ``bounds``, else the
+    data model's min/max. They are the sensitivity, so they are checked here, at planning:
+    finite, low < high, magnitude in [MIN_MAGNITUDE, MAX_MAGNITUDE]."""
+    declared = spec.privacy.get("bounds", {})
+    out = {}
+    for code in variables:
+        pair = declared.get(code)
+        pair = tuple(pair) if pair is not None else model.bounds(code)
+        if pair is None:
+            raise QueryError(f"no bounds for {code!r}: the data model declares no min/max, so "
+                             f"pass bounds={{{code!r}: (low, high)}} with the DP request")
+        low, high = float(pair[0]), float(pair[1])
+        magnitude = max(abs(low), abs(high))
+        if not (math.isfinite(low) and math.isfinite(high) and low < high
+                and MIN_MAGNITUDE <= magnitude <= MAX_MAGNITUDE):
+            raise QueryError(f"the bounds of {code!r} must be finite with low < high and "
+                             f"max(|low|, |high|) in [{MIN_MAGNITUDE:g}, {MAX_MAGNITUDE:g}]")
+        out[code] = (low, high)
+    return out
 
 
 def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int, *,
-           honest_nodes: int = 1) -> Layout:
-    from engine.kinds import DP_PROFILES, KINDS
+           honest_nodes: int = 1, max_slots: int = MAX_SLOTS) -> Layout:
+    """The vector a query needs, from the query and the data model alone. ``max_slots``
+    (a node's policy) is checked before the layout is built."""
+    from engine.kinds import KINDS
 
+    kind = KINDS[spec.kind]
     check_common(spec, model)
-    slots = list(KINDS[spec.kind](spec, model))
-    if len(slots) + 2 > MAX_SLOTS:
-        raise QueryError(f"the query needs {len(slots)} values; at most {MAX_SLOTS} are allowed")
-    bookkeeping = [Slot(NODES_CONTRIBUTING, False), Slot(CELLS_SUPPRESSED, False)]
+    size = kind.size(spec, model)
+    limit = min(max_slots, MAX_SLOTS)
+    if size + 2 > limit:
+        raise QueryError(f"the query needs {size} values; at most {limit - 2} are allowed")
+    slots = kind.layout(spec, model)
+    bookkeeping = [Slot(key, False, Disclosure.TALLY, key)
+                   for key in (NODES_CONTRIBUTING, CELLS_BELOW_THRESHOLD)]
     if spec.privacy.get("mode") != "dp":
         slots += bookkeeping
         return Layout(tuple(slots), ring_bits_for(slots, max_rows_per_node))
-    profile = DP_PROFILES.get(spec.kind)
-    if profile is None:
+    if kind.dp is None:
         raise QueryError(f"{spec.algorithm} does not offer differential privacy yet")
-    scale_of, rows_touch = profile(spec, model)
-    slots = [Slot(s.key, s.real, scale_of(s.key)) for s in slots] + bookkeeping
-    return _dp_layout(spec, slots, rows_touch, max_rows_per_node, honest_nodes)
+    kind.dp.check(spec, model)
+    rows_per_unit = model.dp_rows_per_unit()
+    clipping = clipping_bounds(spec, model, kind.summed(spec, model))
+    row_bound = kind.row_bound(spec, model, lambda code: max(map(abs, clipping[code])))
+    scaled = []
+    for slot in slots:
+        bound = float(row_bound(slot.key))
+        if not (math.isfinite(bound) and bound > 0):
+            raise QueryError("the clipping bounds give a slot no usable scale")
+        scaled.append(replace(slot, bound=bound))
+    noise = _noise_plan(spec, len(scaled), kind.dp.rows_touch(spec, model), rows_per_unit,
+                        honest_nodes, clipping)
+    return Layout(tuple(scaled + bookkeeping),
+                  _dp_ring_bits(noise, max_rows_per_node), DP_FRAC_BITS, noise)
 
 
-def _dp_layout(spec: QuerySpec, slots: list[Slot], rows_touch: int, max_rows_per_node: int,
-               honest_nodes: int) -> Layout:
+def _noise_plan(spec: QuerySpec, dimension: int, rows_touch: int, rows_per_unit: int,
+                honest_nodes: int, clipping: dict[str, tuple[float, float]]) -> NoisePlan:
     from privacy.calibration import discrete_gaussian_variance, share_sigma
-    from privacy.noise import tail_bound
 
     rho = float(spec.privacy["rho"])
     unit = 1 << DP_FRAC_BITS
-    # every noisy slot moves by at most `unit` when one row is added or removed
-    sensitivity = unit * math.sqrt(rows_touch)
-    noisy = len(slots) - 2
-    sigma = share_sigma(rho, sensitivity, honest_nodes, dim=noisy)
+    # one privacy unit (a patient: up to rows_per_unit rows) moves every slot it touches by
+    # at most rows_per_unit * unit before rounding; a node's value is its rounded sum, and
+    # rounding can move by one more unit (as OpenDP counts float sums' rounding)
+    sensitivity = (rows_per_unit * unit + 1) * math.sqrt(rows_touch)
+    sigma = share_sigma(rho, sensitivity, honest_nodes, dim=dimension)
     share_std = math.sqrt(discrete_gaussian_variance(sigma))
-    tail = tail_bound(sigma, MAX_PARTICIPANTS, dim=noisy)
+    return NoisePlan(rho, honest_nodes, rows_touch, sensitivity, sigma, share_std, dimension,
+                     rows_per_unit, tuple(sorted((v, lo, hi) for v, (lo, hi) in clipping.items())))
+
+
+def _dp_ring_bits(noise: NoisePlan, max_rows_per_node: int) -> int:
+    from privacy.noise import tail_bound
+
+    unit = 1 << DP_FRAC_BITS
+    tail = tail_bound(noise.sigma_share, MAX_PARTICIPANTS, dim=noise.dimension)
     bound = max_rows_per_node * unit * MAX_PARTICIPANTS + tail + unit
-    bits = plan_ring(-bound, bound).bits
-    noise = NoisePlan(rho, honest_nodes, rows_touch, sensitivity, sigma, share_std)
-    return Layout(tuple(slots), bits, DP_FRAC_BITS, noise)
+    return plan_ring(-bound, bound).bits

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ MAX_VARIABLES = 512
 MAX_DATASETS = 512
 PRIVACY_MODES = ("exact", "dp")
 MAX_RHO = 1e6
+MAX_EPSILON = 1e3
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -41,9 +43,15 @@ def _names(value: Any, what: str, maximum: int) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def check_privacy_spec(privacy: Any) -> None:
     """``{"mode": "exact"}`` or ``{"mode": "dp", "rho": r, "bounds": {var: [lo, hi]}}``
-    (epsilon and delta may ride along for people; rho is what is calibrated and charged)."""
+    (epsilon and delta may ride along for people; rho is what is calibrated and charged).
+    Every number is checked here, before any work: finite, of the right type, in range."""
     if not isinstance(privacy, Mapping) or privacy.get("mode") not in PRIVACY_MODES:
         raise QueryError(f"privacy mode must be one of {PRIVACY_MODES}")
     if privacy["mode"] == "exact":
@@ -54,17 +62,23 @@ def check_privacy_spec(privacy: Any) -> None:
     if unknown:
         raise QueryError(f"unknown privacy fields {sorted(unknown)}")
     rho = privacy.get("rho")
-    if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho <= MAX_RHO \
-            or rho != rho:
-        raise QueryError("a DP query needs rho > 0 (finite)")
+    if not _finite_number(rho) or not 0 < rho <= MAX_RHO:
+        raise QueryError(f"a DP query needs a number rho in (0, {MAX_RHO:g}]")
+    epsilon = privacy.get("epsilon")
+    if epsilon is not None and not (_finite_number(epsilon) and 0 < epsilon <= MAX_EPSILON):
+        raise QueryError(f"epsilon must be a number in (0, {MAX_EPSILON:g}]")
+    delta = privacy.get("delta")
+    if delta is not None and not (_finite_number(delta) and 0 < delta < 1):
+        raise QueryError("delta must be a number in (0, 1)")
     bounds = privacy.get("bounds", {})
-    if not isinstance(bounds, Mapping):
+    if not isinstance(bounds, Mapping) or len(bounds) > MAX_VARIABLES:
         raise QueryError("bounds map variables to [low, high]")
     for variable, pair in bounds.items():
-        if (not isinstance(pair, list | tuple) or len(pair) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) and v == v
-                           and abs(v) < float("inf") for v in pair) or pair[0] > pair[1]):
-            raise QueryError(f"bounds of {variable!r} must be [low, high] with low <= high")
+        if (not isinstance(variable, str) or not isinstance(pair, list | tuple)
+                or len(pair) != 2 or not all(_finite_number(v) for v in pair)
+                or not pair[0] < pair[1]):
+            raise QueryError(f"bounds of {str(variable)[:64]!r} must be [low, high] with "
+                             "finite numbers and low < high")
 
 
 @dataclass(frozen=True)

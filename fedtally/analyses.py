@@ -23,8 +23,7 @@ from engine.service_messages import QueryResult
 from fedtally import results
 from fedtally.dp import privacy_spec
 from node import filters as filter_trees
-from node.datamodel import DataModel
-from node.kinds import PlanModel
+from node.datamodel import DataModel, PlanModel
 
 FilterLike = str | Mapping[str, Any] | filter_trees.Filter | None
 DEFAULT_MAX_ROWS_PER_NODE = 1 << 24

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedtally.local import local_federation
-from fedtally.synthetic import three_hospitals
+from fedtally.synthetic import stroke_model, three_hospitals
 
 
 def _section(title: str) -> None:
@@ -32,7 +32,7 @@ def run_demo(workdir: Path | None = None, scale: float = 1.0, protection: str = 
           f"protected by {how}...")
     keep = workdir is not None
     root = workdir or Path(tempfile.mkdtemp(prefix="fedtally-demo-"))
-    with local_federation(data, workdir=root, protection=protection) as fed:
+    with local_federation(data, stroke_model(), workdir=root, protection=protection) as fed:
         print(f"Federation up in {time.perf_counter() - started:.1f}s; files in {root}")
 
         _section("What the federation holds (metadata only)")

@@ -11,6 +11,7 @@ sensitivity) for variables whose data model declares no min/max.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +31,8 @@ class DP:
         self.delta = delta
         self.bounds = {str(k): (float(v[0]), float(v[1])) for k, v in (bounds or {}).items()}
         for name, (low, high) in self.bounds.items():
-            if not low <= high:
-                raise QueryError(f"bounds of {name!r} must have low <= high")
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise QueryError(f"bounds of {name!r} must be finite with low < high")
 
     @property
     def rho(self) -> float:

@@ -84,7 +84,7 @@ from fedtally.algorithms.regression import (
 )
 from fedtally.analyses import Analyses, filter_tree
 from fedtally.results import moments
-from node.kinds import PlanModel
+from node.datamodel import PlanModel
 
 #: Exareme2 output fields we deliberately never release, with the reason
 NOT_RELEASED = {
@@ -176,6 +176,12 @@ def _describe(fed: Analyses, req: Request, variables: list[str], filters: Any
     rows_stat = fed.statistic("descriptive_stats", variables=numeric or [variables[0]],
                               datasets=req.datasets, filters=filters,
                               data_model=req.data_model)
+    first = (numeric or [variables[0]])[0]
+
+    def rows_of(d: str) -> int:  # every row holds the first variable or misses it
+        return rows_stat.count(("count", d, None, first)) + \
+            rows_stat.count(("missing", d, None, first))
+
     # per (variable, dataset): data points, total rows, and the pieces to pool
     cells: dict[tuple[str, str], tuple[int, int, Any]] = {}
     for variable in numeric:
@@ -183,7 +189,7 @@ def _describe(fed: Analyses, req: Request, variables: list[str], filters: Any
             n = rows_stat.count(("count", d, None, variable))
             pieces = (rows_stat.exact(("sum", d, None, variable)),
                       rows_stat.exact(("sumsq", d, None, variable)))
-            cells[(variable, d)] = (n, rows_stat.count(("rows", d, None)), pieces)
+            cells[(variable, d)] = (n, rows_of(d), pieces)
     dataset_levels = view.levels("dataset")
     for variable in categorical:
         levels = view.levels(variable)
@@ -193,8 +199,7 @@ def _describe(fed: Analyses, req: Request, variables: list[str], filters: Any
         for d in req.datasets:
             counts = {level: table.count(("cell", dataset_levels.index(d), j))
                       for j, level in enumerate(levels)}
-            cells[(variable, d)] = (sum(counts.values()), rows_stat.count(("rows", d, None)),
-                                    counts)
+            cells[(variable, d)] = (sum(counts.values()), rows_of(d), counts)
 
     def record(variable: str, chosen: list[tuple[int, int, Any]]) -> dict[str, Any] | None:
         n = sum(c[0] for c in chosen)

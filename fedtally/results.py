@@ -11,11 +11,18 @@ import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector
-from engine.plans import CELLS_SUPPRESSED, NODES_CONTRIBUTING, REAL_FRAC_BITS, Key, Layout, Slot
+from engine.plans import (
+    CELLS_BELOW_THRESHOLD,
+    NODES_CONTRIBUTING,
+    REAL_FRAC_BITS,
+    Key,
+    Layout,
+    Slot,
+    groups,
+)
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
-from node.datamodel import DataModel
-from node.kinds import PlanModel
+from node.datamodel import DataModel, PlanModel
 
 ALL = "all"
 SCALE = 1 << REAL_FRAC_BITS
@@ -47,6 +54,10 @@ class Statistic:
     def _slot(self, key: Key) -> tuple[int, Slot]:
         i = self._index()[key]
         return i, self.layout.slots[i]
+
+    def has(self, key: Key) -> bool:
+        """Whether the layout holds this slot."""
+        return key in self._index()
 
     def count(self, key: Key) -> int:
         """An exact count; with DP, the noisy count rounded (post-processing)."""
@@ -103,7 +114,7 @@ class Statistic:
         return {"nodes_asked": len(self.reply.participants),
                 "nodes_answered": len(self.reply.survivors),
                 "nodes_contributing": self.count(NODES_CONTRIBUTING),
-                "cells_suppressed": self.count(CELLS_SUPPRESSED)}
+                "cells_below_threshold": self.count(CELLS_BELOW_THRESHOLD)}
 
 
 @dataclass(frozen=True)
@@ -143,19 +154,25 @@ def descriptive_stats(stat: Statistic) -> pd.DataFrame:
     view = stat.view
     noisy = stat.layout.noise is not None
     levels: tuple[str | None, ...] = (None,) if spec.by is None else (None, *view.levels(spec.by))
+    # nodes release disjoint groups only; the "all" group is their sum here (the rows whose
+    # `by` is missing included), so no margin ever left a node
+    def cells(group: str | None) -> tuple[object, ...]:
+        return groups(spec, view) if group is None and spec.by is not None else (group,)
 
     def total(head: str, datasets: list[str], group: str | None, *rest: str) -> Fraction:
-        return sum((stat.exact((head, d, group, *rest)) for d in datasets), Fraction(0))
+        return sum((stat.exact((head, d, g, *rest)) for d in datasets for g in cells(group)),
+                   Fraction(0))
 
     def noise(head: str, datasets: list[str], group: str | None, *rest: str) -> float:
-        return math.sqrt(sum(stat.noise_std((head, d, group, *rest)) ** 2 for d in datasets))
+        return math.sqrt(sum(stat.noise_std((head, d, g, *rest)) ** 2
+                             for d in datasets for g in cells(group)))
 
     records = []
     scopes = [(d, [d]) for d in spec.datasets] + [(ALL, list(spec.datasets))]
     for variable in spec.variables:
         for scope, datasets in scopes:
             for group in levels:
-                rows = total("rows", datasets, group)
+                missing = total("missing", datasets, group, variable)
                 n = total("count", datasets, group, variable)
                 mean = std = math.nan
                 if view.is_numeric(variable):
@@ -164,7 +181,7 @@ def descriptive_stats(stat: Statistic) -> pd.DataFrame:
                     mean, std = moments(n, s, ss)
                 record: dict[str, Any] = {"variable": variable, "dataset": scope,
                                           "count": float(n) if noisy else int(n),
-                                          "missing": float(rows - n) if noisy else int(rows - n),
+                                          "missing": float(missing) if noisy else int(missing),
                                           "mean": mean, "std": std}
                 if noisy:
                     record.update(_dp_columns(n, mean, std, noise("count", datasets, group,

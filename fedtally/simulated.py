@@ -20,7 +20,7 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
-from engine.errors import ConfigurationError, ProtocolAbort, QueryError
+from engine.errors import ConfigurationError, ParameterMismatch, ProtocolAbort
 from engine.manifest import PROTECTIONS, round_threshold
 from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
@@ -34,8 +34,9 @@ from fedtally.federation import deal_paillier
 from node.budget import BudgetKeeper
 from node.datamodel import DATASET, DataModel
 from node.policy import Policy
-from node.statistics import local_vector
+from node.session import LoadedData, NodeSession
 from node.validation import check_valid, coerce
+from privacy.ledger import ChargeReceipt
 
 FEDERATION_ID = "simulated"
 
@@ -81,6 +82,11 @@ class SimulatedFederation(Catalog):
         folder.mkdir(parents=True, exist_ok=True)
         self.budgets = {name: BudgetKeeper(folder / f"{name}.db", self._identities[name],
                                            self.policy) for name in sorted(frames)}
+        # the node code every real node runs, without its websocket
+        self.sessions = {name: NodeSession(name, LoadedData(self._model, self._rows[name]),
+                                           self.policy, self.budgets[name],
+                                           self.max_rows_per_node, self.dp_honest_nodes)
+                         for name in sorted(frames)}
         if protection not in PROTECTIONS:
             raise ConfigurationError(f"protection must be one of {', '.join(PROTECTIONS)}")
         self.protection = protection
@@ -108,31 +114,32 @@ class SimulatedFederation(Catalog):
         return self._catalog
 
     def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
-        self.policy.check_algorithm(spec.algorithm)
-        if spec.privacy.get("mode") == "exact" and not self.policy.allow_exact:
-            raise QueryError("the nodes' policy does not allow exact (noise-free) answers")
         names = tuple(sorted(self._rows))
-        small = self.policy.small_cell_threshold
+        threshold = round_threshold(self._fraction, len(names))
         query_id = self._rng.bytes(16)
-        receipts = {}
+        for name in names:  # every node plans the query itself, as a real node does
+            mine = self.sessions[name].plan(spec, self.researcher, threshold=threshold)
+            if (mine.length, mine.ring_bits) != (plan.length, plan.ring_bits):
+                raise ParameterMismatch("the plan of the query differs from a node's plan")
+        receipts: dict[str, ChargeReceipt | None] = {}
         try:
             for name in names:
-                held = sorted(str(d) for d in self._rows[name][DATASET].dropna().unique())
-                receipts[name] = self.budgets[name].charge(spec, plan, self.researcher,
-                                                           query_id, held)
-            values = [local_vector(spec, plan, self._rows[name], self._model,
-                                   min_row_count=self.policy.min_row_count,
-                                   small_cell_threshold=self.policy.min_row_count
-                                   if small is None else small)[0]
-                      for name in names]
+                receipts[name] = self.sessions[name].charge(spec, plan, self.researcher,
+                                                            query_id)
         except BaseException:
-            for name, receipt in receipts.items():
-                self.budgets[name].refund(receipt, "refused before anything was computed")
+            self._refund(receipts)  # a refusal before any row was read
             raise
+        values = []
+        for name in names:
+            try:
+                values.append(self.sessions[name].compute(spec, plan, query_id)[0])
+            except BaseException:
+                # the round fails before anything leaves: the other nodes refund, as in a
+                # federation; this node keeps its charge (its failure might depend on rows)
+                self._refund({n: r for n, r in receipts.items() if n != name})
+                raise
         for name, receipt in receipts.items():  # the masked inputs leave now
             self.budgets[name].release(receipt)
-        n = len(names)
-        threshold = round_threshold(self._fraction, n)
         params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
                              plan.length, plan.ring_bits, 0,
                              hashlib.sha256(canonical_json(spec.to_json())).digest())
@@ -145,6 +152,10 @@ class SimulatedFederation(Catalog):
             result, survivors = transcript.result, transcript.aggregator.survivors
         return QueryResult(bytes(16), params.query_id, names, survivors,
                            plan.ring_bits, plan.length, result.to_bytes())
+
+    def _refund(self, receipts: Mapping[str, ChargeReceipt | None]) -> None:
+        for name, receipt in receipts.items():
+            self.budgets[name].refund(receipt, "the round failed before any contribution")
 
     def _paillier_round(self, values: list[RingVector],
                         params: RoundParams) -> tuple[RingVector, tuple[str, ...]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from node.datamodel import DataModel, Variable
+
 HOSPITALS = {  # name: (patients, mean age, mean NIHSS, thrombolysis rate)
     "hosp_a": (3000, 71.0, 7.0, 0.22),
     "hosp_b": (2400, 74.0, 8.5, 0.17),
@@ -48,3 +50,24 @@ def stroke_registry(name: str, patients: int, mean_age: float, mean_nihss: float
 def three_hospitals(seed: int = 2026, scale: float = 1.0) -> dict[str, pd.DataFrame]:
     return {name: stroke_registry(name, max(20, int(n * scale)), age, nihss, rate, seed + i)
             for i, (name, (n, age, nihss, rate)) in enumerate(HOSPITALS.items())}
+
+
+def stroke_model(datasets: tuple[str, ...] = tuple(HOSPITALS)) -> DataModel:
+    """The registry's data model, written as a data owner writes one (``stroke:1``): every
+    bound and category list is declared, not read from the rows, so it can be shared and
+    differential privacy can rely on it."""
+    variables = [
+        Variable("dataset", "hospital", "text", True, datasets),
+        Variable("age", "age at admission", "int", False, min=18, max=100, units="years"),
+        Variable("sex", "sex", "text", True, ("F", "M")),
+        Variable("nihss", "NIHSS at admission", "int", False, min=0, max=42),
+        Variable("onset_to_door_min", "onset to door", "int", False, min=10, max=1440,
+                 units="minutes"),
+        Variable("thrombolysis", "thrombolysed (1) or not (0)", "int", False, min=0, max=1),
+        Variable("mrs_90d", "modified Rankin scale at 90 days", "int", False, min=0, max=6),
+        Variable("days_to_event", "days to death or censoring", "int", False, min=0,
+                 max=FOLLOW_UP_DAYS, units="days"),
+        Variable("death", "died (1) within follow-up, or not (0)", "int", False, min=0, max=1),
+    ]
+    return DataModel("stroke", "1", {v.code: v for v in variables},
+                     label="Synthetic stroke registry")

@@ -21,16 +21,13 @@ from engine.errors import (
     AuthenticationError,
     ConfigurationError,
     ParameterMismatch,
-    QueryError,
     ReplayError,
 )
 from engine.manifest import Manifest
 from engine.params import RoundParams
-from engine.plans import Layout, layout
+from engine.plans import Layout
 from engine.query import QuerySpec, SignedQuery
-from node.datamodel import DataModel
-from node.policy import Policy
-from node.statistics import PlanModel
+from node.session import NodeSession
 
 #: how far a query's timestamp may be from the node's clock
 MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
@@ -96,8 +93,10 @@ class Admitted:
     layout: Layout
 
 
-def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, model: DataModel,
-          policy: Policy, guard: ReplayGuard, now_ms: int | None = None) -> Admitted:
+def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
+          guard: ReplayGuard, now_ms: int | None = None) -> Admitted:
+    """Authenticate the query and its round, then plan it (:meth:`NodeSession.plan`: every
+    check that needs no row). Nothing here reads a row."""
     manifest = me.manifest
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if query.federation_id != manifest.federation_id or params.federation_id != manifest.federation_id:
@@ -112,13 +111,7 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, model: Data
     if abs(now_ms - query.issued_at_ms) > MAX_CLOCK_SKEW_MS:
         raise ReplayError("the query is too old (or from the future)")
     spec = QuerySpec.from_bytes(query.spec)
-    policy.check_algorithm(spec.algorithm)
-    if spec.privacy["mode"] == "exact" and not policy.allow_exact:
-        raise QueryError("this node's policy does not allow exact (noise-free) answers")
-    if spec.data_model != model.name:
-        raise QueryError(f"this node serves data model {model.name}, not {spec.data_model}")
-    plan = layout(spec, PlanModel(model), manifest.max_rows_per_node,
-                  honest_nodes=manifest.dp_honest_nodes)
+    plan = session.plan(spec, query.researcher, threshold=params.threshold)
     _check_params(me, query, params, plan)
     guard.check_and_remember(query.query_id, now_ms)
     return Admitted(spec, plan)

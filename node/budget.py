@@ -18,6 +18,7 @@ from engine.plans import Layout
 from engine.query import QuerySpec
 from node.policy import Policy
 from privacy import errors as privacy_errors
+from privacy.accounting import epsilon_from_rho
 from privacy.ledger import ChargeReceipt, Ledger
 
 MECHANISM = "distributed discrete gaussian (zCDP)"
@@ -30,20 +31,23 @@ class BudgetKeeper:
 
     def charge(self, spec: QuerySpec, plan: Layout, researcher: str, query_id: bytes,
                held: Sequence[str]) -> ChargeReceipt | None:
-        """Charge a DP query's rho to every dataset it reads here; None when nothing is
-        charged (exact mode, or no data of ours in the query)."""
+        """Charge a DP query's rho to every budget it reads here (a dataset's own, or its
+        budget group's: datasets sharing patients are charged once); None when nothing is
+        charged (exact mode, or no data of ours in the query). Epsilon is what this node
+        computes from rho at the request's delta, never a number the request states."""
         noise = plan.noise
-        datasets = sorted(set(spec.datasets) & set(held))
-        if noise is None or not datasets:
+        accounts = sorted({self.policy.account_of(d) for d in set(spec.datasets) & set(held)})
+        if noise is None or not accounts:
             return None
+        delta = spec.privacy.get("delta")
+        epsilon = None if delta is None else epsilon_from_rho(noise.rho, delta)
         try:
             return self.ledger.charge(
-                researcher, datasets, noise.rho,
+                researcher, accounts, noise.rho,
                 lambda d: self.policy.budget_for(researcher, d),
                 query_id=query_id.hex(), method=spec.algorithm, mechanism=MECHANISM,
                 sensitivity=noise.sensitivity_l2, noise_scale=noise.sigma_share,
-                epsilon=spec.privacy.get("epsilon"), delta=spec.privacy.get("delta"),
-                policy_hash=self.policy.digest())
+                epsilon=epsilon, delta=delta, policy_hash=self.policy.digest())
         except privacy_errors.BudgetExhausted as exc:
             raise BudgetExhausted(str(exc)) from None
         except privacy_errors.InvalidRequest as exc:

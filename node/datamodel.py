@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import DataError, QueryError
+from engine.plans import DATASET
 
 __all__ = [
     "DATASET",
     "DataModel",
     "LocalDataError",
+    "PlanModel",
     "SqlType",
     "Variable",
 ]
@@ -35,8 +37,6 @@ __all__ = [
 SqlType = Literal["int", "real", "text"]
 SQL_TYPES: tuple[SqlType, ...] = ("int", "real", "text")
 
-#: the variable (and column) that says which dataset a row belongs to, as in the MIP
-DATASET = "dataset"
 CDES_FILENAME = "CDEsMetadata.json"
 JSON_FORMAT = "fedtally-datamodel/1"
 _FOLDER_NAME = re.compile(r"(?P<code>.+?)_v_(?P<version>\d+(?:_\d+)*)")
@@ -141,6 +141,12 @@ class DataModel:
     label: str = ""
     #: the MIP marks models whose rows are repeated visits of the same subjects
     longitudinal: bool = field(default=False)
+    #: the privacy unit: the variable naming a row's patient, and the most rows a patient
+    #: may have (visits); needed for differential privacy on a longitudinal model
+    patient_id: str | None = None
+    max_rows_per_patient: int | None = None
+    #: guessed from the rows (DataModel.infer): its bounds and levels are the data's own
+    inferred: bool = False
 
     def __post_init__(self) -> None:
         if not self.code or not self.version:
@@ -148,6 +154,14 @@ class DataModel:
         for key, var in self.variables.items():
             if key != var.code:
                 raise DataError(f"variable stored under {key!r} has code {var.code!r}")
+        if self.patient_id is not None and self.patient_id not in self.variables:
+            raise DataError(f"patient_id {self.patient_id!r} is not a variable of the model")
+        limit = self.max_rows_per_patient
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 1 <= limit <= 1_000_000):
+            raise DataError("max_rows_per_patient must be a whole number from 1 to 1000000")
+        if (self.patient_id is None) != (limit is None):
+            raise DataError("declare patient_id and max_rows_per_patient together")
         # read-only view: the model is shared and hashed, it must not change under anyone
         object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
 
@@ -212,6 +226,8 @@ class DataModel:
             variables=variables,
             label=_opt_text(obj.get("label")) or "",
             longitudinal=obj.get("longitudinal") is True,
+            patient_id=_opt_text(obj.get("patient_id")),
+            max_rows_per_patient=obj.get("max_rows_per_patient"),
         )
 
     # --- inferring from rows ----------------------------------------------------------
@@ -255,7 +271,7 @@ class DataModel:
                     variables[col] = Variable(col, col, "text", False)
             else:
                 raise DataError(f"cannot infer a variable for column {col!r} of type {series.dtype}")
-        return cls(code=code, version=version, variables=variables)
+        return cls(code=code, version=version, variables=variables, inferred=True)
 
     # --- plain JSON round trip ----------------------------------------------------------
 
@@ -267,6 +283,9 @@ class DataModel:
             "version": self.version,
             "label": self.label,
             "longitudinal": self.longitudinal,
+            "patient_id": self.patient_id,
+            "max_rows_per_patient": self.max_rows_per_patient,
+            "inferred": self.inferred,
             "variables": [v.to_json() for v in self.variables.values()],
         }
 
@@ -274,7 +293,8 @@ class DataModel:
     def from_json(cls, obj: Any) -> DataModel:
         if not isinstance(obj, Mapping) or obj.get("format") != JSON_FORMAT:
             raise DataError(f"not a data model in the {JSON_FORMAT} format")
-        extra = set(obj) - {"format", "code", "version", "label", "longitudinal", "variables"}
+        extra = set(obj) - {"format", "code", "version", "label", "longitudinal", "patient_id",
+                            "max_rows_per_patient", "inferred", "variables"}
         if extra:
             raise DataError(f"data model has unknown keys: {', '.join(sorted(map(str, extra)))}")
         raw_vars = obj.get("variables")
@@ -292,6 +312,9 @@ class DataModel:
             variables=variables,
             label=_text(obj.get("label", ""), "data model label", required=False),
             longitudinal=_flag(obj.get("longitudinal", False), "longitudinal"),
+            patient_id=_opt_text(obj.get("patient_id")),
+            max_rows_per_patient=obj.get("max_rows_per_patient"),
+            inferred=_flag(obj.get("inferred", False), "inferred"),
         )
 
     def digest(self) -> str:
@@ -318,6 +341,45 @@ class DataModel:
         close = difflib.get_close_matches(str(code), list(self.variables), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise QueryError(f"unknown variable {str(code)!r} in data model {self.name}{hint}")
+
+
+class PlanModel:
+    """Adapts a :class:`DataModel` to the engine's ``ModelView`` protocol."""
+
+    def __init__(self, model: DataModel) -> None:
+        self.model = model
+
+    def datasets(self) -> tuple[str, ...]:
+        return self.model.datasets()
+
+    def has_variable(self, code: str) -> bool:
+        return code in self.model.variables
+
+    def is_numeric(self, code: str) -> bool:
+        return self.model.variable(code).is_numeric
+
+    def levels(self, code: str) -> tuple[str, ...]:
+        return self.model.variable(code).enumerations
+
+    def bounds(self, code: str) -> tuple[float, float] | None:
+        variable = self.model.variable(code)
+        if variable.min is None or variable.max is None:
+            return None
+        return variable.min, variable.max
+
+    def dp_rows_per_unit(self) -> int:
+        model = self.model
+        if model.inferred:
+            raise QueryError(f"data model {model.name} was inferred from the rows: its bounds "
+                             "and levels are the data's own, so differential privacy cannot "
+                             "hold; write a data model (see DataModel.from_cdes)")
+        if model.max_rows_per_patient is not None:
+            return model.max_rows_per_patient
+        if model.longitudinal:
+            raise QueryError(f"data model {model.name} has several rows per patient: "
+                             "differential privacy needs its patient_id and "
+                             "max_rows_per_patient declared")
+        return 1
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -12,13 +12,30 @@ File format (every key optional)::
       "allowed_algorithms": ["linear_regression", "ttest_onesample"] | "*",
       "min_row_count": 10,
       "small_cell_threshold": 10,
-      "allow_exact": true,
-      "budgets": {"alice": {"edsd0": {"rho": 0.5}, "*": {"rho": 0.1}}, "*": {"*": {"rho": 0.05}}}
+      "exact_access": ["alice"] | "*",
+      "budgets": {"alice": {"edsd0": {"rho": 0.5}, "*": {"rho": 0.1}}, "*": {"*": {"rho": 0.05}}},
+      "budget_groups": {"edsd": ["edsd0", "edsd1"]},
+      "max_slots": 100000,
+      "max_query_memory_mb": 1024,
+      "max_queries_in_flight": 16
     }
 
 In ``budgets`` a ``"*"`` dataset is the budget of every dataset not listed for that
 researcher, and a ``"*"`` researcher gives every researcher not listed their *own* such
 budget (it is not one shared pool).
+
+``exact_access`` names the researchers who may receive exact (noise-free) answers, or
+``"*"`` for every researcher. Its default follows the policy: everyone when the policy sets
+no budgets, nobody when it does (a node that meters differential privacy does not also
+answer exactly unless it says so).
+
+``budget_groups`` puts datasets that share patients under one budget: a query on any of
+them is charged once to the group (budgets name the group). Datasets not in a group are
+charged on their own, as usual.
+
+``max_slots``, ``max_query_memory_mb`` and ``max_queries_in_flight`` bound what one query
+(and all queries at once) may cost the node; a query above them is refused before any row is
+read, naming the limit.
 """
 
 from __future__ import annotations
@@ -38,9 +55,15 @@ __all__ = ["ANY", "Budget", "Policy"]
 
 ANY = "*"
 DEFAULT_MIN_ROW_COUNT = 10  # as the MIP
+DEFAULT_MAX_SLOTS = 100_000
+DEFAULT_MAX_QUERY_MEMORY_MB = 1024
+DEFAULT_MAX_QUERIES_IN_FLIGHT = 16
 _KEYS = frozenset(
-    {"allowed_algorithms", "min_row_count", "small_cell_threshold", "allow_exact", "budgets"}
+    {"allowed_algorithms", "min_row_count", "small_cell_threshold", "exact_access", "budgets",
+     "budget_groups", "max_slots", "max_query_memory_mb", "max_queries_in_flight"}
 )
+#: the exact_access default: decided by whether the policy sets budgets
+_UNSET: frozenset[str] = frozenset({"\0unset"})
 _BUDGET_KEYS = frozenset({"rho"})
 _MAX_NAME = 256
 
@@ -65,10 +88,19 @@ class Policy:
 
     allowed_algorithms: frozenset[str] | None = None
     min_row_count: int = DEFAULT_MIN_ROW_COUNT
-    allow_exact: bool = True
     budgets: Mapping[str, Mapping[str, Budget]] = field(default_factory=dict)
     #: cells (counts) below this are suppressed; defaults to ``min_row_count``
     small_cell_threshold: int | None = None
+    #: researchers granted exact answers; None for every researcher (see the module doc)
+    exact_access: frozenset[str] | None = _UNSET
+    #: group name -> datasets charged as one budget
+    budget_groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    max_slots: int = DEFAULT_MAX_SLOTS
+    max_query_memory_mb: int = DEFAULT_MAX_QUERY_MEMORY_MB
+    max_queries_in_flight: int = DEFAULT_MAX_QUERIES_IN_FLIGHT
+    #: dataset -> its budget group (derived from budget_groups)
+    _accounts: Mapping[str, str] = field(init=False, repr=False, compare=False,
+                                         default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.allowed_algorithms is not None:
@@ -82,8 +114,31 @@ class Policy:
         if self.small_cell_threshold is None:
             object.__setattr__(self, "small_cell_threshold", self.min_row_count)
         _check_count(self.small_cell_threshold, "small_cell_threshold")
-        if not isinstance(self.allow_exact, bool):
-            raise ConfigurationError("allow_exact must be true or false")
+        for name in ("max_slots", "max_query_memory_mb", "max_queries_in_flight"):
+            _check_count(getattr(self, name), name)
+        if self.exact_access is _UNSET:
+            object.__setattr__(self, "exact_access", frozenset() if self.budgets else None)
+        elif self.exact_access is not None:
+            if isinstance(self.exact_access, str):
+                raise ConfigurationError('exact_access must be a list of researchers or "*"')
+            granted = frozenset(self.exact_access)
+            for name in granted:
+                _check_name(name, "a researcher granted exact answers")
+            object.__setattr__(self, "exact_access", granted)
+        accounts: dict[str, str] = {}
+        groups: dict[str, frozenset[str]] = {}
+        for group, members in self.budget_groups.items():
+            _check_name(group, "a budget group")
+            if isinstance(members, str) or not members:
+                raise ConfigurationError(f"budget group {group!r} must list datasets")
+            for dataset in members:
+                _check_name(dataset, f"a dataset of budget group {group!r}")
+                if dataset in accounts:
+                    raise ConfigurationError(f"dataset {dataset!r} is in two budget groups")
+                accounts[dataset] = group
+            groups[group] = frozenset(members)
+        object.__setattr__(self, "budget_groups", MappingProxyType(groups))
+        object.__setattr__(self, "_accounts", MappingProxyType(accounts))
         frozen: dict[str, Mapping[str, Budget]] = {}
         for researcher, per_dataset in self.budgets.items():
             _check_name(researcher, "a researcher")
@@ -141,12 +196,26 @@ class Policy:
             allowed = frozenset(algorithms)
         else:
             raise ConfigurationError('allowed_algorithms must be a list of names or "*"')
+        exact = obj.get("exact_access", _UNSET)
+        if exact == ANY:
+            exact = None
+        elif exact is not _UNSET and not isinstance(exact, list):
+            raise ConfigurationError('exact_access must be a list of researchers or "*"')
+        groups = obj.get("budget_groups", {})
+        if not isinstance(groups, Mapping) or not all(isinstance(v, list)
+                                                       for v in groups.values()):
+            raise ConfigurationError("budget_groups must be an object {group: [datasets]}")
         return cls(
             allowed_algorithms=allowed,
             min_row_count=obj.get("min_row_count", DEFAULT_MIN_ROW_COUNT),
-            allow_exact=obj.get("allow_exact", True),
             budgets=_budgets(obj.get("budgets", {})),
             small_cell_threshold=obj.get("small_cell_threshold"),
+            exact_access=exact,
+            budget_groups=groups,
+            max_slots=obj.get("max_slots", DEFAULT_MAX_SLOTS),
+            max_query_memory_mb=obj.get("max_query_memory_mb", DEFAULT_MAX_QUERY_MEMORY_MB),
+            max_queries_in_flight=obj.get("max_queries_in_flight",
+                                          DEFAULT_MAX_QUERIES_IN_FLIGHT),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +226,11 @@ class Policy:
             ),
             "min_row_count": self.min_row_count,
             "small_cell_threshold": self.small_cell_threshold,
-            "allow_exact": self.allow_exact,
+            "exact_access": ANY if self.exact_access is None else sorted(self.exact_access),
+            "budget_groups": {g: sorted(m) for g, m in sorted(self.budget_groups.items())},
+            "max_slots": self.max_slots,
+            "max_query_memory_mb": self.max_query_memory_mb,
+            "max_queries_in_flight": self.max_queries_in_flight,
             "budgets": {
                 researcher: {dataset: {"rho": b.rho} for dataset, b in per_dataset.items()}
                 for researcher, per_dataset in self.budgets.items()
@@ -179,6 +252,17 @@ class Policy:
         if self.allowed_algorithms is None or name in self.allowed_algorithms:
             return
         raise QueryError(f"this node's policy does not allow the algorithm {str(name)[:64]!r}")
+
+    def check_exact(self, researcher: str) -> None:
+        """Raise :class:`QueryError` unless ``researcher`` may receive exact answers."""
+        if self.exact_access is None or researcher in self.exact_access:
+            return
+        raise QueryError("this node's policy does not grant you exact (noise-free) answers; "
+                         "ask with privacy=fedtally.DP(...)")
+
+    def account_of(self, dataset: str) -> str:
+        """The budget a dataset is charged to: its group's, or its own."""
+        return self._accounts.get(dataset, dataset)
 
     def budget_for(self, researcher: str, dataset: str) -> Budget | None:
         """The budget of (researcher, dataset), falling back to ``"*"``; ``None`` if none."""

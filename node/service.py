@@ -15,7 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -25,7 +24,7 @@ from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
 from crypto.randomness import SystemRandom
 from engine.codec import decode, encode
-from engine.errors import ConfigurationError, FedtallyError, QueryError
+from engine.errors import ConfigurationError, FedtallyError, InternalError, QueryError
 from engine.messages import MaskedInput, SecAggMessage
 from engine.paillier_messages import EncryptedInput
 from engine.paillier_node import PaillierNode
@@ -44,9 +43,8 @@ from engine.transport import MAX_FRAME, public_text
 from node.admission import ReplayGuard, admit
 from node.budget import BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
-from node.datamodel import DATASET, DataModel
 from node.datasource import load_all
-from node.statistics import local_vector
+from node.session import LoadedData, NodeSession
 from node.transport import open_session
 from node.validation import check_valid, coerce
 from privacy.ledger import ChargeReceipt
@@ -61,33 +59,18 @@ CONTRIBUTIONS = (MaskedInput, EncryptedInput)
 RoundNode = SecAggNode | PaillierNode
 
 
+def _query_id(msg: object) -> bytes | None:
+    """The query a message belongs to, if any."""
+    if isinstance(msg, QueryAnnounce):
+        return msg.query.query_id
+    if isinstance(msg, SecAggMessage):
+        return msg.query_id
+    return None
+
+
 def _jitter() -> float:
     """A factor in [0.5, 1.5) so that nodes restarted together do not reconnect in step."""
     return 0.5 + _JITTER.below(1000) / 1000
-
-
-@dataclass
-class LoadedData:
-    model: DataModel
-    rows: pd.DataFrame
-
-    @property
-    def held(self) -> list[str]:
-        return sorted(str(d) for d in self.rows[DATASET].dropna().unique())
-
-    def catalog(self) -> dict[str, object]:
-        return {"data_models": {self.model.name: {"model": self.model.to_json(),
-                                                  "datasets_held": self.held}}}
-
-
-def load_data(config: NodeConfig) -> LoadedData:
-    """Load and validate; raises DataError naming every problem (row and column)."""
-    rows = load_all(config.sources)
-    if config.model_path is None:
-        raise ConfigurationError("the node configuration names no data_model")
-    model = load_model(config.model_path)
-    check_valid(rows, model)
-    return LoadedData(model, coerce(rows, model))
 
 
 @dataclass
@@ -101,6 +84,7 @@ class NodeService:
     budget: BudgetKeeper | None = None
     #: Paillier mode: the fixed-base randomness table, built once per process
     encryptor: FastEncryptor | None = None
+    session: NodeSession = field(init=False)
 
     def __post_init__(self) -> None:
         if self.guard is None:  # kept beside the ledger, so it survives a restart
@@ -108,6 +92,10 @@ class NodeService:
         if self.budget is None:
             self.budget = BudgetKeeper(self.config.ledger, self.config.me.identity,
                                        self.config.policy)
+        manifest = self.config.me.manifest
+        self.session = NodeSession(self.config.me.name, self.data, self.config.policy,
+                                   self.budget, manifest.max_rows_per_node,
+                                   manifest.dp_honest_nodes)
         key = self.config.me.manifest.paillier_key
         if key is not None and self.encryptor is None:
             # the fixed-base tables, once per process: encryption randomness and proofs
@@ -163,20 +151,33 @@ class NodeService:
         except FedtallyError as exc:
             log.warning("undecodable frame from the aggregator: %s", exc)
             return
-        if isinstance(msg, QueryAnnounce):
-            await self._on_announce(connection, msg)
-        elif isinstance(msg, BudgetQuery):
-            await self._on_budget(connection, msg)
-        elif isinstance(msg, SecAggMessage):
-            await self._on_secagg(connection, msg)
-        elif isinstance(msg, ErrorNotice):
-            log.warning("the aggregator reports %s: %s", msg.code, msg.message)
-        else:
-            log.warning("ignoring unexpected %s", type(msg).__name__)
+        try:
+            if isinstance(msg, QueryAnnounce):
+                await self._on_announce(connection, msg)
+            elif isinstance(msg, BudgetQuery):
+                await self._on_budget(connection, msg)
+            elif isinstance(msg, SecAggMessage):
+                await self._on_secagg(connection, msg)
+            elif isinstance(msg, ErrorNotice):
+                log.warning("the aggregator reports %s: %s", msg.code, msg.message)
+            else:
+                log.warning("ignoring unexpected %s", type(msg).__name__)
+        except ConnectionClosed:
+            raise
+        except Exception:  # a query never takes the node down: log it, keep serving
+            log.exception("unexpected failure handling %s", type(msg).__name__)
+            query_id = _query_id(msg)
+            if query_id is not None:
+                self.rounds.pop(query_id, None)
+                await connection.send(encode(QueryRefused(query_id, InternalError.code,
+                                                          public_text(InternalError()))))
 
     async def _on_announce(self, connection: ClientConnection, msg: QueryAnnounce) -> None:
         query_id = msg.query.query_id
         try:
+            if len(self.rounds) >= self.config.policy.max_queries_in_flight:
+                raise QueryError(f"this node is answering {len(self.rounds)} queries already "
+                                 "(its policy's max_queries_in_flight); try again shortly")
             node, first = await asyncio.to_thread(self._begin, msg)
         except FedtallyError as exc:
             log.info("refused query %s: %s", query_id.hex()[:8], exc)
@@ -217,30 +218,19 @@ class NodeService:
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 
     def _prepare(self, msg: QueryAnnounce) -> RoundNode:
-        me = self.config.me
-        policy = self.config.policy
-        assert self.budget is not None
         assert self.guard is not None
-        admitted = admit(me, msg.query, msg.params, self.data.model, policy, self.guard)
+        admitted = admit(self.config.me, msg.query, msg.params, self.session, self.guard)
         query_id = msg.query.query_id
-        # charged (durably) before anything is computed or sent
-        receipt = self.budget.charge(admitted.spec, admitted.layout, msg.query.researcher,
-                                     query_id, self.data.held)
-        try:
-            small_cells = policy.small_cell_threshold
-            vector, summary = local_vector(
-                admitted.spec, admitted.layout, self.data.rows, self.data.model,
-                min_row_count=policy.min_row_count,
-                small_cell_threshold=policy.min_row_count if small_cells is None else small_cells)
-            node = self._round_node(msg, vector)
-        except BaseException:
-            self.budget.refund(receipt, "the node failed before computing its contribution")
-            raise
+        if self.config.me.manifest.paillier_key is not None and msg.query.reply_key == bytes(32):
+            raise QueryError("a query to a Paillier federation must carry the researcher's "
+                             "reply key")
+        # charged (durably) before any row is read; a failure from here on keeps the charge
+        receipt = self.session.charge(admitted.spec, admitted.layout, msg.query.researcher,
+                                      query_id)
+        vector, _ = self.session.compute(admitted.spec, admitted.layout, query_id)
+        node = self._round_node(msg, vector)
         if receipt is not None:
             self.receipts[query_id] = receipt
-        log.info("query %s (%s by %s): %d rows, contributed=%s, %d cells suppressed",
-                 query_id.hex()[:8], admitted.spec.algorithm, msg.query.researcher,
-                 summary.rows, summary.contributed, summary.cells_suppressed)
         return node
 
     def _round_node(self, msg: QueryAnnounce, vector: RingVector) -> RoundNode:
@@ -249,9 +239,6 @@ class NodeService:
         if key is None:
             return SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(),
                               vector, SystemRandom())
-        if msg.query.reply_key == bytes(32):
-            raise QueryError("a query to a Paillier federation must carry the researcher's "
-                             "reply key")
         share, encryptor = self.config.key_share, self.encryptor
         if share is None or encryptor is None:
             raise ConfigurationError("this node has no share of the federation's key")
@@ -291,6 +278,16 @@ class NodeService:
             self.rounds.pop(msg.query_id, None)
         if reply is not None:
             await connection.send(encode(reply))
+
+
+def load_data(config: NodeConfig) -> LoadedData:
+    """Load and validate; raises DataError naming every problem (row and column)."""
+    rows = load_all(config.sources)
+    if config.model_path is None:
+        raise ConfigurationError("the node configuration names no data_model")
+    model = load_model(config.model_path)
+    check_valid(rows, model)
+    return LoadedData(model, coerce(rows, model))
 
 
 def run_node(config_path: str, *, aggregator_url: str | None = None) -> None:

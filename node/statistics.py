@@ -1,12 +1,15 @@
-"""A node's local sufficient statistics for a plan, encoded for the secure sum.
+"""A node's contribution to a plan: select its rows, compute the kind's statistic, apply the
+disclosure rules the kind declares (exact mode) or clip and add a noise share (DP mode),
+and encode it for the secure sum.
 
 Counts are exact integers. Real slots are this node's float64 sums, encoded as fixed point
-with ``REAL_FRAC_BITS`` fractional bits; a sum too large for the planned ring is refused,
-never wrapped. Small cohorts are protected here, at the data holder: a node whose cohort
-for a query (its filtered, complete-case rows) is smaller than the policy's
-``min_row_count`` contributes zeros, and says so only inside the secure sum, through the
-``nodes_contributing`` slot; cells smaller than ``small_cell_threshold`` are zeroed by the
-kind that makes them and counted in ``cells_suppressed``.
+with ``REAL_FRAC_BITS`` fractional bits; the node checked at planning, from its bounds on
+its values, that they cannot leave the encodable range. Small cohorts and cells are
+protected here, at the data holder: a node whose cohort for a query (its filtered,
+complete-case rows) is smaller than the policy's ``min_row_count`` contributes zeros, and
+says so only inside the secure sum, through the ``nodes_contributing`` slot; families below
+``small_cell_threshold`` are withheld by :func:`engine.kinds.base.release` and counted in
+``cells_below_threshold``.
 """
 
 from __future__ import annotations
@@ -17,19 +20,23 @@ import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector, encode_scalar
-from engine.design import design_variables
-from engine.errors import QueryError
-from engine.plans import CELLS_SUPPRESSED, NODES_CONTRIBUTING, REAL_FRAC_BITS, REAL_INT_BITS, Layout
+from engine.errors import InternalError
+from engine.kinds import KINDS
+from engine.kinds.base import release
+from engine.plans import (
+    CELLS_BELOW_THRESHOLD,
+    DATASET,
+    NODES_CONTRIBUTING,
+    REAL_FRAC_BITS,
+    REAL_INT_BITS,
+    Layout,
+)
 from engine.query import QuerySpec
 from node import filters
-from node.datamodel import DATASET, DataModel
-from node.kinds import COMPUTERS, PlanModel
+from node.datamodel import DataModel, PlanModel
 from privacy.noise import discrete_gaussian_shares
 
-__all__ = ["LocalSummary", "PlanModel", "local_vector", "select_rows"]
-
-#: statistic kinds whose slots count rows: one row moves one slot by one, whatever its values
-COUNTING_KINDS = frozenset({"count", "counts", "survival"})
+__all__ = ["LocalSummary", "local_vector", "select_rows"]
 
 
 @dataclass(frozen=True)
@@ -38,23 +45,30 @@ class LocalSummary:
 
     rows: int
     contributed: bool
-    cells_suppressed: int
+    cells_below_threshold: int
+    cells_withheld: int = 0
 
 
 def select_rows(spec: QuerySpec, data: pd.DataFrame, model: DataModel) -> pd.DataFrame:
-    """The rows a query is about: its datasets, then its filter."""
+    """The rows a query is about: its datasets, then its filter (checked at planning). In
+    DP mode on a model with several rows per patient, each patient keeps at most its
+    declared number of rows (the first ones), so that the sensitivity holds."""
     selected = data[DATASET].isin(spec.datasets).to_numpy()
     rows = data if selected.all() else data[selected]  # no copy when every row is asked for
     if spec.filters is not None:
-        tree = filters.from_json(spec.filters)
-        tree.check(model)
-        rows = rows[filters.evaluate(tree, rows).to_numpy(dtype=bool)]
+        rows = rows[filters.evaluate(filters.from_json(spec.filters), rows).to_numpy(dtype=bool)]
+    limit, patient = model.max_rows_per_patient, model.patient_id
+    if spec.privacy.get("mode") == "dp" and limit is not None and patient is not None:
+        # rows without a patient identifier each count as a patient of their own
+        keep = rows.groupby(rows[patient], dropna=True, sort=False).cumcount() < limit
+        rows = rows[keep.reindex(rows.index, fill_value=True).to_numpy(dtype=bool)]
     return rows
 
 
-def _real(value: float, key: object) -> int:
+def _real(value: float) -> int:
+    # planning bounded every real sum; reaching here means a bug, not a row's value
     if not np.isfinite(value) or abs(value) >= 2.0**REAL_INT_BITS:
-        raise QueryError("a local statistic is too large (or not finite) to encode exactly")
+        raise InternalError()
     return encode_scalar(float(value), REAL_FRAC_BITS)
 
 
@@ -64,37 +78,34 @@ def local_vector(spec: QuerySpec, layout: Layout, data: pd.DataFrame, model: Dat
     if layout.noise is not None:
         return _dp_vector(spec, layout, rows, model)
     values: list[int] = [0] * layout.length
-    index = layout.index()
-    computed = COMPUTERS[spec.kind](spec, rows, model, small_cell_threshold)
+    computed = KINDS[spec.kind].compute(spec, rows, PlanModel(model))
     if computed.rows < min_row_count:
-        vector = RingVector.from_ints(layout.ring_bits, np.array(values, dtype=object))
-        return vector, LocalSummary(computed.rows, False, 0)
+        return _vector(layout, values), LocalSummary(computed.rows, False, 0)
+    released = release(layout.slots, computed, small_cell_threshold)
     for i, slot in enumerate(layout.slots):
-        value = computed.values.get(slot.key)
+        value = released.values.get(slot.key)
         if value is not None:
-            values[i] = _real(value, slot.key) if slot.real else int(value)
+            values[i] = _real(value) if slot.real else int(value)
+    index = layout.index()
     values[index[NODES_CONTRIBUTING]] = 1
-    values[index[CELLS_SUPPRESSED]] = computed.suppressed
-    vector = RingVector.from_ints(layout.ring_bits, np.array(values, dtype=object))
-    return vector, LocalSummary(computed.rows, True, computed.suppressed)
+    values[index[CELLS_BELOW_THRESHOLD]] = released.zeroed
+    return _vector(layout, values), LocalSummary(computed.rows, True, released.zeroed,
+                                                 released.withheld)
 
 
-def clipped(spec: QuerySpec, rows: pd.DataFrame, model: DataModel) -> pd.DataFrame:
-    """Every numeric variable the query sums, clipped to its bounds (the DP sensitivity).
-    Kinds that only count rows (tables, binned histograms, survival intervals) need none."""
-    if spec.kind in COUNTING_KINDS:
+def _vector(layout: Layout, values: list[int]) -> RingVector:
+    return RingVector.from_ints(layout.ring_bits, np.array(values, dtype=object))
+
+
+def clipped(layout: Layout, rows: pd.DataFrame) -> pd.DataFrame:
+    """Every variable the query sums, clipped to the bounds its plan recorded (the DP
+    sensitivity). Kinds that only count rows clip nothing."""
+    assert layout.noise is not None
+    if not layout.noise.clipping:
         return rows
-    view = PlanModel(model)
-    names = set(spec.variables) | set(design_variables(spec.parameters.get("terms") or []))
     rows = rows.copy()
-    for name in sorted(names):
-        if not view.has_variable(name) or not view.is_numeric(name):
-            continue
-        low_high = spec.privacy.get("bounds", {}).get(name) or view.bounds(name)
-        if low_high is None:
-            raise QueryError(f"no bounds for {name!r}")
-        values = pd.to_numeric(rows[name], errors="coerce")
-        rows[name] = values.clip(float(low_high[0]), float(low_high[1]))
+    for name, low, high in layout.noise.clipping:
+        rows[name] = pd.to_numeric(rows[name], errors="coerce").clip(low, high)
     return rows
 
 
@@ -105,7 +116,7 @@ def _dp_vector(spec: QuerySpec, layout: Layout, rows: pd.DataFrame, model: DataM
     row switch a whole contribution on or off, breaking the sensitivity the noise is
     calibrated to; the noise is the protection."""
     assert layout.noise is not None
-    computed = COMPUTERS[spec.kind](spec, clipped(spec, rows, model), model, 1)
+    computed = KINDS[spec.kind].compute(spec, clipped(layout, rows), PlanModel(model))
     unit = 1 << layout.frac_bits
     noisy = [i for i, slot in enumerate(layout.slots) if layout.noisy(slot)]
     shares = discrete_gaussian_shares(layout.noise.sigma_share, len(noisy))
@@ -116,5 +127,4 @@ def _dp_vector(spec: QuerySpec, layout: Layout, rows: pd.DataFrame, model: DataM
     for i, share in zip(noisy, shares, strict=True):
         values[i] += int(share)
     values[layout.index()[NODES_CONTRIBUTING]] = 1
-    vector = RingVector.from_ints(layout.ring_bits, np.array(values, dtype=object))
-    return vector, LocalSummary(computed.rows, True, 0)
+    return _vector(layout, values), LocalSummary(computed.rows, True, 0)

@@ -42,3 +42,15 @@ def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: AN
     frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
               for node, paths in nodes.items()}
     return model, frames
+
+
+def declared_model(frame, code: str = "local", version: str = "1"):  # noqa: ANN001, ANN201
+    """A data model written for these rows: inferred from them, then declared, as a data
+    owner does after reviewing the guess (bounds and levels become public facts, which is
+    what differential privacy needs: DP refuses a model still marked as inferred)."""
+    import dataclasses
+
+    from node.datamodel import DataModel
+
+    return dataclasses.replace(DataModel.infer(frame, code=code, version=version),
+                               inferred=False)

@@ -57,8 +57,7 @@ from fedtally.algorithms.hypothesis import (
 )
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.results import Statistic
-from node.datamodel import DATASET
-from node.kinds import PlanModel
+from node.datamodel import DATASET, PlanModel
 
 __all__ = ["AnovaOnewayResult", "AnovaTwowayResult", "anova_oneway", "anova_twoway"]
 

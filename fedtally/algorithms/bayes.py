@@ -18,8 +18,8 @@ them), as scikit-learn, which accepts no missing value, sees the rows after ``dr
 Classes are the levels of ``y`` (data-model order) that have at least one complete row;
 scikit-learn orders its ``classes_`` alphabetically, so compare by label. Cells and
 classes smaller than a node's small-cell threshold are left out by that node
-(``federation["cells_suppressed"]``), so on data with small cells the fit is that of the
-rows that were released.
+(``federation["cells_below_threshold"]`` counts the node-level cells that read 0, empty ones
+included), so on data with small cells the fit is that of the rows that were released.
 
 Prediction runs on the caller's own rows (``predict``, ``predict_proba``,
 ``predict_log_proba`` on a pandas DataFrame). Unlike scikit-learn, which refuses them, a
@@ -46,8 +46,7 @@ from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.results import Statistic
 from node import filters as filter_trees
-from node.datamodel import DataModel
-from node.kinds import PlanModel
+from node.datamodel import DataModel, PlanModel
 
 __all__ = ["CategoricalNaiveBayes", "GaussianNaiveBayes", "complete_cases",
            "naive_bayes_categorical", "naive_bayes_categorical_predictions",
@@ -214,7 +213,8 @@ def naive_bayes_gaussian(fed: Analyses, y: str, x: Sequence[str], *,
     stat = fed.statistic("naive_bayes_gaussian", variables=features, by=y, datasets=datasets,
                          filters=complete_cases([y, *features], filters, view),
                          data_model=data_model, kind="moments")
-    counts = {c: sum(stat.count(("rows", d, c)) for d in stat.spec.datasets)
+    # complete cases only (the filter), so the first feature's count is the class's rows
+    counts = {c: sum(stat.count(("count", d, c, features[0])) for d in stat.spec.datasets)
               for c in view.levels(y)}
     classes = _observed(counts, stat.federation, "naive_bayes_gaussian")
     n = {c: counts[c] for c in classes}
@@ -279,7 +279,7 @@ def naive_bayes_categorical(fed: Analyses, y: str, x: Sequence[str], alpha: floa
     federation = dict(classes_stat.federation)
     for feature in features:
         stat = _table(fed, [y, feature], scope)
-        federation["cells_suppressed"] += stat.federation["cells_suppressed"]
+        federation["cells_below_threshold"] += stat.federation["cells_below_threshold"]
         categories = view.levels(feature)
         table = np.array([[stat.count(("cell", r, k)) for k in range(len(categories))]
                           for r in rows], dtype=np.float64)

@@ -44,7 +44,7 @@ from engine.kinds import MAX_CENTERS
 from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.results import moments
-from node.kinds import PlanModel
+from node.datamodel import PlanModel
 
 __all__ = ["KMeansResult", "kmeans"]
 
@@ -151,6 +151,17 @@ def _update(current: np.ndarray, result: _Round, rng: np.random.Generator
     return new, len(empty)
 
 
+def _into_box(centers: np.ndarray, view: PlanModel, variables: tuple[str, ...]) -> np.ndarray:
+    """Centres moved into the data model's declared ranges, where nodes require them (a
+    centre outside them could only serve to single out an extreme row)."""
+    out = centers.copy()
+    for j, variable in enumerate(variables):
+        pair = view.bounds(variable)
+        if pair is not None:
+            out[:, j] = np.clip(out[:, j], pair[0], pair[1])
+    return out
+
+
 def _check_init(init: Any, k: int, variables: tuple[str, ...]) -> np.ndarray:
     if isinstance(init, pd.DataFrame):
         init = init[list(variables)]
@@ -193,7 +204,7 @@ def kmeans(fed: Analyses, variables: Sequence[str], k: int, max_iter: int = 100,
     k, max_iter, seed = int(k), int(max_iter), int(seed)
     scope = {"datasets": datasets, "filters": filters, "data_model": data_model}
     if init is None:
-        centers, _ = _initial_centers(fed, names, k, seed, scope)
+        centers = _into_box(_initial_centers(fed, names, k, seed, scope)[0], view, names)
     else:
         centers = _check_init(init, k, names)
     start = centers.copy()
@@ -205,6 +216,7 @@ def kmeans(fed: Analyses, variables: Sequence[str], k: int, max_iter: int = 100,
         if n_iter == 1:
             _check_rows(last.n, k, last.federation)
         new, empty = _update(centers, last, rng)
+        new = _into_box(new, view, names)
         reseeded += empty
         shift = float(np.linalg.norm(new - centers))
         centers = new

@@ -12,7 +12,7 @@ import pandas as pd
 from engine.design import Term, dummies, term_name
 from engine.errors import DegenerateInput, QueryError
 from fedtally.results import Statistic
-from node.kinds import PlanModel
+from node.datamodel import PlanModel
 
 INTERCEPT: Term = {"const": 1}
 

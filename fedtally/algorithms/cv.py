@@ -1,7 +1,7 @@
 """K-fold cross-validation of linear and logistic regression, with the folds kept at the nodes.
 
 Each node assigns each of its rows to a fold from the row's position in its data and a
-public seed (``node.kinds.fold_numbers``: splitmix64 of position + seed, modulo k), so no
+public seed (``engine.kinds.frame.fold_numbers``: splitmix64 of position + seed, modulo k), so no
 row, index or fold membership leaves a node. The folds therefore differ from Exareme2's
 (sklearn ``KFold`` without shuffling over each node's rows), and the per-fold numbers differ
 from Exareme2's accordingly; the metrics are the same definitions.

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,10 +41,12 @@ import pandas as pd
 
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_CELLS
+from engine.kinds.counts import OUTSIDE
+from engine.plans import Key
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
-from node.kinds import PlanModel
+from node.datamodel import PlanModel
 
 __all__ = ["histogram", "histogram_edges"]
 
@@ -176,22 +178,29 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
     frame = pd.DataFrame.from_records(records, columns=[*columns, "count"])
     frame["count"] = frame["count"].astype(np.int64)
     federation = stat.federation
-    if int(frame["count"].sum()) == 0 and federation["cells_suppressed"] == 0:
+    if int(frame["count"].sum()) == 0:
         raise DegenerateInput(
             f"histogram of {variable!r}: no rows to count (the filter matched none, no value "
-            f"is in range, or every node's cohort was below its minimum: "
-            f"{federation['nodes_contributing']} of {federation['nodes_asked']} nodes "
-            "contributed)")
-    suppressed = federation["cells_suppressed"]
+            f"is in range, every cell was below the nodes' small-cell threshold, or every "
+            f"node's cohort was below its minimum: {federation['nodes_contributing']} of "
+            f"{federation['nodes_asked']} nodes contributed)")
+    suppressed = federation["cells_below_threshold"]
     frame.attrs.update({
-        "privacy": spec, "federation": federation, "excluded": stat.count(("excluded",)),
+        "privacy": spec, "federation": federation, **excluded(stat, lambda key: stat.count(key)),
         "suppressed": {"cells": suppressed, "note": (
-            f"{suppressed} node-level cells below a node's small-cell threshold were zeroed; "
-            "the affected counts read 0 or too low" if suppressed else
-            "no cell was suppressed")}})
+            f"{suppressed} node-level cells were empty or below a node's small-cell "
+            "threshold and read 0 (the two are not told apart); the affected counts may "
+            "read too low" if suppressed else "no cell was suppressed")}})
     if edges is not None:
         frame.attrs["edges"] = edges
     return frame
+
+
+def excluded(stat: Statistic, value: Callable[[Key], float]) -> dict[str, float]:
+    """The rows no cell counts: ``missing`` a variable, ``out_of_range`` of the bins, and
+    ``excluded`` (both)."""
+    missing, outside = (value(key) if stat.has(key) else 0 for key in OUTSIDE)
+    return {"excluded": missing + outside, "missing": missing, "out_of_range": outside}
 
 
 def _dp_attrs(frame: pd.DataFrame, stat: Statistic, edges: list[float] | None) -> pd.DataFrame:
@@ -199,8 +208,9 @@ def _dp_attrs(frame: pd.DataFrame, stat: Statistic, edges: list[float] | None) -
     frame["count"] = frame["count"].astype(np.float64)
     frame.attrs.update({
         "privacy": stat.privacy, "federation": stat.federation,
-        "excluded": stat.real(("excluded",)),
-        "excluded_noise_std": stat.noise_std(("excluded",)),
+        **excluded(stat, lambda key: stat.real(key)),
+        "excluded_noise_std": math.sqrt(sum(stat.noise_std(key) ** 2 for key in OUTSIDE
+                                            if stat.has(key))),
         "suppressed": {"cells": 0, "note": (
             "no cell is suppressed under differential privacy: every count carries noise "
             "(see noise_std) instead")}})

@@ -13,7 +13,8 @@ asked once per dataset.
 **Small cells.** A node leaves out a group (or a table cell) smaller than its
 ``small_cell_threshold``, and contributes nothing when its whole cohort is smaller than
 its ``min_row_count``; results then describe the rows that were released, and say so in
-``federation`` (``cells_suppressed``, ``nodes_contributing``).
+``federation`` (``nodes_contributing``; ``cells_below_threshold`` counts the node-level cells
+that read 0, empty ones included, so that it never tells an empty cell from a small one).
 
 **Exareme2.** How the MIP's (R-made) reference numbers map onto ours:
 
@@ -61,12 +62,12 @@ import pandas as pd
 from scipy import special, stats
 
 from engine.errors import DegenerateInput, QueryError
+from engine.kinds.counts import OUTSIDE
 from fedtally.algorithms.common import INTERCEPT
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
-from node.datamodel import DATASET
-from node.kinds import PlanModel
+from node.datamodel import DATASET, PlanModel
 
 __all__ = [
     "ALTERNATIVES",
@@ -126,7 +127,7 @@ def merge_federation(stats_: Sequence[Statistic]) -> dict[str, Any]:
     return {"nodes_asked": max(r["nodes_asked"] for r in records),
             "nodes_answered": min(r["nodes_answered"] for r in records),
             "nodes_contributing": max(r["nodes_contributing"] for r in records),
-            "cells_suppressed": sum(r["cells_suppressed"] for r in records),
+            "cells_below_threshold": sum(r["cells_below_threshold"] for r in records),
             "queries": len(records), "per_query": records}
 
 
@@ -628,8 +629,8 @@ class ContingencyTable(pd.DataFrame):
     """Counts of rows per (row level, column level): a pandas DataFrame indexed by the
     levels of ``row`` (in the data model's order; datasets for ``"dataset"``), columns the
     levels of ``col``. Cells a node found smaller than its ``small_cell_threshold`` hold
-    zero for that node (``cells_suppressed`` says how many such local cells there were).
-    Also carries ``excluded`` (rows missing ``row`` or ``col``), ``privacy`` and
+    zero for that node (``cells_below_threshold`` counts such node-level cells, empty ones
+    included). Also carries ``excluded`` (rows missing ``row`` or ``col``), ``privacy`` and
     ``federation``, kept in ``attrs``.
 
     Under differential privacy the cells are the noisy counts (floats, possibly negative;
@@ -649,8 +650,8 @@ class ContingencyTable(pd.DataFrame):
         return dict(self.attrs.get("privacy", {}))
 
     @property
-    def cells_suppressed(self) -> int:
-        return int(self.attrs.get("federation", {}).get("cells_suppressed", 0))
+    def cells_below_threshold(self) -> int:
+        return int(self.attrs.get("federation", {}).get("cells_below_threshold", 0))
 
     @property
     def excluded(self) -> int | float:
@@ -716,7 +717,7 @@ def _table(fed: Analyses, algorithm: str, row: str, col: str, *,
         else:
             rows, cols = levels, names
             cells = [[grid[j][i] for j in range(len(names))] for i in range(len(levels))]
-    excluded = [cell(s, ("excluded",)) for s in stats_]
+    excluded = [cell(s, key) for s in stats_ for key in OUTSIDE if s.has(key)]
     shape = (len(rows), len(cols))
     counts = [[value for value, _ in line] for line in cells]
     table = ContingencyTable(
@@ -772,7 +773,7 @@ class ChiSquareResult:
     dropped_rows: tuple[str, ...]
     dropped_cols: tuple[str, ...]
     #: local cells that nodes zeroed as too small (the test is on the released counts)
-    cells_suppressed: int
+    cells_below_threshold: int
     privacy: dict[str, Any]
     federation: dict[str, Any]
     #: standard deviation of the noise in each cell of ``observed`` (zeros when exact)
@@ -845,7 +846,7 @@ def chi_square(fed: Analyses, row: str, col: str, correction: bool = True, *,
         observed=observed, correction=apply_yates, nobs=n,
         dropped_rows=tuple(str(v) for v in table.index[~keep_rows]),
         dropped_cols=tuple(str(v) for v in table.columns[~keep_cols]),
-        cells_suppressed=table.cells_suppressed, privacy=table.privacy,
+        cells_below_threshold=table.cells_below_threshold, privacy=table.privacy,
         federation=federation, noise_std=pd.DataFrame(
             np.zeros(observed.shape), index=observed.index, columns=observed.columns),
         pvalue_asymptotic=pvalue)
@@ -889,7 +890,7 @@ def _dp_chi_square(table: ContingencyTable, row: str, col: str) -> ChiSquareResu
         observed=pd.DataFrame(observed, index=index, columns=columns), correction=False,
         nobs=round(n), dropped_rows=tuple(str(v) for v in table.index[~keep_rows]),
         dropped_cols=tuple(str(v) for v in table.columns[~keep_cols]),
-        cells_suppressed=table.cells_suppressed, privacy=table.privacy,
+        cells_below_threshold=table.cells_below_threshold, privacy=table.privacy,
         federation=table.federation,
         noise_std=pd.DataFrame(sigma, index=index, columns=columns),
         pvalue_asymptotic=asymptotic,

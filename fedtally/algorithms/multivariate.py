@@ -39,7 +39,7 @@ from fedtally.algorithms.common import INTERCEPT, triangle
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
-from node.kinds import PlanModel
+from node.datamodel import PlanModel
 
 __all__ = ["PCAResult", "PearsonResult", "pca", "pearson_correlation"]
 

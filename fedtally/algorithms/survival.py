@@ -23,11 +23,13 @@ the censorings inside each interval. Coarser grids are a privacy lever: fewer, l
 counts, and no event time is known more precisely than its interval. Times past the last
 grid point count as at risk up to it and are never events (censored at the horizon).
 
-Groups (levels of ``by`` / ``group``) smaller than a node's ``small_cell_threshold`` are not
-released by that node (its rows of that group are left out, counted in
-``federation["cells_suppressed"]``); a node whose whole cohort is smaller than its
-``min_row_count`` contributes nothing (``federation["nodes_contributing"]``). Interval
-counts themselves are released as they are, which is why the grid matters.
+Every (group, interval) count of events, and of censorings, is a cell: a node releases it
+only if it is 0 or at least its ``small_cell_threshold`` (``federation
+["cells_below_threshold"]`` counts the node-level cells that read 0, empty ones included);
+a node whose whole cohort is smaller than its ``min_row_count`` contributes nothing
+(``federation["nodes_contributing"]``). A fine grid on a small cohort therefore loses the
+intervals with few events: that is the grid's privacy cost, and why coarser grids are the
+lever. The curve of all groups is the client's sum of the groups' cells, never a node's.
 
 **Differential privacy** (``kaplan_meier(..., privacy=fedtally.DP(...))``): every interval's
 event and censoring count is released with independent noise (no suppression); one row
@@ -56,9 +58,8 @@ from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node import filters as filter_trees
-from node.datamodel import DataModel
+from node.datamodel import DataModel, PlanModel
 from node.filters import Filter
-from node.kinds import PlanModel
 
 __all__ = ["KaplanMeierTable", "LogrankResult", "kaplan_meier", "logrank_test", "time_grid"]
 
@@ -264,7 +265,8 @@ def _and_present(filters: FilterLike, variable: str, levels: Sequence[str]) -> F
 def _who(stat: Statistic) -> str:
     f = stat.federation
     return (f"{f['nodes_contributing']} of {f['nodes_answered']} nodes contributed, "
-            f"{f['cells_suppressed']} small groups suppressed")
+            f"{f['cells_below_threshold']} node-level cells read 0 (empty or below the "
+            "small-cell threshold)")
 
 
 # --- Kaplan-Meier -------------------------------------------------------------------------

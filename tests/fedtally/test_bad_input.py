@@ -164,7 +164,7 @@ def _signed_query(fed: fedtally.Federation, key: KeyFile, signer: SigningIdentit
     model = next(iter(fed.data_models().values()))
     spec = QuerySpec("count", model.name, model.datasets()).canonical()
     from engine.plans import layout
-    from node.statistics import PlanModel
+    from node.datamodel import PlanModel
 
     plan = layout(QuerySpec.from_bytes(spec), PlanModel(model), fed.manifest.max_rows_per_node)
     query_id = SeededRandom(time.time_ns()).bytes(16)

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 
 import fedtally
-from fedtally.synthetic import three_hospitals
+from fedtally.synthetic import stroke_model, three_hospitals
 
-POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}}
+#: exact answers granted too: the test checks they still work beside the metered ones
+POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": ["alice"]}
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("dp")
     data = three_hospitals(seed=11, scale=0.1)
-    with fedtally.local_federation(data, workdir=workdir, policy=POLICY) as fed:
+    with fedtally.local_federation(data, stroke_model(), workdir=workdir,
+                                   policy=POLICY) as fed:
         yield fed, workdir, data
 
 

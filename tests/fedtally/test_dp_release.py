@@ -18,10 +18,12 @@ from scipy.stats import beta as beta_distribution
 
 import fedtally
 from fedtally.simulated import SimulatedFederation
-from fedtally.synthetic import three_hospitals
+from fedtally.synthetic import stroke_model, three_hospitals
 from node.policy import Policy
 
-UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e6}}}})
+#: a budget nothing exhausts; exact answers granted too, to compare against
+UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e6}}},
+                              "exact_access": "*"})
 
 
 def _ledgers() -> str:
@@ -33,7 +35,8 @@ def _ledgers() -> str:
 
 
 def _federation(data: dict) -> SimulatedFederation:
-    return SimulatedFederation(data, seed=5, policy=UNLIMITED, ledger_dir=_ledgers())
+    return SimulatedFederation(data, stroke_model(), seed=5, policy=UNLIMITED,
+                               ledger_dir=_ledgers())
 
 
 def test_noise_std_and_interval_coverage_over_2000_releases() -> None:
@@ -102,15 +105,15 @@ def test_bad_dp_requests_fail_before_any_work(tmp_path: Path) -> None:
         with pytest.raises(fedtally.QueryError):
             fedtally.DP(**bad)
     fed = _federation(three_hospitals(seed=1, scale=0.02))
-    # the synthetic model has bounds (inferred); a variable without them needs bounds=
+    # the synthetic model declares bounds; a variable without them needs bounds=
     model = fed.model()
     assert model.variable("age").min is not None
     with pytest.raises(fedtally.QueryError, match="differential privacy"):
         fed.statistic("kmeans", variables=["age"], parameters={"centers": [[50.0]]},
                       privacy=fedtally.DP(rho=0.1))
     small = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 0.1}}}})
-    limited = SimulatedFederation(three_hospitals(seed=1, scale=0.02), seed=1, policy=small,
-                                  ledger_dir=tmp_path)
+    limited = SimulatedFederation(three_hospitals(seed=1, scale=0.02), stroke_model(), seed=1,
+                                  policy=small, ledger_dir=tmp_path)
     with pytest.raises(fedtally.BudgetExhausted):
         limited.count(privacy=fedtally.DP(rho=0.5))
     assert limited.budget()["spent_rho"].sum() == 0

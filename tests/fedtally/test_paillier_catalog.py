@@ -29,7 +29,7 @@ from fedtally.analyses import Analyses
 from fedtally.catalog import Catalog
 from fedtally.results import Statistic
 from fedtally.simulated import SimulatedFederation
-from fedtally.synthetic import stroke_registry, three_hospitals
+from fedtally.synthetic import stroke_model, stroke_registry, three_hospitals
 from node.datamodel import DataModel
 from node.policy import Policy
 
@@ -266,7 +266,7 @@ def dp_pair(hospitals: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPat
     for protection in ("mask", "paillier"):
         ledgers = tmp_path_factory.mktemp(f"ledgers-{protection}")
         feds[protection] = SimulatedFederation(
-            hospitals, seed=SEED, policy=policy, ledger_dir=ledgers, protection=protection,
+            hospitals, stroke_model(), seed=SEED, policy=policy, ledger_dir=ledgers, protection=protection,
             **({"paillier_bits": BITS} if protection == "paillier" else {}))
     return feds
 

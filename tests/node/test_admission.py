@@ -18,9 +18,11 @@ from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from fedtally.federation import init_federation
 from fedtally.synthetic import three_hospitals
 from node.admission import MAX_CLOCK_SKEW_MS, NodeIdentity, ReplayGuard, admit
-from node.datamodel import DataModel
+from node.budget import BudgetKeeper
+from node.datamodel import DataModel, PlanModel
 from node.policy import Policy
-from node.statistics import PlanModel
+from node.session import LoadedData, NodeSession
+from node.validation import coerce
 
 NODES = ["hosp_a", "hosp_b", "hosp_c", "hosp_d", "hosp_e"]
 
@@ -36,12 +38,13 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     import pandas as pd
 
     model = DataModel.infer(pd.concat(frames.values()), code="stroke", version="1")
-    return manifest, keys, model
+    rows = coerce(frames["hosp_a"], model)
+    return manifest, keys, model, LoadedData(model, rows), root
 
 
 def _query(world, *, researcher="alice", signer=None, issued_ms=None, spec=None,
            plan_override=None) -> tuple[SignedQuery, RoundParams]:
-    manifest, keys, model = world
+    manifest, keys, model, _, _ = world
     spec = spec or QuerySpec("count", model.name, model.datasets())
     plan = layout(spec, PlanModel(model), manifest.max_rows_per_node)
     length, bits = plan_override or (plan.length, plan.ring_bits)
@@ -59,9 +62,16 @@ def _query(world, *, researcher="alice", signer=None, issued_ms=None, spec=None,
 
 
 def _admit(world, query, params, policy=None, guard=None):
-    manifest, keys, model = world
+    manifest, keys, _, data, root = world
     me = NodeIdentity("hosp_a", keys["hosp_a"], manifest)
-    return admit(me, query, params, model, policy or Policy.default(), guard or ReplayGuard())
+    policy = policy or Policy.default()
+    budget = BudgetKeeper(root / f"ledger-{time.time_ns()}.db", keys["hosp_a"], policy)
+    session = NodeSession("hosp_a", data, policy, budget, manifest.max_rows_per_node,
+                          manifest.dp_honest_nodes)
+    try:
+        return admit(me, query, params, session, guard or ReplayGuard())
+    finally:
+        budget.close()
 
 
 def test_a_proper_query_is_admitted(world) -> None:
@@ -137,11 +147,11 @@ def test_policy_refusals(world) -> None:
         _admit(world, query, params, policy=Policy(allowed_algorithms=frozenset({"histogram"})))
     query, params = _query(world)
     with pytest.raises(QueryError, match="exact"):
-        _admit(world, query, params, policy=Policy(allow_exact=False))
+        _admit(world, query, params, policy=Policy(exact_access=frozenset({"bob"})))
 
 
 def test_unknown_variables_are_refused_before_any_work(world) -> None:
-    manifest, _, model = world
+    _, _, model, _, _ = world
     spec = QuerySpec("descriptive_stats", model.name, model.datasets(), ("no_such",))
     with pytest.raises(QueryError, match="no_such"):
         _query(world, spec=spec)

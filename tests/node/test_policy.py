@@ -14,7 +14,7 @@ from node.policy import Budget, Policy
 FULL = {
     "allowed_algorithms": ["linear_regression", "ttest_onesample"],
     "min_row_count": 20,
-    "allow_exact": False,
+    "exact_access": [],
     "budgets": {
         "alice": {"edsd0": {"rho": 0.5}, "*": {"rho": 0.1}},
         "*": {"*": {"rho": 0.05}},
@@ -32,7 +32,8 @@ def _write(tmp_path: Path, obj: Any) -> Path:
 def test_defaults_follow_the_mip() -> None:
     policy = Policy.default()
     assert policy.allowed_algorithms is None
-    assert (policy.min_row_count, policy.small_cell_threshold, policy.allow_exact) == (10, 10, True)
+    assert (policy.min_row_count, policy.small_cell_threshold) == (10, 10)
+    assert policy.exact_access is None  # every researcher, while no budgets are set
     assert dict(policy.budgets) == {}
     policy.check_algorithm("anything")
     assert Policy.from_dict({}) == policy
@@ -42,7 +43,8 @@ def test_defaults_follow_the_mip() -> None:
 def test_full_file(tmp_path: Path) -> None:
     policy = Policy.from_file(_write(tmp_path, FULL))
     assert policy.allowed_algorithms == frozenset({"linear_regression", "ttest_onesample"})
-    assert (policy.min_row_count, policy.small_cell_threshold, policy.allow_exact) == (20, 5, False)
+    assert (policy.min_row_count, policy.small_cell_threshold) == (20, 5)
+    assert policy.exact_access == frozenset()
     assert policy.budgets["alice"]["edsd0"] == Budget(0.5)
     assert policy.to_dict()["budgets"] == FULL["budgets"]
     assert Policy.from_dict(policy.to_dict()) == policy
@@ -71,8 +73,9 @@ def test_check_algorithm() -> None:
 def test_digest_is_canonical() -> None:
     default = Policy.default().digest()
     assert len(default) == 64 and default == Policy.from_dict({}).digest()
-    explicit = {"min_row_count": 10, "small_cell_threshold": 10, "allow_exact": True,
-                "allowed_algorithms": "*", "budgets": {}}
+    explicit = {"min_row_count": 10, "small_cell_threshold": 10, "exact_access": "*",
+                "allowed_algorithms": "*", "budgets": {}, "budget_groups": {},
+                "max_slots": 100_000, "max_query_memory_mb": 1024, "max_queries_in_flight": 16}
     assert Policy.from_dict(explicit).digest() == default
     reordered = dict(reversed(list(FULL.items())))
     reordered["allowed_algorithms"] = list(reversed(FULL["allowed_algorithms"]))
@@ -90,7 +93,14 @@ def test_digest_is_canonical() -> None:
         ({"min_row_count": 0}, "min_row_count"),
         ({"min_row_count": 9.5}, "min_row_count"),
         ({"small_cell_threshold": -1}, "small_cell_threshold"),
-        ({"allow_exact": "yes"}, "allow_exact"),
+        ({"allow_exact": True}, "unknown policy keys"),
+        ({"exact_access": "yes"}, "exact_access"),
+        ({"exact_access": [3]}, "researcher"),
+        ({"budget_groups": {"g": "a"}}, "budget_groups"),
+        ({"budget_groups": {"g": []}}, "must list datasets"),
+        ({"budget_groups": {"g": ["a"], "h": ["a"]}}, "two budget groups"),
+        ({"max_slots": 0}, "max_slots"),
+        ({"max_query_memory_mb": "1"}, "max_query_memory_mb"),
         ({"allowed_algorithms": "pca"}, "allowed_algorithms"),
         ({"allowed_algorithms": ["pca", 3]}, "algorithm"),
         ({"budgets": []}, "budgets"),
@@ -118,3 +128,27 @@ def test_invalid_files(tmp_path: Path) -> None:
         Policy.from_file(_write(tmp_path, '{"budgets": {"a": {"d": {"rho": NaN}}}}'))
     with pytest.raises(ConfigurationError, match=r"policy\.json: unknown policy keys"):
         Policy.from_file(_write(tmp_path, {"allow_everything": True}))
+
+
+def test_exact_answers_are_a_grant_once_budgets_are_set() -> None:
+    """A node that meters DP does not also answer exactly unless its policy says whom to."""
+    metered = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1}}}})
+    with pytest.raises(QueryError, match="exact"):
+        metered.check_exact("alice")
+    granted = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1}}},
+                                "exact_access": ["alice"]})
+    granted.check_exact("alice")
+    with pytest.raises(QueryError, match="exact"):
+        granted.check_exact("bob")
+    Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1}}}, "exact_access": "*"}) \
+        .check_exact("bob")
+    Policy.default().check_exact("anyone")
+
+
+def test_budget_groups_charge_datasets_sharing_patients_once() -> None:
+    policy = Policy.from_dict({"budget_groups": {"edsd": ["edsd0", "edsd1"]},
+                               "budgets": {"alice": {"edsd": {"rho": 0.5}}}})
+    assert policy.account_of("edsd0") == policy.account_of("edsd1") == "edsd"
+    assert policy.account_of("ppmi0") == "ppmi0"
+    assert policy.budget_for("alice", policy.account_of("edsd1")) == Budget(0.5)
+    assert Policy.from_dict(policy.to_dict()) == policy

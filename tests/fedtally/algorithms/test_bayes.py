@@ -197,8 +197,8 @@ def test_categorical_small_cells_are_suppressed_by_the_nodes() -> None:
     guarded = SimulatedFederation(_parts(POOLED), MODEL, seed=2)  # threshold 10 per node
     fitted = naive_bayes_categorical(guarded, "y", CAT_X)
     exact = naive_bayes_categorical(FED, "y", CAT_X)
-    assert fitted.federation["cells_suppressed"] > 0
-    assert exact.federation["cells_suppressed"] == 0
+    assert fitted.federation["cells_below_threshold"] > 0
+    assert exact.federation["cells_below_threshold"] == 0
     assert (fitted.category_count_["stage"] <= exact.category_count_["stage"]).all().all()
 
 

@@ -105,10 +105,19 @@ def test_stops_on_tol_or_max_iter() -> None:
 
 
 def test_empty_cluster_is_reseeded_next_to_the_largest() -> None:
-    init = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0], [100.0, 100.0, 100.0]])
+    # the third centre lies in the data model's ranges but far from every row
+    init = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0], [7.5, -2.0, 7.0]])
     result = kmeans(FED, VARIABLES, 3, tol=0.0, init=init)
     assert result.reseeded >= 1 and result.dropped == 0
     assert (result.sizes > 0).all() and result.sizes.sum() == len(COMPLETE)
+
+
+def test_a_centre_outside_the_declared_ranges_is_refused() -> None:
+    """Nodes refuse centres outside the data model's ranges before reading a row: such a
+    centre could only serve to single out an extreme patient."""
+    init = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0], [100.0, 100.0, 100.0]])
+    with pytest.raises(QueryError, match="outside its declared range"):
+        kmeans(FED, VARIABLES, 3, tol=0.0, init=init)
 
 
 def test_cluster_still_empty_at_the_end_is_dropped() -> None:

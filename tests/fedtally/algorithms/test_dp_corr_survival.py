@@ -26,7 +26,10 @@ from node.datamodel import DataModel, Variable
 from node.policy import Policy
 
 NODES = ("n1", "n2", "n3")
-UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e9}}}})
+#: a budget nothing exhausts; exact answers granted too, to compare against (all
+#: of them: the exact curves are the reference, small interval cells included)
+UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e9}}},
+                              "exact_access": "*", "small_cell_threshold": 1})
 BOUNDS = {"x": (-4.0, 4.0), "y": (-4.0, 4.0), "w": (-4.0, 4.0)}
 GRID = list(range(0, 61, 5))
 #: repeated releases per spread check: the std of 200 draws is itself within ~5% (1 sd),

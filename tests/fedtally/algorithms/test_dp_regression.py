@@ -10,8 +10,11 @@ import pytest
 import fedtally
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
+from support import declared_model
 
-UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e6}}}})
+#: a budget nothing exhausts; exact answers granted too, to compare against
+UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e6}}},
+                              "exact_access": "*"})
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> SimulatedFederation:
         return pd.DataFrame({"x1": x1, "x2": x2, "y": y})
 
     data = {f"node{i}": frame(2000) for i in range(3)}
-    return SimulatedFederation(data, seed=2, policy=UNLIMITED,
+    model = declared_model(pd.concat([d.assign(dataset=n) for n, d in data.items()]))
+    return SimulatedFederation(data, model, seed=2, policy=UNLIMITED,
                                ledger_dir=tmp_path_factory.mktemp("ledgers"))
 
 

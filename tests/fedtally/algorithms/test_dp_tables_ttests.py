@@ -38,7 +38,9 @@ from fedtally.synthetic import three_hospitals
 from node.datamodel import DataModel
 from node.policy import Policy
 
-UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e9}}}})
+#: a budget nothing exhausts; exact answers granted too, to compare against
+UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e9}}},
+                              "exact_access": "*"})
 HUGE = fedtally.DP(rho=1e4)
 MODERATE = fedtally.DP(rho=0.5)
 #: repeated releases on fixed data (about 20 ms each)

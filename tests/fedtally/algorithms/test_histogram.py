@@ -137,8 +137,8 @@ def test_small_cells_are_zeroed_and_reported() -> None:
     exact = histogram(FED, "x", bins=10, range=(2.5, 17.5))
     table = histogram(guarded, "x", bins=10, range=(2.5, 17.5))
     suppressed = table.attrs["suppressed"]
-    assert suppressed["cells"] > 0 and "zeroed" in suppressed["note"]
-    assert table.attrs["federation"]["cells_suppressed"] == suppressed["cells"]
+    assert suppressed["cells"] > 0 and "read 0" in suppressed["note"]
+    assert table.attrs["federation"]["cells_below_threshold"] == suppressed["cells"]
     assert (table["count"] <= exact["count"]).all()
     assert (table["count"] < exact["count"]).any()
     # a bin with fewer than 10 rows at every node reads 0

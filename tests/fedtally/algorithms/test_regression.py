@@ -13,6 +13,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from engine.errors import DegenerateInput, QueryError
+from engine.kinds.frame import fold_numbers
 from fedtally.algorithms.cv import linear_regression_cv, logistic_regression_cv
 from fedtally.algorithms.regression import (
     Evaluation,
@@ -21,7 +22,6 @@ from fedtally.algorithms.regression import (
     logistic_regression,
 )
 from fedtally.simulated import SimulatedFederation
-from node.kinds import fold_numbers
 from node.policy import Policy
 
 RTOL = 1e-9
@@ -423,7 +423,10 @@ def exareme2_auc(y: np.ndarray, proba: np.ndarray, points: int) -> tuple[float, 
     return float(np.trapezoid(tpr, fpr)), np.array(fpr)
 
 
-def test_logistic_cv_matches_pooled_folds(fed, data) -> None:
+def test_logistic_cv_matches_pooled_folds(data) -> None:
+    # the ROC curve's extreme thresholds leave confusion cells of a few rows, which the
+    # default policy withholds (test_small_roc_cells_are_withheld): arithmetic first
+    fed = SimulatedFederation(data, seed=11, policy=Policy(small_cell_threshold=1))
     k, seed, points = 3, 5, 25
     ours = logistic_regression_cv(fed, "stroke", ["age", "bmi", "sex"], "yes", n_splits=k,
                                   fold_seed=seed, roc_thresholds=points)
@@ -458,6 +461,20 @@ def test_logistic_cv_matches_pooled_folds(fed, data) -> None:
     assert shaped["summary"]["n_obs"][-2:] == [None, None]
     assert len(shaped["roc_curves"]) == k and len(shaped["roc_curves"][0]["tpr"]) == points
     assert set(ours.summary.columns) == {"accuracy", "precision", "recall", "fscore", "auc"}
+
+
+def test_small_roc_cells_are_withheld(fed, data) -> None:
+    """Under the default policy a confusion count below 10 at a node reads 0 there: the
+    fits are the same (their sums cover many rows), but the ROC curve's extreme thresholds,
+    where a few rows are called positive, lose those rows."""
+    relaxed = SimulatedFederation(data, seed=11, policy=Policy(small_cell_threshold=1))
+    args = ("stroke", ["age", "bmi", "sex"], "yes")
+    ours = logistic_regression_cv(fed, *args, n_splits=3, fold_seed=5, roc_thresholds=25)
+    every = logistic_regression_cv(relaxed, *args, n_splits=3, fold_seed=5, roc_thresholds=25)
+    np.testing.assert_allclose(ours.params.to_numpy(), every.params.to_numpy(), rtol=1e-12)
+    curves = [(ours.roc_curves[f]["tpr"].to_numpy(), every.roc_curves[f]["tpr"].to_numpy())
+              for f in ours.roc_curves]
+    assert any(not np.array_equal(a, b) for a, b in curves)
 
 
 def test_logistic_cv_without_roc(fed) -> None:

@@ -66,9 +66,15 @@ def pooled(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(data.values(), ignore_index=True)
 
 
+#: the estimator's arithmetic is checked at daily resolution, where most interval cells
+#: hold fewer than 10 rows: these nodes keep the MIP's row minimum but release small cells
+#: (test_km_small_interval_cells_are_withheld checks the default)
+ARITHMETIC = Policy(min_row_count=10, small_cell_threshold=1)
+
+
 @pytest.fixture(scope="module")
 def fed(data: dict[str, pd.DataFrame]) -> SimulatedFederation:
-    return SimulatedFederation(data, _model(), seed=7)
+    return SimulatedFederation(data, _model(), seed=7, policy=ARITHMETIC)
 
 
 def _lifelines_at(table: pd.DataFrame, rows: pd.DataFrame, alpha: float = 0.05,
@@ -109,7 +115,7 @@ def test_km_equals_lifelines_on_pooled_rows(fed: SimulatedFederation, pooled: pd
     _lifelines_at(table, pooled)
     assert table.privacy == {"mode": "exact"}
     assert table.federation["nodes_contributing"] == 3
-    assert table.federation["cells_suppressed"] == 0
+    assert table.federation["cells_below_threshold"] == 0
     assert table.attrs["federation"] == table.federation
     assert not table.isna().any().any()
 
@@ -212,19 +218,32 @@ def test_km_without_declared_max_needs_times_or_horizon(fed: SimulatedFederation
         kaplan_meier(fed, "days", "status", times=[1, 2], horizon=3)
 
 
-def test_km_small_group_suppressed_at_its_node(data: dict[str, pd.DataFrame]) -> None:
+def test_km_small_interval_cells_are_withheld(data: dict[str, pd.DataFrame]) -> None:
+    """Under the default policy every (group, interval) count of events, and of
+    censorings, is a cell a node releases only if it holds 0 or at least 10 rows: a group of
+    4 rows at one node releases nothing, and what is released is exactly the sum over the
+    nodes of their releasable cells."""
     rows = {node: frame.copy() for node, frame in data.items()}
     rows["n2"].loc[rows["n2"].index[:4], "arm"] = "D"  # 4 rows: below the default 10
     fed = SimulatedFederation(rows, _model(), seed=3)
-    table = kaplan_meier(fed, "time", "status", by="arm")
-    assert table.federation["cells_suppressed"] == 1
+    grid = [20, 40, 60]
+    table = kaplan_meier(fed, "time", "status", by="arm", times=grid)
     assert "D" not in set(table["group"])
-    pooled = pd.concat(rows.values(), ignore_index=True)
-    block = table[table["group"] == "A"].reset_index(drop=True)
-    _lifelines_at(block, pooled[pooled["arm"] == "A"])
-    whole = kaplan_meier(fed, "time", "status")  # without by, the 4 rows are in the cohort
-    assert whole.federation["cells_suppressed"] == 0
-    _lifelines_at(whole, pooled)
+    assert table.federation["cells_below_threshold"] > 0
+    edges = [-np.inf, *grid]
+    for arm in ("A", "B", "C"):
+        expected = {"events": np.zeros(3, np.int64), "censored": np.zeros(3, np.int64)}
+        for frame in rows.values():
+            part = frame.dropna(subset=["time", "status", "arm"])
+            part = part[part["arm"] == arm]
+            for head, status in (("events", 1.0), ("censored", 0.0)):
+                chosen = part[part["status"] == status]["time"]
+                counts = np.array([((chosen > lo) & (chosen <= hi)).sum()
+                                   for lo, hi in zip(edges, edges[1:], strict=False)])
+                expected[head] += np.where(counts >= 10, counts, 0)
+        block = table[table["group"] == arm]
+        assert block["events"].tolist() == expected["events"].tolist()
+        assert block["censored"].tolist() == expected["censored"].tolist()
 
 
 def test_km_survival_reaching_zero() -> None:
@@ -297,7 +316,7 @@ def test_logrank_degenerate(fed: SimulatedFederation, data: dict[str, pd.DataFra
     with pytest.raises(DegenerateInput, match="two groups"):
         logrank_test(fed, "time", "status", "arm", filters="arm == 'B'")
     quiet = {node: frame.assign(status=0.0) for node, frame in data.items()}
-    no_events = SimulatedFederation(quiet, _model(), seed=5)
+    no_events = SimulatedFederation(quiet, _model(), seed=5, policy=ARITHMETIC)
     with pytest.raises(DegenerateInput, match="events"):
         logrank_test(no_events, "time", "status", "arm")
     flat = kaplan_meier(no_events, "time", "status")  # no events is a valid (flat) curve

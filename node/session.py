@@ -1,0 +1,168 @@
+"""One node's query lifecycle, without I/O: the websocket service and the in-memory simulator
+both run it, so they refuse and answer alike.
+
+1. :meth:`NodeSession.plan`: every check that needs no row (policy, exact-access grant,
+   the plan itself with its parameter bounds, the honest nodes a DP round guarantees,
+   resources, the encodable range of every sum, the filter). A refusal here says nothing
+   about the rows, and in DP mode costs nothing.
+2. :meth:`NodeSession.charge`: in DP mode the budget is charged, durably, before any row
+   is read.
+3. :meth:`NodeSession.compute`: the rows. Nothing here fails because of a row's value; if
+   anything fails anyway, the operator's log gets the traceback, the researcher gets
+   :class:`InternalError` with a fixed text, and the charge stands (the failure might
+   depend on the data, so refunding it would answer a question for free).
+4. The caller releases the charge just before the contribution leaves, or refunds it when
+   the round fails before that (round failures do not depend on the rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from crypto.encoding import RingVector
+from engine.errors import InternalError, QueryError
+from engine.kinds import KINDS
+from engine.plans import DATASET, REAL_INT_BITS, Key, Layout, layout
+from engine.query import QuerySpec
+from node import filters
+from node.budget import BudgetKeeper
+from node.datamodel import DataModel, PlanModel
+from node.policy import Policy
+from node.statistics import LocalSummary, local_vector
+from privacy.ledger import ChargeReceipt
+
+log = logging.getLogger("fedtally.node")
+
+#: working memory a slot of the layout costs a node (Slot objects, dict entries, ints)
+SLOT_BYTES = 512
+
+
+def _power_of_two_above(value: float) -> float:
+    """The magnitude a node plans with for a variable without declared bounds: its largest
+    |value| rounded up to a power of two, so the plan says as little as possible about it."""
+    return 0.0 if value <= 0 else 2.0 ** math.ceil(math.log2(value))
+
+
+@dataclass
+class LoadedData:
+    """A node's validated rows and its data model."""
+
+    model: DataModel
+    rows: pd.DataFrame
+    #: per numeric variable, the largest |value| a row can hold: the declared bound, or the
+    #: node's own largest |value| rounded up to a power of two (see threat_model.md)
+    magnitudes: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.magnitudes:
+            return
+        for code, variable in self.model.variables.items():
+            if not variable.is_numeric or code not in self.rows.columns:
+                continue
+            if variable.min is not None and variable.max is not None:
+                self.magnitudes[code] = max(abs(variable.min), abs(variable.max))
+            else:
+                values = pd.to_numeric(self.rows[code], errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan)
+                finite = np.abs(values[np.isfinite(values)])
+                self.magnitudes[code] = _power_of_two_above(float(finite.max()) if finite.size
+                                                            else 0.0)
+
+    @property
+    def held(self) -> list[str]:
+        return sorted(str(d) for d in self.rows[DATASET].dropna().unique())
+
+    def catalog(self) -> dict[str, object]:
+        return {"data_models": {self.model.name: {"model": self.model.to_json(),
+                                                  "datasets_held": self.held}}}
+
+
+@dataclass
+class NodeSession:
+    name: str
+    data: LoadedData
+    policy: Policy
+    budget: BudgetKeeper
+    max_rows_per_node: int
+    #: honest contributors a DP round's noise is calibrated for (the manifest's)
+    dp_honest_nodes: int = 1
+
+    def plan(self, spec: QuerySpec, researcher: str, *, threshold: int) -> Layout:
+        """Every check that needs no row; the query's layout. ``threshold`` is the fewest
+        nodes the round can end with (its signed threshold)."""
+        policy, model = self.policy, self.data.model
+        policy.check_algorithm(spec.algorithm)
+        if spec.privacy["mode"] == "exact":
+            policy.check_exact(researcher)
+        elif threshold < self.dp_honest_nodes:
+            raise QueryError(f"the round may end with {threshold} nodes, fewer than the "
+                             f"{self.dp_honest_nodes} honest ones its noise is calibrated for")
+        if spec.data_model != model.name:
+            raise QueryError(f"this node serves data model {model.name}, not {spec.data_model}")
+        if len(self.data.rows) > self.max_rows_per_node:
+            raise QueryError(f"this node holds more rows than the federation's "
+                             f"max_rows_per_node ({self.max_rows_per_node}); it cannot answer")
+        view = PlanModel(model)
+        plan = layout(spec, view, self.max_rows_per_node, honest_nodes=self.dp_honest_nodes,
+                      max_slots=policy.max_slots)
+        kind = KINDS[spec.kind]
+        memory = kind.row_cost(spec, view) * len(self.data.rows) + plan.length * SLOT_BYTES
+        if memory > policy.max_query_memory_mb * (1 << 20):
+            raise QueryError(f"this query would need about {memory >> 20} MiB at this node; "
+                             f"its policy allows {policy.max_query_memory_mb} MiB per query")
+        if plan.noise is None:
+            self._check_range(spec, plan)
+        if spec.filters is not None:
+            filters.from_json(spec.filters).check(model)
+        return plan
+
+    def _check_range(self, spec: QuerySpec, plan: Layout) -> None:
+        """No exact sum can leave the encodable range |S| < 2^REAL_INT_BITS, whatever the
+        filter selects: each real slot's bound is rows x its row bound at the node's
+        magnitudes, or, where that does not fit and the kind gives them, the sum of |terms|
+        over every row of the query's datasets. A refusal never depends on the filter, so
+        it cannot single out a row."""
+        kind = KINDS[spec.kind]
+        view = PlanModel(self.data.model)
+        bound = kind.row_bound(spec, view, lambda code: self.data.magnitudes.get(code, 0.0))
+        rows = max(len(self.data.rows), 1)
+        limit = 2.0 ** REAL_INT_BITS
+        sums: dict[Key, float] | None = None
+        for slot in plan.slots:
+            if not slot.real or rows * bound(slot.key) < limit:
+                continue
+            if sums is None:  # the exact bound costs a pass over the rows: only when needed
+                mine = self.data.rows[self.data.rows[DATASET].isin(spec.datasets).to_numpy()]
+                sums = kind.abs_sums(spec, mine, view) if kind.abs_sums is not None else {}
+            if not sums.get(slot.key, math.inf) < limit:
+                summed = ", ".join(kind.summed(spec, view)) or "its variables"
+                raise QueryError(f"sums of {summed} could exceed the exactly encodable range "
+                                 f"(2^{REAL_INT_BITS}) at this node; declare their bounds in "
+                                 "the data model or rescale them")
+
+    def charge(self, spec: QuerySpec, plan: Layout, researcher: str,
+               query_id: bytes) -> ChargeReceipt | None:
+        return self.budget.charge(spec, plan, researcher, query_id, self.data.held)
+
+    def compute(self, spec: QuerySpec, plan: Layout, query_id: bytes
+                ) -> tuple[RingVector, LocalSummary]:
+        """This node's vector; never an error that depends on a row (see the module doc)."""
+        policy = self.policy
+        assert policy.small_cell_threshold is not None
+        try:
+            vector, summary = local_vector(spec, plan, self.data.rows, self.data.model,
+                                           min_row_count=policy.min_row_count,
+                                           small_cell_threshold=policy.small_cell_threshold)
+        except Exception:
+            log.exception("query %s (%s): computing the contribution failed",
+                          query_id.hex()[:8], spec.algorithm)
+            raise InternalError() from None
+        log.info("query %s (%s): %d rows, contributed=%s, %d cells read as zero (%d withheld)",
+                 query_id.hex()[:8], spec.algorithm, summary.rows, summary.contributed,
+                 summary.cells_below_threshold, summary.cells_withheld)
+        return vector, summary
