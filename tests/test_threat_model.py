@@ -13,7 +13,7 @@ def _named_tests() -> list[tuple[str, str]]:
     text = (PROJECT_ROOT / "threat_model.md").read_text()
     found = []
     for line in text.splitlines():
-        if not re.match(r"\| [MPE]\d", line):
+        if not re.match(r"\| [MPED]\d", line):
             continue
         current = DEFAULT_FILE
         for token in re.findall(r"`([^`]+)`", line):
@@ -39,7 +39,7 @@ def test_every_named_test_exists() -> None:
 
 def test_every_threat_names_a_test() -> None:
     text = (PROJECT_ROOT / "threat_model.md").read_text()
-    rows = [line for line in text.splitlines() if re.match(r"\| [MPE]\d", line)]
+    rows = [line for line in text.splitlines() if re.match(r"\| [MPED]\d", line)]
     assert rows
     for row in rows:
         assert "tests/" in row or re.search(r"`test_\w+`", row), row.split("|")[2]
