@@ -8,6 +8,7 @@ no budget (the policy decides whether they are allowed at all).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,13 @@ from engine.query import QuerySpec
 from node.policy import Policy
 from privacy import errors as privacy_errors
 from privacy.ledger import ChargeReceipt, Ledger
-
-MECHANISM = "distributed discrete gaussian (zCDP)"
+from privacy.mechanism import MECHANISM, Mechanism, QueryRecord
 
 
 class BudgetKeeper:
     def __init__(self, path: Path | str, identity: SigningIdentity, policy: Policy) -> None:
         self.ledger = Ledger(path, identity, identity.verify_key.raw)
+        self.ledger.record_policy(policy.to_dict())  # budgets are those of the policy entry
         self.policy = policy
 
     def charge(self, spec: QuerySpec, plan: Layout, researcher: str, query_id: bytes,
@@ -36,14 +37,17 @@ class BudgetKeeper:
         datasets = sorted(set(spec.datasets) & set(held))
         if noise is None or not datasets:
             return None
+        mechanism = Mechanism(
+            rho=noise.rho, noise_scale=noise.sigma_share, honest_nodes=noise.honest,
+            dimension=sum(1 for slot in plan.slots if plan.noisy(slot)),
+            sensitivity=noise.sensitivity_l2, bounds=spec.privacy.get("bounds", {}),
+            delta=spec.privacy.get("delta"), name=MECHANISM)
         try:
-            return self.ledger.charge(
-                researcher, datasets, noise.rho,
-                lambda d: self.policy.budget_for(researcher, d),
-                query_id=query_id.hex(), method=spec.algorithm, mechanism=MECHANISM,
-                sensitivity=noise.sensitivity_l2, noise_scale=noise.sigma_share,
-                epsilon=spec.privacy.get("epsilon"), delta=spec.privacy.get("delta"),
-                policy_hash=self.policy.digest())
+            return self.ledger.record_query(QueryRecord(
+                query_id=query_id.hex(), researcher=researcher, method=spec.algorithm,
+                datasets=spec.datasets, held=datasets, decision="answered-dp",
+                query_digest=hashlib.sha256(spec.canonical()).hexdigest(),
+                variables=spec.variables, filters=spec.filters, mechanism=mechanism)).charge
         except privacy_errors.BudgetExhausted as exc:
             raise BudgetExhausted(str(exc)) from None
         except privacy_errors.InvalidRequest as exc:
