@@ -195,8 +195,8 @@ def _check_receipts(hashes: list[bytes], public_key: bytes,
 def _extends(hashes: list[bytes], head: tuple[int, bytes], what: str, receipt: object) -> None:
     seq, digest = head
     if seq >= len(hashes):
-        raise ReceiptMismatch(f"the ledger ends at entry {len(hashes) - 1}, but {what} was "
-                              "signed: it was truncated or rolled back to an older copy",
+        raise ReceiptMismatch(f"the ledger ends here, but {what} names a later entry: it "
+                              "was truncated or rolled back to an older copy",
                               receipt, len(hashes) - 1)
     if hashes[seq] != digest:
         raise ReceiptMismatch(f"entry {seq} is not the entry {what} names: the history was "

@@ -371,9 +371,8 @@ class Ledger:
             tail = self._tail(conn)
         assert tail is not None
         if row is None:
-            raise ReceiptMismatch(f"the ledger ends at entry {tail.seq} but a head at entry "
-                                  f"{seq} was signed: it was truncated or rolled back",
-                                  receipt, tail.seq)
+            raise ReceiptMismatch(f"the ledger ends here, but a head at entry {seq} was "
+                                  "signed: it was truncated or rolled back", receipt, tail.seq)
         if row[0] != digest:
             raise ReceiptMismatch(f"entry {seq} is not the one the head names: the history "
                                   "was rewritten", receipt, seq)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import sqlite3
 import struct
 from decimal import Decimal
@@ -490,3 +491,13 @@ def test_threads_sharing_one_ledger_never_overspend(ledger: Ledger) -> None:
     assert ledger.spent_nano("alice", "edsd") == 700_000_000
     verify_ledger(ledger.path, PUB)
 
+
+def test_the_auditors_reference_lists_the_fields_in_hash_order() -> None:
+    from support import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "privacy" / "AUDITORS.md").read_text()
+    table = text[text.index("| field | type |"):text.index("Canonical JSON:")]
+    listed = [name for row in table.splitlines()[2:] if row.startswith("| `")
+              for name in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert tuple(listed) == E.FIELDS
+    assert f"f(field_{len(E.FIELDS)})" in text and E.FORMAT in text
