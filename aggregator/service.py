@@ -49,6 +49,7 @@ from engine.service_messages import (
     Challenge,
     ErrorNotice,
     Hello,
+    LedgerHead,
     NodeInfo,
     Progress,
     QueryAnnounce,
@@ -59,6 +60,8 @@ from engine.service_messages import (
     hello_statement,
 )
 from engine.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
+from privacy.errors import PrivacyError
+from privacy.head import HeadReceipt, load_receipts, write_receipts
 
 log = logging.getLogger("fedtally.aggregator")
 
@@ -103,6 +106,8 @@ class ActiveRound:
     request_id: bytes
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     refusal: tuple[str, str, str] | None = None  # (node, code, public message)
+    #: node -> its signed ledger head after its entry for this query (a JSON line)
+    receipts: dict[str, str] = field(default_factory=dict)
     #: websocket payload bytes of this round: from nodes, to nodes, to the researcher
     bytes_from_nodes: int = 0
     bytes_to_nodes: int = 0
@@ -112,8 +117,11 @@ class ActiveRound:
 
 class AggregatorService:
     def __init__(self, manifest: Manifest, *, host: str, port: int, ssl_context: Any,
-                 stage_timeout_s: float | None = None) -> None:
+                 stage_timeout_s: float | None = None, heads_path: Path | None = None) -> None:
         self.manifest = manifest
+        #: the newest ledger head each node sent, kept (in ``heads_path``) for auditors
+        self.heads_path = heads_path
+        self.heads: dict[str, HeadReceipt] = _load_heads(heads_path, manifest)
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
@@ -214,7 +222,7 @@ class AggregatorService:
     def _handlers(self, role: str) -> dict[type, Callable[[Session, Any], Awaitable[None]]]:
         if role == "node":
             return {NodeInfo: self._on_node_info, QueryRefused: self._on_refused,
-                    BudgetReport: self._on_budget_report}
+                    BudgetReport: self._on_budget_report, LedgerHead: self._on_ledger_head}
         if role == "researcher":
             return {CatalogRequest: self._on_catalog_request, QueryRequest: self._on_query,
                     BudgetQuery: self._on_budget_query}
@@ -241,6 +249,23 @@ class AggregatorService:
             raise ReplayError("a refusal for a query this node is not part of")
         active.refusal = (session.name, msg.code, msg.message)
         active.changed.set()
+
+    async def _on_ledger_head(self, session: Session, msg: LedgerHead) -> None:
+        """Keep a node's signed ledger head for the researcher's result and for auditors
+        (the newest per node); one that does not verify is refused."""
+        active = self.rounds.get(msg.query_id)
+        if active is None or session.name not in active.machine.params.participants:
+            raise ReplayError("a ledger head for a query this node is not part of")
+        try:
+            receipt = HeadReceipt.from_json(msg.receipt)
+            receipt.check_signature(self._keys[session.name].raw)
+        except PrivacyError as exc:
+            raise AuthenticationError("the ledger head does not verify") from exc
+        active.receipts[session.name] = msg.receipt
+        newest = self.heads.get(session.name)
+        if newest is None or receipt.seq > newest.seq:
+            self.heads[session.name] = receipt
+            _store_heads(self.heads_path, self.heads)
 
     def _on_secagg(self, session: Session, msg: SecAggMessage, size: int) -> None:
         active = self.rounds.get(msg.query_id)
@@ -382,14 +407,16 @@ class AggregatorService:
                 error = machine.error or ThresholdNotMet("the round did not complete")
                 await researcher.send(error_notice(active.request_id, error))
                 return
+            receipts = tuple(active.receipts[name] for name in sorted(active.receipts))
             if isinstance(machine.result, PaillierResult):
                 # sealed to the researcher: the aggregator cannot read the total
                 result: object = dataclasses.replace(machine.result,
-                                                     request_id=active.request_id)
+                                                     request_id=active.request_id,
+                                                     receipts=receipts)
             else:
                 result = QueryResult(active.request_id, params.query_id, params.participants,
                                      machine.survivors, params.ring_bits, params.vector_length,
-                                     machine.result.to_bytes())
+                                     machine.result.to_bytes(), receipts)
             active.bytes_to_researcher += await researcher.send(result)
             log.info("query %s done over %d of %d nodes in %.0f ms; bytes from nodes %d, to "
                      "nodes %d, to the researcher %d", params.query_id.hex()[:8],
@@ -430,6 +457,39 @@ class AggregatorService:
             await self._send_to(name, msg)
 
 
+#: beside aggregator.json: the newest ledger head of every node, one receipt line each
+HEADS_FILE = "ledger-heads.jsonl"
+
+
+def _load_heads(path: Path | None, manifest: Manifest) -> dict[str, HeadReceipt]:
+    """The heads kept before a restart, by node (a receipt names its node's key); a file
+    that does not parse is ignored, with a warning, rather than trusted."""
+    if path is None or not path.exists():
+        return {}
+    owners = {key.raw: name for name, key in manifest.verify_keys().items()}
+    try:
+        receipts = load_receipts(path)
+    except PrivacyError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return {}
+    heads: dict[str, HeadReceipt] = {}
+    for receipt in receipts:
+        name = owners.get(receipt.node_key)
+        if name is not None and (name not in heads or receipt.seq > heads[name].seq):
+            heads[name] = receipt
+    return heads
+
+
+def _store_heads(path: Path | None, heads: dict[str, HeadReceipt]) -> None:
+    """Replace the heads file atomically (0600), one receipt per node."""
+    if path is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    write_receipts(tmp, (heads[name] for name in sorted(heads)))
+    tmp.replace(path)
+
+
 def run_aggregator(config_path: Path, *, port: int | None = None,
                    ready_file: Path | None = None, stage_timeout_s: float | None = None) -> None:
     """Entry point of `fedtally aggregator serve`."""
@@ -438,7 +498,8 @@ def run_aggregator(config_path: Path, *, port: int | None = None,
     config = load_aggregator_config(config_path)
     service = AggregatorService(config.manifest, host=config.host,
                                 port=config.port if port is None else port,
-                                ssl_context=config.ssl_context, stage_timeout_s=stage_timeout_s)
+                                ssl_context=config.ssl_context, stage_timeout_s=stage_timeout_s,
+                                heads_path=config_path.resolve().parent / HEADS_FILE)
 
     def ready(bound: int) -> None:
         if ready_file is not None:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from crypto.kdf import context
 from crypto.keyagreement import KEY_SIZE
-from engine.codec import NAME, Bytes, Seq, Struct, message, wire
+from engine.codec import NAME, Bytes, Seq, Str, Struct, message, wire
 from engine.errors import InconsistentView, ThresholdNotMet
 from engine.messages import NAMES, QUERY_ID, ROUND, SIGNATURE, SecAggMessage, _check_names
 from engine.params import DIGEST_SIZE, MAX_NODES, RoundParams
-from engine.service_messages import REQUEST_ID
+from engine.service_messages import MAX_RECEIPT, REQUEST_ID
 
 #: one node's ciphertexts (1,000,000 values of 32 bits at 3072 bits is about 9 MB)
 MAX_CIPHERTEXT_BYTES = 16 * 1024 * 1024
@@ -120,6 +120,8 @@ class PaillierResult:
     partials: tuple[PartialDecryption, ...] = wire(Seq(Struct(PartialDecryption), MAX_NODES))
     #: the product the partials decrypt (their proofs are checked against it)
     product: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES))
+    #: each contributing node's signed ledger head after its entry for this query
+    receipts: tuple[str, ...] = wire(Seq(Str(MAX_RECEIPT), MAX_NODES), default=())
 
     def __post_init__(self) -> None:
         _check_names(self.contributors, "contributors")

@@ -18,6 +18,8 @@ REQUEST_ID = Bytes(16, exact=16)
 ROLES = ("node", "researcher", "auditor")
 MAX_CATALOG = 16 * 1024 * 1024
 MAX_RESULT = 64 * 1024 * 1024
+#: one ledger head receipt as JSON (about 300 characters)
+MAX_RECEIPT = 1024
 
 
 def hello_statement(federation_id: str, nonce: bytes, name: str, role: str) -> bytes:
@@ -115,6 +117,8 @@ class QueryResult:
     ring_bits: int = wire(UInt(2))
     vector_length: int = wire(UInt(4))
     total: bytes = wire(Bytes(MAX_RESULT))
+    #: each contributing node's signed ledger head after its entry for this query
+    receipts: tuple[str, ...] = wire(Seq(Str(MAX_RECEIPT), MAX_NODES), default=())
 
 
 @message(31)
@@ -125,6 +129,17 @@ class Progress:
     request_id: bytes = wire(REQUEST_ID)
     stage: str = wire(Str(32))
     waiting_for: int = wire(UInt(2))
+
+
+@message(34)
+@dataclass(frozen=True)
+class LedgerHead:
+    """Node to aggregator, right after its contribution: its ledger's head signed after the
+    entry for this query (``privacy.head.HeadReceipt`` as one JSON line). Whoever keeps it
+    can later tell a truncated or rolled-back ledger."""
+
+    query_id: bytes = wire(Bytes(16, exact=16))
+    receipt: str = wire(Str(MAX_RECEIPT))
 
 
 def budget_statement(federation_id: str, request_id: bytes, researcher: str,

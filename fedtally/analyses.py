@@ -22,6 +22,7 @@ from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from fedtally import results
 from fedtally.dp import privacy_spec
+from fedtally.receipts import Receipts
 from node import filters as filter_trees
 from node.datamodel import DataModel, PlanModel
 
@@ -46,6 +47,8 @@ class Analyses(ABC):
     """Researcher-facing analyses over a federation."""
 
     _models: dict[str, DataModel]
+    #: the nodes' signed ledger heads that came with results (fedtally/receipts.py)
+    _receipts: Receipts
     max_rows_per_node: int = DEFAULT_MAX_ROWS_PER_NODE
     dp_honest_nodes: int = DEFAULT_DP_HONEST_NODES
 
@@ -127,7 +130,14 @@ class Analyses(ABC):
         plan = layout(spec, PlanModel(model), self.max_rows_per_node,
                       honest_nodes=self.dp_honest_nodes)
         reply = self._execute(spec, plan)
+        self._receipts.keep(reply.receipts)
         return results.Statistic(spec, plan, results.totals(reply), model, reply)
+
+    def receipts(self) -> pd.DataFrame:
+        """The newest ledger receipt of every node that answered you (its signed head after
+        your query's entry): keep them, so that an auditor can tell a ledger that was later
+        truncated or rolled back (``fedtally audit verify --receipts``)."""
+        return self._receipts.frame()
 
     def model(self, data_model: str | None = None) -> DataModel:
         """The data model (the only one served, when ``data_model`` is None)."""

@@ -9,11 +9,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crypto.errors import CryptoError
 from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, FedtallyError
 from engine.manifest import PROTECTIONS
+
+if TYPE_CHECKING:
+    from privacy.head import HeadReceipt
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -85,11 +89,32 @@ def _ledger_keys(paths: list[str], federation: str) -> list[tuple[str, Path, byt
     return out
 
 
+def _receipts(path: str | None) -> list[HeadReceipt]:
+    """The head receipts in ``path`` (one JSON line each), or none."""
+    from privacy.errors import PrivacyError
+    from privacy.head import load_receipts
+
+    if path is None:
+        return []
+    try:
+        return load_receipts(path)
+    except PrivacyError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from privacy.audit import cli_verify
+    from privacy.errors import InvalidRequest
+    from privacy.head import parse_head
 
+    if args.expected_head is not None:
+        try:
+            parse_head(args.expected_head)
+        except InvalidRequest as exc:
+            raise ConfigurationError(f"--expected-head: {exc}") from None
     (node, path, key), = _ledger_keys([args.ledger], args.federation)
-    return cli_verify(path, key)
+    return cli_verify(path, key, receipts=_receipts(args.receipts),
+                      expected_head=args.expected_head)
 
 
 def _audit_report(args: argparse.Namespace) -> int:
@@ -97,8 +122,11 @@ def _audit_report(args: argparse.Namespace) -> int:
 
     if not (args.html or args.json or args.csv):
         raise ConfigurationError("name at least one output: --html, --json or --csv")
+    if not 0 < args.delta < 1:
+        raise ConfigurationError("--delta must be between 0 and 1, e.g. 1e-6")
     return cli_report(_ledger_keys(args.ledgers, args.federation), html=args.html,
-                      json=args.json, csv=args.csv)
+                      json=args.json, csv=args.csv, receipts=_receipts(args.receipts),
+                      delta=args.delta)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -160,17 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="verify privacy ledgers and report spending")
     audit_commands = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
     verify = audit_commands.add_parser(
-        "verify", help="check a node ledger's hash chain and signatures (exit 1 if tampered)")
+        "verify", help="check a node ledger: chain, signatures, arithmetic, and that it "
+                       "extends the heads given (exit 1 and the reason if not)")
     verify.add_argument("ledger")
     verify.add_argument("--federation", required=True, help="the signed federation.json")
+    verify.add_argument("--receipts", default=None, metavar="FILE",
+                        help="head receipts (one JSON line each) the ledger must extend")
+    verify.add_argument("--expected-head", default=None, metavar="SEQ:HEX",
+                        help="a head printed by an earlier verification")
     verify.set_defaults(run=_audit_verify)
     report = audit_commands.add_parser(
-        "report", help="spending per researcher and dataset as HTML (with plots), JSON, CSV")
+        "report", help="spending per researcher and dataset, every query, refusals: HTML "
+                       "(with plots), JSON, CSV")
     report.add_argument("ledgers", nargs="+")
     report.add_argument("--federation", required=True)
     report.add_argument("--html", default=None)
     report.add_argument("--json", default=None)
     report.add_argument("--csv", default=None)
+    report.add_argument("--receipts", default=None, metavar="FILE",
+                        help="head receipts each ledger must extend")
+    report.add_argument("--delta", type=float, default=1e-6,
+                        help="the delta at which epsilons are stated (default %(default)s)")
     report.set_defaults(run=_audit_report)
 
     demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")

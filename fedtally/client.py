@@ -54,6 +54,7 @@ from engine.service_messages import (
 from engine.service_messages import Catalog as CatalogReply
 from engine.transport import MAX_FRAME, error_from_notice
 from fedtally.catalog import Catalog
+from fedtally.receipts import Receipts
 from node.datamodel import DataModel
 from node.transport import open_session
 
@@ -68,13 +69,16 @@ class Federation(Catalog):
 
     def __init__(self, url: str, key: KeyFile, manifest: Manifest, ssl_context: Any, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 receipts_path: Path | None = None) -> None:
         member = manifest.member(key.name)
         if member.role != "researcher" or member.verify_key != key.identity.verify_key:
             raise AuthenticationError(f"{key.name} is not a researcher with this key")
         self.url = url
         self.name = key.name
         self.manifest = manifest
+        self._receipts = Receipts({name: manifest.member(name).verify_key.raw
+                                   for name in manifest.nodes()}, receipts_path)
         self._key = key
         self._ssl = ssl_context
         self._timeout = timeout_s
@@ -243,7 +247,7 @@ class Federation(Catalog):
                             workers=min(8, os.cpu_count() or 1))
         p = answer.params
         return QueryResult(answer.request_id, p.query_id, p.participants, answer.contributors,
-                           p.ring_bits, p.vector_length, total.to_bytes())
+                           p.ring_bits, p.vector_length, total.to_bytes(), answer.receipts)
 
 
 def connect(url: str, identity: str | Path, federation: str | Path, *,
@@ -262,5 +266,6 @@ def connect(url: str, identity: str | Path, federation: str | Path, *,
     ca_path = Path(ca) if ca else manifest_path.resolve().parent / "tls" / "ca.pem"
     if not url.startswith("wss://"):
         raise ConfigurationError("the aggregator URL must be wss:// (TLS is required)")
+    # the receipts file sits beside the key: keys/alice.key -> keys/alice.receipts
     return Federation(url, key, manifest, client_ssl_context(ca_path), timeout_s=timeout_s,
-                      progress=progress)
+                      progress=progress, receipts_path=Path(identity).with_suffix(".receipts"))

@@ -20,7 +20,7 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
-from engine.errors import ConfigurationError, ParameterMismatch, ProtocolAbort
+from engine.errors import ConfigurationError, FedtallyError, ParameterMismatch, ProtocolAbort
 from engine.manifest import PROTECTIONS, round_threshold
 from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
@@ -31,6 +31,7 @@ from engine.service_messages import QueryResult
 from engine.simulate import run_paillier_round, run_round
 from fedtally.catalog import Catalog
 from fedtally.federation import deal_paillier
+from fedtally.receipts import Receipts
 from node.budget import BudgetKeeper
 from node.datamodel import DATASET, DataModel
 from node.policy import Policy
@@ -74,6 +75,8 @@ class SimulatedFederation(Catalog):
             self._rows[name] = coerce(frame, self._model).reset_index(drop=True)
         self._rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
         self._identities = {name: SigningIdentity.generate(self._rng) for name in sorted(frames)}
+        self._receipts = Receipts({name: identity.verify_key.raw
+                                   for name, identity in self._identities.items()})
         self._fraction = threshold_fraction
         self.researcher = researcher
         # one privacy ledger per node, as real nodes keep (a temporary folder by default)
@@ -117,17 +120,23 @@ class SimulatedFederation(Catalog):
         names = tuple(sorted(self._rows))
         threshold = round_threshold(self._fraction, len(names))
         query_id = self._rng.bytes(16)
+        digest = hashlib.sha256(canonical_json(spec.to_json())).digest()
+        asked = {name: self.sessions[name].asked(spec, self.researcher, query_id, digest)
+                 for name in names}
         for name in names:  # every node plans the query itself, as a real node does
-            mine = self.sessions[name].plan(spec, self.researcher, threshold=threshold)
-            if (mine.length, mine.ring_bits) != (plan.length, plan.ring_bits):
-                raise ParameterMismatch("the plan of the query differs from a node's plan")
-        receipts: dict[str, ChargeReceipt | None] = {}
+            try:
+                mine = self.sessions[name].plan(spec, self.researcher, threshold=threshold)
+                if (mine.length, mine.ring_bits) != (plan.length, plan.ring_bits):
+                    raise ParameterMismatch("the plan of the query differs from a node's plan")
+            except FedtallyError as exc:
+                self.sessions[name].refused(asked[name], exc.code)
+                raise
+        charges: dict[str, ChargeReceipt | None] = {}
         try:
             for name in names:
-                receipts[name] = self.sessions[name].charge(spec, plan, self.researcher,
-                                                            query_id)
+                charges[name] = self.sessions[name].charge(asked[name], plan)
         except BaseException:
-            self._refund(receipts)  # a refusal before any row was read
+            self._refund(charges)  # a refusal before any row was read
             raise
         values = []
         for name in names:
@@ -136,13 +145,13 @@ class SimulatedFederation(Catalog):
             except BaseException:
                 # the round fails before anything leaves: the other nodes refund, as in a
                 # federation; this node keeps its charge (its failure might depend on rows)
-                self._refund({n: r for n, r in receipts.items() if n != name})
+                self._refund({n: r for n, r in charges.items() if n != name})
                 raise
-        for name, receipt in receipts.items():  # the masked inputs leave now
-            self.budgets[name].release(receipt)
+        # the contributions leave now, each recorded in its node's ledger first
+        receipts = tuple(self.sessions[name].answered(asked[name], charges[name]).to_json()
+                         for name in names)
         params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
-                             plan.length, plan.ring_bits, 0,
-                             hashlib.sha256(canonical_json(spec.to_json())).digest())
+                             plan.length, plan.ring_bits, 0, digest)
         if self._paillier is not None:
             result, survivors = self._paillier_round(values, params)
         else:
@@ -151,11 +160,11 @@ class SimulatedFederation(Catalog):
                 raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
             result, survivors = transcript.result, transcript.aggregator.survivors
         return QueryResult(bytes(16), params.query_id, names, survivors,
-                           plan.ring_bits, plan.length, result.to_bytes())
+                           plan.ring_bits, plan.length, result.to_bytes(), receipts)
 
-    def _refund(self, receipts: Mapping[str, ChargeReceipt | None]) -> None:
-        for name, receipt in receipts.items():
-            self.budgets[name].refund(receipt, "the round failed before any contribution")
+    def _refund(self, charges: Mapping[str, ChargeReceipt | None]) -> None:
+        for name, charge in charges.items():
+            self.budgets[name].refund(charge, "the round failed before any contribution")
 
     def _paillier_round(self, values: list[RingVector],
                         params: RoundParams) -> tuple[RingVector, tuple[str, ...]]:

@@ -54,6 +54,10 @@ class ReplayGuard:
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("CREATE TABLE IF NOT EXISTS seen_queries "
                                  "(query_id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL)")
+                # the newest ledger head this node handed out: a ledger found older at
+                # start-up was rolled back (or lost), and the node refuses to run on it
+                self._db.execute("CREATE TABLE IF NOT EXISTS ledger_head (id INTEGER PRIMARY "
+                                 "KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL)")
             except sqlite3.Error as exc:
                 raise ConfigurationError(f"cannot open the replay record {path}: {exc}") \
                     from None
@@ -69,6 +73,23 @@ class ReplayGuard:
             if self._db is not None:
                 self._remember_durably(query_id, now_ms)
             self._seen[query_id] = now_ms
+
+    def remember_head(self, seq: int, digest: bytes) -> None:
+        """Keep the newest ledger head the node handed out (durably, before it leaves)."""
+        if self._db is None:
+            return
+        with self._lock:
+            self._db.execute("INSERT INTO ledger_head VALUES (1, ?, ?) ON CONFLICT (id) DO "
+                             "UPDATE SET seq = excluded.seq, hash = excluded.hash "
+                             "WHERE excluded.seq > ledger_head.seq", (seq, digest))
+
+    def last_head(self) -> tuple[int, bytes] | None:
+        """The newest ledger head the node handed out, or None."""
+        if self._db is None:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT seq, hash FROM ledger_head WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     def _remember_durably(self, query_id: bytes, now_ms: int) -> None:
         assert self._db is not None
@@ -93,13 +114,11 @@ class Admitted:
     layout: Layout
 
 
-def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
-          guard: ReplayGuard, now_ms: int | None = None) -> Admitted:
-    """Authenticate the query and its round, then plan it (:meth:`NodeSession.plan`: every
-    check that needs no row). Nothing here reads a row."""
+def authenticate(me: NodeIdentity, query: SignedQuery, now_ms: int) -> QuerySpec:
+    """The query's specification, once its researcher's signature verifies against the
+    manifest and it is fresh; what a node records about a query starts here."""
     manifest = me.manifest
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if query.federation_id != manifest.federation_id or params.federation_id != manifest.federation_id:
+    if query.federation_id != manifest.federation_id:
         raise AuthenticationError("the query belongs to another federation")
     researcher = manifest.member(query.researcher)
     if researcher.role != "researcher":
@@ -110,7 +129,19 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: No
         raise AuthenticationError("the query signature does not verify") from exc
     if abs(now_ms - query.issued_at_ms) > MAX_CLOCK_SKEW_MS:
         raise ReplayError("the query is too old (or from the future)")
-    spec = QuerySpec.from_bytes(query.spec)
+    return QuerySpec.from_bytes(query.spec)
+
+
+def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
+          guard: ReplayGuard, now_ms: int | None = None, *,
+          spec: QuerySpec | None = None) -> Admitted:
+    """Authenticate the query (unless ``spec`` says it was) and its round, then plan it
+    (:meth:`NodeSession.plan`: every check that needs no row). Nothing here reads a row."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if spec is None:
+        spec = authenticate(me, query, now_ms)
+    if params.federation_id != me.manifest.federation_id:
+        raise AuthenticationError("the round belongs to another federation")
     plan = session.plan(spec, query.researcher, threshold=params.threshold)
     _check_params(me, query, params, plan)
     guard.check_and_remember(query.query_id, now_ms)

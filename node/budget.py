@@ -1,14 +1,22 @@
-"""The node's privacy budget: check and charge in the ledger before anything leaves.
+"""The node's ledger: every query it receives is an entry, and DP budgets are charged there
+before anything leaves.
 
-A DP query is charged (atomically, for every dataset of the query this node holds) before
-the node computes; the charge is marked released just before the masked input leaves; a
-round that fails before that is refunded, since provably nothing left. Exact queries cost
-no budget (the policy decides whether they are allowed at all).
+- At start the node records its policy (an entry whenever it changed).
+- A DP query is recorded with its mechanism and charged (atomically, for every budget of
+  the query this node holds: a dataset's own, or its budget group's) before any row is
+  read; the charge is released just before the contribution leaves; a round that fails
+  before that is refunded, since provably nothing left.
+- An exact answer is recorded just before its contribution leaves.
+- A refused query is recorded with its reason code (a budget refusal by the ledger itself).
+
+Each of these returns the ledger's signed head after the entry, which the node sends out as
+a receipt: whoever keeps one can later tell a truncated or rolled-back ledger.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,48 +26,78 @@ from engine.plans import Layout
 from engine.query import QuerySpec
 from node.policy import Policy
 from privacy import errors as privacy_errors
-from privacy.accounting import epsilon_from_rho
+from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt, Ledger
+from privacy.mechanism import MECHANISM, Mechanism, QueryRecord
 
-MECHANISM = "distributed discrete gaussian (zCDP)"
+
+@dataclass(frozen=True)
+class Asked:
+    """A query as the ledger records it: who asked what, under which signed digest."""
+
+    spec: QuerySpec
+    researcher: str
+    query_id: bytes
+    digest: bytes
+    #: the datasets of the query this node holds
+    held: tuple[str, ...]
+
+    def record(self, decision: str, *, reason: str = "",
+               mechanism: Mechanism | None = None) -> QueryRecord:
+        return QueryRecord(
+            query_id=self.query_id.hex(), researcher=self.researcher,
+            method=self.spec.algorithm, datasets=self.spec.datasets, held=self.held,
+            decision=decision, query_digest=self.digest.hex(),
+            variables=self.spec.variables, filters=self.spec.filters, reason=reason,
+            mechanism=mechanism)
+
+
+def mechanism_of(spec: QuerySpec, plan: Layout) -> Mechanism:
+    """The DP mechanism a plan calibrated, as the ledger records it."""
+    noise = plan.noise
+    assert noise is not None
+    return Mechanism(rho=noise.rho, noise_scale=noise.sigma_share, honest_nodes=noise.honest,
+                     dimension=noise.dimension, sensitivity=noise.sensitivity_l2,
+                     bounds={v: [lo, hi] for v, lo, hi in noise.clipping},
+                     delta=spec.privacy.get("delta"), name=MECHANISM)
 
 
 class BudgetKeeper:
     def __init__(self, path: Path | str, identity: SigningIdentity, policy: Policy) -> None:
         self.ledger = Ledger(path, identity, identity.verify_key.raw)
+        self.ledger.record_policy(policy.to_dict())  # budgets are those of the policy entry
         self.policy = policy
 
-    def charge(self, spec: QuerySpec, plan: Layout, researcher: str, query_id: bytes,
-               held: Sequence[str]) -> ChargeReceipt | None:
-        """Charge a DP query's rho to every budget it reads here (a dataset's own, or its
-        budget group's: datasets sharing patients are charged once); None when nothing is
-        charged (exact mode, or no data of ours in the query). Epsilon is what this node
-        computes from rho at the request's delta, never a number the request states."""
-        noise = plan.noise
-        accounts = sorted({self.policy.account_of(d) for d in set(spec.datasets) & set(held)})
-        if noise is None or not accounts:
+    def charge(self, asked: Asked, plan: Layout) -> ChargeReceipt | None:
+        """Record a DP query and charge its rho; None for an exact query (recorded when
+        answered) or a DP query on no data of ours (recorded now, nothing to charge)."""
+        if plan.noise is None:
             return None
-        delta = spec.privacy.get("delta")
-        epsilon = None if delta is None else epsilon_from_rho(noise.rho, delta)
         try:
-            return self.ledger.charge(
-                researcher, accounts, noise.rho,
-                lambda d: self.policy.budget_for(researcher, d),
-                query_id=query_id.hex(), method=spec.algorithm, mechanism=MECHANISM,
-                sensitivity=noise.sensitivity_l2, noise_scale=noise.sigma_share,
-                epsilon=epsilon, delta=delta, policy_hash=self.policy.digest())
+            return self.ledger.record_query(asked.record(
+                "answered-dp", mechanism=mechanism_of(asked.spec, plan))).charge
         except privacy_errors.BudgetExhausted as exc:
             raise BudgetExhausted(str(exc)) from None
         except privacy_errors.InvalidRequest as exc:
             raise QueryError(str(exc)) from None
 
-    def release(self, receipt: ChargeReceipt | None) -> None:
-        if receipt is not None:
-            self.ledger.release(receipt)
+    def answered(self, asked: Asked, charge: ChargeReceipt | None) -> HeadReceipt:
+        """Just before the contribution leaves: release a DP charge, or record an exact
+        answer; the signed head to send with it."""
+        if asked.spec.privacy.get("mode") == "dp":
+            return self.ledger.release(charge) if charge is not None \
+                else self.ledger.head_receipt()
+        return self.ledger.record_query(asked.record("answered-exact")).head
 
-    def refund(self, receipt: ChargeReceipt | None, why: str) -> None:
-        if receipt is not None:
-            self.ledger.refund(receipt, why)
+    def refused(self, asked: Asked, code: str) -> None:
+        """Record a refusal (not a budget refusal: the ledger recorded that one itself)."""
+        if code == BudgetExhausted.code:
+            return
+        self.ledger.record_query(asked.record("refused", reason=code))
+
+    def refund(self, charge: ChargeReceipt | None, why: str) -> None:
+        if charge is not None:
+            self.ledger.refund(charge, why)
 
     def summary(self, researcher: str) -> list[dict[str, Any]]:
         lines = self.ledger.summary(lambda r, d: self.policy.budget_for(r, d),
@@ -70,3 +108,9 @@ class BudgetKeeper:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def held_of(spec: QuerySpec, held: Sequence[str]) -> tuple[str, ...]:
+    """The datasets of a query a node holds, in the query's order."""
+    mine = set(held)
+    return tuple(d for d in spec.datasets if d in mine)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,13 @@ from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
 from crypto.randomness import SystemRandom
 from engine.codec import decode, encode
-from engine.errors import ConfigurationError, FedtallyError, InternalError, QueryError
+from engine.errors import (
+    ConfigurationError,
+    FedtallyError,
+    InternalError,
+    QueryError,
+    ReplayError,
+)
 from engine.messages import MaskedInput, SecAggMessage
 from engine.paillier_messages import EncryptedInput
 from engine.paillier_node import PaillierNode
@@ -34,19 +42,22 @@ from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
     ErrorNotice,
+    LedgerHead,
     NodeInfo,
     QueryAnnounce,
     QueryRefused,
     budget_statement,
 )
 from engine.transport import MAX_FRAME, public_text
-from node.admission import ReplayGuard, admit
-from node.budget import BudgetKeeper
+from node.admission import ReplayGuard, admit, authenticate
+from node.budget import Asked, BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
 from node.session import LoadedData, NodeSession
 from node.transport import open_session
 from node.validation import check_valid, coerce
+from privacy.errors import PrivacyError
+from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
 
 log = logging.getLogger("fedtally.node")
@@ -74,13 +85,23 @@ def _jitter() -> float:
 
 
 @dataclass
+class InFlight:
+    """A query this node is answering: the ledger's view of it, its charge, its round."""
+
+    asked: Asked
+    #: a DP charge, released just before the contribution leaves
+    charge: ChargeReceipt | None = None
+    #: whether the ledger holds an entry for the query yet (DP: from the charge on)
+    recorded: bool = False
+    node: RoundNode | None = None
+
+
+@dataclass
 class NodeService:
     config: NodeConfig
     data: LoadedData
     guard: ReplayGuard | None = None
-    rounds: dict[bytes, RoundNode] = field(default_factory=dict)
-    #: charges of DP rounds in flight, released just before the masked input leaves
-    receipts: dict[bytes, ChargeReceipt] = field(default_factory=dict)
+    rounds: dict[bytes, InFlight] = field(default_factory=dict)
     budget: BudgetKeeper | None = None
     #: Paillier mode: the fixed-base randomness table, built once per process
     encryptor: FastEncryptor | None = None
@@ -90,8 +111,7 @@ class NodeService:
         if self.guard is None:  # kept beside the ledger, so it survives a restart
             self.guard = ReplayGuard(path=self.config.ledger.parent / "seen-queries.db")
         if self.budget is None:
-            self.budget = BudgetKeeper(self.config.ledger, self.config.me.identity,
-                                       self.config.policy)
+            self.budget = open_ledger(self.config, self.guard)
         manifest = self.config.me.manifest
         self.session = NodeSession(self.config.me.name, self.data, self.config.policy,
                                    self.budget, manifest.max_rows_per_node,
@@ -178,30 +198,69 @@ class NodeService:
             if len(self.rounds) >= self.config.policy.max_queries_in_flight:
                 raise QueryError(f"this node is answering {len(self.rounds)} queries already "
                                  "(its policy's max_queries_in_flight); try again shortly")
-            node, first = await asyncio.to_thread(self._begin, msg)
+            flight, first, head = await asyncio.to_thread(self._begin, msg)
         except FedtallyError as exc:
             log.info("refused query %s: %s", query_id.hex()[:8], exc)
             await connection.send(encode(QueryRefused(query_id, exc.code, public_text(exc))))
             return
-        self.rounds[query_id] = node
+        self.rounds[query_id] = flight
         await connection.send(encode(first))
+        await self._send_head(connection, query_id, head)
 
-    def _begin(self, msg: QueryAnnounce) -> tuple[RoundNode, SecAggMessage]:
+    def _begin(self, msg: QueryAnnounce) -> tuple[InFlight, SecAggMessage, HeadReceipt | None]:
         """Admit, charge, compute, and make the round's first message (in Paillier mode
-        that is already the encrypted contribution, so the charge is released first)."""
-        node = self._prepare(msg)
-        query_id = msg.query.query_id
+        that is already the encrypted contribution: it is recorded in the ledger first).
+        Every authenticated query the node refuses is recorded with its reason."""
+        assert self.guard is not None
+        query = msg.query
+        spec = authenticate(self.config.me, query, int(time.time() * 1000))
+        flight = InFlight(self.session.asked(spec, query.researcher, query.query_id,
+                                             query.digest))
         try:
-            first = node.start()
-        except FedtallyError:
-            assert self.budget is not None
-            self.budget.refund(self.receipts.pop(query_id, None),
-                               "the node failed before sending its contribution")
+            admitted = admit(self.config.me, query, msg.params, self.session, self.guard,
+                             spec=spec)
+            if self.config.me.manifest.paillier_key is not None \
+                    and query.reply_key == bytes(32):
+                raise QueryError("a query to a Paillier federation must carry the "
+                                 "researcher's reply key")
+            # charged (durably) before any row is read; a failure while computing keeps it
+            flight.charge = self.session.charge(flight.asked, admitted.layout)
+            flight.recorded = admitted.layout.noise is not None
+            vector, _ = self.session.compute(spec, admitted.layout, query.query_id)
+            flight.node = self._round_node(msg, vector)
+            first = flight.node.start()
+        except FedtallyError as exc:
+            self._failed(flight, exc)
             raise
-        if isinstance(first, CONTRIBUTIONS):
-            assert self.budget is not None
-            self.budget.release(self.receipts.pop(query_id, None))
-        return node, first
+        head = self._answered(flight) if isinstance(first, CONTRIBUTIONS) else None
+        return flight, first, head
+
+    def _failed(self, flight: InFlight, exc: FedtallyError) -> None:
+        """The ledger's side of a query that ends without a contribution: a DP charge is
+        refunded unless the failure happened while computing on the rows (InternalError:
+        it might depend on them); a query with no entry yet is recorded as refused with
+        its reason (a replay's entry exists already)."""
+        if flight.recorded:
+            if not isinstance(exc, InternalError):
+                self.session.refund(flight.charge, f"the round ended ({exc.code}) before "
+                                                   "the contribution was sent")
+            return
+        if not isinstance(exc, ReplayError):
+            self.session.refused(flight.asked, exc.code)
+
+    def _answered(self, flight: InFlight) -> HeadReceipt:
+        """Just before the contribution leaves: the ledger entry, and the head to send."""
+        head = self.session.answered(flight.asked, flight.charge)
+        flight.recorded = True
+        flight.charge = None
+        assert self.guard is not None
+        self.guard.remember_head(head.seq, head.hash)
+        return head
+
+    async def _send_head(self, connection: ClientConnection, query_id: bytes,
+                         head: HeadReceipt | None) -> None:
+        if head is not None:
+            await connection.send(encode(LedgerHead(query_id, head.to_json())))
 
     async def _on_budget(self, connection: ClientConnection, msg: BudgetQuery) -> None:
         me = self.config.me
@@ -217,22 +276,6 @@ class NodeService:
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 
-    def _prepare(self, msg: QueryAnnounce) -> RoundNode:
-        assert self.guard is not None
-        admitted = admit(self.config.me, msg.query, msg.params, self.session, self.guard)
-        query_id = msg.query.query_id
-        if self.config.me.manifest.paillier_key is not None and msg.query.reply_key == bytes(32):
-            raise QueryError("a query to a Paillier federation must carry the researcher's "
-                             "reply key")
-        # charged (durably) before any row is read; a failure from here on keeps the charge
-        receipt = self.session.charge(admitted.spec, admitted.layout, msg.query.researcher,
-                                      query_id)
-        vector, _ = self.session.compute(admitted.spec, admitted.layout, query_id)
-        node = self._round_node(msg, vector)
-        if receipt is not None:
-            self.receipts[query_id] = receipt
-        return node
-
     def _round_node(self, msg: QueryAnnounce, vector: RingVector) -> RoundNode:
         me = self.config.me
         key = me.manifest.paillier_key
@@ -246,38 +289,63 @@ class NodeService:
                             key, share, encryptor, msg.query.reply_key, SystemRandom(),
                             decrypt_workers=self.config.decrypt_workers)
 
-    def _step(self, node: RoundNode, msg: SecAggMessage) -> SecAggMessage | None:
-        """One state-machine step; a contribution is released in the ledger first."""
-        assert self.budget is not None
+    def _step(self, flight: InFlight, msg: SecAggMessage
+              ) -> tuple[SecAggMessage | None, HeadReceipt | None]:
+        """One state-machine step; a contribution is recorded in the ledger first."""
+        assert flight.node is not None
         try:
-            reply = node.receive(msg)
-        except FedtallyError:
-            self.budget.refund(self.receipts.pop(msg.query_id, None),
-                               "the round ended before the masked input was sent")
+            reply = flight.node.receive(msg)
+        except FedtallyError as exc:
+            self._failed(flight, exc)
             raise
-        if isinstance(reply, CONTRIBUTIONS):
-            self.budget.release(self.receipts.pop(msg.query_id, None))
-        return reply
+        head = self._answered(flight) if isinstance(reply, CONTRIBUTIONS) else None
+        return reply, head
 
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
-        node = self.rounds.get(msg.query_id)
-        if node is None:
+        flight = self.rounds.get(msg.query_id)
+        if flight is None:
             log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
             return
         try:
-            reply = await asyncio.to_thread(self._step, node, msg)
+            reply, head = await asyncio.to_thread(self._step, flight, msg)
         except FedtallyError as exc:
             self.rounds.pop(msg.query_id, None)
-            if node.stage.value == "aborted":
+            assert flight.node is not None
+            if flight.node.stage.value == "aborted":
                 log.info("query %s aborted by the aggregator", msg.query_id.hex()[:8])
                 return
             log.warning("refusing to continue query %s: %s", msg.query_id.hex()[:8], exc)
             await connection.send(encode(QueryRefused(msg.query_id, exc.code, public_text(exc))))
             return
-        if node.finished:
+        if flight.node is not None and flight.node.finished:
             self.rounds.pop(msg.query_id, None)
         if reply is not None:
             await connection.send(encode(reply))
+        await self._send_head(connection, msg.query_id, head)
+
+
+def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
+    """The node's ledger, after checking it is not older than the receipts the node handed
+    out: a node on a rolled-back or lost ledger would forget what researchers spent."""
+    path = config.ledger
+    last = guard.last_head()
+    if last is not None and not path.exists():
+        raise ConfigurationError(
+            f"the ledger {path} is missing, but this node has handed out receipts up to "
+            f"entry {last[0]}: restore the newest copy of it (a node cannot forget what "
+            "researchers spent); to start a new ledger on purpose, move seen-queries.db "
+            "aside as well")
+    keeper = BudgetKeeper(path, config.me.identity, config.policy)
+    if last is not None:
+        try:
+            keeper.ledger.check_extends(last)
+        except PrivacyError:
+            keeper.close()
+            raise ConfigurationError(
+                f"the ledger {path} is older than the receipts this node handed out (up to "
+                f"entry {last[0]}): it was rolled back or replaced; restore its newest copy "
+                "(to start a new ledger on purpose, move both files aside)") from None
+    return keeper
 
 
 def load_data(config: NodeConfig) -> LoadedData:
@@ -291,10 +359,24 @@ def load_data(config: NodeConfig) -> LoadedData:
 
 
 def run_node(config_path: str, *, aggregator_url: str | None = None) -> None:
-    """Entry point of `fedtally node serve`."""
+    """Entry point of `fedtally node serve`. SIGTERM and SIGINT stop it cleanly: the ledger
+    is closed, which folds its write-ahead log into ledger.db."""
     config = load_node_config(Path(config_path), aggregator_url=aggregator_url)
     data = load_data(config)
+    service = NodeService(config, data)
     log.info("node %s serving %d rows of %s", config.me.name, len(data.rows), data.model.name)
-    asyncio.run(NodeService(config, data).run())
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    try:
+        asyncio.run(serve())
+    finally:
+        assert service.budget is not None
+        service.budget.close()
 
 

@@ -5,14 +5,16 @@ both run it, so they refuse and answer alike.
    the plan itself with its parameter bounds, the honest nodes a DP round guarantees,
    resources, the encodable range of every sum, the filter). A refusal here says nothing
    about the rows, and in DP mode costs nothing.
-2. :meth:`NodeSession.charge`: in DP mode the budget is charged, durably, before any row
-   is read.
+2. :meth:`NodeSession.charge`: in DP mode the query is recorded and its budget charged,
+   durably, before any row is read.
 3. :meth:`NodeSession.compute`: the rows. Nothing here fails because of a row's value; if
    anything fails anyway, the operator's log gets the traceback, the researcher gets
    :class:`InternalError` with a fixed text, and the charge stands (the failure might
    depend on the data, so refunding it would answer a question for free).
-4. The caller releases the charge just before the contribution leaves, or refunds it when
-   the round fails before that (round failures do not depend on the rows).
+4. :meth:`NodeSession.answered` just before the contribution leaves (it releases a DP
+   charge, or records an exact answer) gives the ledger's signed head to send with it; a
+   round that fails before that is refunded (round failures do not depend on the rows), and
+   a query refused before any entry is recorded with its reason (:meth:`refused`).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from engine.kinds import KINDS
 from engine.plans import DATASET, REAL_INT_BITS, Key, Layout, layout
 from engine.query import QuerySpec
 from node import filters
-from node.budget import BudgetKeeper
+from node.budget import Asked, BudgetKeeper, held_of
 from node.datamodel import DataModel, PlanModel
 from node.policy import Policy
 from node.statistics import LocalSummary, local_vector
+from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
 
 log = logging.getLogger("fedtally.node")
@@ -145,9 +148,24 @@ class NodeSession:
                                  f"(2^{REAL_INT_BITS}) at this node; declare their bounds in "
                                  "the data model or rescale them")
 
-    def charge(self, spec: QuerySpec, plan: Layout, researcher: str,
-               query_id: bytes) -> ChargeReceipt | None:
-        return self.budget.charge(spec, plan, researcher, query_id, self.data.held)
+    def asked(self, spec: QuerySpec, researcher: str, query_id: bytes,
+              digest: bytes) -> Asked:
+        """The query as the ledger records it (the datasets of it this node holds)."""
+        return Asked(spec, researcher, query_id, digest, held_of(spec, self.data.held))
+
+    def charge(self, asked: Asked, plan: Layout) -> ChargeReceipt | None:
+        """DP: record the query and charge it before any row is read."""
+        return self.budget.charge(asked, plan)
+
+    def answered(self, asked: Asked, charge: ChargeReceipt | None) -> HeadReceipt:
+        """Just before the contribution leaves: the ledger's signed head to send with it."""
+        return self.budget.answered(asked, charge)
+
+    def refused(self, asked: Asked, code: str) -> None:
+        self.budget.refused(asked, code)
+
+    def refund(self, charge: ChargeReceipt | None, why: str) -> None:
+        self.budget.refund(charge, why)
 
     def compute(self, spec: QuerySpec, plan: Layout, query_id: bytes
                 ) -> tuple[RingVector, LocalSummary]:

@@ -4,13 +4,15 @@
 manifest, that the ledger is exactly a sequence of entries the node signed, in the order it
 wrote them, ending at the signed head: any edited, deleted, reordered or inserted entry, or
 one appended without the key, is reported as :class:`LedgerCorrupt` naming the first bad
-entry. It also replays the budget arithmetic: no charge exceeded the limit recorded with it,
-and every refund or release refers to an earlier charge that was neither refunded nor
-released before. Verification raises; it has no bool form.
+entry. It then replays what the entries say (:mod:`privacy.replay`: the clock, the policy in
+force, the DP arithmetic, the budgets, releases and refunds) and raises the typed finding of
+the first entry that does not hold. Finally it checks that the ledger extends every head
+receipt the node handed out (and the ``expected_head`` an auditor kept): a truncated,
+rolled-back or rewritten ledger raises :class:`ReceiptMismatch` naming the receipt.
+Verification raises; it has no bool form.
 
-What it cannot prove alone: that the file is the *newest* one (a complete earlier copy of
-a ledger verifies). Auditors who keep the ``head`` of each verification (``VerifySummary.
-head_hash``) pass it back as ``expected_head`` to prove the ledger only grew since.
+What it cannot detect: a node key holder who rewrites history that no receipt (and no
+expected head) covers yet, e.g. the entries after the last receipt anyone kept.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import quote
 
 import nacl.bindings
 import nacl.exceptions
 
 from privacy import entry as E
-from privacy.errors import LedgerCorrupt
-from privacy.schema import COLUMNS
+from privacy.errors import LedgerCorrupt, PrivacyError, ReceiptMismatch
+from privacy.head import HeadReceipt, parse_head
+from privacy.replay import Replay
+from privacy.schema import COLUMNS, check_format, open_readonly
 from privacy.units import nano_text
 
 _BLOBS = {"prev_hash": E.HASH_SIZE, "hash": E.HASH_SIZE, "signature": E.SIGNATURE_SIZE}
@@ -41,6 +45,9 @@ _SELECT = "SELECT " + ", ".join(
 _TYPES = {c: "integer" if c in E.INT_FIELDS else "blob" if c in _BLOBS else "text"
           for c in COLUMNS}
 
+#: what ``expected_head`` may be: ``(seq, hash)`` or the ``SEQ:HEX`` text
+ExpectedHead = tuple[int, bytes | str] | str
+
 
 @dataclass(frozen=True)
 class VerifySummary:
@@ -49,72 +56,84 @@ class VerifySummary:
     path: str
     public_key: str  # hex
     entries: int
-    head_seq: int
-    head_hash: str  # hex: keep it to check later that the ledger only grew
+    head: HeadReceipt  # the file's signed head: keep ``head.text`` to check growth later
     kinds: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
     first_time: str = ""
     last_time: str = ""
     charged_nano: int = 0  # net of refunds
+    policy_digest: str = ""  # of the policy in force at the end
+    receipts_checked: int = 0  # receipts of this node the ledger extends
+    receipts_other: int = 0  # receipts given for other nodes (not this ledger's)
+    expected_head: str = ""  # the SEQ:HEX checked, if any
+
+    @property
+    def head_seq(self) -> int:
+        return self.head.seq
+
+    @property
+    def head_hash(self) -> str:
+        return self.head.hash.hex()
 
     def line(self) -> str:
-        """The one-line summary ``fedtally audit verify`` prints."""
-        kinds = ", ".join(f"{self.kinds.get(k, 0)} {k}" for k in
-                          (E.CHARGE, E.RELEASE, E.REFUND, E.REFUSAL))
-        return (f"{self.path}: valid, {self.entries} entries ({kinds}), net rho charged "
+        """The one-line summary ``fedtally audit verify`` prints; ends with the full head."""
+        queries = ", ".join(f"{self.decisions.get(d, 0)} {d}" for d in
+                            (E.ANSWERED_EXACT, E.ANSWERED_DP, E.REFUSED))
+        others = ", ".join(f"{self.kinds.get(k, 0)} {k}" for k in
+                           (E.CHARGE, E.RELEASE, E.REFUND, E.POLICY))
+        anchors = f"{self.receipts_checked} receipts checked"
+        if self.expected_head:
+            anchors += ", expected head found"
+        return (f"{self.path}: valid, {self.entries} entries ({self.kinds.get(E.QUERY, 0)} "
+                f"queries: {queries}; {others}), net rho charged "
                 f"{nano_text(self.charged_nano)}, {self.first_time} .. {self.last_time}, "
-                f"head {self.head_seq}:{self.head_hash[:16]}, key {self.public_key[:16]}")
+                f"{anchors}, head {self.head.text}")
 
 
 def verify_ledger(path: str | Path, public_key: bytes, *,
-                  expected_head: str | None = None) -> VerifySummary:
-    """Verify the ledger file at ``path``; :class:`LedgerCorrupt` naming the first bad entry.
+                  receipts: Iterable[HeadReceipt] = (),
+                  expected_head: ExpectedHead | None = None) -> VerifySummary:
+    """Verify the ledger file at ``path``; raise (a :class:`LedgerCorrupt`) on any finding.
 
-    ``expected_head`` is an earlier ``VerifySummary.head_hash``: the ledger must contain it.
+    ``receipts`` are head receipts the node handed out (receipts of other nodes are
+    counted and skipped); ``expected_head`` is a head an auditor kept (``(seq, hash)`` or
+    ``"SEQ:HEX"``). The ledger must extend each of them.
     """
-    return verify_ledger_entries(path, public_key, expected_head=expected_head)[0]
+    return verify_ledger_entries(path, public_key, receipts=receipts,
+                                 expected_head=expected_head)[0]
 
 
 def verify_ledger_entries(path: str | Path, public_key: bytes, *,
-                          expected_head: str | None = None
+                          receipts: Iterable[HeadReceipt] = (),
+                          expected_head: ExpectedHead | None = None
                           ) -> tuple[VerifySummary, list[E.Entry]]:
     """:func:`verify_ledger`, also returning the verified entries (for reports)."""
     conn = open_readonly(path)
     try:
         try:
             check = conn.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise LedgerCorrupt(f"{path}: the database file is damaged ({check[0][0]})")
+            check_format(conn, str(path))
         except sqlite3.DatabaseError as exc:
             raise LedgerCorrupt(f"{path} is not a readable ledger database ({exc})") from exc
-        if check != [("ok",)]:
-            raise LedgerCorrupt(f"{path}: the database file is damaged ({check[0][0]})")
-        return verify_connection(conn, public_key, path=str(path), expected_head=expected_head)
+        return verify_connection(conn, public_key, path=str(path), receipts=receipts,
+                                 expected_head=expected_head)
     finally:
         conn.close()
 
 
-def open_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open without ever creating or writing the file (an auditor's copy stays as it is)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LedgerCorrupt(f"no ledger file at {path}")
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
-                               isolation_level=None)
-        # the file is untrusted input: no schema-defined functions or side effects
-        conn.execute("PRAGMA trusted_schema = OFF")
-        conn.execute("PRAGMA cell_size_check = ON")
-    except sqlite3.DatabaseError as exc:
-        raise LedgerCorrupt(f"cannot open {path} as a ledger database ({exc})") from exc
-    return conn
-
-
 def verify_connection(conn: sqlite3.Connection, public_key: bytes, *, path: str = "<ledger>",
-                      expected_head: str | None = None) -> tuple[VerifySummary, list[E.Entry]]:
+                      receipts: Iterable[HeadReceipt] = (),
+                      expected_head: ExpectedHead | None = None
+                      ) -> tuple[VerifySummary, list[E.Entry]]:
     """Verify the ledger behind an open connection (for in-memory copies in tests)."""
     if not isinstance(public_key, bytes) or len(public_key) != E.PUBLIC_KEY_SIZE:
         raise ValueError("the node's public key must be 32 bytes")
+    expected = _expected(expected_head)
     try:
-        # one read snapshot even while the node appends; a SAVEPOINT (not BEGIN) so that a
-        # caller's open transaction (a test's uncommitted tampering) is read as it stands
+        # one read snapshot; a SAVEPOINT (not BEGIN) so that a caller's open transaction
+        # (a test's uncommitted tampering) is read as it stands
         conn.execute("SAVEPOINT verify")
         try:
             rows = conn.execute(_SELECT).fetchall()
@@ -129,31 +148,70 @@ def verify_connection(conn: sqlite3.Connection, public_key: bytes, *, path: str 
     walker = _Walker(public_key)
     for position, row in enumerate(rows):
         walker.step(position, row)
-    walker.finish(heads)
+    head = walker.finish(heads)
+    checked, other = _check_receipts(walker.hashes, public_key, receipts)
+    if expected is not None:
+        _extends(walker.hashes, expected, f"the expected head {expected[0]}:{expected[1].hex()}",
+                 expected)
     entries = walker.entries
-    if expected_head is not None and expected_head.lower() not in walker.hashes:
-        raise LedgerCorrupt(f"the ledger does not contain the expected head {expected_head} "
-                            "(it was rolled back or replaced)")
+    replay = walker.replay
     summary = VerifySummary(
-        path=path, public_key=public_key.hex(), entries=len(entries),
-        head_seq=entries[-1].seq, head_hash=walker.prev.hex(),
-        kinds=dict(Counter(e.kind for e in entries)), first_time=entries[0].time,
-        last_time=entries[-1].time, charged_nano=sum(walker.spent.values()),
+        path=path, public_key=public_key.hex(), entries=len(entries), head=head,
+        kinds=dict(Counter(e.kind for e in entries)),
+        decisions=dict(Counter(e.decision for e in entries if e.kind == E.QUERY)),
+        first_time=entries[0].time, last_time=entries[-1].time,
+        charged_nano=sum(replay.spent.values()),
+        policy_digest=replay.policy.digest if replay.policy else "",
+        receipts_checked=checked, receipts_other=other,
+        expected_head="" if expected is None else f"{expected[0]}:{expected[1].hex()}",
     )
     return summary, entries
 
 
+def _expected(expected_head: ExpectedHead | None) -> tuple[int, bytes] | None:
+    if expected_head is None:
+        return None
+    if isinstance(expected_head, str):
+        return parse_head(expected_head)
+    seq, digest = expected_head
+    return parse_head(f"{seq}:{digest.hex() if isinstance(digest, bytes) else digest}")
+
+
+def _check_receipts(hashes: list[bytes], public_key: bytes,
+                    receipts: Iterable[HeadReceipt]) -> tuple[int, int]:
+    checked = other = 0
+    for receipt in receipts:
+        if not isinstance(receipt, HeadReceipt):
+            raise TypeError("receipts are HeadReceipt values (see privacy.head.load_receipts)")
+        if receipt.node_key != public_key:
+            other += 1
+            continue
+        receipt.check_signature(public_key)
+        _extends(hashes, (receipt.seq, receipt.hash), f"receipt {receipt.text}", receipt)
+        checked += 1
+    return checked, other
+
+
+def _extends(hashes: list[bytes], head: tuple[int, bytes], what: str, receipt: object) -> None:
+    seq, digest = head
+    if seq >= len(hashes):
+        raise ReceiptMismatch(f"the ledger ends here, but {what} names a later entry: it "
+                              "was truncated or rolled back to an older copy",
+                              receipt, len(hashes) - 1)
+    if hashes[seq] != digest:
+        raise ReceiptMismatch(f"entry {seq} is not the entry {what} names: the history was "
+                              "rewritten or an older copy restored", receipt, seq)
+
+
 class _Walker:
-    """Checks entries in order; the first failure raises, naming that entry."""
+    """Checks the chain in order, and replays each entry; the first failure raises."""
 
     def __init__(self, public_key: bytes) -> None:
         self.public_key = public_key
         self.prev = E.GENESIS_PREV
         self.entries: list[E.Entry] = []
-        self.hashes: set[str] = set()
-        self.spent: Counter[tuple[str, str]] = Counter()
-        self.charges: dict[int, E.Entry] = {}
-        self.closed: dict[int, str] = {}  # charge seq -> "refund" / "release"
+        self.hashes: list[bytes] = []
+        self.replay = Replay(public_key)
 
     def step(self, position: int, row: tuple[object, ...]) -> None:
         values = self._decode(position, row)
@@ -163,7 +221,8 @@ class _Walker:
         if seq != position:
             # rows come sorted by seq, so a gap means entries are missing before this one
             raise LedgerCorrupt(f"missing (deleted): the next entry present is {seq}", position)
-        if E.entry_hash(prev, entry) != digest:
+        assert isinstance(digest, bytes) and isinstance(signature, bytes)
+        if E.entry_hash(prev, entry) != digest:  # type: ignore[arg-type]
             raise LedgerCorrupt("its hash does not match its contents (edited)", seq)
         if not _signed(self.public_key, E.SIG_DOMAIN + digest, signature):
             raise LedgerCorrupt("its signature does not verify under the node key (edited, "
@@ -171,16 +230,17 @@ class _Walker:
         if prev != self.prev:
             raise LedgerCorrupt("it does not follow the previous entry (entries were "
                                 "reordered, inserted or replaced)", seq)
-        self._semantics(entry)
+        self.replay.step(entry)
         self.entries.append(entry)
-        self.hashes.add(digest.hex())
+        self.hashes.append(digest)
         self.prev = digest
 
-    def finish(self, heads: list[tuple[object, ...]]) -> None:
+    def finish(self, heads: list[tuple[object, ...]]) -> HeadReceipt:
         if not self.entries:
             raise LedgerCorrupt("the ledger has no entries: every ledger starts with a signed "
                                 "genesis entry (it was emptied or replaced)", 0)
         last = self.entries[-1].seq
+        self.replay.finish(last + 1)
         if len(heads) != 1 or heads[0][:8:2] != ("integer", "integer", "blob", "blob"):
             raise LedgerCorrupt("the signed head is missing or malformed", last)
         _, head_id, _, head_seq, _, head_hash, _, head_sig = heads[0]
@@ -198,6 +258,7 @@ class _Walker:
                                 head_seq + 1)
         if head_hash != self.prev:
             raise LedgerCorrupt("it is not the entry the signed head names (replaced)", last)
+        return HeadReceipt(self.public_key, head_seq, head_hash, head_sig)
 
     def _decode(self, position: int, row: tuple[object, ...]) -> list[object]:
         out: list[object] = []
@@ -219,44 +280,6 @@ class _Walker:
             out.append(value)
         return out
 
-    def _semantics(self, e: E.Entry) -> None:
-        """Signed entries must also make sense: a key holder's (or a bug's) overspending or
-        double refund is as much a finding as an outsider's edit."""
-        def bad(why: str) -> LedgerCorrupt:
-            return LedgerCorrupt(why, e.seq)
-
-        if e.kind not in E.KINDS:
-            raise bad(f"unknown kind {e.kind[:32]!r}")
-        if (e.seq == 0) != (e.kind == E.GENESIS):
-            raise bad("the genesis entry must be first, and only first")
-        if e.kind == E.GENESIS:
-            if e.reason != self.public_key.hex():
-                raise bad("the genesis entry names another node key")
-            return
-        key = (e.researcher, e.dataset)
-        if e.kind == E.CHARGE:
-            if e.rho_nano <= 0 or e.ref_seq != E.NO_REF:
-                raise bad("a charge must be positive and refer to nothing")
-            if self.spent[key] + e.rho_nano > e.budget_nano:
-                raise bad(f"the charge overspends: spent {nano_text(self.spent[key])} + "
-                          f"{nano_text(e.rho_nano)} > budget {nano_text(e.budget_nano)}")
-            self.spent[key] += e.rho_nano
-            self.charges[e.seq] = e
-        elif e.kind in (E.REFUND, E.RELEASE):
-            charge = self.charges.get(e.ref_seq)
-            if charge is None:
-                raise bad(f"a {e.kind} must refer to an earlier charge (refers to {e.ref_seq})")
-            if (charge.query_id, charge.researcher, charge.dataset, charge.rho_nano) != (
-                    e.query_id, e.researcher, e.dataset, e.rho_nano):
-                raise bad(f"the {e.kind} does not match the charge {e.ref_seq}")
-            if e.ref_seq in self.closed:
-                raise bad(f"the charge {e.ref_seq} was already {self.closed[e.ref_seq]}")
-            self.closed[e.ref_seq] = {E.REFUND: "refunded", E.RELEASE: "released"}[e.kind]
-            if e.kind == E.REFUND:
-                self.spent[key] -= e.rho_nano
-        elif e.ref_seq != E.NO_REF:  # refusal
-            raise bad("a refusal refers to nothing")
-
 
 def _seq_of(row: tuple[object, ...], position: int) -> int:
     seq = row[1]  # seq is the rowid: SQLite keeps it an integer whatever an attacker writes
@@ -277,7 +300,8 @@ def read_genesis_key(path: str | Path) -> bytes:
     node in the federation manifest; :func:`verify_ledger` then checks it against that key."""
     conn = open_readonly(path)
     try:
-        row = conn.execute("SELECT reason FROM entries WHERE seq = 0 AND kind = 'genesis'"
+        check_format(conn, str(path))
+        row = conn.execute("SELECT node_key FROM entries WHERE seq = 0 AND kind = 'genesis'"
                            ).fetchone()
     except sqlite3.DatabaseError as exc:
         raise LedgerCorrupt(f"{path} is not a readable ledger database ({exc})") from exc
@@ -292,47 +316,61 @@ def read_genesis_key(path: str | Path) -> bytes:
     return key
 
 
+def wal_beside(path: str | Path) -> bool:
+    """Whether a non-empty ``-wal`` lies beside the file: its node runs, or was killed
+    before checkpointing; an immutable reader sees only what was checkpointed."""
+    wal = Path(f"{path}-wal")
+    try:
+        return wal.is_file() and wal.stat().st_size > 0
+    except OSError:
+        return False
+
+
 # --- the CLI (``fedtally audit ...`` calls these; they print and return the exit code) -----
 
 
-def cli_verify(ledger: str | Path, public_key: bytes, *, out: TextIO | None = None,
-               err: TextIO | None = None) -> int:
-    """``fedtally audit verify``: 0 and a one-line summary, or 1 naming the first bad entry."""
+def cli_verify(ledger: str | Path, public_key: bytes, *,
+               receipts: Iterable[HeadReceipt] = (), expected_head: str | None = None,
+               out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``fedtally audit verify``: 0 and a one-line summary ending with the full head
+    ``SEQ:HEX``, or 1 and one line naming the first finding."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        summary = verify_ledger(ledger, public_key)
-    except LedgerCorrupt as exc:
-        print(f"{ledger}: INVALID: {exc}", file=err)
+        summary = verify_ledger(ledger, public_key, receipts=receipts,
+                                expected_head=expected_head)
+    except PrivacyError as exc:
+        hint = (" (a non-empty -wal lies beside it: the node may be running; verify a copy "
+                "taken while it is stopped)") if wal_beside(ledger) else ""
+        print(f"{ledger}: INVALID: {type(exc).__name__}: {exc}{hint}", file=err)
         return 1
-    print(summary.line(), file=out)
+    line = summary.line()
+    if summary.receipts_other:
+        line += f" ({summary.receipts_other} receipts of other nodes skipped)"
+    if wal_beside(ledger):
+        line += " (a non-empty -wal lies beside it: this verified the checkpointed file only)"
+    print(line, file=out)
     return 0
 
 
 def cli_report(ledgers: list[tuple[str, str | Path, bytes]], *,
                html: str | Path | None = None, json: str | Path | None = None,
-               csv: str | Path | None = None, budgets: dict | None = None,
-               out: TextIO | None = None, err: TextIO | None = None) -> int:
+               csv: str | Path | None = None, receipts: Iterable[HeadReceipt] = (),
+               delta: float | None = None, out: TextIO | None = None,
+               err: TextIO | None = None) -> int:
     """``fedtally audit report``: writes the files; 1 if any ledger failed verification
     (the report still shows it, with its error, and leaves its entries out)."""
-    from privacy.report import build_report  # the report is heavier; verify needs none of it
+    from privacy.report import DEFAULT_DELTA, build_report  # verify needs none of it
 
     out, err = out or sys.stdout, err or sys.stderr
-    report = build_report(ledgers, budgets)
+    report = build_report(ledgers, receipts=list(receipts),
+                          delta=DEFAULT_DELTA if delta is None else delta)
     for path, text in ((html, report.to_html), (json, report.to_json), (csv, report.to_csv)):
         if path is not None:
             Path(path).write_text(text(), encoding="utf-8")
     for node in report.nodes:
         if node.valid:
-            print(f"{node.node}: valid, {node.entries} entries", file=out)
+            print(f"{node.node}: valid, {node.entries} entries, {node.receipts_checked} "
+                  f"receipts checked, head {node.head}", file=out)
         else:
             print(f"{node.node}: INVALID: {node.error}", file=err)
     return 0 if all(node.valid for node in report.nodes) else 1
-
-
-def __getattr__(name: str) -> object:
-    # ``privacy.audit.build_report`` as the brief names it, loaded lazily
-    if name in ("build_report", "Report"):
-        from privacy import report
-
-        return getattr(report, name)
-    raise AttributeError(name)

@@ -1,54 +1,73 @@
-"""The node's privacy ledger: budget check-and-charge, refunds, releases, refusals.
+"""The node's privacy ledger: every query and policy, budget check-and-charge, releases.
 
 One SQLite file per node (WAL, ``synchronous=FULL``). Every write is one ``BEGIN IMMEDIATE``
 transaction, so concurrent processes serialise on the database's write lock: the budget read
-and the charge that depends on it can never interleave with another charge. Entries are only
-ever inserted; each is hash-chained to the previous one and signed with the node key, and
-the single ``head`` row (the only row ever rewritten) signs the newest entry. See
-:mod:`privacy.entry` for the encoding and :mod:`privacy.audit` for verification.
+and the charge that depends on it can never interleave with another charge. After each
+commit the WAL is checkpointed into ``ledger.db`` (passively: it never waits for a reader),
+and on close fully (``wal_checkpoint(TRUNCATE)``), so the file alone is the whole ledger
+whenever the node is stopped. Entries are only ever inserted; each is hash-chained to the
+previous one and signed with the node key, and the single ``head`` row (the only row ever
+rewritten) signs the newest entry. See :mod:`privacy.entry` for the encoding and
+:mod:`privacy.audit` for verification.
 
-The node's order of operations: ``charge`` (durable when it returns) -> compute ->
-``release`` (recorded before sending) -> send. ``refund`` is accepted only for a charge that
-has no release, and only with a stated proof that nothing left the node.
+The node's order of operations:
+
+1. at start-up, :meth:`Ledger.record_policy` (appends a ``policy`` entry when the policy
+   differs from the one in force);
+2. for every query received, :meth:`Ledger.record_query` once: an ``answered-exact`` or
+   ``refused`` query is one ``query`` entry; an ``answered-dp`` query is its ``query`` entry
+   plus one ``charge`` per dataset it reads here, in one transaction, durable when it returns
+   (or, when a budget lacks room, a ``refused`` query entry and :class:`BudgetExhausted`);
+3. compute; then :meth:`Ledger.release` (recorded before sending) and send, or
+   :meth:`Ledger.refund` when provably nothing left the node.
+
+Each of these returns the signed head after its entries (:class:`privacy.head.HeadReceipt`),
+which the node sends with its contribution so that others can later check the ledger.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import monotonic, sleep
+from typing import Any
 
 import nacl.exceptions
 import nacl.signing
 
 from privacy import entry as E
-from privacy.errors import BudgetExhausted, InvalidRequest, LedgerCorrupt, RefundRefused
-from privacy.schema import BUSY_TIMEOUT_MS, COLUMNS, DDL, connect_writer
-from privacy.units import Number, budget_nano, charge_nano, decimal_text, nano_float
+from privacy import fields as F
+from privacy.errors import (
+    BudgetExhausted,
+    InvalidRequest,
+    LedgerCorrupt,
+    ReceiptMismatch,
+    RefundRefused,
+)
+from privacy.head import HeadReceipt
+from privacy.mechanism import QueryRecord, calibration_error, check_record, epsilon_for
+from privacy.policy_terms import PolicyTerms
+from privacy.schema import BUSY_TIMEOUT_MS, COLUMNS, DDL, check_format, connect_writer
+from privacy.units import budget_nano, charge_nano, nano_float
 
 #: what a budget look-up may return: a rho, an object with ``.rho`` (the node's ``Budget``),
-#: or ``None`` when the researcher has no budget on the dataset (the query is refused)
-BudgetFor = Callable[[str], object]
+#: or ``None`` when the researcher has no budget on the dataset
+BudgetFor = Callable[[str, str], object]
 
-_HEX = re.compile(r"(?:[0-9a-f]{2}){1,128}")
-_REASON = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|\+00:00)")
-_MAX_NAME = 256
-_MAX_TEXT = 1024
 #: how long a write waits for another process's transaction before giving up
 LOCK_TIMEOUT_S = 60.0
+#: how long closing waits for other connections before leaving the last checkpoint to them
+CLOSE_CHECKPOINT_MS = 100
 
 # Reason codes the ledger writes itself.
 BUDGET_EXHAUSTED = "budget-exhausted"
-OTHER_DATASET_EXHAUSTED = "other-dataset-exhausted"  # this dataset had room, another did not
-NO_BUDGET = "no-budget"
+NO_BUDGET = "no-budget"  # a dataset of the query has no budget for this researcher at all
 _PAST = {E.REFUND: "refunded", E.RELEASE: "released"}
 
 
@@ -74,13 +93,33 @@ class ChargeReceipt:
 
 
 @dataclass(frozen=True)
+class QueryReceipt:
+    """What :meth:`Ledger.record_query` recorded.
+
+    ``charge`` is set for an ``answered-dp`` query that charged at least one dataset: hand it
+    to :meth:`Ledger.release` before sending, or to :meth:`Ledger.refund`. ``epsilon`` and
+    ``delta`` are what the ledger computed from the charged rho (``None`` for exact answers).
+    ``head`` is the signed head right after this query's entries.
+    """
+
+    query_id: str
+    seq: int  # the query entry
+    decision: str
+    rho_nano: int
+    epsilon: float | None
+    delta: float | None
+    charge: ChargeReceipt | None
+    head: HeadReceipt
+
+
+@dataclass(frozen=True)
 class BudgetLine:
     """Spending of one researcher on one dataset (``fed.budget()`` rows)."""
 
     researcher: str
     dataset: str
     spent_nano: int
-    limit_nano: int | None  # None: unknown (no budget_for given and none recorded)
+    limit_nano: int | None  # None: no budget granted
     charges: int
     refunds: int
     refusals: int
@@ -103,13 +142,22 @@ class BudgetLine:
         return None if r is None else nano_float(r)
 
 
+@dataclass(frozen=True)
+class _Tail:
+    seq: int
+    hash: bytes
+    time: str
+
+
 class Ledger:
-    """A node's ledger at ``path``, created (with a signed genesis entry) when absent.
+    """A node's ledger at ``path``, created (0600, with a signed genesis entry) when absent.
 
     ``signer.sign(bytes)`` must produce Ed25519 signatures verifiable with ``public_key``
     (checked here). ``clock()`` returns ISO 8601 UTC text; every write also takes an
-    explicit ``time=``. Opening a ledger written under another key fails with
-    :class:`LedgerCorrupt`.
+    explicit ``time=``. Times never go backwards: a time earlier than the newest entry's
+    (a clock stepped back) is recorded as that entry's time. Opening a ledger written under
+    another key fails with :class:`LedgerCorrupt`, one of another format with
+    :class:`LedgerFormatError`.
     """
 
     def __init__(self, path: str | Path, signer: E.Signer, public_key: bytes, *,
@@ -121,6 +169,7 @@ class Ledger:
         self._signer = signer
         self._verify_key = nacl.signing.VerifyKey(public_key)
         self._clock = clock
+        self._policy_cache: tuple[int, PolicyTerms] | None = None
         probe = E.FORMAT.encode() + b"/key-check\x00"  # domain-separated, never stored
         self._check_signature(probe, E.signature_of(signer, probe), None,
                               "the signer does not match the public key")
@@ -136,16 +185,21 @@ class Ledger:
             raise LedgerCorrupt(f"{self.path} is not a ledger database ({exc})") from exc
         try:
             with self._read() as conn:
-                exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
-                                      " AND name = 'entries'").fetchone() is not None
+                exists = check_format(conn, str(self.path))
                 if exists:
                     exists = self._tail(conn) is not None  # fail closed on a foreign ledger
             if not exists:  # create under the write lock: two creators cannot both win
                 with self._transaction() as conn:
-                    for statement in _statements(DDL):
-                        conn.execute(statement)
+                    if not check_format(conn, str(self.path)):
+                        for statement in _statements(DDL):
+                            conn.execute(statement)
                     if self._tail(conn) is None:
-                        self._append(conn, [self._genesis(clock())])
+                        when = F.time_text(clock())
+                        self._append(conn, [E.blank(-1, when, E.GENESIS,
+                                                    node_key=public_key.hex())])
+            # after a crash between a commit and its checkpoint, merge that commit into the
+            # file now rather than at the next write
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.OperationalError:
             self._conn.close()
             raise
@@ -159,8 +213,16 @@ class Ledger:
     # --- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
+        """Checkpoint the WAL into the file and truncate it, then close. Another process
+        still writing keeps its WAL; the last one to close leaves the file complete."""
         with self._lock:
-            self._conn.close()
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {CLOSE_CHECKPOINT_MS}")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass  # closing must not fail: the entries are durable in the WAL already
+            finally:
+                self._conn.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -170,83 +232,157 @@ class Ledger:
 
     # --- writes --------------------------------------------------------------------------
 
-    def charge(self, researcher: str, datasets: Sequence[str], rho: Number,
-               budget_for: BudgetFor, *, query_id: str, method: str, mechanism: str,
-               sensitivity: Number | None = None, noise_scale: Number | None = None,
-               epsilon: Number | None = None, delta: Number | None = None,
-               policy_hash: str = "", transcript: str = "",
-               time: str | None = None) -> ChargeReceipt:
-        """Check ``spent + rho <= limit`` for every dataset and charge all, or none.
+    def record_policy(self, policy: Mapping[str, Any], *,
+                      time: str | None = None) -> HeadReceipt | None:
+        """Record the node's policy (its plain JSON form, e.g. ``Policy.to_dict()``) when it
+        differs from the policy in force; the head after it, or ``None`` when unchanged.
 
-        On success the charge entries are committed (and fsync'd) before this returns. When
-        any dataset lacks room, refusal entries are committed instead and
-        :class:`BudgetExhausted` names the remaining budget of each dataset.
+        Budgets are checked against the policy in force, so call this at start-up, before
+        the first :meth:`record_query`.
         """
-        datasets = _datasets(datasets)
-        want = charge_nano(rho)
-        # Look the limits up before taking the write lock: policy code stays out of it.
-        limits = {d: _limit(budget_for(d)) for d in datasets}
-        base = self._template(
-            E.CHARGE, researcher, query_id, method, time,
-            mechanism=_name(mechanism, "mechanism"),
-            sensitivity=decimal_text(sensitivity, "sensitivity"),
-            noise_scale=decimal_text(noise_scale, "noise_scale"),
-            epsilon=decimal_text(epsilon, "epsilon"), delta=decimal_text(delta, "delta"),
-            policy_hash=_hex(policy_hash, "policy_hash", empty=True),
-            transcript=_hex(transcript, "transcript", empty=True), rho_nano=want,
-        )
+        terms = PolicyTerms.from_mapping(policy)
         with self._transaction() as conn:
-            remaining = {d: _remaining(limits[d], _spent(conn, researcher, d)) for d in datasets}
-            short = tuple(d for d in datasets if remaining[d] < want)
-            if not short:
-                rows = [replace(base, dataset=d, budget_nano=_or_zero(limits[d])) for d in datasets]
-                seqs = self._append(conn, rows)
-                return ChargeReceipt(base.query_id, researcher, datasets, want, tuple(seqs),
-                                     base.time)
-            refusals = [
-                replace(base, kind=E.REFUSAL, dataset=d, budget_nano=_or_zero(limits[d]),
-                        reason=(NO_BUDGET if limits[d] is None else BUDGET_EXHAUSTED)
-                        if d in short else OTHER_DATASET_EXHAUSTED)
-                for d in datasets
-            ]
-            self._append(conn, refusals)
-        raise BudgetExhausted(researcher, want, remaining, short)
+            current = self._policy(conn)
+            if current is not None and current.digest == terms.digest:
+                return None
+            row = E.blank(-1, self._now(self._tail(conn), time), E.POLICY,
+                          policy_digest=terms.digest, policy_json=terms.text)
+            _, head = self._append(conn, [row])
+        return head
 
-    def refuse(self, researcher: str, datasets: Sequence[str], reason: str, *,
-               query_id: str, method: str, rho: Number | None = None,
-               policy_hash: str = "", time: str | None = None) -> None:
-        """Record a query refused for a reason other than budget (policy, row count, ...)."""
-        if not isinstance(reason, str) or not _REASON.fullmatch(reason):
-            raise InvalidRequest("a reason code is lowercase letters, digits, '-', '_', '.'")
-        base = self._template(
-            E.REFUSAL, researcher, query_id, method, time, reason=reason,
-            rho_nano=0 if rho is None else charge_nano(rho),
-            policy_hash=_hex(policy_hash, "policy_hash", empty=True),
-        )
-        rows = [replace(base, dataset=d) for d in _datasets(datasets)]
+    def record_query(self, record: QueryRecord, *, time: str | None = None) -> QueryReceipt:
+        """Record one query this node received, with its decision; charge a DP answer.
+
+        ``answered-dp``: checks ``spent + rho <= budget`` (the budget of the policy in force)
+        for every held dataset and charges all, or none; on success the query entry and its
+        charges are committed (and fsync'd) before this returns. When a budget lacks room, a
+        ``refused`` query entry (reason ``budget-exhausted`` or ``no-budget``) is committed
+        instead and :class:`BudgetExhausted` (with ``.head``) names what remains.
+
+        The ledger computes epsilon from the charged rho, at the request's delta or else the
+        policy's reporting delta; it refuses (:class:`InvalidRequest`, nothing written) a
+        mechanism whose noise does not give the rho it charges, an exact answer the policy
+        forbids, and any query before a policy is recorded.
+        """
+        checked = check_record(record)
+        values = dict(checked.values)
+        decision = values["decision"]
+        rho_nano = 0 if checked.rho is None else charge_nano(checked.rho)
+        if checked.rho is not None:  # before taking the write lock: no policy needed
+            why = calibration_error(rho_nano, str(values["noise_scale"]),
+                                    str(values["sensitivity"]), int(values["honest_nodes"]),
+                                    int(values["dimension"]))
+            if why is not None:
+                raise InvalidRequest(f"the mechanism does not give the rho charged: {why}")
+        refusal: BudgetExhausted | None = None
         with self._transaction() as conn:
-            self._append(conn, rows)
+            policy = self._policy(conn)
+            if policy is None:
+                raise InvalidRequest("record the node's policy (record_policy) before any "
+                                     "query")
+            if decision == E.ANSWERED_EXACT and not policy.exact_for(str(values["researcher"])):
+                raise InvalidRequest("the policy in force does not grant this researcher "
+                                     "exact answers")
+            if decision != E.REFUSED and not policy.allows(str(values["method"])):
+                raise InvalidRequest(f"the policy in force does not allow {values['method']!r}")
+            values["policy_digest"] = policy.digest
+            epsilon = delta = None
+            if checked.rho is not None:
+                delta = policy.reporting_delta if checked.delta is None else checked.delta
+                epsilon = epsilon_for(rho_nano, delta)
+                values.update(rho_nano=rho_nano, epsilon=repr(epsilon), delta=repr(delta))
+            tail = self._tail(conn)
+            assert tail is not None  # the genesis entry exists from creation on
+            when = self._now(tail, time)
+            query_seq = tail.seq + 1
+            researcher = str(values["researcher"])
+            rows = []
+            charge: ChargeReceipt | None = None
+            accounts = policy.accounts(checked.charged)
+            if accounts:
+                want = int(values["rho_nano"])
+                limits = {d: policy.budget_nano(researcher, d) for d in accounts}
+                remaining = {d: _remaining(limits[d], _spent(conn, researcher, d))
+                             for d in accounts}
+                short = tuple(d for d in accounts if remaining[d] < want)
+                if short:
+                    values.update(decision=E.REFUSED, reason=NO_BUDGET if any(
+                        limits[d] is None for d in short) else BUDGET_EXHAUSTED)
+                    refusal = BudgetExhausted(researcher, want, remaining, short)
+                else:
+                    rows = [E.blank(-1, when, E.CHARGE, query_id=values["query_id"],
+                                    researcher=researcher, method=values["method"],
+                                    dataset=d, rho_nano=want, ref_seq=query_seq)
+                            for d in accounts]
+                    charge = ChargeReceipt(str(values["query_id"]), researcher,
+                                           accounts, want,
+                                           tuple(range(query_seq + 1, query_seq + 1 + len(rows))),
+                                           when)
+            _, head = self._append(conn, [E.blank(-1, when, E.QUERY, **values), *rows])
+        if refusal is not None:
+            refusal.head = head
+            raise refusal
+        return QueryReceipt(str(values["query_id"]), query_seq, str(values["decision"]),
+                            int(values.get("rho_nano", 0)), epsilon, delta, charge, head)
 
     def release(self, receipt: ChargeReceipt, *, transcript: str = "",
-                time: str | None = None) -> None:
-        """Record that the contribution charged by ``receipt`` leaves the node.
+                time: str | None = None) -> HeadReceipt:
+        """Record that the contribution charged by ``receipt`` leaves the node; the head
+        after it (send it with the contribution).
 
         Call it before sending: once it returns, the charge can no longer be refunded.
         """
-        self._follow_up(receipt, E.RELEASE, time, transcript=_hex(transcript, "transcript",
-                                                                   empty=True))
+        return self._follow_up(receipt, E.RELEASE, time,
+                               transcript=F.hex_text(transcript, "transcript", empty=True))
 
-    def refund(self, receipt: ChargeReceipt, proof: str, *, time: str | None = None) -> None:
+    def refund(self, receipt: ChargeReceipt, proof: str, *,
+               time: str | None = None) -> HeadReceipt:
         """Return a charge; only when ``proof`` states why provably nothing left the node.
 
         Refused (:class:`RefundRefused`) once the charge was released or already refunded.
         """
-        if not isinstance(proof, str) or not proof.strip() or len(proof) > _MAX_TEXT \
-                or not proof.isprintable():
-            raise InvalidRequest("a refund needs a one-line proof that nothing left the node")
-        self._follow_up(receipt, E.REFUND, time, reason=proof.strip())
+        try:
+            reason = F.one_line(proof, "a refund's proof that nothing left the node")
+        except InvalidRequest as exc:
+            raise InvalidRequest("a refund needs a one-line proof that nothing left the "
+                                 "node") from exc
+        return self._follow_up(receipt, E.REFUND, time, reason=reason)
 
     # --- reads ---------------------------------------------------------------------------
+
+    def head_receipt(self) -> HeadReceipt:
+        """The signed head of the ledger as it stands (checked against the newest entry)."""
+        with self._read() as conn:
+            tail = self._tail(conn)
+            row = conn.execute("SELECT signature FROM head WHERE id = 1").fetchone()
+        assert tail is not None and row is not None
+        return HeadReceipt(self.public_key, tail.seq, tail.hash, row[0])
+
+    def check_extends(self, receipt: HeadReceipt | tuple[int, bytes]) -> None:
+        """Raise unless this ledger still holds the entry a receipt (or ``(seq, hash)``)
+        names: :class:`ReceiptMismatch` when it was truncated, rolled back or rewritten,
+        :class:`ReceiptInvalid` when the receipt is not this node's. For a node's start-up
+        check against the last head it stored elsewhere."""
+        if isinstance(receipt, HeadReceipt):
+            receipt.check_signature(self.public_key)
+            seq, digest = receipt.seq, receipt.hash
+        else:
+            seq, digest = receipt
+        with self._read() as conn:
+            row = conn.execute("SELECT hash FROM entries WHERE seq = ?", (seq,)).fetchone()
+            tail = self._tail(conn)
+        assert tail is not None
+        if row is None:
+            raise ReceiptMismatch(f"the ledger ends here, but a head at entry {seq} was "
+                                  "signed: it was truncated or rolled back", receipt, tail.seq)
+        if row[0] != digest:
+            raise ReceiptMismatch(f"entry {seq} is not the one the head names: the history "
+                                  "was rewritten", receipt, seq)
+
+    def policy(self) -> PolicyTerms | None:
+        """The policy in force (the newest policy entry), or ``None`` before the first."""
+        with self._read() as conn:
+            return self._policy(conn)
 
     def spent_nano(self, researcher: str, dataset: str) -> int:
         with self._read() as conn:
@@ -256,35 +392,44 @@ class Ledger:
         """Rho spent (charges minus refunds), as a float for people."""
         return nano_float(self.spent_nano(researcher, dataset))
 
-    def summary(self, budget_for: Callable[[str, str], object] | None = None, *,
+    def summary(self, budget_for: BudgetFor | None = None, *,
                 researcher: str | None = None,
                 include: Iterable[tuple[str, str]] = ()) -> list[BudgetLine]:
         """Spent and remaining per (researcher, dataset), for ``fed.budget()``.
 
-        Limits come from ``budget_for(researcher, dataset)`` when given, else from the limit
-        recorded with the latest charge or refusal. ``include`` adds pairs with no entries.
+        Limits come from ``budget_for(researcher, dataset)`` when given, else from the policy
+        in force. ``include`` adds pairs with no entries. ``refusals`` counts refused queries
+        of a dataset this node holds.
         """
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT researcher, dataset,"
-                " SUM(CASE kind WHEN 'charge' THEN rho_nano WHEN 'refund' THEN -rho_nano"
-                "     ELSE 0 END),"
-                " SUM(kind = 'charge'), SUM(kind = 'refund'), SUM(kind = 'refusal'),"
-                " (SELECT budget_nano FROM entries AS l WHERE l.researcher = e.researcher"
-                "   AND l.dataset = e.dataset AND l.kind IN ('charge', 'refusal')"
-                "   AND l.budget_nano >= 0 ORDER BY l.seq DESC LIMIT 1)"
-                " FROM entries AS e WHERE kind != 'genesis'"
-                " GROUP BY researcher, dataset ORDER BY researcher, dataset"
+                " SUM(CASE kind WHEN 'charge' THEN rho_nano ELSE -rho_nano END),"
+                " SUM(kind = 'charge'), SUM(kind = 'refund')"
+                " FROM entries WHERE kind IN ('charge', 'refund')"
+                " GROUP BY researcher, dataset"
             ).fetchall()
-        seen = {(r[0], r[1]): r for r in rows}
+            refused = conn.execute(
+                "SELECT researcher, held FROM entries WHERE kind = 'query'"
+                " AND decision = 'refused'").fetchall()
+            policy = self._policy(conn)
+        tally: dict[tuple[str, str], list[int]] = {
+            (who, what): [spent, charges, refunds, 0]
+            for who, what, spent, charges, refunds in rows}
+        for who, held in refused:
+            datasets = [str(d) for d in F.json_value(held, "held")]  # type: ignore[union-attr]
+            for what in (datasets if policy is None else policy.accounts(datasets)):
+                tally.setdefault((who, what), [0, 0, 0, 0])[3] += 1
         for pair in include:
-            seen.setdefault(pair, (*pair, 0, 0, 0, 0, None))
+            tally.setdefault(pair, [0, 0, 0, 0])
         out = []
-        for (who, what), (_, _, spent, charges, refunds, refusals, recorded) in sorted(
-                seen.items()):
+        for (who, what), (spent, charges, refunds, refusals) in sorted(tally.items()):
             if researcher is not None and who != researcher:
                 continue
-            limit = _limit(budget_for(who, what)) if budget_for is not None else recorded
+            if budget_for is not None:
+                limit = _limit(budget_for(who, what))
+            else:
+                limit = None if policy is None else policy.budget_nano(who, what)
             out.append(BudgetLine(who, what, spent, limit, charges, refunds, refusals))
         return out
 
@@ -299,7 +444,9 @@ class Ledger:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` takes the write lock first, so the reads inside see the
-        latest committed state and no other writer can commit until we do."""
+        latest committed state and no other writer can commit until we do. After the
+        (fsync'd) commit, a passive checkpoint copies the WAL into the file without waiting
+        for readers (a later commit or the close catches up what it could not)."""
         with self._lock:
             conn = self._conn
             _begin_immediate(conn)
@@ -309,6 +456,7 @@ class Ledger:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -320,36 +468,39 @@ class Ledger:
             finally:
                 conn.execute("COMMIT")
 
-    def _template(self, kind: str, researcher: str, query_id: str, method: str,
-                  time: str | None, **values: object) -> E.Entry:
-        fields: dict[str, object] = dict(
-            seq=-1, time=_time(self._clock() if time is None else time), kind=kind,
-            query_id=_hex(query_id, "query_id"), researcher=_name(researcher, "researcher"),
-            dataset="", method=_name(method, "method"), mechanism="", sensitivity="",
-            noise_scale="", rho_nano=0, budget_nano=-1, epsilon="", delta="", policy_hash="",
-            transcript="", reason="", ref_seq=E.NO_REF,
-        )
-        fields.update(values)
-        return E.Entry(**fields)  # type: ignore[arg-type]
+    def _now(self, tail: _Tail | None, time: str | None) -> str:
+        """The time for new entries: the given or clock time, never before the newest."""
+        when = F.time_text(self._clock() if time is None else time)
+        if tail is not None and F.moment(when) < F.moment(tail.time):
+            return tail.time
+        return when
 
-    def _genesis(self, time: str) -> E.Entry:
-        return E.Entry(0, _time(time), E.GENESIS, "00", "", "", "", "", "", "", 0, -1, "", "",
-                       "", "", self.public_key.hex(), E.NO_REF)
+    def _policy(self, conn: sqlite3.Connection) -> PolicyTerms | None:
+        row = conn.execute("SELECT seq, policy_json FROM entries WHERE kind = 'policy'"
+                           " ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        if self._policy_cache is None or self._policy_cache[0] != row[0]:
+            try:
+                self._policy_cache = (row[0], PolicyTerms.from_text(row[1]))
+            except InvalidRequest as exc:
+                raise LedgerCorrupt(f"the policy entry is unreadable ({exc})", row[0]) from exc
+        return self._policy_cache[1]
 
     def _follow_up(self, receipt: ChargeReceipt, kind: str, time: str | None,
-                   **values: object) -> None:
+                   **values: object) -> HeadReceipt:
         if not isinstance(receipt, ChargeReceipt):
             raise InvalidRequest("a refund or release takes the ChargeReceipt of the charge")
-        when = _time(self._clock() if time is None else time)
         with self._transaction() as conn:
+            when = self._now(self._tail(conn), time)
             rows = []
             for seq, dataset in zip(receipt.seqs, receipt.datasets, strict=True):
-                charge = conn.execute(
+                found = conn.execute(
                     f"SELECT {', '.join(E.FIELDS)} FROM entries WHERE seq = ?", (seq,)
                 ).fetchone()
-                if charge is None or E.Entry(*charge).kind != E.CHARGE:
+                if found is None or E.Entry(*found).kind != E.CHARGE:
                     raise RefundRefused(f"entry {seq} is not a charge of this ledger")
-                c = E.Entry(*charge)
+                c = E.Entry(*found)
                 if (c.query_id, c.researcher, c.dataset, c.rho_nano) != (
                         receipt.query_id, receipt.researcher, dataset, receipt.rho_nano):
                     raise RefundRefused(f"entry {seq} does not match the receipt")
@@ -359,11 +510,14 @@ class Ledger:
                 ).fetchone()
                 if done is not None:
                     raise RefundRefused(f"the charge {seq} was already {_PAST[done[0]]}")
-                rows.append(replace(c, seq=-1, time=when, kind=kind, ref_seq=seq,
-                                    budget_nano=-1, **values))
-            self._append(conn, rows)
+                rows.append(E.blank(-1, when, kind, query_id=c.query_id,
+                                    researcher=c.researcher, method=c.method,
+                                    dataset=c.dataset, rho_nano=c.rho_nano, ref_seq=seq,
+                                    **values))
+            _, head = self._append(conn, rows)
+        return head
 
-    def _tail(self, conn: sqlite3.Connection) -> tuple[int, bytes] | None:
+    def _tail(self, conn: sqlite3.Connection) -> _Tail | None:
         """The newest entry, checked against the signed head: we never chain onto an
         entry that is not ours (fail closed instead)."""
         row = conn.execute(
@@ -384,16 +538,19 @@ class Ledger:
             raise LedgerCorrupt("the newest entry is not the signed head", last.seq)
         self._check_signature(E.head_message(head[0], head[1]), head[2], last.seq,
                               "the head signature does not verify under this node's key")
-        return last.seq, digest
+        return _Tail(last.seq, digest, last.time)
 
-    def _append(self, conn: sqlite3.Connection, rows: list[E.Entry]) -> list[int]:
+    def _append(self, conn: sqlite3.Connection,
+                rows: list[E.Entry]) -> tuple[list[int], HeadReceipt]:
+        """Chain, sign and insert ``rows`` (their ``seq`` is assigned here) and re-sign the
+        head; no checks of their content (the public methods make them)."""
         tail = self._tail(conn)
-        seq, prev = (-1, E.GENESIS_PREV) if tail is None else tail
+        seq, prev = (-1, E.GENESIS_PREV) if tail is None else (tail.seq, tail.hash)
         seqs = []
         placeholders = ", ".join("?" * len(COLUMNS))
         for row in rows:
             seq += 1
-            stamped = replace(row, seq=seq)
+            stamped = E.Entry(**{**_as_dict(row), "seq": seq})
             digest = E.entry_hash(prev, stamped)
             signature = E.signature_of(self._signer, E.SIG_DOMAIN + digest)
             conn.execute(f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({placeholders})",
@@ -406,7 +563,7 @@ class Ledger:
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
             " signature = excluded.signature", (seq, prev, head_sig),
         )
-        return seqs
+        return seqs, HeadReceipt(self.public_key, seq, prev, head_sig)
 
     def _check_signature(self, message: bytes, signature: bytes, seq: int | None,
                          what: str) -> None:
@@ -443,6 +600,10 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
+def _as_dict(entry: E.Entry) -> dict[str, object]:
+    return {name: getattr(entry, name) for name in E.FIELDS}
+
+
 def _values(entry: E.Entry) -> tuple[object, ...]:
     return tuple(getattr(entry, name) for name in E.FIELDS)
 
@@ -477,46 +638,5 @@ def _limit(value: object) -> int | None:
     return budget_nano(value)  # type: ignore[arg-type]
 
 
-def _or_zero(limit: int | None) -> int:
-    return 0 if limit is None else limit
-
-
 def _remaining(limit: int | None, spent: int) -> int:
     return 0 if limit is None else max(limit - spent, 0)
-
-
-def _datasets(datasets: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(datasets, str) or not isinstance(datasets, Sequence):
-        raise InvalidRequest("datasets must be a list of names")
-    names = tuple(_name(d, "dataset") for d in datasets)
-    if not names:
-        raise InvalidRequest("a query charges at least one dataset")
-    if len(set(names)) != len(names):
-        raise InvalidRequest("a dataset is listed twice")
-    return names
-
-
-def _name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_NAME \
-            or not value.isprintable():
-        raise InvalidRequest(f"{what} must be a non-empty printable name of at most "
-                             f"{_MAX_NAME} characters")
-    return value
-
-
-def _hex(value: str, what: str, *, empty: bool = False) -> str:
-    if empty and value == "":
-        return ""
-    if not isinstance(value, str) or not _HEX.fullmatch(value.lower()):
-        raise InvalidRequest(f"{what} must be hex (at most 128 bytes)")
-    return value.lower()
-
-
-def _time(value: str) -> str:
-    if not isinstance(value, str) or not _TIME.fullmatch(value):
-        raise InvalidRequest("times are ISO 8601 UTC, e.g. 2025-01-31T12:00:00.000000Z")
-    try:
-        datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidRequest(f"{value!r} is not a valid time") from exc
-    return value

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fedtally.cli import build_parser
+from fedtally.cli import build_parser, main
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,3 +74,104 @@ def test_node_check_reports_data_problems(tmp_path: Path) -> None:
     out = run("node", "check", "--config", str(config))
     assert out.returncode == 1
     assert "row 2" in out.stderr and "age" in out.stderr
+
+
+# --- fedtally audit -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory):
+    """A federation, node a's ledger with a few queries, the receipts a researcher kept,
+    and a copy of the ledger from before the last queries."""
+    from ledger_support import POLICY, dp, exact
+
+    from fedtally.federation import load_identity
+    from privacy.head import write_receipts
+    from privacy.ledger import Ledger
+
+    root = tmp_path_factory.mktemp("audit")
+    assert run("federation", "init", str(root), "--nodes", "a,b", "--researchers", "r",
+               "--force").returncode == 0
+    identity = load_identity(root / "keys" / "a.key").identity
+    ledger_path = root / "a" / "ledger.db"
+    with Ledger(ledger_path, identity, identity.verify_key.raw) as ledger:
+        ledger.record_policy(POLICY)
+        heads = [exact(ledger, "01").head, ledger.release(dp(ledger, "02", 0.1).charge)]
+        shutil.copy(ledger_path, root / "older.db")
+        heads += [exact(ledger, "03").head, ledger.release(dp(ledger, "04", 0.2).charge)]
+    receipts = root / "r.receipts"
+    write_receipts(receipts, heads)
+    return root, ledger_path, receipts, heads
+
+
+def _one_line(out: subprocess.CompletedProcess[str]) -> str:
+    text = out.stdout if out.returncode == 0 else out.stderr
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+def audit(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``fedtally audit ...`` in this process (the CLI's code path, without the start-up of
+    a new interpreter); the result shaped like ``run``'s."""
+    capsys.readouterr()
+    code = main(["audit", *args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["fedtally", "audit", *args], code, captured.out,
+                                       captured.err)
+
+
+def test_audit_verify_prints_the_full_head_and_checks_receipts_and_heads(audited,
+                                                                         capsys) -> None:
+    root, ledger, receipts, heads = audited
+    fed = str(root / "federation.json")
+    out = run("audit", "verify", str(ledger), "--federation", fed)  # a real process, once
+    assert out.returncode == 0
+    line = _one_line(out)
+    assert line.endswith(f"head {heads[-1].text}")  # SEQ:HEX with all 64 hex digits
+    out = audit(capsys, "verify", str(ledger), "--federation", fed, "--receipts",
+                str(receipts), "--expected-head", heads[-1].text)
+    assert out.returncode == 0
+    assert "4 receipts checked, expected head found" in _one_line(out)
+
+
+def test_audit_verify_fails_on_a_rolled_back_ledger_with_receipts_or_expected_head(
+        audited, capsys) -> None:
+    root, _, receipts, heads = audited
+    fed, older = str(root / "federation.json"), str(root / "older.db")
+    assert audit(capsys, "verify", older, "--federation", fed).returncode == 0  # alone: valid
+    for extra in (("--receipts", str(receipts)), ("--expected-head", heads[-1].text)):
+        out = audit(capsys, "verify", older, "--federation", fed, *extra)
+        assert out.returncode == 1
+        line = _one_line(out)
+        assert "INVALID: ReceiptMismatch" in line and "rolled back" in line
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--expected-head", "12:abc"), "--expected-head: a head is SEQ:HEX"),
+    (("--receipts", "{root}/missing.receipts"), "cannot read the receipts file"),
+])
+def test_audit_verify_usage_errors_are_one_line(audited, capsys, extra, message) -> None:
+    root, ledger, _, _ = audited
+    out = audit(capsys, "verify", str(ledger), "--federation",
+                str(root / "federation.json"), *(e.replace("{root}", str(root)) for e in extra))
+    assert out.returncode == 2
+    assert message in _one_line(out)
+
+
+def test_audit_report_writes_files_at_a_chosen_delta(audited, capsys, tmp_path: Path) -> None:
+    import json
+
+    root, ledger, receipts, _ = audited
+    page, data = tmp_path / "r.html", tmp_path / "r.json"
+    out = audit(capsys, "report", str(ledger), "--federation", str(root / "federation.json"),
+                "--html", str(page), "--json", str(data), "--receipts", str(receipts),
+                "--delta", "1e-9")
+    assert out.returncode == 0, out.stderr
+    assert "4 receipts checked" in _one_line(out)
+    report = json.loads(data.read_text())
+    assert report["delta"] == 1e-9 and len(report["queries"]) == 4
+    assert "<svg" in page.read_text()
+    bad = audit(capsys, "report", str(ledger), "--federation", str(root / "federation.json"),
+                "--json", str(data), "--delta", "2")
+    assert bad.returncode == 2 and "--delta" in _one_line(bad)

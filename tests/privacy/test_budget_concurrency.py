@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import nacl.signing
+from ledger_support import dp
 
 from privacy.audit import verify_ledger
 from privacy.errors import BudgetExhausted
@@ -25,15 +26,13 @@ def _worker(index: int, jobs, results, barrier) -> None:
     """One racing process: for each run, open the ledger, wait for all, charge ATTEMPTS times."""
     key = nacl.signing.SigningKey(SEED)
     while (job := jobs.get()) is not None:
-        run, path, limit = job
+        run, path = job
         ok = refused = 0
         with Ledger(path, key, bytes(key.verify_key)) as ledger:
             barrier.wait()
             for attempt in range(ATTEMPTS):
                 try:
-                    ledger.charge("alice", ["edsd"], RHO, lambda _d, limit=limit: limit,
-                                  query_id=f"{run:04x}{index:02x}{attempt:02x}",
-                                  method="count", mechanism="distributed discrete gaussian")
+                    dp(ledger, f"{run:04x}{index:02x}{attempt:02x}", RHO)
                     ok += 1
                 except BudgetExhausted:
                     refused += 1
@@ -58,10 +57,11 @@ def test_sixteen_processes_never_overspend(tmp_path: Path) -> None:
     try:
         for run, k in enumerate(allowed):
             path = tmp_path / f"run{run}.db"
-            Ledger(path, key, bytes(key.verify_key)).close()  # genesis before the race
             limit = k * RHO  # e.g. 0.30000000000000004 for k = 3: read as its decimal repr
+            with Ledger(path, key, bytes(key.verify_key)) as ledger:  # before the race
+                ledger.record_policy({"budgets": {"alice": {"edsd": {"rho": limit}}}})
             for q in jobs:
-                q.put((run, str(path), limit))
+                q.put((run, str(path)))
             outcomes = [results.get(timeout=120) for _ in range(WORKERS)]
             assert {o[0] for o in outcomes} == {run}
             ok = sum(o[2] for o in outcomes)

@@ -1,53 +1,45 @@
-"""The ledger: integer budgets, atomic check-and-charge, refunds, releases, refusals, chain."""
+"""The ledger: every query and policy recorded, budgets of the policy in force, atomic
+check-and-charge, refunds, releases, epsilon computed by the ledger, the chain, heads."""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import math
+import re
 import sqlite3
 import struct
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
 import nacl.signing
 import pytest
+from ledger_support import DIGEST, KEY, POLICY, PUB, dp, exact, mechanism, refuse, ticking
 
 from privacy import entry as E
+from privacy.accounting import epsilon_from_rho
 from privacy.audit import cli_verify, read_genesis_key, verify_ledger
 from privacy.errors import (
     BudgetExhausted,
     InvalidRequest,
     LedgerCorrupt,
+    LedgerFormatError,
     PrivacyError,
+    ReceiptInvalid,
+    ReceiptMismatch,
     RefundRefused,
 )
+from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt, Ledger
+from privacy.mechanism import Mechanism, QueryRecord
 from privacy.units import budget_nano, charge_nano, nano_text
-
-KEY = nacl.signing.SigningKey(bytes(range(32)))
-PUB = bytes(KEY.verify_key)
-
-
-def clock():
-    ticks = iter(range(10**6))
-    return lambda: f"2025-02-01T00:{next(ticks) % 3600 // 60:02d}:{next(ticks) % 60:02d}Z"
 
 
 @pytest.fixture
 def ledger(tmp_path: Path):
-    with Ledger(tmp_path / "ledger.db", KEY, PUB, clock=clock()) as opened:
+    with Ledger(tmp_path / "ledger.db", KEY, PUB, clock=ticking()) as opened:
+        opened.record_policy(POLICY)
         yield opened
-
-
-def charge(ledger: Ledger, qid: str, rho=0.1, datasets=("edsd",), limits=None,
-           researcher: str = "alice") -> ChargeReceipt:
-    limits = {"edsd": 1.0, "ppmi": 0.5} if limits is None else limits
-    return ledger.charge(researcher, list(datasets), rho, limits.get, query_id=qid,
-                         method="count", mechanism="distributed discrete gaussian",
-                         sensitivity=1, noise_scale=3.2, epsilon=1.0, delta=1e-6,
-                         policy_hash="ab" * 32)
 
 
 # --- units ------------------------------------------------------------------------------
@@ -68,27 +60,135 @@ def test_units_round_charges_up_and_budgets_down() -> None:
         budget_nano(-1)
 
 
+# --- every query is an entry --------------------------------------------------------------
+
+
+def test_every_kind_of_query_is_recorded_with_its_decision(ledger: Ledger) -> None:
+    answered = exact(ledger, "01", ["edsd", "ppmi"], method="mean")
+    refused = refuse(ledger, "02", "algorithm-not-allowed", method="pca")
+    charged = dp(ledger, "03", 0.2, ["edsd", "ppmi", "other"], held=["edsd", "ppmi"])
+    assert (answered.decision, answered.charge, answered.epsilon) == ("answered-exact", None,
+                                                                      None)
+    assert refused.decision == "refused" and refused.charge is None
+    assert charged.decision == "answered-dp" and charged.charge is not None
+    assert charged.charge.datasets == ("edsd", "ppmi") and charged.charge.rho == 0.2
+    kinds = [(e.kind, e.decision, e.dataset) for e in ledger.entries()]
+    assert kinds == [("genesis", "", ""), ("policy", "", ""), ("query", "answered-exact", ""),
+                     ("query", "refused", ""), ("query", "answered-dp", ""),
+                     ("charge", "", "edsd"), ("charge", "", "ppmi")]
+    query = ledger.entries()[4]
+    assert query.datasets == '["edsd","ppmi","other"]' and query.held == '["edsd","ppmi"]'
+    assert query.variables == '["age"]'
+    assert query.filters == '{"op":">","value":50,"var":"age"}'  # canonical JSON
+    assert query.query_digest == DIGEST and query.policy_digest == ledger.policy().digest
+    assert (query.honest_nodes, query.dimension) == (2, 3)
+    assert query.bounds == '{"age":[0.0,120.0]}'
+    assert float(query.sensitivity) == 4096.0 and float(query.noise_scale) > 0
+    assert [e.ref_seq for e in ledger.entries()[5:]] == [4, 4]  # charges name their query
+    assert ledger.entries()[3].reason == "algorithm-not-allowed"
+    summary = verify_ledger(ledger.path, PUB)
+    assert summary.decisions == {"answered-exact": 1, "refused": 1, "answered-dp": 1}
+
+
+def test_the_ledger_computes_epsilon_from_the_rho_it_charges(ledger: Ledger) -> None:
+    """No epsilon a request carries can reach the ledger: the record has no epsilon field,
+    and the ledger computes it (CKS 2020) from the charged rho and a delta: the request's, or
+    the policy's reporting delta, or 1e-6."""
+    assert "epsilon" not in {f for f in Mechanism.__dataclass_fields__}
+    assert "epsilon" not in {f for f in QueryRecord.__dataclass_fields__}
+    with pytest.raises(TypeError):
+        Mechanism(rho=2.0, noise_scale=1.0, honest_nodes=1, dimension=1, sensitivity=1.0,
+                  epsilon=0.01)  # type: ignore[call-arg]
+    ledger.record_policy({"budgets": {"bob": {"*": {"rho": 10}}}})
+    # a modified client asked for rho = 2 and claimed epsilon = 0.01 at delta = 1e-6
+    receipt = dp(ledger, "01", 2.0, researcher="bob", delta=1e-6)
+    entry = ledger.entries()[receipt.seq]
+    assert float(entry.epsilon) == receipt.epsilon == epsilon_from_rho(2.0, 1e-6)
+    # between rho + 2 sqrt(rho ln(1/delta)) (Bun-Steinke 2016; CKS 2020 is tighter) and 10
+    assert 10 < receipt.epsilon < 2 + 2 * math.sqrt(2 * math.log(1e6))
+    assert entry.delta == "1e-06"
+    # no delta in the request: the default reporting delta
+    receipt = dp(ledger, "02", 0.05, researcher="bob")
+    assert receipt.delta == 1e-6 and receipt.epsilon == epsilon_from_rho(0.05, 1e-6)
+    # a policy naming its reporting delta
+    ledger.record_policy({"budgets": {"bob": {"*": {"rho": 10}}}, "reporting_delta": 1e-9})
+    receipt = dp(ledger, "03", 0.05, researcher="bob")
+    assert receipt.delta == 1e-9 and receipt.epsilon == epsilon_from_rho(0.05, 1e-9)
+    verify_ledger(ledger.path, PUB)
+
+
+def test_a_mechanism_that_does_not_give_its_rho_is_refused(ledger: Ledger) -> None:
+    """The node cannot charge less than its noise spends: the ledger recomputes rho from
+    sigma (KLS 2021) and refuses the record before writing anything."""
+    honest = mechanism(0.1)
+    weak = Mechanism(rho=0.1, noise_scale=honest.noise_scale / 2, honest_nodes=2,
+                     dimension=3, sensitivity=honest.sensitivity)
+    before = len(ledger.entries())
+    wider = Mechanism(rho=0.1, noise_scale=honest.noise_scale, honest_nodes=2, dimension=3,
+                      sensitivity=honest.sensitivity * 2)
+    for bad in (weak, wider):
+        with pytest.raises(InvalidRequest, match="does not give the rho charged"):
+            ledger.record_query(QueryRecord("01", "alice", "count", ["edsd"], "answered-dp",
+                                            DIGEST, mechanism=bad))
+    assert len(ledger.entries()) == before
+
+
+def test_policy_entries_are_recorded_when_they_change(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db", KEY, PUB) as ledger:
+        with pytest.raises(InvalidRequest, match="policy"):
+            exact(ledger, "01")  # nothing is answered before a policy is in force
+        first = ledger.record_policy(POLICY)
+        assert first is not None and first.seq == 1
+        assert ledger.record_policy(dict(reversed(list(POLICY.items())))) is None  # same
+        assert ledger.policy().digest == hashlib.sha256(
+            ledger.entries()[1].policy_json.encode()).hexdigest()
+        tighter = {**POLICY, "budgets": {"alice": {"*": {"rho": 0.15}}}}
+        assert ledger.record_policy(tighter).seq == 2
+        dp(ledger, "02", 0.1)
+        with pytest.raises(BudgetExhausted):  # the budget is the one of the policy in force
+            dp(ledger, "03", 0.1)
+        for bad in ({"budgets": {"alice": {"edsd": 1.0}}}, {"exact_access": "yes"},
+                    {"budgets": {"alice": {"edsd": {"rho": -1}}}}, {"x": float("nan")},
+                    {"reporting_delta": 2}):
+            with pytest.raises(InvalidRequest):
+                ledger.record_policy(bad)
+    verify_ledger(tmp_path / "l.db", PUB)
+
+
+def test_the_policy_decides_exact_answers_and_methods(ledger: Ledger) -> None:
+    ledger.record_policy({**POLICY, "exact_access": [], "allowed_algorithms": ["mean"]})
+    with pytest.raises(InvalidRequest, match="exact"):
+        exact(ledger, "01", method="mean")
+    with pytest.raises(InvalidRequest, match="'count'"):
+        dp(ledger, "02", method="count")
+    dp(ledger, "03", method="mean")
+    refuse(ledger, "04", "exact-not-allowed", method="count")  # refusals are always recorded
+
+
 # --- charging ---------------------------------------------------------------------------
 
 
 def test_charge_is_durable_and_the_chain_verifies(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     with Ledger(path, KEY, PUB) as ledger:
-        receipt = charge(ledger, "01")
-        assert receipt.rho == 0.1 and receipt.datasets == ("edsd",)
+        ledger.record_policy(POLICY)
+        receipt = dp(ledger, "01")
+        assert receipt.charge.rho == 0.1 and receipt.charge.datasets == ("edsd",)
     # a fresh connection (another process, after a restart) sees the charge
     with Ledger(path, KEY, PUB) as again:
         assert again.spent("alice", "edsd") == 0.1
     summary = verify_ledger(path, PUB)
-    assert summary.entries == 2 and summary.kinds == {"genesis": 1, "charge": 1}
-    assert "valid, 2 entries" in summary.line()
+    assert summary.entries == 4
+    assert summary.kinds == {"genesis": 1, "policy": 1, "query": 1, "charge": 1}
+    assert "valid, 4 entries" in summary.line()
 
 
 def test_ledger_settings_are_wal_full_and_append_only(ledger: Ledger) -> None:
     conn = ledger._conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    charge(ledger, "01")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == E.SCHEMA_VERSION
+    dp(ledger, "01")
     raw = sqlite3.connect(ledger.path)
     for sql in ("UPDATE entries SET rho_nano = 1", "DELETE FROM entries",
                 "DELETE FROM head"):
@@ -99,17 +199,18 @@ def test_ledger_settings_are_wal_full_and_append_only(ledger: Ledger) -> None:
 
 def test_exact_budget_is_spendable_and_not_one_nano_more(ledger: Ledger) -> None:
     for i in range(10):
-        charge(ledger, f"{i:02x}", rho=0.1)  # 10 x 0.1 == 1.0 exactly in nano-rho
+        dp(ledger, f"{i:02x}", rho=0.1)  # 10 x 0.1 == 1.0 exactly in nano-rho
     with pytest.raises(BudgetExhausted):
-        charge(ledger, "ff", rho=1e-9)
+        dp(ledger, "ff", rho=1e-9)
     assert ledger.spent_nano("alice", "edsd") == 10**9
+    verify_ledger(ledger.path, PUB)
 
 
 def test_budget_exhausted_names_the_remaining_budget_and_charges_nothing(
         ledger: Ledger) -> None:
-    charge(ledger, "01", rho=0.4, datasets=("edsd", "ppmi"))
+    dp(ledger, "01", rho=0.4, datasets=("edsd", "ppmi"))
     with pytest.raises(BudgetExhausted) as caught:
-        charge(ledger, "02", rho=0.2, datasets=("edsd", "ppmi"))
+        dp(ledger, "02", rho=0.2, datasets=("edsd", "ppmi"))
     exc = caught.value
     assert isinstance(exc, PrivacyError)
     assert exc.remaining == {"edsd": 0.6, "ppmi": pytest.approx(0.1)}
@@ -118,66 +219,80 @@ def test_budget_exhausted_names_the_remaining_budget_and_charges_nothing(
     assert "'ppmi' has rho 0.1 remaining" in str(exc) and "needs rho 0.2" in str(exc)
     # all or nothing: edsd had room but was not charged either
     assert ledger.spent_nano("alice", "edsd") == 400_000_000
-    refusals = [e for e in ledger.entries() if e.kind == "refusal"]
-    assert [(e.dataset, e.reason) for e in refusals] == [
-        ("edsd", "other-dataset-exhausted"), ("ppmi", "budget-exhausted")]
-    assert all(e.rho_nano == 200_000_000 and e.query_id == "02" for e in refusals)
+    refused = ledger.entries()[-1]
+    assert (refused.kind, refused.decision, refused.reason) == ("query", "refused",
+                                                                "budget-exhausted")
+    assert refused.rho_nano == 200_000_000 and refused.query_id == "02"
+    assert isinstance(exc.head, HeadReceipt) and exc.head.seq == refused.seq
+    verify_ledger(ledger.path, PUB)
 
 
 def test_no_budget_means_refused(ledger: Ledger) -> None:
+    ledger.record_policy({"budgets": {"alice": {"edsd": {"rho": 1}}}})
     with pytest.raises(BudgetExhausted, match="'other' has rho 0 remaining"):
-        charge(ledger, "01", datasets=("other",))
+        dp(ledger, "01", datasets=("other",))
     assert ledger.entries()[-1].reason == "no-budget"
 
 
-def test_budget_objects_with_a_rho_attribute_are_accepted(ledger: Ledger) -> None:
-    @dataclass
-    class Budget:  # the node policy's shape
-        rho: float
-
-    ledger.charge("bob", ["edsd"], 0.25, lambda d: Budget(0.25), query_id="0a",
-                  method="mean", mechanism="m")
-    with pytest.raises(BudgetExhausted):
-        ledger.charge("bob", ["edsd"], 0.25, lambda d: Budget(0.25), query_id="0b",
-                      method="mean", mechanism="m")
-
-
 def test_budgets_are_per_researcher(ledger: Ledger) -> None:
-    charge(ledger, "01", rho=1.0)
-    charge(ledger, "02", rho=1.0, researcher="bob")
+    dp(ledger, "01", rho=1.0)
+    dp(ledger, "02", rho=1.0, researcher="bob")
     assert ledger.spent("alice", "edsd") == ledger.spent("bob", "edsd") == 1.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"rho": 0}, "positive"),
-    ({"rho": -0.1}, "positive"),
-    ({"rho": float("nan")}, "finite"),
+@pytest.mark.parametrize("change, match", [
     ({"datasets": []}, "at least one"),
     ({"datasets": ["edsd", "edsd"]}, "twice"),
     ({"datasets": "edsd"}, "list"),
+    ({"held": ["ppmi"]}, "held datasets"),
     ({"query_id": "xyz"}, "hex"),
     ({"query_id": "abc"}, "hex"),
+    ({"query_digest": ""}, "hex"),
     ({"researcher": ""}, "researcher"),
-    ({"time": "yesterday"}, "ISO 8601"),
-    ({"time": "2025-02-30T00:00:00Z"}, "not a valid time"),
-    ({"epsilon": float("inf")}, "finite"),
+    ({"decision": "answered"}, "decision"),
+    ({"reason": "x"}, "only a refused"),
+    ({"filters": "{not json"}, "JSON"),
+    ({"filters": {"x": float("nan")}}, "JSON"),
+    ({"mechanism": None}, "needs its mechanism"),
+    ({"mechanism": Mechanism(0, 1.0, 1, 1, 1.0)}, "positive"),
+    ({"mechanism": Mechanism(0.1, float("inf"), 1, 1, 1.0)}, "noise_scale"),
+    ({"mechanism": Mechanism(0.1, 1.0, 0, 1, 1.0)}, "honest_nodes"),
+    ({"mechanism": Mechanism(0.1, 1.0, 1, 1, 1.0, delta=1.0)}, "delta"),
+    ({"mechanism": Mechanism(0.1, 1.0, 1, 1, 1.0, bounds={"age": [5, 1]})}, "low <= high"),
 ])
-def test_bad_requests_fail_before_anything_is_written(ledger: Ledger, kwargs, match) -> None:
-    args = dict(researcher="alice", datasets=["edsd"], rho=0.1, budget_for={"edsd": 1}.get,
-                query_id="01", method="count", mechanism="m")
-    args.update(kwargs)
+def test_bad_records_fail_before_anything_is_written(ledger: Ledger, change, match) -> None:
+    args = dict(query_id="01", researcher="alice", method="count", datasets=["edsd"],
+                decision="answered-dp", query_digest=DIGEST, mechanism=mechanism(0.1))
+    args.update(change)
     before = len(ledger.entries())
     with pytest.raises(InvalidRequest, match=match):
-        ledger.charge(**args)
+        ledger.record_query(QueryRecord(**args))
     assert len(ledger.entries()) == before
+
+
+@pytest.mark.parametrize("time, match", [("yesterday", "ISO 8601"),
+                                         ("2025-02-30T00:00:00Z", "not a valid time")])
+def test_bad_times_fail_before_anything_is_written(ledger: Ledger, time, match) -> None:
+    before = len(ledger.entries())
+    with pytest.raises(InvalidRequest, match=match):
+        dp(ledger, "01", time=time)
+    assert len(ledger.entries()) == before
+
+
+def test_times_never_go_backwards(ledger: Ledger) -> None:
+    dp(ledger, "01", time="2025-02-01T12:00:00Z")
+    receipt = dp(ledger, "02", time="2025-02-01T11:00:00Z")  # the clock stepped back
+    assert ledger.entries()[receipt.seq].time == "2025-02-01T12:00:00Z"
+    verify_ledger(ledger.path, PUB)
 
 
 # --- refunds and releases ---------------------------------------------------------------
 
 
 def test_refund_returns_the_budget_once(ledger: Ledger) -> None:
-    receipt = charge(ledger, "01", rho=0.5, datasets=("edsd", "ppmi"))
-    ledger.refund(receipt, "the aggregator rejected the session before any send")
+    receipt = dp(ledger, "01", rho=0.5, datasets=("edsd", "ppmi")).charge
+    head = ledger.refund(receipt, "the aggregator rejected the session before any send")
+    assert isinstance(head, HeadReceipt) and head == ledger.head_receipt()
     assert ledger.spent_nano("alice", "edsd") == ledger.spent_nano("alice", "ppmi") == 0
     with pytest.raises(RefundRefused, match="already refunded"):
         ledger.refund(receipt, "again")
@@ -189,8 +304,9 @@ def test_refund_returns_the_budget_once(ledger: Ledger) -> None:
 
 
 def test_no_refund_after_release(ledger: Ledger) -> None:
-    receipt = charge(ledger, "01")
-    ledger.release(receipt, transcript="cd" * 32)
+    receipt = dp(ledger, "01").charge
+    head = ledger.release(receipt, transcript="cd" * 32)
+    assert head.seq == len(ledger.entries()) - 1
     with pytest.raises(RefundRefused, match="already released"):
         ledger.refund(receipt, "too late")
     with pytest.raises(RefundRefused, match="already released"):
@@ -199,7 +315,7 @@ def test_no_refund_after_release(ledger: Ledger) -> None:
 
 
 def test_refund_needs_a_proof_and_a_genuine_receipt(ledger: Ledger) -> None:
-    receipt = charge(ledger, "01")
+    receipt = dp(ledger, "01").charge
     with pytest.raises(InvalidRequest, match="proof"):
         ledger.refund(receipt, "  ")
     forged = ChargeReceipt("01", "alice", ("edsd",), 1, receipt.seqs, receipt.time)
@@ -209,35 +325,26 @@ def test_refund_needs_a_proof_and_a_genuine_receipt(ledger: Ledger) -> None:
         ledger.refund(ChargeReceipt("01", "alice", ("edsd",), 1, (0,), ""), "nothing sent")
 
 
-def test_other_refusals_are_recorded(ledger: Ledger) -> None:
-    ledger.refuse("carol", ["edsd", "ppmi"], "min-row-count", query_id="0c", method="mean",
-                  rho=0.1)
-    assert [(e.kind, e.dataset, e.reason) for e in ledger.entries()[1:]] == [
-        ("refusal", "edsd", "min-row-count"), ("refusal", "ppmi", "min-row-count")]
-    with pytest.raises(InvalidRequest, match="reason code"):
-        ledger.refuse("carol", ["edsd"], "Not A Code", query_id="0d", method="mean")
-
-
 def test_summary_for_fed_budget(ledger: Ledger) -> None:
-    charge(ledger, "01", rho=0.3, datasets=("edsd", "ppmi"))
-    r = charge(ledger, "02", rho=0.1)
+    dp(ledger, "01", rho=0.3, datasets=("edsd", "ppmi"))
+    r = dp(ledger, "02", rho=0.1).charge
     ledger.refund(r, "nothing sent")
     with pytest.raises(BudgetExhausted):
-        charge(ledger, "03", rho=0.3, datasets=("ppmi",))
+        dp(ledger, "03", rho=0.3, datasets=("ppmi",))
     lines = {(b.researcher, b.dataset): b for b in ledger.summary()}
     edsd, ppmi = lines["alice", "edsd"], lines["alice", "ppmi"]
     assert (edsd.spent, edsd.limit, edsd.remaining) == (0.3, 1.0, 0.7)
     assert (edsd.charges, edsd.refunds, edsd.refusals) == (2, 1, 0)
     assert (ppmi.spent_nano, ppmi.remaining_nano, ppmi.refusals) == (
         300_000_000, 200_000_000, 1)
-    # current limits from the policy override the recorded ones; extra pairs appear
+    # limits given by the caller override the policy's; extra pairs appear
     override = ledger.summary(lambda who, what: 2.0, include=[("bob", "edsd")])
     assert [(b.researcher, b.dataset, b.remaining) for b in override] == [
         ("alice", "edsd", 1.7), ("alice", "ppmi", 1.7), ("bob", "edsd", 2.0)]
     assert [b.dataset for b in ledger.summary(researcher="bob")] == []
 
 
-# --- keys, encoding, verification --------------------------------------------------------
+# --- keys, heads, formats ------------------------------------------------------------------
 
 
 def test_signer_must_match_the_public_key(tmp_path: Path) -> None:
@@ -260,16 +367,57 @@ def test_a_signer_returning_bare_signatures_works(tmp_path: Path) -> None:
             return KEY.sign(message).signature
 
     with Ledger(tmp_path / "l.db", Identity(), PUB) as ledger:
-        charge(ledger, "01")
+        ledger.record_policy(POLICY)
+        dp(ledger, "01")
     verify_ledger(tmp_path / "l.db", PUB)
+
+
+def test_head_receipts_are_signed_and_check_the_ledger(ledger: Ledger) -> None:
+    receipt = dp(ledger, "01")
+    head = receipt.head
+    assert head == ledger.head_receipt() and head.seq == receipt.charge.seqs[-1]
+    head.check_signature(PUB)
+    assert HeadReceipt.from_json(head.to_json()) == head and "\n" not in head.to_json()
+    assert head.text == f"{head.seq}:{head.hash.hex()}" and len(head.text.split(":")[1]) == 64
+    ledger.check_extends(head)
+    ledger.check_extends((head.seq, head.hash))
+    ledger.release(receipt.charge)
+    ledger.check_extends(head)  # it still extends it
+    with pytest.raises(ReceiptMismatch, match="truncated or rolled back"):
+        ledger.check_extends((head.seq + 5, head.hash))
+    with pytest.raises(ReceiptMismatch, match="rewritten"):
+        ledger.check_extends((head.seq, bytes(32)))
+    forged = HeadReceipt(PUB, head.seq, head.hash, bytes(64))
+    with pytest.raises(ReceiptInvalid, match="not signed by the node key"):
+        ledger.check_extends(forged)
+    # the head message is domain-separated: an entry signature is not a head signature
+    entry_sig = KEY.sign(E.SIG_DOMAIN + head.hash).signature
+    with pytest.raises(ReceiptInvalid):
+        HeadReceipt(PUB, head.seq, head.hash, entry_sig).check_signature(PUB)
+
+
+def test_a_v1_ledger_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    conn = sqlite3.connect(path)  # the v1 layout (entries with budget_nano; user_version 0)
+    conn.execute("CREATE TABLE entries (seq INTEGER PRIMARY KEY, kind TEXT, budget_nano "
+                 "INTEGER)")
+    conn.execute("CREATE TABLE head (id INTEGER PRIMARY KEY, seq INTEGER, hash BLOB, "
+                 "signature BLOB)")
+    conn.commit()
+    conn.close()
+    for attempt in (lambda: Ledger(path, KEY, PUB), lambda: verify_ledger(path, PUB)):
+        with pytest.raises(LedgerFormatError, match="fedtally-ledger-v1 ledger.*new ledger"):
+            attempt()
 
 
 def _auditor_encoding(prev: bytes, e: E.Entry) -> bytes:
     """The entry encoding as documented, re-implemented independently of privacy.entry."""
-    out = b"fedtally-ledger-v1/entry\x00" + prev
-    for value in (e.seq, e.time, e.kind, e.query_id, e.researcher, e.dataset, e.method,
-                  e.mechanism, e.sensitivity, e.noise_scale, e.rho_nano, e.budget_nano,
-                  e.epsilon, e.delta, e.policy_hash, e.transcript, e.reason, e.ref_seq):
+    out = b"fedtally-ledger-v2/entry\x00" + prev
+    for value in (e.seq, e.time, e.kind, e.query_id, e.researcher, e.method, e.datasets,
+                  e.held, e.dataset, e.variables, e.filters, e.query_digest, e.decision,
+                  e.reason, e.mechanism, e.rho_nano, e.epsilon, e.delta, e.noise_scale,
+                  e.honest_nodes, e.dimension, e.bounds, e.sensitivity, e.policy_digest,
+                  e.policy_json, e.transcript, e.node_key, e.ref_seq):
         if isinstance(value, int):
             out += b"i" + struct.pack(">I", 8) + struct.pack(">q", value)
         else:
@@ -278,21 +426,21 @@ def _auditor_encoding(prev: bytes, e: E.Entry) -> bytes:
 
 
 def test_entry_encoding_known_answer() -> None:
-    e = E.Entry(1, "2025-01-01T00:00:00Z", "charge", "0a1b", "alice", "edsd", "count",
-                "distributed discrete gaussian", "1", "2.5", 50_000_000, 1_000_000_000,
-                "1.0", "1e-06", "ab" * 32, "", "", -1)
+    e = E.blank(1, "2025-01-01T00:00:00Z", "charge", query_id="0a1b", researcher="alice",
+                method="count", dataset="edsd", rho_nano=50_000_000, ref_seq=0)
     assert E.encode(bytes(32), e) == _auditor_encoding(bytes(32), e)
     digest = E.entry_hash(bytes(32), e)
     assert digest == hashlib.sha256(_auditor_encoding(bytes(32), e)).digest()
-    assert digest.hex() == "c874bce4b53329425f2b0da437d7bc87abcbbb8d3147c47dee0e4f47c13ef26f"
+    assert digest.hex() == "5a65c2f5748222da56d0f9a88241ffca72bbd53cccf34655fc5be6fdcf19403c"
     assert KEY.sign(E.SIG_DOMAIN + digest).signature.hex() == (
-        "2879eea32946a5be4d67306f7580e850a9a9056dbd0f24a1936ad6764e0b2e7c"
-        "805f8b3ff7704d3c56fe70de8851159dc0b17e15d106dee4fdbee95a055bfc02")
+        "b7e5a438ad786c55f8678bce4ebdeb37642d1f5d71497fa8df50d716fd6acdbf"
+        "44d125c088b4e51820d252e47e8a8ef58840f548f9df1bca75666f48cdaaf802")
 
 
 def test_every_stored_entry_matches_the_documented_encoding(ledger: Ledger) -> None:
-    r = charge(ledger, "01", datasets=("edsd", "ppmi"))
-    ledger.release(r, transcript="ee" * 32)
+    r = dp(ledger, "01", datasets=("edsd", "ppmi"))
+    ledger.release(r.charge, transcript="ee" * 32)
+    exact(ledger, "02")
     rows = sqlite3.connect(ledger.path).execute(
         "SELECT prev_hash, hash, signature FROM entries ORDER BY seq").fetchall()
     prev = bytes(32)
@@ -303,30 +451,20 @@ def test_every_stored_entry_matches_the_documented_encoding(ledger: Ledger) -> N
         prev = digest
 
 
-def test_expected_head_detects_a_rollback(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    with Ledger(path, KEY, PUB) as ledger:
-        charge(ledger, "01")
-    shutil.copy(path, tmp_path / "old.db")  # an insider keeps a copy ...
-    with Ledger(path, KEY, PUB) as ledger:
-        charge(ledger, "02")
-    head = verify_ledger(path, PUB).head_hash  # ... an auditor records the head ...
-    assert verify_ledger(path, PUB, expected_head=head).entries == 3
-    with pytest.raises(LedgerCorrupt, match="rolled back"):  # ... and the copy is put back
-        verify_ledger(tmp_path / "old.db", PUB, expected_head=head)
-
-
 def test_genesis_names_the_key_and_cli_verify(tmp_path: Path, capsys) -> None:
     path = tmp_path / "l.db"
     with Ledger(path, KEY, PUB) as ledger:
-        charge(ledger, "01")
+        ledger.record_policy(POLICY)
+        dp(ledger, "01")
+        head = ledger.head_receipt()
     assert read_genesis_key(path) == PUB
     assert cli_verify(path, PUB) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "valid, 2 entries" in out
+    assert out.count("\n") == 1 and "valid, 4 entries" in out
+    assert out.rstrip().endswith(f"head {head.text}")  # the full SEQ:HEX
     other = bytes(nacl.signing.SigningKey(bytes(32)).verify_key)
     assert cli_verify(path, other) == 1
-    assert "INVALID: ledger entry 0" in capsys.readouterr().err
+    assert "INVALID: LedgerCorrupt: ledger entry 0" in capsys.readouterr().err
 
 
 def test_a_garbage_file_is_not_opened_as_a_ledger(tmp_path: Path) -> None:
@@ -339,10 +477,11 @@ def test_a_garbage_file_is_not_opened_as_a_ledger(tmp_path: Path) -> None:
 def test_threads_sharing_one_ledger_never_overspend(ledger: Ledger) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    ledger.record_policy({"budgets": {"alice": {"edsd": {"rho": 0.7}}}})
+
     def attempt(i: int) -> bool:
         try:
-            ledger.charge("alice", ["edsd"], 0.1, {"edsd": 0.7}.get, query_id=f"{i:04x}",
-                          method="count", mechanism="m")
+            dp(ledger, f"{i:04x}", 0.1)
         except BudgetExhausted:
             return False
         return True
@@ -351,3 +490,14 @@ def test_threads_sharing_one_ledger_never_overspend(ledger: Ledger) -> None:
         assert sum(pool.map(attempt, range(24))) == 7
     assert ledger.spent_nano("alice", "edsd") == 700_000_000
     verify_ledger(ledger.path, PUB)
+
+
+def test_the_auditors_reference_lists_the_fields_in_hash_order() -> None:
+    from support import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "privacy" / "AUDITORS.md").read_text()
+    table = text[text.index("| field | type |"):text.index("Canonical JSON:")]
+    listed = [name for row in table.splitlines()[2:] if row.startswith("| `")
+              for name in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert tuple(listed) == E.FIELDS
+    assert f"f(field_{len(E.FIELDS)})" in text and E.FORMAT in text

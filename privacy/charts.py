@@ -1,7 +1,10 @@
-"""Tiny inline-SVG charts for the audit report: no plotting library, no external resources.
+"""Tiny charts for the audit report: an inline-SVG step plot and HTML/CSS bars.
 
-Every element carries a class (and ``data-*`` attributes) so tests and auditors' tools can
-find the plotted series in the rendered page.
+No plotting library, no script, no external resource. Text that can be long (series names,
+budget labels and amounts) is laid out by the browser as HTML, never placed at guessed
+coordinates inside an SVG, so no label can be clipped; inside the SVG only short tick labels
+remain, with margins sized for the longest one. Every element carries a class (and
+``data-*`` attributes) so tests and auditors' tools can find the plotted series.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def _num(value: float) -> str:
 
 
 def _label(value: float) -> str:
-    return f"{value:.6g}"
+    return f"{value:.4g}"  # at most 9 characters ("1.234e-05"): the left margin fits it
 
 
 def _time_label(seconds: float, span: float) -> str:
@@ -73,9 +76,12 @@ def _time_label(seconds: float, span: float) -> str:
 
 
 def step_chart(series: list[StepSeries], *, title: str, css_class: str,
-               width: int = 760, height: int = 320, attrs: dict[str, str] | None = None) -> str:
-    """Cumulative step lines over time, with each series' limit as a dashed line."""
-    left, right, top, bottom = 64, 190, 34, 44
+               width: int = 760, height: int = 300, attrs: dict[str, str] | None = None) -> str:
+    """Cumulative step lines over time, each series' limit a dashed line, and the legend
+    (series names, as HTML) below the plot, in a ``<figure>``."""
+    # margins for the longest tick labels at 11px: 9 characters on the left; half a
+    # centred "04-01 12:00" at either end of the time axis
+    left, right, top, bottom = 84, 48, 12, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     times = [t for s in series for t, _ in s.points]
     t0, t1 = (min(times), max(times)) if times else (0.0, 1.0)
@@ -92,10 +98,11 @@ def step_chart(series: list[StepSeries], *, title: str, css_class: str,
         return top + plot_h - v / y_max * plot_h
 
     extra = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in (attrs or {}).items())
-    out = [f'<svg class="chart {escape(css_class)}" xmlns="http://www.w3.org/2000/svg" '
+    out = [f'<figure class="chart-figure"{extra}><figcaption class="chart-title">'
+           f"{escape(title)}</figcaption>",
+           f'<svg class="chart {escape(css_class)}" xmlns="http://www.w3.org/2000/svg" '
            f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img"'
-           f'{extra}>', f"<title>{escape(title)}</title>",
-           f'<text x="{left}" y="20" class="chart-title">{escape(title)}</text>']
+           f'{extra}>', f"<title>{escape(title)}</title>"]
     for v in y_ticks:
         out.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{_num(y(v))}" '
                    f'y2="{_num(y(v))}"/>'
@@ -110,6 +117,7 @@ def step_chart(series: list[StepSeries], *, title: str, css_class: str,
                f'<text class="axis-label" x="14" y="{top + plot_h / 2}" '
                f'transform="rotate(-90 14 {top + plot_h / 2})" text-anchor="middle">'
                f'cumulative rho</text>')
+    legend = []
     for i, s in enumerate(series):
         color = PALETTE[i % len(PALETTE)]
         data = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in s.attrs)
@@ -123,35 +131,26 @@ def step_chart(series: list[StepSeries], *, title: str, css_class: str,
             out.append(f'<line class="limit" stroke="{color}" stroke-dasharray="5,4" '
                        f'x1="{left}" x2="{left + plot_w}" y1="{_num(y(s.limit))}" '
                        f'y2="{_num(y(s.limit))}"{data}/>')
-        ly = top + 6 + 18 * i
-        out.append(f'<rect class="legend-swatch" x="{left + plot_w + 14}" y="{ly}" width="12" '
-                   f'height="12" fill="{color}"/><text class="legend" '
-                   f'x="{left + plot_w + 32}" y="{ly + 10}">{escape(s.label)}</text>')
+        legend.append(f'<li class="legend"{data}><span class="swatch" '
+                      f'style="background:{color}"></span>{escape(s.label)}</li>')
     out.append("</svg>")
+    out.append(f'<ul class="chart-legend">{"".join(legend)}</ul></figure>')
     return "".join(out)
 
 
-def bar_chart(bars: list[Bar], *, title: str, css_class: str, width: int = 760) -> str:
-    """Horizontal bars: the used part coloured, the remaining part pale."""
-    left, right, top, row = 230, 150, 34, 26
-    plot_w = width - left - right
-    height = top + row * max(len(bars), 1) + 16
+def bar_chart(bars: list[Bar], *, title: str, css_class: str) -> str:
+    """Horizontal bars as HTML: the used part coloured, the remaining part pale; label and
+    amount are text in their own grid cells (the page's CSS: ``.bars``)."""
     scale = max([b.total if b.total is not None else b.used for b in bars] + [1e-9])
-    out = [f'<svg class="chart {escape(css_class)}" xmlns="http://www.w3.org/2000/svg" '
-           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-           f"<title>{escape(title)}</title>",
-           f'<text x="{left}" y="20" class="chart-title">{escape(title)}</text>']
-    for i, b in enumerate(bars):
-        y = top + i * row
-        used_w = b.used / scale * plot_w
-        out.append(f'<text class="bar-label" x="{left - 8}" y="{y + 15}" text-anchor="end">'
-                   f"{escape(b.label)}</text>")
-        if b.total is not None:
-            out.append(f'<rect class="bar-total" x="{left}" y="{y + 3}" '
-                       f'width="{_num(b.total / scale * plot_w)}" height="16" fill="#e6eef7"/>')
-        out.append(f'<rect class="bar-spent" x="{left}" y="{y + 3}" width="{_num(used_w)}" '
-                   f'height="16" fill="{PALETTE[0]}"><title>{escape(b.text)}</title></rect>')
-        out.append(f'<text class="bar-value" x="{left + plot_w + 8}" y="{y + 15}">'
-                   f"{escape(b.text)}</text>")
-    out.append("</svg>")
-    return "".join(out)
+    rows = []
+    for b in bars:
+        total = 100.0 if b.total is None else b.total / scale * 100
+        used = min(b.used / scale * 100, 100.0)
+        rows.append(
+            f'<div class="bar-label">{escape(b.label)}</div>'
+            f'<div class="bar-track"><div class="bar-total" style="width:{_num(total)}%">'
+            f'</div><div class="bar-spent" style="width:{_num(used)}%" '
+            f'title="{escape(b.text)}"></div></div>'
+            f'<div class="bar-value">{escape(b.text)}</div>')
+    return (f'<figure class="chart-figure {escape(css_class)}"><figcaption class="chart-title">'
+            f'{escape(title)}</figcaption><div class="bars">{"".join(rows)}</div></figure>')
