@@ -8,6 +8,7 @@ must be at least what the manifest demands for that many participants.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -49,6 +50,8 @@ class ReplayGuard:
         self._db: sqlite3.Connection | None = None
         if path is not None:
             try:
+                # 0600 from the start, as the ledger: it says who asked when
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -58,7 +61,7 @@ class ReplayGuard:
                 # start-up was rolled back (or lost), and the node refuses to run on it
                 self._db.execute("CREATE TABLE IF NOT EXISTS ledger_head (id INTEGER PRIMARY "
                                  "KEY CHECK (id = 1), seq INTEGER NOT NULL, hash BLOB NOT NULL)")
-            except sqlite3.Error as exc:
+            except (OSError, sqlite3.Error) as exc:
                 raise ConfigurationError(f"cannot open the replay record {path}: {exc}") \
                     from None
 

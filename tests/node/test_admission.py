@@ -106,6 +106,7 @@ def test_a_replay_after_a_node_restart_is_refused(world, tmp_path) -> None:
     query, params = _query(world)
     record = tmp_path / "seen-queries.db"
     _admit(world, query, params, guard=ReplayGuard(path=record))
+    assert record.stat().st_mode & 0o077 == 0  # who asked when: the node's eyes only
     restarted = ReplayGuard(path=record)
     with pytest.raises(ReplayError):
         _admit(world, query, params, guard=restarted)
