@@ -36,7 +36,7 @@ from node.policy import Policy
 #: a 1024-bit key: fine in memory (the simulator has no minimum; real federations need 2048)
 BITS = 1024
 #: public methods of the catalog that answer no query: metadata helpers, compared separately
-HELPERS = frozenset({"catalog", "data_models", "datasets", "model"})
+HELPERS = frozenset({"catalog", "data_models", "datasets", "model", "receipts"})
 SEED = 7
 
 Call = Callable[[Analyses], Any]
