@@ -109,14 +109,15 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
               tamper: Tamper | None = None,
               node_tamper: Tamper | None = None,
               node_params: Mapping[int, RoundParams] | None = None,
-              clock: Callable[[], float] | None = None) -> RoundTranscript:
+              clock: Callable[[], float] | None = None,
+              aggregator_type: type[SecAggAggregator] = SecAggAggregator) -> RoundTranscript:
     """One round through the node and aggregator state machines, all in memory.
 
     ``dropouts[stage]`` holds input indices that vanish instead of sending their message of
     that stage (and send nothing after). ``node_params`` gives some nodes other parameters
     than the aggregator's (a malicious aggregator's doing); ``node_tamper`` rewrites what a
-    node sends (a lying node). A node that raises is recorded in ``node_errors`` and takes
-    no further part.
+    node sends (a lying node); ``aggregator_type`` swaps in a patched aggregator (tests of
+    attacks). A node that raises is recorded in ``node_errors`` and takes no further part.
     """
     dropouts = {k: set(v) for k, v in (dropouts or {}).items()}
     timed = _Timer(clock)
@@ -129,7 +130,7 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
     nodes = {name: SecAggNode(node_params.get(i, params), name, identities[name], members,
                               values[i], rng.child(name) if isinstance(rng, SeededRandom) else rng)
              for i, name in enumerate(names)}
-    aggregator = SecAggAggregator(params, members)
+    aggregator = aggregator_type(params, members)
     t = RoundTranscript(params, names, nodes, aggregator)
     timed.transcript = t
     gone: set[str] = set()
