@@ -20,8 +20,14 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
+from engine.collusion import HONEST_FLOOR
 from engine.errors import ConfigurationError, ProtocolAbort, QueryError
-from engine.manifest import PROTECTIONS, round_threshold
+from engine.manifest import (
+    DEFAULT_PARAMETERS,
+    PROTECTIONS,
+    check_federation_size,
+    round_threshold,
+)
 from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
 from engine.params import RoundParams
@@ -46,7 +52,12 @@ class SimulatedFederation(Catalog):
 
     ``protection="paillier"`` runs Paillier-mode rounds instead of masked ones: a
     ``paillier_bits`` key is dealt among the nodes (any ``decryption_threshold`` decrypt,
-    by default a strict majority) and the researcher side opens the sealed partials.
+    by default the least quorum above (N + c)/2) and the researcher side opens the sealed
+    partials.
+
+    Thresholds follow ``max_colluding_nodes`` (c) exactly as in a real federation
+    (:func:`engine.manifest.round_threshold`), and, as ``federation init`` does, a
+    federation too small for c is refused: two nodes need ``max_colluding_nodes=0``.
     """
 
     def __init__(self, data: Mapping[str, pd.DataFrame], data_model: DataModel | None = None, *,
@@ -54,9 +65,16 @@ class SimulatedFederation(Catalog):
                  seed: int | None = None, researcher: str = "alice",
                  ledger_dir: str | Path | None = None, protection: str = "mask",
                  paillier_bits: int = DEFAULT_KEY_BITS,
-                 decryption_threshold: int | None = None) -> None:
+                 decryption_threshold: int | None = None,
+                 max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"]) -> None:
         if len(data) < 2:
             raise ConfigurationError("a federation needs at least two nodes")
+        if isinstance(max_colluding_nodes, bool) or not isinstance(max_colluding_nodes, int) \
+                or max_colluding_nodes < 0:
+            raise ConfigurationError("max_colluding_nodes must be an integer >= 0")
+        check_federation_size(len(data), max_colluding_nodes, self.dp_honest_nodes,
+                              "this federation")
+        self.max_colluding_nodes = max_colluding_nodes
         frames = {}
         for name, frame in data.items():
             frame = frame.copy()
@@ -89,7 +107,8 @@ class SimulatedFederation(Catalog):
             names = tuple(sorted(frames))
             # the simulator allows test-sized keys; a manifest needs 2048 bits at least
             _, shares, tp = deal_paillier(list(names), paillier_bits, decryption_threshold,
-                                          self._rng, min_bits=MIN_KEY_BITS)
+                                          self._rng, min_bits=MIN_KEY_BITS,
+                                          max_colluding=max_colluding_nodes)
             self._paillier = (FederationKey(tp, names), dict(zip(names, shares, strict=True)),
                               FastEncryptor(tp.public, self._rng))
         elif decryption_threshold is not None:
@@ -132,10 +151,13 @@ class SimulatedFederation(Catalog):
         for name, receipt in receipts.items():  # the masked inputs leave now
             self.budgets[name].release(receipt)
         n = len(names)
-        threshold = round_threshold(self._fraction, n)
+        c = self.max_colluding_nodes
+        threshold = round_threshold(self._fraction, n, c, max(HONEST_FLOOR,
+                                                              self.dp_honest_nodes))
         params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
                              plan.length, plan.ring_bits, 0,
-                             hashlib.sha256(canonical_json(spec.to_json())).digest())
+                             hashlib.sha256(canonical_json(spec.to_json())).digest(),
+                             max_colluding=c)
         if self._paillier is not None:
             result, survivors = self._paillier_round(values, params)
         else:
