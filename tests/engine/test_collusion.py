@@ -28,7 +28,7 @@ from crypto.identity import SigningIdentity
 from crypto.keyagreement import public_from_secret, x25519
 from crypto.prg import MaskExpander, self_mask_key
 from crypto.randomness import SeededRandom
-from engine.collusion import BoundError
+from engine.collusion import BoundError, min_threshold
 from engine.errors import FedtallyError, InconsistentView, ThresholdNotMet
 from engine.messages import (
     AdvertiseKeys,
@@ -368,3 +368,82 @@ def test_a_node_refuses_a_survivor_list_it_did_not_sign() -> None:
     assert t.node_errors and t.result is None
     assert all(isinstance(node, SecAggNode) and node.reveal_log == []
                for node in t.nodes.values())
+
+
+# --- Paillier: two decryption quorums in one round ---------------------------------------------
+
+
+def two_quorums(decryption_threshold: int, c: int) -> tuple[list[int] | None, Exception | None]:
+    """Five key holders, node3 and node4 colluding with the aggregator and the researcher
+    (who opens the partials). The aggregator asks node0 and node1 to decrypt the product of
+    all five contributions and node2 the product without node0's; the colluders decrypt
+    both (each runs a second copy of the real node machine). Returns node0's vector learnt
+    by difference, or the typed error that stopped it."""
+    from crypto.keyagreement import X25519KeyPair
+    from crypto.paillier import FastEncryptor
+    from crypto.threshold_paillier import deal_new
+    from engine.paillier_key import FederationKey
+    from engine.paillier_messages import DecryptRequest, PaillierResult, digest
+    from engine.paillier_node import PaillierNode
+    from engine.paillier_result import open_result
+
+    n = 5
+    rng = SeededRandom(f"test_collusion/paillier/{decryption_threshold}")
+    params = make_params(n, min_threshold(n, c), LENGTH, BITS, None, rng, max_colluding=c)
+    identities = {name: SigningIdentity.generate(rng) for name in params.participants}
+    members = {name: i.verify_key for name, i in identities.items()}
+    tp, shares = deal_new(1024, n, decryption_threshold, rng)
+    names = params.participants
+    key = FederationKey(tp, names)
+    encryptor = FastEncryptor(tp.public, rng)
+    reply = X25519KeyPair.generate(rng)
+    values = [RingVector.from_ints(BITS, np.array([1000 + i, -7 * i, 3, i * i]))
+              for i in range(n)]
+
+    def machine(i: int, copy: str = "") -> PaillierNode:
+        return PaillierNode(params, names[i], identities[names[i]], members, values[i], key,
+                            shares[i], encryptor, reply.public, rng.child(f"{i}{copy}"))
+
+    nodes = {name: machine(i) for i, name in enumerate(names)}
+    contributions = {name: node.start() for name, node in nodes.items()}
+    clones = {name: machine(i, "/again") for i, name in enumerate(names) if i >= 3}
+    for clone in clones.values():
+        clone.start()
+    public = tp.public
+
+    def request(contributors: list[str]) -> DecryptRequest:
+        chosen = tuple(contributions[name] for name in contributors)
+        product = public.to_bytes(public.combine([public.from_bytes(c.data) for c in chosen]))
+        return DecryptRequest(params.query_id, params.round, chosen, product)
+
+    quorums = [(request(list(names)), [nodes[m] for m in (names[0], names[1], *clones)]),
+               (request(list(names[1:])), [nodes[names[2]], *clones.values()])]
+    totals = []
+    try:
+        for req, deciders in quorums:
+            partials = sorted((node.receive(req) for node in deciders), key=lambda p: p.sender)
+            result = PaillierResult(bytes(16), params, tuple(c.sender for c in req.contributions),
+                                    digest(req.product), tuple(partials), req.product)
+            totals.append(open_result(result, query_digest=params.query_digest, key=key,
+                                      members=members, reply_key=reply).to_signed())
+    except FedtallyError as exc:
+        return None, exc
+    return [int(x) for x in totals[0] - totals[1]], None
+
+
+def test_paillier_two_quorums_succeed_just_beyond_the_bound() -> None:
+    # T = 3 of 5 holds against c = 0; with two colluders 2T <= N + c: {node0, node1, the
+    # colluders} and {node2, the colluders} both decrypt, and the difference is node0
+    learnt, error = two_quorums(decryption_threshold=3, c=0)
+    assert error is None and learnt == [1000, 0, 3, 0]
+
+
+def test_paillier_two_quorums_fail_within_the_bound() -> None:
+    # two colluders: T > (5 + 2)/2, so 4; the manifest and the dealer refuse 3 of 5
+    from fedtally.federation import deal_paillier
+
+    with pytest.raises(FedtallyError, match=r"in \[4, 5\] for 5 nodes and 2 colluding"):
+        deal_paillier(list("abcde"), 2048, 3, SeededRandom(0), max_colluding=2)
+    # with T = 4 the second quorum (node2 and the two colluders) is one partial short
+    learnt, error = two_quorums(decryption_threshold=4, c=2)
+    assert learnt is None and isinstance(error, ThresholdNotMet)
