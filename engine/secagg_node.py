@@ -147,6 +147,23 @@ def verify_advert(params: RoundParams, advert: AdvertiseKeys, key: VerifyKey) ->
         ) from exc
 
 
+class _SealingKeys(X25519KeyPair):
+    """The node's sealing key pair, remembering each peer's shared secret: sealing shares to
+    a neighbour and opening the neighbour's shares use the same X25519 secret."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, secret: bytes) -> None:
+        super().__init__(secret)
+        self._shared: dict[bytes, bytes] = {}
+
+    def exchange(self, peer_public: bytes) -> bytes:
+        shared = self._shared.get(peer_public)
+        if shared is None:
+            shared = self._shared[peer_public] = super().exchange(peer_public)
+        return shared
+
+
 class SecAggNode(NodeMachine):
     """One node's participation in one round."""
 
@@ -186,7 +203,7 @@ class SecAggNode(NodeMachine):
 
     def _advertise(self) -> AdvertiseKeys:
         p = self.params
-        self._enc = X25519KeyPair.generate(self._rng)
+        self._enc = _SealingKeys(X25519KeyPair.generate(self._rng).secret_bytes())
         self._mask = X25519KeyPair.generate(self._rng)
         self._seed = self._rng.bytes(SEED_SIZE)
         commitment = seed_commitment(p, self.me, self._seed)
@@ -363,27 +380,34 @@ class SecAggNode(NodeMachine):
             views[signer] = (bits, signed)
         verified: set[str] = set()
         needed = p.shamir_threshold
+        # our own neighbours first: their views cover most of every owner's holders
+        order = sorted(views.keys() & mine) + sorted(views.keys() - mine)
         for owner in owners:
             survived = owner in survivors
-            speakers = sorted(p.share_holders(owner) & views.keys(),
-                              key=lambda g: (g not in verified, g not in mine, g))
-            agreeing = 0
-            for signer in speakers:
+            holders = p.share_holders(owner)
+            agreeing = sum(1 for signer in verified if signer in holders
+                           and self._says(views[signer][0], signer, owner) == survived)
+            for signer in order:
                 if agreeing >= needed:
                     break
-                bits, signed = views[signer]
-                if bool(bits >> p.neighbourhood_position(signer)[owner] & 1) != survived:
+                if signer in verified or signer not in holders:
                     continue
-                if signer not in verified:
-                    try:
-                        self._members[signer].verify(
-                            neighbourhood_statement(p, signer, signed.view), signed.signature)
-                    except InvalidSignature as exc:
-                        raise AuthenticationError(
-                            f"the consistency signature of {signer} does not verify") from exc
-                    verified.add(signer)
+                bits, signed = views[signer]
+                if self._says(bits, signer, owner) != survived:
+                    continue
+                try:
+                    self._members[signer].verify(
+                        neighbourhood_statement(p, signer, signed.view), signed.signature)
+                except InvalidSignature as exc:
+                    raise AuthenticationError(
+                        f"the consistency signature of {signer} does not verify") from exc
+                verified.add(signer)
                 agreeing += 1
             self._need(agreeing, f"holders of {owner} signed its status", needed)
+
+    def _says(self, bits: int, signer: str, owner: str) -> bool:
+        """Whether ``signer``'s view says ``owner`` survived."""
+        return bool(bits >> self.params.neighbourhood_position(signer)[owner] & 1)
 
     def _record_reveal(self, owner: str, kind: str) -> None:
         if any(peer == owner and k != kind for peer, k in self.reveal_log):
