@@ -98,6 +98,8 @@ class SecAggAggregator(AggregatorMachine):
         self._committed: tuple[str, ...] = ()
         self._total = RingVector.zeros(params.ring_bits, params.vector_length)
         self._dropouts: tuple[str, ...] = ()
+        self._survivor_set: frozenset[str] = frozenset()
+        self._dropout_set: frozenset[str] = frozenset()
         #: SecAgg+ graph: the survivor view the aggregator sent each survivor to sign
         self._views: dict[str, bytes] = {}
         #: Lagrange coefficients at 0, by the tuple of holder indices they were made for
@@ -168,6 +170,7 @@ class SecAggAggregator(AggregatorMachine):
         p = self.params
         self.survivors = tuple(sorted(arrived))
         self._dropouts = tuple(sorted(set(self._committed) - set(self.survivors)))
+        self._survivor_set, self._dropout_set = frozenset(self.survivors), frozenset(self._dropouts)
         self._next(AggregatorStage.COLLECT_SIGNATURES, set(self.survivors))
         if not p.sparse:
             notice = SurvivorList(p.query_id, p.round, self.survivors)
@@ -201,7 +204,7 @@ class SecAggAggregator(AggregatorMachine):
             return [(name, request) for name in sorted(arrived)]
         signed = {name: SignedBy(name, msg.signature, self._views[name])
                   for name, msg in arrived.items()}
-        survivors, dropouts = set(self.survivors), set(self._dropouts)
+        survivors, dropouts = self._survivor_set, self._dropout_set
         out: Outgoing = []
         for name in sorted(arrived):
             # the views of the holders of every node whose shares ``name`` holds
@@ -216,7 +219,7 @@ class SecAggAggregator(AggregatorMachine):
         return out
 
     def _on_unmask(self, sender: str, msg: UnmaskShares) -> None:
-        survivors, dropouts = set(self.survivors), set(self._dropouts)
+        survivors, dropouts = self._survivor_set, self._dropout_set
         self_owners = [s.owner for s in msg.self_mask_shares]
         key_owners = [s.owner for s in msg.key_shares]
         # the graph is symmetric: the sender holds shares of its own closed neighbourhood

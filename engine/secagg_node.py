@@ -172,6 +172,7 @@ class SecAggNode(NodeMachine):
         super().__init__(params, me, identity, members, value, rng, NodeStage.START)
         #: (peer, "self" | "key") for every share this node revealed; tests read it
         self.reveal_log: list[tuple[str, str]] = []
+        self._revealed: dict[str, str] = {}  # owner -> the one kind revealed for it
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._held: dict[str, SharePlaintext] = {}  # shares we hold, by owner (incl. ourselves)
         self._committed: frozenset[str] = frozenset()
@@ -362,7 +363,8 @@ class SecAggNode(NodeMachine):
         colluders signing for both can give (2 t_s > k + 1 + c_local).
 
         Signatures are verified as they are needed (views of nodes already verified or of
-        our own neighbours first), so a node verifies about k + 1 of them, not 2k + 1."""
+        our own neighbours first): about 2 t_s of them, a little more than k + 1, instead of
+        the 2k + 1 it may be sent."""
         p = self.params
         owners = sorted(self._held)
         mine = p.share_holders(self.me)
@@ -410,7 +412,7 @@ class SecAggNode(NodeMachine):
         return bool(bits >> self.params.neighbourhood_position(signer)[owner] & 1)
 
     def _record_reveal(self, owner: str, kind: str) -> None:
-        if any(peer == owner and k != kind for peer, k in self.reveal_log):
+        if self._revealed.setdefault(owner, kind) != kind:
             raise InconsistentView(f"refusing to reveal both shares of {owner}")
         self.reveal_log.append((owner, kind))
 
