@@ -374,11 +374,15 @@ class AggregatorService:
             raise ThresholdNotMet(f"only {len(serving)} node(s) online for "
                                   f"{spec.data_model!r}; decrypting needs "
                                   f"{key.threshold.threshold} key holders")
+        # thresholds from the manifest's collusion bound c; large rounds over the SecAgg+
+        # graph when the manifest enables it (nodes re-derive the graph and check it)
         return RoundParams(federation_id=self.manifest.federation_id, query_id=query.query_id,
                            round=0, participants=tuple(serving),
                            threshold=self.manifest.threshold_for(len(serving)),
                            vector_length=query.vector_length, ring_bits=query.ring_bits,
-                           neighbours=0, query_digest=query.digest)
+                           neighbours=self.manifest.graph_for(len(serving)),
+                           query_digest=query.digest,
+                           max_colluding=self.manifest.max_colluding_nodes)
 
     async def _run_round(self, active: ActiveRound, query: SignedQuery) -> None:
         machine = active.machine

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from crypto.errors import DecryptionFailed, InvalidKey
 from crypto.kdf import context, derive_key
-from crypto.keyagreement import X25519KeyPair, x25519
+from crypto.keyagreement import X25519KeyPair
 from crypto.randomness import RandomSource
 
 NONCE_SIZE = 12
@@ -40,7 +40,7 @@ def open_sealed(recipient: X25519KeyPair, sender_public: bytes, sealed: bytes,
     if len(sealed) < NONCE_SIZE + TAG_SIZE:
         raise DecryptionFailed("sealed message too short")
     try:
-        shared = x25519(recipient.secret_bytes(), sender_public)
+        shared = recipient.exchange(sender_public)
     except InvalidKey as exc:
         raise DecryptionFailed("sender key is invalid") from exc
     key = _key(shared, binding, sender_public, recipient.public)

@@ -34,8 +34,23 @@ from crypto.identity import SigningIdentity, VerifyKey
 from crypto.paillier import PaillierPublicKey
 from crypto.threshold_paillier import ThresholdPublic
 from engine.codec import NAME_PATTERN
-from engine.errors import AuthenticationError, ConfigurationError, LocalError
+from engine.collusion import (
+    HONEST_FLOOR,
+    BoundError,
+    choose_neighbours,
+    min_decryption_threshold,
+    min_nodes,
+    min_threshold,
+)
+from engine.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    LocalError,
+    ParameterMismatch,
+    ThresholdNotMet,
+)
 from engine.paillier_key import FederationKey
+from engine.params import RoundParams
 from engine.query import canonical_json
 
 __all__ = [
@@ -50,6 +65,7 @@ __all__ = [
     "Member",
     "aggregator_url",
     "canonical_json",
+    "check_federation_size",
     "decode_json",
     "sign_manifest",
     "signed_content",
@@ -70,13 +86,25 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     # DP noise is calibrated so that the shares of this many honest surviving nodes alone
     # give the promised rho (Kairouz et al. 2021); 1 trusts no other node at all
     "dp_honest_nodes": 1,
+    # c: nodes that may collude with the aggregator (or a researcher). Every threshold is
+    # derived from it (engine/collusion.py): t > (n + c)/2 and t - c >= 2 survivors, a
+    # Paillier quorum T > (N + c)/2. 1, not 0: the aggregator is often run by a member
+    # hospital, and with 0 the aggregator plus one node learns a third node's statistic in
+    # a 2-of-3 round; under the default fraction 2/3 it changes no threshold from 4 nodes up
+    "max_colluding_nodes": 1,
+    # run large rounds over the SecAgg+ graph (Bell et al. 2020) when it holds against c:
+    # O(log n) work per node instead of O(n), but a malicious aggregator may then learn
+    # partial sums, each over at least t_s - c_local honest nodes, instead of one total
+    "secagg_plus": False,
     # protection "paillier": {"n": hex modulus, "decryption_threshold": t, "holders": [node
     # names in key-share order], "verification_base": hex, "verification_keys": [hex, one
     # per holder]}; null under "mask"
     "paillier": None,
 })
-#: parameters a manifest may leave out (added after the first manifests were written)
-OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1, "paillier": None}
+#: parameters a manifest may leave out (added after the first manifests were written); an
+#: older manifest gets the safe values, never weaker ones
+OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1, "paillier": None, "max_colluding_nodes": 1,
+                       "secagg_plus": False}
 #: the smallest Paillier modulus a manifest accepts (init defaults to 3072 bits)
 MIN_MANIFEST_PAILLIER_BITS = 2048
 _PAILLIER_KEYS = frozenset({"n", "decryption_threshold", "holders", "verification_base",
@@ -134,16 +162,23 @@ def aggregator_url(host: str, port: int) -> str:
     return f"wss://{shown}:{port}"
 
 
-def round_threshold(threshold_fraction: float, participants: int) -> int:
-    """Survivors a round of ``participants`` nodes needs under ``threshold_fraction``:
-    never less than a strict majority, never more than everyone."""
+def round_threshold(threshold_fraction: float, participants: int, max_colluding: int = 0,
+                    honest: int = HONEST_FLOOR) -> int:
+    """Survivors a round of ``participants`` nodes needs under ``threshold_fraction`` with up
+    to ``max_colluding`` colluding nodes: at least the fraction, never more than everyone,
+    and always within the collusion bounds (t > (n + c)/2, t - c >= ``honest``; so a
+    strict majority). ThresholdNotMet when no threshold of that many nodes holds."""
     if isinstance(participants, bool) or not isinstance(participants, int) or participants < 1:
         raise LocalError("the number of participants must be a positive integer")
     n = participants
     # the fraction as the simple ratio it stands for (2/3, not 0.666...6), so that float
     # rounding never asks for one participant more than intended
     fraction = Fraction(threshold_fraction).limit_denominator(1_000_000)
-    return min(n, max(n // 2 + 1, math.ceil(fraction * n)))
+    try:
+        bound = min_threshold(n, max_colluding, honest)
+    except BoundError as exc:
+        raise ThresholdNotMet(str(exc)) from None
+    return min(n, max(bound, math.ceil(fraction * n)))
 
 
 @dataclass(frozen=True)
@@ -264,8 +299,48 @@ class Manifest:
     # --- parameters ----------------------------------------------------------------------
 
     def threshold_for(self, participants: int) -> int:
-        """Survivors a round of ``participants`` nodes needs: a strict majority at least."""
-        return round_threshold(self.threshold_fraction, participants)
+        """Survivors a round of ``participants`` nodes needs: the threshold fraction, and
+        within the collusion bounds for ``max_colluding_nodes`` (ThresholdNotMet when no
+        threshold of that many nodes holds)."""
+        return round_threshold(self.threshold_fraction, participants, self.max_colluding_nodes,
+                               self.honest_floor)
+
+    def graph_for(self, participants: int) -> int:
+        """The neighbours k of the SecAgg+ graph a round of ``participants`` nodes runs
+        over, or 0 for the complete graph (SecAgg+ not enabled, or not cheaper)."""
+        if not self.secagg_plus or self.protection != "mask":
+            return 0
+        return choose_neighbours(participants, self.max_colluding_nodes, self.honest_floor)
+
+    def check_round(self, params: RoundParams) -> None:
+        """A round's parameters against the collusion bound this manifest states; raises
+        ParameterMismatch (or ThresholdNotMet when the participants are too few)."""
+        n = len(params.participants)
+        if params.max_colluding < self.max_colluding_nodes:
+            raise ParameterMismatch(f"the round holds against {params.max_colluding} "
+                                    f"colluding node(s); the manifest states "
+                                    f"{self.max_colluding_nodes}")
+        if params.threshold < self.threshold_for(n):
+            raise ParameterMismatch("the round's threshold is below what the manifest demands")
+        if params.neighbours:
+            if not self.secagg_plus or self.protection != "mask":
+                raise ParameterMismatch("this federation runs rounds over the complete graph")
+            if params.honest_inputs < self.honest_floor:
+                raise ParameterMismatch(f"the round's SecAgg+ graph does not give every sum "
+                                        f"{self.honest_floor} honest inputs")
+
+    @property
+    def max_colluding_nodes(self) -> int:
+        return int(self.parameters["max_colluding_nodes"])
+
+    @property
+    def secagg_plus(self) -> bool:
+        return bool(self.parameters["secagg_plus"])
+
+    @property
+    def honest_floor(self) -> int:
+        """Honest inputs every released sum must hold: two, or the DP assumption if more."""
+        return max(HONEST_FLOOR, self.dp_honest_nodes)
 
     @property
     def dp_honest_nodes(self) -> int:
@@ -296,7 +371,8 @@ class Manifest:
         """The federation's threshold Paillier key (protection "paillier"), else None."""
         if self.protection != "paillier":
             return None
-        return _paillier_key(self.parameters["paillier"], self.nodes(), "paillier")
+        return _paillier_key(self.parameters["paillier"], self.nodes(), "paillier",
+                             self.max_colluding_nodes)
 
 
 # --- signature ----------------------------------------------------------------------------
@@ -365,8 +441,11 @@ def _build(doc: dict[str, Any], source: str, authority: VerifyKey) -> Manifest:
         raise ConfigurationError(f"{source}: two parties have the same public key")
     n_nodes = sum(1 for m in members if m.role == "node")
     nodes = tuple(sorted(m.name for m in members if m.role == "node"))
+    colluding = parameters["max_colluding_nodes"]
+    check_federation_size(n_nodes, colluding, parameters["dp_honest_nodes"], source)
     if parameters["protection"] == "paillier":
-        _paillier_key(parameters["paillier"], nodes, f"{source}: parameters.paillier")
+        _paillier_key(parameters["paillier"], nodes, f"{source}: parameters.paillier",
+                      colluding)
     elif parameters["paillier"] is not None:
         raise ConfigurationError(f"{source}: parameters.paillier must be null unless "
                                  "protection is 'paillier'")
@@ -379,6 +458,20 @@ def _build(doc: dict[str, Any], source: str, authority: VerifyKey) -> Manifest:
                     aggregator=aggregator, aggregator_host=host, aggregator_port=port,
                     parameters=MappingProxyType(parameters), authority_key=authority,
                     document=MappingProxyType(copy.deepcopy(doc)))
+
+
+def check_federation_size(nodes: int, max_colluding: int, dp_honest_nodes: int,
+                          where: str) -> None:
+    """ConfigurationError when even a round of all ``nodes`` cannot hold
+    ``max_colluding`` colluders off (every sum must hold max(2, dp_honest_nodes) honest
+    inputs)."""
+    honest = max(HONEST_FLOOR, dp_honest_nodes)
+    if nodes < min_nodes(max_colluding, honest):
+        raise ConfigurationError(
+            f"{where}: {nodes} node(s) cannot protect a node's statistic against the "
+            f"aggregator and {max_colluding} colluding node(s): every sum must hold {honest} "
+            f"honest inputs, so a round needs at least {min_nodes(max_colluding, honest)} "
+            "nodes (lower max_colluding_nodes, or add nodes)")
 
 
 def _members(value: Any, where: str) -> list[Member]:
@@ -401,6 +494,9 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
         value = {**OPTIONAL_PARAMETERS, **value}
     _keys(value, frozenset(DEFAULT_PARAMETERS), where)
     _integer(value["dp_honest_nodes"], f"{where}.dp_honest_nodes", 1)
+    _integer(value["max_colluding_nodes"], f"{where}.max_colluding_nodes", 0)
+    if not isinstance(value["secagg_plus"], bool):
+        raise ConfigurationError(f"{where}.secagg_plus must be true or false")
     fraction = _number(value["threshold_fraction"], f"{where}.threshold_fraction")
     if not 0 < fraction <= 1:  # threshold_for never goes below a strict majority anyway
         raise ConfigurationError(f"{where}.threshold_fraction must be in (0, 1]")
@@ -413,10 +509,12 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _paillier_key(value: Any, nodes: tuple[str, ...], where: str) -> FederationKey:
+def _paillier_key(value: Any, nodes: tuple[str, ...], where: str,
+                  max_colluding: int) -> FederationKey:
     """The threshold key a manifest declares: every node holds one share, and any
-    decryption quorum is a strict majority of them (so two quorums always share a node,
-    and a node decrypts at most once per round)."""
+    decryption quorum is more than (N + c)/2 of them (so two quorums always share an honest
+    node, even with c colluders decrypting for both, and an honest node decrypts at most
+    once per round)."""
     _keys(value, _PAILLIER_KEYS, where)
     try:
         public = PaillierPublicKey(_big_hex(value["n"], f"{where}.n"))
@@ -430,9 +528,14 @@ def _paillier_key(value: Any, nodes: tuple[str, ...], where: str) -> FederationK
             sorted(holders) != list(nodes) or len(set(holders)) != len(holders):
         raise ConfigurationError(f"{where}.holders must list every node exactly once")
     threshold = _integer(value["decryption_threshold"], f"{where}.decryption_threshold", 1)
-    if not len(nodes) // 2 + 1 <= threshold <= len(nodes):
-        raise ConfigurationError(f"{where}.decryption_threshold must be in "
-                                 f"[{len(nodes) // 2 + 1}, {len(nodes)}] for {len(nodes)} nodes")
+    try:
+        low = min_decryption_threshold(len(nodes), max_colluding)
+    except BoundError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+    if not low <= threshold <= len(nodes):
+        raise ConfigurationError(f"{where}.decryption_threshold must be in [{low}, "
+                                 f"{len(nodes)}] for {len(nodes)} nodes and "
+                                 f"{max_colluding} colluding node(s)")
     keys = value["verification_keys"]
     if not isinstance(keys, list) or len(keys) != len(nodes):
         raise ConfigurationError(f"{where}.verification_keys must hold one key per holder")

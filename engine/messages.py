@@ -25,6 +25,7 @@ NAMES = Seq(NAME, MAX_NODES)
 #: sealed share plaintext (two 66-byte shares, two names) + nonce + tag, with headroom
 SEALED_MAX = 512
 MAX_MASKED_INPUT = 64 * 1024 * 1024
+SURVIVOR_VIEW_MAX = (MAX_NODES + 7) // 8
 
 
 def _check_names(names: tuple[str, ...], what: str) -> None:
@@ -53,6 +54,9 @@ class AdvertiseKeys(SecAggMessage):
 @message(2)
 @dataclass(frozen=True)
 class KeyRoster(SecAggMessage):
+    """The adverts of every node that advertised (SecAgg+ graph: of the recipient's closed
+    neighbourhood only)."""
+
     query_id: bytes = wire(QUERY_ID)
     round: int = wire(ROUND)
     adverts: tuple[AdvertiseKeys, ...] = wire(Seq(Struct(AdvertiseKeys), MAX_NODES))
@@ -89,7 +93,8 @@ class EncryptedShares(SecAggMessage):
 class ShareBundle(SecAggMessage):
     query_id: bytes = wire(QUERY_ID)
     round: int = wire(ROUND)
-    #: U2: every node whose shares the aggregator forwarded (the nodes that mask together)
+    #: U2: every node whose shares the aggregator forwarded (the nodes that mask together);
+    #: SecAgg+ graph: those of the recipient's closed neighbourhood
     committed: tuple[str, ...] = wire(NAMES)
     shares: tuple[SealedShare, ...] = wire(Seq(Struct(SealedShare), MAX_NODES))
 
@@ -109,6 +114,9 @@ class MaskedInput(SecAggMessage):
 @message(6)
 @dataclass(frozen=True)
 class SurvivorList(SecAggMessage):
+    """U3: who sent a masked input (SecAgg+ graph: within the recipient's closed
+    neighbourhood)."""
+
     query_id: bytes = wire(QUERY_ID)
     round: int = wire(ROUND)
     survivors: tuple[str, ...] = wire(NAMES)
@@ -130,11 +138,18 @@ class ConsistencySignature(SecAggMessage):
 class SignedBy:
     signer: str = wire(NAME)
     signature: bytes = wire(SIGNATURE)
+    #: SecAgg+ graph only: the signer's signed survivor view, a bitmap over its closed
+    #: neighbourhood (engine.secagg_node.survivor_view); empty on the complete graph
+    view: bytes = wire(Bytes(SURVIVOR_VIEW_MAX), default=b"")
 
 
 @message(8)
 @dataclass(frozen=True)
 class UnmaskRequest(SecAggMessage):
+    """The survivors and dropouts (SecAgg+ graph: within the recipient's closed
+    neighbourhood) and the consistency signatures: of the survivor list on the complete
+    graph; of their own views, by the holders of the recipient's neighbours, on SecAgg+."""
+
     query_id: bytes = wire(QUERY_ID)
     round: int = wire(ROUND)
     survivors: tuple[str, ...] = wire(NAMES)

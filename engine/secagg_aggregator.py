@@ -5,6 +5,11 @@ and closes each stage when everyone expected has answered or a deadline passed; 
 returns the messages to send. A message that breaks the rules raises a typed error for that
 sender and is ignored: the sender is then treated as dropped. The aggregator learns the sum
 over the survivors and nothing else.
+
+Work stays near-linear in the number of nodes: shares are routed by recipient, and each
+secret is rebuilt from exactly ``t`` shares (those of the lowest holder indices) with
+Lagrange coefficients computed once per set of holders (on the complete graph, once per
+round). With the SecAgg+ graph every message to a node carries its neighbourhood only.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from engine.messages import (
     EncryptedShares,
     KeyRoster,
     MaskedInput,
+    SealedShare,
     ShareBundle,
     SignedBy,
     SurvivorList,
@@ -42,8 +48,10 @@ from engine.round_machine import AggregatorMachine, Outgoing
 from engine.secagg_node import (
     consistency_statement,
     mask_sign,
+    neighbourhood_statement,
     pair_key,
     seed_commitment,
+    survivor_view,
     verify_advert,
 )
 
@@ -89,9 +97,13 @@ class SecAggAggregator(AggregatorMachine):
         self._shares: dict[str, EncryptedShares] = {}
         self._committed: tuple[str, ...] = ()
         self._total = RingVector.zeros(params.ring_bits, params.vector_length)
-        self._signatures: dict[str, bytes] = {}
         self._dropouts: tuple[str, ...] = ()
-        self._unmask: dict[str, UnmaskShares] = {}
+        self._survivor_set: frozenset[str] = frozenset()
+        self._dropout_set: frozenset[str] = frozenset()
+        #: SecAgg+ graph: the survivor view the aggregator sent each survivor to sign
+        self._views: dict[str, bytes] = {}
+        #: Lagrange coefficients at 0, by the tuple of holder indices they were made for
+        self._coefficients: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def _invalid_material(self) -> ProtocolAbort:
         # a signed public key of a node is unusable (e.g. of low order): that node lied
@@ -113,10 +125,15 @@ class SecAggAggregator(AggregatorMachine):
     def _close_adverts(self, arrived: dict[str, AdvertiseKeys]) -> Outgoing:
         self._need(arrived.keys(), "nodes advertised keys")
         self._adverts = arrived
-        roster = KeyRoster(self.params.query_id, self.params.round,
-                           tuple(arrived[name] for name in sorted(arrived)))
+        p = self.params
         self._next(AggregatorStage.COLLECT_SHARES, arrived.keys())
-        return [(name, roster) for name in sorted(arrived)]
+        if not p.sparse:
+            roster = KeyRoster(p.query_id, p.round,
+                               tuple(arrived[name] for name in sorted(arrived)))
+            return [(name, roster) for name in sorted(arrived)]
+        return [(name, KeyRoster(p.query_id, p.round, tuple(
+                    arrived[peer] for peer in p.neighbourhood_order(name) if peer in arrived)))
+                for name in sorted(arrived)]
 
     def _on_shares(self, sender: str, msg: EncryptedShares) -> None:
         wanted = (self.params.share_holders(sender) & self._adverts.keys()) - {sender}
@@ -129,11 +146,16 @@ class SecAggAggregator(AggregatorMachine):
         committed = tuple(sorted(arrived))
         self._committed = committed
         p = self.params
+        inbox: dict[str, list[SealedShare]] = {name: [] for name in committed}
+        for sender in committed:
+            for share in arrived[sender].shares:
+                if share.recipient in inbox:
+                    inbox[share.recipient].append(share)
         out: Outgoing = []
         for name in committed:
-            shares = tuple(share for sender in committed for share in arrived[sender].shares
-                           if share.recipient == name)
-            out.append((name, ShareBundle(p.query_id, p.round, committed, shares)))
+            scope = committed if not p.sparse else tuple(
+                peer for peer in p.neighbourhood_order(name) if peer in arrived)
+            out.append((name, ShareBundle(p.query_id, p.round, scope, tuple(inbox[name]))))
         self._next(AggregatorStage.COLLECT_MASKED, set(committed))
         return out
 
@@ -145,16 +167,27 @@ class SecAggAggregator(AggregatorMachine):
 
     def _close_masked(self, arrived: dict[str, MaskedInput]) -> Outgoing:
         self._need(arrived.keys(), "masked inputs")
+        p = self.params
         self.survivors = tuple(sorted(arrived))
         self._dropouts = tuple(sorted(set(self._committed) - set(self.survivors)))
-        notice = SurvivorList(self.params.query_id, self.params.round, self.survivors)
+        self._survivor_set, self._dropout_set = frozenset(self.survivors), frozenset(self._dropouts)
         self._next(AggregatorStage.COLLECT_SIGNATURES, set(self.survivors))
-        return [(name, notice) for name in self.survivors]
+        if not p.sparse:
+            notice = SurvivorList(p.query_id, p.round, self.survivors)
+            return [(name, notice) for name in self.survivors]
+        out: Outgoing = []
+        for name in self.survivors:
+            seen = tuple(peer for peer in p.neighbourhood_order(name) if peer in arrived)
+            self._views[name] = survivor_view(p, name, seen)
+            out.append((name, SurvivorList(p.query_id, p.round, seen)))
+        return out
 
     def _on_signature(self, sender: str, msg: ConsistencySignature) -> None:
+        p = self.params
+        statement = (neighbourhood_statement(p, sender, self._views[sender]) if p.sparse
+                     else consistency_statement(p, self.survivors))
         try:
-            self._members[sender].verify(consistency_statement(self.params, self.survivors),
-                                         msg.signature)
+            self._members[sender].verify(statement, msg.signature)
         except InvalidSignature as exc:
             raise AuthenticationError(f"consistency signature of {sender} does not verify") \
                 from exc
@@ -162,16 +195,35 @@ class SecAggAggregator(AggregatorMachine):
     def _close_signatures(self, arrived: dict[str, ConsistencySignature]) -> Outgoing:
         self._need(arrived.keys(), "consistency signatures")
         p = self.params
-        signatures = tuple(SignedBy(name, arrived[name].signature) for name in sorted(arrived))
-        request = UnmaskRequest(p.query_id, p.round, self.survivors, self._dropouts, signatures)
         self._next(AggregatorStage.COLLECT_UNMASK, arrived.keys())
-        return [(name, request) for name in sorted(arrived)]
+        if not p.sparse:
+            signatures = tuple(SignedBy(name, arrived[name].signature)
+                               for name in sorted(arrived))
+            request = UnmaskRequest(p.query_id, p.round, self.survivors, self._dropouts,
+                                    signatures)
+            return [(name, request) for name in sorted(arrived)]
+        signed = {name: SignedBy(name, msg.signature, self._views[name])
+                  for name, msg in arrived.items()}
+        survivors, dropouts = self._survivor_set, self._dropout_set
+        out: Outgoing = []
+        for name in sorted(arrived):
+            # the views of the holders of every node whose shares ``name`` holds
+            held = [owner for owner in p.neighbourhood_order(name)
+                    if owner in survivors or owner in dropouts]
+            speakers = sorted(frozenset().union(*(p.share_holders(o) for o in held))
+                              & signed.keys())
+            out.append((name, UnmaskRequest(
+                p.query_id, p.round, tuple(o for o in held if o in survivors),
+                tuple(o for o in held if o in dropouts),
+                tuple(signed[speaker] for speaker in speakers))))
+        return out
 
     def _on_unmask(self, sender: str, msg: UnmaskShares) -> None:
-        survivors, dropouts = set(self.survivors), set(self._dropouts)
+        survivors, dropouts = self._survivor_set, self._dropout_set
         self_owners = [s.owner for s in msg.self_mask_shares]
         key_owners = [s.owner for s in msg.key_shares]
-        holds = {o for o in self._committed if sender in self.params.share_holders(o)}
+        # the graph is symmetric: the sender holds shares of its own closed neighbourhood
+        holds = self.params.share_holders(sender)
         if (len(set(self_owners)) != len(self_owners) or len(set(key_owners)) != len(key_owners)
                 or not set(self_owners) <= survivors & holds
                 or not set(key_owners) <= dropouts & holds):
@@ -180,14 +232,14 @@ class SecAggAggregator(AggregatorMachine):
     def _close_unmask(self, arrived: dict[str, UnmaskShares]) -> Outgoing:
         self._need(arrived.keys(), "nodes revealed shares")
         p = self.params
-        index = {name: p.index(name) + 1 for name in p.participants}
         seeds: dict[str, dict[int, bytes]] = {name: {} for name in self.survivors}
         keys: dict[str, dict[int, bytes]] = {name: {} for name in self._dropouts}
         for sender, msg in arrived.items():
+            x = p.index(sender) + 1
             for share in msg.self_mask_shares:
-                seeds[share.owner][index[sender]] = share.share
+                seeds[share.owner][x] = share.share
             for share in msg.key_shares:
-                keys[share.owner][index[sender]] = share.share
+                keys[share.owner][x] = share.share
         expander = MaskExpander(p.ring_bits, p.vector_length)
         total = self._total
         for owner, shares in seeds.items():
@@ -212,11 +264,20 @@ class SecAggAggregator(AggregatorMachine):
         return []
 
     def _combine(self, owner: str, shares: dict[int, bytes], what: str) -> bytes:
+        """The secret from exactly t_s shares: those of the lowest holder indices, so that
+        on the complete graph every owner uses the same holders and one set of Lagrange
+        coefficients. The caller checks the result against the owner's signed commitment
+        or public key: a wrong share among these is caught there, one outside them is not
+        used."""
         needed = self.params.shamir_threshold
         if len(shares) < needed:
             raise ThresholdNotMet(f"only {len(shares)} shares of the {what} of {owner}; "
                                   f"{needed} needed")
+        xs = tuple(sorted(shares)[:needed])
         try:
-            return shamir.combine(shares, needed)
+            coefficients = self._coefficients.get(xs)
+            if coefficients is None:
+                coefficients = self._coefficients[xs] = shamir.zero_coefficients(xs)
+            return shamir.combine_with(coefficients, [shares[x] for x in xs])
         except CryptoError as exc:
             raise InconsistentShares(f"the shares of the {what} of {owner} are invalid") from exc

@@ -8,12 +8,19 @@ and leaves the node in ``FAILED``: it sends nothing more for this round.
 
 Invariant (checked before every reveal): for any peer, the node reveals the share of its
 self-mask seed or the share of its mask key, never both.
+
+With the SecAgg+ graph (``params.neighbours > 0``, Bell et al. 2020) a node receives,
+verifies and stores only its own neighbourhood: the adverts, shares and survivor list of
+its ``k`` neighbours, and the signed survivor views of the nodes whose secrets it helps to
+rebuild. The checks are the complete graph's, made per neighbourhood: at least ``t_s``
+holders at every stage, and before it reveals anything about a peer, at least ``t_s`` of
+that peer's holders must have signed the same status (survived or not) for it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -43,6 +50,7 @@ from engine.messages import (
     ShareBundle,
     ShareOf,
     SharePlaintext,
+    SignedBy,
     SurvivorList,
     UnmaskRequest,
     UnmaskShares,
@@ -79,6 +87,35 @@ def consistency_statement(params: RoundParams, survivors: tuple[str, ...]) -> by
     return context(b"fedtally/v1", "consistency", params.digest, *survivors)
 
 
+def neighbourhood_statement(params: RoundParams, signer: str, view: bytes) -> bytes:
+    """What a node signs in the consistency round of the SecAgg+ graph: its view of which
+    nodes of its closed neighbourhood survived (:func:`survivor_view`)."""
+    return context(b"fedtally/v1", "neighbourhood-consistency", params.digest, signer, view)
+
+
+def survivor_view(params: RoundParams, signer: str, survivors: Collection[str]) -> bytes:
+    """A bitmap over ``signer``'s closed neighbourhood in sorted order: bit i is set when
+    the i-th node survived. ``survivors`` outside that neighbourhood are ignored."""
+    order = params.neighbourhood_order(signer)
+    bits = 0
+    for i, name in enumerate(order):
+        if name in survivors:
+            bits |= 1 << i
+    return bits.to_bytes((len(order) + 7) // 8, "little")
+
+
+def view_bits(params: RoundParams, signer: str, view: bytes) -> int:
+    """A :func:`survivor_view` as an integer (bit i: the i-th node of ``signer``'s closed
+    neighbourhood survived); InconsistentView if it is malformed."""
+    width = len(params.neighbourhood_order(signer))
+    if len(view) != (width + 7) // 8:
+        raise InconsistentView(f"the survivor view of {signer} has the wrong size")
+    bits = int.from_bytes(view, "little")
+    if bits >> width:
+        raise InconsistentView(f"the survivor view of {signer} names nodes beyond its graph")
+    return bits
+
+
 def seed_commitment(params: RoundParams, owner: str, seed: bytes) -> bytes:
     """Hiding (the seed is 256 random bits) and binding commitment to a self-mask seed."""
     return hashlib.sha256(context(b"fedtally/v1", "seed-commitment", params.digest, owner,
@@ -110,6 +147,23 @@ def verify_advert(params: RoundParams, advert: AdvertiseKeys, key: VerifyKey) ->
         ) from exc
 
 
+class _SealingKeys(X25519KeyPair):
+    """The node's sealing key pair, remembering each peer's shared secret: sealing shares to
+    a neighbour and opening the neighbour's shares use the same X25519 secret."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, secret: bytes) -> None:
+        super().__init__(secret)
+        self._shared: dict[bytes, bytes] = {}
+
+    def exchange(self, peer_public: bytes) -> bytes:
+        shared = self._shared.get(peer_public)
+        if shared is None:
+            shared = self._shared[peer_public] = super().exchange(peer_public)
+        return shared
+
+
 class SecAggNode(NodeMachine):
     """One node's participation in one round."""
 
@@ -118,6 +172,7 @@ class SecAggNode(NodeMachine):
         super().__init__(params, me, identity, members, value, rng, NodeStage.START)
         #: (peer, "self" | "key") for every share this node revealed; tests read it
         self.reveal_log: list[tuple[str, str]] = []
+        self._revealed: dict[str, str] = {}  # owner -> the one kind revealed for it
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._held: dict[str, SharePlaintext] = {}  # shares we hold, by owner (incl. ourselves)
         self._committed: frozenset[str] = frozenset()
@@ -149,7 +204,7 @@ class SecAggNode(NodeMachine):
 
     def _advertise(self) -> AdvertiseKeys:
         p = self.params
-        self._enc = X25519KeyPair.generate(self._rng)
+        self._enc = _SealingKeys(X25519KeyPair.generate(self._rng).secret_bytes())
         self._mask = X25519KeyPair.generate(self._rng)
         self._seed = self._rng.bytes(SEED_SIZE)
         commitment = seed_commitment(p, self.me, self._seed)
@@ -163,21 +218,26 @@ class SecAggNode(NodeMachine):
     def _on_roster(self, msg: KeyRoster) -> EncryptedShares:
         p = self.params
         self._check_header(msg)
+        # complete graph: every participant; SecAgg+ graph: only our closed neighbourhood
+        scope = p.share_holders(self.me)
         adverts: dict[str, AdvertiseKeys] = {}
         for advert in msg.adverts:
             self._check_header(advert)
             if advert.sender not in p.participants:
                 raise AuthenticationError(f"{advert.sender} is not a participant of this round")
+            if advert.sender not in scope:
+                raise InconsistentView(f"the roster carries the advert of {advert.sender}, "
+                                       "who is not our neighbour")
             if advert.sender in adverts:
                 raise InconsistentView(f"two key adverts for {advert.sender}")
             verify_advert(p, advert, self._members[advert.sender])
             adverts[advert.sender] = advert
         if adverts.get(self.me) != self._own_advert:
             raise InconsistentView("the roster does not carry our own advert unchanged")
-        self._need(len(adverts), "nodes advertised keys")
+        # the round threshold on the complete graph (there t_s = t), t_s per neighbourhood
+        self._need(len(adverts), "nodes advertised keys", p.shamir_threshold)
         self._adverts = adverts
-        holders = sorted((p.share_holders(self.me)) & adverts.keys())
-        self._need(len(holders), "share holders advertised keys", p.shamir_threshold)
+        holders = sorted(adverts)
         xs = {name: p.index(name) + 1 for name in holders}
         seed_shares = shamir.split(self._seed, p.shamir_threshold, xs.values(), self._rng)
         key_shares = shamir.split(self._mask.secret_bytes(), p.shamir_threshold, xs.values(),
@@ -202,7 +262,7 @@ class SecAggNode(NodeMachine):
             raise InconsistentView("the committed list leaves us out")
         if not committed <= self._adverts.keys():
             raise InconsistentView("the committed list names nodes that never advertised")
-        self._need(len(committed), "nodes shared their keys")
+        self._need(len(committed), "nodes shared their keys", p.shamir_threshold)
         expected = (p.neighbours_of(self.me) & committed)
         received: dict[str, SharePlaintext] = {}
         for share in msg.shares:
@@ -244,9 +304,14 @@ class SecAggNode(NodeMachine):
             raise InconsistentView("the survivor list leaves us out")
         if not survivors <= self._committed:
             raise InconsistentView("the survivor list names nodes that did not share keys")
-        self._need(len(survivors), "survivors")
+        self._need(len(survivors), "survivors", p.shamir_threshold)
         self._survivors = msg.survivors
-        signature = self._identity.sign(consistency_statement(p, msg.survivors))
+        if p.sparse:
+            statement = neighbourhood_statement(p, self.me,
+                                                survivor_view(p, self.me, survivors))
+        else:
+            statement = consistency_statement(p, msg.survivors)
+        signature = self._identity.sign(statement)
         self.stage = NodeStage.SIGNED
         return ConsistencySignature(p.query_id, p.round, self.me, signature)
 
@@ -260,18 +325,10 @@ class SecAggNode(NodeMachine):
             raise InconsistentView("survivor and dropout lists overlap")
         if dropouts != self._committed - survivors:
             raise InconsistentView("the dropout list is not the committed nodes that vanished")
-        statement = consistency_statement(p, msg.survivors)
-        signers: set[str] = set()
-        for signed in msg.signatures:
-            if signed.signer not in survivors or signed.signer in signers:
-                raise InconsistentView(f"unexpected consistency signature of {signed.signer}")
-            try:
-                self._members[signed.signer].verify(statement, signed.signature)
-            except InvalidSignature as exc:
-                raise AuthenticationError(
-                    f"the consistency signature of {signed.signer} does not verify") from exc
-            signers.add(signed.signer)
-        self._need(len(signers), "nodes signed the survivor list")
+        if p.sparse:
+            self._check_neighbourhood_views(msg, survivors)
+        else:
+            self._check_consistency(msg, survivors)
         self_shares, key_shares = [], []
         for owner in sorted(self._held):
             if owner in survivors:
@@ -283,8 +340,79 @@ class SecAggNode(NodeMachine):
         self.stage = NodeStage.DONE
         return UnmaskShares(p.query_id, p.round, self.me, tuple(self_shares), tuple(key_shares))
 
+    def _check_consistency(self, msg: UnmaskRequest, survivors: frozenset[str]) -> None:
+        """Complete graph: at least t survivors signed exactly the list we signed."""
+        statement = consistency_statement(self.params, msg.survivors)
+        signers: set[str] = set()
+        for signed in msg.signatures:
+            if signed.signer not in survivors or signed.signer in signers or signed.view:
+                raise InconsistentView(f"unexpected consistency signature of {signed.signer}")
+            try:
+                self._members[signed.signer].verify(statement, signed.signature)
+            except InvalidSignature as exc:
+                raise AuthenticationError(
+                    f"the consistency signature of {signed.signer} does not verify") from exc
+            signers.add(signed.signer)
+        self._need(len(signers), "nodes signed the survivor list")
+
+    def _check_neighbourhood_views(self, msg: UnmaskRequest,
+                                   survivors: frozenset[str]) -> None:
+        """SecAgg+ graph: for every node whose shares we hold, at least t_s of its holders
+        signed the same status for it as ours (survived or not). Two conflicting statuses
+        for one node would each need t_s holders, more than its k + 1 holders and c_local
+        colluders signing for both can give (2 t_s > k + 1 + c_local).
+
+        Signatures are verified as they are needed (views of nodes already verified or of
+        our own neighbours first): about 2 t_s of them, a little more than k + 1, instead of
+        the 2k + 1 it may be sent."""
+        p = self.params
+        owners = sorted(self._held)
+        mine = p.share_holders(self.me)
+        # who may speak about the owners we hold: their holders (nodes within two hops)
+        relevant = frozenset().union(*(p.share_holders(owner) for owner in owners))
+        views: dict[str, tuple[int, SignedBy]] = {}
+        for signed in msg.signatures:
+            signer = signed.signer
+            if signer not in relevant or signer in views:
+                raise InconsistentView(f"unexpected consistency signature of {signer}")
+            bits = view_bits(p, signer, signed.view)
+            own = bits >> p.neighbourhood_position(signer)[signer] & 1
+            if not own or (signer in self._committed and signer not in survivors):
+                raise InconsistentView(f"the survivor view of {signer} contradicts ours")
+            views[signer] = (bits, signed)
+        verified: set[str] = set()
+        needed = p.shamir_threshold
+        # our own neighbours first: their views cover most of every owner's holders
+        order = sorted(views.keys() & mine) + sorted(views.keys() - mine)
+        for owner in owners:
+            survived = owner in survivors
+            holders = p.share_holders(owner)
+            agreeing = sum(1 for signer in verified if signer in holders
+                           and self._says(views[signer][0], signer, owner) == survived)
+            for signer in order:
+                if agreeing >= needed:
+                    break
+                if signer in verified or signer not in holders:
+                    continue
+                bits, signed = views[signer]
+                if self._says(bits, signer, owner) != survived:
+                    continue
+                try:
+                    self._members[signer].verify(
+                        neighbourhood_statement(p, signer, signed.view), signed.signature)
+                except InvalidSignature as exc:
+                    raise AuthenticationError(
+                        f"the consistency signature of {signer} does not verify") from exc
+                verified.add(signer)
+                agreeing += 1
+            self._need(agreeing, f"holders of {owner} signed its status", needed)
+
+    def _says(self, bits: int, signer: str, owner: str) -> bool:
+        """Whether ``signer``'s view says ``owner`` survived."""
+        return bool(bits >> self.params.neighbourhood_position(signer)[owner] & 1)
+
     def _record_reveal(self, owner: str, kind: str) -> None:
-        if any(peer == owner and k != kind for peer, k in self.reveal_log):
+        if self._revealed.setdefault(owner, kind) != kind:
             raise InconsistentView(f"refusing to reveal both shares of {owner}")
         self.reveal_log.append((owner, kind))
 

@@ -2,7 +2,9 @@
 injectable misbehaving aggregator. Deterministic given ``seed``.
 
 ``secure_sum`` is the simple face; :func:`run_round` returns the whole transcript (each
-node's state, error and reveal log) for tests of misbehaviour.
+node's state, error and reveal log) for tests of misbehaviour. Pass a ``clock`` (e.g.
+``time.process_time``; the engine reads no clock itself) to get the CPU time each role
+spent, as benchmarks do.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from engine.params import RoundParams
 from engine.secagg_aggregator import AggregatorStage, SecAggAggregator
 from engine.secagg_node import SecAggNode
 
+_T = TypeVar("_T")
 STAGES = ("advertise", "share", "masked_input", "consistency", "unmask")
 
 #: (stage, recipient, message, transcript) -> message to deliver instead (None: withhold)
@@ -38,6 +42,11 @@ class SecureSumResult:
     total: np.ndarray
     survivors: list[int]
     ring_bits: int
+    neighbours: int = 0
+    shamir_threshold: int = 0
+    #: with a ``clock``: each node's time in its state machine, by name, and the aggregator's
+    node_seconds: dict[str, float] = field(default_factory=dict)
+    aggregator_seconds: float = 0.0
 
 
 @dataclass
@@ -52,6 +61,9 @@ class RoundTranscript:
     inbox: list[tuple[str, str, SecAggMessage]] = field(default_factory=list)
     #: every message the aggregator sent, by stage
     outbox: list[tuple[str, str, SecAggMessage]] = field(default_factory=list)
+    #: with a ``clock``: seconds each node spent in its state machine, and the aggregator
+    node_seconds: dict[str, float] = field(default_factory=dict)
+    aggregator_seconds: float = 0.0
 
     @property
     def result(self) -> RingVector | None:
@@ -81,11 +93,14 @@ def node_names(n: int) -> list[str]:
 
 def make_params(n: int, threshold: int, length: int, ring_bits: int, neighbours: int | None,
                 rng: RandomSource, *, federation_id: str = "simulated",
-                round_number: int = 0) -> RoundParams:
+                round_number: int = 0, max_colluding: int = 0) -> RoundParams:
+    """Round parameters for ``n`` simulated nodes; a threshold or graph that does not hold
+    against ``max_colluding`` colluders (:mod:`engine.collusion`) raises ValueError."""
     return RoundParams(federation_id=federation_id, query_id=rng.bytes(16), round=round_number,
                        participants=tuple(node_names(n)), threshold=threshold,
                        vector_length=length, ring_bits=ring_bits, neighbours=neighbours or 0,
-                       query_digest=hashlib.sha256(b"simulated query").digest())
+                       query_digest=hashlib.sha256(b"simulated query").digest(),
+                       max_colluding=max_colluding)
 
 
 def run_round(values: Sequence[RingVector], params: RoundParams, *,
@@ -93,16 +108,19 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
               dropouts: Mapping[str, set[int]] | None = None,
               tamper: Tamper | None = None,
               node_tamper: Tamper | None = None,
-              node_params: Mapping[int, RoundParams] | None = None) -> RoundTranscript:
+              node_params: Mapping[int, RoundParams] | None = None,
+              clock: Callable[[], float] | None = None,
+              aggregator_type: type[SecAggAggregator] = SecAggAggregator) -> RoundTranscript:
     """One round through the node and aggregator state machines, all in memory.
 
     ``dropouts[stage]`` holds input indices that vanish instead of sending their message of
     that stage (and send nothing after). ``node_params`` gives some nodes other parameters
     than the aggregator's (a malicious aggregator's doing); ``node_tamper`` rewrites what a
-    node sends (a lying node). A node that raises is recorded in ``node_errors`` and takes
-    no further part.
+    node sends (a lying node); ``aggregator_type`` swaps in a patched aggregator (tests of
+    attacks). A node that raises is recorded in ``node_errors`` and takes no further part.
     """
     dropouts = {k: set(v) for k, v in (dropouts or {}).items()}
+    timed = _Timer(clock)
     unknown = set(dropouts) - set(STAGES)
     if unknown:
         raise LocalError(f"unknown dropout stages {sorted(unknown)}; use {STAGES}")
@@ -112,8 +130,9 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
     nodes = {name: SecAggNode(node_params.get(i, params), name, identities[name], members,
                               values[i], rng.child(name) if isinstance(rng, SeededRandom) else rng)
              for i, name in enumerate(names)}
-    aggregator = SecAggAggregator(params, members)
+    aggregator = aggregator_type(params, members)
     t = RoundTranscript(params, names, nodes, aggregator)
+    timed.transcript = t
     gone: set[str] = set()
 
     def vanish(stage: str) -> None:
@@ -121,14 +140,14 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
             gone.add(names[i])
 
     def deliver_to_aggregator(stage: str, sender: str, msg: SecAggMessage | None) -> None:
-        _deliver(t, node_tamper, gone, stage, sender, msg)
+        timed.aggregator(lambda: _deliver(t, node_tamper, gone, stage, sender, msg))
 
     def node_step(name: str, msg: SecAggMessage) -> SecAggMessage | None:
         node = nodes[name]
         if name in gone or node.finished:
             return None
         try:
-            return node.receive(msg)
+            return timed.node(name, lambda: node.receive(msg))
         except FedtallyError as exc:
             t.node_errors[name] = exc
             return None
@@ -138,13 +157,13 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
         msg = None
         if name not in gone:
             try:
-                msg = nodes[name].start()
+                msg = timed.node(name, nodes[name].start)
             except FedtallyError as exc:
                 t.node_errors[name] = exc
         deliver_to_aggregator("advertise", name, msg)
 
     for stage in STAGES[1:] + ("done",):
-        outgoing = aggregator.close_stage()
+        outgoing = timed.aggregator(aggregator.close_stage)
         if aggregator.stage is AggregatorStage.ABORTED:
             for name, msg in outgoing:
                 notice = tamper(stage, name, msg, t) if tamper else msg
@@ -169,16 +188,46 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
     return t
 
 
+class _Timer:
+    """Adds the ``clock`` time of each call to the node's or the aggregator's account."""
+
+    def __init__(self, clock: Callable[[], float] | None) -> None:
+        self.clock = clock
+        self.transcript: RoundTranscript | None = None
+
+    def node(self, name: str, step: Callable[[], SecAggMessage | None]) -> SecAggMessage | None:
+        if self.clock is None or self.transcript is None:
+            return step()
+        start = self.clock()
+        try:
+            return step()
+        finally:
+            seconds = self.transcript.node_seconds
+            seconds[name] = seconds.get(name, 0.0) + self.clock() - start
+
+    def aggregator(self, step: Callable[[], _T]) -> _T:
+        if self.clock is None or self.transcript is None:
+            return step()
+        start = self.clock()
+        try:
+            return step()
+        finally:
+            self.transcript.aggregator_seconds += self.clock() - start
+
+
 def secure_sum(inputs: Sequence[np.ndarray], threshold: int,
                dropouts: Mapping[str, set[int]] | None = None, neighbours: int | None = None,
                seed: int | bytes | None = None, *, ring_bits: int | None = None,
-               tamper: Tamper | None = None) -> SecureSumResult:
+               tamper: Tamper | None = None, max_colluding: int = 0,
+               clock: Callable[[], float] | None = None) -> SecureSumResult:
     """Securely sum ``inputs`` (equal-length int64 vectors), one per simulated node.
 
     The ring is planned from the inputs' largest absolute value, standing in for the
     clipping bound a real query declares. The total is exact: int64 when it fits, else an
     object array of Python ints. Raises a :class:`ProtocolAbort` subclass (and releases
-    nothing) when too few nodes survive.
+    nothing) when too few nodes survive, and ValueError when ``threshold`` or
+    ``neighbours`` do not hold against ``max_colluding`` colluders (:mod:`engine.collusion`).
+    With a ``clock``, the result carries each role's time.
     """
     arrays = [np.asarray(x) for x in inputs]
     if not arrays or any(a.ndim != 1 or a.dtype.kind not in "iu" for a in arrays):
@@ -188,14 +237,16 @@ def secure_sum(inputs: Sequence[np.ndarray], threshold: int,
         raise LocalError("inputs must all have the same length")
     n = len(arrays)
     if ring_bits is None:
-        bound = max(int(np.max(np.abs(a.astype(object)))) if a.size else 0 for a in arrays)
+        # Python ints: |min| of an int64 array does not fit an int64
+        bound = max(max(int(a.max()), -int(a.min())) if a.size else 0 for a in arrays)
         ring_bits = plan_ring(-n * bound, n * bound).bits
     rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
-    params = make_params(n, threshold, length, ring_bits, neighbours, rng)
+    params = make_params(n, threshold, length, ring_bits, neighbours, rng,
+                         max_colluding=max_colluding)
     identities = {name: SigningIdentity.generate(rng) for name in params.participants}
     values = [RingVector.from_ints(ring_bits, a) for a in arrays]
     transcript = run_round(values, params, identities=identities, rng=rng, dropouts=dropouts,
-                           tamper=tamper)
+                           tamper=tamper, clock=clock)
     aggregator = transcript.aggregator
     if aggregator.result is None:
         if isinstance(aggregator.error, ProtocolAbort):
@@ -204,7 +255,10 @@ def secure_sum(inputs: Sequence[np.ndarray], threshold: int,
     index = {name: i for i, name in enumerate(transcript.names)}
     return SecureSumResult(total=aggregator.result.to_signed(),
                            survivors=sorted(index[name] for name in aggregator.survivors),
-                           ring_bits=ring_bits)
+                           ring_bits=ring_bits, neighbours=params.neighbours,
+                           shamir_threshold=params.shamir_threshold,
+                           node_seconds=dict(transcript.node_seconds),
+                           aggregator_seconds=transcript.aggregator_seconds)
 
 
 # --- Paillier mode -----------------------------------------------------------------------

@@ -36,7 +36,9 @@ def _federation_init(args: argparse.Namespace) -> int:
                            aggregator_port=args.aggregator_port,
                            threshold_fraction=args.threshold_fraction, force=args.force,
                            protection=args.protection, paillier_bits=args.paillier_bits,
-                           decryption_threshold=args.decryption_threshold)
+                           decryption_threshold=args.decryption_threshold,
+                           max_colluding_nodes=args.max_colluding_nodes,
+                           secagg_plus=args.secagg_plus)
     print(f"federation written to {path.parent} (manifest: {path.name}); see README.txt there")
     return 0
 
@@ -160,8 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--paillier-bits", type=int, default=DEFAULT_KEY_BITS,
                       help="Paillier modulus size (default %(default)s; at least 2048)")
     init.add_argument("--decryption-threshold", type=int, default=None, metavar="T",
-                      help="nodes needed to decrypt in Paillier mode (default: a strict "
-                           "majority of the nodes)")
+                      help="nodes needed to decrypt in Paillier mode (default: the least "
+                           "number above (nodes + C)/2)")
+    init.add_argument("--max-colluding-nodes", type=int, default=1, metavar="C",
+                      help="nodes that may collude with the aggregator (default %(default)s); "
+                           "thresholds follow: t > (n + C)/2 and t - C >= 2")
+    init.add_argument("--secagg-plus", action="store_true",
+                      help="let large rounds run over the SecAgg+ graph (O(log n) work per "
+                           "node; see the threat model)")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.set_defaults(run=_federation_init)
 

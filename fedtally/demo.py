@@ -27,7 +27,8 @@ def run_demo(workdir: Path | None = None, scale: float = 1.0, protection: str = 
     print("fedtally demo: a synthetic stroke registry at three hospitals "
           f"({', '.join(f'{k}: {len(v):,} patients' for k, v in data.items())}).")
     how = ("pairwise masks" if protection == "mask" else
-           "threshold Paillier, a 3072-bit key of which any 2 of the 3 nodes decrypt together")
+           "threshold Paillier, a 3072-bit key that all 3 nodes decrypt together (a quorum "
+           "above (3 + c)/2 with c = 1 colluding node assumed)")
     print("Starting one aggregator and three node processes on 127.0.0.1 (TLS websockets), "
           f"protected by {how}...")
     keep = workdir is not None

@@ -26,6 +26,7 @@ from crypto.sharefile import ShareFile, write_share_file
 from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal_new
 from crypto.tls import generate_ca, issue_server_certificate
 from engine.codec import NAME_PATTERN
+from engine.collusion import BoundError, min_decryption_threshold
 from engine.errors import ConfigurationError
 from engine.manifest import (
     AGGREGATOR,
@@ -36,6 +37,7 @@ from engine.manifest import (
     MIN_MANIFEST_PAILLIER_BITS,
     Manifest,
     aggregator_url,
+    check_federation_size,
     decode_json,
     sign_manifest,
 )
@@ -219,6 +221,8 @@ def init_federation(
     protection: str = DEFAULT_PARAMETERS["protection"],
     paillier_bits: int = DEFAULT_KEY_BITS,
     decryption_threshold: int | None = None,
+    max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"],
+    secagg_plus: bool = DEFAULT_PARAMETERS["secagg_plus"],
     force: bool = False,
     rng: RandomSource | None = None,
 ) -> Path:
@@ -235,6 +239,11 @@ def init_federation(
     that any ``decryption_threshold`` nodes (default: a strict majority) decrypt together,
     and keeps nothing else: the primes and the decryption exponent exist only in this
     process's memory and are gone when it returns.
+
+    ``max_colluding_nodes`` (c) is how many nodes may collude with the aggregator; every
+    threshold follows from it (:mod:`engine.collusion`), and a federation too small to
+    hold c colluders off is refused. ``secagg_plus`` lets large rounds run over the SecAgg+
+    graph (see the threat model for what that changes).
     """
     root = Path(directory)
     roles = {"node": nodes, "researcher": researchers, "auditor": auditors or []}
@@ -256,8 +265,17 @@ def init_federation(
     holders = sorted(nodes)
     shares: list[KeyShare] = []
     paillier: dict[str, Any] | None = None
+    if isinstance(max_colluding_nodes, bool) or not isinstance(max_colluding_nodes, int) or \
+            max_colluding_nodes < 0:
+        raise ConfigurationError("the number of colluding nodes must be an integer >= 0")
+    if not isinstance(secagg_plus, bool):
+        raise ConfigurationError("secagg_plus must be true or false")
+    # before dealing a key: a federation too small for c is refused in one line
+    check_federation_size(len(nodes), max_colluding_nodes,
+                          DEFAULT_PARAMETERS["dp_honest_nodes"], "the new federation")
     if protection == "paillier":
-        paillier, shares, _ = deal_paillier(holders, paillier_bits, decryption_threshold, rng)
+        paillier, shares, _ = deal_paillier(holders, paillier_bits, decryption_threshold, rng,
+                                            max_colluding=max_colluding_nodes)
     elif decryption_threshold is not None:
         raise ConfigurationError("a decryption threshold only applies to protection "
                                  "'paillier'")
@@ -270,7 +288,8 @@ def init_federation(
         "members": [{"name": name, "role": role, "public_key": identity.verify_key.hex()}
                     for name, role, identity in identities],
         "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
-                       "protection": protection, "paillier": paillier},
+                       "protection": protection, "paillier": paillier,
+                       "max_colluding_nodes": max_colluding_nodes, "secagg_plus": secagg_plus},
     }
     document = sign_manifest(body, authority)
     # verify what we are about to publish with the same code every reader will use
@@ -303,11 +322,13 @@ def init_federation(
 
 
 def deal_paillier(holders: list[str], bits: int, threshold: int | None, rng: RandomSource, *,
-                  min_bits: int = MIN_MANIFEST_PAILLIER_BITS
+                  min_bits: int = MIN_MANIFEST_PAILLIER_BITS,
+                  max_colluding: int = DEFAULT_PARAMETERS["max_colluding_nodes"]
                   ) -> tuple[dict[str, Any], list[KeyShare], ThresholdPublic]:
     """The dealer: a fresh ``bits`` key shared among ``holders`` so that any ``threshold``
-    (default: a strict majority) decrypt. Returns the manifest's ``paillier`` entry, the
-    shares in holder order, and the public threshold key; the primes go out of scope inside
+    (default: the least quorum above (N + c)/2 for ``max_colluding`` colluders) decrypt.
+    Returns the manifest's ``paillier`` entry, the shares in holder order, and the public
+    threshold key; the primes go out of scope inside
     :func:`crypto.threshold_paillier.deal_new`. Bad options raise ConfigurationError."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not min_bits <= bits <= \
             MAX_KEY_BITS or bits % 2:
@@ -316,13 +337,17 @@ def deal_paillier(holders: list[str], bits: int, threshold: int | None, rng: Ran
     count = len(holders)
     if count < 2:
         raise ConfigurationError("a federation needs at least two nodes")
-    low = count // 2 + 1
+    try:
+        low = min_decryption_threshold(count, max_colluding)
+    except BoundError as exc:
+        raise ConfigurationError(str(exc)) from None
     threshold = low if threshold is None else threshold
     if isinstance(threshold, bool) or not isinstance(threshold, int) or \
             not low <= threshold <= count:
         raise ConfigurationError(
-            f"the decryption threshold must be in [{low}, {count}] for {count} nodes: a "
-            "strict majority, so that two decryption quorums always share an honest node")
+            f"the decryption threshold must be in [{low}, {count}] for {count} nodes and "
+            f"{max_colluding} colluding node(s): more than (N + c)/2, so that two decryption "
+            "quorums always share an honest node")
     tp, shares = deal_new(bits, count, threshold, rng)
     public = {"n": format(tp.public.n, "x"), "decryption_threshold": threshold,
               "holders": list(holders), "verification_base": format(tp.verification_base, "x"),

@@ -162,12 +162,14 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
                      policy: Mapping[str, Any] | None = None, timeout_s: float = 120.0,
                      stage_timeout_s: float | None = None, protection: str = "mask",
                      paillier_bits: int = DEFAULT_KEY_BITS,
-                     decryption_threshold: int | None = None) -> Iterator[Federation]:
+                     decryption_threshold: int | None = None,
+                     max_colluding_nodes: int = 1) -> Iterator[Federation]:
     """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
 
     ``protection`` is ``"mask"`` (pairwise masks) or ``"paillier"`` (threshold Paillier
-    with a ``paillier_bits`` key; any ``decryption_threshold`` nodes decrypt, by default a
-    strict majority).
+    with a ``paillier_bits`` key; any ``decryption_threshold`` nodes decrypt, by default
+    the least quorum above (N + c)/2). ``max_colluding_nodes`` is the manifest's c (two
+    nodes need 0: one could always subtract its own input from the total).
 
     ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
     every process; a temporary ``workdir`` is removed, a given one is kept (with logs).
@@ -181,7 +183,8 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
     try:
         init_federation(root, list(data), [researcher], aggregator_host="127.0.0.1",
                         force=not own_dir, protection=protection, paillier_bits=paillier_bits,
-                        decryption_threshold=decryption_threshold)
+                        decryption_threshold=decryption_threshold,
+                        max_colluding_nodes=max_colluding_nodes)
         frames = []
         entries = {}
         for name, item in data.items():

@@ -20,8 +20,14 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
+from engine.collusion import HONEST_FLOOR
 from engine.errors import ConfigurationError, FedtallyError, ParameterMismatch, ProtocolAbort
-from engine.manifest import PROTECTIONS, round_threshold
+from engine.manifest import (
+    DEFAULT_PARAMETERS,
+    PROTECTIONS,
+    check_federation_size,
+    round_threshold,
+)
 from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
 from engine.params import RoundParams
@@ -48,7 +54,12 @@ class SimulatedFederation(Catalog):
 
     ``protection="paillier"`` runs Paillier-mode rounds instead of masked ones: a
     ``paillier_bits`` key is dealt among the nodes (any ``decryption_threshold`` decrypt,
-    by default a strict majority) and the researcher side opens the sealed partials.
+    by default the least quorum above (N + c)/2) and the researcher side opens the sealed
+    partials.
+
+    Thresholds follow ``max_colluding_nodes`` (c) exactly as in a real federation
+    (:func:`engine.manifest.round_threshold`), and, as ``federation init`` does, a
+    federation too small for c is refused: two nodes need ``max_colluding_nodes=0``.
     """
 
     def __init__(self, data: Mapping[str, pd.DataFrame], data_model: DataModel | None = None, *,
@@ -56,9 +67,16 @@ class SimulatedFederation(Catalog):
                  seed: int | None = None, researcher: str = "alice",
                  ledger_dir: str | Path | None = None, protection: str = "mask",
                  paillier_bits: int = DEFAULT_KEY_BITS,
-                 decryption_threshold: int | None = None) -> None:
+                 decryption_threshold: int | None = None,
+                 max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"]) -> None:
         if len(data) < 2:
             raise ConfigurationError("a federation needs at least two nodes")
+        if isinstance(max_colluding_nodes, bool) or not isinstance(max_colluding_nodes, int) \
+                or max_colluding_nodes < 0:
+            raise ConfigurationError("max_colluding_nodes must be an integer >= 0")
+        check_federation_size(len(data), max_colluding_nodes, self.dp_honest_nodes,
+                              "this federation")
+        self.max_colluding_nodes = max_colluding_nodes
         frames = {}
         for name, frame in data.items():
             frame = frame.copy()
@@ -88,7 +106,8 @@ class SimulatedFederation(Catalog):
         # the node code every real node runs, without its websocket
         self.sessions = {name: NodeSession(name, LoadedData(self._model, self._rows[name]),
                                            self.policy, self.budgets[name],
-                                           self.max_rows_per_node, self.dp_honest_nodes)
+                                           self.max_rows_per_node, self.dp_honest_nodes,
+                                           max_colluding_nodes)
                          for name in sorted(frames)}
         if protection not in PROTECTIONS:
             raise ConfigurationError(f"protection must be one of {', '.join(PROTECTIONS)}")
@@ -98,7 +117,8 @@ class SimulatedFederation(Catalog):
             names = tuple(sorted(frames))
             # the simulator allows test-sized keys; a manifest needs 2048 bits at least
             _, shares, tp = deal_paillier(list(names), paillier_bits, decryption_threshold,
-                                          self._rng, min_bits=MIN_KEY_BITS)
+                                          self._rng, min_bits=MIN_KEY_BITS,
+                                          max_colluding=max_colluding_nodes)
             self._paillier = (FederationKey(tp, names), dict(zip(names, shares, strict=True)),
                               FastEncryptor(tp.public, self._rng))
         elif decryption_threshold is not None:
@@ -118,7 +138,9 @@ class SimulatedFederation(Catalog):
 
     def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
         names = tuple(sorted(self._rows))
-        threshold = round_threshold(self._fraction, len(names))
+        c = self.max_colluding_nodes
+        threshold = round_threshold(self._fraction, len(names), c,
+                                    max(HONEST_FLOOR, self.dp_honest_nodes))
         query_id = self._rng.bytes(16)
         digest = hashlib.sha256(canonical_json(spec.to_json())).digest()
         asked = {name: self.sessions[name].asked(spec, self.researcher, query_id, digest)
@@ -151,7 +173,7 @@ class SimulatedFederation(Catalog):
         receipts = tuple(self.sessions[name].answered(asked[name], charges[name]).to_json()
                          for name in names)
         params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
-                             plan.length, plan.ring_bits, 0, digest)
+                             plan.length, plan.ring_bits, 0, digest, max_colluding=c)
         if self._paillier is not None:
             result, survivors = self._paillier_round(values, params)
         else:

@@ -168,6 +168,6 @@ def _check_params(me: NodeIdentity, query: SignedQuery, params: RoundParams, pla
     if (plan.length, plan.ring_bits) != (query.vector_length, query.ring_bits) or \
             (params.vector_length, params.ring_bits) != (plan.length, plan.ring_bits):
         raise ParameterMismatch("the plan of the query differs from this node's plan")
-    if params.neighbours:
-        # a sparse graph lowers the Shamir threshold; services run the complete graph
-        raise ParameterMismatch("this federation runs rounds over the complete graph")
+    # the collusion bound c, the threshold derived from it, and a SecAgg+ graph only when
+    # the manifest enables it and it holds against c (the graph is re-derived from params)
+    manifest.check_round(params)

@@ -115,7 +115,7 @@ class NodeService:
         manifest = self.config.me.manifest
         self.session = NodeSession(self.config.me.name, self.data, self.config.policy,
                                    self.budget, manifest.max_rows_per_node,
-                                   manifest.dp_honest_nodes)
+                                   manifest.dp_honest_nodes, manifest.max_colluding_nodes)
         key = self.config.me.manifest.paillier_key
         if key is not None and self.encryptor is None:
             # the fixed-base tables, once per process: encryption randomness and proofs

@@ -94,6 +94,8 @@ class NodeSession:
     max_rows_per_node: int
     #: honest contributors a DP round's noise is calibrated for (the manifest's)
     dp_honest_nodes: int = 1
+    #: nodes that may collude with the aggregator (the manifest's c)
+    max_colluding_nodes: int = 0
 
     def plan(self, spec: QuerySpec, researcher: str, *, threshold: int) -> Layout:
         """Every check that needs no row; the query's layout. ``threshold`` is the fewest
@@ -102,8 +104,9 @@ class NodeSession:
         policy.check_algorithm(spec.algorithm)
         if spec.privacy["mode"] == "exact":
             policy.check_exact(researcher)
-        elif threshold < self.dp_honest_nodes:
-            raise QueryError(f"the round may end with {threshold} nodes, fewer than the "
+        elif threshold - self.max_colluding_nodes < self.dp_honest_nodes:
+            raise QueryError(f"the round may end with {threshold} nodes, of which "
+                             f"{self.max_colluding_nodes} may collude: fewer than the "
                              f"{self.dp_honest_nodes} honest ones its noise is calibrated for")
         if spec.data_model != model.name:
             raise QueryError(f"this node serves data model {model.name}, not {spec.data_model}")

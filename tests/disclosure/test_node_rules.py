@@ -115,7 +115,7 @@ def _visits() -> tuple[DataModel, dict[str, pd.DataFrame]]:
 def test_several_rows_per_patient_need_a_declared_patient_unit() -> None:
     base, rows = _visits()
     policy = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 5.0}}}, "exact_access": "*"})
-    fed = SimulatedFederation(rows, base, seed=1, policy=policy)
+    fed = SimulatedFederation(rows, base, seed=1, policy=policy, max_colluding_nodes=0)
     with pytest.raises(QueryError, match="patient_id"):
         fed.count(privacy=DP)
     declared = dataclasses.replace(base, patient_id="subject", max_rows_per_patient=3)
@@ -131,7 +131,8 @@ def test_several_rows_per_patient_need_a_declared_patient_unit() -> None:
     assert kept.groupby("subject").size().max() == 3 and len(kept) == 8 * 3
     exact = QuerySpec("descriptive_stats", "visits:1", ("x",), ("score",))
     assert len(select_rows(exact, frame, declared)) == 40
-    SimulatedFederation(rows, declared, seed=1, policy=policy).count(privacy=DP)
+    SimulatedFederation(rows, declared, seed=1, policy=policy,
+                        max_colluding_nodes=0).count(privacy=DP)
 
 
 def test_datasets_sharing_patients_share_one_budget() -> None:
@@ -163,12 +164,15 @@ def test_exact_answers_are_granted_per_researcher() -> None:
 
 def test_a_dp_round_must_guarantee_its_honest_nodes() -> None:
     """Noise calibrated for h honest contributors needs a round that cannot end with fewer:
-    with 3 nodes and a threshold of 2, h = 3 is refused (exact queries are not)."""
+    a node refuses a DP round whose signed threshold, less the c nodes that may collude, is
+    below h (manifests derive thresholds that satisfy it; this is the node's own check of
+    what the aggregator proposes). Exact queries carry no noise to protect."""
     fed = SimulatedFederation(registry("A"), model(), seed=1, policy=Policy.from_dict(
         {"budgets": {"alice": {"*": {"rho": 5.0}}}, "exact_access": "*"}))
-    for session in fed.sessions.values():
-        session.dp_honest_nodes = 3
-    fed.dp_honest_nodes = 3
+    session = fed.sessions["a"]
+    session.dp_honest_nodes, session.max_colluding_nodes = 3, 1
+    dp = QuerySpec("count", "attack:1", ("a", "b", "c"), privacy={"mode": "dp", "rho": 0.5})
     with pytest.raises(QueryError, match="honest"):
-        fed.count(privacy=DP)
-    assert fed.count() > 0
+        session.plan(dp, "alice", threshold=3)
+    session.plan(dp, "alice", threshold=4)
+    session.plan(QuerySpec("count", "attack:1", ("a", "b", "c")), "alice", threshold=2)

@@ -42,6 +42,7 @@ from engine.codec import (
     UInt,
     wire,
 )
+from engine.collusion import BoundError, min_threshold, sparse_bounds
 from engine.errors import DecodeError, LocalError, RemoteProtocolError
 from engine.messages import (
     SECAGG_MESSAGES,
@@ -152,14 +153,25 @@ def round_params(draw: st.DrawFn) -> RoundParams:
     participants = tuple(sorted(draw(st.lists(name, min_size=2, max_size=MAX_SEQ + 4,
                                               unique=True))))
     n = len(participants)
+    colluding = draw(st.integers(0, n - 2))
     values.update(
         participants=participants,
-        threshold=draw(st.integers(n // 2 + 1, n)),
+        max_colluding=colluding,
+        threshold=draw(st.integers(min_threshold(n, colluding), n)),
         vector_length=draw(st.integers(1, MAX_VECTOR_LENGTH)),
         ring_bits=draw(st.integers(MIN_RING_BITS, MAX_RING_BITS)),
-        neighbours=draw(st.sampled_from([0, *range(2, n - 1, 2)])),
+        neighbours=draw(st.sampled_from([0, *(k for k in range(2, n - 1, 2)
+                                              if _sparse_ok(n, k, colluding))])),
     )
     return RoundParams(**values)
+
+
+def _sparse_ok(n: int, k: int, colluding: int) -> bool:
+    try:
+        sparse_bounds(n, k, colluding)
+    except BoundError:
+        return False
+    return True
 
 
 SPECIAL: dict[type, st.SearchStrategy[Any]] = {RoundParams: round_params()}
@@ -653,6 +665,12 @@ INVALID_PARAMS = {
     "neighbours n-1": dict(participants=tuple("abcdef"), threshold=4, neighbours=5),
     "neighbours n": dict(participants=tuple("abcd"), threshold=3, neighbours=4),
     "neighbours in pair": dict(neighbours=2),
+    # with c colluders: t > (n + c)/2 and t - c >= 2, and per neighbourhood on SecAgg+
+    "threshold (n + c)/2": dict(participants=tuple("abcdef"), threshold=4, max_colluding=2),
+    "threshold c + 1": dict(participants=tuple("abc"), threshold=2, max_colluding=1),
+    "too few for c": dict(participants=("a", "b"), threshold=2, max_colluding=1),
+    "neighbours too few for c": dict(participants=tuple("abcdefghij"), threshold=8,
+                                     max_colluding=3, neighbours=2),
 }
 
 

@@ -14,7 +14,14 @@ import pytest
 
 from crypto.identity import SigningIdentity
 from crypto.randomness import SeededRandom
-from engine.errors import AuthenticationError, ConfigurationError, LocalError
+from engine.collusion import choose_neighbours
+from engine.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    LocalError,
+    ParameterMismatch,
+    ThresholdNotMet,
+)
 from engine.manifest import (
     DEFAULT_PARAMETERS,
     FORMAT,
@@ -24,6 +31,7 @@ from engine.manifest import (
     sign_manifest,
     signed_content,
 )
+from engine.simulate import make_params
 
 AUTHORITY = SigningIdentity.generate(SeededRandom("manifest-authority"))
 IDENTITIES = {name: SigningIdentity.generate(SeededRandom(f"member-{name}"))
@@ -77,7 +85,10 @@ def test_the_services_api(manifest: Manifest) -> None:
     assert (manifest.min_participants, manifest.max_rows_per_node) == (2, 1 << 24)
     assert (manifest.stage_timeout_s, manifest.protection) == (60.0, "mask")
     assert manifest.threshold_fraction == pytest.approx(2 / 3)
-    assert manifest.threshold_for(3) == 2 and manifest.threshold_for(10) == 7
+    # c = 1 colluding node by default: 2 of 3 would let the aggregator and one node learn
+    # the third (t - c >= 2), so 3 of 3; from 4 nodes up the fraction 2/3 decides
+    assert manifest.max_colluding_nodes == 1 and manifest.secagg_plus is False
+    assert manifest.threshold_for(3) == 3 and manifest.threshold_for(10) == 7
     assert manifest.created == "2024-05-01T12:00:00Z"
 
 
@@ -185,12 +196,15 @@ def test_structure_checks(path: str, value: Any) -> None:
 
 
 def test_a_low_threshold_fraction_still_means_a_strict_majority() -> None:
-    body = _body(parameters={**DEFAULT_PARAMETERS, "threshold_fraction": 0.1})
+    body = _body(parameters={**DEFAULT_PARAMETERS, "threshold_fraction": 0.1,
+                             "max_colluding_nodes": 0})
     manifest = Manifest.from_document(_signed(body))
-    assert [manifest.threshold_for(n) for n in (1, 2, 3, 10)] == [1, 2, 2, 6]
+    assert [manifest.threshold_for(n) for n in (2, 3, 10)] == [2, 2, 6]
     for bad in (0, -3, True, 2.0):
         with pytest.raises(LocalError):
             manifest.threshold_for(bad)
+    with pytest.raises(ThresholdNotMet):  # a sum of one node is that node
+        manifest.threshold_for(1)
 
 
 def test_check_identity(manifest: Manifest) -> None:
@@ -208,3 +222,94 @@ def test_check_identity(manifest: Manifest) -> None:
         manifest.check_identity("mallory", "node", "fed-test", keys["n1"])
     with pytest.raises(ConfigurationError, match="not the key"):
         manifest.check_identity("authority", "authority", "fed-test", keys["n1"])
+
+
+# --- the collusion bound (threat_model.md, "Collusion") ---------------------------------------
+
+
+def _with(**parameters: Any) -> Manifest:
+    return Manifest.from_document(_signed(_body(parameters={**DEFAULT_PARAMETERS,
+                                                            **parameters})))
+
+
+@pytest.mark.parametrize("colluding", [0, 1, 2, 3])
+def test_thresholds_follow_the_colluding_bound(colluding: int) -> None:
+    members = {f"n{i}": "node" for i in range(12)}
+    global IDENTITIES, ROLES
+    saved = IDENTITIES, ROLES
+    IDENTITIES = {**IDENTITIES, **{m: SigningIdentity.generate(SeededRandom(m)) for m in members}}
+    ROLES = {**members, "alice": "researcher"}
+    try:
+        manifest = _with(max_colluding_nodes=colluding, threshold_fraction=0.5)
+    finally:
+        IDENTITIES, ROLES = saved
+    for n in range(1, 13):
+        if n < colluding + 2:
+            with pytest.raises(ThresholdNotMet, match=f"at least {colluding + 2} nodes"):
+                manifest.threshold_for(n)
+            continue
+        t = manifest.threshold_for(n)
+        assert 2 * t > n + colluding and t - colluding >= 2 and t <= n
+        # the least such t: one less breaks a bound
+        assert 2 * (t - 1) <= n + colluding or t - 1 - colluding < 2
+
+
+def test_a_federation_too_small_for_its_colluding_bound_is_refused() -> None:
+    # three nodes: at most one colluder (t = 3 of 3); two would leave one honest input
+    assert _with(max_colluding_nodes=1).threshold_for(3) == 3
+    with pytest.raises(ConfigurationError, match="at least 4 nodes"):
+        _with(max_colluding_nodes=2)
+    # DP noise calibrated for 3 honest nodes needs t - c >= 3
+    with pytest.raises(ConfigurationError, match="3 honest inputs"):
+        _with(max_colluding_nodes=1, dp_honest_nodes=3)
+    assert _with(max_colluding_nodes=0, dp_honest_nodes=3).threshold_for(3) == 3
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "1", None])
+def test_max_colluding_nodes_must_be_a_non_negative_integer(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_colluding_nodes"):
+        _with(max_colluding_nodes=value)
+
+
+def test_secagg_plus_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigurationError, match="secagg_plus"):
+        _with(secagg_plus=1)
+
+
+def test_an_older_manifest_without_the_bound_gets_the_safe_default() -> None:
+    parameters = {k: v for k, v in DEFAULT_PARAMETERS.items()
+                  if k not in ("max_colluding_nodes", "secagg_plus")}
+    manifest = Manifest.from_document(_signed(_body(parameters=parameters)))
+    assert manifest.max_colluding_nodes == 1 and not manifest.secagg_plus
+    assert manifest.threshold_for(3) == 3
+
+
+def test_rounds_are_checked_against_the_manifest_bound() -> None:
+    rng = SeededRandom(3)
+    manifest = _with(max_colluding_nodes=1)
+    manifest.check_round(make_params(6, 4, 2, 32, 0, rng, max_colluding=1))
+    with pytest.raises(ParameterMismatch, match="colluding"):
+        manifest.check_round(make_params(6, 4, 2, 32, 0, rng, max_colluding=0))
+    with pytest.raises(ParameterMismatch, match="threshold"):
+        _with(max_colluding_nodes=0).check_round(make_params(9, 5, 2, 32, 0, rng))
+    # two participants cannot hold one colluder off: no such round can even be made
+    with pytest.raises(ValueError):
+        make_params(2, 2, 2, 32, 0, rng, max_colluding=1)
+    with pytest.raises(ThresholdNotMet):
+        manifest.threshold_for(2)
+    sparse = make_params(200, 134, 2, 32, 34, rng, max_colluding=1)
+    with pytest.raises(ParameterMismatch, match="complete graph"):
+        manifest.check_round(sparse)
+    _with(max_colluding_nodes=1, secagg_plus=True).check_round(sparse)
+    # a graph whose neighbourhoods hold only 2 honest inputs fails a DP assumption of 3
+    thin = make_params(200, 134, 2, 32, 2, rng, max_colluding=1)  # t_s = 3 of 3 holders
+    assert thin.honest_inputs == 2
+    with pytest.raises(ParameterMismatch, match="3 honest inputs"):
+        _with(max_colluding_nodes=0, secagg_plus=True, dp_honest_nodes=3).check_round(thin)
+
+
+def test_the_aggregator_plans_secagg_plus_only_when_enabled_and_cheaper() -> None:
+    assert _with(secagg_plus=False).graph_for(500) == 0
+    enabled = _with(secagg_plus=True)
+    assert enabled.graph_for(500) == choose_neighbours(500, 1) > 0
+    assert enabled.graph_for(20) == 0  # no graph is cheaper than the complete one

@@ -48,6 +48,9 @@ def _paillier(**changes: Any) -> dict[str, Any]:
 
 
 def _body(protection: str = "paillier", paillier: Any = None, **params: Any) -> dict[str, Any]:
+    # the key's structure is checked with 2 of 3, the quorum bound without colluders (c =
+    # 0); the quorum bound with colluders has its own tests below
+    params = {"max_colluding_nodes": 0, **params}
     return {
         "format": FORMAT,
         "federation_id": "fed-paillier",
@@ -319,3 +322,16 @@ def test_verification_keys_follow_the_holders_and_leading_zeros_parse() -> None:
         DEALT.verification_keys[0]
     padded = _manifest(_body(paillier=_paillier(verification_base="00" + V_HEX))).paillier_key
     assert padded is not None and padded.threshold.verification_base == DEALT.verification_base
+
+
+# --- the quorum bound with colluding nodes: T > (N + c) / 2 -----------------------------------
+
+
+def test_a_quorum_must_stay_out_of_reach_of_the_colluders_plus_a_minority() -> None:
+    # with one colluder, 2 of 3 lets two quorums {colluder, a} and {colluder, b} decrypt two
+    # different contributor sets in one round; the manifest refuses it and takes 3 of 3
+    with pytest.raises(ConfigurationError, match=r"in \[3, 3\] for 3 nodes and 1 colluding"):
+        _manifest(_body(paillier=_paillier(), max_colluding_nodes=1))
+    key = _manifest(_body(paillier=_paillier(decryption_threshold=3),
+                          max_colluding_nodes=1)).paillier_key
+    assert key is not None and key.threshold.threshold == 3

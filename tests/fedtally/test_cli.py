@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -55,9 +56,24 @@ def test_errors_are_one_line_and_an_exit_code(tmp_path: Path, args: tuple[str, .
     assert "Traceback" not in out.stderr
 
 
+def test_init_refuses_a_colluding_bound_the_nodes_cannot_meet(tmp_path: Path) -> None:
+    out = run("federation", "init", str(tmp_path / "x"), "--nodes", "a,b,c",
+              "--researchers", "r", "--max-colluding-nodes", "2")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("fedtally: error: ") and "at least 4 nodes" in lines[0]
+    assert not (tmp_path / "x").exists()
+    ok = run("federation", "init", str(tmp_path / "y"), "--nodes", "a,b,c,d",
+             "--researchers", "r", "--max-colluding-nodes", "2", "--secagg-plus")
+    assert ok.returncode == 0, ok.stderr
+    parameters = json.loads((tmp_path / "y" / "federation.json").read_text())["parameters"]
+    assert (parameters["max_colluding_nodes"], parameters["secagg_plus"]) == (2, True)
+
+
 def test_node_check_reports_data_problems(tmp_path: Path) -> None:
     assert run("federation", "init", str(tmp_path), "--nodes", "a,b", "--researchers", "r",
-               "--force").returncode == 0
+               "--max-colluding-nodes", "0", "--force").returncode == 0
     data = tmp_path / "a" / "rows.csv"
     data.write_text("dataset,age\na,70\na,old\n")
     model = tmp_path / "model.json"
@@ -66,7 +82,6 @@ def test_node_check_reports_data_problems(tmp_path: Path) -> None:
                      ' "enumerations": [{"code": "a"}]}, {"code": "age", "sql_type": "real", '
                      '"is_categorical": false}]}')
     config = tmp_path / "a" / "node.json"
-    import json
 
     document = json.loads(config.read_text())
     document.update(data=[{"kind": "csv", "path": "rows.csv"}], data_model="../model.json")

@@ -29,7 +29,10 @@ def hospitals() -> dict[str, pd.DataFrame]:
 def fed(hospitals: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[fedtally.Federation]:
     workdir = tmp_path_factory.mktemp("federation")
-    with fedtally.local_federation(hospitals, workdir=workdir, stage_timeout_s=4) as federation:
+    # c = 0: these tests lose one of three nodes and go on with two, which one colluding
+    # node would forbid (t - c >= 2); test_one_colluder_assumed_needs_all_three checks that
+    with fedtally.local_federation(hospitals, workdir=workdir, stage_timeout_s=4,
+                                   max_colluding_nodes=0) as federation:
         yield federation
 
 
@@ -199,6 +202,29 @@ def test_too_few_survivors_fail_with_a_clear_error(hospitals: dict[str, pd.DataF
         assert fed.count() == sum(len(f) for f in data.values())
 
 
+def test_one_colluder_assumed_needs_all_three(hospitals: dict[str, pd.DataFrame],
+                                               tmp_path: Path) -> None:
+    # the default c = 1: a round of three needs all three (two survivors would leave one
+    # honest input next to a colluder's), and two nodes online is refused before any round
+    with fedtally.local_federation(hospitals, workdir=tmp_path, stage_timeout_s=2) as fed:
+        assert fed.manifest.max_colluding_nodes == 1
+        assert fed.count() == len(pooled(hospitals))
+        fed.local.nodes["hosp_c"].send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(fedtally.ThresholdNotMet):
+                fed.count()
+        finally:
+            fed.local.nodes["hosp_c"].send_signal(signal.SIGCONT)
+        wait_for_nodes(fed, set(hospitals), fed.local)
+        fed.local.kill_node("hosp_c")
+        with pytest.raises(fedtally.ThresholdNotMet, match="at least 3 nodes"):
+            deadline = time.monotonic() + 10
+            while "hosp_c" in fed.catalog()["nodes"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            fed.count(datasets=["hosp_a"])
+        assert "hosp_c" not in fed.catalog()["nodes"]
+
+
 def test_broken_csv_is_refused_with_row_and_column(tmp_path: Path,
                                                    hospitals: dict[str, pd.DataFrame]) -> None:
     broken = tmp_path / "broken.csv"
@@ -212,7 +238,8 @@ def test_broken_csv_is_refused_with_row_and_column(tmp_path: Path,
     data_model = fedtally_model(hospitals)
     with pytest.raises(fedtally.DataError, match=r"(?s)hosp_b.*row 3, column 'age'.*not a number"):
         with fedtally.local_federation({"hosp_a": hospitals["hosp_a"], "hosp_b": broken},
-                                       data_model=data_model, workdir=tmp_path / "fed"):
+                                       data_model=data_model, workdir=tmp_path / "fed",
+                                       max_colluding_nodes=0):
             pass
 
 

@@ -171,7 +171,9 @@ def federation(data_model: str, split: str) -> SimulatedFederation:
                                                for c in model.variables}))
         # the MIP's rule: a node answers only with at least 10 rows; it does not suppress
         # single cells, so neither do we here (our default does, see the policy docs)
-        _FEDERATIONS[key] = SimulatedFederation(frames, model, seed=1, policy=MIP_POLICY)
+        # "one_node" is two nodes (one of them empty): no colluder can be held off there
+        _FEDERATIONS[key] = SimulatedFederation(frames, model, seed=1, policy=MIP_POLICY,
+                                                max_colluding_nodes=0 if len(frames) < 3 else 1)
     return _FEDERATIONS[key]
 
 

@@ -20,7 +20,7 @@ from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyfile import KeyFile, write_key_file
 from crypto.randomness import SeededRandom
 from crypto.tls import client_ssl_context, server_ssl_context
-from engine.errors import AuthenticationError, ConfigurationError, LocalError
+from engine.errors import AuthenticationError, ConfigurationError, LocalError, ThresholdNotMet
 from engine.manifest import FORMAT, Manifest, canonical_json, sign_manifest
 from fedtally.federation import init_federation, load_config, load_identity, load_manifest
 
@@ -124,7 +124,8 @@ def test_the_manifest_has_the_documented_shape(fed: Path) -> None:
     assert document["parameters"] == {"threshold_fraction": 2 / 3, "min_participants": 2,
                                       "max_rows_per_node": 16777216, "protection": "mask",
                                       "stage_timeout_s": 60, "dp_honest_nodes": 1,
-                                      "paillier": None}
+                                      "paillier": None, "max_colluding_nodes": 1,
+                                      "secagg_plus": False}
     # the signature is over the canonical JSON without the signature
     body = {k: v for k, v in document.items() if k != "signature"}
     VerifyKey.from_hex(document["authority_public_key"]).verify(
@@ -375,19 +376,31 @@ def test_signed_but_malformed_manifests_are_configuration_errors(
 # --- thresholds -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fraction,expected", [
-    (2 / 3, {1: 1, 2: 2, 3: 2, 4: 3, 5: 4, 6: 4, 9: 6, 10: 7, 100: 67}),
-    (0.9, {10: 9, 100: 90, 3: 3}),  # the float 0.9 is a hair above 9/10: still 9 of 10
-    (0.1, {1: 1, 2: 2, 3: 2, 10: 6}),  # never below a strict majority
-    (1.0, {1: 1, 5: 5, 50: 50}),
+@pytest.mark.parametrize("fraction,colluding,expected", [
+    # with the default c = 1: 3 of 3 (t - c >= 2), then the fraction from 4 nodes up
+    (2 / 3, 1, {3: 3, 4: 3, 5: 4, 6: 4, 9: 6, 10: 7, 100: 67}),
+    (2 / 3, 0, {2: 2, 3: 2, 4: 3, 5: 4, 10: 7, 100: 67}),
+    (0.9, 1, {10: 9, 100: 90, 3: 3}),  # the float 0.9 is a hair above 9/10: still 9 of 10
+    (0.1, 1, {3: 3, 4: 3, 10: 6, 100: 51}),  # never below (n + c)/2
+    (0.1, 0, {2: 2, 3: 2, 10: 6}),  # never below a strict majority
+    (0.1, 10, {12: 12, 20: 16, 100: 56}),  # t > (n + c)/2 and t - c >= 2
+    (1.0, 1, {3: 3, 5: 5, 50: 50}),
 ])
-def test_threshold_for(fed: Path, tmp_path: Path, fraction: float,
+def test_threshold_for(fed: Path, tmp_path: Path, fraction: float, colluding: int,
                        expected: dict[int, int]) -> None:
     document = _document(fed)
     document["parameters"]["threshold_fraction"] = fraction
+    document["parameters"]["max_colluding_nodes"] = colluding
+    if colluding > 1:  # the federation itself must be able to hold c colluders off
+        document["members"] += [{"name": f"extra{i}", "role": "node", "public_key":
+                                 SigningIdentity.generate(SeededRandom(f"x{i}")).verify_key.hex()}
+                                for i in range(colluding)]
     body = {k: v for k, v in document.items() if k not in ("signature", "authority_public_key")}
     manifest = load_manifest(_save(sign_manifest(body, AUTHORITY), tmp_path / "m.json"))
     assert {n: manifest.threshold_for(n) for n in expected} == expected
+    for too_few in range(1, colluding + 2):  # no round of so few nodes holds c colluders off
+        with pytest.raises(ThresholdNotMet, match=f"at least {colluding + 2} nodes"):
+            manifest.threshold_for(too_few)
 
 
 @pytest.mark.parametrize("n", [0, -1, True, 2.0])
@@ -524,17 +537,31 @@ def test_init_refuses_bad_names(tmp_path: Path, nodes: Any, researchers: Any,
     assert not target.exists()
 
 
+def test_init_refuses_a_federation_too_small_for_its_colluding_bound(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    with pytest.raises(ConfigurationError, match="2 node.*at least 3 nodes"):
+        init_federation(target, ["a", "b"], ["r"])  # the default c = 1
+    with pytest.raises(ConfigurationError, match="at least 5 nodes"):
+        init_federation(target, ["a", "b", "c", "d"], ["r"], max_colluding_nodes=3)
+    assert not target.exists()
+    # two nodes, explicitly protected against the aggregator alone
+    manifest = load_manifest(init_federation(target, ["a", "b"], ["r"], max_colluding_nodes=0))
+    assert manifest.max_colluding_nodes == 0 and manifest.threshold_for(2) == 2
+
+
 @pytest.mark.parametrize("options", [
     {"aggregator_host": "0.0.0.0"}, {"aggregator_host": "::"}, {"aggregator_host": "a b"},
     {"aggregator_host": ""}, {"aggregator_host": "x" * 300}, {"aggregator_port": 0},
     {"aggregator_port": 65536}, {"aggregator_port": "8765"}, {"threshold_fraction": 0},
     {"threshold_fraction": 1.01}, {"threshold_fraction": float("nan")},
     {"protection": "none"}, {"federation_id": "bad id"}, {"federation_id": ""},
+    {"max_colluding_nodes": -1}, {"max_colluding_nodes": 1.0}, {"max_colluding_nodes": True},
+    {"secagg_plus": "yes"},
 ])
 def test_init_refuses_bad_options(tmp_path: Path, options: dict[str, Any]) -> None:
     target = tmp_path / "f"
     with pytest.raises(ConfigurationError):
-        init_federation(target, ["a", "b"], ["r"], **options)
+        init_federation(target, ["a", "b"], ["r"], **{"max_colluding_nodes": 0, **options})
     assert not target.exists()
 
 

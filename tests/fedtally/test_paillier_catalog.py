@@ -196,7 +196,7 @@ def test_the_modes_are_what_they_say(mask: SimulatedFederation,
     assert mask._paillier is None
     key, shares, _ = paillier._paillier
     assert key.threshold.public.n.bit_length() == BITS
-    assert key.threshold.threshold == 2  # three nodes: a strict majority by default
+    assert key.threshold.threshold == 3  # three nodes, one colluder by default: 3 > (3 + 1)/2
     assert sorted(shares) == ["hosp_a", "hosp_b", "hosp_c"]
 
 
@@ -310,8 +310,10 @@ def test_five_nodes_with_a_decryption_threshold_of_three() -> None:
             for i, name in enumerate(names)}
     model = DataModel.infer(pd.concat(data.values(), ignore_index=True), code="five",
                             version="1")
+    # 3 of 5 is a quorum only without colluders (c = 0): with c = 1 it must exceed 3
     paillier = SimulatedFederation(data, model, seed=3, protection="paillier",
-                                   paillier_bits=BITS, decryption_threshold=3)
+                                   paillier_bits=BITS, decryption_threshold=3,
+                                   max_colluding_nodes=0)
     key, shares, _ = paillier._paillier
     assert key.threshold.threshold == 3
     assert len(shares) == 5
@@ -323,11 +325,35 @@ def test_five_nodes_with_a_decryption_threshold_of_three() -> None:
                 paillier.linear_regression("nihss", ["age", "sex"]))
 
 
-def test_default_threshold_of_five_nodes_is_a_strict_majority() -> None:
+def test_default_threshold_of_five_nodes_holds_one_colluder_off() -> None:
     data = {f"site_{i}": stroke_registry(f"site_{i}", 40, 70.0, 7.0, 0.2, seed=i)
             for i in range(5)}
     fed = SimulatedFederation(data, seed=1, protection="paillier", paillier_bits=BITS)
-    assert fed._paillier[0].threshold.threshold == 3
+    assert fed._paillier[0].threshold.threshold == 4  # more than (5 + 1)/2
+    with pytest.raises(ConfigurationError, match=r"in \[4, 5\] for 5 nodes and 1 colluding"):
+        SimulatedFederation(data, seed=1, protection="paillier", paillier_bits=BITS,
+                            decryption_threshold=3)
+
+
+def test_the_simulator_derives_thresholds_as_a_federation_does(
+        hospitals: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+    import fedtally.simulated as simulated
+
+    seen = []
+    real = simulated.run_round
+    monkeypatch.setattr(simulated, "run_round",
+                        lambda values, params, **kw: seen.append(params) or real(values, params,
+                                                                                 **kw))
+    SimulatedFederation(hospitals, seed=1).count()
+    SimulatedFederation(hospitals, seed=1, max_colluding_nodes=0).count()
+    assert [(p.threshold, p.max_colluding) for p in seen] == [(3, 1), (2, 0)]
+    two = dict(list(hospitals.items())[:2])
+    with pytest.raises(ConfigurationError, match="at least 3 nodes"):
+        SimulatedFederation(two, seed=1)
+    assert SimulatedFederation(two, seed=1, max_colluding_nodes=0).count() == \
+        sum(len(f) for f in two.values())
+    with pytest.raises(ConfigurationError, match="max_colluding_nodes"):
+        SimulatedFederation(hospitals, seed=1, max_colluding_nodes=-1)
 
 
 def test_a_decryption_threshold_needs_paillier(hospitals: dict[str, pd.DataFrame]) -> None:

@@ -3,9 +3,10 @@ websockets on loopback, set up by ``federation init`` as an operator would.
 
 The main pair of federations (one Paillier, one mask, same rows) answers the same queries
 with the same numbers; the aggregator only ever sees ciphertexts; the key shares are private
-files. Smaller federations lose nodes: with the default decryption threshold of 2 of 3, one
-node down still answers and two down fail with ``ThresholdNotMet``; with a threshold of 3,
-one node down is already too many. Last, the command line sets up a Paillier federation
+files. Smaller federations lose nodes: with no colluding node assumed (c = 0) and a
+decryption threshold of 2 of 3, one node down still answers and two down fail with
+``ThresholdNotMet``; with a threshold of 3, one node down is already too many (as with the
+default c = 1, which makes 3 of 3 the least quorum). Last, the command line sets up a Paillier federation
 and ``node check`` loads a node's share.
 """
 
@@ -104,7 +105,7 @@ def test_the_federations_run_the_modes_they_were_set_up_with(
     key = paillier.manifest.paillier_key
     assert key is not None
     assert key.threshold.public.n.bit_length() == DEFAULT_KEY_BITS == 3072
-    assert key.threshold.threshold == 2  # a strict majority of three
+    assert key.threshold.threshold == 3  # more than (3 + c)/2 with the default c = 1
     assert mask.manifest.protection == "mask"
     assert mask.manifest.paillier_key is None
 
@@ -237,8 +238,10 @@ def small() -> dict[str, pd.DataFrame]:
 def two_of_three(small: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
                  ) -> Iterator[fedtally.Federation]:
     workdir = tmp_path_factory.mktemp("two-of-three")
+    # c = 0: one colluding node would forbid any 2-of-3 quorum and round
     with fedtally.local_federation(small, workdir=workdir, stage_timeout_s=2,
-                                   protection="paillier", paillier_bits=SMALL_BITS) as fed:
+                                   protection="paillier", paillier_bits=SMALL_BITS,
+                                   max_colluding_nodes=0) as fed:
         assert fed.manifest.paillier_key.threshold.threshold == 2
         yield fed
 
@@ -337,7 +340,7 @@ def all_three(small: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathF
     workdir = tmp_path_factory.mktemp("three-of-three")
     with fedtally.local_federation(small, workdir=workdir, stage_timeout_s=2,
                                    protection="paillier", paillier_bits=SMALL_BITS,
-                                   decryption_threshold=3) as fed:
+                                   decryption_threshold=3, max_colluding_nodes=0) as fed:
         yield fed
 
 
@@ -428,15 +431,15 @@ def test_cli_refuses_a_minority_decryption_threshold(tmp_path: Path) -> None:
               "--researchers", "alice", "--protection", "paillier", "--decryption-threshold", "1")
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert lines == ["fedtally: error: the decryption threshold must be in [2, 3] for 3 nodes: "
-                     "a strict majority, so that two decryption quorums always share an honest "
-                     "node"], out.stderr
+    assert lines == ["fedtally: error: the decryption threshold must be in [3, 3] for 3 nodes "
+                     "and 1 colluding node(s): more than (N + c)/2, so that two decryption "
+                     "quorums always share an honest node"], out.stderr
     assert not (tmp_path / "fed" / "federation.json").exists()
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"decryption_threshold": 1}, r"decryption threshold must be in \[2, 3\]"),
-    ({"decryption_threshold": 4}, r"decryption threshold must be in \[2, 3\]"),
+    ({"decryption_threshold": 2}, r"decryption threshold must be in \[3, 3\]"),
+    ({"decryption_threshold": 4}, r"decryption threshold must be in \[3, 3\]"),
     ({"paillier_bits": 1024}, r"key size must be an even number of bits in \[2048, "),
     ({"protection": "mask", "decryption_threshold": 2}, r"only applies to protection"),
     ({"protection": "rsa"}, r"protection"),

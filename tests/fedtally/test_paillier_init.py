@@ -38,6 +38,9 @@ BITS = 2048
 
 def _init(directory: Path, **kwargs: Any) -> Path:
     kwargs.setdefault("rng", SeededRandom("paillier-init"))
+    # dealing is checked on 2-of-3 keys, the quorum of three nodes without colluders (c = 0);
+    # the bound with colluders is tested on its own below
+    kwargs.setdefault("max_colluding_nodes", 0)
     kwargs.setdefault("protection", "paillier")
     kwargs.setdefault("paillier_bits", BITS)
     return init_federation(directory, kwargs.pop("nodes", NODES),
@@ -221,7 +224,7 @@ def test_a_higher_decryption_threshold_and_unsorted_nodes(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("options,match", [
-    ({"decryption_threshold": 1}, "strict majority"),
+    ({"decryption_threshold": 1}, r"more than \(N \+ c\)/2"),
     ({"decryption_threshold": 4}, r"\[2, 3\]"),
     ({"decryption_threshold": 0}, "decryption threshold"),
     ({"decryption_threshold": -1}, "decryption threshold"),
@@ -340,7 +343,7 @@ def test_the_cli_writes_a_paillier_federation(tmp_path: Path) -> None:
     target = tmp_path / "fed"
     out = _run("federation", "init", str(target), "--nodes", "a,b,c", "--researchers", "r",
                "--protection", "paillier", "--paillier-bits", "2048",
-               "--decryption-threshold", "2")
+               "--decryption-threshold", "2", "--max-colluding-nodes", "0")
     assert out.returncode == 0, out.stderr
     key = _manifest(target).paillier_key
     assert key is not None
@@ -353,6 +356,7 @@ def test_the_cli_writes_a_paillier_federation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [
+    ("--decryption-threshold", "2"),  # the default c = 1 needs 3 of 3
     ("--decryption-threshold", "1"),
     ("--decryption-threshold", "4"),
     ("--paillier-bits", "1024"),
@@ -369,3 +373,17 @@ def test_the_cli_reports_bad_paillier_options_in_one_line(
     assert "Traceback" not in err
     assert ("decryption threshold" in lines[0]) != ("key size" in lines[0])
     assert not (tmp_path / "fed").exists()
+
+
+def test_the_default_quorum_holds_one_colluder_off(tmp_path: Path) -> None:
+    # c = 1: two quorums of 2 of 3 could be {colluder, a} and {colluder, b}, each decrypting
+    # another contributor set in the same round; the dealer takes 3 of 3
+    root = tmp_path / "f"
+    _init(root, max_colluding_nodes=1, rng=SeededRandom("paillier-init/colluder"))
+    manifest = _manifest(root)
+    assert manifest.max_colluding_nodes == 1
+    key = manifest.paillier_key
+    assert key is not None and key.threshold.threshold == 3
+    with pytest.raises(ConfigurationError, match=r"in \[3, 3\] for 3 nodes and 1 colluding"):
+        _init(tmp_path / "g", max_colluding_nodes=1, decryption_threshold=2)
+    assert not (tmp_path / "g").exists()

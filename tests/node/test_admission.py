@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,8 @@ def _query(world, *, researcher="alice", signer=None, issued_ms=None, spec=None,
     query = SignedQuery(researcher, manifest.federation_id, query_id, issued, raw, length, bits,
                         signature)
     params = RoundParams(manifest.federation_id, query_id, 0, tuple(NODES),
-                         manifest.threshold_for(len(NODES)), length, bits, 0, query.digest)
+                         manifest.threshold_for(len(NODES)), length, bits, 0, query.digest,
+                         max_colluding=manifest.max_colluding_nodes)
     return query, params
 
 
@@ -124,8 +126,9 @@ def test_a_stale_or_future_query_is_refused(world, skew: int) -> None:
 @pytest.mark.parametrize(("change", "match"), [
     ({"participants": ("hosp_b", "hosp_c", "hosp_d", "hosp_e")}, "participants"),
     ({"participants": ("alice", "hosp_a", "hosp_b", "hosp_c", "hosp_d")}, "non-node"),
-    ({"threshold": 3}, "threshold"),
+    ({"threshold": 3, "max_colluding": 0}, "threshold"),
     ({"neighbours": 2}, "complete graph"),
+    ({"max_colluding": 0}, "colluding"),
     ({"query_digest": bytes(32)}, "not bound"),
     ({"vector_length": 99}, "plan"),
     ({"ring_bits": 200}, "plan"),
@@ -156,3 +159,19 @@ def test_unknown_variables_are_refused_before_any_work(world) -> None:
     spec = QuerySpec("descriptive_stats", model.name, model.datasets(), ("no_such",))
     with pytest.raises(QueryError, match="no_such"):
         _query(world, spec=spec)
+
+
+def test_a_secagg_plus_round_is_admitted_only_where_the_manifest_enables_it(
+        world, tmp_path: Path) -> None:
+    # the same five nodes with secagg_plus: a k = 2 graph holds against c = 1 (t_s = 3 of 3
+    # holders, two honest inputs per neighbourhood); the node re-derives the graph itself
+    root = tmp_path / "plus"
+    init_federation(root, NODES, ["alice", "bob"], rng=SeededRandom(1), secagg_plus=True)
+    plus = (Manifest.from_bytes((root / "federation.json").read_bytes()), *world[1:])
+    query, params = _query(plus)
+    sparse = dataclasses.replace(params, neighbours=2)
+    assert sparse.shamir_threshold == 3 and sparse.honest_inputs == 2
+    assert _admit(plus, query, sparse).layout.length == params.vector_length
+    query, params = _query(world)
+    with pytest.raises(ParameterMismatch, match="complete graph"):
+        _admit(world, query, dataclasses.replace(params, neighbours=2))

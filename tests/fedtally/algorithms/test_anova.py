@@ -91,7 +91,7 @@ def tiny(rows: dict[str, list[Any]], split: int) -> SimulatedFederation:
     """A two-node federation of a few rows, releasing everything."""
     frame = pd.DataFrame(rows)
     return SimulatedFederation({"a": frame.iloc[:split], "b": frame.iloc[split:]}, seed=2,
-                               policy=RELAXED)
+                               policy=RELAXED, max_colluding_nodes=0)
 
 
 # --- one-way --------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_linear_large_offsets_stay_exact() -> None:
     for name in ("a", "b"):
         t = 1e6 + rng.uniform(0, 1000, 400)
         frames[name] = pd.DataFrame({"t": t, "y": 5 + 2e-3 * (t - 1e6) + rng.normal(0, 1, 400)})
-    fed = SimulatedFederation(frames, seed=2)
+    fed = SimulatedFederation(frames, seed=2, max_colluding_nodes=0)  # two nodes
     ours = linear_regression(fed, "y", ["t"])
     ref = smf.ols("y ~ t", pd.concat(frames.values(), ignore_index=True)).fit()
     close(ours.params, ref.params, 1e-7)  # statsmodels' own pinv limits the agreement here
@@ -186,7 +186,7 @@ def test_linear_zero_residual_df() -> None:
     frames = {f"n{i}": pd.DataFrame({"x": [float(i), i + 1.5], "y": [1.0, 2.0 + i]})
               for i in range(2)}
     fed = SimulatedFederation(frames, policy=Policy(min_row_count=1, small_cell_threshold=1),
-                              seed=1)
+                              seed=1, max_colluding_nodes=0)
     with pytest.raises(DegenerateInput, match="no residual degrees of freedom"):
         linear_regression(fed, "y", ["x"], filters="x < 1.2")
 
@@ -346,7 +346,7 @@ def test_logistic_degenerate(y, x, positive, filters, message) -> None:
 def test_logistic_zero_residual_df() -> None:
     frames = {f"n{i}": pd.DataFrame({"x": [float(i), i + 1.5], "y": [0, 1]}) for i in range(2)}
     fed = SimulatedFederation(frames, policy=Policy(min_row_count=1, small_cell_threshold=1),
-                              seed=1)
+                              seed=1, max_colluding_nodes=0)
     with pytest.raises(DegenerateInput, match="no residual degrees of freedom"):
         logistic_regression(fed, "y", ["x"], filters="x < 1.2")
 
@@ -503,7 +503,7 @@ def test_cv_degenerate_training_fold() -> None:
     frames = {f"n{i}": pd.DataFrame({"x": [0.0 + i, 1.0, 2.5 + i], "y": [1.0, 0.5 + i, 2.0],
                                      "c": [0, 1, i]}) for i in range(2)}
     fed = SimulatedFederation(frames, policy=Policy(min_row_count=1, small_cell_threshold=1),
-                              seed=1)
+                              seed=1, max_colluding_nodes=0)
     with pytest.raises(DegenerateInput, match="fold"):
         linear_regression_cv(fed, "y", ["x"], n_splits=5)
     with pytest.raises(DegenerateInput, match="fold"):
