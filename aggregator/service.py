@@ -420,7 +420,8 @@ class AggregatorService:
             else:
                 result = QueryResult(active.request_id, params.query_id, params.participants,
                                      machine.survivors, params.ring_bits, params.vector_length,
-                                     machine.result.to_bytes(), receipts)
+                                     machine.result.to_bytes(), receipts,
+                                     machine.commitments())
             active.bytes_to_researcher += await researcher.send(result)
             log.info("query %s done over %d of %d nodes in %.0f ms; bytes from nodes %d, to "
                      "nodes %d, to the researcher %d", params.query_id.hex()[:8],

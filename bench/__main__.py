@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from bench import federation, masking, modes, nodes, paillier, regression, secure_sum
+from bench import (
+    federation,
+    masking,
+    modes,
+    nodes,
+    paillier,
+    regression,
+    secure_sum,
+    verifiable,
+)
 from bench.common import machine
 
 SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run,
           "regression": regression.run, "paillier": paillier.run, "modes": modes.run,
-          "nodes": nodes.run}
+          "nodes": nodes.run, "verifiable": verifiable.run}
 
 
 def main(argv: list[str]) -> None:

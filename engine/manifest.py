@@ -96,6 +96,9 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     # O(log n) work per node instead of O(n), but a malicious aggregator may then learn
     # partial sums, each over at least t_s - c_local honest nodes, instead of one total
     "secagg_plus": False,
+    # mask mode: nodes commit to their vectors and researchers check every total against
+    # the commitments (engine/commitment.py), so a malicious aggregator cannot forge one
+    "verifiable_totals": True,
     # protection "paillier": {"n": hex modulus, "decryption_threshold": t, "holders": [node
     # names in key-share order], "verification_base": hex, "verification_keys": [hex, one
     # per holder]}; null under "mask"
@@ -104,7 +107,7 @@ DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
 #: parameters a manifest may leave out (added after the first manifests were written); an
 #: older manifest gets the safe values, never weaker ones
 OPTIONAL_PARAMETERS = {"dp_honest_nodes": 1, "paillier": None, "max_colluding_nodes": 1,
-                       "secagg_plus": False}
+                       "secagg_plus": False, "verifiable_totals": True}
 #: the smallest Paillier modulus a manifest accepts (init defaults to 3072 bits)
 MIN_MANIFEST_PAILLIER_BITS = 2048
 _PAILLIER_KEYS = frozenset({"n", "decryption_threshold", "holders", "verification_base",
@@ -338,6 +341,12 @@ class Manifest:
         return bool(self.parameters["secagg_plus"])
 
     @property
+    def verifiable_totals(self) -> bool:
+        """Mask mode with committed contributions (Paillier totals are decrypted from the
+        signed ciphertexts, so there is nothing to add there)."""
+        return self.protection == "mask" and bool(self.parameters["verifiable_totals"])
+
+    @property
     def honest_floor(self) -> int:
         """Honest inputs every released sum must hold: two, or the DP assumption if more."""
         return max(HONEST_FLOOR, self.dp_honest_nodes)
@@ -495,8 +504,9 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     _keys(value, frozenset(DEFAULT_PARAMETERS), where)
     _integer(value["dp_honest_nodes"], f"{where}.dp_honest_nodes", 1)
     _integer(value["max_colluding_nodes"], f"{where}.max_colluding_nodes", 0)
-    if not isinstance(value["secagg_plus"], bool):
-        raise ConfigurationError(f"{where}.secagg_plus must be true or false")
+    for flag in ("secagg_plus", "verifiable_totals"):
+        if not isinstance(value[flag], bool):
+            raise ConfigurationError(f"{where}.{flag} must be true or false")
     fraction = _number(value["threshold_fraction"], f"{where}.threshold_fraction")
     if not 0 < fraction <= 1:  # threshold_for never goes below a strict majority anyway
         raise ConfigurationError(f"{where}.threshold_fraction must be in (0, 1]")

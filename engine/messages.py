@@ -109,6 +109,19 @@ class MaskedInput(SecAggMessage):
     round: int = wire(ROUND)
     sender: str = wire(NAME)
     data: bytes = wire(Bytes(MAX_MASKED_INPUT))
+    #: the node's Pedersen commitment to its vector, and its signature of it bound to the
+    #: query (engine.commitment); empty where the round carries no verifiable total
+    commitment: bytes = wire(Bytes(32), default=b"")
+    commitment_signature: bytes = wire(Bytes(SIGNATURE_SIZE), default=b"")
+
+
+@dataclass(frozen=True)
+class SignedCommitment:
+    """A contributor's commitment to its vector, signed over the query it answers."""
+
+    node: str = wire(NAME)
+    commitment: bytes = wire(Bytes(32, exact=32))
+    signature: bytes = wire(SIGNATURE)
 
 
 @message(6)

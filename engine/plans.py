@@ -35,6 +35,9 @@ MAX_SLOTS = 1 << 21
 #: slots every plan carries: how many nodes contributed, how many cells they suppressed
 NODES_CONTRIBUTING = ("nodes_contributing",)
 CELLS_BELOW_THRESHOLD = ("cells_below_threshold",)
+#: a verifiable plan's slots for the digits of each node's commitment blinding
+#: (engine/commitment.py; 16 digits of 16 bits, as crypto.commitments.DIGITS/DIGIT_BITS)
+BLINDING = tuple(("blinding", i) for i in range(16))
 
 Key = tuple[object, ...]
 
@@ -143,8 +146,14 @@ class Layout:
         return {slot.key: i for i, slot in enumerate(self.slots)}
 
     def noisy(self, slot: Slot) -> bool:
-        """Bookkeeping slots are public facts; every other slot carries noise in DP mode."""
-        return self.noise is not None and slot.key not in (NODES_CONTRIBUTING, CELLS_BELOW_THRESHOLD)
+        """Tallies (and blinding digits) are bookkeeping; every other slot carries noise in
+        DP mode."""
+        return self.noise is not None and slot.disclosure is not Disclosure.TALLY
+
+    @property
+    def verifiable(self) -> bool:
+        """Whether contributors commit to their vectors (mask mode's verifiable totals)."""
+        return bool(self.slots) and self.slots[-1].key == BLINDING[-1]
 
 
 def ring_bits_for(slots: Sequence[Slot], max_rows_per_node: int) -> int:
@@ -216,20 +225,25 @@ def clipping_bounds(spec: QuerySpec, model: ModelView, variables: Sequence[str]
 
 
 def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int, *,
-           honest_nodes: int = 1, max_slots: int = MAX_SLOTS) -> Layout:
+           honest_nodes: int = 1, max_slots: int = MAX_SLOTS,
+           verifiable: bool = False) -> Layout:
     """The vector a query needs, from the query and the data model alone. ``max_slots``
-    (a node's policy) is checked before the layout is built."""
+    (a node's policy) is checked before the layout is built; ``verifiable`` (mask mode)
+    adds the slots that carry the commitments' blinding through the secure sum."""
     from engine.kinds import KINDS
 
     kind = KINDS[spec.kind]
     check_common(spec, model)
     size = kind.size(spec, model)
+    extra = 2 + (len(BLINDING) if verifiable else 0)
     limit = min(max_slots, MAX_SLOTS)
-    if size + 2 > limit:
-        raise QueryError(f"the query needs {size} values; at most {limit - 2} are allowed")
+    if size + extra > limit:
+        raise QueryError(f"the query needs {size} values; at most {limit - extra} are "
+                         "allowed")
     slots = kind.layout(spec, model)
     bookkeeping = [Slot(key, False, Disclosure.TALLY, key)
-                   for key in (NODES_CONTRIBUTING, CELLS_BELOW_THRESHOLD)]
+                   for key in (NODES_CONTRIBUTING, CELLS_BELOW_THRESHOLD,
+                               *(BLINDING if verifiable else ()))]
     if spec.privacy.get("mode") != "dp":
         slots += bookkeeping
         return Layout(tuple(slots), ring_bits_for(slots, max_rows_per_node))

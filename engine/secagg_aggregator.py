@@ -39,6 +39,7 @@ from engine.messages import (
     SealedShare,
     ShareBundle,
     SignedBy,
+    SignedCommitment,
     SurvivorList,
     UnmaskRequest,
     UnmaskShares,
@@ -96,6 +97,7 @@ class SecAggAggregator(AggregatorMachine):
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._shares: dict[str, EncryptedShares] = {}
         self._committed: tuple[str, ...] = ()
+        self._commitments: dict[str, SignedCommitment] = {}
         self._total = RingVector.zeros(params.ring_bits, params.vector_length)
         self._dropouts: tuple[str, ...] = ()
         self._survivor_set: frozenset[str] = frozenset()
@@ -164,6 +166,14 @@ class SecAggAggregator(AggregatorMachine):
         if len(msg.data) != p.masked_input_size:
             raise RemoteProtocolError("masked input has the wrong size")
         self._total.add_(RingVector.from_bytes(p.ring_bits, p.vector_length, msg.data))
+        if msg.commitment:  # checked by the researcher, who trusts no aggregator
+            self._commitments[sender] = SignedCommitment(sender, msg.commitment,
+                                                         msg.commitment_signature)
+
+    def commitments(self) -> tuple[SignedCommitment, ...]:
+        """The survivors' signed commitments, for the researcher to check the total."""
+        return tuple(self._commitments[name] for name in self.survivors
+                     if name in self._commitments)
 
     def _close_masked(self, arrived: dict[str, MaskedInput]) -> Outgoing:
         self._need(arrived.keys(), "masked inputs")

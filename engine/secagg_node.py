@@ -34,6 +34,7 @@ from crypto.prg import MaskExpander, pairwise_mask_key, self_mask_key
 from crypto.randomness import RandomSource
 from crypto.sealed import open_sealed, seal
 from engine.codec import decode_struct, encode_struct
+from engine.commitment import sign_commitment
 from engine.errors import (
     AuthenticationError,
     InconsistentView,
@@ -168,8 +169,11 @@ class SecAggNode(NodeMachine):
     """One node's participation in one round."""
 
     def __init__(self, params: RoundParams, me: str, identity: SigningIdentity,
-                 members: Mapping[str, VerifyKey], value: RingVector, rng: RandomSource) -> None:
+                 members: Mapping[str, VerifyKey], value: RingVector, rng: RandomSource,
+                 commitment: bytes = b"") -> None:
         super().__init__(params, me, identity, members, value, rng, NodeStage.START)
+        #: the node's Pedersen commitment to ``value`` (engine/commitment.py), or b""
+        self._commitment = commitment
         #: (peer, "self" | "key") for every share this node revealed; tests read it
         self.reveal_log: list[tuple[str, str]] = []
         self._revealed: dict[str, str] = {}  # owner -> the one kind revealed for it
@@ -294,7 +298,10 @@ class SecAggNode(NodeMachine):
                 expander.sub_mask_(masked, key)
         self._value = RingVector.zeros(p.ring_bits, 1)  # drop the cleartext reference early
         self.stage = NodeStage.MASKED
-        return MaskedInput(p.query_id, p.round, self.me, masked.to_bytes())
+        signature = sign_commitment(self._identity, p.query_digest, self.me,
+                                    self._commitment) if self._commitment else b""
+        return MaskedInput(p.query_id, p.round, self.me, masked.to_bytes(), self._commitment,
+                           signature)
 
     def _on_survivors(self, msg: SurvivorList) -> ConsistencySignature:
         p = self.params

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from crypto.kdf import context
 from engine.codec import NAME, Bytes, Choice, Seq, Str, Struct, UInt, message, wire
+from engine.messages import SignedCommitment
 from engine.params import MAX_NODES, RoundParams
 from engine.query import SignedQuery
 
@@ -119,6 +120,9 @@ class QueryResult:
     total: bytes = wire(Bytes(MAX_RESULT))
     #: each contributing node's signed ledger head after its entry for this query
     receipts: tuple[str, ...] = wire(Seq(Str(MAX_RECEIPT), MAX_NODES), default=())
+    #: mask mode: each survivor's signed commitment to its vector (engine/commitment.py)
+    commitments: tuple[SignedCommitment, ...] = wire(Seq(Struct(SignedCommitment), MAX_NODES),
+                                                     default=())
 
 
 @message(31)

@@ -110,7 +110,8 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
               node_tamper: Tamper | None = None,
               node_params: Mapping[int, RoundParams] | None = None,
               clock: Callable[[], float] | None = None,
-              aggregator_type: type[SecAggAggregator] = SecAggAggregator) -> RoundTranscript:
+              aggregator_type: type[SecAggAggregator] = SecAggAggregator,
+              commitments: Mapping[str, bytes] | None = None) -> RoundTranscript:
     """One round through the node and aggregator state machines, all in memory.
 
     ``dropouts[stage]`` holds input indices that vanish instead of sending their message of
@@ -118,6 +119,7 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
     than the aggregator's (a malicious aggregator's doing); ``node_tamper`` rewrites what a
     node sends (a lying node); ``aggregator_type`` swaps in a patched aggregator (tests of
     attacks). A node that raises is recorded in ``node_errors`` and takes no further part.
+    ``commitments`` gives nodes their commitments to their values (verifiable totals).
     """
     dropouts = {k: set(v) for k, v in (dropouts or {}).items()}
     timed = _Timer(clock)
@@ -128,7 +130,8 @@ def run_round(values: Sequence[RingVector], params: RoundParams, *,
     members: dict[str, VerifyKey] = {n: identities[n].verify_key for n in names}
     node_params = node_params or {}
     nodes = {name: SecAggNode(node_params.get(i, params), name, identities[name], members,
-                              values[i], rng.child(name) if isinstance(rng, SeededRandom) else rng)
+                              values[i], rng.child(name) if isinstance(rng, SeededRandom) else rng,
+                              (commitments or {}).get(name, b""))
              for i, name in enumerate(names)}
     aggregator = aggregator_type(params, members)
     t = RoundTranscript(params, names, nodes, aggregator)

@@ -5,6 +5,7 @@
     fed.descriptive_stats(["age", "nihss"])
 """
 
+from engine.commitment import ForgedTotal
 from engine.errors import (
     AuthenticationError,
     BudgetExhausted,
@@ -38,6 +39,7 @@ __all__ = [
     "DegenerateInput",
     "Federation",
     "FedtallyError",
+    "ForgedTotal",
     "InternalError",
     "ProtocolAbort",
     "QueryError",

@@ -51,6 +51,8 @@ class Analyses(ABC):
     _receipts: Receipts
     max_rows_per_node: int = DEFAULT_MAX_ROWS_PER_NODE
     dp_honest_nodes: int = DEFAULT_DP_HONEST_NODES
+    #: mask mode: contributors commit to their vectors and results are checked against them
+    verifiable_totals: bool = False
 
     @abstractmethod
     def catalog(self) -> dict[str, Any]:
@@ -128,7 +130,7 @@ class Analyses(ABC):
                          self._filter_json(filters, model), privacy=privacy_spec(privacy),
                          kind=kind, parameters=dict(parameters or {}))
         plan = layout(spec, PlanModel(model), self.max_rows_per_node,
-                      honest_nodes=self.dp_honest_nodes)
+                      honest_nodes=self.dp_honest_nodes, verifiable=self.verifiable_totals)
         reply = self._execute(spec, plan)
         self._receipts.keep(reply.receipts)
         return results.Statistic(spec, plan, results.totals(reply), model, reply)

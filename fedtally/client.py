@@ -29,6 +29,7 @@ from crypto.keyfile import KeyFile, read_key_file
 from crypto.randomness import SystemRandom
 from crypto.tls import client_ssl_context
 from engine.codec import decode, encode
+from engine.commitment import ForgedTotal, check_result
 from engine.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -94,6 +95,7 @@ class Federation(Catalog):
         self._models: dict[str, DataModel] = {}
         self.max_rows_per_node = manifest.max_rows_per_node
         self.dp_honest_nodes = manifest.dp_honest_nodes
+        self.verifiable_totals = manifest.verifiable_totals
         self.local: Any = None  # set by local_federation: handles on the local processes
         self.nodes_online: tuple[str, ...] = ()
         self._call(self._ensure_connected())
@@ -235,6 +237,10 @@ class Federation(Catalog):
             return self._open(answer, query, reply)
         if self.manifest.paillier_key is not None:
             raise InconsistentView("a Paillier federation's aggregator sent a plain total")
+        try:  # the total must open what its contributors committed to (verifiable plans)
+            check_result(answer, plan, query.digest, self.manifest.verify_keys())
+        except ForgedTotal as exc:
+            raise ForgedTotal(f"query {query_id.hex()[:8]}: {exc}") from None
         return answer
 
     def _open(self, answer: PaillierResult, query: SignedQuery,

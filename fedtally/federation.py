@@ -223,6 +223,7 @@ def init_federation(
     decryption_threshold: int | None = None,
     max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"],
     secagg_plus: bool = DEFAULT_PARAMETERS["secagg_plus"],
+    verifiable_totals: bool = DEFAULT_PARAMETERS["verifiable_totals"],
     force: bool = False,
     rng: RandomSource | None = None,
 ) -> Path:
@@ -243,7 +244,9 @@ def init_federation(
     ``max_colluding_nodes`` (c) is how many nodes may collude with the aggregator; every
     threshold follows from it (:mod:`engine.collusion`), and a federation too small to
     hold c colluders off is refused. ``secagg_plus`` lets large rounds run over the SecAgg+
-    graph (see the threat model for what that changes).
+    graph (see the threat model for what that changes). ``verifiable_totals`` (mask mode,
+    on by default) has nodes commit to their vectors so that researchers can check every
+    total the aggregator hands over.
     """
     root = Path(directory)
     roles = {"node": nodes, "researcher": researchers, "auditor": auditors or []}
@@ -268,8 +271,8 @@ def init_federation(
     if isinstance(max_colluding_nodes, bool) or not isinstance(max_colluding_nodes, int) or \
             max_colluding_nodes < 0:
         raise ConfigurationError("the number of colluding nodes must be an integer >= 0")
-    if not isinstance(secagg_plus, bool):
-        raise ConfigurationError("secagg_plus must be true or false")
+    if not isinstance(secagg_plus, bool) or not isinstance(verifiable_totals, bool):
+        raise ConfigurationError("secagg_plus and verifiable_totals must be true or false")
     # before dealing a key: a federation too small for c is refused in one line
     check_federation_size(len(nodes), max_colluding_nodes,
                           DEFAULT_PARAMETERS["dp_honest_nodes"], "the new federation")
@@ -289,7 +292,8 @@ def init_federation(
                     for name, role, identity in identities],
         "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
                        "protection": protection, "paillier": paillier,
-                       "max_colluding_nodes": max_colluding_nodes, "secagg_plus": secagg_plus},
+                       "max_colluding_nodes": max_colluding_nodes, "secagg_plus": secagg_plus,
+                       "verifiable_totals": verifiable_totals},
     }
     document = sign_manifest(body, authority)
     # verify what we are about to publish with the same code every reader will use

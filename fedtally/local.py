@@ -163,7 +163,8 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
                      stage_timeout_s: float | None = None, protection: str = "mask",
                      paillier_bits: int = DEFAULT_KEY_BITS,
                      decryption_threshold: int | None = None,
-                     max_colluding_nodes: int = 1) -> Iterator[Federation]:
+                     max_colluding_nodes: int = 1,
+                     verifiable_totals: bool = True) -> Iterator[Federation]:
     """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
 
     ``protection`` is ``"mask"`` (pairwise masks) or ``"paillier"`` (threshold Paillier
@@ -184,7 +185,8 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
         init_federation(root, list(data), [researcher], aggregator_host="127.0.0.1",
                         force=not own_dir, protection=protection, paillier_bits=paillier_bits,
                         decryption_threshold=decryption_threshold,
-                        max_colluding_nodes=max_colluding_nodes)
+                        max_colluding_nodes=max_colluding_nodes,
+                        verifiable_totals=verifiable_totals)
         frames = []
         entries = {}
         for name, item in data.items():

@@ -21,6 +21,7 @@ from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
 from engine.collusion import HONEST_FLOOR
+from engine.commitment import check_result
 from engine.errors import ConfigurationError, FedtallyError, ParameterMismatch, ProtocolAbort
 from engine.manifest import (
     DEFAULT_PARAMETERS,
@@ -28,6 +29,7 @@ from engine.manifest import (
     check_federation_size,
     round_threshold,
 )
+from engine.messages import SignedCommitment
 from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
 from engine.params import RoundParams
@@ -104,10 +106,14 @@ class SimulatedFederation(Catalog):
         self.budgets = {name: BudgetKeeper(folder / f"{name}.db", self._identities[name],
                                            self.policy) for name in sorted(frames)}
         # the node code every real node runs, without its websocket
+        self.verifiable_totals = protection == "mask"
+        self._members = {name: identity.verify_key for name, identity in self._identities.items()}
         self.sessions = {name: NodeSession(name, LoadedData(self._model, self._rows[name]),
                                            self.policy, self.budgets[name],
                                            self.max_rows_per_node, self.dp_honest_nodes,
-                                           max_colluding_nodes)
+                                           max_colluding_nodes, self.verifiable_totals,
+                                           self._rng.child(f"commit-{name}")
+                                           if isinstance(self._rng, SeededRandom) else self._rng)
                          for name in sorted(frames)}
         if protection not in PROTECTIONS:
             raise ConfigurationError(f"protection must be one of {', '.join(PROTECTIONS)}")
@@ -160,10 +166,10 @@ class SimulatedFederation(Catalog):
         except BaseException:
             self._refund(charges)  # a refusal before any row was read
             raise
-        values = []
+        contributions = []
         for name in names:
             try:
-                values.append(self.sessions[name].compute(spec, plan, query_id)[0])
+                contributions.append(self.sessions[name].compute(spec, plan, query_id))
             except BaseException:
                 # the round fails before anything leaves: the other nodes refund, as in a
                 # federation; this node keeps its charge (its failure might depend on rows)
@@ -174,15 +180,22 @@ class SimulatedFederation(Catalog):
                          for name in names)
         params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
                              plan.length, plan.ring_bits, 0, digest, max_colluding=c)
+        values = [c.vector for c in contributions]
+        commitments: tuple[SignedCommitment, ...] = ()
         if self._paillier is not None:
             result, survivors = self._paillier_round(values, params)
         else:
-            transcript = run_round(values, params, identities=self._identities, rng=self._rng)
+            transcript = run_round(values, params, identities=self._identities, rng=self._rng,
+                                   commitments={name: c.commitment for name, c
+                                                in zip(names, contributions, strict=True)})
             if transcript.result is None:
                 raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
             result, survivors = transcript.result, transcript.aggregator.survivors
-        return QueryResult(bytes(16), params.query_id, names, survivors,
-                           plan.ring_bits, plan.length, result.to_bytes(), receipts)
+            commitments = transcript.aggregator.commitments()
+        reply = QueryResult(bytes(16), params.query_id, names, survivors, plan.ring_bits,
+                            plan.length, result.to_bytes(), receipts, commitments)
+        check_result(reply, plan, digest, self._members)
+        return reply
 
     def _refund(self, charges: Mapping[str, ChargeReceipt | None]) -> None:
         for name, charge in charges.items():

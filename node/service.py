@@ -21,7 +21,6 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from crypto import partial_proof
-from crypto.encoding import RingVector
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
 from crypto.randomness import SystemRandom
@@ -53,7 +52,7 @@ from node.admission import ReplayGuard, admit, authenticate
 from node.budget import Asked, BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
-from node.session import LoadedData, NodeSession
+from node.session import Contribution, LoadedData, NodeSession
 from node.transport import open_session
 from node.validation import check_valid, coerce
 from privacy.errors import PrivacyError
@@ -115,7 +114,8 @@ class NodeService:
         manifest = self.config.me.manifest
         self.session = NodeSession(self.config.me.name, self.data, self.config.policy,
                                    self.budget, manifest.max_rows_per_node,
-                                   manifest.dp_honest_nodes, manifest.max_colluding_nodes)
+                                   manifest.dp_honest_nodes, manifest.max_colluding_nodes,
+                                   verifiable=manifest.verifiable_totals)
         key = self.config.me.manifest.paillier_key
         if key is not None and self.encryptor is None:
             # the fixed-base tables, once per process: encryption randomness and proofs
@@ -226,8 +226,8 @@ class NodeService:
             # charged (durably) before any row is read; a failure while computing keeps it
             flight.charge = self.session.charge(flight.asked, admitted.layout)
             flight.recorded = admitted.layout.noise is not None
-            vector, _ = self.session.compute(spec, admitted.layout, query.query_id)
-            flight.node = self._round_node(msg, vector)
+            contribution = self.session.compute(spec, admitted.layout, query.query_id)
+            flight.node = self._round_node(msg, contribution)
             first = flight.node.start()
         except FedtallyError as exc:
             self._failed(flight, exc)
@@ -276,12 +276,13 @@ class NodeService:
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 
-    def _round_node(self, msg: QueryAnnounce, vector: RingVector) -> RoundNode:
+    def _round_node(self, msg: QueryAnnounce, contribution: Contribution) -> RoundNode:
         me = self.config.me
         key = me.manifest.paillier_key
+        vector = contribution.vector
         if key is None:
             return SecAggNode(msg.params, me.name, me.identity, me.manifest.verify_keys(),
-                              vector, SystemRandom())
+                              vector, SystemRandom(), contribution.commitment)
         share, encryptor = self.config.key_share, self.encryptor
         if share is None or encryptor is None:
             raise ConfigurationError("this node has no share of the federation's key")

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector
+from crypto.randomness import RandomSource, SystemRandom
+from engine.commitment import commit_vector
 from engine.errors import InternalError, QueryError
 from engine.kinds import KINDS
 from engine.plans import DATASET, REAL_INT_BITS, Key, Layout, layout
@@ -85,6 +87,16 @@ class LoadedData:
                                                   "datasets_held": self.held}}}
 
 
+@dataclass(frozen=True)
+class Contribution:
+    """What a node puts into a round: its vector, what its log says, its commitment."""
+
+    vector: RingVector
+    summary: LocalSummary
+    #: Pedersen commitment to the vector (b"" where the plan is not verifiable)
+    commitment: bytes
+
+
 @dataclass
 class NodeSession:
     name: str
@@ -96,6 +108,10 @@ class NodeSession:
     dp_honest_nodes: int = 1
     #: nodes that may collude with the aggregator (the manifest's c)
     max_colluding_nodes: int = 0
+    #: mask mode: contributors commit to their vectors (engine/commitment.py)
+    verifiable: bool = False
+    #: randomness for commitment blindings (the OS CSPRNG; seeded in tests)
+    rng: RandomSource = field(default_factory=SystemRandom)
 
     def plan(self, spec: QuerySpec, researcher: str, *, threshold: int) -> Layout:
         """Every check that needs no row; the query's layout. ``threshold`` is the fewest
@@ -115,7 +131,7 @@ class NodeSession:
                              f"max_rows_per_node ({self.max_rows_per_node}); it cannot answer")
         view = PlanModel(model)
         plan = layout(spec, view, self.max_rows_per_node, honest_nodes=self.dp_honest_nodes,
-                      max_slots=policy.max_slots)
+                      max_slots=policy.max_slots, verifiable=self.verifiable)
         kind = KINDS[spec.kind]
         memory = kind.row_cost(spec, view) * len(self.data.rows) + plan.length * SLOT_BYTES
         if memory > policy.max_query_memory_mb * (1 << 20):
@@ -170,9 +186,9 @@ class NodeSession:
     def refund(self, charge: ChargeReceipt | None, why: str) -> None:
         self.budget.refund(charge, why)
 
-    def compute(self, spec: QuerySpec, plan: Layout, query_id: bytes
-                ) -> tuple[RingVector, LocalSummary]:
-        """This node's vector; never an error that depends on a row (see the module doc)."""
+    def compute(self, spec: QuerySpec, plan: Layout, query_id: bytes) -> Contribution:
+        """This node's vector, and its commitment to it where the plan is verifiable;
+        never an error that depends on a row (see the module doc)."""
         policy = self.policy
         assert policy.small_cell_threshold is not None
         try:
@@ -186,4 +202,9 @@ class NodeSession:
         log.info("query %s (%s): %d rows, contributed=%s, %d cells read as zero (%d withheld)",
                  query_id.hex()[:8], spec.algorithm, summary.rows, summary.contributed,
                  summary.cells_below_threshold, summary.cells_withheld)
-        return vector, summary
+        if not plan.verifiable:
+            return Contribution(vector, summary, b"")
+        values = [int(v) for v in vector.to_signed()]
+        commitment = commit_vector(values, plan, self.rng)
+        vector = RingVector.from_ints(plan.ring_bits, np.array(values, dtype=object))
+        return Contribution(vector, summary, commitment)
