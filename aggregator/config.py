@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import ssl
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from crypto.tls import server_ssl_context
+from crypto.highwater import raise_high_water
+from crypto.tls import certificate_fingerprint, server_ssl_context
 from engine.errors import ConfigurationError
-from engine.manifest import Manifest
+from engine.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,10 @@ class AggregatorConfig:
     host: str
     port: int
     ssl_context: ssl.SSLContext
+    #: SHA-256 of the aggregator's own TLS certificate: members sign it into their hello
+    certificate_fingerprint: str
+    #: connections still authenticating, at most (more are turned away)
+    max_unauthenticated: int = 64
 
 
 def load_aggregator_config(path: Path) -> AggregatorConfig:
@@ -41,12 +47,21 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
         return resolved
 
     try:
-        manifest = Manifest.from_bytes(file("federation").read_bytes())
+        manifest_path = file("federation")
+        manifest = pinned_manifest(manifest_path.read_bytes(), raw, ca_pem_fingerprint=None,
+                                   source=str(manifest_path),
+                                   remember_version=partial(
+                                       raise_high_water, base / MANIFEST_VERSIONS))
+        certificate = file("tls_cert").read_bytes()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the federation manifest: {exc.strerror}") from exc
+        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}") from exc
     host = raw.get("host", manifest.aggregator_host)
     port = raw.get("port", manifest.aggregator_port)
     if not isinstance(host, str) or not isinstance(port, int):
         raise ConfigurationError(f"{path}: host must be a string and port an integer")
     context = server_ssl_context(file("tls_cert"), file("tls_key"))
-    return AggregatorConfig(manifest, host, port, context)
+    pending = raw.get("max_unauthenticated", 64)
+    if isinstance(pending, bool) or not isinstance(pending, int) or not 1 <= pending <= 100_000:
+        raise ConfigurationError(f"{path}: max_unauthenticated must be an integer in 1..100000")
+    return AggregatorConfig(manifest, host, port, context, certificate_fingerprint(certificate),
+                            pending)

@@ -66,6 +66,10 @@ from privacy.head import HeadReceipt, load_receipts, write_receipts
 log = logging.getLogger("fedtally.aggregator")
 
 AUTH_TIMEOUT_S = 10.0
+#: before a connection has authenticated, its frames may be no larger than a Hello
+HELLO_FRAME_MAX = 1024
+#: connections that have not authenticated yet, at most (the rest are turned away)
+DEFAULT_MAX_UNAUTHENTICATED = 64
 SEEN_QUERY_TTL_S = 3600.0
 
 
@@ -117,8 +121,12 @@ class ActiveRound:
 
 class AggregatorService:
     def __init__(self, manifest: Manifest, *, host: str, port: int, ssl_context: Any,
-                 stage_timeout_s: float | None = None, heads_path: Path | None = None) -> None:
+                 certificate_fingerprint: str, stage_timeout_s: float | None = None,
+                 heads_path: Path | None = None,
+                 max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED) -> None:
         self.manifest = manifest
+        #: SHA-256 of our TLS certificate: members sign it into their hello (channel binding)
+        self.certificate_fingerprint = certificate_fingerprint
         #: the newest ledger head each node sent, kept (in ``heads_path``) for auditors
         self.heads_path = heads_path
         self.heads: dict[str, HeadReceipt] = _load_heads(heads_path, manifest)
@@ -134,14 +142,18 @@ class AggregatorService:
         self._keys = manifest.verify_keys()
         self._rng = SystemRandom()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.max_unauthenticated = max_unauthenticated
+        self._unauthenticated = 0
 
     # --- server -------------------------------------------------------------------------
 
     async def serve(self, ready: Callable[[int], None] | None = None,
                     stop: asyncio.Event | None = None) -> None:
+        # until a connection authenticates it may send a Hello and nothing larger
         async with serve(self._handle, self.host, self.port, ssl=self.ssl_context,
-                         max_size=MAX_FRAME, max_queue=16, compression=None,
-                         ping_interval=20, ping_timeout=20) as server:
+                         max_size=HELLO_FRAME_MAX, max_queue=16, compression=None,
+                         ping_interval=20, ping_timeout=20,
+                         open_timeout=AUTH_TIMEOUT_S) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             log.info("aggregator listening on wss://%s:%d", self.host, port)
             if ready:
@@ -149,9 +161,19 @@ class AggregatorService:
             await (stop.wait() if stop else asyncio.Future())
 
     async def _handle(self, connection: ServerConnection) -> None:
-        session = await self._authenticate(connection)
+        if self._unauthenticated >= self.max_unauthenticated:
+            log.warning("turned a connection away: %d are authenticating already",
+                        self._unauthenticated)
+            await connection.close(1013, "try again later")
+            return
+        self._unauthenticated += 1
+        try:
+            session = await self._authenticate(connection)
+        finally:
+            self._unauthenticated -= 1
         if session is None:
             return
+        connection.protocol.max_message_size = MAX_FRAME  # a member: full-size frames
         previous = self.sessions.get(session.name)
         if previous is not None:  # a reconnecting member replaces its stale connection
             await previous.connection.close(1000, "replaced by a new connection")
@@ -184,7 +206,8 @@ class AggregatorService:
                 raise AuthenticationError(f"{hello.name} is not a {hello.role}")
             try:
                 member.verify_key.verify(hello_statement(self.manifest.federation_id, nonce,
-                                                         hello.name, hello.role),
+                                                         hello.name, hello.role,
+                                                         self.certificate_fingerprint),
                                          hello.signature)
             except InvalidSignature as exc:
                 raise AuthenticationError("the hello signature does not verify") from exc
@@ -503,7 +526,10 @@ def run_aggregator(config_path: Path, *, port: int | None = None,
     config = load_aggregator_config(config_path)
     service = AggregatorService(config.manifest, host=config.host,
                                 port=config.port if port is None else port,
-                                ssl_context=config.ssl_context, stage_timeout_s=stage_timeout_s,
+                                ssl_context=config.ssl_context,
+                                certificate_fingerprint=config.certificate_fingerprint,
+                                max_unauthenticated=config.max_unauthenticated,
+                                stage_timeout_s=stage_timeout_s,
                                 heads_path=config_path.resolve().parent / HEADS_FILE)
 
     def ready(bound: int) -> None:

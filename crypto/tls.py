@@ -30,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "CA_VALIDITY",
     "SERVER_VALIDITY",
+    "certificate_fingerprint",
     "client_ssl_context",
     "generate_ca",
     "issue_server_certificate",
@@ -208,3 +209,16 @@ def _cert_pem(cert: x509.Certificate) -> Pem:
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> Pem:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+def certificate_fingerprint(pem_or_der: bytes) -> str:
+    """SHA-256 (hex) of a certificate's DER encoding, as ``openssl x509 -fingerprint
+    -sha256`` prints it without the colons: what members pin for the federation CA, and
+    what a signed hello binds the TLS session's server certificate to (RFC 5929's
+    tls-server-end-point). A malformed certificate raises ``CertificateError``."""
+    try:
+        cert = (x509.load_pem_x509_certificate(pem_or_der) if pem_or_der.lstrip().startswith(
+            b"-----") else x509.load_der_x509_certificate(pem_or_der))
+    except ValueError as exc:
+        raise ssl.CertificateError("not a certificate") from exc
+    return cert.fingerprint(hashes.SHA256()).hex()

@@ -22,7 +22,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -30,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from crypto.errors import CryptoError
+from crypto.highwater import HighWaterError, RolledBack
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.paillier import PaillierPublicKey
 from crypto.threshold_paillier import ThresholdPublic
@@ -58,6 +59,7 @@ __all__ = [
     "AUTHORITY",
     "DEFAULT_PARAMETERS",
     "FORMAT",
+    "MANIFEST_VERSIONS",
     "MEMBER_ROLES",
     "PROTECTIONS",
     "RESERVED_NAMES",
@@ -75,6 +77,8 @@ FORMAT = "fedtally-federation/1"
 AGGREGATOR = "aggregator"
 AUTHORITY = "authority"
 MEMBER_ROLES = ("node", "researcher", "auditor")
+#: the high-water file beside a node's or the aggregator's config: manifest versions seen
+MANIFEST_VERSIONS = "manifest-versions"
 PROTECTIONS = ("mask", "paillier")
 #: the parameters a manifest carries (all of them: a manifest states every value it binds)
 DEFAULT_PARAMETERS: Mapping[str, Any] = MappingProxyType({
@@ -127,7 +131,11 @@ _DNS_HOST = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOP_KEYS = frozenset({"format", "federation_id", "created", "aggregator", "members",
                        "parameters", "authority_public_key", "signature"})
+#: keys a manifest may leave out (added after the first manifests were written)
+_OPTIONAL_TOP_KEYS = frozenset({"version"})
 _AGGREGATOR_KEYS = frozenset({"name", "host", "port", "public_key"})
+_OPTIONAL_AGGREGATOR_KEYS = frozenset({"tls_ca"})
+_FINGERPRINT_HEX = re.compile(r"[0-9a-f]{64}")
 _MEMBER_KEYS = frozenset({"name", "role", "public_key"})
 _SOURCE = "federation manifest"
 
@@ -245,6 +253,23 @@ class Manifest:
     @property
     def aggregator_url(self) -> str:
         return aggregator_url(self.aggregator_host, self.aggregator_port)
+
+    @property
+    def version(self) -> int:
+        """Raised by every re-signing (add-member, remove-member, rotate-key): members
+        refuse a manifest whose version goes backwards."""
+        return int(self.document.get("version", 1))
+
+    @property
+    def tls_ca(self) -> str | None:
+        """SHA-256 (hex) of the federation CA's certificate, as the authority signed it."""
+        value = self.document["aggregator"].get("tls_ca")
+        return None if value is None else str(value)
+
+    @property
+    def authority_fingerprint(self) -> str:
+        """SHA-256 (hex) of the authority's public key: what members pin."""
+        return key_fingerprint(self.authority_key)
 
     # --- membership ----------------------------------------------------------------------
 
@@ -408,6 +433,61 @@ def _check_signature(document: dict[str, Any], source: str,
     return authority
 
 
+def pinned_manifest(raw: bytes, pins: Mapping[str, Any], *, ca_pem_fingerprint: str | None,
+                    source: str,
+                    remember_version: Callable[[str, int], int] | None = None) -> Manifest:
+    """A member's manifest checked against the trust roots its config pins: ``authority``
+    (fingerprint of the authority key) and ``tls_ca`` (fingerprint of the CA certificate),
+    and the CA file the member actually uses (its fingerprint, when it has one). A config
+    without pins (written before pinning existed) is refused: a member that pins nothing
+    would believe any authority.
+
+    ``remember_version(federation_id, version)`` (a member's high-water file, see
+    :func:`crypto.highwater.raise_high_water`) refuses a manifest older than one the member
+    has accepted: a rolled-back manifest may still list a removed member or a replaced key."""
+    authority, tls_ca = pins.get("authority"), pins.get("tls_ca")
+    for name, value in (("authority", authority), ("tls_ca", tls_ca)):
+        if not isinstance(value, str) or not _FINGERPRINT_HEX.fullmatch(value):
+            raise ConfigurationError(f"{source}: the config must pin {name!r} (a 64-hex-digit "
+                                     "SHA-256 fingerprint; federation init writes it)")
+    manifest = Manifest.from_bytes(raw, source=source)
+    check_pins(manifest, authority=authority, tls_ca=tls_ca, source=source)
+    if ca_pem_fingerprint is not None and ca_pem_fingerprint != tls_ca:
+        raise AuthenticationError(
+            f"{source}: the CA certificate file is {ca_pem_fingerprint[:16]}..., not the "
+            f"pinned {str(tls_ca)[:16]}...: refusing it")
+    if remember_version is not None:
+        try:
+            remember_version(manifest.federation_id, manifest.version)
+        except RolledBack as exc:
+            raise AuthenticationError(
+                f"{source} is version {exc.value}, older than version {exc.seen} this member "
+                "has already accepted: refusing a rolled-back manifest (it may still list a "
+                "removed member or a replaced key)") from None
+        except HighWaterError as exc:
+            raise ConfigurationError(str(exc)) from None
+    return manifest
+
+
+def key_fingerprint(key: VerifyKey) -> str:
+    """SHA-256 (hex) of an Ed25519 public key."""
+    return hashlib.sha256(key.raw).hexdigest()
+
+
+def check_pins(manifest: Manifest, *, authority: str | None, tls_ca: str | None,
+               source: str) -> None:
+    """Refuse a manifest signed by another authority than the pinned one, or naming another
+    CA than the pinned one: one line naming both fingerprints."""
+    if authority is not None and manifest.authority_fingerprint != authority.lower():
+        raise AuthenticationError(
+            f"{source} is signed by authority {manifest.authority_fingerprint[:16]}..., not "
+            f"the pinned {authority.lower()[:16]}...: refusing it")
+    if tls_ca is not None and manifest.tls_ca is not None and manifest.tls_ca != tls_ca.lower():
+        raise AuthenticationError(
+            f"{source} names TLS CA {manifest.tls_ca[:16]}..., not the pinned "
+            f"{tls_ca.lower()[:16]}...: refusing it")
+
+
 def _pinned(pinned: str | VerifyKey) -> VerifyKey:
     if isinstance(pinned, VerifyKey):
         return pinned
@@ -427,17 +507,25 @@ def _hex_key(value: Any, what: str, error: type[Exception]) -> VerifyKey:
 
 
 def _build(doc: dict[str, Any], source: str, authority: VerifyKey) -> Manifest:
-    _keys(doc, _TOP_KEYS, source)
+    _keys(doc, _TOP_KEYS, source, _OPTIONAL_TOP_KEYS)
     if doc["format"] != FORMAT:
         raise ConfigurationError(f"{source}: format must be {FORMAT!r}")
+    version = doc.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**53:
+        raise ConfigurationError(f"{source}: version must be a whole number of at least 1")
     federation_id = _text(doc["federation_id"], f"{source}: federation_id",
                           FEDERATION_ID_PATTERN)
     _timestamp(doc["created"], f"{source}: created")
     where = f"{source}: aggregator"
     raw = doc["aggregator"]
-    _keys(raw, _AGGREGATOR_KEYS, where)
+    _keys(raw, _AGGREGATOR_KEYS, where, _OPTIONAL_AGGREGATOR_KEYS)
     if raw["name"] != AGGREGATOR:
         raise ConfigurationError(f"{where}: name must be {AGGREGATOR!r}")
+    tls_ca = raw.get("tls_ca")
+    if tls_ca is not None and (not isinstance(tls_ca, str)
+                               or not _FINGERPRINT_HEX.fullmatch(tls_ca)):
+        raise ConfigurationError(f"{where}.tls_ca must be the CA certificate's SHA-256 (64 "
+                                 "lowercase hex digits)")
     aggregator = Member(AGGREGATOR, AGGREGATOR,
                         _hex_key(raw["public_key"], f"{where}.public_key", ConfigurationError))
     host, port = _host(raw["host"], f"{where}.host"), _port(raw["port"], f"{where}.port")
@@ -580,11 +668,12 @@ def _check_names(names: list[str], where: str) -> None:
 # --- validation helpers (every failure is a readable ConfigurationError) ------------------
 
 
-def _keys(value: Any, expected: frozenset[str], where: str) -> None:
+def _keys(value: Any, expected: frozenset[str], where: str,
+          optional: frozenset[str] = frozenset()) -> None:
     if not isinstance(value, dict):
         raise ConfigurationError(f"{where} must be a JSON object")
     missing = sorted(expected - value.keys())
-    unknown = sorted(map(str, value.keys() - expected))
+    unknown = sorted(map(str, value.keys() - expected - optional))
     if missing:
         raise ConfigurationError(f"{where}: missing {', '.join(missing)}")
     if unknown:

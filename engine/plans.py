@@ -155,6 +155,13 @@ class Layout:
         """Whether contributors commit to their vectors (mask mode's verifiable totals)."""
         return bool(self.slots) and self.slots[-1].key == BLINDING[-1]
 
+    def without_blinding(self) -> Layout:
+        """The layout a researcher reads once the total is checked: the blinding digits
+        (uniformly random per query) are left out."""
+        if not self.verifiable:
+            return self
+        return replace(self, slots=self.slots[:-len(BLINDING)])
+
 
 def ring_bits_for(slots: Sequence[Slot], max_rows_per_node: int) -> int:
     """Smallest ring holding any total of these slots over MAX_PARTICIPANTS nodes."""

@@ -23,8 +23,14 @@ MAX_RESULT = 64 * 1024 * 1024
 MAX_RECEIPT = 1024
 
 
-def hello_statement(federation_id: str, nonce: bytes, name: str, role: str) -> bytes:
-    return context(b"fedtally/v1", "hello", federation_id, nonce, name, role)
+def hello_statement(federation_id: str, nonce: bytes, name: str, role: str,
+                    server_certificate: str) -> bytes:
+    """What a member signs to authenticate a connection: the aggregator's fresh nonce and the
+    SHA-256 of the TLS certificate the member's TLS session presented (RFC 5929's
+    tls-server-end-point binding), so that a signed hello relayed over a TLS session to
+    another endpoint does not verify there."""
+    return context(b"fedtally/v1", "hello", federation_id, nonce, name, role,
+                   server_certificate)
 
 
 @message(20)

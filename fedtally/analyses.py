@@ -133,7 +133,10 @@ class Analyses(ABC):
                       honest_nodes=self.dp_honest_nodes, verifiable=self.verifiable_totals)
         reply = self._execute(spec, plan)
         self._receipts.keep(reply.receipts)
-        return results.Statistic(spec, plan, results.totals(reply), model, reply)
+        values = results.totals(reply)
+        # the blinding digits served the total's check and are noise to everyone else
+        kept = plan.without_blinding()
+        return results.Statistic(spec, kept, values[:kept.length], model, reply)
 
     def receipts(self) -> pd.DataFrame:
         """The newest ledger receipt of every node that answered you (its signed head after

@@ -44,6 +44,23 @@ def _federation_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _membership(args: argparse.Namespace) -> int:
+    from fedtally.federation import add_member, remove_member, rotate_key
+
+    if args.action == "add-member":
+        manifest = add_member(args.directory, args.name, args.role)
+        done = f"added {args.role} {args.name}; its key is keys/{args.name}.key"
+    elif args.action == "remove-member":
+        manifest = remove_member(args.directory, args.name)
+        done = f"removed {args.name}"
+    else:
+        manifest = rotate_key(args.directory, args.name)
+        done = f"new key for {args.name} in keys/{args.name}.key"
+    print(f"{done}; federation.json is now version {manifest.version}. Copy it to every "
+          "member and restart the aggregator and nodes: members refuse older versions.")
+    return 0
+
+
 def _aggregator_serve(args: argparse.Namespace) -> int:
     from aggregator.service import run_aggregator
 
@@ -71,14 +88,18 @@ def _node_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger_keys(paths: list[str], federation: str) -> list[tuple[str, Path, bytes]]:
-    """(node, ledger, public key) for each ledger, the key taken from the signed manifest:
-    the ledger's own genesis entry only says which node to look up."""
+def _ledger_keys(paths: list[str], federation: str, authority: str | None
+                 ) -> list[tuple[str, Path, bytes]]:
+    """(node, ledger, public key) for each ledger, the key taken from the signed manifest
+    (signed by the pinned ``authority``, when given): the ledger's own genesis entry only
+    says which node to look up."""
+    from engine.manifest import check_pins
     from fedtally.federation import load_manifest
     from privacy.audit import read_genesis_key
     from privacy.errors import PrivacyError
 
     manifest = load_manifest(federation)
+    check_pins(manifest, authority=authority, tls_ca=None, source=federation)
     by_key = {m.verify_key.raw: name for name, m in manifest.members.items() if m.role == "node"}
     out = []
     for path in paths:
@@ -115,7 +136,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
             parse_head(args.expected_head)
         except InvalidRequest as exc:
             raise ConfigurationError(f"--expected-head: {exc}") from None
-    (node, path, key), = _ledger_keys([args.ledger], args.federation)
+    (node, path, key), = _ledger_keys([args.ledger], args.federation, args.authority)
     return cli_verify(path, key, receipts=_receipts(args.receipts),
                       expected_head=args.expected_head)
 
@@ -127,7 +148,8 @@ def _audit_report(args: argparse.Namespace) -> int:
         raise ConfigurationError("name at least one output: --html, --json or --csv")
     if not 0 < args.delta < 1:
         raise ConfigurationError("--delta must be between 0 and 1, e.g. 1e-6")
-    return cli_report(_ledger_keys(args.ledgers, args.federation), html=args.html,
+    return cli_report(_ledger_keys(args.ledgers, args.federation, args.authority),
+                      html=args.html,
                       json=args.json, csv=args.csv, receipts=_receipts(args.receipts),
                       delta=args.delta)
 
@@ -176,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
                            "cannot check totals (saves ~0.2 ms per value; see the threat model)")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.set_defaults(run=_federation_init)
+    add = fed_commands.add_parser(
+        "add-member", help="add a node, researcher or auditor (re-signs the manifest)")
+    add.add_argument("directory", help="the authority's folder (with authority.key)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("node", "researcher", "auditor"))
+    remove = fed_commands.add_parser(
+        "remove-member", help="remove a member (re-signs the manifest, deletes its key here)")
+    remove.add_argument("directory", help="the authority's folder (with authority.key)")
+    remove.add_argument("name")
+    rotate = fed_commands.add_parser(
+        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest)")
+    rotate.add_argument("directory", help="the authority's folder (with authority.key)")
+    rotate.add_argument("name", help="a member's name, or 'aggregator'")
+    for command in (add, remove, rotate):
+        command.set_defaults(run=_membership)
 
     aggregator = commands.add_parser("aggregator", help="run the aggregator service")
     agg_commands = aggregator.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -204,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "extends the heads given (exit 1 and the reason if not)")
     verify.add_argument("ledger")
     verify.add_argument("--federation", required=True, help="the signed federation.json")
+    verify.add_argument("--authority", default=None, metavar="FINGERPRINT",
+                        help="refuse a manifest signed by any other authority (the SHA-256 "
+                             "fingerprint federation init printed)")
     verify.add_argument("--receipts", default=None, metavar="FILE",
                         help="head receipts (one JSON line each) the ledger must extend")
     verify.add_argument("--expected-head", default=None, metavar="SEQ:HEX",
@@ -214,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(with plots), JSON, CSV")
     report.add_argument("ledgers", nargs="+")
     report.add_argument("--federation", required=True)
+    report.add_argument("--authority", default=None, metavar="FINGERPRINT",
+                        help="refuse a manifest signed by any other authority")
     report.add_argument("--html", default=None)
     report.add_argument("--json", default=None)
     report.add_argument("--csv", default=None)

@@ -12,10 +12,12 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,10 +26,11 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from crypto.errors import CryptoError
+from crypto.highwater import raise_high_water
 from crypto.keyagreement import X25519KeyPair
 from crypto.keyfile import KeyFile, read_key_file
 from crypto.randomness import SystemRandom
-from crypto.tls import client_ssl_context
+from crypto.tls import certificate_fingerprint, client_ssl_context
 from engine.codec import decode, encode
 from engine.commitment import ForgedTotal, check_result
 from engine.errors import (
@@ -37,7 +40,7 @@ from engine.errors import (
     InconsistentView,
     ServiceUnavailable,
 )
-from engine.manifest import Manifest
+from engine.manifest import Manifest, pinned_manifest
 from engine.paillier_messages import PaillierResult
 from engine.paillier_result import open_result
 from engine.plans import Layout
@@ -256,22 +259,66 @@ class Federation(Catalog):
                            p.ring_bits, p.vector_length, total.to_bytes(), answer.receipts)
 
 
-def connect(url: str, identity: str | Path, federation: str | Path, *,
-            ca: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+def connect(url: str | None = None, identity: str | Path | None = None,
+            federation: str | Path | None = None, *, authority: str | None = None,
+            tls_ca: str | None = None, ca: str | Path | None = None,
+            bundle: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
             progress: Callable[[str], None] | None = None) -> Federation:
-    """Connect as a researcher. ``ca`` defaults to ``tls/ca.pem`` beside the manifest."""
+    """Connect as a researcher.
+
+    ``bundle`` is the file ``federation init`` wrote for you (``researchers/<name>.json``):
+    it names the aggregator's URL, your key, the manifest and the CA file, and pins the
+    federation's trust roots. Without it, give ``url``, ``identity`` and ``federation`` and
+    pin the authority yourself: ``authority`` is the SHA-256 fingerprint of the authority's
+    key that init printed (and ``tls_ca`` the CA certificate's). A manifest signed by any
+    other authority, or a CA file other than the pinned one, is refused. ``ca`` defaults to
+    ``tls/ca.pem`` beside the manifest.
+    """
+    if bundle is not None:
+        url, identity, federation, ca, authority, tls_ca = _read_bundle(Path(bundle))
+    if url is None or identity is None or federation is None:
+        raise ConfigurationError("give a bundle, or url, identity and federation")
+    if authority is None:
+        raise ConfigurationError("pin the federation authority: pass authority=<fingerprint> "
+                                 "(federation init prints it), or bundle=researchers/<you>.json")
     manifest_path = Path(federation)
+    ca_path = Path(ca) if ca else manifest_path.resolve().parent / "tls" / "ca.pem"
     try:
-        manifest = Manifest.from_bytes(manifest_path.read_bytes())
+        ca_pem = ca_path.read_bytes()
+        manifest = pinned_manifest(
+            manifest_path.read_bytes(),
+            {"authority": authority, "tls_ca": tls_ca or certificate_fingerprint(ca_pem)},
+            ca_pem_fingerprint=certificate_fingerprint(ca_pem), source=str(manifest_path),
+            # beside the key, like the receipts: keys/alice.key -> keys/alice.manifest-versions
+            remember_version=partial(raise_high_water,
+                                     Path(identity).with_suffix(".manifest-versions")))
     except OSError as exc:
-        raise ConfigurationError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    except ssl.CertificateError:
+        raise ConfigurationError(f"{ca_path} is not a certificate") from None
     try:
         key = read_key_file(Path(identity))
     except CryptoError as exc:
         raise ConfigurationError(str(exc)) from None
-    ca_path = Path(ca) if ca else manifest_path.resolve().parent / "tls" / "ca.pem"
     if not url.startswith("wss://"):
         raise ConfigurationError("the aggregator URL must be wss:// (TLS is required)")
     # the receipts file sits beside the key: keys/alice.key -> keys/alice.receipts
     return Federation(url, key, manifest, client_ssl_context(ca_path), timeout_s=timeout_s,
                       progress=progress, receipts_path=Path(identity).with_suffix(".receipts"))
+
+
+def _read_bundle(path: Path) -> tuple[str, Path, Path, Path, str, str]:
+    """(url, identity, federation, ca, authority, tls_ca) from a researcher's bundle; paths
+    are relative to the bundle's folder."""
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError:
+        raise ConfigurationError(f"{path} is not valid JSON") from None
+    keys = ("url", "identity", "federation", "ca", "authority", "tls_ca")
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in keys):
+        raise ConfigurationError(f"{path}: a bundle names {', '.join(keys)}")
+    base = path.resolve().parent
+    return (raw["url"], base / raw["identity"], base / raw["federation"], base / raw["ca"],
+            raw["authority"], raw["tls_ca"])

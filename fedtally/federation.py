@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from crypto.paillier import DEFAULT_KEY_BITS, MAX_KEY_BITS
 from crypto.randomness import RandomSource, SystemRandom
 from crypto.sharefile import ShareFile, write_share_file
 from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal_new
-from crypto.tls import generate_ca, issue_server_certificate
+from crypto.tls import certificate_fingerprint, generate_ca, issue_server_certificate
 from engine.codec import NAME_PATTERN
 from engine.collusion import BoundError, min_decryption_threshold
 from engine.errors import ConfigurationError
@@ -34,6 +34,7 @@ from engine.manifest import (
     DEFAULT_PARAMETERS,
     FORMAT,
     MAX_MANIFEST_BYTES,
+    MEMBER_ROLES,
     MIN_MANIFEST_PAILLIER_BITS,
     Manifest,
     aggregator_url,
@@ -42,7 +43,8 @@ from engine.manifest import (
     sign_manifest,
 )
 
-__all__ = ["deal_paillier", "init_federation", "load_config", "load_identity", "load_manifest"]
+__all__ = ["add_member", "deal_paillier", "init_federation", "load_config", "load_identity",
+           "load_manifest", "remove_member", "rotate_key"]
 
 MAX_CONFIG_BYTES = 1 << 20
 PUBLIC_MODE = 0o644
@@ -282,12 +284,15 @@ def init_federation(
     elif decryption_threshold is not None:
         raise ConfigurationError("a decryption threshold only applies to protection "
                                  "'paillier'")
+    tls = _make_tls(aggregator_host, federation_id)
     body = {
         "format": FORMAT,
         "federation_id": federation_id,
+        "version": 1,
         "created": created.replace("+00:00", "Z"),
         "aggregator": {"name": AGGREGATOR, "host": aggregator_host, "port": aggregator_port,
-                       "public_key": aggregator_identity.verify_key.hex()},
+                       "public_key": aggregator_identity.verify_key.hex(),
+                       "tls_ca": certificate_fingerprint(tls["ca.pem"])},
         "members": [{"name": name, "role": role, "public_key": identity.verify_key.hex()}
                     for name, role, identity in identities],
         "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
@@ -313,16 +318,139 @@ def init_federation(
     for name, share in zip(holders, shares, strict=False):
         _write_private(root / "keys" / f"{name}.share", ShareFile(
             name, federation_id, share.index, share.threshold_public.public.n, share.value))
-    _write_tls(root / "tls", host, federation_id)
-    _write_configs(root, node_names, host, port, with_shares=bool(shares))
+    for filename, pem in tls.items():
+        private = filename.endswith(".key")
+        atomic_write(root / "tls" / filename, pem, mode=PRIVATE_MODE if private else PUBLIC_MODE)
+    pins = {"authority": manifest.authority_fingerprint, "tls_ca": manifest.tls_ca}
+    _write_configs(root, node_names, host, port, pins, with_shares=bool(shares))
+    _write_bundles(root, list(manifest.researchers()), manifest.aggregator_url, pins)
     # the manifest last: a folder whose init was interrupted has no manifest to trust
     manifest_path = root / "federation.json"
     _write_json(manifest_path, document)
-    readme = _readme(federation_id, authority.verify_key.hex(),
+    readme = _readme(federation_id, manifest.authority_fingerprint, str(manifest.tls_ca),
                      {role: list(names) for role, names in roles.items()}, host, port,
                      paillier=bool(shares))
     atomic_write(root / "README.txt", readme.encode(), mode=PUBLIC_MODE)
     return manifest_path
+
+
+# --- membership changes ---------------------------------------------------------------------
+
+
+def _resign(root: Path, change: Callable[[dict[str, Any]], None]) -> tuple[dict[str, Any], Manifest]:
+    """Apply ``change`` to the manifest body, raise its version and sign it with the
+    authority key kept in ``root``. Nothing is written: the caller writes the member's files
+    first and the manifest last, so an interrupted change leaves the old manifest in force."""
+    authority = load_identity(root / "authority.key")
+    current = load_manifest(root / "federation.json",
+                            expected_authority=authority.identity.verify_key)
+    body = {k: v for k, v in current.to_document().items()
+            if k not in ("signature", "authority_public_key")}
+    change(body)
+    body["version"] = current.version + 1
+    document = sign_manifest(body, authority.identity)
+    manifest = Manifest.from_document(document, authority_key=authority.identity.verify_key,
+                                      source="the changed federation")
+    return document, manifest
+
+
+def _current(root: Path) -> Manifest:
+    if not (root / "authority.key").is_file():
+        raise ConfigurationError(f"{root} is not an authority's folder (no authority.key): "
+                                 "membership changes are signed by the authority")
+    return load_manifest(root / "federation.json")
+
+
+def _known(manifest: Manifest, name: str) -> str:
+    """The role of ``name`` in the federation (the aggregator included)."""
+    if name == AGGREGATOR:
+        return AGGREGATOR
+    if name not in manifest.members:
+        raise ConfigurationError(f"{name!r} is not a member of federation "
+                                 f"{manifest.federation_id}")
+    return manifest.members[name].role
+
+
+def add_member(directory: str | Path, name: str, role: str, *,
+               rng: RandomSource | None = None) -> Manifest:
+    """Add a node, researcher or auditor to the federation in ``directory`` (the authority's
+    folder, with ``authority.key``): a new key file, its config or bundle, and the manifest
+    re-signed with a higher version. Members refuse a manifest whose version goes backwards.
+    A node cannot join a Paillier federation: it would need a share of the dealt key."""
+    root = Path(directory)
+    if role not in MEMBER_ROLES:
+        raise ConfigurationError(f"a member is one of {', '.join(MEMBER_ROLES)}")
+    before = _current(root)
+    if name in before.members or name in (AGGREGATOR, AUTHORITY):
+        raise ConfigurationError(f"{name!r} is already a name in federation "
+                                 f"{before.federation_id}")
+    if role == "node" and before.protection == "paillier":
+        raise ConfigurationError("a node cannot join a Paillier federation: the decryption "
+                                 "key was dealt among the nodes at init (run init again)")
+    identity = SigningIdentity.generate(rng if rng is not None else SystemRandom())
+
+    def change(body: dict[str, Any]) -> None:
+        body["members"].append({"name": name, "role": role,
+                                "public_key": identity.verify_key.hex()})
+
+    document, manifest = _resign(root, change)
+    _write_private(root / "keys" / f"{name}.key",
+                   KeyFile(name, role, manifest.federation_id, identity))
+    pins = {"authority": manifest.authority_fingerprint, "tls_ca": manifest.tls_ca}
+    if role == "node":
+        _make_folders(root, [name])
+        _write_configs(root, [name], manifest.aggregator_host, manifest.aggregator_port, pins,
+                       aggregator=False)
+    elif role == "researcher":
+        _write_bundles(root, [name], manifest.aggregator_url, pins)
+    _write_json(root / "federation.json", document)
+    return manifest
+
+
+def remove_member(directory: str | Path, name: str) -> Manifest:
+    """Remove a member; the manifest is re-signed with a higher version and the member's key
+    is deleted here. A node cannot leave a Paillier federation (its key share would still
+    decrypt), nor one its departure leaves too small for the collusion bound."""
+    root = Path(directory)
+    before = _current(root)
+    role = _known(before, name)
+    if role == AGGREGATOR:
+        raise ConfigurationError("the aggregator is not a member; rotate its key instead")
+    if role == "node" and before.protection == "paillier":
+        raise ConfigurationError("a node cannot leave a Paillier federation: its key share "
+                                 "would still decrypt (run init again)")
+
+    def change(body: dict[str, Any]) -> None:
+        body["members"] = [m for m in body["members"] if m["name"] != name]
+
+    document, _manifest = _resign(root, change)  # refuses a federation left too small
+    _write_json(root / "federation.json", document)
+    (root / "keys" / f"{name}.key").unlink(missing_ok=True)
+    if role == "researcher":
+        (root / "researchers" / f"{name}.json").unlink(missing_ok=True)
+    return _manifest
+
+
+def rotate_key(directory: str | Path, name: str, *,
+               rng: RandomSource | None = None) -> Manifest:
+    """Give a member (or the aggregator) a new identity key; the manifest is re-signed with
+    a higher version and lists the new public key, so the old key is refused everywhere."""
+    root = Path(directory)
+    role = _known(_current(root), name)
+    identity = SigningIdentity.generate(rng if rng is not None else SystemRandom())
+
+    def change(body: dict[str, Any]) -> None:
+        target = body["aggregator"] if role == AGGREGATOR else next(
+            m for m in body["members"] if m["name"] == name)
+        target["public_key"] = identity.verify_key.hex()
+
+    document, manifest = _resign(root, change)
+    # the new key beside the old one until the manifest that lists it is written
+    staged = root / "keys" / f"{name}.key.new"
+    _write_private(staged, KeyFile(name, role, manifest.federation_id, identity))
+    _write_json(root / "federation.json", document)
+    os.replace(staged, root / "keys" / f"{name}.key")
+    return manifest
 
 
 def deal_paillier(holders: list[str], bits: int, threshold: int | None, rng: RandomSource, *,
@@ -390,7 +518,7 @@ def _check_directory(root: Path, force: bool) -> None:
 def _make_folders(root: Path, nodes: list[str]) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
-        for private in ("keys", "tls"):
+        for private in ("keys", "tls", "researchers"):
             (root / private).mkdir(exist_ok=True)
         # the keys folder holds nothing but secrets: keep others out of listing it too
         os.chmod(root / "keys", 0o700)
@@ -401,39 +529,59 @@ def _make_folders(root: Path, nodes: list[str]) -> None:
                                  f"{exc.strerror}") from None
 
 
-def _write_tls(folder: Path, host: str, federation_id: str) -> None:
+def _make_tls(host: str, federation_id: str) -> dict[str, bytes]:
+    """The federation's CA and the aggregator's certificate (PEM), by file name."""
+    if not isinstance(host, str):
+        raise ConfigurationError("the aggregator host must be a string")
     hosts = list(dict.fromkeys([host, "127.0.0.1", "::1", "localhost"]))
     ca_cert, ca_key = generate_ca(f"fedtally CA for {federation_id}")
-    cert, key = issue_server_certificate(ca_cert, ca_key, AGGREGATOR, hosts)
-    atomic_write(folder / "ca.pem", ca_cert, mode=PUBLIC_MODE)
-    atomic_write(folder / "ca.key", ca_key, mode=PRIVATE_MODE)
-    atomic_write(folder / "aggregator.pem", cert, mode=PUBLIC_MODE)
-    atomic_write(folder / "aggregator.key", key, mode=PRIVATE_MODE)
+    try:
+        cert, key = issue_server_certificate(ca_cert, ca_key, AGGREGATOR, hosts)
+    except ValueError as exc:  # a host no certificate can name
+        raise ConfigurationError(f"aggregator host: {exc}") from None
+    return {"ca.pem": ca_cert, "ca.key": ca_key, "aggregator.pem": cert,
+            "aggregator.key": key}
 
 
-def _write_configs(root: Path, nodes: list[str], host: str, port: int, *,
-                   with_shares: bool = False) -> None:
-    _write_json(root / "aggregator.json", {
-        "federation": "federation.json", "identity": f"keys/{AGGREGATOR}.key",
-        "host": host, "port": port,
-        "tls_cert": "tls/aggregator.pem", "tls_key": "tls/aggregator.key",
-    })
+def _write_configs(root: Path, nodes: list[str], host: str, port: int,
+                   pins: Mapping[str, str | None], *, with_shares: bool = False,
+                   aggregator: bool = True) -> None:
+    """Every member's config pins the authority's key and the CA's certificate (SHA-256):
+    a manifest signed by another authority, or a CA file swapped at a member, is refused."""
+    if aggregator:
+        _write_json(root / "aggregator.json", {
+            "federation": "federation.json", "identity": f"keys/{AGGREGATOR}.key",
+            "host": host, "port": port,
+            "tls_cert": "tls/aggregator.pem", "tls_key": "tls/aggregator.key", **pins,
+        })
     for name in nodes:
         _write_json(root / name / "node.json", {
             "name": name, "federation": "../federation.json", "identity": f"../keys/{name}.key",
             "aggregator_url": aggregator_url(host, port), "ca": "../tls/ca.pem",
             "data": [], "data_model": None, "policy": None, "ledger": "ledger.db",
-            **({"paillier_share": f"../keys/{name}.share"} if with_shares else {}),
+            **({"paillier_share": f"../keys/{name}.share"} if with_shares else {}), **pins,
         })
 
 
-def _readme(federation_id: str, authority_key: str, roles: Mapping[str, list[str]], host: str,
-            port: int, *, paillier: bool = False) -> str:
+def _write_bundles(root: Path, researchers: list[str], url: str,
+                   pins: Mapping[str, str | None]) -> None:
+    """A researcher's bundle: what `fedtally.connect(bundle=...)` needs, pins included."""
+    for name in researchers:
+        _write_json(root / "researchers" / f"{name}.json", {
+            "url": url, "federation": "../federation.json", "identity": f"../keys/{name}.key",
+            "ca": "../tls/ca.pem", **pins})
+
+
+def _readme(federation_id: str, authority: str, tls_ca: str, roles: Mapping[str, list[str]],
+            host: str, port: int, *, paillier: bool = False) -> str:
     lines = [
         f"fedtally federation {federation_id}",
         f"aggregator: {aggregator_url(host, port)}",
-        f"authority public key: {authority_key}",
-        "  (tell every party this key through a channel other than this folder)",
+        f"authority fingerprint (SHA-256 of its public key): {authority}",
+        f"TLS CA fingerprint (SHA-256 of tls/ca.pem): {tls_ca}",
+        "  (tell every party both through a channel other than this folder; every config",
+        "   file written here pins them, and members refuse anything signed or issued by",
+        "   another authority or CA)",
         "",
         "This folder holds every private key of the federation. Move each key to its",
         "owner over a secure channel, then delete it here. Keep the folder layout on each",
@@ -458,8 +606,10 @@ def _readme(federation_id: str, authority_key: str, roles: Mapping[str, list[str
                   f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json", ""]
     for role in ("researcher", "auditor"):
         for name in roles[role]:
-            extra = ", tls/ca.pem" if role == "researcher" else ""
+            extra = (f", tls/ca.pem, researchers/{name}.json\n  (connect with "
+                     f"fedtally.connect(bundle='researchers/{name}.json'))"
+                     if role == "researcher" else "")
             lines += [f"{role.upper()} {name}:", f"  federation.json, keys/{name}.key{extra}", ""]
-    lines += ["Every party checks federation.json against the authority's public key:",
-              "compare its 'authority_public_key' with the one you were given separately.", ""]
+    lines += ["Auditors verify ledgers with `fedtally audit verify ... --authority "
+              f"{authority}`.", ""]
     return "\n".join(lines)

@@ -205,8 +205,10 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
         processes.start_aggregator()
         for name in data:
             processes.start_node(name)
+        pins = json.loads((root / "researchers" / f"{researcher}.json").read_text())
         client = connect(processes.url, root / "keys" / f"{researcher}.key",
-                         root / "federation.json", timeout_s=timeout_s)
+                         root / "federation.json", authority=pins["authority"],
+                         tls_ca=pins["tls_ca"], timeout_s=timeout_s)
         client.local = processes
         wait_for_nodes(client, set(data), processes)
         yield client

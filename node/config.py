@@ -7,16 +7,18 @@ import json
 import os
 import ssl
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from crypto.errors import CryptoError
+from crypto.highwater import raise_high_water
 from crypto.keyfile import read_key_file
 from crypto.sharefile import read_share_file
 from crypto.threshold_paillier import KeyShare
-from crypto.tls import client_ssl_context
+from crypto.tls import certificate_fingerprint, client_ssl_context
 from engine.errors import ConfigurationError
-from engine.manifest import Manifest
+from engine.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
 from node.admission import NodeIdentity
 from node.datamodel import DataModel
 from node.datasource import DataSource
@@ -71,11 +73,18 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
         return (base / value).resolve()
 
     manifest_path = file("federation")
-    assert manifest_path is not None
+    ca = file("ca")
+    assert manifest_path is not None and ca is not None
     try:
-        manifest = Manifest.from_bytes(manifest_path.read_bytes())
+        manifest = pinned_manifest(manifest_path.read_bytes(), raw,
+                                   ca_pem_fingerprint=certificate_fingerprint(ca.read_bytes()),
+                                   source=str(manifest_path),
+                                   remember_version=partial(raise_high_water,
+                                                            base / MANIFEST_VERSIONS))
     except OSError as exc:
-        raise ConfigurationError(f"cannot read {manifest_path}: {exc.strerror}") from exc
+        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    except ssl.CertificateError:
+        raise ConfigurationError(f"{ca} is not a certificate") from None
     identity_path = file("identity")
     assert identity_path is not None
     try:
@@ -92,8 +101,6 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     if not isinstance(sources, list):
         raise ConfigurationError(f"{path}: 'data' must be a list of data sources")
     policy_path = file("policy", required=False)
-    ca = file("ca")
-    assert ca is not None
     url = aggregator_url or raw.get("aggregator_url")
     if not isinstance(url, str) or not url.startswith("wss://"):
         raise ConfigurationError(f"{path}: aggregator_url must be a wss:// URL (TLS is required)")

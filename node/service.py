@@ -48,7 +48,7 @@ from engine.service_messages import (
     budget_statement,
 )
 from engine.transport import MAX_FRAME, public_text
-from node.admission import ReplayGuard, admit, authenticate
+from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard, admit, authenticate
 from node.budget import Asked, BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
@@ -271,6 +271,15 @@ class NodeService:
                                                       msg.issued_at_ms), msg.signature)
         except (FedtallyError, CryptoError):
             log.warning("ignored a budget query that does not verify")
+            return
+        now = int(time.time() * 1000)
+        assert self.guard is not None
+        try:  # signed requests are fresh and answered once: a replayed one is ignored
+            if abs(now - msg.issued_at_ms) > MAX_CLOCK_SKEW_MS:
+                raise ReplayError("the budget query is too old (or from the future)")
+            self.guard.check_and_remember(msg.request_id, now)
+        except ReplayError as exc:
+            log.warning("ignored a budget query: %s", exc)
             return
         assert self.budget is not None
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)

@@ -8,12 +8,22 @@ import asyncio
 from websockets.asyncio.client import ClientConnection, connect
 
 from crypto.identity import SigningIdentity
+from crypto.tls import certificate_fingerprint
 from engine.codec import decode, encode
 from engine.errors import AuthenticationError, UnexpectedMessage
 from engine.service_messages import Challenge, ErrorNotice, Hello, Welcome, hello_statement
 from engine.transport import MAX_FRAME, error_from_notice
 
 CONNECT_TIMEOUT_S = 15.0
+
+
+def _server_certificate(connection: ClientConnection) -> str:
+    """SHA-256 of the certificate this connection's TLS session presented."""
+    ssl_object = connection.transport.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise AuthenticationError("the aggregator presented no TLS certificate")
+    return certificate_fingerprint(der)
 
 
 async def open_session(url: str, ssl_context: object, *, name: str, role: str,
@@ -31,7 +41,8 @@ async def open_session(url: str, ssl_context: object, *, name: str, role: str,
             raise UnexpectedMessage("the aggregator did not start with a challenge")
         if challenge.federation_id != federation_id:
             raise AuthenticationError("the aggregator serves another federation")
-        signature = identity.sign(hello_statement(federation_id, challenge.nonce, name, role))
+        signature = identity.sign(hello_statement(federation_id, challenge.nonce, name, role,
+                                                  _server_certificate(connection)))
         await connection.send(encode(Hello(name, role, signature)))
         reply = decode(await asyncio.wait_for(connection.recv(), CONNECT_TIMEOUT_S), MAX_FRAME)
         if isinstance(reply, ErrorNotice):

@@ -54,3 +54,22 @@ def declared_model(frame, code: str = "local", version: str = "1"):  # noqa: ANN
 
     return dataclasses.replace(DataModel.infer(frame, code=code, version=version),
                                inferred=False)
+
+
+def node_session(model, rows, root, *, name: str = "node", identity=None, policy=None,  # noqa: ANN001, ANN201
+                 max_colluding_nodes: int = 1, verifiable: bool = False):
+    """A node's query lifecycle (node.session.NodeSession) over these rows, with a real
+    ledger in ``root``: what admission tests plan and refuse through."""
+    import time
+
+    from crypto.identity import SigningIdentity
+    from crypto.randomness import SeededRandom
+    from node.budget import BudgetKeeper
+    from node.policy import Policy
+    from node.session import LoadedData, NodeSession
+
+    policy = policy or Policy.default()
+    identity = identity or SigningIdentity.generate(SeededRandom(time.time_ns()))
+    budget = BudgetKeeper(root / f"ledger-{name}-{time.time_ns()}.db", identity, policy)
+    return NodeSession(name, LoadedData(model, rows), policy, budget, 1 << 24, 1,
+                       max_colluding_nodes, verifiable)

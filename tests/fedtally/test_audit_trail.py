@@ -121,7 +121,8 @@ def test_an_epsilon_in_a_request_never_reaches_the_ledger(tmp_path: Path) -> Non
                                   {"budgets": {"alice": {"*": {"rho": 5.0}}}}))
     spec = QuerySpec("count", "stroke:1", ("hosp_a", "hosp_b", "hosp_c"),
                      privacy={"mode": "dp", "rho": 2.0, "epsilon": 0.01, "delta": 1e-9})
-    fed._execute(spec, layout(spec, PlanModel(stroke_model()), fed.max_rows_per_node))
+    fed._execute(spec, layout(spec, PlanModel(stroke_model()), fed.max_rows_per_node,
+                              verifiable=fed.verifiable_totals))
     for path in tmp_path.glob("*.db"):
         entry = next(e for e in entries(path) if e.kind == "query")
         assert float(entry.epsilon) == pytest.approx(14.15, abs=0.01)

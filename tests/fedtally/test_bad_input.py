@@ -16,7 +16,7 @@ import fedtally
 from crypto.identity import SigningIdentity
 from crypto.keyfile import KeyFile, read_key_file, write_key_file
 from crypto.randomness import SeededRandom
-from crypto.tls import client_ssl_context
+from crypto.tls import certificate_fingerprint, client_ssl_context
 from engine.codec import decode, encode
 from engine.errors import AuthenticationError
 from engine.messages import AdvertiseKeys
@@ -118,14 +118,20 @@ def test_an_oversized_frame_closes_that_connection_only(fed: fedtally.Federation
     _still_serving(fed)
 
 
-def _raw_hello(fed: fedtally.Federation, name: str, role: str, identity: SigningIdentity) -> object:
+def _raw_hello(fed: fedtally.Federation, name: str, role: str, identity: SigningIdentity,
+               certificate: str | None = None) -> object:
+    """A hello signed by hand; ``certificate`` is the TLS certificate's fingerprint it binds
+    (by default the aggregator's own, as an honest member sees it)."""
+    seen = certificate or certificate_fingerprint(
+        (_workdir(fed) / "tls" / "aggregator.pem").read_bytes())
+
     async def scenario() -> object:
         ssl = client_ssl_context(_workdir(fed) / "tls" / "ca.pem")
         async with connect(fed.local.url, ssl=ssl, max_size=MAX_FRAME) as connection:
             challenge = decode(await connection.recv(), MAX_FRAME)
             assert isinstance(challenge, Challenge)
-            signature = identity.sign(hello_statement(challenge.federation_id, challenge.nonce,
-                                                      name, role))
+            signature = identity.sign(hello_statement(
+                challenge.federation_id, challenge.nonce, name, role, seen))
             return await _exchange(connection, encode(Hello(name, role, signature)))
 
     return asyncio.run(scenario())
@@ -145,6 +151,14 @@ def test_bad_signature_is_refused(fed: fedtally.Federation) -> None:
     _still_serving(fed)
 
 
+def test_a_hello_bound_to_another_tls_endpoint_is_refused(fed: fedtally.Federation) -> None:
+    """A signed hello covers the certificate its TLS session presented: one obtained
+    through another endpoint (a relay) does not verify at the aggregator."""
+    reply = _raw_hello(fed, "alice", "researcher", _alice(fed).identity, certificate="ab" * 32)
+    assert isinstance(reply, ErrorNotice) and reply.code == "authentication"
+    _still_serving(fed)  # (the honest binding is what every other connection uses)
+
+
 def test_a_member_claiming_another_role_is_refused(fed: fedtally.Federation) -> None:
     reply = _raw_hello(fed, "alice", "node", _alice(fed).identity)
     assert isinstance(reply, ErrorNotice) and reply.code == "authentication"
@@ -155,7 +169,8 @@ def test_researcher_not_in_the_manifest(fed: fedtally.Federation, tmp_path: Path
     write_key_file(key, KeyFile("mallory", "researcher", fed.manifest.federation_id,
                                 SigningIdentity.generate(SeededRandom(3))))
     with pytest.raises(AuthenticationError, match="mallory"):
-        fedtally.connect(fed.local.url, key, _workdir(fed) / "federation.json")
+        fedtally.connect(fed.local.url, key, _workdir(fed) / "federation.json",
+                         authority=fed.manifest.authority_fingerprint)
     _still_serving(fed)
 
 
@@ -166,7 +181,8 @@ def _signed_query(fed: fedtally.Federation, key: KeyFile, signer: SigningIdentit
     from engine.plans import layout
     from node.datamodel import PlanModel
 
-    plan = layout(QuerySpec.from_bytes(spec), PlanModel(model), fed.manifest.max_rows_per_node)
+    plan = layout(QuerySpec.from_bytes(spec), PlanModel(model), fed.manifest.max_rows_per_node,
+                  verifiable=fed.manifest.verifiable_totals)
     query_id = SeededRandom(time.time_ns()).bytes(16)
     issued = int(time.time() * 1000)
     name = researcher or key.name

@@ -105,7 +105,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory):
     from privacy.ledger import Ledger
 
     root = tmp_path_factory.mktemp("audit")
-    assert run("federation", "init", str(root), "--nodes", "a,b", "--researchers", "r",
+    assert run("federation", "init", str(root), "--nodes", "a,b,c", "--researchers", "r",
                "--force").returncode == 0
     identity = load_identity(root / "keys" / "a.key").identity
     ledger_path = root / "a" / "ledger.db"

@@ -19,7 +19,7 @@ from cryptography import x509
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyfile import KeyFile, write_key_file
 from crypto.randomness import SeededRandom
-from crypto.tls import client_ssl_context, server_ssl_context
+from crypto.tls import certificate_fingerprint, client_ssl_context, server_ssl_context
 from engine.errors import AuthenticationError, ConfigurationError, LocalError, ThresholdNotMet
 from engine.manifest import FORMAT, Manifest, canonical_json, sign_manifest
 from fedtally.federation import init_federation, load_config, load_identity, load_manifest
@@ -92,14 +92,19 @@ def test_key_files_have_the_documented_format(fed: Path) -> None:
 
 def test_config_files(fed: Path) -> None:
     aggregator = json.loads((fed / "aggregator.json").read_text())
+    manifest = load_manifest(fed / "federation.json")
+    pins = {"authority": manifest.authority_fingerprint, "tls_ca": manifest.tls_ca}
     assert aggregator == {"federation": "federation.json", "identity": "keys/aggregator.key",
                           "host": "127.0.0.1", "port": 8765, "tls_cert": "tls/aggregator.pem",
-                          "tls_key": "tls/aggregator.key"}
+                          "tls_key": "tls/aggregator.key", **pins}
     node = json.loads((fed / "hosp-b" / "node.json").read_text())
     assert node == {"name": "hosp-b", "federation": "../federation.json",
                     "identity": "../keys/hosp-b.key", "aggregator_url": "wss://127.0.0.1:8765",
                     "ca": "../tls/ca.pem", "data": [], "data_model": None, "policy": None,
-                    "ledger": "ledger.db"}
+                    "ledger": "ledger.db", **pins}
+    bundle = json.loads((fed / "researchers" / "alice.json").read_text())
+    assert bundle == {"url": "wss://127.0.0.1:8765", "federation": "../federation.json",
+                      "identity": "../keys/alice.key", "ca": "../tls/ca.pem", **pins}
 
 
 def test_readme_tells_what_goes_where(fed: Path) -> None:
@@ -108,7 +113,8 @@ def test_readme_tells_what_goes_where(fed: Path) -> None:
     for name in NODES:
         assert f"keys/{name}.key, tls/ca.pem, {name}/node.json" in readme
     assert "authority.key" in readme and "offline" in readme.lower()
-    assert manifest.authority_key.hex() in readme
+    assert manifest.authority_fingerprint in readme and str(manifest.tls_ca) in readme
+    assert "researchers/alice.json" in readme
     assert "seed" not in readme
 
 
@@ -125,7 +131,10 @@ def test_the_manifest_has_the_documented_shape(fed: Path) -> None:
                                       "max_rows_per_node": 16777216, "protection": "mask",
                                       "stage_timeout_s": 60, "dp_honest_nodes": 1,
                                       "paillier": None, "max_colluding_nodes": 1,
-                                      "secagg_plus": False}
+                                      "secagg_plus": False, "verifiable_totals": True}
+    assert document["version"] == 1
+    assert document["aggregator"]["tls_ca"] == certificate_fingerprint(
+        (fed / "tls" / "ca.pem").read_bytes())
     # the signature is over the canonical JSON without the signature
     body = {k: v for k, v in document.items() if k != "signature"}
     VerifyKey.from_hex(document["authority_public_key"]).verify(

@@ -30,9 +30,9 @@ from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.simulate import run_round
 from fedtally.federation import init_federation
 from node.admission import NodeIdentity, ReplayGuard, admit
-from node.datamodel import DataModel
-from node.policy import Policy
-from node.statistics import PlanModel
+from node.datamodel import DataModel, PlanModel
+from node.validation import coerce
+from support import node_session
 
 NODES = [f"h{i:02d}" for i in range(80)]
 
@@ -47,7 +47,8 @@ def _federation(root: Path, secagg_plus: bool) -> tuple[Manifest, dict[str, Any]
 
 def _plan(manifest: Manifest, keys: dict[str, Any], model: DataModel
           ) -> tuple[SignedQuery, Any]:
-    service = AggregatorService(manifest, host="127.0.0.1", port=0, ssl_context=None)
+    service = AggregatorService(manifest, host="127.0.0.1", port=0, ssl_context=None,
+                                certificate_fingerprint="0" * 64)
     for name in NODES:  # every node online and serving the model (no socket needed to plan)
         service.catalogs[name] = {"data_models": {model.name: {"datasets_held": [name]}}}
         service.sessions[name] = Session(name, "node", connection=None)  # type: ignore[arg-type]
@@ -60,6 +61,11 @@ def _plan(manifest: Manifest, keys: dict[str, Any], model: DataModel
                         plan.length, plan.ring_bits, keys["alice"].sign(statement))
     researcher = Session("alice", "researcher", connection=None)  # type: ignore[arg-type]
     return query, service._plan_round(researcher, query)
+
+
+def _session(model: DataModel, root: Path):  # noqa: ANN202
+    frame = pd.DataFrame({"dataset": NODES, "age": np.linspace(20, 90, len(NODES))})
+    return node_session(model, coerce(frame, model), root)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def test_a_large_round_runs_over_the_secagg_plus_graph_when_the_manifest_enables
     assert params.honest_inputs >= 2 and params.neighbours < len(NODES) // 2
     for name in (NODES[0], NODES[41], NODES[-1]):  # each node admits it on its own checks
         me = NodeIdentity(name, keys[name], manifest)
-        admitted = admit(me, query, params, model, Policy.default(), ReplayGuard())
+        admitted = admit(me, query, params, _session(model, tmp_path), ReplayGuard())
         assert admitted.layout.length == params.vector_length
     # the round over exactly these parameters: every node's share of the work is its graph
     values = [RingVector.from_ints(params.ring_bits, [i] * params.vector_length)
@@ -98,4 +104,4 @@ def test_without_secagg_plus_the_round_is_complete_and_a_sparse_one_refused(
     sparse = dataclasses.replace(params, neighbours=34)
     me = NodeIdentity(NODES[0], keys[NODES[0]], manifest)
     with pytest.raises(ParameterMismatch, match="complete graph"):
-        admit(me, query, sparse, model, Policy.default(), ReplayGuard())
+        admit(me, query, sparse, _session(model, tmp_path), ReplayGuard())

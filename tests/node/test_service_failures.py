@@ -58,7 +58,8 @@ def _announce(service: NodeService, root: Path) -> bytes:
 
     manifest = service.config.me.manifest
     spec = QuerySpec("count", "stroke:1", ("hosp_a", "hosp_b", "hosp_c"))
-    plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node)
+    plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node,
+                  verifiable=manifest.verifiable_totals)
     alice = read_key_file(root / "keys" / "alice.key").identity
     query_id = SeededRandom(time.time_ns()).bytes(16)
     issued = int(time.time() * 1000)
@@ -69,7 +70,7 @@ def _announce(service: NodeService, root: Path) -> bytes:
                         plan.ring_bits, alice.sign(statement))
     params = RoundParams(manifest.federation_id, query_id, 0, tuple(NODES),
                          manifest.threshold_for(len(NODES)), plan.length, plan.ring_bits, 0,
-                         query.digest)
+                         query.digest, max_colluding=manifest.max_colluding_nodes)
     return encode(QueryAnnounce(query, params))
 
 
@@ -93,3 +94,32 @@ def test_an_unexpected_failure_is_refused_as_internal_and_the_node_serves_on(
     # the same service answers the next query
     asyncio.run(service._handle(connection, _announce(service, root)))
     assert not isinstance(connection.sent[-1], QueryRefused)
+
+
+def _budget_query(service: NodeService, root: Path, issued_ms: int, request_id: bytes
+                  ) -> bytes:
+    from crypto.keyfile import read_key_file
+    from engine.service_messages import BudgetQuery, budget_statement
+
+    alice = read_key_file(root / "keys" / "alice.key").identity
+    federation = service.config.me.manifest.federation_id
+    signature = alice.sign(budget_statement(federation, request_id, "alice", issued_ms))
+    return encode(BudgetQuery(request_id, "alice", issued_ms, signature))
+
+
+def test_a_budget_query_is_answered_once_and_only_while_fresh(service: NodeService) -> None:
+    """A signed budget query a day old, or one answered already, is ignored: a malicious
+    aggregator cannot replay a researcher's old request."""
+    from engine.service_messages import BudgetReport
+
+    root = service.config.ledger.parent.parent
+    connection = Recorder()
+    now = int(time.time() * 1000)
+    stale = _budget_query(service, root, now - 24 * 3600 * 1000, b"\x01" * 16)
+    asyncio.run(service._handle(connection, stale))
+    assert connection.sent == []
+    fresh = _budget_query(service, root, now, b"\x02" * 16)
+    asyncio.run(service._handle(connection, fresh))
+    assert isinstance(connection.sent[-1], BudgetReport)
+    asyncio.run(service._handle(connection, fresh))  # the same request again
+    assert len(connection.sent) == 1
