@@ -119,6 +119,9 @@ class QueryResult:
     total: bytes = wire(Bytes(MAX_RESULT))
     #: each contributing node's signed ledger head after its entry for this query
     receipts: tuple[str, ...] = wire(Seq(Str(MAX_RECEIPT), MAX_NODES), default=())
+    #: participants the aggregator dropped because they did not answer within the stage
+    #: timeout (the others missing from ``survivors`` left: disconnected or refused)
+    timed_out: tuple[str, ...] = wire(Seq(NAME, MAX_NODES), default=())
 
 
 @message(31)

@@ -247,7 +247,8 @@ class Federation(Catalog):
                             workers=min(8, os.cpu_count() or 1))
         p = answer.params
         return QueryResult(answer.request_id, p.query_id, p.participants, answer.contributors,
-                           p.ring_bits, p.vector_length, total.to_bytes(), answer.receipts)
+                           p.ring_bits, p.vector_length, total.to_bytes(), answer.receipts,
+                           answer.timed_out)
 
 
 def connect(url: str, identity: str | Path, federation: str | Path, *,

@@ -18,6 +18,11 @@ from typing import Any
 from engine.errors import QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest, epsilon_from_rho
 
+#: a released DP value whose noise standard deviation exceeds this fraction of the value
+#: itself comes with a :class:`fedtally.NoiseDominates` warning (set it to ``math.inf`` to
+#: silence them)
+NOISE_WARNING_FRACTION = 0.5
+
 
 class DP:
     def __init__(self, *, epsilon: float | None = None, delta: float | None = None,
