@@ -15,6 +15,8 @@ comes from a node's rows, so nothing here reveals more than the released totals.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -110,7 +112,9 @@ def problems(federation: Mapping[str, Any]) -> list[str]:
     if silent > 0:
         out.append(f"{silent} answering node(s) holding the datasets contributed nothing "
                    "(their cohort was empty or below their minimum row count)")
-    cells = federation.get("cells_below_threshold", 0)
+    # cells of datasets a node does not hold are empty by construction: not a gap
+    cells = federation.get("cells_below_threshold", 0) - federation.get(
+        "cells_of_datasets_not_held", 0)
     if cells > 0:
         out.append(f"{cells} node-level cell(s) read 0 (below a node's small-cell threshold, "
                    "or empty: the two are not told apart)")
@@ -121,6 +125,17 @@ def message(notes: Sequence[str], not_covered: Sequence[str]) -> str:
     named = (f"datasets not covered: {', '.join(not_covered)}; " if not_covered
              else "every dataset asked answered, but ")
     return "incomplete answer: " + named + "; ".join(dict.fromkeys(notes))
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside fedtally
+    (the researcher's line), for ``warnings.warn`` called from the frame asking."""
+    inside = (os.path.dirname(os.path.abspath(__file__)),
+              os.path.abspath(contextlib.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # --- per-call options: strict, progress -------------------------------------------------
@@ -147,7 +162,7 @@ def report(notes: list[str], not_covered: Sequence[str], *, strict: bool) -> Non
     if gathered is not None:
         gathered.append((", ".join(not_covered), notes))
         return
-    warnings.warn(message(notes, not_covered), IncompleteAnswer, stacklevel=4)
+    warnings.warn(message(notes, not_covered), IncompleteAnswer, stacklevel=user_stacklevel())
 
 
 @contextlib.contextmanager
@@ -166,4 +181,4 @@ def call(strict: bool | None) -> Iterator[None]:
         datasets = [d for names, _ in gathered for d in names.split(", ") if d]
         notes = [n for _, ns in gathered for n in ns]
         warnings.warn(message(notes, list(dict.fromkeys(datasets))), IncompleteAnswer,
-                      stacklevel=4)
+                      stacklevel=user_stacklevel())

@@ -29,6 +29,7 @@ import pandas as pd
 from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, DataError, ServiceUnavailable
 from fedtally.client import Federation, connect
+from fedtally.dp import DP, trial_policy
 from fedtally.federation import init_federation
 from node.datamodel import DATASET, DataModel
 
@@ -162,7 +163,8 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
                      policy: Mapping[str, Any] | None = None, timeout_s: float = 120.0,
                      stage_timeout_s: float | None = None, protection: str = "mask",
                      paillier_bits: int = DEFAULT_KEY_BITS,
-                     decryption_threshold: int | None = None) -> Iterator[Federation]:
+                     decryption_threshold: int | None = None, budget: DP | None = None,
+                     strict: bool = False) -> Iterator[Federation]:
     """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
 
     ``protection`` is ``"mask"`` (pairwise masks) or ``"paillier"`` (threshold Paillier
@@ -171,7 +173,13 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
 
     ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
     every process; a temporary ``workdir`` is removed, a given one is kept (with logs).
+
+    ``budget=fedtally.DP(epsilon=1, delta=1e-6)`` (or ``DP(rho=...)``) grants the researcher
+    that privacy budget on every dataset at every node, for trying differential privacy
+    (it needs a written data model: an inferred one offers none); exact answers stay open.
+    ``strict=True`` makes every incomplete answer an error (see ``Federation.strict``).
     """
+    policy = trial_policy(budget, researcher, policy)
     if len(data) < 2:
         raise ConfigurationError("a federation needs at least two nodes")
     own_dir = workdir is None
@@ -203,6 +211,7 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
         client = connect(processes.url, root / "keys" / f"{researcher}.key",
                          root / "federation.json", timeout_s=timeout_s)
         client.local = processes
+        client.strict = strict
         wait_for_nodes(client, set(data), processes)
         yield client
     finally:

@@ -128,7 +128,25 @@ class Statistic:
         if self.layout.noise is None and self.scope is not None:
             out["datasets_without_rows"] = self._silent_datasets(
                 out["datasets_not_covered"])
+            if out["nodes_without_contribution"] == 0:
+                out["cells_of_datasets_not_held"] = self._cells_not_held()
         return out
+
+    def _cells_not_held(self) -> int:
+        """Of ``cells_below_threshold``, the cells that are empty by construction: each
+        contributing node's cells of the asked datasets it does not hold (public: the
+        catalog says who holds what). Exact only when every answering holder contributed,
+        so that the contributing nodes are known."""
+        assert self.scope is not None
+        families: dict[str, set[object]] = {}
+        for slot in self.layout.slots:
+            if len(slot.key) > 1 and slot.key[1] in self.spec.datasets:
+                families.setdefault(str(slot.key[1]), set()).add(slot.family)
+        survivors = set(self.reply.survivors)
+        holding = {n for d in self.spec.datasets for n in self.scope.holders.get(d, ())
+                   if n in survivors}
+        return sum(len(families.get(d, ())) for n in holding for d in self.spec.datasets
+                   if n not in self.scope.holders.get(d, ()))
 
     def _silent_datasets(self, not_covered: dict[str, str]) -> list[str]:
         """Datasets whose every released slot reads 0 (exact mode, where slots are kept per
@@ -247,7 +265,7 @@ def warn_if_noisy(what: str, value: float, noise_std: float) -> None:
         warnings.warn(f"{what}: the noise std ({noise_std:.3g}) exceeds "
                       f"{NOISE_WARNING_FRACTION:.0%} of the value ({value:.3g}); read it as "
                       "noise, or ask with a larger epsilon or a coarser query",
-                      coverage.NoiseDominates, stacklevel=3)
+                      coverage.NoiseDominates, stacklevel=coverage.user_stacklevel())
 
 
 def moments(n: int | Fraction, s: Fraction, ss: Fraction) -> tuple[float, float]:
