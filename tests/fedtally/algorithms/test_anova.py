@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+import fedtally
 import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
@@ -349,5 +351,8 @@ def test_exareme2_twoway(dementia: SimulatedFederation, case: dict[str, Any]) ->
 def test_no_warnings_from_exact_paths(fed: SimulatedFederation) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # the filter empties most cells, which the answer reports (empty and small cells
+        # read 0 alike): that is the IncompleteAnswer warning, not a numerical one
+        warnings.simplefilter("ignore", fedtally.IncompleteAnswer)
         anova_twoway(fed, "y", "g", "h", filters="g == 'a' and h == 'u'")
         anova_oneway(fed, "y", "g")
