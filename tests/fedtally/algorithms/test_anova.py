@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-import fedtally
 import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
@@ -22,6 +20,7 @@ from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.libqsturng import psturng
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
+import fedtally
 from engine.errors import DegenerateInput, QueryError
 from fedtally.algorithms.anova import anova_oneway, anova_twoway
 from fedtally.simulated import SimulatedFederation
