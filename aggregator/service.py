@@ -117,6 +117,8 @@ class ActiveRound:
     bytes_to_nodes: int = 0
     bytes_to_researcher: int = 0
     started: float = field(default_factory=time.perf_counter)
+    #: participants dropped at a stage timeout (reported as such, never as zero rows)
+    timed_out: set[str] = field(default_factory=set)
 
 
 class AggregatorService:
@@ -435,16 +437,17 @@ class AggregatorService:
                 await researcher.send(error_notice(active.request_id, error))
                 return
             receipts = tuple(active.receipts[name] for name in sorted(active.receipts))
+            timed_out = tuple(sorted(active.timed_out))
             if isinstance(machine.result, PaillierResult):
                 # sealed to the researcher: the aggregator cannot read the total
                 result: object = dataclasses.replace(machine.result,
                                                      request_id=active.request_id,
-                                                     receipts=receipts)
+                                                     receipts=receipts, timed_out=timed_out)
             else:
                 result = QueryResult(active.request_id, params.query_id, params.participants,
                                      machine.survivors, params.ring_bits, params.vector_length,
                                      machine.result.to_bytes(), receipts,
-                                     machine.commitments())
+                                     machine.commitments(), timed_out)
             active.bytes_to_researcher += await researcher.send(result)
             log.info("query %s done over %d of %d nodes in %.0f ms; bytes from nodes %d, to "
                      "nodes %d, to the researcher %d", params.query_id.hex()[:8],
@@ -467,6 +470,7 @@ class AggregatorService:
                 for name in list(machine.expected):
                     log.warning("%s timed out in stage %s", name, machine.stage.value)
                     machine.drop(name)
+                    active.timed_out.add(name)
                 return
             active.changed.clear()
             with contextlib.suppress(TimeoutError):

@@ -122,6 +122,8 @@ class PaillierResult:
     product: bytes = wire(Bytes(MAX_CIPHERTEXT_BYTES))
     #: each contributing node's signed ledger head after its entry for this query
     receipts: tuple[str, ...] = wire(Seq(Str(MAX_RECEIPT), MAX_NODES), default=())
+    #: participants dropped for not answering within the stage timeout
+    timed_out: tuple[str, ...] = wire(Seq(NAME, MAX_NODES), default=())
 
     def __post_init__(self) -> None:
         _check_names(self.contributors, "contributors")

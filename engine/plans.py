@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from crypto.encoding import plan_ring
 from engine.errors import QueryError
+from engine.suggest import unknown
 
 if TYPE_CHECKING:
     from engine.query import QuerySpec
@@ -173,20 +174,28 @@ def ring_bits_for(slots: Sequence[Slot], max_rows_per_node: int) -> int:
 
 def check_variable(model: ModelView, code: str, *, numeric: bool | None = None) -> None:
     if not model.has_variable(code):
-        raise QueryError(f"unknown variable {code!r}")
+        raise QueryError(unknown("variable", code, _names(model)))
     if numeric is True and not model.is_numeric(code):
         raise QueryError(f"{code!r} is categorical; a numeric variable is needed here")
     if numeric is False and model.is_numeric(code):
         raise QueryError(f"{code!r} is numeric; a categorical variable is needed here")
 
 
+def _names(model: ModelView) -> tuple[str, ...]:
+    """The variable names a view knows, for hints (a view without a list gives none)."""
+    names = getattr(model, "variable_names", None)
+    return tuple(names()) if callable(names) else ()
+
+
 def check_common(spec: QuerySpec, model: ModelView) -> None:
     unknown_datasets = [d for d in spec.datasets if d not in model.datasets()]
     if unknown_datasets:
-        raise QueryError(f"unknown dataset(s) {unknown_datasets} in data model {spec.data_model}")
+        raise QueryError(unknown("dataset", unknown_datasets[0], model.datasets(),
+                                 f"data model {spec.data_model}"))
     for code in spec.variables:
         if not model.has_variable(code):
-            raise QueryError(f"unknown variable {code!r} in data model {spec.data_model}")
+            raise QueryError(unknown("variable", code, _names(model),
+                                     f"data model {spec.data_model}"))
     if spec.by is not None:
         check_variable(model, spec.by, numeric=False)
 

@@ -129,6 +129,9 @@ class QueryResult:
     #: mask mode: each survivor's signed commitment to its vector (engine/commitment.py)
     commitments: tuple[SignedCommitment, ...] = wire(Seq(Struct(SignedCommitment), MAX_NODES),
                                                      default=())
+    #: participants the aggregator dropped because they did not answer within the stage
+    #: timeout (the others missing from ``survivors`` left: disconnected or refused)
+    timed_out: tuple[str, ...] = wire(Seq(NAME, MAX_NODES), default=())
 
 
 @message(31)

@@ -21,9 +21,10 @@ from engine.errors import (
     ThresholdNotMet,
 )
 from fedtally.client import Federation, connect
+from fedtally.coverage import IncompleteAnswer, IncompleteAnswerError, NoiseDominates
 from fedtally.dp import DP
 from fedtally.local import local_federation
-from fedtally.results import NoisyValue
+from fedtally.results import Count, NoisyValue
 from fedtally.simulated import SimulatedFederation
 
 __version__ = "0.1.0"
@@ -31,6 +32,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "BudgetExhausted",
+    "Count",
+    "IncompleteAnswer",
+    "IncompleteAnswerError",
+    "NoiseDominates",
     "DP",
     "NoisyValue",
     "SimulatedFederation",

@@ -8,11 +8,12 @@ which runs the real node code and real secure-sum rounds in memory.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -20,12 +21,17 @@ from engine.errors import QueryError
 from engine.plans import Layout, layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
-from fedtally import results
+from engine.suggest import unknown
+from fedtally import coverage, progress, results
+from fedtally.coverage import Scope
+from fedtally.display import DescriptiveStats
 from fedtally.dp import privacy_spec
 from fedtally.receipts import Receipts
 from node import filters as filter_trees
 from node.datamodel import DataModel, PlanModel
 
+T = TypeVar("T")
+progress_bar = progress.bar
 FilterLike = str | Mapping[str, Any] | filter_trees.Filter | None
 DEFAULT_MAX_ROWS_PER_NODE = 1 << 24
 DEFAULT_DP_HONEST_NODES = 1
@@ -43,8 +49,27 @@ def filter_tree(filters: FilterLike) -> filter_trees.Filter | None:
     return filter_trees.from_json(filters)
 
 
+def call_options(fn: Callable[..., T]) -> Callable[..., T]:
+    """Give a researcher-facing method the options every analysis takes: ``strict``
+    (an incomplete answer raises :class:`fedtally.IncompleteAnswerError` instead of warning
+    with :class:`fedtally.IncompleteAnswer`; default: the connection's ``strict``) and
+    ``progress`` (a progress bar over the method's secure-sum rounds)."""
+
+    @functools.wraps(fn)
+    def method(self: Any, *args: Any, strict: bool | None = None, progress: bool = False,
+               **kwargs: Any) -> T:
+        with coverage.call(strict), progress_bar(progress, fn.__name__,
+                                                 kwargs.get("max_iter")):
+            return fn(self, *args, **kwargs)
+
+    return method
+
+
 class Analyses(ABC):
-    """Researcher-facing analyses over a federation."""
+    """Researcher-facing analyses over a federation. ``strict`` (per connection; every
+    method also takes ``strict=``) turns incomplete answers into errors."""
+
+    strict: bool = False
 
     _models: dict[str, DataModel]
     #: the nodes' signed ledger heads that came with results (fedtally/receipts.py)
@@ -67,7 +92,9 @@ class Analyses(ABC):
         return dict(self._models)
 
     def datasets(self) -> pd.DataFrame:
-        """One row per (data model, dataset): which nodes hold it and its variables.
+        """One row per (data model, dataset): the online nodes holding it (``nodes``, empty
+        when none is online), ``online`` (whether any is) and its variables. Every dataset a
+        known data model declares is listed, so a dataset whose node is down stays visible.
         Metadata only: no row counts, no values."""
         catalog = self.catalog()
         holders: dict[tuple[str, str], list[str]] = {}
@@ -75,19 +102,24 @@ class Analyses(ABC):
             for model, info in entry["data_models"].items():
                 for dataset in info["datasets_held"]:
                     holders.setdefault((model, dataset), []).append(node)
+        for name, model_ in self._models.items():
+            for dataset in model_.datasets():
+                holders.setdefault((name, dataset), [])
         records = []
         for (model, dataset), nodes in sorted(holders.items()):
             variables = [v for v in self._models[model].variables if v != "dataset"]
             records.append({"data_model": model, "dataset": dataset, "nodes": sorted(nodes),
-                            "variables": variables})
+                            "online": bool(nodes), "variables": variables})
         frame = pd.DataFrame.from_records(
-            records, columns=["data_model", "dataset", "nodes", "variables"])
+            records, columns=["data_model", "dataset", "nodes", "online", "variables"])
         return frame.set_index(["data_model", "dataset"])
 
     # --- queries ---------------------------------------------------------------------------
 
-    def _resolve(self, data_model: str | None, datasets: Sequence[str] | None
-                 ) -> tuple[DataModel, tuple[str, ...]]:
+    def _resolve(self, data_model: str | None, datasets: Sequence[str] | str | None
+                 ) -> tuple[DataModel, Scope]:
+        """The data model, and the datasets asked (all the model declares by default) with
+        the online nodes holding each, from the aggregator's catalog."""
         catalog = self.catalog()
         served = sorted({m for e in catalog["nodes"].values() for m in e["data_models"]})
         if data_model is None:
@@ -95,19 +127,23 @@ class Analyses(ABC):
                 raise QueryError(f"name a data_model: the federation serves {served or 'none'}")
             data_model = served[0]
         if data_model not in self._models:
-            raise QueryError(f"unknown data model {data_model!r}; served: {served}")
+            raise QueryError(unknown("data model", data_model, sorted(self._models))
+                             + f" (served: {served})")
         model = self._models[data_model]
+        holders: dict[str, list[str]] = {}
+        for node, entry in sorted(catalog["nodes"].items()):
+            for dataset in entry["data_models"].get(data_model, {}).get("datasets_held", []):
+                holders.setdefault(dataset, []).append(node)
         if datasets is None:
-            held = sorted({d for e in catalog["nodes"].values()
-                           for d in e["data_models"].get(data_model, {}).get("datasets_held", [])})
-            datasets = held
+            datasets = model.datasets() or sorted(holders)
         elif isinstance(datasets, str):
             datasets = [datasets]
-        unknown = [d for d in datasets if d not in model.datasets()]
-        if unknown:
-            raise QueryError(f"unknown dataset(s) {unknown} in {data_model}; "
-                             f"known: {list(model.datasets())}")
-        return model, tuple(datasets)
+        for dataset in datasets:
+            if dataset not in model.datasets():
+                raise QueryError(unknown("dataset", dataset, model.datasets(), data_model)
+                                 + f" (known: {list(model.datasets())})")
+        return model, Scope(tuple(dict.fromkeys(datasets)),
+                            {d: tuple(n) for d, n in holders.items()})
 
     @staticmethod
     def _filter_json(filters: FilterLike, model: DataModel) -> Any:
@@ -124,9 +160,20 @@ class Analyses(ABC):
                   privacy: Any = None) -> results.Statistic:
         """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
         The building block of every analysis (see :mod:`fedtally.algorithms`).
-        ``privacy`` is None (exact) or a :class:`fedtally.DP`."""
-        model, chosen = self._resolve(data_model, datasets)
-        spec = QuerySpec(algorithm, model.name, chosen, tuple(variables), by,
+        ``privacy`` is None (exact) or a :class:`fedtally.DP`.
+
+        Datasets asked that no online node holds are left out of the query; whatever the
+        answer does not cover is reported by an :class:`fedtally.IncompleteAnswer` warning
+        (an error under ``strict``), and in the result's ``federation``."""
+        model, scope = self._resolve(data_model, datasets)
+        strict = coverage.strict_now(self.strict)
+        if not scope.sent:
+            raise QueryError(f"no online node holds dataset(s) {list(scope.asked)} of "
+                             f"{model.name}")
+        if scope.offline and strict:  # before anything is sent or charged
+            raise coverage.IncompleteAnswerError(coverage.message(
+                [f"dataset {d!r}: {coverage.OFFLINE}" for d in scope.offline], scope.offline))
+        spec = QuerySpec(algorithm, model.name, scope.sent, tuple(variables), by,
                          self._filter_json(filters, model), privacy=privacy_spec(privacy),
                          kind=kind, parameters=dict(parameters or {}))
         plan = layout(spec, PlanModel(model), self.max_rows_per_node,
@@ -136,7 +183,13 @@ class Analyses(ABC):
         values = results.totals(reply)
         # the blinding digits served the total's check and are noise to everyone else
         kept = plan.without_blinding()
-        return results.Statistic(spec, kept, values[:kept.length], model, reply)
+        stat = results.Statistic(spec, kept, values[:kept.length], model, reply, scope)
+        progress.tick()
+        federation = stat.federation
+        coverage.report(coverage.problems(federation),
+                        [*federation["datasets_not_covered"],
+                         *federation.get("datasets_without_rows", [])], strict=strict)
+        return stat
 
     def receipts(self) -> pd.DataFrame:
         """The newest ledger receipt of every node that answered you (its signed head after
@@ -144,24 +197,36 @@ class Analyses(ABC):
         truncated or rolled back (``fedtally audit verify --receipts``)."""
         return self._receipts.frame()
 
+    def scope(self, data_model: str | None = None,
+              datasets: Sequence[str] | str | None = None) -> Scope:
+        """The datasets a query would ask for, and the online nodes holding each."""
+        return self._resolve(data_model, datasets)[1]
+
     def model(self, data_model: str | None = None) -> DataModel:
         """The data model (the only one served, when ``data_model`` is None)."""
         return self._resolve(data_model, None)[0]
 
+    @call_options
     def count(self, filters: FilterLike = None, datasets: Sequence[str] | None = None, *,
               data_model: str | None = None, privacy: Any = None) -> Any:
         """Number of rows matching ``filters`` over ``datasets`` (all datasets by default):
-        an int, or with ``privacy=fedtally.DP(...)`` a :class:`fedtally.results.NoisyValue`
-        carrying its noise and a 95% interval."""
+        a :class:`fedtally.results.Count` (an int that also carries ``federation`` and
+        ``privacy``), or with ``privacy=fedtally.DP(...)`` a
+        :class:`fedtally.results.NoisyValue` (the noisy total rounded and clipped at 0, its
+        noise and a 95% interval)."""
         stat = self.statistic("count", filters=filters, datasets=datasets,
                               data_model=data_model, privacy=privacy)
         keys = [("rows", d) for d in stat.spec.datasets]
         if stat.layout.noise is None:
-            return sum(stat.count(k) for k in keys)
-        value = float(sum((stat.exact(k) for k in keys), Fraction(0)))
+            return results.Count(sum(stat.count(k) for k in keys), stat.federation,
+                                 stat.privacy)
+        raw = float(sum((stat.exact(k) for k in keys), Fraction(0)))
         noise = math.sqrt(sum(stat.noise_std(k) ** 2 for k in keys))
-        return results.NoisyValue(value, noise, stat.privacy, stat.federation)
+        value = results.NoisyValue.count(raw, noise, stat.privacy, stat.federation)
+        results.warn_if_noisy("count", value.value, noise)
+        return value
 
+    @call_options
     def descriptive_stats(self, variables: Sequence[str] | str, by: str | None = None,
                           datasets: Sequence[str] | None = None, filters: FilterLike = None, *,
                           data_model: str | None = None, privacy: Any = None) -> pd.DataFrame:
@@ -175,8 +240,9 @@ class Analyses(ABC):
         stat = self.statistic("descriptive_stats", variables=variables, by=by,
                               datasets=datasets, filters=filters, data_model=data_model,
                               privacy=privacy)
-        return results.descriptive_stats(stat)
+        return DescriptiveStats.of(results.descriptive_stats(stat))
 
+    @call_options
     def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
                      ) -> dict[str, Any]:
         """Run the body of an Exareme2 algorithm request (``{"inputdata": ..., "parameters":

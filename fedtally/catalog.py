@@ -1,13 +1,14 @@
 """The statistics catalog as methods of a federation: ``fed.linear_regression(...)`` is
 :func:`fedtally.algorithms.regression.linear_regression` with ``fed`` passed in. Every
-method accepts ``datasets=``, ``filters=``, ``data_model=`` and ``privacy=``."""
+method accepts ``datasets=``, ``filters=``, ``data_model=``, ``privacy=``, ``strict=`` and
+``progress=``."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
+from fedtally import display
 from fedtally.algorithms import (
     anova,
     bayes,
@@ -19,15 +20,13 @@ from fedtally.algorithms import (
     regression,
     survival,
 )
-from fedtally.analyses import Analyses
+from fedtally.analyses import Analyses, call_options
 
 
 def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def method(self: Analyses, *args: Any, **kwargs: Any) -> Any:
-        return fn(self, *args, **kwargs)
-
-    return method
+    """``fn(fed, ...)`` as a method, with the options every analysis takes (``strict=``,
+    ``progress=``: see :func:`fedtally.analyses.call_options`)."""
+    return call_options(fn)
 
 
 class Catalog(Analyses):
@@ -52,3 +51,6 @@ class Catalog(Analyses):
     naive_bayes_categorical = _method(bayes.naive_bayes_categorical)
     kaplan_meier = _method(survival.kaplan_meier)
     logrank_test = _method(survival.logrank_test)
+
+
+display.install()  # summary(), a concise repr and plot() on the result types

@@ -58,6 +58,7 @@ from engine.service_messages import (
 from engine.service_messages import Catalog as CatalogReply
 from engine.transport import MAX_FRAME, error_from_notice
 from fedtally.catalog import Catalog
+from fedtally.dp import BUDGET_DELTA, budget_frame
 from fedtally.receipts import Receipts
 from node.datamodel import DataModel
 from node.transport import open_session
@@ -205,8 +206,10 @@ class Federation(Catalog):
             for name, entry in node["data_models"].items():
                 self._models.setdefault(name, DataModel.from_json(entry["model"]))
         return catalog
-    def budget(self) -> pd.DataFrame:
-        """Your privacy budget at every online node: spent and remaining rho per dataset."""
+    def budget(self, delta: float = BUDGET_DELTA) -> pd.DataFrame:
+        """Your privacy budgets at every online node, per dataset: every budget granted to
+        you (spent or not), spent and remaining, in rho and as epsilon at ``delta``.
+        ``attrs["nodes_not_answering"]`` names the nodes that did not report in time."""
         def ask(request_id: bytes) -> BudgetQuery:
             issued = int(time.time() * 1000)
             statement = budget_statement(self.manifest.federation_id, request_id, self.name,
@@ -217,9 +220,7 @@ class Federation(Catalog):
         body = json.loads(reply.report)
         rows = [{"node": node, **line} for node, lines in sorted(body["nodes"].items())
                 for line in lines]
-        frame = pd.DataFrame(rows, columns=["node", "researcher", "dataset", "spent_rho",
-                                            "limit_rho", "remaining_rho"])
-        frame = frame.set_index(["node", "dataset"])
+        frame = budget_frame(rows, delta)
         frame.attrs["nodes_not_answering"] = body["missing"]
         return frame
 
@@ -256,14 +257,15 @@ class Federation(Catalog):
                             workers=min(8, os.cpu_count() or 1))
         p = answer.params
         return QueryResult(answer.request_id, p.query_id, p.participants, answer.contributors,
-                           p.ring_bits, p.vector_length, total.to_bytes(), answer.receipts)
+                           p.ring_bits, p.vector_length, total.to_bytes(), answer.receipts,
+                           timed_out=answer.timed_out)
 
 
 def connect(url: str | None = None, identity: str | Path | None = None,
             federation: str | Path | None = None, *, authority: str | None = None,
             tls_ca: str | None = None, ca: str | Path | None = None,
             bundle: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-            progress: Callable[[str], None] | None = None) -> Federation:
+            progress: Callable[[str], None] | None = None, strict: bool = False) -> Federation:
     """Connect as a researcher.
 
     ``bundle`` is the file ``federation init`` wrote for you (``researchers/<name>.json``):
@@ -273,6 +275,10 @@ def connect(url: str | None = None, identity: str | Path | None = None,
     key that init printed (and ``tls_ca`` the CA certificate's). A manifest signed by any
     other authority, or a CA file other than the pinned one, is refused. ``ca`` defaults to
     ``tls/ca.pem`` beside the manifest.
+
+    ``strict=True``: every answer that does not cover everything asked raises
+    :class:`fedtally.IncompleteAnswerError` instead of warning (each call may override it
+    with its own ``strict=``).
     """
     if bundle is not None:
         url, identity, federation, ca, authority, tls_ca = _read_bundle(Path(bundle))
@@ -303,8 +309,11 @@ def connect(url: str | None = None, identity: str | Path | None = None,
     if not url.startswith("wss://"):
         raise ConfigurationError("the aggregator URL must be wss:// (TLS is required)")
     # the receipts file sits beside the key: keys/alice.key -> keys/alice.receipts
-    return Federation(url, key, manifest, client_ssl_context(ca_path), timeout_s=timeout_s,
-                      progress=progress, receipts_path=Path(identity).with_suffix(".receipts"))
+    client = Federation(url, key, manifest, client_ssl_context(ca_path), timeout_s=timeout_s,
+                        progress=progress, receipts_path=Path(identity).with_suffix(".receipts"))
+    client.strict = strict
+    return client
+
 
 
 def _read_bundle(path: Path) -> tuple[str, Path, Path, Path, str, str]:

@@ -15,8 +15,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 from engine.errors import QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest, epsilon_from_rho
+
+#: a released DP value whose noise standard deviation exceeds this fraction of the value
+#: itself comes with a :class:`fedtally.NoiseDominates` warning (set it to ``math.inf`` to
+#: silence them)
+NOISE_WARNING_FRACTION = 0.5
 
 
 class DP:
@@ -64,3 +71,45 @@ def privacy_spec(privacy: Any) -> dict[str, Any]:
     if isinstance(privacy, DP):
         return privacy.to_spec()
     raise QueryError("privacy must be None / 'exact' or a fedtally.DP(...)")
+
+
+#: the delta at which ``fed.budget()`` shows budgets as epsilon
+BUDGET_DELTA = 1e-6
+BUDGET_COLUMNS = ["node", "researcher", "dataset", "spent_rho", "limit_rho", "remaining_rho",
+                  "spent_epsilon", "limit_epsilon", "remaining_epsilon"]
+
+
+def budget_frame(rows: list[dict[str, Any]], delta: float = BUDGET_DELTA) -> pd.DataFrame:
+    """Budget lines (per node and dataset, in rho) as a DataFrame, with each amount also as
+    the epsilon it gives at ``delta`` (rhos add up across queries; epsilons do not, which
+    is why the ledger counts rho). A ``"*"`` dataset is the budget of each dataset the node
+    does not name."""
+    if not 0 < delta < 1:
+        raise QueryError("delta must be between 0 and 1")
+
+    def epsilon(rho: Any) -> float:
+        return math.nan if rho is None else epsilon_from_rho(float(rho), delta) \
+            if rho > 0 else 0.0
+
+    out = []
+    for row in rows:
+        out.append({**row, **{f"{what}_epsilon": epsilon(row.get(f"{what}_rho"))
+                              for what in ("spent", "limit", "remaining")}})
+    frame = pd.DataFrame(out, columns=BUDGET_COLUMNS).set_index(["node", "dataset"])
+    frame.attrs["delta"] = delta
+    return frame
+
+
+def trial_policy(budget: DP | None, researcher: str,
+                 policy: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """A local trial's node policy with ``budget`` granted to ``researcher`` on every
+    dataset (``local_federation(..., budget=DP(epsilon=1, delta=1e-6))``); exact answers
+    stay open to them, as on a trial federation without budgets."""
+    if budget is None:
+        return None if policy is None else dict(policy)
+    if not isinstance(budget, DP):
+        raise QueryError("budget must be a fedtally.DP(...)")
+    out = dict(policy or {})
+    out["budgets"] = {**dict(out.get("budgets", {})), researcher: {"*": {"rho": budget.rho}}}
+    out.setdefault("exact_access", [researcher])
+    return out

@@ -51,6 +51,7 @@ import pandas as pd
 from scipy import stats
 
 from engine.errors import DegenerateInput, QueryError
+from engine.suggest import unknown
 from fedtally.algorithms.anova import anova_oneway, anova_twoway
 from fedtally.algorithms.bayes import (
     complete_cases,
@@ -330,7 +331,7 @@ def _multiple_histograms(fed: Analyses, req: Request) -> dict[str, Any]:
     view = _view(fed, req)
     for name in [y, *groupings]:
         if not view.has_variable(name):
-            raise QueryError(f"unknown variable {name!r}")
+            raise QueryError(unknown("variable", name, view.variable_names()))
     for name in groupings:
         if view.is_numeric(name):
             raise QueryError(f"multiple_histograms groups by categorical x; {name!r} is numeric")
@@ -577,7 +578,7 @@ def _regression_inputs(fed: Analyses, req: Request, view: PlanModel, algorithm: 
         raise QueryError(f"{algorithm} needs predictors in x")
     for name in [y, *x]:
         if not view.has_variable(name):
-            raise QueryError(f"unknown variable {name!r}")
+            raise QueryError(unknown("variable", name, view.variable_names()))
     scope = _scope(req)
     present = _present_levels(fed, y, x, algorithm, view, scope, extra)
     kept = [v for v in x if view.is_numeric(v) or len(present[v]) > 1]

@@ -29,6 +29,7 @@ import pandas as pd
 from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, DataError, ServiceUnavailable
 from fedtally.client import Federation, connect
+from fedtally.dp import DP, trial_policy
 from fedtally.federation import init_federation
 from node.datamodel import DATASET, DataModel
 
@@ -164,7 +165,8 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
                      paillier_bits: int = DEFAULT_KEY_BITS,
                      decryption_threshold: int | None = None,
                      max_colluding_nodes: int = 1,
-                     verifiable_totals: bool = True) -> Iterator[Federation]:
+                     verifiable_totals: bool = True, budget: DP | None = None,
+                     strict: bool = False) -> Iterator[Federation]:
     """Start a federation of ``len(data)`` nodes on loopback and yield a connected client.
 
     ``protection`` is ``"mask"`` (pairwise masks) or ``"paillier"`` (threshold Paillier
@@ -174,7 +176,13 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
 
     ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
     every process; a temporary ``workdir`` is removed, a given one is kept (with logs).
+
+    ``budget=fedtally.DP(epsilon=1, delta=1e-6)`` (or ``DP(rho=...)``) grants the researcher
+    that privacy budget on every dataset at every node, for trying differential privacy
+    (it needs a written data model: an inferred one offers none); exact answers stay open.
+    ``strict=True`` makes every incomplete answer an error (see ``Federation.strict``).
     """
+    policy = trial_policy(budget, researcher, policy)
     if len(data) < 2:
         raise ConfigurationError("a federation needs at least two nodes")
     own_dir = workdir is None
@@ -210,6 +218,7 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
                          root / "federation.json", authority=pins["authority"],
                          tls_ca=pins["tls_ca"], timeout_s=timeout_s)
         client.local = processes
+        client.strict = strict
         wait_for_nodes(client, set(data), processes)
         yield client
     finally:

@@ -38,6 +38,7 @@ from engine.query import QuerySpec, canonical_json
 from engine.service_messages import QueryResult
 from engine.simulate import run_paillier_round, run_round
 from fedtally.catalog import Catalog
+from fedtally.dp import BUDGET_DELTA, DP, budget_frame, trial_policy
 from fedtally.federation import deal_paillier
 from fedtally.receipts import Receipts
 from node.budget import BudgetKeeper
@@ -70,7 +71,8 @@ class SimulatedFederation(Catalog):
                  ledger_dir: str | Path | None = None, protection: str = "mask",
                  paillier_bits: int = DEFAULT_KEY_BITS,
                  decryption_threshold: int | None = None,
-                 max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"]) -> None:
+                 max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"],
+                 budget: DP | None = None, strict: bool = False) -> None:
         if len(data) < 2:
             raise ConfigurationError("a federation needs at least two nodes")
         if isinstance(max_colluding_nodes, bool) or not isinstance(max_colluding_nodes, int) \
@@ -88,7 +90,11 @@ class SimulatedFederation(Catalog):
         self._model = data_model or DataModel.infer(pd.concat(frames.values(), ignore_index=True),
                                                    code="local", version="1")
         self._models = {self._model.name: self._model}
+        if budget is not None:  # a trial budget for the researcher (see local_federation)
+            policy = Policy.from_dict(trial_policy(
+                budget, researcher, policy.to_dict() if policy is not None else None))
         self.policy = policy or Policy.default()
+        self.strict = strict
         self._rows = {}
         for name, frame in frames.items():
             check_valid(frame, self._model)
@@ -217,10 +223,9 @@ class SimulatedFederation(Catalog):
                             members=members, reply_key=reply)
         return total, sealed.contributors
 
-    def budget(self) -> pd.DataFrame:
-        """Spent and remaining rho per node and dataset for this researcher."""
+    def budget(self, delta: float = BUDGET_DELTA) -> pd.DataFrame:
+        """Every budget granted to this researcher per node and dataset (spent or not):
+        spent and remaining, in rho and as epsilon at ``delta``."""
         rows = [{"node": name, **line} for name, keeper in sorted(self.budgets.items())
                 for line in keeper.summary(self.researcher)]
-        frame = pd.DataFrame(rows, columns=["node", "researcher", "dataset", "spent_rho",
-                                            "limit_rho", "remaining_rho"])
-        return frame.set_index(["node", "dataset"])
+        return budget_frame(rows, delta)

@@ -100,8 +100,13 @@ class BudgetKeeper:
             self.ledger.refund(charge, why)
 
     def summary(self, researcher: str) -> list[dict[str, Any]]:
+        """Spent and remaining per budget of ``researcher``: every budget the policy grants
+        them (``"*"`` stands for each dataset not named), spent or not, and every dataset
+        they spent on."""
+        granted = [(researcher, dataset) for who in (researcher, "*")
+                   for dataset in self.policy.budgets.get(who, {})]
         lines = self.ledger.summary(lambda r, d: self.policy.budget_for(r, d),
-                                    researcher=researcher)
+                                    researcher=researcher, include=granted)
         return [{"researcher": line.researcher, "dataset": line.dataset,
                  "spent_rho": line.spent, "limit_rho": line.limit,
                  "remaining_rho": line.remaining} for line in lines]

@@ -8,7 +8,6 @@ MIP writes it, so MIP deployments can bring their models unchanged.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -24,6 +23,7 @@ import pandas as pd
 
 from engine.errors import DataError, QueryError
 from engine.plans import DATASET
+from engine.suggest import unknown
 
 __all__ = [
     "DATASET",
@@ -338,9 +338,7 @@ class DataModel:
             return self.variables[code]
         except (KeyError, TypeError):
             pass
-        close = difflib.get_close_matches(str(code), list(self.variables), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise QueryError(f"unknown variable {str(code)!r} in data model {self.name}{hint}")
+        raise QueryError(unknown("variable", code, self.variables, f"data model {self.name}"))
 
 
 class PlanModel:
@@ -354,6 +352,9 @@ class PlanModel:
 
     def has_variable(self, code: str) -> bool:
         return code in self.model.variables
+
+    def variable_names(self) -> tuple[str, ...]:
+        return tuple(self.model.variables)
 
     def is_numeric(self, code: str) -> bool:
         return self.model.variable(code).is_numeric

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import QueryError
+from engine.suggest import did_you_mean
 from node.datamodel import DataModel, Variable
 from node.validation import as_codes, as_numbers, missing_mask
 
@@ -777,6 +778,7 @@ def _check_value(var: Variable, value: Scalar) -> None:
         more = ", ..." if len(var.enumerations) > 8 else ""
         raise QueryError(
             f"filter value {str(value)[:40]!r} is not a code of {var.code!r} ({shown}{more})"
+            + did_you_mean(value, var.enumerations)
         )
     if var.is_numeric:
         if isinstance(value, str):

@@ -50,6 +50,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.errors import ConfigurationError, QueryError
+from privacy.accounting import DPRequest, InvalidPrivacyRequest
 
 __all__ = ["ANY", "Budget", "Policy"]
 
@@ -64,7 +65,6 @@ _KEYS = frozenset(
 )
 #: the exact_access default: decided by whether the policy sets budgets
 _UNSET: frozenset[str] = frozenset({"\0unset"})
-_BUDGET_KEYS = frozenset({"rho"})
 _MAX_NAME = 256
 
 
@@ -289,15 +289,28 @@ def _budgets(raw: Any) -> dict[str, dict[str, Budget]]:
             where = f"budget of {researcher!r} on {dataset!r}"
             if not isinstance(entry, Mapping):
                 raise ConfigurationError(f"{where} must be an object like {{\"rho\": 0.5}}")
-            unknown = set(entry) - _BUDGET_KEYS
-            if unknown or "rho" not in entry:
-                raise ConfigurationError(f"{where} must have exactly the key 'rho'")
+            if set(entry) not in ({"rho"}, {"epsilon", "delta"}):
+                raise ConfigurationError(f"{where} must have exactly the key 'rho', or the "
+                                         "keys 'epsilon' and 'delta'")
             try:
-                inner[dataset] = Budget(entry["rho"])
+                inner[dataset] = Budget(entry["rho"] if "rho" in entry
+                                        else _rho_of(entry["epsilon"], entry["delta"]))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{where}: {exc}") from exc
         out[researcher] = inner
     return out
+
+
+def _rho_of(epsilon: Any, delta: Any) -> float:
+    """An (epsilon, delta) budget as the largest rho that implies it (Canonne, Kamath,
+    Steinke 2020, Cor. 13): the ledger keeps budgets in rho."""
+    for value, name in ((epsilon, "epsilon"), (delta, "delta")):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(f"a budget's {name} must be a number")
+    try:
+        return DPRequest(epsilon=float(epsilon), delta=float(delta)).rho
+    except InvalidPrivacyRequest as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _check_name(name: Any, what: str) -> None:

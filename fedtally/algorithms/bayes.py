@@ -42,6 +42,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from engine.errors import DegenerateInput, QueryError
+from engine.suggest import unknown
 from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.results import Statistic
@@ -167,7 +168,7 @@ def _check_names(y: str, x: Sequence[str] | str, view: PlanModel, numeric: bool,
         x = [x]
     features = tuple(x)
     if not view.has_variable(y):
-        raise QueryError(f"unknown variable {y!r}")
+        raise QueryError(unknown("variable", y, view.variable_names()))
     if view.is_numeric(y):
         raise QueryError(f"{what}: the class {y!r} must be categorical")
     if not features or len(set(features)) != len(features) or y in features:
@@ -175,7 +176,7 @@ def _check_names(y: str, x: Sequence[str] | str, view: PlanModel, numeric: bool,
     kind = "numeric" if numeric else "categorical"
     for v in features:
         if not view.has_variable(v):
-            raise QueryError(f"unknown variable {v!r}")
+            raise QueryError(unknown("variable", v, view.variable_names()))
         if view.is_numeric(v) != numeric:
             raise QueryError(f"{what} needs {kind} features; {v!r} is not {kind}")
     return features

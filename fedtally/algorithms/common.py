@@ -11,6 +11,7 @@ import pandas as pd
 
 from engine.design import Term, dummies, term_name
 from engine.errors import DegenerateInput, QueryError
+from engine.suggest import unknown
 from fedtally.results import Statistic
 from node.datamodel import PlanModel
 
@@ -31,7 +32,7 @@ def predictor_terms(x: Sequence[str], view: PlanModel, *, intercept: bool = True
     terms: list[Term] = [INTERCEPT] if intercept else []
     for variable in x:
         if not view.has_variable(variable):
-            raise QueryError(f"unknown variable {variable!r}")
+            raise QueryError(unknown("variable", variable, view.variable_names()))
         if view.is_numeric(variable):
             terms.append({"var": variable})
         else:

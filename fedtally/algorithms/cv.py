@@ -64,6 +64,7 @@ from fedtally.algorithms.regression import (
     who,
 )
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.display import with_cv_summary
 from fedtally.results import Statistic
 
 __all__ = [
@@ -169,10 +170,10 @@ def linear_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str, n_splits
     records = [_linear_metrics(evaluation, f, n) for f in folds]
     table = pd.DataFrame.from_records(records, index=_fold_names(n_splits))
     params = pd.DataFrame(np.array(betas).T, index=labels, columns=_fold_names(n_splits))
-    return LinearRegressionCVResult(
+    return with_cv_summary(LinearRegressionCVResult(
         dependent_var=y, indep_vars=labels, folds=table,
         summary=_summary(table, ["rmse", "mse", "r_squared", "mean_abs_error"]),
-        params=params, privacy=privacy_info, federation=evaluation.federation)
+        params=params, privacy=privacy_info, federation=evaluation.federation))
 
 
 def _linear_metrics(stat: Statistic, f: int, n: int) -> dict[str, float | int]:
@@ -312,11 +313,11 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
         table["auc"] = [float(np.trapezoid(c["tpr"], c["fpr"])) for c in curves.values()]
     metrics = [c for c in table.columns if c not in ("n_obs", "n_test")]
     params = pd.DataFrame(np.array(betas).T, index=labels, columns=_fold_names(n_splits))
-    return LogisticRegressionCVResult(
+    return with_cv_summary(LogisticRegressionCVResult(
         dependent_var=y, positive_class=design.positive, indep_vars=labels, folds=table,
         summary=_summary(table, metrics), params=params, confusion_matrix=confusion,
         roc_curves=curves, converged=all(fit.converged for fit in fits), n_iterations=rounds,
-        privacy=privacy_info, federation=evaluation.federation)
+        privacy=privacy_info, federation=evaluation.federation))
 
 
 def _whole_information(stat: Statistic, p: int, k: int) -> list[list[Fraction]]:

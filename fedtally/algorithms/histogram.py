@@ -23,9 +23,10 @@ values (bins ``[a, b)``, the last one ``[a, b]``), or ``value_counts`` per level
 
 **Differential privacy.** With ``privacy=fedtally.DP(...)`` every cell (and the excluded
 count) is released with Gaussian noise and no cell is suppressed (the noise is the
-protection). Counts are then the noisy totals themselves, floats that may be negative or
-non-integer: rounding or clipping them at 0 is harmless post-processing for display but
-biases small cells, so it is left to the reader. A numeric variable is clipped to its
+protection). ``count`` is then post-processed: the noisy total rounded and clipped at 0 (a
+non-negative integer, as people read counts); ``noisy_count`` keeps the released total
+itself (a float, possibly negative), which is unbiased where ``count`` is biased upward in
+cells near 0. A numeric variable is clipped to its
 clipping bounds (the data model's min/max, or the request's ``bounds``) before binning.
 """
 
@@ -43,9 +44,11 @@ from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_CELLS
 from engine.kinds.counts import OUTSIDE
 from engine.plans import Key
+from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.display import Histogram
 from fedtally.dp import privacy_spec
-from fedtally.results import Statistic
+from fedtally.results import Statistic, nonnegative_count
 from node.datamodel import PlanModel
 
 __all__ = ["histogram", "histogram_edges"]
@@ -111,8 +114,8 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
     too low), ``excluded`` (rows missing a variable or outside the range) and, for numeric
     bins, ``edges``. No rows at all raise :class:`DegenerateInput`.
 
-    With ``privacy=fedtally.DP(...)``: ``count`` holds the noisy counts (floats, possibly
-    negative), ``noise_std`` the standard deviation of each count's noise, and
+    With ``privacy=fedtally.DP(...)``: ``count`` holds the noisy counts rounded and clipped
+    at 0, ``noisy_count`` the released totals (floats, possibly negative), ``noise_std`` the standard deviation of each count's noise, and
     ``ci_low``/``ci_high`` a 95% interval for the true count from the noise alone
     (``count +- 1.96 noise_std``: the rows are fixed, the noise is the only randomness);
     ``attrs["excluded"]`` is noisy too (its noise in ``attrs["excluded_noise_std"]``) and
@@ -125,7 +128,7 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
     view = PlanModel(fed.model(data_model))
     for name in (variable, by):
         if name is not None and not view.has_variable(name):
-            raise QueryError(f"unknown variable {name!r}")
+            raise QueryError(unknown("variable", name, view.variable_names()))
     if by is not None and (view.is_numeric(by) or by == variable):
         raise QueryError(f"by must be a categorical variable other than {variable!r}")
     numeric = view.is_numeric(variable)
@@ -162,10 +165,11 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
                 record["category"] = view.levels(variable)[cell]
             key = ("cell", *group, cell)
             if noisy:
-                # the released total itself, unrounded: noise_std describes this number,
-                # and rounding would only hide that it is noisy
+                # ``count`` is post-processed (a non-negative integer); ``noisy_count`` is
+                # the released total itself, which noise_std describes (unbiased)
                 value, noise = stat.real(key), stat.noise_std(key)
-                record.update(count=value, noise_std=noise, ci_low=value - Z95 * noise,
+                record.update(count=nonnegative_count(value), noisy_count=value,
+                              noise_std=noise, ci_low=max(0.0, value - Z95 * noise),
                               ci_high=value + Z95 * noise)
             else:
                 record["count"] = stat.count(key)
@@ -173,8 +177,9 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
     columns = ([by] if by else []) + (["bin_start", "bin_end"] if numeric else ["category"])
     if noisy:
         frame = pd.DataFrame.from_records(
-            records, columns=[*columns, "count", "noise_std", "ci_low", "ci_high"])
-        return _dp_attrs(frame, stat, edges)
+            records, columns=[*columns, "count", "noisy_count", "noise_std", "ci_low",
+                              "ci_high"])
+        return Histogram.of(_dp_attrs(frame, stat, edges))
     frame = pd.DataFrame.from_records(records, columns=[*columns, "count"])
     frame["count"] = frame["count"].astype(np.int64)
     federation = stat.federation
@@ -193,7 +198,7 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
             "read too low" if suppressed else "no cell was suppressed")}})
     if edges is not None:
         frame.attrs["edges"] = edges
-    return frame
+    return Histogram.of(frame)
 
 
 def excluded(stat: Statistic, value: Callable[[Key], float]) -> dict[str, float]:
@@ -205,7 +210,7 @@ def excluded(stat: Statistic, value: Callable[[Key], float]) -> dict[str, float]
 
 def _dp_attrs(frame: pd.DataFrame, stat: Statistic, edges: list[float] | None) -> pd.DataFrame:
     """The attrs of a DP histogram: what was spent, and the noisy excluded count."""
-    frame["count"] = frame["count"].astype(np.float64)
+    frame["count"] = frame["count"].astype(np.int64)
     frame.attrs.update({
         "privacy": stat.privacy, "federation": stat.federation,
         **excluded(stat, lambda key: stat.real(key)),

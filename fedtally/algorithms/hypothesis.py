@@ -63,6 +63,8 @@ from scipy import special, stats
 
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds.counts import OUTSIDE
+from engine.suggest import did_you_mean, unknown
+from fedtally import coverage
 from fedtally.algorithms.common import INTERCEPT
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
@@ -140,22 +142,21 @@ def no_rows(federation: Mapping[str, Any], what: str = "the analysis") -> Degene
 
 def resolved_datasets(fed: Analyses, data_model: str | None,
                       datasets: Sequence[str] | str | None) -> list[str]:
-    """The datasets a query covers: those given, or every dataset the federation holds."""
-    model = Analyses.model(fed, data_model)
-    if isinstance(datasets, str):
-        datasets = [datasets]
-    if datasets is not None:
-        unknown = [d for d in datasets if d not in model.datasets()]
-        if unknown:
-            raise QueryError(f"unknown dataset(s) {unknown} in {model.name}")
-        return list(dict.fromkeys(datasets))
-    held = fed.datasets()
-    return sorted(d for m, d in held.index if m == model.name)
+    """The datasets a query covers: those given, or every dataset the data model declares,
+    less those no online node holds (reported as :class:`fedtally.IncompleteAnswer`, or an
+    error under ``strict``)."""
+    scope = Analyses.scope(fed, data_model, datasets)
+    if not scope.sent:
+        raise QueryError(f"no online node holds dataset(s) {list(scope.asked)}")
+    if scope.offline:
+        coverage.report([f"dataset {d!r}: {coverage.OFFLINE}" for d in scope.offline],
+                        scope.offline, strict=coverage.strict_now(fed.strict))
+    return list(scope.sent)
 
 
 def check_numeric(view: PlanModel, variable: str) -> None:
     if not isinstance(variable, str) or not view.has_variable(variable):
-        raise QueryError(f"unknown variable {variable!r}")
+        raise QueryError(unknown("variable", variable, view.variable_names()))
     if not view.is_numeric(variable):
         raise QueryError(f"{variable!r} is categorical; a numeric variable is needed here")
 
@@ -165,7 +166,7 @@ def check_factor(view: PlanModel, variable: str) -> None:
     if variable == DATASET:
         return
     if not isinstance(variable, str) or not view.has_variable(variable):
-        raise QueryError(f"unknown variable {variable!r}")
+        raise QueryError(unknown("variable", variable, view.variable_names()))
     if view.is_numeric(variable):
         raise QueryError(f"{variable!r} is numeric; a categorical variable is needed here")
 
@@ -565,7 +566,8 @@ def ttest_independent(fed: Analyses, y: str, group: str, a: str, b: str,
                                  filters=filters, data_model=data_model, privacy=privacy)
     for level in (a, b):
         if level not in where:
-            raise QueryError(f"{level!r} is not a level of {group!r} (here: {list(where)})")
+            raise QueryError(f"{level!r} is not a level of {group!r} (here: {list(where)})"
+                             + did_you_mean(level, where))
     if privacy_["mode"] == "dp":
         return _dp_independent(stat, y, group, {level: where[level] for level in (a, b)},
                                equal_var, alternative, alpha)

@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import special
 
 from engine.errors import DegenerateInput, QueryError
+from engine.suggest import unknown
 from fedtally.algorithms.common import INTERCEPT, triangle
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
@@ -82,7 +83,7 @@ def _numeric_variables(variables: Sequence[str] | str, view: PlanModel, what: st
         raise QueryError(f"{what}: a variable is named twice in {list(names)}")
     for name in names:
         if not view.has_variable(name):
-            raise QueryError(f"unknown variable {name!r}")
+            raise QueryError(unknown("variable", name, view.variable_names()))
         if not view.is_numeric(name):
             raise QueryError(f"{what} needs numeric variables; {name!r} is categorical")
     return names

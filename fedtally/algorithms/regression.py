@@ -53,6 +53,7 @@ from scipy import stats
 
 from engine.design import Term
 from engine.errors import DegenerateInput, QueryError
+from engine.suggest import did_you_mean, unknown
 from fedtally.algorithms.common import (
     check_privacy,
     exact_inverse,
@@ -101,7 +102,7 @@ def check_inputs(view: PlanModel, y: str, x: Sequence[str] | str) -> list[str]:
     """The predictor list, after checking it names known, distinct variables other than y."""
     predictors = [x] if isinstance(x, str) else list(x)
     if not view.has_variable(y):
-        raise QueryError(f"unknown variable {y!r}")
+        raise QueryError(unknown("variable", y, view.variable_names()))
     if not predictors:
         raise QueryError("give at least one predictor in x")
     if len(set(predictors)) != len(predictors):
@@ -110,7 +111,7 @@ def check_inputs(view: PlanModel, y: str, x: Sequence[str] | str) -> list[str]:
         raise QueryError(f"{y!r} is the outcome; it cannot also be a predictor")
     for variable in predictors:
         if not view.has_variable(variable):
-            raise QueryError(f"unknown variable {variable!r}")
+            raise QueryError(unknown("variable", variable, view.variable_names()))
     return predictors
 
 
@@ -398,7 +399,8 @@ def outcome_spec(view: PlanModel, y: str, positive_class: Any) -> tuple[dict[str
     if positive_class is None:
         raise QueryError(f"name the positive_class of {y!r} (one of {list(levels)})")
     if str(positive_class) not in levels:
-        raise QueryError(f"{positive_class!r} is not a level of {y!r} ({list(levels)})")
+        raise QueryError(f"{positive_class!r} is not a level of {y!r} ({list(levels)})"
+                         + did_you_mean(positive_class, levels))
     return {"var": y, "positive": str(positive_class)}, str(positive_class)
 
 

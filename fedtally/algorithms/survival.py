@@ -53,6 +53,7 @@ from scipy import stats
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_GRID
 from engine.plans import check_variable
+from engine.suggest import did_you_mean
 from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.dp import privacy_spec
@@ -207,7 +208,9 @@ def _query(fed: Analyses, algorithm: str, duration: str, event: str, by: str | N
         event_level = None
     elif event_level is None or str(event_level) not in view.levels(event):
         raise QueryError(f"name the event_level of the categorical {event!r} "
-                         f"(one of {list(view.levels(event))})")
+                         f"(one of {list(view.levels(event))})"
+                         + ("" if event_level is None
+                            else did_you_mean(event_level, view.levels(event))))
     grid = time_grid(model, duration, times, horizon)
     parameters: dict[str, Any] = {"duration": duration, "event": event, "grid": grid}
     if event_level is not None:

@@ -92,12 +92,17 @@ def test_histogram_and_table_approach_exact(fed: SimulatedFederation,
                                             exact_fed: SimulatedFederation) -> None:
     exact = histogram(exact_fed, "age", bins=6)
     noisy = histogram(fed, "age", bins=6, privacy=HUGE)
-    assert list(noisy.columns) == ["bin_start", "bin_end", "count", "noise_std", "ci_low",
-                                   "ci_high"]
-    assert noisy["count"].dtype == np.float64
-    assert np.allclose(noisy["count"], exact["count"], atol=0.1)
+    # issue 13: count is post-processed (a non-negative integer); noisy_count is the
+    # released total, which the noise std and the interval describe
+    assert list(noisy.columns) == ["bin_start", "bin_end", "count", "noisy_count", "noise_std",
+                                   "ci_low", "ci_high"]
+    assert noisy["count"].dtype == np.int64 and (noisy["count"] >= 0).all()
+    assert noisy["noisy_count"].dtype == np.float64
+    assert (noisy["count"] == exact["count"]).all()
+    assert np.allclose(noisy["noisy_count"], exact["count"], atol=0.1)
     assert (noisy["noise_std"] > 0).all() and (noisy["noise_std"] < 0.05).all()
-    assert (noisy["ci_low"] < noisy["count"]).all() and (noisy["count"] < noisy["ci_high"]).all()
+    assert (noisy["ci_low"] < noisy["noisy_count"]).all()
+    assert (noisy["noisy_count"] < noisy["ci_high"]).all()
     assert noisy.attrs["privacy"]["mode"] == "dp"
     assert noisy.attrs["privacy"]["rho"] == pytest.approx(1e4)
     assert noisy.attrs["excluded"] == pytest.approx(exact.attrs["excluded"], abs=0.1)
@@ -239,7 +244,9 @@ def test_onesample_dp_fields(fed: SimulatedFederation) -> None:
     assert result.pvalue == pytest.approx(float(stats.norm.sf(result.statistic)))
     assert result.statistic == pytest.approx(result.mean_diff / result.se)
     assert list(result.samples.columns) == ["nobs", "mean", "std", "mean_noise_std"]
-    assert result.privacy == {"mode": "dp", "rho": 0.5, "honest_nodes_assumed": 1}
+    assert result.privacy.items() >= {"mode": "dp", "rho": 0.5,
+                                      "honest_nodes_assumed": 1}.items()
+    assert result.privacy["count_noise_std"] > 0  # the noise of a count, on every DP result
 
 
 # --- the DP chi-square p-value keeps its level ------------------------------------------------
@@ -308,4 +315,6 @@ def test_bad_requests_fail_before_any_work(data: dict[str, pd.DataFrame],
     bounded = fedtally.DP(rho=0.5, bounds={"age": (18, 100), "nihss": (0, 42)})
     for call in calls:
         call(bounded)
-    assert fed.budget()["spent_rho"].tolist() == pytest.approx([2.0] * 3)
+    # budget() also lists the granted "*" budget (issue 13): the spending is per dataset
+    spent = fed.budget().drop(index="*", level="dataset")["spent_rho"]
+    assert spent.tolist() == pytest.approx([2.0] * 3)

@@ -1,0 +1,25 @@
+""""Did you mean" hints for names a person typed: variables, datasets, data models, levels."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """``"; did you mean 'age'?"`` naming up to three close choices, or ``""`` when none is
+    close. Case is ignored first (``'Age'`` finds ``'age'``), then spelling."""
+    options = [str(c) for c in choices]
+    text = str(name)
+    folded = [c for c in options if c.casefold() == text.casefold()]
+    close = folded or difflib.get_close_matches(text, options, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?"
+
+
+def unknown(what: str, name: object, choices: Iterable[object], where: str = "") -> str:
+    """The text of an unknown-name error: ``unknown variable 'agee' in m:1; did you mean
+    'age'?``."""
+    place = f" in {where}" if where else ""
+    return f"unknown {what} {str(name)[:80]!r}{place}{did_you_mean(name, choices)}"
