@@ -54,7 +54,9 @@ def _columns(left: Fields, right: Fields) -> list[str]:
             if i < len(side):
                 label, value = side[i]
                 text = _fmt(value)
-                cells.append(f"{label + ':':<{half - len(text) - 1}}{text} ")
+                # A long value (many predictors) overflows its column rather than failing.
+                width = max(half - len(text) - 1, len(label) + 2)
+                cells.append(f"{label + ':':<{width}}{text} ")
             else:
                 cells.append(" " * half)
         lines.append("".join(cells).rstrip())
