@@ -20,7 +20,7 @@ from engine.errors import QueryError
 from engine.plans import Layout, layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
-from fedtally import results
+from fedtally import centring, results
 from fedtally.dp import privacy_spec
 from fedtally.receipts import Receipts
 from node import filters as filter_trees
@@ -127,6 +127,10 @@ class Analyses(ABC):
         spec = QuerySpec(algorithm, model.name, chosen, tuple(variables), by,
                          self._filter_json(filters, model), privacy=privacy_spec(privacy),
                          kind=kind, parameters=dict(parameters or {}))
+        # sums of squares are centred and scaled by public values (fedtally/centring.py)
+        return centring.precise(spec, model, lambda one: self._run(one, model))
+
+    def _run(self, spec: QuerySpec, model: DataModel) -> results.Statistic:
         plan = layout(spec, PlanModel(model), self.max_rows_per_node,
                       honest_nodes=self.dp_honest_nodes)
         reply = self._execute(spec, plan)
