@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from node.datamodel import DATASET, DataModel, LocalDataError, Variable
+from node.numbers import arrow_text, parse_numbers
 
 __all__ = [
     "Problem",
@@ -114,7 +115,7 @@ def coerce(df: pd.DataFrame, model: DataModel) -> pd.DataFrame:
         series = df[code]
         na = series.isna().to_numpy(dtype=bool)
         if var.is_numeric:
-            values, bad = _numbers(series, na)
+            values, bad = parse_numbers(series, na)
             missing = na | _blank_among(series, bad)
             bad &= ~missing
             bad |= np.isinf(values)
@@ -230,7 +231,7 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
         if mask.any():
             found.append(_Finding(position, column, mask, describe))
 
-    arrow = _arrow_text(series)
+    arrow = arrow_text(series)
     if arrow is not None:
         na = np.asarray(arrow.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     else:
@@ -251,7 +252,7 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
         bad &= ~_blank_among(series, bad)
         add(bad, lambda i: f"value {value(i)} is not a code of ({shown}{more})")
     elif var.is_numeric:
-        values, bad = _numbers(series, na, arrow)
+        values, bad = parse_numbers(series, na, arrow)
         blank = _blank_among(series, bad)
         bad &= ~blank
         add(bad, lambda i: f"value {value(i)} is not a number")
@@ -309,53 +310,9 @@ def _all_text(series: pd.Series) -> bool:
     return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
 
 
-def _arrow_text(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
-    """The column as Arrow text if it holds only text (and missing values), else ``None``.
-
-    Its null mask is exactly ``isna()`` (NaN, None and NA are all null) and, for the object
-    columns pandas 2 reads text into, far cheaper to get than ``isna()`` itself.
-    """
-    if series.dtype != object and not isinstance(series.dtype, pd.StringDtype):
-        return None
-    try:
-        arrow = pa.array(series, from_pandas=True)
-    except (pa.ArrowException, ValueError, TypeError):
-        return None
-    if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):
-        return arrow
-    return None
-
-
-def _numbers(
-    series: pd.Series, missing: np.ndarray, arrow: pa.Array | pa.ChunkedArray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, mask of present values that are not numbers)."""
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return np.full(len(series), np.nan), ~missing
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return series.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(series), bool)
-    values: np.ndarray | None = None
-    try:
-        # fast path: pyarrow parses a whole text column strictly, or fails on the first bad cell
-        if arrow is None:
-            arrow = pa.array(series, from_pandas=True)
-        if not pa.types.is_boolean(arrow.type):
-            values = pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowException, ValueError, TypeError):
-        values = None
-    if values is None:
-        # slow path, only when something is wrong: booleans are not numbers
-        objects = [None if isinstance(v, bool | np.bool_) else v for v in series.to_numpy(object)]
-        values = pd.to_numeric(pd.Series(objects, dtype=object), errors="coerce").to_numpy(
-            dtype="float64", na_value=np.nan
-        )
-    values = np.asarray(values, dtype="float64")
-    return values, ~missing & np.isnan(values)
-
-
 def as_numbers(series: pd.Series) -> np.ndarray:
     """Values as float64, NaN where missing or not a number (text is parsed, as validated)."""
-    values, _ = _numbers(series, series.isna().to_numpy(dtype=bool))
+    values, _ = parse_numbers(series)
     return values
 
 
