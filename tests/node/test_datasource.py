@@ -173,7 +173,15 @@ def test_from_config(tmp_path: Path) -> None:
     assert DataSource.from_config({"path": "/x/rows.PARQUET"}).kind == "parquet"
     assert DataSource.from_config({"url": "sqlite:///x.db", "table": "t"}).kind == "sql"
     with pytest.raises(ConfigurationError, match="unknown data source keys"):
-        DataSource.from_config({"path": "a.csv", "delimiter": ";"})
+        DataSource.from_config({"path": "a.csv", "sep": ";"})
+    assert DataSource.from_config({"path": "a.csv", "delimiter": ";", "encoding": "cp1252"}) \
+        == DataSource("csv", path=Path("a.csv"), delimiter=";", encoding="cp1252")
+    with pytest.raises(ConfigurationError, match="delimiter"):
+        DataSource.from_config({"path": "a.csv", "delimiter": ":"})
+    with pytest.raises(ConfigurationError, match="encoding"):
+        DataSource.from_config({"path": "a.csv", "encoding": "klingon"})
+    with pytest.raises(ConfigurationError, match="CSV sources only"):
+        DataSource.from_config({"path": "a.parquet", "delimiter": ";"})
     with pytest.raises(ConfigurationError, match="kind"):
         DataSource.from_config({"path": "rows.txt"})
     with pytest.raises(ConfigurationError, match="needs 'url' and 'table'"):
