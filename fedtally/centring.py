@@ -27,6 +27,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from engine.kinds.centring import MAX_REACH, PARAMETER, Centring
+from engine.kinds.params import folds_of
 from engine.plans import Key, groups
 from engine.query import QuerySpec
 from fedtally.results import Statistic
@@ -101,10 +102,8 @@ def _totals(stat: Statistic, variable: str) -> tuple[Fraction, Fraction, Fractio
         terms = spec.parameters["terms"]
         one = next(i for i, t in enumerate(terms) if "const" in t)
         t = next(i for i, term in enumerate(terms) if term == {"var": variable})
-        folds = sorted({k[1] for k in (s.key for s in stat.layout.slots) if k[0] == "xx"},
-                       key=lambda f: -1 if f is None else int(f))  # type: ignore[arg-type]
         keys = [(("xx", f, one, one), ("xx", f, min(one, t), max(one, t)), ("xx", f, t, t))
-                for f in folds]
+                for f in folds_of(spec)]
     n = sum((stat.released(k[0]) for k in keys), Fraction(0))
     s = sum((stat.released(k[1]) for k in keys), Fraction(0))
     q = sum((stat.released(k[2]) for k in keys), Fraction(0))

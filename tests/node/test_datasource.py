@@ -217,7 +217,7 @@ def test_peer_csvs_load() -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("age;sex;dataset\n50;F;a\n".encode(), "holds 2 semicolons and no commas, so its fields "
+    (b"age;sex;dataset\n50;F;a\n", "holds 2 semicolons and no commas, so its fields "
                                            "seem separated by ';'.*\"delimiter\": \";\""),
     (b"age\tsex\n50\tF\n", "holds 1 tab and no commas"),
     (b"age|sex\n50|F\n", "separated by '|'"),
