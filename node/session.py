@@ -147,8 +147,8 @@ class NodeSession:
                         else "sums of " + (", ".join(kind.summed(spec, view)) or "its variables"))
                 raise QueryError(f"{what} could exceed the exactly encodable range "
                                  f"|sum| < 2^{REAL_INT_BITS} (about {limit:.2g}) at this node; "
-                                 "declare the variable's min and max in the data model (its "
-                                 "values are then centred and scaled) or rescale it")
+                                 "declare its variables' min and max in the data model (a "
+                                 "declared variable is centred and scaled), or rescale it")
 
     def asked(self, spec: QuerySpec, researcher: str, query_id: bytes,
               digest: bytes) -> Asked:
