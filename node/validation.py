@@ -144,7 +144,8 @@ class CheckReport:
 
     def text(self) -> str:
         datasets = ", ".join(self.datasets) or "none"
-        lines = [f"{self.rows} rows for data model {self.model}; datasets: {datasets}", ""]
+        valid = "valid rows" if self.ok else "rows"
+        lines = [f"{self.rows} {valid} of {self.model}; datasets {datasets}", ""]
         table = self.summary[self.summary["present"]].drop(columns="present")
         table.columns = ["type", "values", "missing", "out of range", "invalid"]
         if len(table):

@@ -86,7 +86,7 @@ _MODEL = ('{"format": "fedtally-datamodel/1", "code": "m", "version": "1", "vari
 @pytest.mark.parametrize(("rows", "code", "expected"), [
     # valid: a summary per variable on stdout, the unknown column as a warning
     ("dataset,age,sex,id\na,70,F,1\na,,M,2\na,40,,3\n", 0,
-     ["a: 3 rows for data model m:1; datasets: a", "out of range", "int [18, 100]",
+     ["a: 3 valid rows of m:1; datasets a", "out of range", "int [18, 100]",
       "warning: column 'id': not a variable of data model m:1", "the data is valid"]),
     # a renamed header: served, "sex == 'F'" would match nothing
     ("dataset,age,gender\na,70,F\na,50,M\n", 1,

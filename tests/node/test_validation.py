@@ -327,7 +327,7 @@ def test_check_summarises_every_variable() -> None:
     assert summary.loc["score", "missing"] == 1
     assert report.absent == ("note",) and report.unknown == ("extra",)
     text = report.text()
-    for expected in ("3 rows for data model toy:1; datasets: d1, d2", "out of range",
+    for expected in ("3 rows of toy:1; datasets d1, d2", "out of range",
                      "no column (missing for every row here): note",
                      "not in the data model: extra", "4 problem(s):",
                      "row 2, column 'age': value '140' is above the maximum 130",
@@ -345,3 +345,15 @@ def test_values_people_type_get_a_hint_and_bounds_show_exactly() -> None:
                                                    max=-0.98334576701081211)})
     [above] = validate(_rows(age=["-0.98334576701081200", None, None]), model)
     assert above.message.endswith("above the maximum -0.9833457670108121")
+
+
+def test_node_serve_logs_the_warnings_and_absent_variables(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """They were computed and never shown: node serve validates with check_valid."""
+    df = _rows(extra=["1", "2", "3"])
+    with caplog.at_level("INFO", logger="fedtally.node"):
+        check_valid(df, _model())
+        check_valid(_rows().drop(columns="note"), _model())
+    text = caplog.text
+    assert "column 'extra': not a variable of data model toy:1 (warning)" in text
+    assert "no column for 1 variable(s), missing at this node: note" in text
