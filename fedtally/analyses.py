@@ -22,7 +22,7 @@ from engine.plans import Layout, layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from engine.suggest import unknown
-from fedtally import coverage, progress, results
+from fedtally import centring, coverage, progress, results
 from fedtally.coverage import Scope
 from fedtally.display import DescriptiveStats
 from fedtally.dp import privacy_spec
@@ -176,6 +176,12 @@ class Analyses(ABC):
         spec = QuerySpec(algorithm, model.name, scope.sent, tuple(variables), by,
                          self._filter_json(filters, model), privacy=privacy_spec(privacy),
                          kind=kind, parameters=dict(parameters or {}))
+        # sums of squares are centred and scaled by public values (fedtally/centring.py)
+        return centring.precise(spec, model,
+                                lambda one: self._run(one, model, scope, strict))
+
+    def _run(self, spec: QuerySpec, model: DataModel, scope: Scope, strict: bool
+             ) -> results.Statistic:
         plan = layout(spec, PlanModel(model), self.max_rows_per_node,
                       honest_nodes=self.dp_honest_nodes, verifiable=self.verifiable_totals)
         reply = self._execute(spec, plan)

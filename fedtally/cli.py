@@ -78,13 +78,19 @@ def _node_serve(args: argparse.Namespace) -> int:
 
 
 def _node_check(args: argparse.Namespace) -> int:
-    from node.config import load_node_config
-    from node.service import load_data
+    from node.config import load_model, load_node_config
+    from node.datasource import load_all
+    from node.validation import check, coerce
 
     config = load_node_config(Path(args.config))
-    data = load_data(config)
-    print(f"{config.me.name}: {len(data.rows)} valid rows of {data.model.name}; datasets "
-          f"{', '.join(data.catalog()['data_models'][data.model.name]['datasets_held'])}")
+    if config.model_path is None:
+        raise ConfigurationError("the node configuration names no data_model")
+    rows, model = load_all(config.sources), load_model(config.model_path)
+    report = check(rows, model)  # what node serve refuses, and a summary per variable
+    print(f"{config.me.name}: {report.text()}", file=sys.stdout if report.ok else sys.stderr)
+    if not report.ok:
+        return EXIT_FAILURE
+    coerce(rows, model)  # the typing node serve does next
     return 0
 
 

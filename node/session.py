@@ -162,10 +162,12 @@ class NodeSession:
                 mine = self.data.rows[self.data.rows[DATASET].isin(spec.datasets).to_numpy()]
                 sums = kind.abs_sums(spec, mine, view) if kind.abs_sums is not None else {}
             if not sums.get(slot.key, math.inf) < limit:
-                summed = ", ".join(kind.summed(spec, view)) or "its variables"
-                raise QueryError(f"sums of {summed} could exceed the exactly encodable range "
-                                 f"(2^{REAL_INT_BITS}) at this node; declare their bounds in "
-                                 "the data model or rescale them")
+                what = (kind.describe(spec, view, slot.key) if kind.describe is not None
+                        else "sums of " + (", ".join(kind.summed(spec, view)) or "its variables"))
+                raise QueryError(f"{what} could exceed the exactly encodable range "
+                                 f"|sum| < 2^{REAL_INT_BITS} (about {limit:.2g}) at this node; "
+                                 "declare its variables' min and max in the data model (a "
+                                 "declared variable is centred and scaled), or rescale it")
 
     def asked(self, spec: QuerySpec, researcher: str, query_id: bytes,
               digest: bytes) -> Asked:

@@ -5,6 +5,10 @@ Cells: (dataset, group) partition the rows (the groups are the levels of ``by`` 
 rows whose ``by`` is missing); inside a cell, each variable's present and missing values
 are two cells of their own. The sums go with the count of the values they add, so a cohort
 of many rows of which one holds the variable releases nothing about it.
+
+With ``"centring": {variable: [c, h]}`` (public values, :mod:`engine.kinds.centring`) the
+sums are of ``(x - c) / h``: the same statistic, exact to the last digits wherever the data
+lie. The non-zero guard still counts the plain values.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import QueryError
+from engine.kinds import centring
 from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude
 from engine.kinds.frame import level_codes, numeric
 from engine.plans import DATASET, MISSING, Disclosure, Key, ModelView, Slot, groups
@@ -28,9 +33,14 @@ def _numeric(spec: QuerySpec, model: ModelView) -> list[str]:
     return [v for v in spec.variables if model.is_numeric(v)]
 
 
+def _centring(spec: QuerySpec, model: ModelView) -> centring.Centring:
+    return centring.centring_of(spec, model, _numeric(spec, model))
+
+
 def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     if not spec.variables:
         raise QueryError(f"{spec.algorithm} needs at least one variable")
+    _centring(spec, model)
     slots = []
     for d in spec.datasets:
         for g in groups(spec, model):
@@ -53,6 +63,7 @@ def _size(spec: QuerySpec, model: ModelView) -> int:
 def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
     out = Computed(rows=len(rows))
     values = {v: numeric(rows, v) for v in _numeric(spec, model)}
+    shifts = _centring(spec, model)
     has = {v: rows[v].notna().to_numpy() for v in spec.variables if v not in values}
     dataset_codes = level_codes(rows, DATASET, spec.datasets)
     levels = model.levels(spec.by) if spec.by else ()
@@ -71,10 +82,15 @@ def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
                     column = values[variable][selected]
                     finite = column[~np.isnan(column)]
                     n = int(finite.size)
-                    out.values[("sum", dataset, group, variable)] = float(np.sum(finite))
-                    out.values[("sumsq", dataset, group, variable)] = float(np.dot(finite, finite))
+                    # the guard counts the plain values: the centred sums determine theirs
                     out.guards[present] = {Guard.VALUES: n,
                                            Guard.NONZERO: int(np.count_nonzero(finite))}
+                    sums = ("sum", dataset, group, variable), ("sumsq", dataset, group, variable)
+                    if variable in shifts:
+                        finite = centring.centred(finite, *shifts[variable])
+                        nothing = centring.zeros(n, *shifts[variable])
+                        out.zeros.update(zip(sums, _sums(nothing), strict=True))
+                    out.values.update(zip(sums, _sums(finite), strict=True))
                 else:
                     n = int(has[variable][selected].sum())
                     out.guards[present] = {Guard.VALUES: n}
@@ -85,23 +101,35 @@ def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
     return out
 
 
+def _sums(values: np.ndarray) -> tuple[float, float]:
+    return float(np.sum(values)), float(np.dot(values, values))
+
+
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
                ) -> Callable[[Key], float]:
+    shifts = _centring(spec, model)
+    reach = {v: centring.row_reach(spec, model, v, shifts) for v in shifts}
+
     def bound(key: Key) -> float:
-        if key[0] == "sum":
-            return magnitude(str(key[3]))
-        if key[0] == "sumsq":
-            return magnitude(str(key[3])) ** 2
+        if key[0] in ("sum", "sumsq"):
+            variable = str(key[3])
+            one = reach[variable] if variable in reach else magnitude(variable)
+            return one if key[0] == "sum" else one ** 2
         return 1.0
 
     return bound
 
 
 def _abs_sums(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> dict[Key, float]:
-    """Per dataset, sum |x| and sum x^2 over all its rows: bounds of every group's sums."""
+    """Per dataset, sum |x| and sum x^2 over all its rows: bounds of every group's sums.
+    Centred variables are left out: their public row bounds must do, so that no choice of
+    scale makes a refusal depend on the rows."""
     out: dict[Key, float] = {}
     dataset_codes = level_codes(rows, DATASET, spec.datasets)
+    shifts = _centring(spec, model)
     for variable in _numeric(spec, model):
+        if variable in shifts:
+            continue
         values = np.nan_to_num(np.abs(numeric(rows, variable)))
         for d_index, dataset in enumerate(spec.datasets):
             part = values[dataset_codes == d_index]
@@ -111,7 +139,17 @@ def _abs_sums(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> dict[Key
     return out
 
 
+def _uncentre(spec: QuerySpec, model: ModelView) -> centring.Uncentre:
+    return centring.moments_uncentre(spec, _centring(spec, model))
+
+
+def _describe(spec: QuerySpec, model: ModelView, key: Key) -> str:
+    what = {"sum": "the sum", "sumsq": "the sum of squares"}.get(str(key[0]), "the count")
+    return f"{what} of {key[-1]!r}"
+
+
 KIND = Kind("moments", _layout, _compute, _row_bound, size=_size, abs_sums=_abs_sums,
+            uncentre=_uncentre, describe=_describe,
             row_cost=lambda spec, model: 8 * (len(spec.variables) + 4),
             summed=_numeric,
             # a row is in one cell; per variable it adds to count, sum and sum of squares,

@@ -154,14 +154,18 @@ def linear_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str, n_splits
              for i in range(len(terms))]
     keep = present_terms(terms[:-1], total)
     labels = names([terms[k] for k in keep])
+    columns = [*keep, len(terms) - 1]
+    # sums of squares about the nodes' centres: what "constant" is judged against
+    about = [[stat.about_centre(("xx", f, k, k)) for k in columns] for f in folds]
     betas = []
     for f in folds:
         if counts[f] == 0:
             raise DegenerateInput(f"fold {f + 1} has no rows ({n} rows in all)")
         train = [[total[i][j] - per_fold[f][i][j] for j in range(len(terms))]
                  for i in range(len(terms))]
-        fit = ols_fit(sub_matrix(train, [*keep, len(terms) - 1]), n - counts[f], labels,
-                      _in_fold(f))
+        floors = [sum((about[g][c] for g in folds if g != f), Fraction(0))
+                  for c in range(len(columns))]
+        fit = ols_fit(sub_matrix(train, columns), n - counts[f], labels, _in_fold(f), floors)
         betas.append([float(b) for b in fit.beta])
     kept_terms: list[Term] = [terms[k] for k in keep]
     evaluation = fed.statistic("linear_regression_cv", kind="regression_eval", **common,

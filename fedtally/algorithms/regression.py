@@ -140,13 +140,16 @@ def present_terms(terms: Sequence[Term], gram: Sequence[Sequence[Fraction]]) -> 
 
 
 def check_rank(gram: Sequence[Sequence[Fraction]], labels: Sequence[str],
-               what: str = "") -> None:
+               what: str = "", floors: Sequence[Fraction] | None = None) -> None:
     """Raise DegenerateInput if a column is constant or collinear with the earlier ones.
 
     Symmetric elimination in term order, in exact arithmetic: the k-th pivot over the k-th
-    diagonal entry is ``1 - R^2`` of column k on the columns before it (uncentred), which a
+    column's sum of squares is ``1 - R^2`` of column k on the columns before it, which a
     constant column (after the intercept) or a linear combination brings to the rounding
-    level of the nodes' float64 sums."""
+    level of the nodes' float64 sums. ``floors`` are the sums of squares the nodes
+    rounded against (about the centres they used, :meth:`Statistic.about_centre`; the
+    diagonal where nothing was centred), so the test does not depend on the data's
+    location."""
     p = len(gram)
     work = [list(row) for row in gram]
     for k in range(p):
@@ -154,7 +157,8 @@ def check_rank(gram: Sequence[Sequence[Fraction]], labels: Sequence[str],
         if diagonal == 0:
             raise DegenerateInput(f"{labels[k]} is zero on every row{what}")
         pivot = work[k][k]
-        if pivot <= 0 or pivot / diagonal < RANK_TOL:
+        floor = diagonal if floors is None else floors[k]
+        if pivot <= 0 or pivot / floor < RANK_TOL:
             earlier = "the intercept" if k == 1 else "the earlier columns"
             raise DegenerateInput(f"{labels[k]} is constant or a linear combination of "
                                   f"{earlier}{what}: the design is singular")
@@ -199,8 +203,9 @@ class OLSFit:
 
 
 def ols_fit(cross: Sequence[Sequence[Fraction]], n: int, labels: Sequence[str],
-            what: str = "") -> OLSFit:
-    """OLS from the exact cross-products of ``[Intercept, predictors..., y]`` (y last)."""
+            what: str = "", floors: Sequence[Fraction] | None = None) -> OLSFit:
+    """OLS from the exact cross-products of ``[Intercept, predictors..., y]`` (y last);
+    ``floors`` as for :func:`check_rank`, one per column."""
     p = len(cross) - 1
     if n == 0:
         raise DegenerateInput(f"no complete rows{what}: every row misses a variable or is "
@@ -211,12 +216,12 @@ def ols_fit(cross: Sequence[Sequence[Fraction]], n: int, labels: Sequence[str],
     xx = sub_matrix(cross, range(p))
     xy = [cross[i][p] for i in range(p)]
     yy = cross[p][p]
-    check_rank(xx, labels, what)
+    check_rank(xx, labels, what, None if floors is None else floors[:p])
     inverse = exact_inverse(xx)
     beta = [sum((a * b for a, b in zip(row, xy, strict=True)), Fraction(0)) for row in inverse]
     ssr = yy - sum((b * c for b, c in zip(beta, xy, strict=True)), Fraction(0))
     centered_tss = yy - xy[0] * xy[0] / n  # xy[0] is the sum of y (the intercept column)
-    if centered_tss <= 0 or centered_tss / yy < RANK_TOL:
+    if centered_tss <= 0 or centered_tss / (yy if floors is None else floors[p]) < RANK_TOL:
         raise DegenerateInput(f"the outcome is constant{what}")
     if ssr <= 0 or ssr / centered_tss < RANK_TOL:
         raise DegenerateInput(f"the predictors fit the outcome exactly (R^2 = 1){what}")
@@ -318,8 +323,9 @@ def linear_regression(fed: Analyses, y: str, x: Sequence[str] | str, *,
     keep = present_terms(terms[:-1], cross) + [len(terms) - 1]
     cross = sub_matrix(cross, keep)
     labels = names([terms[k] for k in keep[:-1]])
+    floors = [stat.about_centre(("xx", None, k, k)) for k in keep]
     try:
-        fit = ols_fit(cross, n, labels)
+        fit = ols_fit(cross, n, labels, floors=floors)
     except DegenerateInput as exc:
         if noisy:  # e.g. a noisy residual sum of squares below zero
             raise DegenerateInput("the noisy sufficient statistics cannot be fitted at this "
