@@ -90,7 +90,7 @@ def _response_size(public: PaillierPublicKey) -> int:
 
 
 def proof_size(public: PaillierPublicKey) -> int:
-    """Bytes of one proof, whatever the number of ciphertexts it covers (626 at 3072 bits)."""
+    """Bytes of one proof, whatever the number of ciphertexts it covers (628 at 3072 bits)."""
     return CHALLENGE_BITS // 8 + _modulus_size(public) + _response_size(public)
 
 

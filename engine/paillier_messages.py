@@ -28,7 +28,7 @@ from engine.service_messages import MAX_RECEIPT, REQUEST_ID
 
 #: one node's ciphertexts (1,000,000 values of 32 bits at 3072 bits is about 9 MB)
 MAX_CIPHERTEXT_BYTES = 16 * 1024 * 1024
-#: one proof of plaintext knowledge (626 bytes at 3072 bits, under 1,600 at 8192)
+#: one proof of plaintext knowledge (628 bytes at 3072 bits, under 1,600 at 8192)
 MAX_PROOF_BYTES = 4096
 DIGEST = Bytes(DIGEST_SIZE, exact=DIGEST_SIZE)
 KEY = Bytes(KEY_SIZE, exact=KEY_SIZE)
