@@ -2,9 +2,10 @@
 
 It collects signed encrypted contributions (checking signature, size, ciphertext range and
 invertibility, and the proof of plaintext knowledge, so that a node contributing what it did
-not encrypt is dropped and the round goes on without it), multiplies them (the homomorphic sum), asks every contributor for a partial
-decryption of the product, and hands the sealed partials to the researcher. It never holds
-a key share and cannot open the seals, so it learns neither a node's values nor the total.
+not encrypt is dropped and the round goes on without it), multiplies them (the homomorphic
+sum), asks every contributor for a partial decryption of the product, and hands the sealed
+partials and the contributions to the researcher. It never holds a key share and cannot
+open the seals, so it learns neither a node's values nor the total.
 Driver interface as :class:`engine.secagg_aggregator.SecAggAggregator`.
 """
 

@@ -26,7 +26,7 @@ from crypto import plaintext_proof
 from crypto.encoding import RingVector, plan_ring
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyagreement import X25519KeyPair
-from crypto.paillier import FastEncryptor
+from crypto.paillier import FastEncryptor, randomizer_bits
 from crypto.partial_proof import InvalidPartialDecryption, PartialProof, proof_size, verify
 from crypto.plaintext_proof import InvalidPlaintextProof
 from crypto.randomness import SeededRandom
@@ -1407,6 +1407,10 @@ def test_a_node_refuses_a_share_that_is_not_its_own() -> None:
                                        ThresholdPublic(tp.public, 4, tp.holders)))
     with pytest.raises(LocalError, match="encryptor"):
         s.node("node0", encryptor=encryptor(N, 4))
+    public = s.key.threshold.public
+    too_long = FastEncryptor(public, SeededRandom("long"), randomizer_bits(public.bits) + 1)
+    with pytest.raises(LocalError, match="randomizers"):  # a proof could not cover them
+        s.node("node0", encryptor=too_long)
     with pytest.raises(LocalError, match="participant"):
         s.node("node0", me="node9")
     with pytest.raises(LocalError, match="identity"):
