@@ -20,7 +20,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from crypto import partial_proof
+from crypto import partial_proof, plaintext_proof
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
 from crypto.randomness import SystemRandom
@@ -121,6 +121,7 @@ class NodeService:
             # the fixed-base tables, once per process: encryption randomness and proofs
             self.encryptor = FastEncryptor(key.threshold.public, SystemRandom())
             partial_proof.prepare(key.threshold)
+            plaintext_proof.prepare(key.threshold.public)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""
