@@ -30,6 +30,14 @@ class ConfigurationError(LocalError):
     public = True
 
 
+class InvalidRoundParameters(LocalError, ValueError):
+    """Round parameters no secure sum can run with (too few participants, a ring or vector
+    out of range, an impossible neighbour count). Decoded from a peer, the codec turns it
+    into a :class:`DecodeError`."""
+
+    code = "invalid_round_parameters"
+
+
 # --- a peer misbehaved ----------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ from engine.paillier_messages import (
 )
 
 
-class DecryptionFailed(ProtocolAbort):
+class ThresholdDecryptionFailed(ProtocolAbort):
     """The partial decryptions do not combine to a valid total (a node or the aggregator
     lied, or the result was tampered with): nothing is released."""
 
@@ -98,7 +98,7 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
         verify_all(key.threshold, product, claims, workers=workers)
     except InvalidPartialDecryption as exc:
         liar = key.holders[exc.index - 1] if exc.index else "a node"
-        raise DecryptionFailed(f"the partial decryption of {liar} is wrong: its proof does "
+        raise ThresholdDecryptionFailed(f"the partial decryption of {liar} is wrong: its proof does "
                                "not verify; nothing is released") from exc
     if len(partials) < key.threshold.threshold:
         raise ThresholdNotMet(f"only {len(partials)} partial decryptions; the key needs "
@@ -107,7 +107,7 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
         plaintexts = key.threshold.combine(partials)
         totals = key.packing(p).unpack(plaintexts, p.vector_length, len(contributors))
     except CryptoError as exc:
-        raise DecryptionFailed("the partial decryptions do not combine to a valid total") \
+        raise ThresholdDecryptionFailed("the partial decryptions do not combine to a valid total") \
             from exc
     return RingVector.from_ints(p.ring_bits, totals)
 

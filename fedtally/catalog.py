@@ -12,10 +12,10 @@ from fedtally import display
 from fedtally.algorithms import (
     anova,
     bayes,
+    classical,
     clustering,
     cv,
     histogram,
-    hypothesis,
     multivariate,
     regression,
     survival,
@@ -33,11 +33,11 @@ class Catalog(Analyses):
     """Every analysis of the catalog, built from secure sums (see the algorithm modules)."""
 
     histogram = _method(histogram.histogram)
-    contingency_table = _method(hypothesis.contingency_table)
-    chi_square = _method(hypothesis.chi_square)
-    ttest_onesample = _method(hypothesis.ttest_onesample)
-    ttest_paired = _method(hypothesis.ttest_paired)
-    ttest_independent = _method(hypothesis.ttest_independent)
+    contingency_table = _method(classical.contingency_table)
+    chi_square = _method(classical.chi_square)
+    ttest_onesample = _method(classical.ttest_onesample)
+    ttest_paired = _method(classical.ttest_paired)
+    ttest_independent = _method(classical.ttest_independent)
     anova_oneway = _method(anova.anova_oneway)
     anova_twoway = _method(anova.anova_twoway)
     pearson_correlation = _method(multivariate.pearson_correlation)

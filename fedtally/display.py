@@ -431,9 +431,9 @@ def install() -> None:
     from fedtally.algorithms import (
         anova,
         bayes,
+        classical,
         clustering,
         cv,
-        hypothesis,
         multivariate,
         regression,
         survival,
@@ -442,8 +442,8 @@ def install() -> None:
     classes: dict[type, Callable[[Any], Summary]] = {
         regression.LinearRegressionResult: _ols,
         regression.LogisticRegressionResult: _logit,
-        hypothesis.TTestResult: _ttest,
-        hypothesis.ChiSquareResult: _chi2,
+        classical.TTestResult: _ttest,
+        classical.ChiSquareResult: _chi2,
         anova.AnovaOnewayResult: _anova1,
         anova.AnovaTwowayResult: _anova2,
         multivariate.PearsonResult: _pearson,
@@ -462,7 +462,7 @@ def install() -> None:
     survival.KaplanMeierTable.plot = plot_kaplan_meier  # type: ignore[assignment,method-assign]
     survival.KaplanMeierTable.summary = lambda self: frame_summary(  # type: ignore[attr-defined]
         self, "Kaplan-Meier estimate (federated)")
-    hypothesis.ContingencyTable.summary = lambda self: frame_summary(  # type: ignore[attr-defined]
+    classical.ContingencyTable.summary = lambda self: frame_summary(  # type: ignore[attr-defined]
         self, "Contingency table (federated)")
 
 

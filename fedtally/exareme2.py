@@ -59,17 +59,17 @@ from fedtally.algorithms.bayes import (
     naive_bayes_categorical_predictions,
     naive_bayes_gaussian,
 )
-from fedtally.algorithms.clustering import kmeans
-from fedtally.algorithms.common import INTERCEPT
-from fedtally.algorithms.cv import linear_regression_cv, logistic_regression_cv
-from fedtally.algorithms.histogram import histogram, histogram_edges
-from fedtally.algorithms.hypothesis import (
+from fedtally.algorithms.classical import (
     TTestResult,
     resolved_datasets,
     ttest_independent,
     ttest_onesample,
     ttest_paired,
 )
+from fedtally.algorithms.clustering import kmeans
+from fedtally.algorithms.common import INTERCEPT
+from fedtally.algorithms.cv import linear_regression_cv, logistic_regression_cv
+from fedtally.algorithms.histogram import histogram, histogram_edges
 from fedtally.algorithms.multivariate import (
     PCAResult,
     _correlation,

@@ -52,7 +52,7 @@ from typing import Any
 from engine.errors import ConfigurationError, QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest
 
-__all__ = ["ANY", "Budget", "Policy"]
+__all__ = ["ANY", "BudgetGrant", "Policy"]
 
 ANY = "*"
 DEFAULT_MIN_ROW_COUNT = 10  # as the MIP
@@ -69,7 +69,7 @@ _MAX_NAME = 256
 
 
 @dataclass(frozen=True)
-class Budget:
+class BudgetGrant:
     """A zero-concentrated DP budget (rho), for one researcher on one dataset."""
 
     rho: float
@@ -88,7 +88,7 @@ class Policy:
 
     allowed_algorithms: frozenset[str] | None = None
     min_row_count: int = DEFAULT_MIN_ROW_COUNT
-    budgets: Mapping[str, Mapping[str, Budget]] = field(default_factory=dict)
+    budgets: Mapping[str, Mapping[str, BudgetGrant]] = field(default_factory=dict)
     #: cells (counts) below this are suppressed; defaults to ``min_row_count``
     small_cell_threshold: int | None = None
     #: researchers granted exact answers; None for every researcher (see the module doc)
@@ -139,14 +139,14 @@ class Policy:
             groups[group] = frozenset(members)
         object.__setattr__(self, "budget_groups", MappingProxyType(groups))
         object.__setattr__(self, "_accounts", MappingProxyType(accounts))
-        frozen: dict[str, Mapping[str, Budget]] = {}
+        frozen: dict[str, Mapping[str, BudgetGrant]] = {}
         for researcher, per_dataset in self.budgets.items():
             _check_name(researcher, "a researcher")
-            inner: dict[str, Budget] = {}
+            inner: dict[str, BudgetGrant] = {}
             for dataset, budget in per_dataset.items():
                 _check_name(dataset, "a dataset")
-                if not isinstance(budget, Budget):
-                    raise ConfigurationError("budgets must hold Budget values")
+                if not isinstance(budget, BudgetGrant):
+                    raise ConfigurationError("budgets must hold BudgetGrant values")
                 inner[dataset] = budget
             frozen[researcher] = MappingProxyType(inner)
         object.__setattr__(self, "budgets", MappingProxyType(frozen))
@@ -264,7 +264,7 @@ class Policy:
         """The budget a dataset is charged to: its group's, or its own."""
         return self._accounts.get(dataset, dataset)
 
-    def budget_for(self, researcher: str, dataset: str) -> Budget | None:
+    def budget_for(self, researcher: str, dataset: str) -> BudgetGrant | None:
         """The budget of (researcher, dataset), falling back to ``"*"``; ``None`` if none."""
         for who in (researcher, ANY):
             per_dataset = self.budgets.get(who)
@@ -277,14 +277,14 @@ class Policy:
         return None
 
 
-def _budgets(raw: Any) -> dict[str, dict[str, Budget]]:
+def _budgets(raw: Any) -> dict[str, dict[str, BudgetGrant]]:
     if not isinstance(raw, Mapping):
         raise ConfigurationError("budgets must be an object {researcher: {dataset: {rho}}}")
-    out: dict[str, dict[str, Budget]] = {}
+    out: dict[str, dict[str, BudgetGrant]] = {}
     for researcher, per_dataset in raw.items():
         if not isinstance(per_dataset, Mapping):
             raise ConfigurationError(f"budgets of {researcher!r} must be an object by dataset")
-        inner: dict[str, Budget] = {}
+        inner: dict[str, BudgetGrant] = {}
         for dataset, entry in per_dataset.items():
             where = f"budget of {researcher!r} on {dataset!r}"
             if not isinstance(entry, Mapping):
@@ -293,7 +293,7 @@ def _budgets(raw: Any) -> dict[str, dict[str, Budget]]:
                 raise ConfigurationError(f"{where} must have exactly the key 'rho', or the "
                                          "keys 'epsilon' and 'delta'")
             try:
-                inner[dataset] = Budget(entry["rho"] if "rho" in entry
+                inner[dataset] = BudgetGrant(entry["rho"] if "rho" in entry
                                         else _rho_of(entry["epsilon"], entry["delta"]))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{where}: {exc}") from exc

@@ -45,8 +45,7 @@ from scipy import stats
 
 from engine.design import Term
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.common import INTERCEPT, check_privacy, triangle
-from fedtally.algorithms.hypothesis import (
+from fedtally.algorithms.classical import (
     Sums,
     check_factor,
     check_numeric,
@@ -55,6 +54,7 @@ from fedtally.algorithms.hypothesis import (
     no_rows,
     resolved_datasets,
 )
+from fedtally.algorithms.common import INTERCEPT, check_privacy, triangle
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.results import Statistic
 from node.datamodel import DATASET, PlanModel

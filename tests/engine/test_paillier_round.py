@@ -67,7 +67,7 @@ from engine.paillier_messages import (
     partial_statement,
 )
 from engine.paillier_node import PaillierNode, PaillierStage
-from engine.paillier_result import DecryptionFailed, open_result
+from engine.paillier_result import ThresholdDecryptionFailed, open_result
 from engine.params import RoundParams
 from engine.simulate import PaillierTranscript, Tamper, make_params, run_paillier_round
 
@@ -593,7 +593,7 @@ def test_a_wrong_partial_decryption_releases_nothing(liar: str, dropped: set[int
     assert liar in [p.sender for p in t.aggregator.result.partials]  # type: ignore[union-attr]
     # the liar's proof (made with the share it used) does not verify against its key in
     # the manifest: it is named, before anything is combined
-    with pytest.raises(DecryptionFailed, match=rf"of {liar} is wrong") as caught:
+    with pytest.raises(ThresholdDecryptionFailed, match=rf"of {liar} is wrong") as caught:
         s.open(t.aggregator.result)
     assert isinstance(caught.value.__cause__, InvalidPartialDecryption)
 
@@ -686,7 +686,7 @@ def test_a_node_shifting_its_partial_is_caught_and_named(n: int, t: int, liar: s
     expected = s.expected(s.names)
     assert wrong == [expected[0] + 1] + expected[1:]
     # but its proof does not verify: the researcher names it and releases nothing
-    with pytest.raises(DecryptionFailed, match=rf"of {liar} is wrong") as caught:
+    with pytest.raises(ThresholdDecryptionFailed, match=rf"of {liar} is wrong") as caught:
         s.open(result)
     assert isinstance(caught.value.__cause__, InvalidPartialDecryption)
     # every other node's partial is fine, and without the liar the total is exact
@@ -718,7 +718,7 @@ def test_a_shifted_partial_with_the_honest_proof_is_caught() -> None:
 
     t = s.run(node_tamper=lie, dropouts={"partial_decryption": {2}})
     assert not t.aggregator_rejections  # correctly signed by node0: relayed
-    with pytest.raises(DecryptionFailed, match="of node0 is wrong"):
+    with pytest.raises(ThresholdDecryptionFailed, match="of node0 is wrong"):
         s.open(t.aggregator.result)
 
 
@@ -766,7 +766,7 @@ def test_a_proof_from_another_round_does_not_verify(replayed: str) -> None:
 
     t = s.run(node_tamper=replay, dropouts={"partial_decryption": {3, 4}})
     assert not t.aggregator_rejections
-    with pytest.raises(DecryptionFailed, match="of node0 is wrong"):
+    with pytest.raises(ThresholdDecryptionFailed, match="of node0 is wrong"):
         s.open(t.aggregator.result)
 
 

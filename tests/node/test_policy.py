@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from engine.errors import ConfigurationError, QueryError
-from node.policy import Budget, Policy
+from node.policy import BudgetGrant, Policy
 
 FULL = {
     "allowed_algorithms": ["linear_regression", "ttest_onesample"],
@@ -45,16 +45,16 @@ def test_full_file(tmp_path: Path) -> None:
     assert policy.allowed_algorithms == frozenset({"linear_regression", "ttest_onesample"})
     assert (policy.min_row_count, policy.small_cell_threshold) == (20, 5)
     assert policy.exact_access == frozenset()
-    assert policy.budgets["alice"]["edsd0"] == Budget(0.5)
+    assert policy.budgets["alice"]["edsd0"] == BudgetGrant(0.5)
     assert policy.to_dict()["budgets"] == FULL["budgets"]
     assert Policy.from_dict(policy.to_dict()) == policy
 
 
 def test_budget_lookup_falls_back_to_wildcards() -> None:
     policy = Policy.from_dict(FULL)
-    assert policy.budget_for("alice", "edsd0") == Budget(0.5)
-    assert policy.budget_for("alice", "ppmi0") == Budget(0.1)
-    assert policy.budget_for("bob", "ppmi0") == Budget(0.05)
+    assert policy.budget_for("alice", "edsd0") == BudgetGrant(0.5)
+    assert policy.budget_for("alice", "ppmi0") == BudgetGrant(0.1)
+    assert policy.budget_for("bob", "ppmi0") == BudgetGrant(0.05)
     only = Policy.from_dict({"budgets": {"alice": {"edsd0": {"rho": 1}}}})
     assert only.budget_for("alice", "ppmi0") is None and only.budget_for("bob", "edsd0") is None
 
@@ -150,5 +150,5 @@ def test_budget_groups_charge_datasets_sharing_patients_once() -> None:
                                "budgets": {"alice": {"edsd": {"rho": 0.5}}}})
     assert policy.account_of("edsd0") == policy.account_of("edsd1") == "edsd"
     assert policy.account_of("ppmi0") == "ppmi0"
-    assert policy.budget_for("alice", policy.account_of("edsd1")) == Budget(0.5)
+    assert policy.budget_for("alice", policy.account_of("edsd1")) == BudgetGrant(0.5)
     assert Policy.from_dict(policy.to_dict()) == policy

@@ -21,9 +21,8 @@ from scipy import stats
 
 import fedtally
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms import hypothesis
-from fedtally.algorithms.histogram import histogram
-from fedtally.algorithms.hypothesis import (
+from fedtally.algorithms import classical
+from fedtally.algorithms.classical import (
     ContingencyTable,
     TTestResult,
     _dp_chi_square,
@@ -33,6 +32,7 @@ from fedtally.algorithms.hypothesis import (
     ttest_onesample,
     ttest_paired,
 )
+from fedtally.algorithms.histogram import histogram
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import three_hospitals
 from node.datamodel import DataModel
@@ -267,7 +267,7 @@ def test_dp_chi_square_pvalue_keeps_its_level(monkeypatch: pytest.MonkeyPatch) -
     """Under independence, with noise comparable to the counts, the bootstrap p-value falls
     below 0.05 about 5 % of the time; the noise-blind chi-square p-value far more often."""
     # (1 + hits) / (1 + R) keeps its level for any R: fewer simulations keep this fast
-    monkeypatch.setattr(hypothesis, "CHI_SQUARE_SIMULATIONS", 999)
+    monkeypatch.setattr(classical, "CHI_SQUARE_SIMULATIONS", 999)
     rng = np.random.default_rng(12)
     bootstrap, asymptotic = [], []
     for _ in range(300):

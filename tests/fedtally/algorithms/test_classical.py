@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.hypothesis import (
+from fedtally.algorithms.classical import (
     chi_square,
     contingency_table,
     ttest_independent,
