@@ -117,7 +117,7 @@ def _lines(title: str, samples: dict[str, list[float]], notes: dict[str, str]) -
 
 def _node_side(frame: pd.DataFrame, model: Any, rounds: int) -> list[str]:
     """One node's local work per round, in this process (median of 3)."""
-    from engine.plans import layout
+    from engine.planner import layout
     from engine.query import QuerySpec
     from node.datamodel import PlanModel
     from node.statistics import local_vector

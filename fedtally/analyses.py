@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from engine.errors import QueryError
-from engine.plans import Layout, layout
+from engine.planner import layout
+from engine.plans import Layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from engine.suggest import unknown
@@ -247,13 +248,3 @@ class Analyses(ABC):
                               datasets=datasets, filters=filters, data_model=data_model,
                               privacy=privacy)
         return DescriptiveStats.of(results.descriptive_stats(stat))
-
-    @call_options
-    def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
-                     ) -> dict[str, Any]:
-        """Run the body of an Exareme2 algorithm request (``{"inputdata": ..., "parameters":
-        ...}``) and answer in Exareme2's output shape. ``algorithm`` is the name in
-        Exareme2's URL (or give it in the request as ``"algorithm"``)."""
-        from fedtally.exareme2 import run_exareme2
-
-        return run_exareme2(self, request, algorithm)

@@ -148,7 +148,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
-    from privacy.audit import cli_report
+    from privacy.report import cli_report
 
     if not (args.html or args.json or args.csv):
         raise ConfigurationError("name at least one output: --html, --json or --csv")

@@ -31,7 +31,8 @@ from crypto.randomness import RandomSource, SystemRandom
 from engine.commitment import commit_vector
 from engine.errors import InternalError, QueryError
 from engine.kinds import KINDS
-from engine.plans import DATASET, REAL_INT_BITS, Key, Layout, layout
+from engine.planner import layout
+from engine.plans import DATASET, REAL_INT_BITS, Key, Layout
 from engine.query import QuerySpec
 from node import filters
 from node.budget import Asked, BudgetKeeper, held_of

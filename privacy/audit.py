@@ -350,27 +350,3 @@ def cli_verify(ledger: str | Path, public_key: bytes, *,
         line += " (a non-empty -wal lies beside it: this verified the checkpointed file only)"
     print(line, file=out)
     return 0
-
-
-def cli_report(ledgers: list[tuple[str, str | Path, bytes]], *,
-               html: str | Path | None = None, json: str | Path | None = None,
-               csv: str | Path | None = None, receipts: Iterable[HeadReceipt] = (),
-               delta: float | None = None, out: TextIO | None = None,
-               err: TextIO | None = None) -> int:
-    """``fedtally audit report``: writes the files; 1 if any ledger failed verification
-    (the report still shows it, with its error, and leaves its entries out)."""
-    from privacy.report import DEFAULT_DELTA, build_report  # verify needs none of it
-
-    out, err = out or sys.stdout, err or sys.stderr
-    report = build_report(ledgers, receipts=list(receipts),
-                          delta=DEFAULT_DELTA if delta is None else delta)
-    for path, text in ((html, report.to_html), (json, report.to_json), (csv, report.to_csv)):
-        if path is not None:
-            Path(path).write_text(text(), encoding="utf-8")
-    for node in report.nodes:
-        if node.valid:
-            print(f"{node.node}: valid, {node.entries} entries, {node.receipts_checked} "
-                  f"receipts checked, head {node.head}", file=out)
-        else:
-            print(f"{node.node}: INVALID: {node.error}", file=err)
-    return 0 if all(node.valid for node in report.nodes) else 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from privacy.nano import nano_text
+
 
 class PrivacyError(Exception):
     """Base class of every error raised by :mod:`privacy`."""
@@ -29,8 +31,6 @@ class BudgetExhausted(PrivacyError):
 
     def __init__(self, researcher: str, requested_nano: int,
                  remaining_nano: Mapping[str, int], short: tuple[str, ...]) -> None:
-        from privacy.units import nano_text  # local: units imports nothing of ours either
-
         self.researcher = researcher
         self.requested_nano = requested_nano
         self.remaining_nano = dict(remaining_nano)

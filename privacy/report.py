@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from html import escape
 from pathlib import Path
+from typing import TextIO
 
 from privacy import entry as E
 from privacy import fields as F
@@ -484,3 +486,28 @@ ledger computes each epsilon from the rho it charged, and the verification recom
 and the rho the recorded noise gives.</p></section>
 </body></html>
 """
+
+
+# --- the CLI (``fedtally audit report`` calls this; it prints and returns the exit code) --
+
+
+def cli_report(ledgers: list[tuple[str, str | Path, bytes]], *,
+               html: str | Path | None = None, json: str | Path | None = None,
+               csv: str | Path | None = None, receipts: Iterable[HeadReceipt] = (),
+               delta: float | None = None, out: TextIO | None = None,
+               err: TextIO | None = None) -> int:
+    """``fedtally audit report``: writes the files; 1 if any ledger failed verification
+    (the report still shows it, with its error, and leaves its entries out)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    report = build_report(ledgers, receipts=list(receipts),
+                          delta=DEFAULT_DELTA if delta is None else delta)
+    for path, text in ((html, report.to_html), (json, report.to_json), (csv, report.to_csv)):
+        if path is not None:
+            Path(path).write_text(text(), encoding="utf-8")
+    for node in report.nodes:
+        if node.valid:
+            print(f"{node.node}: valid, {node.entries} entries, {node.receipts_checked} "
+                  f"receipts checked, head {node.head}", file=out)
+        else:
+            print(f"{node.node}: INVALID: {node.error}", file=err)
+    return 0 if all(node.valid for node in report.nodes) else 1

@@ -15,7 +15,8 @@ from disclosure.scenario import model, registry
 import fedtally
 from engine.errors import BudgetExhausted, InternalError, QueryError
 from engine.kinds import KINDS
-from engine.plans import DP_FRAC_BITS, layout
+from engine.planner import layout
+from engine.plans import DP_FRAC_BITS
 from engine.query import QuerySpec
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel, PlanModel, Variable

@@ -14,7 +14,7 @@ from engine.errors import QueryError
 from engine.kinds import KINDS
 from engine.kinds.base import Guard, release
 from engine.kinds.centring import MAX_REACH
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec
 from node.datamodel import DataModel, PlanModel, Variable
 from node.validation import coerce

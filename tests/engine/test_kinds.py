@@ -11,7 +11,8 @@ import pytest
 
 from engine.kinds import ALGORITHM_KINDS, KINDS
 from engine.kinds.base import REQUIRED_GUARDS, Computed, DeclarationError, Guard, release
-from engine.plans import Disclosure, Slot, layout
+from engine.planner import layout
+from engine.plans import Disclosure, Slot
 from engine.query import QuerySpec
 from node.datamodel import DataModel, PlanModel, Variable
 from node.validation import coerce

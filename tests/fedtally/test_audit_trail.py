@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import fedtally
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import stroke_model, three_hospitals

@@ -178,7 +178,7 @@ def _signed_query(fed: fedtally.Federation, key: KeyFile, signer: SigningIdentit
                   researcher: str | None = None) -> SignedQuery:
     model = next(iter(fed.data_models().values()))
     spec = QuerySpec("count", model.name, model.datasets()).canonical()
-    from engine.plans import layout
+    from engine.planner import layout
     from node.datamodel import PlanModel
 
     plan = layout(QuerySpec.from_bytes(spec), PlanModel(model), fed.manifest.max_rows_per_node,

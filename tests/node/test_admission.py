@@ -14,7 +14,7 @@ from crypto.randomness import SeededRandom
 from engine.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
 from engine.manifest import Manifest
 from engine.params import RoundParams
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from fedtally.federation import init_federation
 from fedtally.synthetic import three_hospitals

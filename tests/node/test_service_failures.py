@@ -16,7 +16,7 @@ import pytest
 from crypto.randomness import SeededRandom
 from engine.codec import decode, encode
 from engine.params import RoundParams
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import QueryAnnounce, QueryRefused
 from fedtally.federation import init_federation

@@ -19,11 +19,10 @@ import pytest
 from ledger_support import dp, exact, refuse
 
 from privacy.accounting import epsilon_from_rho
-from privacy.audit import cli_report
 from privacy.errors import BudgetExhausted
 from privacy.head import HeadReceipt
 from privacy.ledger import Ledger
-from privacy.report import build_report
+from privacy.report import build_report, cli_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
