@@ -120,7 +120,7 @@ def test_node_check_summarises_and_catches_real_mistakes(
         expected: list[str]) -> None:
     import json
 
-    assert main(["federation", "init", str(tmp_path), "--nodes", "a,b", "--researchers", "r",
+    assert main(["federation", "init", str(tmp_path), "--nodes", "a,b,c", "--researchers", "r",
                  "--force"]) == 0
     (tmp_path / "model.json").write_text(_MODEL)
     (tmp_path / "a" / "rows.csv").write_text(rows)
