@@ -1,0 +1,256 @@
+"""The README's "Deploying a real federation on several machines", followed step by step.
+
+The commands, the node.json snippet, the policy and the researcher's script are read from
+the README itself, so the guide cannot drift from what is tested. Each machine is a folder
+of its own (the authority's, the aggregator's, three hospitals', a researcher's) that
+receives only what the text says to carry there: its archive, and at a hospital its rows,
+the data model and its policy. Real processes talk TLS websockets over loopback; network
+namespaces are not used (joining them needs root, and the suite does not run as root
+everywhere): the machines share 127.0.0.1, which stands for ``aggregator.example.org``, a
+free port stands for 8765 and each hospital's folder for ``/data``. Once packed, the
+authority's folder is moved away, so a machine that still reached into it would fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedtally import connect
+from fedtally.local import wait_for_nodes
+from fedtally.synthetic import stroke_model, three_hospitals
+
+ROOT = Path(__file__).resolve().parents[2]
+TITLE = "## Deploying a real federation on several machines"
+NODES = ("hosp_a", "hosp_b", "hosp_c")
+MACHINES = ("aggregator", *NODES, "alice")
+TIMEOUT_S = 60
+
+
+def _section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(TITLE)
+    return text[start:text.index("\n## ", start + len(TITLE))]
+
+
+def _blocks(section: str) -> list[tuple[str, str]]:
+    """(language, text) of every fenced block, the indentation of list items removed."""
+    blocks = []
+    for language, body in re.findall(r"```(\w*)\n(.*?)\n\s*```", section, re.S):
+        lines = body.splitlines()
+        indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+        blocks.append((language, "\n".join(line[indent:] for line in lines)))
+    return blocks
+
+
+def _the_block(blocks: list[tuple[str, str]], language: str, containing: str) -> str:
+    (found,) = [text for lang, text in blocks if lang == language and containing in text]
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Machines:
+    """The folders standing for machines, and the services started in them."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root = root
+        self.port = port
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
+        # `fedtally` on the PATH is this interpreter's, as after `pip install fedtally`
+        self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
+                        f"{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
+
+    def folder(self, machine: str) -> Path:
+        return self.root / machine
+
+    def here(self, text: str, machine: str) -> str:
+        """The guide's text with this test's stand-ins for what only a real site has."""
+        return (text.replace("aggregator.example.org", "127.0.0.1")
+                .replace("8765", str(self.port))
+                .replace("/data/", f"{self.folder(machine)}/data/"))
+
+    def run(self, machine: str, script: str, cwd: Path) -> str:
+        done = subprocess.run(["bash", "-euc", self.here(script, machine)], cwd=cwd,
+                              env=self.env, capture_output=True, text=True,
+                              timeout=TIMEOUT_S, check=False)
+        assert done.returncode == 0, f"{machine}: {script}\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    def serve(self, machine: str, command: str, cwd: Path) -> None:
+        log = (self.folder(machine) / "service.log").open("ab")
+        with log:
+            self.services[machine] = subprocess.Popen(
+                shlex.split(self.here(command, machine)), cwd=cwd, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def log(self, machine: str) -> str:
+        path = self.folder(machine) / "service.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for process in self.services.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.services.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+@pytest.fixture
+def machines(tmp_path: Path) -> Iterator[Machines]:
+    running = Machines(tmp_path, _free_port())
+    for machine in ("authority", *MACHINES):
+        running.folder(machine).mkdir()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_following_the_deployment_guide_literally_gives_a_working_federation(
+        machines: Machines) -> None:
+    section = _section()
+    blocks = _blocks(section)
+    authority = machines.folder("authority")
+
+    # 1. the authority: init, then one archive per machine, from inside fed/
+    init = _the_block(blocks, "sh", "federation init")
+    machines.run("authority", init, authority)
+    pack = _the_block(blocks, "sh", "tar -czf")
+    machines.run("authority", pack, authority)
+    readme = (authority / "fed" / "README.txt").read_text()
+    for line in pack.splitlines()[1:]:  # fed/README.txt prints the same lines
+        assert f"pack: {line}" in readme
+    # the authority's folder goes offline: nothing below may read it any more
+    archives = {machine: (authority / f"{machine}.tgz").read_bytes() for machine in MACHINES}
+    (authority / "fed").rename(authority / "offline")
+
+    # 2. each machine gets its archive (and nothing else of the authority's) and unpacks it
+    unpack = _the_block(blocks, "sh", "tar -xzf")
+    assert "hosp_a.tgz" in unpack
+    for machine in MACHINES:
+        (machines.folder(machine) / f"{machine}.tgz").write_bytes(archives[machine])
+        machines.run(machine, unpack.replace("hosp_a.tgz", f"{machine}.tgz"),
+                     machines.folder(machine))
+        unpacked = machines.folder(machine) / "fedtally"
+        with tarfile.open(machines.folder(machine) / f"{machine}.tgz") as archive:
+            packed = {member.name for member in archive.getmembers() if member.isfile()}
+        assert {str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file()} \
+            == packed
+        assert (unpacked / "keys" / f"{machine}.key").stat().st_mode & 0o077 == 0
+    work = {machine: machines.folder(machine) / "fedtally" for machine in MACHINES}
+
+    # 3. the aggregator: listen on loopback (the guide's "host"), then serve
+    config_path = work["aggregator"] / "aggregator.json"
+    config = json.loads(config_path.read_text())
+    assert config["host"] == "127.0.0.1"  # what init wrote for the stand-in public name
+    config_path.write_text(json.dumps({**config, "host": "127.0.0.1"}))
+    machines.serve("aggregator", _the_block(blocks, "sh", "aggregator serve"),
+                   work["aggregator"])
+
+    # 4. each hospital: rows without a dataset column (the snippet's "dataset" names
+    # them), the written data model, the guide's own policy; then check and serve
+    snippet = _the_block(blocks, "json", '"data":')
+    policy = _the_block(blocks, "json", "allowed_algorithms")
+    node_commands = _the_block(blocks, "sh", "node serve").splitlines()
+    rows = three_hospitals(scale=0.1)
+    for name in NODES:
+        data = machines.folder(name) / "data"
+        data.mkdir()
+        rows[name].drop(columns="dataset").to_csv(data / "registry.csv", index=False)
+        (data / "datamodel.json").write_text(json.dumps(stroke_model().to_json()))
+        (data / "policy.json").write_text(policy)
+        node_json = work[name] / name / "node.json"
+        edits = json.loads(machines.here(snippet.replace("hosp_a", name), name))
+        assert set(edits) == {"data", "data_model", "policy"}
+        node_json.write_text(json.dumps({**json.loads(node_json.read_text()), **edits}))
+        for command in node_commands:
+            command = command.replace("hosp_a", name)
+            if " serve " in command:
+                machines.serve(name, command, work[name])
+            else:
+                checked = machines.run(name, command, work[name])
+                assert f"{name}: {len(rows[name])} valid rows of stroke:1" in checked
+
+    # 5. the researcher: once every node is online, the guide's script as it stands
+    client = connect(bundle=work["alice"] / "researchers" / "alice.json")
+    try:
+        try:
+            wait_for_nodes(client, set(NODES), timeout_s=TIMEOUT_S)
+        except Exception:
+            logs = "\n".join(f"--- {m}\n{machines.log(m)[-2000:]}" for m in MACHINES[:-1])
+            raise AssertionError(f"the nodes did not come online:\n{logs}") from None
+    finally:
+        client.close()
+    script = _the_block(blocks, "python", "fedtally.connect")
+    assert "ca=" not in script.split("connect(", 1)[1].split(")", 1)[0]
+    (work["alice"] / "query.py").write_text(script)
+    out = machines.run("alice", f"{shlex.quote(sys.executable)} query.py", work["alice"])
+    total = sum(len(frame) for frame in rows.values())
+    assert f"{total} patients" in out
+    for name in NODES:
+        assert name in out
+    assert "nihss" in out and "age" in out
+    for machine in MACHINES[:-1]:  # every service still up, none wrote a traceback
+        assert machines.services[machine].poll() is None, machines.log(machine)
+        assert "Traceback" not in machines.log(machine)
+
+
+def test_the_folder_readme_follows_membership_changes(tmp_path: Path) -> None:
+    """fed/README.txt lists each machine's files and pack line for the members of the
+    manifest as it now is, after every change the guide's step 6 names."""
+    from fedtally.federation import add_member, init_federation, remove_member, rotate_key
+
+    fed = tmp_path / "fed"
+    init_federation(fed, ["hosp_a", "hosp_b", "hosp_c"], ["alice"])
+    readme = (fed / "README.txt").read_text()
+    assert "version 1" in readme and "hosp_d" not in readme
+    add_member(fed, "hosp_d", "node")
+    readme = (fed / "README.txt").read_text()
+    assert "version 2" in readme and "NODE hosp_d:" in readme
+    assert ("pack: tar -czf ../hosp_d.tgz federation.json keys/hosp_d.key tls/ca.pem "
+            "hosp_d/node.json") in readme
+    add_member(fed, "bob", "researcher")
+    assert "pack: tar -czf ../bob.tgz federation.json keys/bob.key tls/ca.pem " \
+        "researchers/bob.json" in (fed / "README.txt").read_text()
+    remove_member(fed, "hosp_b")
+    readme = (fed / "README.txt").read_text()
+    assert "version 4" in readme and "hosp_b" not in readme
+    rotate_key(fed, "alice")
+    assert "version 5" in (fed / "README.txt").read_text()
+    # every file a pack line names exists in the folder
+    for line in (fed / "README.txt").read_text().splitlines():
+        if line.strip().startswith("pack: "):
+            for name in shlex.split(line.split("pack: ", 1)[1])[3:]:
+                assert (fed / name).is_file(), name
+
+
+def test_a_paillier_nodes_archive_takes_its_key_share(tmp_path: Path) -> None:
+    from fedtally.federation import init_federation, load_manifest, machine_files
+
+    fed = tmp_path / "fed"
+    init_federation(fed, ["hosp_a", "hosp_b", "hosp_c"], ["alice"], protection="paillier",
+                    paillier_bits=2048)
+    manifest = load_manifest(fed / "federation.json")
+    assert "keys/hosp_a.share" in machine_files(manifest, "hosp_a")
+    assert not any(f.endswith(".share") for f in machine_files(manifest, "alice"))
+    for name in ("aggregator", *NODES, "alice"):
+        assert all((fed / path).is_file() for path in machine_files(manifest, name))
