@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fedtally.cli import main
 from fedtally.demo import KM_FILE, run_demo
 
 SECTIONS = ("What the federation holds", "Linear regression: mrs_90d on",
@@ -24,9 +25,9 @@ SECTIONS = ("What the federation holds", "Linear regression: mrs_90d on",
 def test_the_demo_runs_every_section_and_keeps_its_folder_when_asked(
         protection: str, seen: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    if protection == "mask":  # --keep: a new temporary folder, kept and named
+    if protection == "mask":  # `fedtally demo --keep`: a new temporary folder, kept, named
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-        run_demo(scale=0.2, keep=True)
+        assert main(["demo", "--keep", "--scale", "0.2"]) == 0
         (workdir,) = list(tmp_path.iterdir())
     else:  # --workdir: that folder, kept and named
         workdir = tmp_path / protection
