@@ -71,9 +71,14 @@ class Machines:
         self.root = root
         self.port = port
         self.services: dict[str, subprocess.Popen[bytes]] = {}
-        # `fedtally` on the PATH is this interpreter's, as after `pip install fedtally`
-        self.env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
-                        f"{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
+        # `fedtally` on the PATH runs this interpreter's fedtally, as after `pip install`
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        command = bin_dir / "fedtally"
+        command.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m fedtally "$@"\n')
+        command.chmod(0o755)
+        self.env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                        PYTHONUNBUFFERED="1")
 
     def folder(self, machine: str) -> Path:
         return self.root / machine
