@@ -651,8 +651,10 @@ def _readme(manifest: Manifest) -> str:
             lines += [f"{role.upper()} {name}:", f"  federation.json, keys/{name}.key{extra}",
                       f"  pack: {pack_command(manifest, name)}", ""]
     lines += ["After a membership change (add-member, remove-member, rotate-key) copy the new",
-              "federation.json to every machine, over its old one, and restart the aggregator",
-              "and the nodes.",
+              "federation.json to every machine, over its old one, a rotated key to its owner",
+              "and a new member its files (its pack line above), and restart the aggregator",
+              "and the nodes. A node's own key cannot be rotated yet: its ledger is signed",
+              "under the old key, and the node refuses to start under the new one.",
               "",
               "Auditors verify ledgers with `fedtally audit verify ... --authority "
               f"{authority}`.", ""]
