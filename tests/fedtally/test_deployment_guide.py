@@ -4,11 +4,17 @@ The commands, the node.json snippet, the policy and the researcher's script are 
 the README itself, so the guide cannot drift from what is tested. Each machine is a folder
 of its own (the authority's, the aggregator's, three hospitals', a researcher's) that
 receives only what the text says to carry there: its archive, and at a hospital its rows,
-the data model and its policy. Real processes talk TLS websockets over loopback; network
-namespaces are not used (joining them needs root, and the suite does not run as root
-everywhere): the machines share 127.0.0.1, which stands for ``aggregator.example.org``, a
-free port stands for 8765 and each hospital's folder for ``/data``. Once packed, the
-authority's folder is moved away, so a machine that still reached into it would fail.
+the data model and its policy. Once packed, the authority's folder is moved away, so a
+machine that still reached into it would fail.
+
+Where unprivileged user and network namespaces are available (no root needed), each machine
+also runs in a network namespace of its own, wired to a private bridge: the aggregator
+listens on "0.0.0.0" port 8765 as the guide says, its address stands for
+``aggregator.example.org``, each machine's 127.0.0.1 is its own, and the authority's
+machine has no network at all. Elsewhere (or with FEDTALLY_TEST_NO_NETNS=1) the machines
+share this host's loopback: 127.0.0.1 stands for ``aggregator.example.org`` and a free port
+for 8765. Either way real processes talk TLS websockets, and each hospital's folder stands
+for ``/data``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,8 +34,6 @@ from pathlib import Path
 
 import pytest
 
-from fedtally import connect
-from fedtally.local import wait_for_nodes
 from fedtally.synthetic import stroke_model, three_hospitals
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,12 +71,86 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Machines:
-    """The folders standing for machines, and the services started in them."""
+def _namespaces_available() -> bool:
+    """Unprivileged user and network namespaces, and the tools to wire them."""
+    if os.environ.get("FEDTALLY_TEST_NO_NETNS") or not all(
+            shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
+        return False
+    probe = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=10,
+                           check=False)
+    return probe.returncode == 0
 
-    def __init__(self, root: Path, port: int) -> None:
+
+class Network:
+    """Each machine's own network namespace, wired to one private bridge (10.77.0.0/24)
+    inside a user namespace that the test owns: no root needed, nothing reaches the host's
+    network, and a machine's 127.0.0.1 is its own. The authority's machine has no link at
+    all (it stays offline)."""
+
+    SUBNET = "10.77.0"
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.lab = self._hold(["unshare", "-Urn", "sleep", "3600"])
+        self._in(self.lab, "ip link add br0 type bridge && ip link set br0 up")
+        self.holders: dict[str, int] = {}
+        self.addresses: dict[str, str] = {}
+
+    def _hold(self, command: list[str]) -> int:
+        """Start a process that holds a namespace; its pid once it runs `sleep`."""
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.processes.append(process)
+        comm = Path(f"/proc/{process.pid}/comm")
+        deadline = time.monotonic() + 10
+        while comm.read_text().strip() != "sleep":  # set up, then exec'd into sleep
+            assert process.poll() is None and time.monotonic() < deadline, command
+            time.sleep(0.01)
+        return process.pid
+
+    def enter(self, pid: int) -> list[str]:
+        return ["nsenter", "-t", str(pid), "-U", "-n", "--preserve-credentials"]
+
+    def _in(self, pid: int, script: str) -> None:
+        subprocess.run([*self.enter(pid), "sh", "-euc", script], check=True, timeout=10,
+                       capture_output=True)
+
+    def add(self, machine: str, *, linked: bool = True) -> list[str]:
+        """A namespace for ``machine``; the command prefix that runs in it."""
+        holder = self._hold([*self.enter(self.lab), "unshare", "-n", "sleep", "3600"])
+        self.holders[machine] = holder
+        script = "ip link set lo up"
+        if linked:
+            number = len(self.addresses) + 1
+            self.addresses[machine] = f"{self.SUBNET}.{number}"
+            self._in(self.lab, f"ip link add v{number} type veth peer name eth0 netns "
+                               f"{holder} && ip link set v{number} master br0 up")
+            script += (f" && ip addr add {self.addresses[machine]}/24 dev eth0"
+                       " && ip link set eth0 up")
+        self._in(holder, script)
+        return self.enter(holder)
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.kill()
+            process.wait(10)
+
+
+class Machines:
+    """The folders standing for machines, and the services started in them: each in a
+    network namespace of its own where available, else all on this host's loopback."""
+
+    def __init__(self, root: Path, network: Network | None) -> None:
         self.root = root
-        self.port = port
+        self.network = network
+        self.prefix: dict[str, list[str]] = {}
+        for machine in ("authority", *MACHINES):
+            self.folder(machine).mkdir()
+            if network is not None:
+                self.prefix[machine] = network.add(machine, linked=machine != "authority")
+        if network is None:  # one loopback for all: a free port, 127.0.0.1 for the name
+            self.host, self.port, self.listen = "127.0.0.1", _free_port(), "127.0.0.1"
+        else:  # the guide's port; the aggregator's own address; every interface it has
+            self.host, self.port, self.listen = network.addresses["aggregator"], 8765, "0.0.0.0"
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.commands: dict[str, tuple[str, Path]] = {}
         # `fedtally` on the PATH runs this interpreter's fedtally, as after `pip install`
@@ -88,15 +167,16 @@ class Machines:
 
     def here(self, text: str, machine: str) -> str:
         """The guide's text with this test's stand-ins for what only a real site has."""
-        return (text.replace("aggregator.example.org", "127.0.0.1")
+        return (text.replace("aggregator.example.org", self.host)
                 .replace("8765", str(self.port))
                 .replace("/data/", f"{self.folder(machine)}/data/"))
 
-    def run(self, machine: str, script: str, cwd: Path) -> str:
-        done = subprocess.run(["bash", "-euc", self.here(script, machine)], cwd=cwd,
-                              env=self.env, capture_output=True, text=True,
-                              timeout=TIMEOUT_S, check=False)
-        assert done.returncode == 0, f"{machine}: {script}\n{done.stdout}{done.stderr}"
+    def run(self, machine: str, script: str, cwd: Path, *, literal: bool = False) -> str:
+        command = script if literal else self.here(script, machine)
+        done = subprocess.run([*self.prefix.get(machine, []), "bash", "-euc", command],
+                              cwd=cwd, env=self.env, capture_output=True, text=True,
+                              timeout=TIMEOUT_S * 2, check=False)
+        assert done.returncode == 0, f"{machine}: {command}\n{done.stdout}{done.stderr}"
         return done.stdout
 
     def serve(self, machine: str, command: str, cwd: Path) -> None:
@@ -104,8 +184,9 @@ class Machines:
         log = (self.folder(machine) / "service.log").open("ab")
         with log:
             self.services[machine] = subprocess.Popen(
-                shlex.split(self.here(command, machine)), cwd=cwd, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [*self.prefix.get(machine, []), *shlex.split(self.here(command, machine))],
+                cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
 
     def log(self, machine: str) -> str:
         path = self.folder(machine) / "service.log"
@@ -130,13 +211,16 @@ class Machines:
 
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[Machines]:
-    running = Machines(tmp_path, _free_port())
-    for machine in ("authority", *MACHINES):
-        running.folder(machine).mkdir()
+    network = Network() if _namespaces_available() else None
     try:
-        yield running
+        running = Machines(tmp_path, network)
+        try:
+            yield running
+        finally:
+            running.stop()
     finally:
-        running.stop()
+        if network is not None:
+            network.close()
 
 
 def test_following_the_deployment_guide_literally_gives_a_working_federation(
@@ -172,11 +256,13 @@ def test_following_the_deployment_guide_literally_gives_a_working_federation(
         assert (unpacked / "keys" / f"{machine}.key").stat().st_mode & 0o077 == 0
     work = {machine: machines.folder(machine) / "fedtally" for machine in MACHINES}
 
-    # 3. the aggregator: listen on loopback (the guide's "host"), then serve
+    # 3. the aggregator: "host" is the address to listen on (the guide's "0.0.0.0" in a
+    # namespace of its own; loopback when every machine shares this host's), then serve
+    assert '`"0.0.0.0"` listens on every interface' in section
     config_path = work["aggregator"] / "aggregator.json"
     config = json.loads(config_path.read_text())
-    assert config["host"] == "127.0.0.1"  # what init wrote for the stand-in public name
-    config_path.write_text(json.dumps({**config, "host": "127.0.0.1"}))
+    assert config["host"] == machines.host  # init wrote the public name
+    config_path.write_text(json.dumps({**config, "host": machines.listen}))
     machines.serve("aggregator", _the_block(blocks, "sh", "aggregator serve"),
                    work["aggregator"])
 
@@ -230,26 +316,37 @@ def test_following_the_deployment_guide_literally_gives_a_working_federation(
         assert "Traceback" not in machines.log(machine)
 
 
-def _query_when_online(machines: Machines, alice: Path, total: int) -> None:
-    """Wait until every node is online, then run the researcher's script in her folder."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:  # the aggregator listens once it has read its files
-        try:
-            socket.create_connection(("127.0.0.1", machines.port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, machines.log("aggregator")
-            assert machines.services["aggregator"].poll() is None, machines.log("aggregator")
-            time.sleep(0.1)
-    client = connect(bundle=alice / "researchers" / "alice.json")
+WAIT_FOR_NODES = """
+import sys, time, socket
+from fedtally import connect
+from fedtally.local import wait_for_nodes
+host, port, *nodes = sys.argv[1:]
+deadline = time.monotonic() + 60
+while True:  # the aggregator listens once it has read its files
     try:
-        try:
-            wait_for_nodes(client, set(NODES), timeout_s=TIMEOUT_S)
-        except Exception:
-            logs = "\n".join(f"--- {m}\n{machines.log(m)[-2000:]}" for m in MACHINES[:-1])
-            raise AssertionError(f"the nodes did not come online:\n{logs}") from None
-    finally:
-        client.close()
+        socket.create_connection((host, int(port)), timeout=1).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+client = connect(bundle="researchers/alice.json")
+try:
+    wait_for_nodes(client, set(nodes), timeout_s=60)
+finally:
+    client.close()
+"""
+
+
+def _query_when_online(machines: Machines, alice: Path, total: int) -> None:
+    """On alice's machine: wait until every node is online, then run her script."""
+    wait = shlex.join([sys.executable, "-c", WAIT_FOR_NODES, machines.host,
+                       str(machines.port), *NODES])
+    try:
+        machines.run("alice", wait, alice, literal=True)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {m}\n{machines.log(m)[-2000:]}" for m in MACHINES[:-1])
+        raise AssertionError(f"{exc}\nthe nodes did not come online:\n{logs}") from None
     out = machines.run("alice", f"{shlex.quote(sys.executable)} query.py", alice)
     assert f"{total} patients" in out
     for name in NODES:
