@@ -76,8 +76,9 @@ def _namespaces_available() -> bool:
     if os.environ.get("FEDTALLY_TEST_NO_NETNS") or not all(
             shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
         return False
-    probe = subprocess.run(["unshare", "-Urn", "true"], capture_output=True, timeout=10,
-                           check=False)
+    probe = subprocess.run(["unshare", "-Urn", "sh", "-c", "ip link add br0 type bridge && "
+                            "ip link add v0 type veth peer name v1"], capture_output=True,
+                           timeout=10, check=False)
     return probe.returncode == 0
 
 
