@@ -164,7 +164,7 @@ def _demo(args: argparse.Namespace) -> int:
     from fedtally.demo import run_demo
 
     run_demo(workdir=Path(args.workdir) if args.workdir else None, scale=args.scale,
-             protection=args.protection)
+             protection=args.protection, keep=args.keep)
     return 0
 
 
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")
     demo.add_argument("--workdir", default=None, help="keep the federation's files here")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the federation's files (a new temporary folder, printed)")
     demo.add_argument("--scale", type=float, default=1.0, help="patients per hospital factor")
     demo.add_argument("--protection", choices=PROTECTIONS, default="mask",
                       help="pairwise masks (default) or threshold Paillier")

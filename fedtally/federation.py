@@ -44,7 +44,7 @@ from engine.manifest import (
 )
 
 __all__ = ["add_member", "deal_paillier", "init_federation", "load_config", "load_identity",
-           "load_manifest", "remove_member", "rotate_key"]
+           "load_manifest", "machine_files", "pack_command", "remove_member", "rotate_key"]
 
 MAX_CONFIG_BYTES = 1 << 20
 PUBLIC_MODE = 0o644
@@ -327,10 +327,7 @@ def init_federation(
     # the manifest last: a folder whose init was interrupted has no manifest to trust
     manifest_path = root / "federation.json"
     _write_json(manifest_path, document)
-    readme = _readme(federation_id, manifest.authority_fingerprint, str(manifest.tls_ca),
-                     {role: list(names) for role, names in roles.items()}, host, port,
-                     paillier=bool(shares))
-    atomic_write(root / "README.txt", readme.encode(), mode=PUBLIC_MODE)
+    _write_readme(root, manifest)
     return manifest_path
 
 
@@ -404,6 +401,7 @@ def add_member(directory: str | Path, name: str, role: str, *,
     elif role == "researcher":
         _write_bundles(root, [name], manifest.aggregator_url, pins)
     _write_json(root / "federation.json", document)
+    _write_readme(root, manifest)
     return manifest
 
 
@@ -423,12 +421,13 @@ def remove_member(directory: str | Path, name: str) -> Manifest:
     def change(body: dict[str, Any]) -> None:
         body["members"] = [m for m in body["members"] if m["name"] != name]
 
-    document, _manifest = _resign(root, change)  # refuses a federation left too small
+    document, manifest = _resign(root, change)  # refuses a federation left too small
     _write_json(root / "federation.json", document)
+    _write_readme(root, manifest)
     (root / "keys" / f"{name}.key").unlink(missing_ok=True)
     if role == "researcher":
         (root / "researchers" / f"{name}.json").unlink(missing_ok=True)
-    return _manifest
+    return manifest
 
 
 def rotate_key(directory: str | Path, name: str, *,
@@ -450,6 +449,7 @@ def rotate_key(directory: str | Path, name: str, *,
     _write_private(staged, KeyFile(name, role, manifest.federation_id, identity))
     _write_json(root / "federation.json", document)
     os.replace(staged, root / "keys" / f"{name}.key")
+    _write_readme(root, manifest)
     return manifest
 
 
@@ -572,21 +572,54 @@ def _write_bundles(root: Path, researchers: list[str], url: str,
             "ca": "../tls/ca.pem", **pins})
 
 
-def _readme(federation_id: str, authority: str, tls_ca: str, roles: Mapping[str, list[str]],
-            host: str, port: int, *, paillier: bool = False) -> str:
+def _write_readme(root: Path, manifest: Manifest) -> None:
+    atomic_write(root / "README.txt", _readme(manifest).encode(), mode=PUBLIC_MODE)
+
+
+def machine_files(manifest: Manifest, name: str) -> list[str]:
+    """The files of the authority's folder that the machine of ``name`` (a member, or the
+    aggregator) needs, at the relative paths its config or bundle names them by."""
+    if name == AGGREGATOR:
+        return ["federation.json", "aggregator.json", f"keys/{AGGREGATOR}.key",
+                "tls/aggregator.pem", "tls/aggregator.key"]
+    role = manifest.member(name).role
+    files = ["federation.json", f"keys/{name}.key"]
+    if role == "node":
+        files += ["tls/ca.pem", f"{name}/node.json"]
+        if manifest.protection == "paillier":
+            files.append(f"keys/{name}.share")
+    elif role == "researcher":
+        files += ["tls/ca.pem", f"researchers/{name}.json"]
+    return files
+
+
+def pack_command(manifest: Manifest, name: str) -> str:
+    """The command, run inside the authority's folder, that packs the files of ``name``'s
+    machine into ``../<name>.tgz`` with their relative paths."""
+    return f"tar -czf ../{name}.tgz " + " ".join(machine_files(manifest, name))
+
+
+def _readme(manifest: Manifest) -> str:
+    authority, names = manifest.authority_fingerprint, list(manifest.members)
     lines = [
-        f"fedtally federation {federation_id}",
-        f"aggregator: {aggregator_url(host, port)}",
+        f"fedtally federation {manifest.federation_id} (federation.json version "
+        f"{manifest.version})",
+        f"aggregator: {manifest.aggregator_url}",
         f"authority fingerprint (SHA-256 of its public key): {authority}",
-        f"TLS CA fingerprint (SHA-256 of tls/ca.pem): {tls_ca}",
+        f"TLS CA fingerprint (SHA-256 of tls/ca.pem): {manifest.tls_ca}",
         "  (tell every party both through a channel other than this folder; every config",
         "   file written here pins them, and members refuse anything signed or issued by",
         "   another authority or CA)",
         "",
-        "This folder holds every private key of the federation. Move each key to its",
-        "owner over a secure channel, then delete it here. Keep the folder layout on each",
-        "machine: paths in the config files are relative to the config file's own folder.",
-        "Private keys are mode 0600; fedtally refuses a key file that others can read.",
+        "This folder holds every private key of the federation. Each machine gets its own",
+        "files below, in a folder of its own, at the same relative paths as here: paths in",
+        "the config files are relative to the config file's own folder (hosp/node.json",
+        "finds the manifest at ../federation.json). From inside this folder, the 'pack'",
+        "line of a machine writes its files to ../NAME.tgz; carry that over a secure",
+        "channel (it holds a private key), unpack it on the machine in an empty folder",
+        "(mkdir fedtally && tar -xzf NAME.tgz -C fedtally), then delete the archive and",
+        "the key here. Private keys are mode 0600; fedtally refuses a key file that others",
+        "can read.",
         "",
         "STAYS OFFLINE (never copy to a server):",
         "  authority.key   signs federation.json; whoever holds it decides who is a member",
@@ -596,20 +629,33 @@ def _readme(federation_id: str, authority: str, tls_ca: str, roles: Mapping[str,
         "  federation.json, aggregator.json, keys/aggregator.key,",
         "  tls/aggregator.pem, tls/aggregator.key",
         "  ('host' in aggregator.json is the address it listens on: 0.0.0.0 listens on all)",
+        f"  pack: {pack_command(manifest, AGGREGATOR)}",
         "",
     ]
-    for name in roles["node"]:
+    for name in names:
+        if manifest.member(name).role != "node":
+            continue
         lines += [f"NODE {name}:",
                   f"  federation.json, keys/{name}.key, tls/ca.pem, {name}/node.json"
                   + (f",\n  keys/{name}.share (its share of the decryption key)"
-                     if paillier else ""),
-                  f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json", ""]
+                     if manifest.protection == "paillier" else ""),
+                  f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json",
+                  f"  pack: {pack_command(manifest, name)}", ""]
     for role in ("researcher", "auditor"):
-        for name in roles[role]:
+        for name in names:
+            if manifest.member(name).role != role:
+                continue
             extra = (f", tls/ca.pem, researchers/{name}.json\n  (connect with "
                      f"fedtally.connect(bundle='researchers/{name}.json'))"
                      if role == "researcher" else "")
-            lines += [f"{role.upper()} {name}:", f"  federation.json, keys/{name}.key{extra}", ""]
-    lines += ["Auditors verify ledgers with `fedtally audit verify ... --authority "
+            lines += [f"{role.upper()} {name}:", f"  federation.json, keys/{name}.key{extra}",
+                      f"  pack: {pack_command(manifest, name)}", ""]
+    lines += ["After a membership change (add-member, remove-member, rotate-key) copy the new",
+              "federation.json to every machine, over its old one, a rotated key to its owner",
+              "and a new member its files (its pack line above), and restart the aggregator",
+              "and the nodes. A node's own key cannot be rotated yet: its ledger is signed",
+              "under the old key, and the node refuses to start under the new one.",
+              "",
+              "Auditors verify ledgers with `fedtally audit verify ... --authority "
               f"{authority}`.", ""]
     return "\n".join(lines)
