@@ -74,6 +74,7 @@ from engine.service_messages import (
     Status,
     StatusRequest,
     Welcome,
+    cancel_statement,
     hello_statement,
 )
 from engine.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
@@ -160,6 +161,8 @@ class ActiveRound:
     timed_out: set[str] = field(default_factory=set)
     #: the researcher cancelled the query (CancelQuery) or left
     cancelled: bool = False
+    #: the researcher's signed cancel, passed on to the nodes
+    cancel: CancelQuery | None = None
 
 
 @dataclass
@@ -244,6 +247,7 @@ class AggregatorService:
         body = json.dumps({"status": "ok",
                            "uptime_s": (_now_ms() - self.started_at_ms) // 1000})
         response = connection.respond(http.HTTPStatus.OK, body + "\n")
+        del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json"
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -457,11 +461,25 @@ class AggregatorService:
                       counts["researcher"], counts["auditor"])
 
     async def _on_cancel(self, session: Session, msg: CancelQuery) -> None:
-        """Abort the researcher's query sent under this request id, if it still runs."""
-        for active in self.rounds.values():
-            if active.request_id == msg.request_id and active.researcher is session:
-                active.cancelled = True
-                active.changed.set()
+        """Abort the researcher's query, if it still runs, and pass the signed cancel on to
+        its nodes. Only the query's own researcher can cancel it: the cancel must come from
+        that researcher's connection and carry its signature over the query id (the nodes
+        check it again). Nothing answers a cancel; a bad one is logged and dropped."""
+        active = self.rounds.get(msg.query_id)
+        if active is None or active.researcher.name != session.name \
+                or msg.researcher != session.name:
+            log.info("%s: ignored a cancel for no query of theirs in flight", session.name)
+            return
+        try:
+            self._keys[session.name].verify(
+                cancel_statement(self.manifest.federation_id, msg.query_id, session.name),
+                msg.signature)
+        except InvalidSignature:
+            log.warning("%s: ignored a cancel whose signature does not verify", session.name)
+            return
+        active.cancel = msg
+        active.cancelled = True
+        active.changed.set()
 
     async def _on_node_info(self, session: Session, msg: NodeInfo) -> None:
         try:
@@ -630,7 +648,11 @@ class AggregatorService:
             while machine.stage.value not in FINISHED:
                 await self._await_stage(active)
                 if active.cancelled:
-                    # nodes that have not sent their contribution refund its DP charge
+                    # the signed cancel first (nodes record who cancelled), then the abort
+                    # that ends every node's round; a node whose contribution has not left
+                    # refunds its DP charge, one whose contribution left keeps it
+                    if active.cancel is not None:
+                        await self._broadcast(params, active.cancel)
                     await self._broadcast(params, RoundAborted(params.query_id, params.round,
                                                                CANCELLED))
                     log.info("query %s cancelled by %s at stage %s", params.query_id.hex()[:8],

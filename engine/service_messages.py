@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from crypto.kdf import context
 from engine.codec import NAME, Bool, Bytes, Choice, Seq, Str, Struct, UInt, message, wire
-from engine.messages import SignedCommitment
+from engine.messages import QUERY_ID, SIGNATURE, SignedCommitment
 from engine.params import MAX_NODES, RoundParams
 from engine.query import SignedQuery
 
@@ -236,11 +236,20 @@ class Status:
     auditors_online: int = wire(UInt(4))
 
 
+def cancel_statement(federation_id: str, query_id: bytes, researcher: str) -> bytes:
+    """What a researcher signs to cancel its query. It names the query, so it cancels that
+    one and no other, and only the key that signed the query can make it."""
+    return context(b"fedtally/v1", "cancel", federation_id, query_id, researcher)
+
+
 @message(38)
 @dataclass(frozen=True)
 class CancelQuery:
-    """Researcher to aggregator: stop the query sent under ``request_id`` (Ctrl-C, a client
-    timeout). The aggregator aborts its round at every node; a node that had not sent its
-    contribution yet refunds its DP charge. Nothing answers it."""
+    """Researcher to aggregator, and aggregator to the round's nodes: stop query
+    ``query_id`` (Ctrl-C, a client timeout), signed by the researcher who sent it. The
+    aggregator aborts the round; a node refunds its DP charge only if its contribution has
+    not left yet (a cancel after release refunds nothing). Nothing answers it."""
 
-    request_id: bytes = wire(REQUEST_ID)
+    researcher: str = wire(NAME)
+    query_id: bytes = wire(QUERY_ID)
+    signature: bytes = wire(SIGNATURE)

@@ -59,6 +59,7 @@ from engine.service_messages import (
     Status,
     StatusRequest,
     budget_statement,
+    cancel_statement,
 )
 from engine.service_messages import Catalog as CatalogReply
 from engine.transport import MAX_FRAME, error_from_notice
@@ -119,8 +120,8 @@ class Federation(Catalog):
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None, *,
               cancels: bytes | None = None) -> T:
         """Run ``coro`` on the client's loop and wait for it. Interrupted (Ctrl-C) or out
-        of time, a query (``cancels``: its request id) is cancelled at the aggregator
-        before the interruption goes on."""
+        of time, a query (``cancels``: its query id) is cancelled everywhere before the
+        interruption goes on."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout or self._timeout)
@@ -133,15 +134,19 @@ class Federation(Catalog):
             self._cancel(cancels)
             raise
 
-    def _cancel(self, request_id: bytes | None) -> None:
-        """Tell the aggregator to stop the query of ``request_id`` (best effort: if the
-        connection is gone, the aggregator has cancelled it already)."""
-        if request_id is None:
+    def _cancel(self, query_id: bytes | None) -> None:
+        """Send the signed cancel of query ``query_id``; the aggregator aborts the round and
+        passes it on to the nodes (best effort: if the connection is gone, the aggregator
+        has aborted the round already)."""
+        if query_id is None:
             return
+        signature = self._key.identity.sign(
+            cancel_statement(self.manifest.federation_id, query_id, self.name))
 
         async def send() -> None:
             if self._connection is not None:
-                await self._connection.send(encode(CancelQuery(request_id)))
+                await self._connection.send(encode(CancelQuery(self.name, query_id,
+                                                               signature)))
 
         sent = asyncio.run_coroutine_threadsafe(send(), self._loop)
         try:
@@ -293,9 +298,8 @@ class Federation(Catalog):
         query = SignedQuery(self.name, self.manifest.federation_id, query_id, issued, raw_spec,
                             plan.length, plan.ring_bits, self._key.identity.sign(statement),
                             reply.public)
-        request_id = self._rng.bytes(16)
-        answer = self._call(self._request(lambda rid: QueryRequest(rid, query), request_id),
-                            cancels=request_id)
+        answer = self._call(self._request(lambda rid: QueryRequest(rid, query)),
+                            cancels=query_id)
         if isinstance(answer, PaillierResult):
             return self._open(answer, query, reply)
         if self.manifest.paillier_key is not None:
@@ -335,19 +339,25 @@ def connect(url: str | None = None, identity: str | Path | None = None,
     other authority, or a CA file other than the pinned one, is refused. ``ca`` defaults to
     ``tls/ca.pem`` beside the manifest.
 
+    With a bundle, a ``url`` or ``ca`` given too overrides the bundle's (an aggregator that
+    moved, a CA file kept elsewhere; the CA must still be the pinned one).
+
     ``strict=True``: every answer that does not cover everything asked raises
     :class:`fedtally.IncompleteAnswerError` instead of warning (each call may override it
     with its own ``strict=``).
     """
-    if bundle is not None:
-        url, identity, federation, ca, authority, tls_ca = _read_bundle(Path(bundle))
+    if bundle is not None:  # a url or ca given too overrides the bundle's
+        bundle_url, identity, federation, bundle_ca, authority, tls_ca = \
+            _read_bundle(Path(bundle))
+        url, ca = url or bundle_url, ca or bundle_ca
     if url is None or identity is None or federation is None:
         raise ConfigurationError("give a bundle, or url, identity and federation")
     if authority is None:
         raise ConfigurationError("pin the federation authority: pass authority=<fingerprint> "
                                  "(federation init prints it), or bundle=researchers/<you>.json")
     manifest_path = Path(federation)
-    ca_path = Path(ca) if ca else manifest_path.resolve().parent / "tls" / "ca.pem"
+    default_ca = manifest_path.resolve().parent / "tls" / "ca.pem"
+    ca_path = Path(ca) if ca else default_ca
     try:
         ca_pem = ca_path.read_bytes()
         manifest = pinned_manifest(
@@ -358,9 +368,14 @@ def connect(url: str | None = None, identity: str | Path | None = None,
             remember_version=partial(raise_high_water,
                                      Path(identity).with_suffix(".manifest-versions")))
     except OSError as exc:
-        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        hint = (f" (ca= names the federation's CA certificate; by default {default_ca})"
+                if Path(exc.filename or "") == ca_path else "")
+        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}{hint}") from exc
     except ssl.CertificateError:
         raise ConfigurationError(f"{ca_path} is not a certificate") from None
+    except AuthenticationError as exc:
+        _explain_wrong_ca(manifest_path, ca_path, ca_pem, exc)
+        raise
     try:
         key = read_key_file(Path(identity))
     except CryptoError as exc:
@@ -394,6 +409,22 @@ def status_dict(reply: Status) -> dict[str, Any]:
         "researchers_online": reply.researchers_online,
         "auditors_online": reply.auditors_online,
     }
+
+
+def _explain_wrong_ca(manifest_path: Path, ca_path: Path, ca_pem: bytes,
+                      refused: AuthenticationError) -> None:
+    """A refused manifest whose CA is not the CA file given: the usual cause is a ``ca=``
+    of another federation, which deserves a hint rather than two fingerprints."""
+    try:
+        named = Manifest.from_bytes(manifest_path.read_bytes(), source=str(manifest_path)).tls_ca
+    except (FedtallyError, OSError):
+        return
+    if named is not None and named != certificate_fingerprint(ca_pem):
+        raise ConfigurationError(
+            f"{ca_path} is not the CA certificate of the federation in {manifest_path} (it "
+            f"names CA {named[:16]}...): pass ca= the tls/ca.pem that `federation init` "
+            "wrote for this federation, or connect with bundle=researchers/<you>.json"
+        ) from refused
 
 
 def _read_bundle(path: Path) -> tuple[str, Path, Path, Path, str, str]:

@@ -29,6 +29,7 @@ from crypto.paillier import FastEncryptor
 from crypto.randomness import RandomSource, SystemRandom, uniform_below
 from engine.codec import decode, encode
 from engine.errors import (
+    AuthenticationError,
     ConfigurationError,
     FedtallyError,
     InternalError,
@@ -43,12 +44,14 @@ from engine.secagg_node import SecAggNode
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
+    CancelQuery,
     ErrorNotice,
     LedgerHead,
     NodeInfo,
     QueryAnnounce,
     QueryRefused,
     budget_statement,
+    cancel_statement,
 )
 from engine.transport import MAX_FRAME, public_text
 from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard, admit, authenticate
@@ -233,6 +236,8 @@ class NodeService:
                 await self._on_budget(connection, msg)
             elif isinstance(msg, SecAggMessage):
                 await self._on_secagg(connection, msg)
+            elif isinstance(msg, CancelQuery):
+                await self._on_cancel(msg)
             elif isinstance(msg, ErrorNotice):
                 log.warning("the aggregator reports %s: %s", msg.code, msg.message)
             else:
@@ -339,6 +344,36 @@ class NodeService:
         assert self.budget is not None
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
+
+    async def _on_cancel(self, msg: CancelQuery) -> None:
+        """The researcher cancelled a query this node is answering. The cancel must be
+        signed by the researcher who signed the query (the aggregator only relays it). A DP
+        charge is refunded only while the contribution has not left: once it left, the
+        charge stands whatever arrives later, so a cancel is no way to get noise for free."""
+        flight = self.rounds.get(msg.query_id)
+        if flight is None:
+            return  # finished, refused, or never ours: nothing to stop
+        me = self.config.me
+        try:
+            if msg.researcher != flight.asked.researcher:
+                raise AuthenticationError("the cancel is not from the query's researcher")
+            me.manifest.member(msg.researcher, "researcher").verify_key.verify(
+                cancel_statement(me.manifest.federation_id, msg.query_id, msg.researcher),
+                msg.signature)
+        except (FedtallyError, CryptoError) as exc:
+            log.warning("ignored a cancel of query %s: %s", msg.query_id.hex()[:8], exc)
+            return
+        del self.rounds[msg.query_id]
+        if flight.charge is None:
+            log.info("query %s cancelled by %s%s", msg.query_id.hex()[:8], msg.researcher,
+                     "; its contribution had left, the charge stands" if flight.recorded
+                     else "")
+            return
+        await asyncio.to_thread(self.session.refund, flight.charge,
+                                f"cancelled by its researcher {msg.researcher} (signed) "
+                                "before the contribution was sent")
+        log.info("query %s cancelled by %s before the contribution left: refunded",
+                 msg.query_id.hex()[:8], msg.researcher)
 
     def _round_node(self, msg: QueryAnnounce, contribution: Contribution) -> RoundNode:
         me = self.config.me
