@@ -26,6 +26,7 @@ import fedtally
 from crypto.randomness import SeededRandom
 from fedtally.federation import init_federation
 from fedtally.synthetic import stroke_model, three_hospitals
+from fedtally.version import SOURCE_VERSION
 from support import PROJECT_ROOT
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": ["alice"]}
@@ -80,6 +81,7 @@ def test_version_is_the_package_version() -> None:
     declared = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert out.stdout.strip() == f"fedtally {declared}"
     assert fedtally.__version__ == declared
+    assert SOURCE_VERSION == declared  # what a checkout run without installing reports
 
 
 def test_status_shows_nodes_online_their_versions_and_the_aggregator_uptime(fed) -> None:
@@ -196,7 +198,8 @@ def test_a_node_does_not_retry_a_certificate_that_cannot_verify(fed, other: Path
         port = json.loads(ready.read_text())["port"]
         started = time.monotonic()
         out = cli("node", "serve", "--config", str(fed.local.workdir / "hosp_a" / "node.json"),
-                  "--aggregator-url", f"wss://127.0.0.1:{port}", timeout=120)
+                  "--aggregator-url", f"wss://127.0.0.1:{port}", "--log-level", "ERROR",
+                  timeout=120)
     finally:
         aggregator.terminate()
         aggregator.wait(10)
@@ -204,6 +207,7 @@ def test_a_node_does_not_retry_a_certificate_that_cannot_verify(fed, other: Path
     line = one_line_error(out)
     assert "certificate verification failed" in line and "ca.pem" in line
     assert "retrying in" not in out.stderr and "not retrying" in out.stderr
+    assert " INFO " not in out.stderr  # --log-level ERROR: only the error was logged
     assert time.monotonic() - started < 60
 
 
@@ -222,6 +226,13 @@ def test_a_second_node_with_the_same_identity_is_refused_by_name(fed, tmp_path: 
     assert fed.local.nodes["hosp_b"].poll() is None
     assert "lost the aggregator connection" not in fed.local.log("hosp_b")[len(first_log):]
     assert "hosp_b" in fed.catalog()["nodes"]
+
+
+def test_an_unwritable_log_file_is_one_line(fed, tmp_path: Path) -> None:
+    out = cli("node", "serve", "--config", str(fed.local.workdir / "hosp_a" / "node.json"),
+              "--log-file", str(tmp_path / "no-such-folder" / "node.log"))
+    assert out.returncode == 2
+    assert "cannot write the log file" in one_line_error(out)
 
 
 def _ledger_kinds(ledger: Path) -> list[tuple[str, str]]:
