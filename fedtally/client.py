@@ -420,11 +420,11 @@ def _explain_wrong_ca(manifest_path: Path, ca_path: Path, ca_pem: bytes,
     except (FedtallyError, OSError):
         return
     if named is not None and named != certificate_fingerprint(ca_pem):
-        raise ConfigurationError(
-            f"{ca_path} is not the CA certificate of the federation in {manifest_path} (it "
-            f"names CA {named[:16]}...): pass ca= the tls/ca.pem that `federation init` "
-            "wrote for this federation, or connect with bundle=researchers/<you>.json"
-        ) from refused
+        raise AuthenticationError(
+            f"the CA certificate file {ca_path} is not the one of the federation in "
+            f"{manifest_path} (it names CA {named[:16]}...): refusing it. Pass ca= the "
+            "tls/ca.pem that `federation init` wrote for this federation, or connect with "
+            "bundle=researchers/<you>.json") from refused
 
 
 def _read_bundle(path: Path) -> tuple[str, Path, Path, Path, str, str]:
