@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,8 @@ class NodeService:
     #: the fedtally version this node runs (stated to the aggregator for `fedtally status`)
     software: str = "unknown"
     session: NodeSession = field(init=False)
+    #: queries cancelled lately: the aggregator's abort that follows a cancel is expected
+    cancelled: deque[bytes] = field(default_factory=lambda: deque(maxlen=64))
 
     def __post_init__(self) -> None:
         if self.guard is None:  # kept beside the ledger, so it survives a restart
@@ -364,6 +367,7 @@ class NodeService:
             log.warning("ignored a cancel of query %s: %s", msg.query_id.hex()[:8], exc)
             return
         del self.rounds[msg.query_id]
+        self.cancelled.append(msg.query_id)
         if flight.charge is None:
             log.info("query %s cancelled by %s%s", msg.query_id.hex()[:8], msg.researcher,
                      "; its contribution had left, the charge stands" if flight.recorded
@@ -404,7 +408,8 @@ class NodeService:
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
         flight = self.rounds.get(msg.query_id)
         if flight is None:
-            log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
+            if msg.query_id not in self.cancelled:
+                log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
             return
         try:
             reply, head = await asyncio.to_thread(self._step, flight, msg)

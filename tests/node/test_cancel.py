@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
 from engine.codec import decode, encode
-from engine.messages import AdvertiseKeys
+from engine.messages import AdvertiseKeys, RoundAborted
 from engine.params import RoundParams
 from engine.plans import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
@@ -104,7 +105,8 @@ def _announced(service: NodeService) -> tuple[bytes, Recorder]:
     return query_id, connection
 
 
-def test_a_cancel_signed_by_the_researcher_refunds_before_release(service) -> None:
+def test_a_cancel_signed_by_the_researcher_refunds_before_release(
+        service, caplog: pytest.LogCaptureFixture) -> None:
     spent = _spent(service)
     query_id, connection = _announced(service)
     assert _spent(service) == pytest.approx(spent + RHO)
@@ -116,6 +118,10 @@ def test_a_cancel_signed_by_the_researcher_refunds_before_release(service) -> No
     # the same cancel again (a replay by the aggregator) changes nothing
     asyncio.run(service._handle(connection, encode(cancel)))
     assert _spent(service) == pytest.approx(spent)
+    # the aggregator's abort that follows is expected: no warning for the operator
+    with caplog.at_level(logging.WARNING, logger="fedtally.node"):
+        asyncio.run(service._handle(connection, encode(RoundAborted(query_id, 0, "cancelled"))))
+    assert "unknown query" not in caplog.text
 
 
 @pytest.mark.parametrize("forgery", ["another researcher", "a signature over another query",
