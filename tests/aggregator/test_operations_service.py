@@ -22,7 +22,7 @@ from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
 from crypto.tls import client_ssl_context
 from engine.codec import decode, encode
-from engine.errors import DuplicateMember
+from engine.errors import ConfigurationError, DuplicateMember
 from engine.service_messages import CancelQuery, Status, StatusRequest, cancel_statement
 from engine.transport import MAX_FRAME
 from fedtally.federation import init_federation
@@ -230,3 +230,16 @@ def test_a_plain_https_client_cannot_hold_the_health_endpoint_open(
         writer.close()
 
     _run(root, scenario)
+
+
+@pytest.mark.parametrize(("host", "says"), [
+    ("192.0.2.1", "is not an address of this machine"),  # TEST-NET-1: nobody's address
+    ("no-such-host.invalid", "does not resolve"),
+])
+def test_a_host_it_cannot_listen_on_is_one_line_with_a_hint(root: Path, host: str,
+                                                            says: str) -> None:
+    service = _service(root)
+    service.host = host
+    with pytest.raises(ConfigurationError, match=says) as refused:
+        asyncio.run(service.serve())
+    assert "\n" not in str(refused.value) and "aggregator.json" in str(refused.value)

@@ -294,3 +294,29 @@ def test_ctrl_c_cancels_a_dp_query_everywhere_and_charges_nothing(fed) -> None:
     assert set(after.index.get_level_values("node")) == set(NODES)
     assert (after["spent_rho"] == 0).all() and (after["remaining_rho"] == 1.0).all(), after
     assert "cancelled by alice" in fed.local.log("aggregator")
+
+
+def test_a_query_that_times_out_at_the_client_is_cancelled_and_charges_nothing(fed) -> None:
+    """The client's own timeout cancels like Ctrl-C: hosp_c is paused, the researcher gives
+    up after 3 s, and every node refunds the DP charge it made."""
+    workdir = fed.local.workdir
+    before = {n: len(_ledger_kinds(workdir / n / "ledger.db")) for n in NODES}
+    spent = fed.budget()["spent_rho"].sum()
+    paused = fed.local.nodes["hosp_c"]
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        with fedtally.connect(fed.local.url, bundle=bundle(fed), timeout_s=3) as impatient:
+            with pytest.raises(fedtally.ServiceUnavailable, match="did not answer in time"):
+                impatient.count(privacy=fedtally.DP(rho=0.2))
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    while True:
+        entries = {n: _ledger_kinds(workdir / n / "ledger.db")[before[n]:] for n in NODES}
+        kinds = {n: [k for k, _ in e] for n, e in entries.items()}
+        if all("charge" in k and k.count("charge") == k.count("refund") for k in kinds.values()):
+            break
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.2)
+    assert not any("release" in k for k in kinds.values()), kinds
+    assert fed.budget()["spent_rho"].sum() == pytest.approx(spent)
