@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import http
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,12 +30,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from aggregator.operations import HEALTH_PATH, Presence, bind_error, health_response, now_ms
 from crypto.errors import InvalidSignature
 from crypto.randomness import SystemRandom
 from engine.codec import decode, encode
 from engine.errors import (
     AuthenticationError,
-    ConfigurationError,
     DuplicateMember,
     FedtallyError,
     QueryError,
@@ -96,14 +93,8 @@ DUPLICATE_PING_TIMEOUT_S = 5.0
 MAX_SESSIONS_PER_CLIENT = 16
 #: a status request pings every connected node; an answer later than this is not waited for
 STATUS_PING_TIMEOUT_S = 2.0
-#: the load balancers' health check (answered over HTTPS, before any websocket handshake)
-HEALTH_PATH = "/healthz"
 #: the code of a round aborted because its researcher cancelled it (or left)
 CANCELLED = "cancelled"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(eq=False)
@@ -114,9 +105,9 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: the software version the member stated (MemberInfo), "" until it does
     software: str = ""
-    connected_at_ms: int = field(default_factory=_now_ms)
+    connected_at_ms: int = field(default_factory=now_ms)
     #: the last frame received from it, and the last ping it answered for a status
-    last_frame_ms: int = field(default_factory=_now_ms)
+    last_frame_ms: int = field(default_factory=now_ms)
     last_pong_ms: int = 0
     latency_us: int = 0
 
@@ -165,15 +156,6 @@ class ActiveRound:
     cancel: CancelQuery | None = None
 
 
-@dataclass
-class Presence:
-    """What ``fedtally status`` shows of a node that has connected since the start."""
-
-    software: str
-    connected_at_ms: int
-    disconnected_at_ms: int = 0
-
-
 class AggregatorService:
     def __init__(self, manifest: Manifest, *, host: str, port: int, ssl_context: Any,
                  certificate_fingerprint: str, stage_timeout_s: float | None = None,
@@ -183,7 +165,7 @@ class AggregatorService:
         self.manifest = manifest
         #: the fedtally version this aggregator runs (shown by `fedtally status`)
         self.software = software
-        self.started_at_ms = _now_ms()
+        self.started_at_ms = now_ms()
         #: SHA-256 of our TLS certificate: members sign it into their hello (channel binding)
         self.certificate_fingerprint = certificate_fingerprint
         #: the newest ledger head each node sent, kept (in ``heads_path``) for auditors
@@ -239,18 +221,8 @@ class AggregatorService:
 
     def _process_request(self, connection: ServerConnection, request: Request
                          ) -> Response | None:
-        """``GET /healthz``: 200 and ``{"status": "ok", "uptime_s": N}`` for load balancers.
-        It names no member and says nothing of who is connected; anything else goes on to
-        the websocket handshake."""
-        if request.path.split("?", 1)[0] != HEALTH_PATH:
-            return None
-        body = json.dumps({"status": "ok",
-                           "uptime_s": (_now_ms() - self.started_at_ms) // 1000})
-        response = connection.respond(http.HTTPStatus.OK, body + "\n")
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        """The health check for load balancers; anything else goes on to the handshake."""
+        return health_response(connection, request, self.started_at_ms)
 
     async def _handle(self, connection: ServerConnection) -> None:
         if self._unauthenticated >= self.max_unauthenticated:
@@ -269,7 +241,7 @@ class AggregatorService:
         log.info("%s %s connected", session.role, session.name)
         try:
             async for frame in connection:
-                session.last_frame_ms = _now_ms()
+                session.last_frame_ms = now_ms()
                 await self._dispatch(session, frame)
         except ConnectionClosed:
             pass
@@ -296,7 +268,7 @@ class AggregatorService:
         self.catalogs.pop(session.name, None)
         presence = self.presence.get(session.name)
         if presence is not None:
-            presence.disconnected_at_ms = _now_ms()
+            presence.disconnected_at_ms = now_ms()
         for active in self.rounds.values():
             active.machine.drop(session.name)
             active.changed.set()
@@ -435,12 +407,12 @@ class AggregatorService:
         except (ConnectionClosed, TimeoutError, RuntimeError):
             return
         session.latency_us = max(1, int((time.perf_counter() - started) * 1e6))
-        session.last_pong_ms = _now_ms()
+        session.last_pong_ms = now_ms()
 
     def status(self, request_id: bytes = bytes(16)) -> Status:
         """Every node of the manifest as seen since the start; researchers and auditors
         only counted."""
-        now = _now_ms()
+        now = now_ms()
         nodes = []
         for name in self.manifest.nodes():
             session, seen = self.sessions.get(name), self.presence.get(name)
@@ -759,27 +731,6 @@ def _store_heads(path: Path | None, heads: dict[str, HeadReceipt]) -> None:
     tmp.unlink(missing_ok=True)
     write_receipts(tmp, (heads[name] for name in sorted(heads)))
     tmp.replace(path)
-
-
-def bind_error(exc: OSError, host: str, port: int) -> ConfigurationError:
-    """One line, with a hint, for a server that cannot listen."""
-    where = f"cannot listen on {host}:{port}"
-    if isinstance(exc, socket.gaierror):
-        return ConfigurationError(f"{where}: the host name {host!r} does not resolve; set "
-                                  "\"host\" in aggregator.json to an address of this machine "
-                                  "(or 0.0.0.0 for all of them)")
-    if exc.errno == errno.EADDRINUSE:
-        return ConfigurationError(f"{where}: the port is in use (another aggregator still "
-                                  "running?); stop it, or choose another port with --port or "
-                                  "\"port\" in aggregator.json")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return ConfigurationError(f"{where}: {host} is not an address of this machine; set "
-                                  "\"host\" in aggregator.json to one of its addresses (or "
-                                  "0.0.0.0)")
-    if exc.errno == errno.EACCES:
-        return ConfigurationError(f"{where}: permission denied (ports below 1024 need "
-                                  "privileges); choose a port above 1023")
-    return ConfigurationError(f"{where}: {exc.strerror or exc}")
 
 
 def run_aggregator(config_path: Path, *, port: int | None = None,
