@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from crypto.identity import SigningIdentity
 from crypto.tls import certificate_fingerprint
-from engine.codec import decode, encode
+from engine.codec import EncodeError, decode, encode
 from engine.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -76,11 +76,20 @@ async def open_session(url: str, ssl_context: object, *, name: str, role: str,
         if not isinstance(reply, Welcome) or reply.name != name:
             raise UnexpectedMessage("the aggregator did not welcome us")
         if software is not None:
-            await connection.send(encode(MemberInfo(software)))
+            await connection.send(_member_info(software))
     except BaseException:
         await connection.close()
         raise
     return connection, reply
+
+
+def _member_info(software: str) -> bytes:
+    """Our version as the wire allows it (a build's odd version string becomes "unknown":
+    it is informational, and must never stop a connection)."""
+    try:
+        return encode(MemberInfo(software))
+    except EncodeError:
+        return encode(MemberInfo("unknown"))
 
 
 @dataclass(frozen=True)

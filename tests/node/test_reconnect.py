@@ -124,3 +124,13 @@ def test_a_node_retries_a_transient_failure_with_backoff(tmp_path: Path,
     assert len(backoff.delays) == 4
     assert "connection refused: nothing listens on" in caplog.text
     assert "ConnectionRefusedError" not in caplog.text
+
+
+def test_a_version_the_wire_does_not_allow_is_stated_as_unknown() -> None:
+    from engine.codec import decode
+    from engine.service_messages import MemberInfo
+    from node.transport import _member_info
+
+    assert decode(_member_info("0.2.0.dev3+g1a2b3c"), 1024) == MemberInfo("0.2.0.dev3+g1a2b3c")
+    assert decode(_member_info("0.1 (patched by IT)"), 1024) == MemberInfo("unknown")
+    assert decode(_member_info("9" * 200), 1024) == MemberInfo("unknown")
