@@ -24,7 +24,8 @@ MAX_RESULT = 64 * 1024 * 1024
 #: one ledger head receipt as JSON (about 300 characters)
 MAX_RECEIPT = 1024
 #: a software version as a member states it ("0.1.0", "0.2.0.dev3+g1a2b3c", "unknown")
-SOFTWARE = Str(64, re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_\-]{0,63}"))
+SOFTWARE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_\-]{0,63}")
+SOFTWARE = Str(64, SOFTWARE_PATTERN)
 
 
 def hello_statement(federation_id: str, nonce: bytes, name: str, role: str,
