@@ -106,8 +106,8 @@ class Session:
     #: the software version the member stated (MemberInfo), "" until it does
     software: str = ""
     connected_at_ms: int = field(default_factory=now_ms)
-    #: the last frame received from it, and the last ping it answered for a status
-    last_frame_ms: int = field(default_factory=now_ms)
+    #: the last ping it answered for a status (not its last frame: that would tell
+    #: anyone asking for the status when other researchers' rounds run)
     last_pong_ms: int = 0
     latency_us: int = 0
 
@@ -241,7 +241,6 @@ class AggregatorService:
         log.info("%s %s connected", session.role, session.name)
         try:
             async for frame in connection:
-                session.last_frame_ms = now_ms()
                 await self._dispatch(session, frame)
         except ConnectionClosed:
             pass
@@ -417,7 +416,7 @@ class AggregatorService:
         for name in self.manifest.nodes():
             session, seen = self.sessions.get(name), self.presence.get(name)
             if session is not None:
-                last = max(session.last_frame_ms, session.last_pong_ms)
+                last = session.last_pong_ms or session.connected_at_ms
                 nodes.append(NodeStatus(name, True, session.software, session.connected_at_ms,
                                         last, min(session.latency_us, 2**32 - 1)))
             elif seen is not None:

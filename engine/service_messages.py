@@ -215,9 +215,11 @@ class NodeStatus:
     software: str = wire(Str(64))
     #: when its current (or, offline, its last) connection was authenticated
     connected_at_ms: int = wire(UInt(8))
-    #: online: its last frame, or its last answered keepalive ping; offline: its disconnection
+    #: online: its answer to the ping sent for this status (or its last one, or when it
+    #: connected); offline: its disconnection. Never its last frame, which would show
+    #: when rounds run
     last_seen_ms: int = wire(UInt(8))
-    #: round trip of the last keepalive ping, in microseconds (0: not measured)
+    #: round trip of that ping, in microseconds (0: not measured)
     latency_us: int = wire(UInt(4))
 
 

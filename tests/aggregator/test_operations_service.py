@@ -23,7 +23,13 @@ from crypto.randomness import SeededRandom
 from crypto.tls import client_ssl_context
 from engine.codec import decode, encode
 from engine.errors import ConfigurationError, DuplicateMember
-from engine.service_messages import CancelQuery, Status, StatusRequest, cancel_statement
+from engine.service_messages import (
+    CancelQuery,
+    MemberInfo,
+    Status,
+    StatusRequest,
+    cancel_statement,
+)
 from engine.transport import MAX_FRAME
 from fedtally.federation import init_federation
 from node.transport import open_session
@@ -113,17 +119,34 @@ def test_health_is_constant_tiny_and_names_nobody(root: Path) -> None:
     assert {tuple(json.loads(b)) for b in bodies} == {("status", "uptime_s")}
 
 
-def test_status_shows_versions_and_counts_researchers_without_naming_them(root: Path) -> None:
+def test_status_shows_versions_and_counts_researchers_without_naming_them(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aggregator_service, "STATUS_PING_TIMEOUT_S", 0.3)
+
+    async def ask(alice) -> Status:  # noqa: ANN001
+        await alice.send(encode(StatusRequest(b"\x05" * 16)))
+        status = decode(await asyncio.wait_for(alice.recv(), 10), MAX_FRAME)
+        assert isinstance(status, Status)
+        return status
+
     async def scenario(port: int, ssl: object, service: AggregatorService) -> None:
         node = await _session(root, port, ssl, "a", "node", "9.9.9")
         alice = await _session(root, port, ssl, "alice", "researcher", "1.2.3")
         try:
-            await alice.send(encode(StatusRequest(b"\x05" * 16)))
-            status = decode(await asyncio.wait_for(alice.recv(), 10), MAX_FRAME)
+            status = await ask(alice)
+            # the node sends a frame, as it would in another researcher's round, then
+            # answers no ping: its "last seen" stays the last answered ping, so the status
+            # does not tell when rounds run
+            await node.send(encode(MemberInfo("9.9.9")))
+            await asyncio.sleep(0.1)
+            node.transport.pause_reading()
+            later = await ask(alice)
         finally:
+            node.transport.resume_reading()
             await node.close()
             await alice.close()
-        assert isinstance(status, Status)
+        first_seen = {n.name: n.last_seen_ms for n in status.nodes}["a"]
+        assert {n.name: n.last_seen_ms for n in later.nodes}["a"] == first_seen
         assert status.software == "7.7.7" and status.now_ms >= status.started_at_ms
         by_name = {n.name: n for n in status.nodes}
         assert set(by_name) == {"a", "b", "c"}
