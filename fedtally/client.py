@@ -68,8 +68,7 @@ from fedtally.dp import BUDGET_DELTA, budget_frame
 from fedtally.receipts import Receipts
 from fedtally.version import software_version
 from node.datamodel import DataModel
-from node.service import CONNECT_ERRORS
-from node.transport import explain_failure, open_session
+from node.transport import CONNECT_ERRORS, explain_failure, open_session
 
 log = logging.getLogger("fedtally.client")
 T = TypeVar("T")
@@ -216,11 +215,10 @@ class Federation(Catalog):
         else:
             future.set_result(msg)
 
-    async def _request(self, make: Callable[[bytes], object],
-                       request_id: bytes | None = None) -> Any:
+    async def _request(self, make: Callable[[bytes], object]) -> Any:
         await self._ensure_connected()
         assert self._connection is not None
-        request_id = request_id or self._rng.bytes(16)
+        request_id = self._rng.bytes(16)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from crypto import partial_proof
 from crypto.errors import CryptoError
@@ -60,7 +60,7 @@ from node.budget import Asked, BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
 from node.session import Contribution, LoadedData, NodeSession
-from node.transport import explain_failure, open_session
+from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import PrivacyError
 from privacy.head import HeadReceipt
@@ -73,9 +73,6 @@ BACKOFF_MAX_S = 30.0
 #: a connection that lasted this long resets the backoff (a shorter one does not, so a
 #: connection that keeps being dropped right after it opens cannot make the node spin)
 STABLE_CONNECTION_S = 30.0
-#: what connecting can raise besides our own errors (anything else is a bug: it propagates)
-CONNECT_ERRORS = (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed,
-                  FedtallyError)
 #: what carries the node's (masked or encrypted) statistic: the budget is released first
 CONTRIBUTIONS = (MaskedInput, EncryptedInput)
 RoundNode = SecAggNode | PaillierNode

@@ -37,6 +37,9 @@ from engine.service_messages import (
 from engine.transport import MAX_FRAME, error_from_notice
 
 CONNECT_TIMEOUT_S = 15.0
+#: what connecting can raise besides our own errors (anything else is a bug: it propagates)
+CONNECT_ERRORS = (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed,
+                  FedtallyError)
 #: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_CERT_HAS_EXPIRED
 _HOSTNAME_MISMATCH = 62
 _CERT_EXPIRED = 10
