@@ -157,3 +157,16 @@ def test_a_cancel_after_release_refunds_nothing(service) -> None:
     asyncio.run(service._handle(connection, encode(cancel)))
     assert query_id not in service.rounds
     assert _spent(service) == pytest.approx(spent + RHO)
+
+
+def test_a_lost_connection_refunds_only_what_did_not_leave(service) -> None:
+    """The aggregator goes away mid-round: a charge whose contribution had not left is
+    refunded, one whose contribution left stands."""
+    spent = _spent(service)
+    unreleased, _ = _announced(service)
+    released, _ = _announced(service)
+    service._answered(service.rounds[released])
+    assert _spent(service) == pytest.approx(spent + 2 * RHO)
+    service._abandon_rounds()
+    assert not service.rounds
+    assert _spent(service) == pytest.approx(spent + RHO)
