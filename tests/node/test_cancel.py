@@ -29,7 +29,7 @@ from node.datamodel import PlanModel
 from node.service import NodeService, load_data
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
-POLICY = {"budgets": {"*": {"*": {"rho": 1.0}}}}
+POLICY = {"budgets": {"*": {"*": {"rho": 10.0}}}}
 RHO = 0.25
 
 
