@@ -11,7 +11,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosedError, InvalidURI
 from websockets.frames import Close
 
 from crypto.randomness import SeededRandom
@@ -70,6 +70,8 @@ def _refused_by_aggregator(exc: AuthenticationError) -> AuthenticationError:
     (socket.gaierror(-2, "Name or service not known"), False, "does not resolve"),
     (TimeoutError(), False, "no answer within"),
     (ConnectionClosedError(Close(1013, "busy"), None), False, "busy"),
+    (InvalidURI("https://aggregator.example", "scheme isn't ws or wss"), True,
+     "not a valid wss:// URL"),
 ])
 def test_a_failure_is_one_line_with_its_reason(exc: BaseException, permanent: bool,
                                                says: str) -> None:
