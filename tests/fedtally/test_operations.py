@@ -320,3 +320,27 @@ def test_a_query_that_times_out_at_the_client_is_cancelled_and_charges_nothing(f
         time.sleep(0.2)
     assert not any("release" in k for k in kinds.values()), kinds
     assert fed.budget()["spent_rho"].sum() == pytest.approx(spent)
+
+
+def test_status_shows_a_node_that_went_away_and_fails_for_monitoring(fed) -> None:
+    from fedtally.local import wait_for_nodes
+
+    fed.local.kill_node("hosp_a")
+    try:
+        deadline = time.monotonic() + 30
+        while "hosp_a" in fed.catalog()["nodes"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        out = cli("status", "--federation", bundle(fed), "--aggregator-url", fed.local.url,
+                  "--json", "--fail-offline")
+        assert out.returncode == 1, out.stderr
+        gone = {n["name"]: n for n in json.loads(out.stdout)["nodes"]}["hosp_a"]
+        assert not gone["online"] and gone["software"] == fedtally.__version__
+        assert gone["connected_at"] <= gone["last_seen"]  # when it disconnected
+        assert gone["latency_ms"] is None
+        table = cli("status", "--federation", bundle(fed), "--aggregator-url", fed.local.url)
+        assert table.returncode == 0 and "2 of 3 nodes online" in table.stdout
+        assert "OFFLINE" in table.stdout
+    finally:
+        fed.local.start_node("hosp_a")
+        wait_for_nodes(fed, set(NODES), fed.local)
