@@ -72,6 +72,13 @@ class AuthenticationError(RemoteProtocolError):
     code = "authentication"
 
 
+class DuplicateMember(AuthenticationError):
+    """A node connected under a name whose established connection is alive: the established
+    one stays, the newcomer is refused (two processes share one node's key)."""
+
+    code = "duplicate_member"
+
+
 class ParameterMismatch(RemoteProtocolError):
     """Peers disagree on the round parameters (detected through signatures or derivation)."""
 

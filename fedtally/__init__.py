@@ -26,8 +26,9 @@ from fedtally.dp import DP
 from fedtally.local import local_federation
 from fedtally.results import Count, NoisyValue
 from fedtally.simulated import SimulatedFederation
+from fedtally.version import software_version
 
-__version__ = "0.1.0"
+__version__ = software_version()
 
 __all__ = [
     "AuthenticationError",

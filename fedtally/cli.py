@@ -4,23 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crypto.errors import CryptoError
 from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, FedtallyError
 from engine.manifest import PROTECTIONS
+from fedtally.version import software_version
 
 if TYPE_CHECKING:
     from privacy.head import HeadReceipt
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _names(text: str) -> list[str]:
@@ -66,15 +69,65 @@ def _aggregator_serve(args: argparse.Namespace) -> int:
 
     run_aggregator(Path(args.config), port=args.port,
                    ready_file=Path(args.ready_file) if args.ready_file else None,
-                   stage_timeout_s=args.stage_timeout)
+                   stage_timeout_s=args.stage_timeout, software=software_version())
     return 0
 
 
 def _node_serve(args: argparse.Namespace) -> int:
     from node.service import run_node
 
-    run_node(args.config, aggregator_url=args.aggregator_url)
+    run_node(args.config, aggregator_url=args.aggregator_url, software=software_version())
     return 0
+
+
+def _when(now: float, then: float | None) -> str:
+    """How long ago, for a table: "never", "4 s ago", "3 min ago", "2.5 h ago"."""
+    if then is None:
+        return "never"
+    ago = max(0.0, now - then)
+    if ago < 120:
+        return f"{ago:.0f} s ago"
+    if ago < 7200:
+        return f"{ago / 60:.0f} min ago"
+    return f"{ago / 3600:.1f} h ago"
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """`fedtally status` as a table: the aggregator, then one line per node."""
+    agg, now = status["aggregator"], status["now"]
+    nodes = status["nodes"]
+    online = sum(1 for n in nodes if n["online"])
+    lines = [f"aggregator: fedtally {agg['software']}, up {_duration(agg['uptime_s'])}; "
+             f"{online} of {len(nodes)} nodes online; researchers connected: "
+             f"{status['researchers_online']}, auditors: {status['auditors_online']}",
+             f"{'node':<24} {'state':<8} {'version':<14} {'connected':<14} "
+             f"{'last seen':<14} ping"]
+    for node in nodes:
+        ping = f"{node['latency_ms']:.1f} ms" if node["latency_ms"] is not None else "-"
+        lines.append(f"{node['name']:<24} {'online' if node['online'] else 'OFFLINE':<8} "
+                     f"{node['software'] or '-':<14} {_when(now, node['connected_at']):<14} "
+                     f"{_when(now, node['last_seen']):<14} {ping}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fedtally.client import connect
+
+    with connect(args.aggregator_url, bundle=args.federation, timeout_s=args.timeout) as fed:
+        status = fed.status()
+    print(json.dumps(status, indent=2) if args.json else status_text(status))
+    return 0 if all(n["online"] for n in status["nodes"]) or not args.fail_offline \
+        else EXIT_FAILURE
 
 
 def _node_check(args: argparse.Namespace) -> int:
@@ -168,10 +221,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logging_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
+                         help="DEBUG, INFO (default, or $FEDTALLY_LOG), WARNING or ERROR")
+    command.add_argument("--log-file", default=None, metavar="FILE",
+                         help="append the log to FILE instead of standard error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedtally",
         description="Privacy-preserving secure aggregation for federated analytics.")
+    parser.add_argument("--version", action="version",
+                        version=f"fedtally {software_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     federation = commands.add_parser("federation", help="set up a federation")
@@ -228,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--stage-timeout", type=float, default=None,
                        help="seconds to wait for nodes in each round stage (default: manifest)")
     serve.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    _logging_options(serve)
     serve.set_defaults(run=_aggregator_serve)
 
     node = commands.add_parser("node", help="run or check a node")
@@ -235,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_serve = node_commands.add_parser("serve", help="connect to the aggregator and answer")
     node_serve.add_argument("--config", required=True)
     node_serve.add_argument("--aggregator-url", default=None, help="override the config's URL")
+    _logging_options(node_serve)
     node_serve.set_defaults(run=_node_serve)
     check = node_commands.add_parser("check", help="load and validate the node's data, then exit")
     check.add_argument("--config", required=True)
@@ -271,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the delta at which epsilons are stated (default %(default)s)")
     report.set_defaults(run=_audit_report)
 
+    status = commands.add_parser(
+        "status", help="who is online: nodes (version, connected since, last seen, ping) and "
+                       "the aggregator's version and uptime")
+    status.add_argument("--federation", required=True, metavar="BUNDLE",
+                        help="your bundle, researchers/<you>.json (written by federation init)")
+    status.add_argument("--aggregator-url", default=None, help="override the bundle's URL")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the aggregator (default %(default)s)")
+    status.add_argument("--fail-offline", action="store_true",
+                        help="exit 1 when a node of the manifest is offline (for monitoring)")
+    status.set_defaults(run=_status)
+
     demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")
     demo.add_argument("--workdir", default=None, help="keep the federation's files here")
     demo.add_argument("--keep", action="store_true",
@@ -282,13 +359,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(level: str | None, path: str | None) -> None:
+    """The log goes to ``path`` (appended) or standard error, at ``level`` (else
+    $FEDTALLY_LOG, else INFO)."""
+    level = level or os.environ.get("FEDTALLY_LOG", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigurationError(f"FEDTALLY_LOG={level!r}: use one of {', '.join(LOG_LEVELS)}")
+    handler: logging.Handler
+    if path is None:
+        handler = logging.StreamHandler()
+    else:
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write the log file {path}: {exc.strerror}; "
+                                     "check the folder exists and is writable") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("FEDTALLY_LOG", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
+        _configure_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
         return run(args)
     except KeyboardInterrupt:
         return 130

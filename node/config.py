@@ -39,6 +39,8 @@ class NodeConfig:
     key_share: KeyShare | None = None
     #: threads for Paillier partial decryptions (default: the machine's cores, at most 8)
     decrypt_workers: int = 1
+    #: the federation's CA certificate (named in connection errors)
+    ca_path: Path | None = None
 
 
 def _load_json(path: Path) -> Any:
@@ -76,8 +78,15 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     ca = file("ca")
     assert manifest_path is not None and ca is not None
     try:
+        ca_pem = ca.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the federation's CA certificate {ca} (\"ca\" in {path}): "
+            f"{exc.strerror}; copy tls/ca.pem from the federation's folder and point \"ca\" "
+            "at it") from exc
+    try:
         manifest = pinned_manifest(manifest_path.read_bytes(), raw,
-                                   ca_pem_fingerprint=certificate_fingerprint(ca.read_bytes()),
+                                   ca_pem_fingerprint=certificate_fingerprint(ca_pem),
                                    source=str(manifest_path),
                                    remember_version=partial(raise_high_water,
                                                             base / MANIFEST_VERSIONS))
@@ -121,6 +130,7 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
         base=base,
         key_share=share,
         decrypt_workers=workers,
+        ca_path=ca,
     )
 
 

@@ -1,5 +1,8 @@
 """The node service: connects out to the aggregator (hospital firewalls allow outbound
-only), reconnects with backoff, and answers queries through the engine's state machine.
+only), reconnects with exponential backoff and jitter, and answers queries through the
+engine's state machine. A failure that trying again cannot mend (a certificate that does not
+verify, an identity the aggregator refuses, another federation or protocol) stops the node
+with a one-line error instead of retrying forever.
 
 The node loads and validates its data at start-up and refuses to serve invalid data. Each
 query is admitted (signature, freshness, policy, plan, parameters) before anything is
@@ -14,18 +17,20 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from crypto import partial_proof, plaintext_proof
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
-from crypto.randomness import SystemRandom
+from crypto.randomness import RandomSource, SystemRandom, uniform_below
 from engine.codec import decode, encode
 from engine.errors import (
+    AuthenticationError,
     ConfigurationError,
     FedtallyError,
     InternalError,
@@ -40,12 +45,14 @@ from engine.secagg_node import SecAggNode
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
+    CancelQuery,
     ErrorNotice,
     LedgerHead,
     NodeInfo,
     QueryAnnounce,
     QueryRefused,
     budget_statement,
+    cancel_statement,
 )
 from engine.transport import MAX_FRAME, public_text
 from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard, admit, authenticate
@@ -53,7 +60,7 @@ from node.budget import Asked, BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
 from node.session import Contribution, LoadedData, NodeSession
-from node.transport import open_session
+from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import PrivacyError
 from privacy.head import HeadReceipt
@@ -63,7 +70,9 @@ log = logging.getLogger("fedtally.node")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
-_JITTER = SystemRandom()
+#: a connection that lasted this long resets the backoff (a shorter one does not, so a
+#: connection that keeps being dropped right after it opens cannot make the node spin)
+STABLE_CONNECTION_S = 30.0
 #: what carries the node's (masked or encrypted) statistic: the budget is released first
 CONTRIBUTIONS = (MaskedInput, EncryptedInput)
 RoundNode = SecAggNode | PaillierNode
@@ -78,9 +87,26 @@ def _query_id(msg: object) -> bytes | None:
     return None
 
 
-def _jitter() -> float:
-    """A factor in [0.5, 1.5) so that nodes restarted together do not reconnect in step."""
-    return 0.5 + _JITTER.below(1000) / 1000
+@dataclass
+class Backoff:
+    """Exponential backoff with "equal jitter": the n-th wait is uniform in [c/2, c) with
+    c = min(start * 2^n, maximum), so nodes restarted together spread out and no wait
+    collapses to nothing. The jitter times reconnections; it is no secret (any source does;
+    the OS's is at hand)."""
+
+    start: float = BACKOFF_START_S
+    maximum: float = BACKOFF_MAX_S
+    rng: RandomSource = field(default_factory=SystemRandom)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.start * 2.0 ** self.attempt, self.maximum)
+        self.attempt = min(self.attempt + 1, 62)
+        fraction = uniform_below(self.rng, 1 << 20) / (1 << 20)
+        return ceiling / 2 * (1 + fraction)
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 @dataclass
@@ -104,7 +130,11 @@ class NodeService:
     budget: BudgetKeeper | None = None
     #: Paillier mode: the fixed-base randomness table, built once per process
     encryptor: FastEncryptor | None = None
+    #: the fedtally version this node runs (stated to the aggregator for `fedtally status`)
+    software: str = "unknown"
     session: NodeSession = field(init=False)
+    #: queries cancelled lately: the aggregator's abort that follows a cancel is expected
+    cancelled: deque[bytes] = field(default_factory=lambda: deque(maxlen=64))
 
     def __post_init__(self) -> None:
         if self.guard is None:  # kept beside the ledger, so it survives a restart
@@ -123,34 +153,62 @@ class NodeService:
             partial_proof.prepare(key.threshold)
             plaintext_proof.prepare(key.threshold.public)
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""
+    async def run(self, stop: asyncio.Event | None = None,
+                  backoff: Backoff | None = None) -> None:
+        """Stay connected until ``stop`` is set, reconnecting with exponential backoff and
+        jitter. A permanent failure (see :func:`node.transport.explain_failure`) raises its
+        one-line error instead of retrying."""
         stop = stop or asyncio.Event()
-        delay = BACKOFF_START_S
-        me = self.config.me
+        backoff = backoff or Backoff()
+        me, url = self.config.me, self.config.aggregator_url
+        ca = str(self.config.ca_path) if self.config.ca_path else None
         while not stop.is_set():
             try:
                 connection, welcome = await open_session(
-                    self.config.aggregator_url, self.config.ssl_context, name=me.name,
-                    role="node", identity=me.identity, federation_id=me.manifest.federation_id)
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed,
-                    FedtallyError) as exc:
-                log.warning("cannot reach the aggregator (%s); retrying in %.1fs",
-                            type(exc).__name__, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay * _jitter())
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                    url, self.config.ssl_context, name=me.name, role="node",
+                    identity=me.identity, federation_id=me.manifest.federation_id,
+                    software=self.software)
+            except CONNECT_ERRORS as exc:
+                failure = explain_failure(exc, url, name=me.name, ca=ca)
+                if failure.permanent:
+                    log.error("%s; not retrying", failure.error)
+                    raise failure.error from None
+                delay = backoff.next_delay()
+                log.warning("%s; retrying in %.1f s", failure.error, delay)
+                await _sleep_unless(stop, delay)
                 continue
-            delay = BACKOFF_START_S
-            log.info("connected to the aggregator as %s", me.name)
+            log.info("connected to the aggregator at %s as %s", url, me.name)
+            opened = time.monotonic()
             try:
                 await connection.send(encode(NodeInfo(canonical_json(self.data.catalog()))))
                 await self._serve(connection, stop)
-            except ConnectionClosed:
-                log.warning("lost the aggregator connection")
+            except ConnectionClosed as exc:
+                log.warning("lost the aggregator connection (%s)", _close_reason(exc))
             finally:
                 await connection.close()
-                self.rounds.clear()
+                self._abandon_rounds()
+            if stop.is_set():
+                break
+            if time.monotonic() - opened >= STABLE_CONNECTION_S:
+                backoff.reset()
+                continue
+            delay = backoff.next_delay()
+            log.info("reconnecting in %.1f s", delay)
+            await _sleep_unless(stop, delay)
+
+    def _abandon_rounds(self) -> None:
+        """The connection is gone: the rounds in flight end. A DP charge whose contribution
+        has not been handed to the connection is refunded (provably nothing left)."""
+        for query_id, flight in self.rounds.items():
+            if flight.charge is None:
+                continue
+            try:
+                self.session.refund(flight.charge, "the connection to the aggregator was "
+                                                   "lost before the contribution was sent")
+            except PrivacyError:
+                log.exception("query %s: the refund failed; the charge stands",
+                              query_id.hex()[:8])
+        self.rounds.clear()
 
     async def _serve(self, connection: ClientConnection, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -179,6 +237,8 @@ class NodeService:
                 await self._on_budget(connection, msg)
             elif isinstance(msg, SecAggMessage):
                 await self._on_secagg(connection, msg)
+            elif isinstance(msg, CancelQuery):
+                await self._on_cancel(msg)
             elif isinstance(msg, ErrorNotice):
                 log.warning("the aggregator reports %s: %s", msg.code, msg.message)
             else:
@@ -286,6 +346,37 @@ class NodeService:
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 
+    async def _on_cancel(self, msg: CancelQuery) -> None:
+        """The researcher cancelled a query this node is answering. The cancel must be
+        signed by the researcher who signed the query (the aggregator only relays it). A DP
+        charge is refunded only while the contribution has not left: once it left, the
+        charge stands whatever arrives later, so a cancel is no way to get noise for free."""
+        flight = self.rounds.get(msg.query_id)
+        if flight is None:
+            return  # finished, refused, or never ours: nothing to stop
+        me = self.config.me
+        try:
+            if msg.researcher != flight.asked.researcher:
+                raise AuthenticationError("the cancel is not from the query's researcher")
+            me.manifest.member(msg.researcher, "researcher").verify_key.verify(
+                cancel_statement(me.manifest.federation_id, msg.query_id, msg.researcher),
+                msg.signature)
+        except (FedtallyError, CryptoError) as exc:
+            log.warning("ignored a cancel of query %s: %s", msg.query_id.hex()[:8], exc)
+            return
+        del self.rounds[msg.query_id]
+        self.cancelled.append(msg.query_id)
+        if flight.charge is None:
+            log.info("query %s cancelled by %s%s", msg.query_id.hex()[:8], msg.researcher,
+                     "; its contribution had left, the charge stands" if flight.recorded
+                     else "")
+            return
+        await asyncio.to_thread(self.session.refund, flight.charge,
+                                f"cancelled by its researcher {msg.researcher} (signed) "
+                                "before the contribution was sent")
+        log.info("query %s cancelled by %s before the contribution left: refunded",
+                 msg.query_id.hex()[:8], msg.researcher)
+
     def _round_node(self, msg: QueryAnnounce, contribution: Contribution) -> RoundNode:
         me = self.config.me
         key = me.manifest.paillier_key
@@ -315,7 +406,8 @@ class NodeService:
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
         flight = self.rounds.get(msg.query_id)
         if flight is None:
-            log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
+            if msg.query_id not in self.cancelled:
+                log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
             return
         try:
             reply, head = await asyncio.to_thread(self._step, flight, msg)
@@ -333,6 +425,18 @@ class NodeService:
         if reply is not None:
             await connection.send(encode(reply))
         await self._send_head(connection, msg.query_id, head)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    close = exc.rcvd or exc.sent
+    if close is None:
+        return "no close frame: the network or the aggregator went away"
+    return f"code {close.code}" + (f": {close.reason}" if close.reason else "")
 
 
 def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
@@ -369,12 +473,14 @@ def load_data(config: NodeConfig) -> LoadedData:
     return LoadedData(model, coerce(rows, model))
 
 
-def run_node(config_path: str, *, aggregator_url: str | None = None) -> None:
+def run_node(config_path: str, *, aggregator_url: str | None = None,
+             software: str = "unknown") -> None:
     """Entry point of `fedtally node serve`. SIGTERM and SIGINT stop it cleanly: the ledger
-    is closed, which folds its write-ahead log into ledger.db."""
+    is closed, which folds its write-ahead log into ledger.db. A permanent connection
+    failure raises its one-line error."""
     config = load_node_config(Path(config_path), aggregator_url=aggregator_url)
     data = load_data(config)
-    service = NodeService(config, data)
+    service = NodeService(config, data, software=software)
     log.info("node %s serving %d rows of %s", config.me.name, len(data.rows), data.model.name)
 
     async def serve() -> None:

@@ -172,8 +172,10 @@ _DONE = (r"fedtally\.aggregator INFO query [0-9a-f]{8} done over \d of \d nodes"
 #: shape must be reviewed (could it carry a plain value?) before it is added here
 _ALLOWED = [re.compile(_STAMP + pattern) for pattern in (
     r"websockets\.server INFO (server listening on \S+|connection open|connection closed)$",
-    r"fedtally\.aggregator INFO aggregator listening on wss://\S+$",
+    r"fedtally\.aggregator INFO aggregator \S+ listening on wss://\S+ "
+    r"\(health: https://\S+/healthz\)$",
     r"fedtally\.aggregator INFO (node|researcher) \w+ (connected|disconnected)$",
+    r"fedtally\.aggregator INFO (node|researcher) \w+ runs fedtally \S+$",
     r"fedtally\.aggregator INFO EncryptedInput from \w+ for query [0-9a-f]{8}: "
     r"(?:[0-9a-f]{16} ){3}\.\.\.$",
     _DONE + r"$",
