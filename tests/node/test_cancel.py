@@ -19,7 +19,7 @@ from crypto.randomness import SeededRandom
 from engine.codec import decode, encode
 from engine.messages import AdvertiseKeys, RoundAborted
 from engine.params import RoundParams
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import CancelQuery, QueryAnnounce, QueryRefused, cancel_statement
 from fedtally.federation import init_federation
