@@ -56,12 +56,13 @@ def test_a_semicolon_csv_and_a_renamed_header_are_refused_before_serving(
     frame.to_csv(semicolons, index=False, sep=";")
     with pytest.raises(fedtally.DataError, match=r"hosp_b: .* separated by ';'"):
         with fedtally.local_federation({"hosp_a": hospitals["hosp_a"], "hosp_b": semicolons},
-                                       workdir=tmp_path / "one"):
+                                       workdir=tmp_path / "one", max_colluding_nodes=0):
             pass
     renamed = tmp_path / "renamed.csv"
     frame.rename(columns={"sex": "gender"}).to_csv(renamed, index=False)
     with pytest.raises(fedtally.DataError,
                        match=r"(?s)hosp_b exited at start-up.*'gender'.*renamed header"):
         with fedtally.local_federation({"hosp_a": hospitals["hosp_a"], "hosp_b": renamed},
-                                       data_model=stroke_model(), workdir=tmp_path / "two"):
+                                       data_model=stroke_model(), workdir=tmp_path / "two",
+                                       max_colluding_nodes=0):
             pass
