@@ -84,10 +84,6 @@ def attach_display() -> None:
         cls.__repr__ = display.concise_repr  # type: ignore[method-assign]
     multivariate.PCAResult.plot = display.plot_scree  # type: ignore[attr-defined]
     survival.KaplanMeierTable.plot = display.plot_kaplan_meier  # type: ignore[assignment,method-assign]
-    survival.KaplanMeierTable.summary = lambda self: display.frame_summary(  # type: ignore[attr-defined]
-        self, "Kaplan-Meier estimate (federated)")
-    classical.ContingencyTable.summary = lambda self: display.frame_summary(  # type: ignore[attr-defined]
-        self, "Contingency table (federated)")
 
 
 attach_display()  # summary(), a concise repr and plot() on the result types

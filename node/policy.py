@@ -51,10 +51,10 @@ from typing import Any
 
 from engine.errors import ConfigurationError, QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest
+from privacy.policy_terms import ANY, granted
 
 __all__ = ["ANY", "BudgetGrant", "Policy"]
 
-ANY = "*"
 DEFAULT_MIN_ROW_COUNT = 10  # as the MIP
 DEFAULT_MAX_SLOTS = 100_000
 DEFAULT_MAX_QUERY_MEMORY_MB = 1024
@@ -266,15 +266,7 @@ class Policy:
 
     def budget_for(self, researcher: str, dataset: str) -> BudgetGrant | None:
         """The budget of (researcher, dataset), falling back to ``"*"``; ``None`` if none."""
-        for who in (researcher, ANY):
-            per_dataset = self.budgets.get(who)
-            if per_dataset is None:
-                continue
-            for what in (dataset, ANY):
-                if what in per_dataset:
-                    return per_dataset[what]
-            return None
-        return None
+        return granted(self.budgets, researcher, dataset)
 
 
 def _budgets(raw: Any) -> dict[str, dict[str, BudgetGrant]]:

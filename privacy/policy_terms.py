@@ -25,12 +25,30 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from privacy.errors import InvalidRequest, PrivacyError
 from privacy.units import budget_nano
 
 ANY = "*"
+
+Grant = TypeVar("Grant")
+
+
+def granted(budgets: Mapping[str, Mapping[str, Grant]], researcher: str,
+            dataset: str) -> Grant | None:
+    """The budget a policy grants (researcher, dataset): the researcher's own entry, else
+    the ``"*"`` researcher's; within it the dataset's, else ``"*"``. ``None`` when none is
+    granted. The node's policy and the auditor's reading of it both decide by this."""
+    for who in (researcher, ANY):
+        per_dataset = budgets.get(who)
+        if per_dataset is None:
+            continue
+        for what in (dataset, ANY):
+            if what in per_dataset:
+                return per_dataset[what]
+        return None
+    return None
 DEFAULT_REPORTING_DELTA = 1e-6
 MAX_POLICY_BYTES = 1024 * 1024
 
@@ -112,15 +130,7 @@ class PolicyTerms:
 
     def budget_nano(self, researcher: str, dataset: str) -> int | None:
         """The budget of (researcher, dataset) in nano-rho; ``None`` when none is granted."""
-        for who in (researcher, ANY):
-            per_dataset = self.budgets.get(who)
-            if per_dataset is None:
-                continue
-            for what in (dataset, ANY):
-                if what in per_dataset:
-                    return per_dataset[what]
-            return None
-        return None
+        return granted(self.budgets, researcher, dataset)
 
     def allows(self, method: str) -> bool:
         return self.allowed_methods is None or method in self.allowed_methods

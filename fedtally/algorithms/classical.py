@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -67,6 +67,7 @@ from engine.suggest import did_you_mean, unknown
 from fedtally import coverage
 from fedtally.algorithms.common import INTERCEPT
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node.datamodel import DATASET, PlanModel
@@ -627,7 +628,7 @@ def _welch_df(vn1: float, vn2: float, n1: int, n2: int) -> float:
 # --- contingency tables ----------------------------------------------------------------------
 
 
-class ContingencyTable(pd.DataFrame):
+class ContingencyTable(ResultFrame):
     """Counts of rows per (row level, column level): a pandas DataFrame indexed by the
     levels of ``row`` (in the data model's order; datasets for ``"dataset"``), columns the
     levels of ``col``. Cells a node found smaller than its ``small_cell_threshold`` hold
@@ -639,17 +640,7 @@ class ContingencyTable(pd.DataFrame):
     nothing is suppressed), ``noise_std`` gives each cell's noise standard deviation and
     ``excluded`` is noisy too (its noise in ``attrs["excluded_noise_std"]``)."""
 
-    @property
-    def _constructor(self) -> Callable[..., ContingencyTable]:
-        return ContingencyTable
-
-    @property
-    def federation(self) -> dict[str, Any]:
-        return dict(self.attrs.get("federation", {}))
-
-    @property
-    def privacy(self) -> dict[str, Any]:
-        return dict(self.attrs.get("privacy", {}))
+    _title = "Contingency table (federated)"
 
     @property
     def cells_below_threshold(self) -> int:

@@ -56,6 +56,7 @@ from engine.plans import check_variable
 from engine.suggest import did_you_mean
 from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike, filter_tree
+from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node import filters as filter_trees
@@ -71,24 +72,14 @@ TOO_NOISY = ("the noisy count is too small for this privacy level: ask with a la
              "or a coarser query")
 
 
-class KaplanMeierTable(pd.DataFrame):
+class KaplanMeierTable(ResultFrame):
     """A Kaplan-Meier table (a pandas DataFrame) that also carries how it was made:
     ``privacy`` ({"mode": "exact"}, or with DP what was spent), ``federation`` (nodes
     asked/answered/contributing, cells suppressed), ``alpha`` of the confidence band; all
     kept in ``attrs`` too (with DP also ``count_noise_std``, the noise std of each released
     interval count)."""
 
-    @property
-    def _constructor(self) -> type[KaplanMeierTable]:
-        return KaplanMeierTable
-
-    @property
-    def federation(self) -> dict[str, int]:
-        return dict(self.attrs.get("federation", {}))
-
-    @property
-    def privacy(self) -> dict[str, Any]:
-        return dict(self.attrs.get("privacy", {}))
+    _title = "Kaplan-Meier estimate (federated)"
 
     @property
     def alpha(self) -> float:
