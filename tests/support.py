@@ -73,3 +73,41 @@ def node_session(model, rows, root, *, name: str = "node", identity=None, policy
     budget = BudgetKeeper(root / f"ledger-{name}-{time.time_ns()}.db", identity, policy)
     return NodeSession(name, LoadedData(model, rows), policy, budget, 1 << 24, 1,
                        max_colluding_nodes, verifiable)
+
+
+class Recorder:
+    """Stands in for a node's websocket: keeps the messages the node sends, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send(self, frame: bytes) -> None:
+        from engine.codec import decode
+
+        self.sent.append(decode(frame, 1 << 24))
+
+
+def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: ANN201
+                     policy: dict | None = None):
+    """A NodeService for hosp_a of a fresh three-hospital federation in ``root`` (synthetic
+    stroke rows, no aggregator: the caller drives it with messages)."""
+    import json
+
+    from crypto.randomness import SeededRandom
+    from fedtally.federation import init_federation
+    from fedtally.synthetic import stroke_model, three_hospitals
+    from node.config import load_node_config
+    from node.service import NodeService, load_data
+
+    init_federation(root, ["hosp_a", "hosp_b", "hosp_c"], researchers, rng=SeededRandom(seed))
+    three_hospitals(scale=0.02)["hosp_a"].to_csv(root / "hosp_a" / "data.csv", index=False)
+    (root / "model.json").write_text(json.dumps(stroke_model().to_json()))
+    config_path = root / "hosp_a" / "node.json"
+    config = json.loads(config_path.read_text())
+    config.update(data=[{"kind": "csv", "path": "data.csv"}], data_model="../model.json")
+    if policy is not None:
+        (root / "policy.json").write_text(json.dumps(policy))
+        config["policy"] = "../policy.json"
+    config_path.write_text(json.dumps(config))
+    loaded = load_node_config(config_path, aggregator_url="wss://127.0.0.1:1")
+    return NodeService(loaded, load_data(loaded))

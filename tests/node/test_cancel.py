@@ -7,7 +7,6 @@ real service object and its ledger (its websocket replaced by a recorder)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,47 +15,26 @@ import pytest
 
 from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
-from engine.codec import decode, encode
+from engine.codec import encode
 from engine.messages import AdvertiseKeys, RoundAborted
 from engine.params import RoundParams
 from engine.planner import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import CancelQuery, QueryAnnounce, QueryRefused, cancel_statement
-from fedtally.federation import init_federation
-from fedtally.synthetic import stroke_model, three_hospitals
-from node.config import load_node_config
+from fedtally.synthetic import stroke_model
 from node.datamodel import PlanModel
-from node.service import NodeService, load_data
+from node.service import NodeService
+from support import Recorder, hospital_service
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
 POLICY = {"budgets": {"*": {"*": {"rho": 10.0}}}}
 RHO = 0.25
 
 
-class Recorder:
-    """Stands in for the websocket: keeps what the node sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[object] = []
-
-    async def send(self, frame: bytes) -> None:
-        self.sent.append(decode(frame, 1 << 24))
-
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> NodeService:
-    root = tmp_path_factory.mktemp("fed")
-    init_federation(root, NODES, ["alice", "bob"], rng=SeededRandom(13))
-    three_hospitals(scale=0.02)["hosp_a"].to_csv(root / "hosp_a" / "data.csv", index=False)
-    (root / "model.json").write_text(json.dumps(stroke_model().to_json()))
-    (root / "policy.json").write_text(json.dumps(POLICY))
-    config_path = root / "hosp_a" / "node.json"
-    config = json.loads(config_path.read_text())
-    config.update(data=[{"kind": "csv", "path": "data.csv"}], data_model="../model.json",
-                  policy="../policy.json")
-    config_path.write_text(json.dumps(config))
-    config = load_node_config(config_path, aggregator_url="wss://127.0.0.1:1")
-    return NodeService(config, load_data(config))
+    return hospital_service(tmp_path_factory.mktemp("fed"), ["alice", "bob"], seed=13, policy=POLICY)
 
 
 def _root(service: NodeService) -> Path:
