@@ -154,7 +154,7 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     says which node to look up."""
     from engine.manifest import check_pins
     from fedtally.federation import load_manifest
-    from privacy.audit import read_genesis_key
+    from privacy.audit import read_ledger_key
     from privacy.errors import PrivacyError
 
     manifest = load_manifest(federation)
@@ -163,7 +163,7 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     out = []
     for path in paths:
         try:
-            claimed = read_genesis_key(Path(path))
+            claimed = read_ledger_key(Path(path))
         except PrivacyError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
         if claimed not in by_key:
