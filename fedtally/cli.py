@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("directory", help="the authority's folder (with authority.key)")
     remove.add_argument("name")
     rotate = fed_commands.add_parser(
-        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest)")
+        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest; "
+                           "a node also gets keys/NAME.key.previous, which its ledger needs)")
     rotate.add_argument("directory", help="the authority's folder (with authority.key)")
     rotate.add_argument("name", help="a member's name, or 'aggregator'")
     for command in (add, remove, rotate):
