@@ -462,10 +462,6 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
             f"{identity} (the authority's rotate-key left it as keys/NAME.key.previous) and "
             "start again; never start a new ledger (it would forget what researchers "
             "spent)") from None
-    if config.previous_identity is not None and config.previous_key_path is not None:
-        # the ledger is under the new key now (a rotation entry records it): the retired
-        # private key has no use left and is a liability if stolen
-        config.previous_key_path.unlink(missing_ok=True)
     if last is not None:
         try:
             keeper.ledger.check_extends(last)
@@ -475,6 +471,11 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
                 f"the ledger {path} is older than the receipts this node handed out (up to "
                 f"entry {last[0]}): it was rolled back or replaced; restore its newest copy "
                 "(to start a new ledger on purpose, move both files aside)") from None
+    if config.previous_identity is not None and config.previous_key_path is not None:
+        # only now that the ledger is known to be the newest and under the new key (a
+        # rotation entry records it): the retired private key has no use left and is a
+        # liability if stolen (a restored older copy would still need it, so not before)
+        config.previous_key_path.unlink(missing_ok=True)
     return keeper
 
 

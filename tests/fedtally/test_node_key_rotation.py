@@ -14,6 +14,7 @@ import pytest
 
 import fedtally
 from crypto.randomness import SeededRandom
+from engine.errors import ConfigurationError
 from fedtally.cli import main
 from fedtally.federation import init_federation, machine_files, rotate_key
 from fedtally.local import wait_for_nodes
@@ -85,3 +86,31 @@ def test_a_real_federation_keeps_spending_across_a_node_key_rotation(
                  str(root / "federation.json")]) == 0
     line = capsys.readouterr().out
     assert "valid" in line and "1 key rotations" in line and "net rho charged 1" in line
+
+
+def test_a_node_on_a_rolled_back_ledger_keeps_its_previous_key(tmp_path: Path) -> None:
+    """A node restarted after a rotation on an older copy of its ledger is refused by the
+    receipts check, and its previous key is kept (the newest copy is still under it)."""
+    from node.admission import ReplayGuard
+    from node.service import open_ledger
+
+    root = tmp_path / "fed"
+    init_federation(root, ["hosp_a", "hosp_b", "hosp_c"], ["alice"], rng=SeededRandom(5))
+    config = load_node_config(root / "hosp_a" / "node.json")
+    guard = ReplayGuard(path=config.ledger.parent / "seen-queries.db")
+    keeper = open_ledger(config, guard)
+    shutil.copy(config.ledger, tmp_path / "older.db")
+    keeper.ledger.record_policy({"budgets": {"alice": {"*": {"rho": 0.5}}}})
+    head = keeper.ledger.head_receipt()
+    guard.remember_head(head.seq, head.hash)
+    keeper.close()
+    rotate_key(root, "hosp_a", rng=SeededRandom(6))
+    shutil.copy(config.ledger, tmp_path / "newest.db")
+    shutil.copy(tmp_path / "older.db", config.ledger)
+    config = load_node_config(root / "hosp_a" / "node.json")
+    with pytest.raises(ConfigurationError, match="older than the receipts"):
+        open_ledger(config, guard)
+    assert (root / "keys" / "hosp_a.key.previous").exists()
+    shutil.copy(tmp_path / "newest.db", config.ledger)  # the operator restores the newest
+    open_ledger(config, guard).close()
+    assert not (root / "keys" / "hosp_a.key.previous").exists()
