@@ -37,6 +37,12 @@ def test_rotate_key_keeps_a_nodes_previous_key_for_its_ledger(tmp_path: Path) ->
     assert "keys/hosp_a.key.previous" in (root / "README.txt").read_text()
     config = load_node_config(root / "hosp_a" / "node.json")
     assert config.previous_identity is not None
+    # another member's key planted as the previous key is refused by name
+    shutil.copy(previous, tmp_path / "kept")
+    shutil.copy(root / "keys" / "hosp_b.key", previous)
+    with pytest.raises(ConfigurationError, match="not hosp_a's previous node key"):
+        load_node_config(root / "hosp_a" / "node.json")
+    shutil.copy(tmp_path / "kept", previous)
     # rotating again before the node restarted keeps the key its ledger is still under
     rotate_key(root, "hosp_a", rng=SeededRandom(7))
     assert previous.read_bytes() == old
