@@ -154,7 +154,7 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     says which node to look up."""
     from engine.manifest import check_pins
     from fedtally.federation import load_manifest
-    from privacy.audit import read_genesis_key
+    from privacy.audit import read_ledger_key
     from privacy.errors import PrivacyError
 
     manifest = load_manifest(federation)
@@ -163,7 +163,7 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     out = []
     for path in paths:
         try:
-            claimed = read_genesis_key(Path(path))
+            claimed = read_ledger_key(Path(path))
         except PrivacyError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
         if claimed not in by_key:
@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("directory", help="the authority's folder (with authority.key)")
     remove.add_argument("name")
     rotate = fed_commands.add_parser(
-        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest)")
+        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest; "
+                           "a node also gets keys/NAME.key.previous, which its ledger needs)")
     rotate.add_argument("directory", help="the authority's folder (with authority.key)")
     rotate.add_argument("name", help="a member's name, or 'aggregator'")
     for command in (add, remove, rotate):

@@ -42,6 +42,7 @@ from engine.manifest import (
     decode_json,
     sign_manifest,
 )
+from node.config import PREVIOUS_SUFFIX
 
 __all__ = ["add_member", "deal_paillier", "init_federation", "load_config", "load_identity",
            "load_manifest", "machine_files", "pack_command", "remove_member", "rotate_key"]
@@ -433,10 +434,20 @@ def remove_member(directory: str | Path, name: str) -> Manifest:
 def rotate_key(directory: str | Path, name: str, *,
                rng: RandomSource | None = None) -> Manifest:
     """Give a member (or the aggregator) a new identity key; the manifest is re-signed with
-    a higher version and lists the new public key, so the old key is refused everywhere."""
+    a higher version and lists the new public key, so the old key is refused everywhere.
+
+    A node's ledger is signed under its old key: the old key file is kept beside the new one
+    as ``keys/NAME.key.previous`` (when this folder still holds it, and unless one is there
+    already: rotating twice before the node restarted keeps the key its ledger is under).
+    The node, given both, records the rotation in its ledger (signed with the old key) at
+    its next start and deletes the previous key."""
     root = Path(directory)
     role = _known(_current(root), name)
     identity = SigningIdentity.generate(rng if rng is not None else SystemRandom())
+    old_path = root / "keys" / f"{name}.key"
+    previous_path = root / "keys" / f"{name}.key{PREVIOUS_SUFFIX}"
+    if role == "node" and old_path.is_file() and not previous_path.exists():
+        _write_private(previous_path, load_identity(old_path))
 
     def change(body: dict[str, Any]) -> None:
         target = body["aggregator"] if role == AGGREGATOR else next(
@@ -573,12 +584,13 @@ def _write_bundles(root: Path, researchers: list[str], url: str,
 
 
 def _write_readme(root: Path, manifest: Manifest) -> None:
-    atomic_write(root / "README.txt", _readme(manifest).encode(), mode=PUBLIC_MODE)
+    atomic_write(root / "README.txt", _readme(manifest, root).encode(), mode=PUBLIC_MODE)
 
 
-def machine_files(manifest: Manifest, name: str) -> list[str]:
+def machine_files(manifest: Manifest, name: str, root: Path | None = None) -> list[str]:
     """The files of the authority's folder that the machine of ``name`` (a member, or the
-    aggregator) needs, at the relative paths its config or bundle names them by."""
+    aggregator) needs, at the relative paths its config or bundle names them by (with
+    ``root``, a rotated node's previous key too, when that folder holds one)."""
     if name == AGGREGATOR:
         return ["federation.json", "aggregator.json", f"keys/{AGGREGATOR}.key",
                 "tls/aggregator.pem", "tls/aggregator.key"]
@@ -586,6 +598,9 @@ def machine_files(manifest: Manifest, name: str) -> list[str]:
     files = ["federation.json", f"keys/{name}.key"]
     if role == "node":
         files += ["tls/ca.pem", f"{name}/node.json"]
+        previous = f"keys/{name}.key{PREVIOUS_SUFFIX}"
+        if root is not None and (root / previous).is_file():
+            files.append(previous)
         if manifest.protection == "paillier":
             files.append(f"keys/{name}.share")
     elif role == "researcher":
@@ -593,13 +608,13 @@ def machine_files(manifest: Manifest, name: str) -> list[str]:
     return files
 
 
-def pack_command(manifest: Manifest, name: str) -> str:
+def pack_command(manifest: Manifest, name: str, root: Path | None = None) -> str:
     """The command, run inside the authority's folder, that packs the files of ``name``'s
     machine into ``../<name>.tgz`` with their relative paths."""
-    return f"tar -czf ../{name}.tgz " + " ".join(machine_files(manifest, name))
+    return f"tar -czf ../{name}.tgz " + " ".join(machine_files(manifest, name, root))
 
 
-def _readme(manifest: Manifest) -> str:
+def _readme(manifest: Manifest, root: Path | None = None) -> str:
     authority, names = manifest.authority_fingerprint, list(manifest.members)
     lines = [
         f"fedtally federation {manifest.federation_id} (federation.json version "
@@ -640,7 +655,7 @@ def _readme(manifest: Manifest) -> str:
                   + (f",\n  keys/{name}.share (its share of the decryption key)"
                      if manifest.protection == "paillier" else ""),
                   f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json",
-                  f"  pack: {pack_command(manifest, name)}", ""]
+                  f"  pack: {pack_command(manifest, name, root)}", ""]
     for role in ("researcher", "auditor"):
         for name in names:
             if manifest.member(name).role != role:
@@ -653,8 +668,12 @@ def _readme(manifest: Manifest) -> str:
     lines += ["After a membership change (add-member, remove-member, rotate-key) copy the new",
               "federation.json to every machine, over its old one, a rotated key to its owner",
               "and a new member its files (its pack line above), and restart the aggregator",
-              "and the nodes. A node's own key cannot be rotated yet: its ledger is signed",
-              "under the old key, and the node refuses to start under the new one.",
+              "and the nodes. A rotated node also gets keys/NAME.key.previous (its old key,",
+              "in its pack line): at its next start the node records the rotation in its",
+              "ledger, signed with the old key, keeps every budget spent, and deletes the",
+              "old key. If this folder no longer held the node's old key, the node's",
+              "operator renames its current keys/NAME.key to keys/NAME.key.previous before",
+              "unpacking the new one. A node without it refuses to start.",
               "",
               "Auditors verify ledgers with `fedtally audit verify ... --authority "
               f"{authority}`.", ""]

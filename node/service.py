@@ -62,7 +62,7 @@ from node.datasource import load_all
 from node.session import Contribution, LoadedData, NodeSession
 from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
-from privacy.errors import PrivacyError
+from privacy.errors import LedgerKeyChanged, PrivacyError
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
 
@@ -450,7 +450,18 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
             f"entry {last[0]}: restore the newest copy of it (a node cannot forget what "
             "researchers spent); to start a new ledger on purpose, move seen-queries.db "
             "aside as well")
-    keeper = BudgetKeeper(path, config.me.identity, config.policy)
+    try:
+        keeper = BudgetKeeper(path, config.me.identity, config.policy,
+                              previous=config.previous_identity,
+                              manifest_version=config.me.manifest.version)
+    except LedgerKeyChanged as exc:
+        identity = config.previous_key_path or "the node's key file + '.previous'"
+        raise ConfigurationError(
+            f"the ledger {path} is signed under this node's previous key "
+            f"{exc.ledger_key[:16]}... (its key was rotated): put that key file at "
+            f"{identity} (the authority's rotate-key left it as keys/NAME.key.previous) and "
+            "start again; never start a new ledger (it would forget what researchers "
+            "spent)") from None
     if last is not None:
         try:
             keeper.ledger.check_extends(last)
@@ -460,6 +471,11 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
                 f"the ledger {path} is older than the receipts this node handed out (up to "
                 f"entry {last[0]}): it was rolled back or replaced; restore its newest copy "
                 "(to start a new ledger on purpose, move both files aside)") from None
+    if config.previous_identity is not None and config.previous_key_path is not None:
+        # only now that the ledger is known to be the newest and under the new key (a
+        # rotation entry records it): the retired private key has no use left and is a
+        # liability if stolen (a restored older copy would still need it, so not before)
+        config.previous_key_path.unlink(missing_ok=True)
     return keeper
 
 

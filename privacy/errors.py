@@ -67,6 +67,16 @@ class LedgerFormatError(LedgerCorrupt):
     ``fedtally-ledger-v1`` file): refused, never migrated in place."""
 
 
+class LedgerKeyChanged(LedgerCorrupt):
+    """The ledger is signed under another key than the node's, and the node did not give
+    the previous key it needs to record the rotation (``ledger_key``: the key the ledger is
+    under, hex). Never a reason to start a new ledger: that would forget what was spent."""
+
+    def __init__(self, message: str, ledger_key: str) -> None:
+        self.ledger_key = ledger_key
+        super().__init__(message)
+
+
 class ReceiptInvalid(LedgerCorrupt):
     """A head receipt that is malformed or not signed by the node key: it proves nothing,
     so the check the auditor asked for cannot be made."""

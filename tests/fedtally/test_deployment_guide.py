@@ -41,7 +41,7 @@ TITLE = "## Deploying a real federation on several machines"
 NODES = ("hosp_a", "hosp_b", "hosp_c")
 MACHINES = ("aggregator", *NODES, "alice")
 TIMEOUT_S = 60
-ROTATED = "alice"  # whose key step 6 rotates (a node's cannot be yet: see the README)
+ROTATED = "hosp_a"  # whose key step 6 rotates: a node's, whose ledger follows the rotation
 
 
 def _section() -> str:
@@ -303,15 +303,20 @@ def test_following_the_deployment_guide_literally_gives_a_working_federation(
     # key, and the aggregator and the nodes restart
     step6 = section[section.index("**Changing membership later**"):]
     assert "rotate-key fed NAME" in step6 and "copy the new `federation.json`" in step6
+    assert "`keys/NAME.key.previous`" in step6
     (authority / "offline").rename(authority / "fed")
     machines.run("authority", f"fedtally federation rotate-key fed {ROTATED}", authority)
     manifest = (authority / "fed" / "federation.json").read_bytes()
     for machine in MACHINES:
         (work[machine] / "federation.json").write_bytes(manifest)
-    (work[ROTATED] / "keys" / f"{ROTATED}.key").write_bytes(
-        (authority / "fed" / "keys" / f"{ROTATED}.key").read_bytes())
+    for name in (f"{ROTATED}.key", f"{ROTATED}.key.previous"):  # a node gets its old key too
+        target = work[ROTATED] / "keys" / name
+        target.write_bytes((authority / "fed" / "keys" / name).read_bytes())
+        target.chmod(0o600)
     machines.restart()
     _query_when_online(machines, work["alice"], total)
+    # the node recorded the rotation in its ledger and deleted its old key
+    assert not (work[ROTATED] / "keys" / f"{ROTATED}.key.previous").exists()
     for machine in MACHINES[:-1]:  # every service still up, none wrote a traceback
         assert machines.services[machine].poll() is None, machines.log(machine)
         assert "Traceback" not in machines.log(machine)
