@@ -111,3 +111,18 @@ def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: 
     config_path.write_text(json.dumps(config))
     loaded = load_node_config(config_path, aggregator_url="wss://127.0.0.1:1")
     return NodeService(loaded, load_data(loaded))
+
+
+def model_with_unused_level(pooled, variable: str = "g",  # noqa: ANN001, ANN201
+                            levels: tuple[str, ...] = ("a", "b", "c", "zz")):
+    """The model inferred from ``pooled``, with ``variable``'s levels set to ``levels``:
+    by default one more ("zz") than any row has, so that empty levels are exercised."""
+    import dataclasses
+
+    from node.datamodel import DataModel
+
+    inferred = DataModel.infer(pooled, code="test", version="1")
+    variables = dict(inferred.variables)
+    variables[variable] = dataclasses.replace(variables[variable], enumerations=levels,
+                                              enumeration_labels=())
+    return DataModel(code="test", version="1", variables=variables)

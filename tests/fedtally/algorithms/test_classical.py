@@ -4,7 +4,6 @@ on the pooled rows (relative 1e-9), the degenerate cases, and a few of the MIP's
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel
 from node.datasource import DataSource
 from node.policy import Policy
-from support import EXAREME2, require_shared
+from support import EXAREME2, model_with_unused_level, require_shared
 
 REL = 1e-9
 NODES = ("n0", "n1", "n2")
@@ -58,12 +57,7 @@ def _node(rng: np.random.Generator, n: int, shift: float) -> pd.DataFrame:
 
 
 def _model(pooled: pd.DataFrame) -> DataModel:
-    """Inferred, plus a level "zz" of g that no row has."""
-    inferred = DataModel.infer(pooled, code="test", version="1")
-    variables = dict(inferred.variables)
-    variables["g"] = dataclasses.replace(variables["g"], enumerations=("a", "b", "c", "zz"),
-                                         enumeration_labels=())
-    return DataModel(code="test", version="1", variables=variables)
+    return model_with_unused_level(pooled)
 
 
 @pytest.fixture(scope="module")
