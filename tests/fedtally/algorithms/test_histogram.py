@@ -197,3 +197,15 @@ def test_exareme2_categorical_histograms() -> None:
             assert ours == block["counts"], (variable, by, block["grouping_enum"])
         checked += 1
     assert checked >= 5
+
+
+def test_a_free_text_variable_is_refused_by_name_not_counted_as_no_rows() -> None:
+    """A text variable without categories has no cells: the answer used to be "no rows"."""
+    parts = _parts(POOLED.assign(note=[f"seen on day {i}" for i in range(len(POOLED))]))
+    variables = {**MODEL.variables, "note": Variable("note", "note", "text", False)}
+    fed = SimulatedFederation(parts, dataclasses.replace(MODEL, variables=variables),
+                              policy=EXACT, seed=9)
+    with pytest.raises(QueryError, match="'note' is free text"):
+        histogram(fed, "note")
+    with pytest.raises(QueryError, match="'note' is free text"):
+        fed.contingency_table("note", "sex")
