@@ -126,3 +126,39 @@ def model_with_unused_level(pooled, variable: str = "g",  # noqa: ANN001, ANN201
     variables[variable] = dataclasses.replace(variables[variable], enumerations=levels,
                                               enumeration_labels=())
     return DataModel(code="test", version="1", variables=variables)
+
+
+def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
+                   researcher: str = "alice") -> tuple[bytes, bytes]:
+    """(query id, frame) of a count over the three hospitals, signed by ``researcher`` and
+    announced as the aggregator would to ``service`` (a :func:`hospital_service`)."""
+    import time
+
+    from crypto.keyfile import read_key_file
+    from crypto.randomness import SeededRandom
+    from engine.codec import encode
+    from engine.params import RoundParams
+    from engine.planner import layout
+    from engine.query import QuerySpec, SignedQuery, signed_query_statement
+    from engine.service_messages import QueryAnnounce
+    from fedtally.synthetic import stroke_model
+    from node.datamodel import PlanModel
+
+    nodes = ("hosp_a", "hosp_b", "hosp_c")
+    manifest = service.config.me.manifest
+    spec = QuerySpec("count", "stroke:1", nodes, privacy=privacy or {"mode": "exact"})
+    plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node,
+                  verifiable=manifest.verifiable_totals)
+    root = service.config.ledger.parent.parent
+    identity = read_key_file(root / "keys" / f"{researcher}.key").identity
+    query_id = SeededRandom(time.time_ns()).bytes(16)
+    issued = int(time.time() * 1000)
+    raw = spec.canonical()
+    statement = signed_query_statement(researcher, manifest.federation_id, query_id, issued,
+                                       raw, plan.length, plan.ring_bits)
+    query = SignedQuery(researcher, manifest.federation_id, query_id, issued, raw, plan.length,
+                        plan.ring_bits, identity.sign(statement))
+    params = RoundParams(manifest.federation_id, query_id, 0, nodes,
+                         manifest.threshold_for(len(nodes)), plan.length, plan.ring_bits, 0,
+                         query.digest, max_colluding=manifest.max_colluding_nodes)
+    return query_id, encode(QueryAnnounce(query, params))

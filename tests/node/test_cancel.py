@@ -8,33 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import pytest
 
 from crypto.keyfile import read_key_file
-from crypto.randomness import SeededRandom
 from engine.codec import encode
 from engine.messages import AdvertiseKeys, RoundAborted
-from engine.params import RoundParams
-from engine.planner import layout
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
-from engine.service_messages import CancelQuery, QueryAnnounce, QueryRefused, cancel_statement
-from fedtally.synthetic import stroke_model
-from node.datamodel import PlanModel
+from engine.service_messages import CancelQuery, QueryRefused, cancel_statement
 from node.service import NodeService
-from support import Recorder, hospital_service
+from support import Recorder, announce_query, hospital_service
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
 POLICY = {"budgets": {"*": {"*": {"rho": 10.0}}}}
 RHO = 0.25
 
 
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> NodeService:
-    return hospital_service(tmp_path_factory.mktemp("fed"), ["alice", "bob"], seed=13, policy=POLICY)
+    return hospital_service(tmp_path_factory.mktemp("fed"), ["alice", "bob"], seed=13,
+                            policy=POLICY)
 
 
 def _root(service: NodeService) -> Path:
@@ -47,27 +40,6 @@ def _sign(service: NodeService, who: str, query_id: bytes) -> bytes:
                                           who))
 
 
-def _dp_count(service: NodeService) -> tuple[bytes, bytes]:
-    """(query id, announcement) of a DP count by alice."""
-    manifest = service.config.me.manifest
-    spec = QuerySpec("count", "stroke:1", ("hosp_a", "hosp_b", "hosp_c"),
-                     privacy={"mode": "dp", "rho": RHO})
-    plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node,
-                  verifiable=manifest.verifiable_totals)
-    alice = read_key_file(_root(service) / "keys" / "alice.key").identity
-    query_id = SeededRandom(time.time_ns()).bytes(16)
-    issued = int(time.time() * 1000)
-    raw = spec.canonical()
-    statement = signed_query_statement("alice", manifest.federation_id, query_id, issued, raw,
-                                       plan.length, plan.ring_bits)
-    query = SignedQuery("alice", manifest.federation_id, query_id, issued, raw, plan.length,
-                        plan.ring_bits, alice.sign(statement))
-    params = RoundParams(manifest.federation_id, query_id, 0, tuple(NODES),
-                         manifest.threshold_for(len(NODES)), plan.length, plan.ring_bits, 0,
-                         query.digest, max_colluding=manifest.max_colluding_nodes)
-    return query_id, encode(QueryAnnounce(query, params))
-
-
 def _spent(service: NodeService) -> float:
     assert service.budget is not None
     return sum(line["spent_rho"] for line in service.budget.summary("alice"))
@@ -75,7 +47,7 @@ def _spent(service: NodeService) -> float:
 
 def _announced(service: NodeService) -> tuple[bytes, Recorder]:
     """A DP count admitted and charged, its first message (the keys) sent, nothing released."""
-    query_id, announce = _dp_count(service)
+    query_id, announce = announce_query(service, {"mode": "dp", "rho": RHO})
     connection = Recorder()
     asyncio.run(service._handle(connection, announce))
     assert isinstance(connection.sent[0], AdvertiseKeys), connection.sent
