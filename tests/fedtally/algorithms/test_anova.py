@@ -59,10 +59,6 @@ def _node(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return frame
 
 
-def _model(pooled: pd.DataFrame) -> DataModel:
-    return model_with_unused_level(pooled)
-
-
 @pytest.fixture(scope="module")
 def data() -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(77)
@@ -79,7 +75,7 @@ def pooled(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def fed(data: dict[str, pd.DataFrame], pooled: pd.DataFrame) -> SimulatedFederation:
-    return SimulatedFederation(data, _model(pooled), seed=11)
+    return SimulatedFederation(data, model_with_unused_level(pooled), seed=11)
 
 
 def tiny(rows: dict[str, list[Any]], split: int) -> SimulatedFederation:

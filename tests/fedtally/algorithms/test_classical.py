@@ -56,10 +56,6 @@ def _node(rng: np.random.Generator, n: int, shift: float) -> pd.DataFrame:
     return frame
 
 
-def _model(pooled: pd.DataFrame) -> DataModel:
-    return model_with_unused_level(pooled)
-
-
 @pytest.fixture(scope="module")
 def data() -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(20240611)
@@ -77,13 +73,13 @@ def pooled(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def fed(data: dict[str, pd.DataFrame], pooled: pd.DataFrame) -> SimulatedFederation:
-    return SimulatedFederation(data, _model(pooled), seed=3)
+    return SimulatedFederation(data, model_with_unused_level(pooled), seed=3)
 
 
 @pytest.fixture(scope="module")
 def fed_small(data: dict[str, pd.DataFrame], pooled: pd.DataFrame) -> SimulatedFederation:
     """Nodes that release every cell and every cohort, however small."""
-    return SimulatedFederation(data, _model(pooled), seed=4,
+    return SimulatedFederation(data, model_with_unused_level(pooled), seed=4,
                                policy=Policy(min_row_count=1, small_cell_threshold=1))
 
 
@@ -325,7 +321,7 @@ def test_small_cells_are_suppressed_and_reported(data: dict[str, pd.DataFrame],
         frame = frame.copy()
         frame.loc[frame.index[:4], "g"] = "zz"  # 4 rows per node, 2 or so per h cell
         frames[name] = frame
-    fed = SimulatedFederation(frames, _model(pooled), seed=5)
+    fed = SimulatedFederation(frames, model_with_unused_level(pooled), seed=5)
     table = contingency_table(fed, "g", "h")
     assert (table.loc["zz"] == 0).all()
     assert table.cells_below_threshold >= 3
