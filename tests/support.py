@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ VECTORS = PROJECT_ROOT / "tests" / "vectors"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: hypothesis examples for fuzzing the codec: the issue asks for at least 10,000 in CI
 FUZZ_EXAMPLES = 10_000 if IN_CI else 1_500
+
+
+def wait_until(holds: Callable[[], object], what: str, timeout_s: float = 20.0,
+               every_s: float = 0.1) -> None:
+    """Poll until ``holds()`` is true; fail naming ``what`` after ``timeout_s``. For what a
+    process does just after it answers (a node's ledger entry, an aggregator's log line)."""
+    deadline = time.monotonic() + timeout_s
+    while not holds():
+        assert time.monotonic() < deadline, f"{what} (waited {timeout_s:g} s)"
+        time.sleep(every_s)
 
 
 def require_shared(path: Path) -> Path:
