@@ -32,7 +32,6 @@ from engine.manifest import (
     AGGREGATOR,
     AUTHORITY,
     DEFAULT_PARAMETERS,
-    FORMAT,
     MAX_MANIFEST_BYTES,
     MEMBER_ROLES,
     MIN_MANIFEST_PAILLIER_BITS,
@@ -40,6 +39,7 @@ from engine.manifest import (
     aggregator_url,
     check_federation_size,
     decode_json,
+    manifest_body,
     sign_manifest,
 )
 from node.config import PREVIOUS_SUFFIX
@@ -286,21 +286,14 @@ def init_federation(
         raise ConfigurationError("a decryption threshold only applies to protection "
                                  "'paillier'")
     tls = _make_tls(aggregator_host, federation_id)
-    body = {
-        "format": FORMAT,
-        "federation_id": federation_id,
-        "version": 1,
-        "created": created.replace("+00:00", "Z"),
-        "aggregator": {"name": AGGREGATOR, "host": aggregator_host, "port": aggregator_port,
-                       "public_key": aggregator_identity.verify_key.hex(),
-                       "tls_ca": certificate_fingerprint(tls["ca.pem"])},
-        "members": [{"name": name, "role": role, "public_key": identity.verify_key.hex()}
-                    for name, role, identity in identities],
-        "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
-                       "protection": protection, "paillier": paillier,
-                       "max_colluding_nodes": max_colluding_nodes, "secagg_plus": secagg_plus,
-                       "verifiable_totals": verifiable_totals},
-    }
+    body = manifest_body(
+        federation_id, created.replace("+00:00", "Z"), aggregator_host, aggregator_port,
+        aggregator_identity.verify_key,
+        [(name, role, identity.verify_key) for name, role, identity in identities],
+        {"threshold_fraction": threshold_fraction, "protection": protection,
+         "paillier": paillier, "max_colluding_nodes": max_colluding_nodes,
+         "secagg_plus": secagg_plus, "verifiable_totals": verifiable_totals},
+        tls_ca=certificate_fingerprint(tls["ca.pem"]))
     document = sign_manifest(body, authority)
     # verify what we are about to publish with the same code every reader will use
     manifest = Manifest.from_document(document, authority_key=authority.verify_key,

@@ -55,16 +55,16 @@ from engine.service_messages import (
     cancel_statement,
 )
 from engine.transport import MAX_FRAME, public_text
-from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard, admit, authenticate
-from node.budget import Asked, BudgetKeeper
+from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard
+from node.budget import BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
+from node.lifecycle import InFlight, RoundNode, begin
 from node.session import Contribution, LoadedData, NodeSession
 from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import LedgerKeyChanged, PrivacyError
 from privacy.head import HeadReceipt
-from privacy.ledger import ChargeReceipt
 
 log = logging.getLogger("fedtally.node")
 
@@ -75,7 +75,6 @@ BACKOFF_MAX_S = 30.0
 STABLE_CONNECTION_S = 30.0
 #: what carries the node's (masked or encrypted) statistic: the budget is released first
 CONTRIBUTIONS = (MaskedInput, EncryptedInput)
-RoundNode = SecAggNode | PaillierNode
 
 
 def _query_id(msg: object) -> bytes | None:
@@ -107,18 +106,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-@dataclass
-class InFlight:
-    """A query this node is answering: the ledger's view of it, its charge, its round."""
-
-    asked: Asked
-    #: a DP charge, released just before the contribution leaves
-    charge: ChargeReceipt | None = None
-    #: whether the ledger holds an entry for the query yet (DP: from the charge on)
-    recorded: bool = False
-    node: RoundNode | None = None
 
 
 @dataclass
@@ -203,8 +190,8 @@ class NodeService:
             if flight.charge is None:
                 continue
             try:
-                self.session.refund(flight.charge, "the connection to the aggregator was "
-                                                   "lost before the contribution was sent")
+                flight.refund("the connection to the aggregator was lost before the "
+                              "contribution was sent")
             except PrivacyError:
                 log.exception("query %s: the refund failed; the charge stands",
                               query_id.hex()[:8])
@@ -269,54 +256,20 @@ class NodeService:
         await self._send_head(connection, query_id, head)
 
     def _begin(self, msg: QueryAnnounce) -> tuple[InFlight, SecAggMessage, HeadReceipt | None]:
-        """Admit, charge, compute, and make the round's first message (in Paillier mode
-        that is already the encrypted contribution: it is recorded in the ledger first).
-        Every authenticated query the node refuses is recorded with its reason."""
+        """Admit, charge, compute (:func:`node.lifecycle.begin`), and make the round's first
+        message (in Paillier mode that is already the encrypted contribution: it is
+        recorded in the ledger first)."""
         assert self.guard is not None
-        query = msg.query
-        spec = authenticate(self.config.me, query, int(time.time() * 1000))
-        flight = InFlight(self.session.asked(spec, query.researcher, query.query_id,
-                                             query.digest))
+        flight, contribution = begin(self.config.me, msg.query, msg.params, self.session,
+                                     self.guard, int(time.time() * 1000))
         try:
-            admitted = admit(self.config.me, query, msg.params, self.session, self.guard,
-                             spec=spec)
-            if self.config.me.manifest.paillier_key is not None \
-                    and query.reply_key == bytes(32):
-                raise QueryError("a query to a Paillier federation must carry the "
-                                 "researcher's reply key")
-            # charged (durably) before any row is read; a failure while computing keeps it
-            flight.charge = self.session.charge(flight.asked, admitted.layout)
-            flight.recorded = admitted.layout.noise is not None
-            contribution = self.session.compute(spec, admitted.layout, query.query_id)
             flight.node = self._round_node(msg, contribution)
             first = flight.node.start()
         except FedtallyError as exc:
-            self._failed(flight, exc)
+            flight.failed(exc)
             raise
-        head = self._answered(flight) if isinstance(first, CONTRIBUTIONS) else None
+        head = flight.leaving() if isinstance(first, CONTRIBUTIONS) else None
         return flight, first, head
-
-    def _failed(self, flight: InFlight, exc: FedtallyError) -> None:
-        """The ledger's side of a query that ends without a contribution: a DP charge is
-        refunded unless the failure happened while computing on the rows (InternalError:
-        it might depend on them); a query with no entry yet is recorded as refused with
-        its reason (a replay's entry exists already)."""
-        if flight.recorded:
-            if not isinstance(exc, InternalError):
-                self.session.refund(flight.charge, f"the round ended ({exc.code}) before "
-                                                   "the contribution was sent")
-            return
-        if not isinstance(exc, ReplayError):
-            self.session.refused(flight.asked, exc.code)
-
-    def _answered(self, flight: InFlight) -> HeadReceipt:
-        """Just before the contribution leaves: the ledger entry, and the head to send."""
-        head = self.session.answered(flight.asked, flight.charge)
-        flight.recorded = True
-        flight.charge = None
-        assert self.guard is not None
-        self.guard.remember_head(head.seq, head.hash)
-        return head
 
     async def _send_head(self, connection: ClientConnection, query_id: bytes,
                          head: HeadReceipt | None) -> None:
@@ -371,9 +324,8 @@ class NodeService:
                      "; its contribution had left, the charge stands" if flight.recorded
                      else "")
             return
-        await asyncio.to_thread(self.session.refund, flight.charge,
-                                f"cancelled by its researcher {msg.researcher} (signed) "
-                                "before the contribution was sent")
+        await asyncio.to_thread(flight.refund, f"cancelled by its researcher {msg.researcher} "
+                                               "(signed) before the contribution was sent")
         log.info("query %s cancelled by %s before the contribution left: refunded",
                  msg.query_id.hex()[:8], msg.researcher)
 
@@ -398,9 +350,9 @@ class NodeService:
         try:
             reply = flight.node.receive(msg)
         except FedtallyError as exc:
-            self._failed(flight, exc)
+            flight.failed(exc)
             raise
-        head = self._answered(flight) if isinstance(reply, CONTRIBUTIONS) else None
+        head = flight.leaving() if isinstance(reply, CONTRIBUTIONS) else None
         return reply, head
 
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:

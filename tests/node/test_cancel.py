@@ -102,7 +102,7 @@ def test_a_cancel_after_release_refunds_nothing(service) -> None:
     spent = _spent(service)
     query_id, connection = _announced(service)
     flight = service.rounds[query_id]
-    service._answered(flight)  # what the node does just before its masked input leaves
+    flight.leaving()  # what the node does just before its masked input leaves
     cancel = CancelQuery("alice", query_id, _sign(service, "alice", query_id))
     asyncio.run(service._handle(connection, encode(cancel)))
     assert query_id not in service.rounds
@@ -115,7 +115,7 @@ def test_a_lost_connection_refunds_only_what_did_not_leave(service) -> None:
     spent = _spent(service)
     unreleased, _ = _announced(service)
     released, _ = _announced(service)
-    service._answered(service.rounds[released])
+    service.rounds[released].leaving()
     assert _spent(service) == pytest.approx(spent + 2 * RHO)
     service._abandon_rounds()
     assert not service.rounds
