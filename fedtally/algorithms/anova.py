@@ -113,7 +113,7 @@ def anova_oneway(fed: Analyses, y: str, x: str, alpha: float = 0.05, *,
     ``"dataset"``). Levels with no rows are left out (listed in ``empty_groups``); fewer
     than two groups with rows, no residual degree of freedom or no variation within groups
     raise DegenerateInput."""
-    privacy_ = check_privacy(privacy)
+    privacy_ = check_privacy(privacy, "anova_oneway")
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise QueryError("alpha must be a number strictly between 0 and 1")
     sums, stat = group_sums(fed, "anova_oneway", y, x, datasets=datasets, filters=filters,
@@ -230,7 +230,7 @@ def anova_twoway(fed: Analyses, y: str, x1: str, x2: str, sstype: int = 2, *,
     """Two-way ANOVA of the numeric ``y`` by the categorical ``x1`` and ``x2`` (either may
     be ``"dataset"``) with their interaction; type I or type II sums of squares. Type III
     is not offered (with treatment coding it does not test the usual hypotheses)."""
-    privacy_ = check_privacy(privacy)
+    privacy_ = check_privacy(privacy, "anova_twoway")
     if sstype not in (1, 2) or isinstance(sstype, bool):
         raise QueryError("sstype must be 1 or 2 (type III sums of squares are not offered)")
     model = Analyses.model(fed, data_model)

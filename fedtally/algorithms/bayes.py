@@ -205,7 +205,7 @@ def naive_bayes_gaussian(fed: Analyses, y: str, x: Sequence[str], *,
     No complete row, or a zero variance with nothing to smooth it (every feature constant,
     or ``var_smoothing=0``), raise :class:`DegenerateInput`. A single observed class is
     fitted, as scikit-learn and Exareme2 do (it is then always predicted)."""
-    mode = check_privacy(privacy)
+    mode = check_privacy(privacy, "naive_bayes_gaussian")
     if not (isinstance(var_smoothing, int | float) and 0 <= var_smoothing < math.inf):
         raise QueryError("var_smoothing must be a finite number >= 0")
     model: DataModel = fed.model(data_model)
@@ -262,7 +262,7 @@ def naive_bayes_categorical(fed: Analyses, y: str, x: Sequence[str], alpha: floa
     the class counts, one per feature); equal to scikit-learn's ``CategoricalNB`` with the
     data model's levels as categories. No complete row raises :class:`DegenerateInput`; a
     single observed class is fitted (and always predicted), as scikit-learn does."""
-    mode = check_privacy(privacy)
+    mode = check_privacy(privacy, "naive_bayes_categorical")
     if not (isinstance(alpha, int | float) and 0 < alpha < math.inf):
         raise QueryError("alpha must be a finite number > 0")
     model: DataModel = fed.model(data_model)
@@ -314,7 +314,7 @@ def naive_bayes_categorical_predictions(fed: Analyses, fitted: CategoricalNaiveB
     features' joint table, so one ``counts`` round over the features (at most 4) gives it
     without any row leaving a node; cells a node suppresses are not counted. Classes that
     no row is assigned to are left out."""
-    check_privacy(privacy)
+    check_privacy(privacy, "naive_bayes_categorical_predictions")
     features = list(fitted.features)
     if not 1 <= len(features) <= 4:
         raise QueryError("predictions need a joint table of the features: 1 to 4 of them")

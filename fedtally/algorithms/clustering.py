@@ -183,7 +183,7 @@ def kmeans(fed: Analyses, variables: Sequence[str], k: int, max_iter: int = 100,
     Exareme2's ``tol``). ``k`` larger than the number of complete rows, or no rows at all,
     raise :class:`DegenerateInput`.
     """
-    mode = check_privacy(privacy)
+    mode = check_privacy(privacy, "kmeans")
     if isinstance(variables, str):
         variables = [variables]
     names = tuple(variables)

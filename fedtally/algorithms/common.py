@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -18,11 +19,12 @@ from node.datamodel import PlanModel
 INTERCEPT: Term = {"const": 1}
 
 
-def check_privacy(privacy: Any) -> dict[str, Any]:
-    """Exact answers only for now (differential privacy has its own issue)."""
+def check_privacy(privacy: Any, method: str) -> dict[str, Any]:
+    """For a method that gives exact answers only (for now): refuse a DP request by name."""
     if privacy is None or privacy == "exact" or privacy == {"mode": "exact"}:
         return {"mode": "exact"}
-    raise QueryError("only exact answers are available for now (privacy=None or 'exact')")
+    raise QueryError(f"{method} gives exact answers only for now (privacy=None or 'exact'); "
+                     "it refuses differential privacy")
 
 
 def predictor_terms(x: Sequence[str], view: PlanModel, *, intercept: bool = True) -> list[Term]:
@@ -58,22 +60,36 @@ def to_float(matrix: Sequence[Sequence[Fraction]]) -> np.ndarray:
 
 
 def exact_inverse(matrix: Sequence[Sequence[Fraction]], what: str = "the design") -> list[list[Fraction]]:
-    """Gauss-Jordan inversion in rational arithmetic: the totals are exact, so is this.
-    A singular matrix (collinear or constant columns) raises DegenerateInput."""
+    """The exact inverse: the totals are exact, so is this. A singular matrix (collinear or
+    constant columns) raises DegenerateInput.
+
+    Fraction-free Gauss-Jordan elimination (Bareiss 1968) on the matrix scaled to integers
+    by its common denominator: every intermediate entry is a minor of ``[A | I]``, so each
+    division is exact and no step needs a gcd; at the end the left block is ``d I`` and the
+    right block ``d A^-1``. (Gauss-Jordan over Fractions reduces every entry at every step,
+    and took seconds for the Hessians of a logistic regression.)"""
     n = len(matrix)
-    work = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(matrix)]
+    scale = math.lcm(*(Fraction(v).denominator for row in matrix for v in row))
+    work = [[int(Fraction(v) * scale) for v in row] + [int(i == j) for j in range(n)]
+            for i, row in enumerate(matrix)]
+    previous = 1
     for col in range(n):
-        pivot = max(range(col, n), key=lambda r: abs(work[r][col]))
-        if work[pivot][col] == 0:
+        pivot = next((r for r in range(col, n) if work[r][col] != 0), None)
+        if pivot is None:
             raise DegenerateInput(f"{what} is singular: a column is constant or collinear")
         work[col], work[pivot] = work[pivot], work[col]
-        inv = 1 / work[col][col]
-        work[col] = [v * inv for v in work[col]]
+        top = work[col]
+        lead = top[col]
         for r in range(n):
-            if r != col and work[r][col] != 0:
-                factor = work[r][col]
-                work[r] = [a - factor * b for a, b in zip(work[r], work[col], strict=True)]
-    return [row[n:] for row in work]
+            if r == col:
+                continue
+            row = work[r]
+            factor = row[col]
+            work[r] = [(lead * a - factor * b) // previous for a, b in zip(row, top, strict=True)]
+        previous = lead
+    # every diagonal entry now equals the last pivot d; the right block is d A_scaled^-1,
+    # and A^-1 = scale A_scaled^-1
+    return [[Fraction(v * scale, previous) for v in row[n:]] for row in work]
 
 
 def exact_solve(matrix: Sequence[Sequence[Fraction]], rhs: Sequence[Fraction],

@@ -137,7 +137,7 @@ def linear_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str, n_splits
                          filters: FilterLike = None, data_model: str | None = None,
                          privacy: Any = None) -> LinearRegressionCVResult:
     """K-fold cross-validation of ordinary least squares of ``y`` on ``x``: two rounds."""
-    privacy_info = check_privacy(privacy)
+    privacy_info = check_privacy(privacy, "linear_regression_cv")
     _check_splits(n_splits, fold_seed)
     terms, variables = linear_terms(fed, y, x, data_model)
     folds = list(range(n_splits))
@@ -260,7 +260,7 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
     """K-fold cross-validation of logistic regression of ``y == positive_class`` on ``x``.
     ``roc_thresholds`` points on ``linspace(1, 0, roc_thresholds)`` make each fold's ROC
     curve and AUC (Exareme2's 200 by default; 0 skips them: each inner point is a round)."""
-    privacy_info = check_privacy(privacy)
+    privacy_info = check_privacy(privacy, "logistic_regression_cv")
     _check_splits(n_splits, fold_seed)
     check_newton(max_iter, tol)
     if isinstance(roc_thresholds, bool) or not isinstance(roc_thresholds, int) \

@@ -619,7 +619,7 @@ def logistic_regression(fed: Analyses, y: str, x: Sequence[str] | str,
     0/1) on ``x`` with an intercept, by Newton-Raphson: one secure-sum round per iteration.
     Separation raises :class:`DegenerateInput`; running out of ``max_iter`` returns
     ``converged=False``."""
-    privacy_info = check_privacy(privacy)
+    privacy_info = check_privacy(privacy, "logistic_regression")
     check_newton(max_iter, tol)
     design = logistic_design(fed, y, x, positive_class, data_model)
     terms = design.terms

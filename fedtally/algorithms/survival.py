@@ -452,7 +452,7 @@ def logrank_test(fed: Analyses, duration: str, event: str, group: str, times: An
     than two groups, or no events, raise :class:`DegenerateInput`. Exact answers only for
     now (``privacy=fedtally.DP(...)`` raises :class:`QueryError`).
     """
-    privacy_info = check_privacy(privacy)
+    privacy_info = check_privacy(privacy, "logrank_test")
     grid, stat, counts = _query(fed, "logrank_test", duration, event, group, times,
                                 horizon, event_level, datasets, filters, data_model)
     if len(counts) < 2:
