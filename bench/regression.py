@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedtally.algorithms.common import predictor_terms
-from fedtally.algorithms.regression import linear_regression, logistic_regression
 from fedtally.local import local_federation
+from fedtally.methods.common import predictor_terms
+from fedtally.methods.regression import linear_regression, logistic_regression
 
 ROWS = 1_000_000
 NODES = ("hosp_a", "hosp_b", "hosp_c")

@@ -55,7 +55,7 @@ def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int, *,
         slots += bookkeeping
         return Layout(tuple(slots), ring_bits_for(slots, max_rows_per_node))
     if kind.dp is None:
-        raise QueryError(f"{spec.algorithm} does not offer differential privacy yet")
+        raise QueryError(f"{spec.method} does not offer differential privacy yet")
     kind.dp.check(spec, model)
     rows_per_unit = model.dp_rows_per_unit()
     clipping = clipping_bounds(spec, model, kind.summed(spec, model))

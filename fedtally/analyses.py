@@ -154,13 +154,13 @@ class Analyses(ABC):
         tree.check(model)
         return tree.to_json()
 
-    def statistic(self, algorithm: str, *, variables: Sequence[str] = (), by: str | None = None,
+    def statistic(self, method: str, *, variables: Sequence[str] = (), by: str | None = None,
                   datasets: Sequence[str] | None = None, filters: FilterLike = None,
                   data_model: str | None = None, kind: str = "",
                   parameters: Mapping[str, Any] | None = None,
                   privacy: Any = None) -> results.Statistic:
-        """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
-        The building block of every analysis (see :mod:`fedtally.algorithms`).
+        """Run one secure-sum query for ``method`` and return its totals by slot key.
+        The building block of every analysis (see :mod:`fedtally.methods`).
         ``privacy`` is None (exact) or a :class:`fedtally.DP`.
 
         Datasets asked that no online node holds are left out of the query; whatever the
@@ -174,7 +174,7 @@ class Analyses(ABC):
         if scope.offline and strict:  # before anything is sent or charged
             raise coverage.IncompleteAnswerError(coverage.message(
                 [f"dataset {d!r}: {coverage.OFFLINE}" for d in scope.offline], scope.offline))
-        spec = QuerySpec(algorithm, model.name, scope.sent, tuple(variables), by,
+        spec = QuerySpec(method, model.name, scope.sent, tuple(variables), by,
                          self._filter_json(filters, model), privacy=privacy_spec(privacy),
                          kind=kind, parameters=dict(parameters or {}))
         # sums of squares are centred and scaled by public values (fedtally/centring.py)

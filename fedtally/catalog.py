@@ -1,5 +1,5 @@
 """The statistics catalog as methods of a federation: ``fed.linear_regression(...)`` is
-:func:`fedtally.algorithms.regression.linear_regression` with ``fed`` passed in. Every
+:func:`fedtally.methods.regression.linear_regression` with ``fed`` passed in. Every
 method accepts ``datasets=``, ``filters=``, ``data_model=``, ``privacy=``, ``strict=`` and
 ``progress=``."""
 
@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fedtally import display, exareme2
-from fedtally.algorithms import (
+from fedtally.analyses import Analyses, call_options
+from fedtally.methods import (
     anova,
     bayes,
     classical,
@@ -20,7 +21,6 @@ from fedtally.algorithms import (
     regression,
     survival,
 )
-from fedtally.analyses import Analyses, call_options
 
 
 def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +30,7 @@ def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Catalog(Analyses):
-    """Every analysis of the catalog, built from secure sums (see the algorithm modules)."""
+    """Every analysis of the catalog, built from secure sums (see the method modules)."""
 
     histogram = _method(histogram.histogram)
     contingency_table = _method(classical.contingency_table)

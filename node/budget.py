@@ -46,7 +46,7 @@ class Asked:
                mechanism: Mechanism | None = None) -> QueryRecord:
         return QueryRecord(
             query_id=self.query_id.hex(), researcher=self.researcher,
-            method=self.spec.algorithm, datasets=self.spec.datasets, held=self.held,
+            method=self.spec.method, datasets=self.spec.datasets, held=self.held,
             decision=decision, query_digest=self.digest.hex(),
             variables=self.spec.variables, filters=self.spec.filters, reason=reason,
             mechanism=mechanism)

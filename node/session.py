@@ -118,7 +118,7 @@ class NodeSession:
         """Every check that needs no row; the query's layout. ``threshold`` is the fewest
         nodes the round can end with (its signed threshold)."""
         policy, model = self.policy, self.data.model
-        policy.check_algorithm(spec.algorithm)
+        policy.check_method(spec.method)
         if spec.privacy["mode"] == "exact":
             policy.check_exact(researcher)
         elif threshold - self.max_colluding_nodes < self.dp_honest_nodes:
@@ -200,10 +200,10 @@ class NodeSession:
                                            small_cell_threshold=policy.small_cell_threshold)
         except Exception:
             log.exception("query %s (%s): computing the contribution failed",
-                          query_id.hex()[:8], spec.algorithm)
+                          query_id.hex()[:8], spec.method)
             raise InternalError() from None
         log.info("query %s (%s): %d rows, contributed=%s, %d cells read as zero (%d withheld)",
-                 query_id.hex()[:8], spec.algorithm, summary.rows, summary.contributed,
+                 query_id.hex()[:8], spec.method, summary.rows, summary.contributed,
                  summary.cells_below_threshold, summary.cells_withheld)
         if not plan.verifiable:
             return Contribution(vector, summary, b"")

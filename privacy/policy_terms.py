@@ -10,7 +10,7 @@ auditor read the same few terms from it, with the node policy's own rules:
 - ``budget_groups``: ``{group: [datasets]}``; a dataset of a group is charged to the group's
   budget (datasets that share patients), any other to its own.
 - ``exact_access`` (``"*"``, the default, or a list of researchers) and
-  ``allowed_algorithms`` (``"*"``, the default, or a list): what the node may answer at all.
+  ``allowed_methods`` (``"*"``, the default, or a list): what the node may answer at all.
 - ``reporting_delta`` (default 1e-6): the delta at which the ledger states epsilon when the
   request names none.
 
@@ -49,6 +49,22 @@ def granted(budgets: Mapping[str, Mapping[str, Grant]], researcher: str,
                 return per_dataset[what]
         return None
     return None
+#: policy keys renamed since ledgers first recorded policies: old name -> current name
+RENAMED_KEYS: Mapping[str, str] = MappingProxyType({"allowed_algorithms": "allowed_methods"})
+
+
+def current_keys(policy: Mapping[str, Any], error: type[Exception]) -> dict[str, Any]:
+    """``policy`` with renamed keys under their current names (a policy written, or a
+    ledger recorded, before a rename still reads the same); ``error`` if both are given."""
+    current = dict(policy)
+    for old, new in RENAMED_KEYS.items():
+        if old in current:
+            if new in current:
+                raise error(f"the policy gives both {old!r} and its current name {new!r}")
+            current[new] = current.pop(old)
+    return current
+
+
 DEFAULT_REPORTING_DELTA = 1e-6
 MAX_POLICY_BYTES = 1024 * 1024
 
@@ -106,7 +122,7 @@ class PolicyTerms:
 
     @classmethod
     def _parse(cls, text: str) -> PolicyTerms:
-        obj = json.loads(text)
+        obj = current_keys(json.loads(text), InvalidRequest)
         exact = obj.get("exact_access", ANY)
         if exact == ANY:
             exact_access = None
@@ -114,13 +130,13 @@ class PolicyTerms:
             exact_access = frozenset(exact)
         else:
             raise InvalidRequest('the policy\'s exact_access is "*" or a list of researchers')
-        methods = obj.get("allowed_algorithms", ANY)
+        methods = obj.get("allowed_methods", ANY)
         if methods == ANY:
             allowed = None
         elif isinstance(methods, list) and all(isinstance(m, str) for m in methods):
             allowed = frozenset(methods)
         else:
-            raise InvalidRequest('the policy\'s allowed_algorithms is "*" or a list of names')
+            raise InvalidRequest('the policy\'s allowed_methods is "*" or a list of names')
         delta = obj.get("reporting_delta", DEFAULT_REPORTING_DELTA)
         if isinstance(delta, bool) or not isinstance(delta, int | float) \
                 or not (math.isfinite(delta) and 0 < delta < 1):

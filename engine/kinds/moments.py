@@ -39,7 +39,7 @@ def _centring(spec: QuerySpec, model: ModelView) -> centring.Centring:
 
 def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     if not spec.variables:
-        raise QueryError(f"{spec.algorithm} needs at least one variable")
+        raise QueryError(f"{spec.method} needs at least one variable")
     _centring(spec, model)
     slots = []
     for d in spec.datasets:

@@ -35,7 +35,7 @@ _LOG_FLOOR = 745.2
 def param(spec: QuerySpec, name: str, default: Any = None) -> Any:
     value = spec.parameters.get(name, default)
     if value is None:
-        raise QueryError(f"{spec.algorithm} needs the parameter {name!r}")
+        raise QueryError(f"{spec.method} needs the parameter {name!r}")
     return value
 
 

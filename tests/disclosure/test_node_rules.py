@@ -27,7 +27,7 @@ DP = fedtally.DP(rho=0.5)
 
 
 def _spec_bytes(privacy: dict) -> bytes:
-    spec = {"algorithm": "count", "kind": "", "data_model": "attack:1", "datasets": ["a"],
+    spec = {"method": "count", "kind": "", "data_model": "attack:1", "datasets": ["a"],
             "variables": [], "by": None, "filters": None, "privacy": privacy,
             "parameters": {}}
     return json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()

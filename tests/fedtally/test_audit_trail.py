@@ -24,7 +24,7 @@ from privacy.audit import read_genesis_key, verify_ledger_entries
 from tests.support import wait_until
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": ["alice"],
-          "allowed_algorithms": ["count", "descriptive_stats"]}
+          "allowed_methods": ["count", "descriptive_stats"]}
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:

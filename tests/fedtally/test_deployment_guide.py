@@ -270,7 +270,7 @@ def test_following_the_deployment_guide_literally_gives_a_working_federation(
     # 4. each hospital: rows without a dataset column (the snippet's "dataset" names
     # them), the written data model, the guide's own policy; then check and serve
     snippet = _the_block(blocks, "json", '"data":')
-    policy = _the_block(blocks, "json", "allowed_algorithms")
+    policy = _the_block(blocks, "json", "allowed_methods")
     node_commands = _the_block(blocks, "sh", "node serve").splitlines()
     rows = three_hospitals(scale=0.1)
     for name in NODES:

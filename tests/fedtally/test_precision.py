@@ -20,8 +20,8 @@ import statsmodels.api as sm
 from statsmodels.stats.weightstats import DescrStatsW
 
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.common import triangle
-from fedtally.algorithms.regression import ols_fit
+from fedtally.methods.common import triangle
+from fedtally.methods.regression import ols_fit
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel, Variable
 

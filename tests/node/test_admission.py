@@ -148,7 +148,7 @@ def test_a_plan_the_researcher_misstated_is_refused(world) -> None:
 def test_policy_refusals(world) -> None:
     query, params = _query(world)
     with pytest.raises(QueryError):
-        _admit(world, query, params, policy=Policy(allowed_algorithms=frozenset({"histogram"})))
+        _admit(world, query, params, policy=Policy(allowed_methods=frozenset({"histogram"})))
     query, params = _query(world)
     with pytest.raises(QueryError, match="exact"):
         _admit(world, query, params, policy=Policy(exact_access=frozenset({"bob"})))

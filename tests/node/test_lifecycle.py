@@ -21,7 +21,7 @@ from node.policy import Policy
 from privacy.audit import read_genesis_key, verify_ledger_entries
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": [],
-          "allowed_algorithms": ["descriptive_stats"], "max_slots": 60}
+          "allowed_methods": ["descriptive_stats"], "max_slots": 60}
 MODEL = stroke_model()
 DATASETS = tuple(MODEL.datasets())
 
@@ -76,7 +76,7 @@ def test_the_simulator_refuses_what_admit_refuses(fed: SimulatedFederation, case
         fed._execute(spec, plan)
     assert in_simulator.value.code == at_node.value.code
     for name in fed.sessions:  # every node recorded its refusal, with its reason
-        assert (spec.algorithm, at_node.value.code) in refusals(fed, name)
+        assert (spec.method, at_node.value.code) in refusals(fed, name)
 
 
 def test_a_plan_that_differs_from_the_nodes_is_refused_alike(fed: SimulatedFederation) -> None:

@@ -157,7 +157,7 @@ def test_policy_entries_are_recorded_when_they_change(tmp_path: Path) -> None:
 
 
 def test_the_policy_decides_exact_answers_and_methods(ledger: Ledger) -> None:
-    ledger.record_policy({**POLICY, "exact_access": [], "allowed_algorithms": ["mean"]})
+    ledger.record_policy({**POLICY, "exact_access": [], "allowed_methods": ["mean"]})
     with pytest.raises(InvalidRequest, match="exact"):
         exact(ledger, "01", method="mean")
     with pytest.raises(InvalidRequest, match="'count'"):

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.classical import (
+from fedtally.methods.classical import (
     chi_square,
     contingency_table,
     ttest_independent,

@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 
 import support
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.multivariate import pca, pearson_correlation
+from fedtally.methods.multivariate import pca, pearson_correlation
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from support import EXAREME2

@@ -21,7 +21,7 @@ from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 import fedtally
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.anova import anova_oneway, anova_twoway
+from fedtally.methods.anova import anova_oneway, anova_twoway
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel
 from node.datasource import DataSource
@@ -285,7 +285,7 @@ def exareme2_close(ours: float, theirs: float) -> bool:
 
 
 # one-way: the groups of cases 3 and 12 are datasets; p_tuckey of these cases is
-# reproduced by statsmodels' old psturng table (theirs; see fedtally.algorithms.anova)
+# reproduced by statsmodels' old psturng table (theirs; see fedtally.methods.anova)
 @pytest.mark.parametrize("case", _cases("anova_oneway_expected.json", [0, 2, 3, 4, 12]))
 def test_exareme2_oneway(dementia: SimulatedFederation, case: dict[str, Any]) -> None:
     data, out = case["input"]["inputdata"], case["output"]

@@ -8,7 +8,7 @@ from Exareme2's accordingly; the metrics are the same definitions.
 
 **Linear** (two rounds). The ``crossprod`` kind with ``folds`` returns the cross-products of
 ``[Intercept, predictors..., y]`` of each fold; a fold's training set is the total minus
-the fold, fitted exactly (:func:`fedtally.algorithms.regression.ols_fit`). One
+the fold, fitted exactly (:func:`fedtally.methods.regression.ols_fit`). One
 ``regression_eval`` round then sums, on each fold's own rows, ``y``, ``y^2``, the residual,
 its square and its absolute value under that fold's coefficients. Per fold (as Exareme2's
 ``LinearRegression.compute_summary`` on the test rows):
@@ -51,8 +51,10 @@ import pandas as pd
 from engine.design import Term
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_FOLDS
-from fedtally.algorithms.common import check_privacy, names, triangle
-from fedtally.algorithms.regression import (
+from fedtally.analyses import Analyses, FilterLike
+from fedtally.display import with_cv_summary
+from fedtally.methods.common import check_privacy, names, triangle
+from fedtally.methods.regression import (
     Evaluation,
     Newton,
     check_newton,
@@ -63,8 +65,6 @@ from fedtally.algorithms.regression import (
     sub_matrix,
     who,
 )
-from fedtally.analyses import Analyses, FilterLike
-from fedtally.display import with_cv_summary
 from fedtally.results import Statistic
 
 __all__ = [

@@ -65,10 +65,10 @@ from engine.errors import DegenerateInput, QueryError
 from engine.kinds.counts import OUTSIDE
 from engine.suggest import did_you_mean, unknown
 from fedtally import coverage
-from fedtally.algorithms.common import INTERCEPT
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
+from fedtally.methods.common import INTERCEPT
 from fedtally.results import Statistic
 from node.datamodel import DATASET, PlanModel
 

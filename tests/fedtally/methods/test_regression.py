@@ -14,8 +14,8 @@ from scipy import stats
 
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds.frame import fold_numbers
-from fedtally.algorithms.cv import linear_regression_cv, logistic_regression_cv
-from fedtally.algorithms.regression import (
+from fedtally.methods.cv import linear_regression_cv, logistic_regression_cv
+from fedtally.methods.regression import (
     Evaluation,
     Newton,
     linear_regression,

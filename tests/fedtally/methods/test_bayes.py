@@ -13,7 +13,7 @@ from sklearn.naive_bayes import CategoricalNB, GaussianNB
 
 import support
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.bayes import (
+from fedtally.methods.bayes import (
     naive_bayes_categorical,
     naive_bayes_categorical_predictions,
     naive_bayes_gaussian,

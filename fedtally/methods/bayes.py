@@ -43,8 +43,8 @@ from scipy.special import logsumexp
 
 from engine.errors import DegenerateInput, QueryError
 from engine.suggest import unknown
-from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike, filter_tree
+from fedtally.methods.common import check_privacy
 from fedtally.results import Statistic
 from node import filters as filter_trees
 from node.datamodel import DataModel, PlanModel

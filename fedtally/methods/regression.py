@@ -54,7 +54,9 @@ from scipy import stats
 from engine.design import Term
 from engine.errors import DegenerateInput, QueryError
 from engine.suggest import did_you_mean, unknown
-from fedtally.algorithms.common import (
+from fedtally.analyses import Analyses, FilterLike
+from fedtally.dp import privacy_spec
+from fedtally.methods.common import (
     check_privacy,
     exact_inverse,
     names,
@@ -62,8 +64,6 @@ from fedtally.algorithms.common import (
     series,
     triangle,
 )
-from fedtally.analyses import Analyses, FilterLike
-from fedtally.dp import privacy_spec
 from fedtally.results import Statistic
 from node.datamodel import PlanModel
 

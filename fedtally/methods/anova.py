@@ -45,7 +45,8 @@ from scipy import stats
 
 from engine.design import Term
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.classical import (
+from fedtally.analyses import Analyses, FilterLike
+from fedtally.methods.classical import (
     Sums,
     check_factor,
     check_numeric,
@@ -54,8 +55,7 @@ from fedtally.algorithms.classical import (
     no_rows,
     resolved_datasets,
 )
-from fedtally.algorithms.common import INTERCEPT, check_privacy, triangle
-from fedtally.analyses import Analyses, FilterLike
+from fedtally.methods.common import INTERCEPT, check_privacy, triangle
 from fedtally.results import Statistic
 from node.datamodel import DATASET, PlanModel
 

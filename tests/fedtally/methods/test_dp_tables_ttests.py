@@ -21,8 +21,8 @@ from scipy import stats
 
 import fedtally
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms import classical
-from fedtally.algorithms.classical import (
+from fedtally.methods import classical
+from fedtally.methods.classical import (
     ContingencyTable,
     TTestResult,
     _dp_chi_square,
@@ -32,7 +32,7 @@ from fedtally.algorithms.classical import (
     ttest_onesample,
     ttest_paired,
 )
-from fedtally.algorithms.histogram import histogram
+from fedtally.methods.histogram import histogram
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import three_hospitals
 from node.datamodel import DataModel

@@ -12,7 +12,7 @@ import pytest
 
 import support
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.histogram import histogram
+from fedtally.methods.histogram import histogram
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel, Variable
 from node.policy import Policy

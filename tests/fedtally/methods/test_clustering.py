@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 
 import support
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.clustering import kmeans
+from fedtally.methods.clustering import kmeans
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from support import EXAREME2

@@ -54,10 +54,10 @@ from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_GRID
 from engine.plans import check_variable
 from engine.suggest import did_you_mean
-from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
+from fedtally.methods.common import check_privacy
 from fedtally.results import Statistic
 from node import filters as filter_trees
 from node.datamodel import DataModel, PlanModel

@@ -19,8 +19,8 @@ import pytest
 
 import fedtally
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.multivariate import pca, pearson_correlation
-from fedtally.algorithms.survival import _Counts, _km_block_dp, kaplan_meier, logrank_test
+from fedtally.methods.multivariate import pca, pearson_correlation
+from fedtally.methods.survival import _Counts, _km_block_dp, kaplan_meier, logrank_test
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel, Variable
 from node.policy import Policy

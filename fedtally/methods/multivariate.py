@@ -36,9 +36,9 @@ from scipy import special
 
 from engine.errors import DegenerateInput, QueryError
 from engine.suggest import unknown
-from fedtally.algorithms.common import INTERCEPT, triangle
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
+from fedtally.methods.common import INTERCEPT, triangle
 from fedtally.results import Statistic
 from node.datamodel import PlanModel
 

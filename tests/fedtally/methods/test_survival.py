@@ -13,7 +13,7 @@ from lifelines.statistics import logrank_test as ll_logrank
 from lifelines.statistics import multivariate_logrank_test
 
 from engine.errors import DegenerateInput, QueryError
-from fedtally.algorithms.survival import KaplanMeierTable, kaplan_meier, logrank_test
+from fedtally.methods.survival import KaplanMeierTable, kaplan_meier, logrank_test
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel, Variable
 from node.policy import Policy

@@ -41,8 +41,8 @@ import pandas as pd
 
 from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_CENTERS
-from fedtally.algorithms.common import check_privacy
 from fedtally.analyses import Analyses, FilterLike
+from fedtally.methods.common import check_privacy
 from fedtally.results import moments
 from node.datamodel import PlanModel
 
