@@ -43,6 +43,7 @@ def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: AN
     import pandas as pd
 
     from node.datamodel import DataModel
+    from node.datasource import DataSource
 
     folder = require_shared(EXAREME2 / "data" / model_folder)
     model = DataModel.from_cdes(folder / "CDEsMetadata.json")
@@ -51,8 +52,9 @@ def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: AN
                                     "node2": [], "node3": []}
     for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
         nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
-              for node, paths in nodes.items()}
+    # read as a node reads a CSV source (node.datasource), not with pandas' own parser
+    frames = {node: pd.concat([DataSource(kind="csv", path=f).load() for f in paths],
+                              ignore_index=True) for node, paths in nodes.items()}
     return model, frames
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +22,8 @@ import fedtally
 from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.anova import anova_oneway, anova_twoway
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
-from node.datasource import DataSource
 from node.policy import Policy
-from support import EXAREME2, model_with_unused_level, require_shared
+from support import EXAREME2, model_with_unused_level
 
 REL = 1e-9
 NODES = ("n0", "n1", "n2")
@@ -255,21 +252,6 @@ def test_twoway_degenerate_cases(fed: SimulatedFederation) -> None:
 
 # --- the MIP's reference cases ---------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def dementia() -> SimulatedFederation:
-    """Exareme2's dementia data split over three nodes as Exareme2 splits it; nodes
-    release every cell (the references are computed without small-cell rules)."""
-    folder = require_shared(EXAREME2) / "data" / "dementia_v_0_1"
-    model = DataModel.from_cdes(folder / "CDEsMetadata.json")
-    files = sorted(p for p in folder.glob("*.csv") if not p.stem.endswith("-test"))
-    nodes: dict[str, list[Path]] = {"node1": [f for f in files if f.stem.endswith("0")],
-                                    "node2": [], "node3": []}
-    for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
-        nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([DataSource(kind="csv", path=f).load() for f in fs],
-                              ignore_index=True) for node, fs in nodes.items()}
-    return SimulatedFederation(frames, model, seed=1, policy=RELAXED)
 
 
 def _cases(name: str, numbers: list[int]) -> list[Any]:

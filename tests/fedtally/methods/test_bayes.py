@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from sklearn.naive_bayes import CategoricalNB, GaussianNB
 
-import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.bayes import (
     naive_bayes_categorical,
@@ -216,8 +215,11 @@ def test_categorical_degenerate_and_bad_inputs() -> None:
 # --- Exareme2's expected fits ------------------------------------------------------------
 
 
-def _dementia() -> SimulatedFederation:
-    model, frames = support.exareme2_three_node_split()
+@pytest.fixture(scope="module")
+def own_dementia(dementia_split: tuple[DataModel, dict[str, pd.DataFrame]]
+                 ) -> SimulatedFederation:
+    """The shared split as a federation with this file's policy."""
+    model, frames = dementia_split
     return SimulatedFederation(frames, model, policy=EXACT, seed=3)
 
 
@@ -231,9 +233,9 @@ def _cases(name: str, count: int) -> list[dict]:
                                         c["input"]["inputdata"]["x"])][:count]
 
 
-def test_exareme2_gaussian_fits() -> None:
+def test_exareme2_gaussian_fits(own_dementia: SimulatedFederation) -> None:
     """Exareme2 lists classes (and their theta / var rows) in sorted order."""
-    fed = _dementia()
+    fed = own_dementia
     for case in _cases("naive_bayes_gauss_fit_expected.json", 5):
         data, out = case["input"]["inputdata"], case["output"]
         fitted = naive_bayes_gaussian(fed, data["y"][0], data["x"], datasets=data["datasets"])
@@ -244,11 +246,11 @@ def test_exareme2_gaussian_fits() -> None:
         np.testing.assert_allclose(fitted.var_.loc[classes], out["var"], rtol=1e-6, atol=1e-9)
 
 
-def test_exareme2_categorical_fits() -> None:
+def test_exareme2_categorical_fits(own_dementia: SimulatedFederation) -> None:
     """Exareme2 sorts classes and each feature's levels by name and keeps the levels up to
     the last one observed (scikit-learn's ``n_categories_`` = largest code seen + 1). Cases with the ``dataset`` variable as a feature are left out: it is not
     a variable queries may name (PlanModel.has_variable)."""
-    fed = _dementia()
+    fed = own_dementia
     cases = _cases("naive_bayes_categorical_fit_expected.json", 10)
     for case in [c for c in cases if "dataset" not in c["input"]["inputdata"]["x"]][:5]:
         data, out = case["input"]["inputdata"], case["output"]
@@ -262,9 +264,9 @@ def test_exareme2_categorical_fits() -> None:
             assert counts[:, : seen[-1] + 1].tolist() == theirs
 
 
-def test_exareme2_categorical_predictions() -> None:
+def test_exareme2_categorical_predictions(own_dementia: SimulatedFederation) -> None:
     """Exareme2's ``predictions``: rows of the training data assigned to each class."""
-    fed = _dementia()
+    fed = own_dementia
     cases = _cases("naive_bayes_categorical_predict_expected.json", 10)
     for case in [c for c in cases if "dataset" not in c["input"]["inputdata"]["x"]][:5]:
         data = case["input"]["inputdata"]

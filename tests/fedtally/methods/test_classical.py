@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,8 @@ from fedtally.methods.classical import (
     ttest_paired,
 )
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
-from node.datasource import DataSource
 from node.policy import Policy
-from support import EXAREME2, model_with_unused_level, require_shared
+from support import EXAREME2, model_with_unused_level
 
 REL = 1e-9
 NODES = ("n0", "n1", "n2")
@@ -331,23 +328,6 @@ def test_small_cells_are_suppressed_and_reported(data: dict[str, pd.DataFrame],
 
 
 # --- the MIP's reference cases ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def dementia() -> SimulatedFederation:
-    """Exareme2's dementia data split over three nodes as Exareme2 splits it; nodes
-    release every cell (the references are computed without small-cell rules)."""
-    folder = require_shared(EXAREME2) / "data" / "dementia_v_0_1"
-    model = DataModel.from_cdes(folder / "CDEsMetadata.json")
-    files = sorted(p for p in folder.glob("*.csv") if not p.stem.endswith("-test"))
-    nodes: dict[str, list[Path]] = {"node1": [f for f in files if f.stem.endswith("0")],
-                                    "node2": [], "node3": []}
-    for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
-        nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([DataSource(kind="csv", path=f).load() for f in fs],
-                              ignore_index=True) for node, fs in nodes.items()}
-    return SimulatedFederation(frames, model, seed=1,
-                               policy=Policy(min_row_count=1, small_cell_threshold=1))
 
 
 def _exareme2_cases(name: str, count: int) -> list[Any]:

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
-import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.clustering import kmeans
 from fedtally.simulated import SimulatedFederation
@@ -163,15 +162,7 @@ def test_bad_arguments() -> None:
 # --- Exareme2's expected results --------------------------------------------------------
 
 
-def _dementia() -> SimulatedFederation:
-    model, frames = support.exareme2_three_node_split()
-    # Exareme2 applies no per-node small-cluster rule; ours would zero a node's tiny
-    # clusters, so the comparison runs with that rule relaxed (tested separately)
-    return SimulatedFederation(frames, model, seed=3,
-                               policy=Policy(min_row_count=1, small_cell_threshold=1))
-
-
-def test_exareme2_kmeans_case_with_a_shared_optimum() -> None:
+def test_exareme2_kmeans_case_with_a_shared_optimum(dementia: SimulatedFederation) -> None:
     """Exareme2 starts from uniform draws between the exact per-variable minimum and maximum
     (patients' values), which we do not compute. Its case 1 converges to an optimum our
     public start reaches too: equal centers up to the order of the clusters. Its case 0 ends
@@ -182,7 +173,7 @@ def test_exareme2_kmeans_case_with_a_shared_optimum() -> None:
         pytest.skip(f"reference data {path} is absent")
     case = json.loads(path.read_text())["test_cases"][1]
     data, parameters = case["input"]["inputdata"], case["input"]["parameters"]
-    result = kmeans(_dementia(), data["y"], parameters["k"], max_iter=parameters["maxiter"],
+    result = kmeans(dementia, data["y"], parameters["k"], max_iter=parameters["maxiter"],
                     tol=parameters["tol"], seed=0, datasets=data["datasets"])
     ours = result.centers.to_numpy()
     ours = ours[np.lexsort(ours.T[::-1])]

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.histogram import histogram
 from fedtally.simulated import SimulatedFederation
@@ -165,12 +164,15 @@ def test_degenerate_and_bad_inputs() -> None:
 # --- Exareme2's expected categorical histograms --------------------------------------------
 
 
-def _dementia() -> SimulatedFederation:
-    model, frames = support.exareme2_three_node_split()
+@pytest.fixture(scope="module")
+def own_dementia(dementia_split: tuple[DataModel, dict[str, pd.DataFrame]]
+                 ) -> SimulatedFederation:
+    """The shared split as a federation with this file's policy."""
+    model, frames = dementia_split
     return SimulatedFederation(frames, model, policy=EXACT, seed=3)
 
 
-def test_exareme2_categorical_histograms() -> None:
+def test_exareme2_categorical_histograms(own_dementia: SimulatedFederation) -> None:
     """Exareme2 writes a zero count as null, and with a grouping variable first gives the
     whole histogram (rows where the grouping variable is present), then one per level.
     Numeric cases are not comparable: Exareme2 lays its bins between the data's exact
@@ -178,7 +180,7 @@ def test_exareme2_categorical_histograms() -> None:
     path = EXAREME2 / "expected" / "multiple_histograms_expected.json"
     if not path.exists():
         pytest.skip(f"reference data {path} is absent")
-    fed = _dementia()
+    fed = own_dementia
     checked = 0
     for case in json.loads(path.read_text())["test_cases"]:
         data = case["input"]["inputdata"]

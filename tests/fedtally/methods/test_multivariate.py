@@ -11,10 +11,10 @@ import pytest
 from scipy import stats
 from sklearn.decomposition import PCA
 
-import support
 from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.multivariate import pca, pearson_correlation
 from fedtally.simulated import SimulatedFederation
+from node.datamodel import DataModel
 from node.policy import Policy
 from support import EXAREME2
 
@@ -193,8 +193,11 @@ def test_pca_degenerate_inputs() -> None:
 # --- Exareme2's expected results (the MIP's dementia data, split over three nodes) --------
 
 
-def _dementia() -> SimulatedFederation:
-    model, frames = support.exareme2_three_node_split()
+@pytest.fixture(scope="module")
+def own_dementia(dementia_split: tuple[DataModel, dict[str, pd.DataFrame]]
+                 ) -> SimulatedFederation:
+    """The shared split as a federation with this file's policy."""
+    model, frames = dementia_split
     return SimulatedFederation(frames, model, seed=3)
 
 
@@ -211,8 +214,8 @@ def _exareme2_frame(block: dict) -> pd.DataFrame:
                         index=block["variables"])
 
 
-def test_exareme2_pearson_cases() -> None:
-    fed = _dementia()
+def test_exareme2_pearson_cases(own_dementia: SimulatedFederation) -> None:
+    fed = own_dementia
     for case in _usable(_expected("expected-prod", "pearson_correlation_expected.json")):
         data, out = case["input"]["inputdata"], case["output"]
         result = pearson_correlation(fed, data["y"], alpha=case["input"]["parameters"]["alpha"],
@@ -232,8 +235,8 @@ def _usable(cases: list[dict]) -> list[dict]:
     return [c for c in cases if not any(v.startswith("_") for v in c["input"]["inputdata"]["y"])]
 
 
-def test_exareme2_pca_cases() -> None:
-    fed = _dementia()
+def test_exareme2_pca_cases(own_dementia: SimulatedFederation) -> None:
+    fed = own_dementia
     for case in _usable(_expected("expected", "pca_expected.json"))[:6]:
         data, out = case["input"]["inputdata"], case["output"]
         result = pca(fed, data["y"], datasets=data["datasets"])
