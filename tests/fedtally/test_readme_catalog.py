@@ -1,5 +1,6 @@
-"""The README's catalog table against the code: it names every method of the catalog, and
-its DP column says which of them answer a DP request (each is asked once, with a budget
+"""The README's catalog table against the code: it names every method of the catalog (the
+catalog offering exactly the methods nodes know, ``engine.kinds.METHOD_KINDS``), and its DP
+column says which of them answer a DP request (each is asked once, with a budget
 nothing exhausts) and which refuse it by name."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 import fedtally
+from engine.kinds import METHOD_KINDS
 from fedtally.catalog import Catalog
 from fedtally.synthetic import stroke_model, three_hospitals
 from tests.support import PROJECT_ROOT
@@ -77,6 +79,8 @@ def test_the_table_names_every_method_of_the_catalog() -> None:
     assert NOT_IN_TABLE <= public, "a helper was renamed: update NOT_IN_TABLE"
     assert set(readme_table()) == public - NOT_IN_TABLE
     assert set(ASK_WITH_DP) == public - NOT_IN_TABLE - {"run_exareme2"}
+    # what nodes know (and policies allow) is what the catalog offers, no more, no less
+    assert set(ASK_WITH_DP) == set(METHOD_KINDS)
 
 
 @pytest.mark.parametrize("method", sorted(ASK_WITH_DP))
