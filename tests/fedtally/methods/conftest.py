@@ -28,3 +28,9 @@ def dementia(dementia_split: tuple[DataModel, dict[str, pd.DataFrame]]
     """That split as a federation whose nodes release every cell."""
     model, frames = dementia_split
     return SimulatedFederation(frames, model, seed=1, policy=RELEASE_EVERY_CELL)
+
+
+@pytest.fixture(scope="module")
+def pooled(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every node's rows in one frame (``data`` is each test module's own federation data)."""
+    return pd.concat(data.values(), ignore_index=True)

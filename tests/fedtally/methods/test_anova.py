@@ -66,11 +66,6 @@ def data() -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def pooled(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(data.values(), ignore_index=True)
-
-
-@pytest.fixture(scope="module")
 def fed(data: dict[str, pd.DataFrame], pooled: pd.DataFrame) -> SimulatedFederation:
     return SimulatedFederation(data, model_with_unused_level(pooled), seed=11)
 

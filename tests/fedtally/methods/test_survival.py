@@ -61,11 +61,6 @@ def data() -> dict[str, pd.DataFrame]:
                                                                 strict=True)}
 
 
-@pytest.fixture(scope="module")
-def pooled(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(data.values(), ignore_index=True)
-
-
 #: the estimator's arithmetic is checked at daily resolution, where most interval cells
 #: hold fewer than 10 rows: these nodes keep the MIP's row minimum but release small cells
 #: (test_km_small_interval_cells_are_withheld checks the default)
