@@ -21,7 +21,12 @@ from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
 from engine.commitment import check_result
-from engine.errors import ConfigurationError, FedtallyError, ProtocolAbort
+from engine.errors import (
+    ConfigurationError,
+    FedtallyError,
+    InternalError,
+    ProtocolAbort,
+)
 from engine.manifest import (
     DEFAULT_PARAMETERS,
     PROTECTIONS,
@@ -184,16 +189,17 @@ class SimulatedFederation(Catalog):
         now_ms = int(time.time() * 1000)
         flights: dict[str, InFlight] = {}
         contributions: dict[str, Contribution] = {}
-        refusal: FedtallyError | None = None
+        refusal: Exception | None = None
         for name in names:
             try:
                 flights[name], contributions[name] = begin(
                     self._me[name], query, params, self.sessions[name], self._guards[name],
                     now_ms)
-            except FedtallyError as exc:
+            except Exception as exc:  # a bug too ends the round (a real node refuses it)
                 refusal = refusal or exc
         if refusal is not None:
-            ended = ProtocolAbort(f"the round was aborted: a node refused ({refusal.code})")
+            code = refusal.code if isinstance(refusal, FedtallyError) else InternalError.code
+            ended = ProtocolAbort(f"the round was aborted: a node refused ({code})")
             for flight in flights.values():
                 flight.failed(ended)
             raise refusal

@@ -89,3 +89,25 @@ def test_a_plan_that_differs_from_the_nodes_is_refused_alike(fed: SimulatedFeder
         fed._execute(spec, wrong)
     admitted_by_a_node(fed, spec, plan)  # the true plan is admitted, and answered
     assert fed._execute(spec, plan).survivors == tuple(sorted(fed.sessions))
+
+
+def test_a_node_failing_on_its_rows_keeps_its_charge_and_the_others_refund(
+        fed: SimulatedFederation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while one node computes (here an injected bug) ends the round before
+    anything leaves: that node's charge stands (its failure might depend on its rows), the
+    nodes that had charged refund, as the aggregator's abort makes them do in a federation."""
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(fed.sessions["hosp_b"], "compute", broken)
+    spec = QuerySpec("descriptive_stats", MODEL.name, DATASETS, ("age",), privacy=DP)
+    before = {name: spent(fed, name) for name in fed.sessions}
+    with pytest.raises(RuntimeError, match="injected"):
+        fed._execute(spec, planned(spec))
+    after = {name: spent(fed, name) for name in fed.sessions}
+    assert after["hosp_b"] > before["hosp_b"]
+    assert after["hosp_a"] == before["hosp_a"] and after["hosp_c"] == before["hosp_c"]
+
+
+def spent(fed: SimulatedFederation, node: str) -> float:
+    return sum(line["spent_rho"] for line in fed.budgets[node].summary("alice"))
