@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import ssl
 import threading
 import time
@@ -76,6 +77,22 @@ DEFAULT_TIMEOUT_S = 600.0
 #: how long an interrupted client waits to hand its cancel to the connection
 CANCEL_SEND_TIMEOUT_S = 5.0
 
+#: signals the researcher's own thread must receive (Ctrl-C, kill)
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+def loop_thread(loop: asyncio.AbstractEventLoop) -> threading.Thread:
+    """Run ``loop`` in a daemon thread that never receives Ctrl-C. The kernel hands a
+    process's signal to any thread that does not block it; one that lands on the loop's
+    thread leaves the caller's thread waiting on its query until the query ends (CI saw a
+    30 s hang), instead of cancelling it at once."""
+    def run() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="fedtally-client", daemon=True)
+    thread.start()
+    return thread
 
 
 class Federation(Catalog):
@@ -100,9 +117,7 @@ class Federation(Catalog):
         self._progress = progress
         self._rng = SystemRandom()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fedtally-client",
-                                        daemon=True)
-        self._thread.start()
+        self._thread = loop_thread(self._loop)
         self._connection: ClientConnection | None = None
         self._pending: dict[bytes, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
