@@ -15,6 +15,7 @@ says so only inside the secure sum, through the ``nodes_contributing`` slot; fam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ import pandas as pd
 from crypto.encoding import RingVector, encode_scalar
 from engine.errors import InternalError
 from engine.kinds import KINDS
-from engine.kinds.base import release
+from engine.kinds.base import Clipping, Computed, Scale, release
 from engine.plans import (
     CELLS_BELOW_THRESHOLD,
     DATASET,
@@ -65,8 +66,13 @@ def select_rows(spec: QuerySpec, data: pd.DataFrame, model: DataModel) -> pd.Dat
     return rows
 
 
-def _real(value: float) -> int:
+def _real(value: float | Fraction) -> int:
     # planning bounded every real sum; reaching here means a bug, not a row's value
+    if isinstance(value, Fraction):
+        # an exact sum of terms rounded at 2^REAL_FRAC_BITS: its integer, exactly
+        if abs(value) >= 2**REAL_INT_BITS:
+            raise InternalError()
+        return round(value * (1 << REAL_FRAC_BITS))
     if not np.isfinite(value) or abs(value) >= 2.0**REAL_INT_BITS:
         raise InternalError()
     return encode_scalar(float(value), REAL_FRAC_BITS)
@@ -77,8 +83,16 @@ def local_vector(spec: QuerySpec, layout: Layout, data: pd.DataFrame, model: Dat
     rows = select_rows(spec, data, model)
     if layout.noise is not None:
         return _dp_vector(spec, layout, rows, model)
-    values: list[int] = [0] * layout.length
     computed = KINDS[spec.kind].compute(spec, rows, PlanModel(model))
+    return exact_vector(layout, computed, min_row_count=min_row_count,
+                        small_cell_threshold=small_cell_threshold)
+
+
+def exact_vector(layout: Layout, computed: Computed, *, min_row_count: int,
+                 small_cell_threshold: int) -> tuple[RingVector, LocalSummary]:
+    """An exact-mode contribution from a kind's computed values, whatever computed them:
+    the cohort rule, then the disclosure rules of :func:`engine.kinds.base.release`."""
+    values: list[int] = [0] * layout.length
     if computed.rows < min_row_count:
         return _vector(layout, values), LocalSummary(computed.rows, False, 0)
     released = release(layout.slots, computed, small_cell_threshold)
@@ -109,6 +123,33 @@ def clipped(layout: Layout, rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+def clipping(layout: Layout) -> Clipping:
+    assert layout.noise is not None
+    return {name: (float(low), float(high)) for name, low, high in layout.noise.clipping}
+
+
+def dp_scale(layout: Layout) -> Scale:
+    """Each slot's DP scale: 2^frac_bits units per row bound (the sensitivity)."""
+    unit = 1 << layout.frac_bits
+    bounds = {slot.key: slot.bound for slot in layout.slots}
+    return lambda key: unit / bounds[key]
+
+
+def dp_encode(layout: Layout, computed: Computed) -> list[int]:
+    """The computed values in units of their row bound / 2^frac_bits: exact sums (Fractions
+    of the DP scale) exactly, counts and frame-computed floats rounded."""
+    unit = 1 << layout.frac_bits
+    scale = dp_scale(layout)
+    values: list[int] = [0] * layout.length
+    for i, slot in enumerate(layout.slots):
+        value = computed.values.get(slot.key, 0)
+        if isinstance(value, Fraction):
+            values[i] = round(value * Fraction(scale(slot.key)))
+        else:
+            values[i] = round(float(value) * unit / slot.bound)
+    return values
+
+
 def _dp_vector(spec: QuerySpec, layout: Layout, rows: pd.DataFrame, model: DataModel
                ) -> tuple[RingVector, LocalSummary]:
     """Clip, compute, encode each slot in units of its row bound / 2^frac_bits, add this
@@ -116,14 +157,21 @@ def _dp_vector(spec: QuerySpec, layout: Layout, rows: pd.DataFrame, model: DataM
     row switch a whole contribution on or off, breaking the sensitivity the noise is
     calibrated to; the noise is the protection."""
     assert layout.noise is not None
-    computed = KINDS[spec.kind].compute(spec, clipped(layout, rows), PlanModel(model))
-    unit = 1 << layout.frac_bits
+    kind = KINDS[spec.kind]
+    if kind.statistic is not None:
+        computed = kind.compute(spec, rows, PlanModel(model), dp_scale(layout),
+                                clipping(layout))
+    else:
+        computed = kind.compute(spec, clipped(layout, rows), PlanModel(model))
+    return dp_vector(layout, computed)
+
+
+def dp_vector(layout: Layout, computed: Computed) -> tuple[RingVector, LocalSummary]:
+    """A DP contribution from a kind's computed values: encoded, plus a noise share."""
+    assert layout.noise is not None
+    values = dp_encode(layout, computed)
     noisy = [i for i, slot in enumerate(layout.slots) if layout.noisy(slot)]
     shares = discrete_gaussian_shares(layout.noise.sigma_share, len(noisy))
-    values: list[int] = [0] * layout.length
-    for i, slot in enumerate(layout.slots):
-        value = computed.values.get(slot.key, 0)
-        values[i] = round(float(value) * unit / slot.bound)
     for i, share in zip(noisy, shares, strict=True):
         values[i] += int(share)
     values[layout.index()[NODES_CONTRIBUTING]] = 1

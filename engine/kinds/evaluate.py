@@ -1,0 +1,290 @@
+"""Running a kind's aggregations (:mod:`engine.aggregates`) on a pandas DataFrame: the
+node's in-memory path, for rows handed over as DataFrames.
+
+It follows the semantics of :mod:`engine.aggregates` operation by operation, so that it
+computes the same integers as the SQL the node compiles from the same declaration: every
+row value is one IEEE double operation after another in the tree's order; ``log`` and
+``exp`` come from the C library (through :mod:`math`, as SQL engines call it, since
+numpy's own vectorised versions differ in the last bit on a few values in a hundred); an
+exact sum adds the rounded terms as integers, split into 32-bit limbs so that numpy adds
+them without loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.aggregates import (
+    EXP_LIMIT,
+    Aggregation,
+    All,
+    Any_,
+    ArgMinKey,
+    Arith,
+    Binary,
+    BinKey,
+    Compare,
+    Cond,
+    Const,
+    CountIf,
+    Defined,
+    ExactSum,
+    Expr,
+    FlagKey,
+    FloatSum,
+    FoldKey,
+    Func,
+    IfElse,
+    Indicator,
+    IntervalKey,
+    IsLevel,
+    Key,
+    LevelKey,
+    Measure,
+    Present,
+    Ref,
+    Result,
+    Rows,
+    Smallest,
+    Statistic,
+    Var,
+)
+from engine.kinds.frame import fold_numbers
+
+#: (low, high) a variable's values are clipped to before any use (DP mode)
+Clipping = Mapping[str, tuple[float, float]]
+
+_TWO32 = float(1 << 32)
+_TWO64 = float(1 << 64)
+_LIBM = {"log": np.frompyfunc(math.log, 1, 1), "exp": np.frompyfunc(math.exp, 1, 1)}
+_COMPARE = {"=": np.equal, "<>": np.not_equal, "<": np.less, "<=": np.less_equal,
+            ">": np.greater, ">=": np.greater_equal}
+
+
+def run(statistic: Statistic, rows: pd.DataFrame, clip: Clipping | None = None) -> Any:
+    """The statistic's value on these rows (the kind's ``Computed``)."""
+    return statistic.assemble([aggregate(a, rows, clip or {}) for a in statistic.aggregations])
+
+
+def aggregate(aggregation: Aggregation, rows: pd.DataFrame, clip: Clipping) -> Result:
+    frame = _Frame(rows, clip)
+    with np.errstate(all="ignore"):
+        for name, expr in aggregation.derived:
+            frame.refs[name] = frame.expr(expr)
+        keep = (np.ones(len(rows), dtype=bool) if aggregation.where is None
+                else frame.cond(aggregation.where))
+        keys = [frame.key(k)[keep] for k in aggregation.keys]
+        columns = [_measure(frame, m, keep) for m in aggregation.measures]
+    return _group(aggregation.keys, keys, columns, int(keep.sum()))
+
+
+class _Frame:
+    """Row values of one DataFrame, computed once each."""
+
+    def __init__(self, rows: pd.DataFrame, clip: Clipping) -> None:
+        self.rows = rows
+        self.clip = clip
+        self.refs: dict[str, np.ndarray] = {}
+        self._values: dict[str, np.ndarray] = {}
+        self._text: dict[str, pd.Series] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def value(self, name: str) -> np.ndarray:
+        if name not in self._values:
+            if name in self.rows.columns:
+                values = pd.to_numeric(self.rows[name], errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan)
+            else:
+                values = np.full(self.size, np.nan)
+            if name in self.clip:
+                low, high = self.clip[name]
+                values = np.minimum(np.maximum(values, low), high)  # NaN stays NaN
+            self._values[name] = values
+        return self._values[name]
+
+    def text(self, name: str) -> pd.Series:
+        if name not in self._text:
+            column = self.rows[name] if name in self.rows.columns else pd.Series(
+                pd.NA, index=self.rows.index, dtype="string")
+            self._text[name] = column.astype("string")
+        return self._text[name]
+
+    def present(self, name: str) -> np.ndarray:
+        if name not in self.rows.columns:
+            return np.zeros(self.size, dtype=bool)
+        return self.rows[name].notna().to_numpy(dtype=bool)
+
+    def expr(self, node: Expr) -> np.ndarray:
+        if isinstance(node, Var):
+            return self.value(node.name)
+        if isinstance(node, Const):
+            return np.full(self.size, float(node.value))
+        if isinstance(node, Ref):
+            return self.refs[node.name]
+        if isinstance(node, Arith):
+            left, right = self.expr(node.left), self.expr(node.right)
+            if node.op == "+":
+                return left + right
+            if node.op == "-":
+                return left - right
+            if node.op == "*":
+                return left * right
+            return left / right
+        if isinstance(node, Func):
+            return _func(node.name, self.expr(node.arg))
+        if isinstance(node, Indicator):
+            return self.cond(node.cond).astype(np.float64)
+        if isinstance(node, Binary):
+            return self.binary(node.name, node.level)
+        if isinstance(node, IfElse):
+            return np.where(self.cond(node.cond), self.expr(node.then), self.expr(node.other))
+        if isinstance(node, Smallest):
+            return np.minimum.reduce([self.expr(item) for item in node.items])
+        raise TypeError(f"unknown expression {type(node).__name__}")
+
+    def binary(self, name: str, level: str | None) -> np.ndarray:
+        if level is None:
+            values = self.value(name).copy()
+            values[(values != 0) & (values != 1)] = np.nan
+            return values
+        text = self.text(name)
+        out = (text == level).to_numpy(dtype=np.float64, na_value=np.nan)
+        out[text.isna().to_numpy()] = np.nan
+        return out
+
+    def cond(self, node: Cond) -> np.ndarray:
+        """Where the condition is true (unknown and false alike are not)."""
+        if isinstance(node, Present):
+            return self.present(node.name)
+        if isinstance(node, Defined):
+            return ~np.isnan(self.expr(node.expr))
+        if isinstance(node, Compare):
+            left, right = self.expr(node.left), self.expr(node.right)
+            known = ~np.isnan(left) & ~np.isnan(right)
+            return known & _COMPARE[node.op](left, right)
+        if isinstance(node, IsLevel):
+            return (self.text(node.name) == node.level).to_numpy(dtype=bool, na_value=False)
+        if isinstance(node, All):
+            out = np.ones(self.size, dtype=bool)
+            for item in node.items:
+                out &= self.cond(item)
+            return out
+        if isinstance(node, Any_):
+            out = np.zeros(self.size, dtype=bool)
+            for item in node.items:
+                out |= self.cond(item)
+            return out
+        raise TypeError(f"unknown condition {type(node).__name__}")
+
+    def key(self, node: Key) -> np.ndarray:
+        if isinstance(node, LevelKey):
+            return pd.Categorical(self.text(node.name), categories=list(node.levels)
+                                  ).codes.astype(np.int64)
+        if isinstance(node, BinKey):
+            values = self.expr(node.expr)
+            edges = np.asarray(node.edges, dtype=np.float64)
+            codes = np.searchsorted(edges, values, side="right").astype(np.int64) - 1
+            codes[values == edges[-1]] = len(edges) - 2
+            codes[(values < edges[0]) | (values > edges[-1])] = -2
+            codes[np.isnan(values)] = -1
+            return codes
+        if isinstance(node, IntervalKey):
+            grid = np.asarray(node.grid, dtype=np.float64)
+            return np.searchsorted(grid, self.expr(node.expr), side="left").astype(np.int64)
+        if isinstance(node, FoldKey):
+            return fold_numbers(self.rows.index, node.folds, node.seed)
+        if isinstance(node, FlagKey):
+            return self.cond(node.cond).astype(np.int64)
+        if isinstance(node, ArgMinKey):
+            return np.argmin(np.column_stack([self.expr(i) for i in node.items]), axis=1)
+        raise TypeError(f"unknown key {type(node).__name__}")
+
+
+def _func(name: str, x: np.ndarray) -> np.ndarray:
+    if name == "abs":
+        return np.abs(x)
+    if name == "sqrt":
+        return np.where(x >= 0, np.sqrt(x), np.nan)
+    ok = (x > 0) if name == "log" else (x <= EXP_LIMIT)
+    out = np.full(len(x), np.nan)
+    if ok.any():
+        out[ok] = _LIBM[name](x[ok]).astype(np.float64)
+    return out
+
+
+def _measure(frame: _Frame, measure: Measure, keep: np.ndarray) -> list[np.ndarray]:
+    """A measure's per-row columns over the kept rows (several for an exact sum: limbs)."""
+    if isinstance(measure, Rows):
+        return [np.ones(int(keep.sum()), dtype=np.int64)]
+    if isinstance(measure, CountIf):
+        return [frame.cond(measure.cond)[keep].astype(np.int64)]
+    if isinstance(measure, FloatSum):
+        values = frame.expr(measure.expr)[keep]
+        return [np.where(np.isnan(values), 0.0, values)]
+    if isinstance(measure, ExactSum):
+        return limbs(frame.expr(measure.expr)[keep] * measure.scale)
+    raise TypeError(f"unknown measure {type(measure).__name__}")
+
+
+def limbs(scaled: np.ndarray) -> list[np.ndarray]:
+    """round(scaled), half to even, as three int64 limbs (lo + mid 2^32 + hi 2^64) whose
+    column sums are exact: lo and mid lie in [0, 2^32), and every split is exact in binary
+    floating point. Missing terms (NaN) count 0. Non-finite terms cannot be summed."""
+    rounded = np.rint(np.where(np.isnan(scaled), 0.0, scaled))
+    if not np.isfinite(rounded).all():
+        raise ArithmeticError("an exact sum met a value that is not finite")
+    high = np.floor(rounded / _TWO64)
+    rest = rounded - high * _TWO64
+    middle = np.floor(rest / _TWO32)
+    low = rest - middle * _TWO32
+    return [low.astype(np.int64), middle.astype(np.int64), high.astype(np.int64)]
+
+
+def _join(parts: Sequence[int]) -> int:
+    if len(parts) == 1:
+        return int(parts[0])
+    low, middle, high = (int(p) for p in parts)
+    return low + (middle << 32) + (high << 64)
+
+
+def _group(keys: Sequence[Key], codes: list[np.ndarray], columns: list[list[np.ndarray]],
+           kept: int) -> Result:
+    flat_columns = [c for parts in columns for c in parts]
+    widths = [len(parts) for parts in columns]
+    if kept == 0:
+        return {}
+    if not keys:
+        sums = [c.sum() for c in flat_columns]
+        return {(): _values(sums, widths, columns)}
+    frame = pd.DataFrame({f"k{i}": c for i, c in enumerate(codes)})
+    for j, column in enumerate(flat_columns):
+        frame[f"m{j}"] = column
+    names = [f"k{i}" for i in range(len(codes))]
+    grouped = frame.groupby(names, sort=False).sum()
+    out: Result = {}
+    for index, row in zip(grouped.index, grouped.itertuples(index=False), strict=True):
+        group = tuple(int(i) for i in (index if isinstance(index, tuple) else (index,)))
+        out[group] = _values(list(row), widths, columns)
+    return out
+
+
+def _values(sums: Sequence[Any], widths: Sequence[int], columns: list[list[np.ndarray]]
+            ) -> tuple[int | float, ...]:
+    out: list[int | float] = []
+    position = 0
+    for width, parts in zip(widths, columns, strict=True):
+        chunk = sums[position:position + width]
+        position += width
+        if parts[0].dtype == np.float64:
+            out.append(float(chunk[0]))
+        else:
+            out.append(_join(chunk))
+    return tuple(out)
