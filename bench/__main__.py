@@ -11,6 +11,7 @@ from bench import (
     nodes,
     paillier,
     regression,
+    scale,
     secure_sum,
     verifiable,
 )
@@ -18,7 +19,8 @@ from bench.common import machine
 
 SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run,
           "regression": regression.run, "paillier": paillier.run, "modes": modes.run,
-          "nodes": nodes.run, "verifiable": verifiable.run}
+          "nodes": nodes.run, "verifiable": verifiable.run,
+          "scale": scale.run}
 
 
 def main(argv: list[str]) -> None:

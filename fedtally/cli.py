@@ -83,7 +83,7 @@ def _node_check(args: argparse.Namespace) -> int:
 
     config = load_node_config(Path(args.config))
     data = load_data(config)
-    print(f"{config.me.name}: {len(data.rows)} valid rows of {data.model.name}; datasets "
+    print(f"{config.me.name}: {data.row_count} valid rows of {data.model.name}; datasets "
           f"{', '.join(data.catalog()['data_models'][data.model.name]['datasets_held'])}")
     return 0
 
