@@ -236,16 +236,22 @@ def _measure(frame: _Frame, measure: Measure, keep: np.ndarray) -> list[np.ndarr
 
 def limbs(scaled: np.ndarray) -> list[np.ndarray]:
     """round(scaled), half to even, as three int64 limbs (lo + mid 2^32 + hi 2^64) whose
-    column sums are exact: lo and mid lie in [0, 2^32), and every split is exact in binary
-    floating point. Missing terms (NaN) count 0. Non-finite terms cannot be summed."""
+    column sums are exact. The magnitude is split (each part is the high or low bits of a
+    double, so every split is exact in binary floating point; splitting a negative value
+    directly would not be: -2 + 2^64 is not a double) and the sign applied to each limb,
+    which lies in (-2^32, 2^32). Missing terms (NaN) count 0. Non-finite terms cannot be
+    summed."""
     rounded = np.rint(np.where(np.isnan(scaled), 0.0, scaled))
     if not np.isfinite(rounded).all():
         raise ArithmeticError("an exact sum met a value that is not finite")
-    high = np.floor(rounded / _TWO64)
-    rest = rounded - high * _TWO64
+    sign = np.where(rounded < 0, -1, 1).astype(np.int64)
+    magnitude = np.abs(rounded)
+    high = np.floor(magnitude / _TWO64)
+    rest = magnitude - high * _TWO64
     middle = np.floor(rest / _TWO32)
     low = rest - middle * _TWO32
-    return [low.astype(np.int64), middle.astype(np.int64), high.astype(np.int64)]
+    return [sign * low.astype(np.int64), sign * middle.astype(np.int64),
+            sign * high.astype(np.int64)]
 
 
 def _join(parts: Sequence[int]) -> int:

@@ -4,14 +4,14 @@
 A small compiler over two closed, whitelisted trees rather than a general SQL builder: every
 node type maps to one fixed SQL fragment written here, so the statement follows the
 semantics :mod:`engine.aggregates` states operation by operation (NULL for a missing value,
-one IEEE operation per node in the tree's order, ``round_even`` per row before an exact
-sum in HUGEINT), which is what makes the DuckDB node compute the same integers as the
+one IEEE operation per node in the tree's order, rounding half to even per row before an
+exact sum in HUGEINT), which is what makes the DuckDB node compute the same integers as the
 pandas evaluator. Nothing a researcher writes enters the SQL text: values (filter
 literals, levels, bin edges, scales, clipping bounds) are bound parameters, and columns are
 named by the node's own identifiers (``c0``, ``c1``, ...) looked up from the data model's
 variable codes, so a variable name is never quoted into the statement either.
 
-Dialect: DuckDB (``round_even``, ``HUGEINT``, ``UHUGEINT``, ``count(*) FILTER``, ``QUALIFY``).
+Dialect: DuckDB (``HUGEINT``, ``UHUGEINT``, ``count(*) FILTER``, ``QUALIFY``).
 """
 
 from __future__ import annotations
@@ -190,9 +190,11 @@ class Compiler:
         if isinstance(node, CountIf):
             return f"count(*) FILTER (WHERE {self.cond(node.cond)})"
         if isinstance(node, ExactSum):
-            # the fixed point per row (half to even), then an exact integer sum
+            # the fixed point per row, then an exact integer sum: DuckDB casts a DOUBLE to
+            # HUGEINT rounding half to even (nearbyint), as round_even would, at half the cost
+            # (tests/node/test_duckdb_rows.py checks the ties)
             scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
-            return f"coalesce(sum(CAST(round_even({scaled}, 0) AS HUGEINT)), 0)"
+            return f"coalesce(sum(CAST({scaled} AS HUGEINT)), 0)"
         if isinstance(node, FloatSum):
             return f"coalesce(sum({self.expr(node.expr)}), 0.0)"
         raise Unsupported(type(node).__name__)

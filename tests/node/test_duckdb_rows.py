@@ -73,6 +73,28 @@ def test_every_kind_agrees_exactly(stores: dict, kind: str, filters: object) -> 
         _same(expected, stores[name].computed(spec, exact_scale, None))
 
 
+NEGATIVE = {
+    "moments": dict(algorithm="descriptive_stats", variables=("score", "age", "sex"), by="arm"),
+    "crossprod": dict(algorithm="linear_regression", parameters={"terms": [
+        {"const": 1}, {"var": "score"}, {"var": "age", "transform": "sqrt"},
+        {"product": [{"var": "score"}, {"var": "sex", "level": "F"}]}, {"var": "bmi"}]}),
+    "counts": dict(algorithm="histogram",
+                   parameters={"axes": [{"var": "score", "edges": [-5, -1, 0, 0.5, 4]}]}),
+}
+
+
+@pytest.mark.parametrize("filters", FILTERS[:3], ids=range(3))
+@pytest.mark.parametrize("kind", sorted(NEGATIVE))
+def test_negative_values_and_transforms_agree_exactly(stores: dict, kind: str,
+                                                      filters: object) -> None:
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), filters=filters,
+                     **NEGATIVE[kind])
+    expected = stores["pandas"].computed(spec, exact_scale, None)
+    assert any(v < 0 for v in expected.values.values()) or kind == "counts"
+    for name in ("csv", "parquet"):
+        _same(expected, stores[name].computed(spec, exact_scale, None))
+
+
 @pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod"])
 def test_declared_kinds_run_in_sql(stores: dict, kind: str) -> None:
     """No row reaches Python for the kinds declared as aggregations."""
@@ -219,3 +241,26 @@ def test_a_two_million_row_node_keeps_its_memory_small(tmp_path: Path) -> None:
     assert report["rows"] == 2_000_000
     assert report["computed"][0] == 2_000_000
     assert report["peak_kib"] < 700 * 1024, report
+
+
+def test_exact_sums_round_half_to_even_on_both_backends() -> None:
+    """Ties (x.5 after scaling) round to even per row in SQL as in numpy's rint."""
+    import duckdb
+
+    from engine.aggregates import Aggregation, ExactSum, Var
+    from engine.kinds.evaluate import aggregate
+    from node.sql.compile import Compiler, aggregation
+
+    values = [0.5, 1.5, 2.5, -0.5, -2.5, 3.5, 4503599627370495.5, 2.0**80 + 2.0**28]
+    node = Aggregation((ExactSum(Var("x"), 1.0), ExactSum(Var("x"), 0.5)))
+    frame = pd.DataFrame({"x": values})
+    expected = aggregate(node, frame, {})
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t AS SELECT x AS c0 FROM (SELECT unnest($1::DOUBLE[]) "
+                       "AS x)", [values])
+    compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}))
+    statement = aggregation(compiler, "SELECT * FROM t", node)
+    row = connection.execute(statement.sql, statement.params).fetchone()
+    assert {(): tuple(row[1:])} == expected
+    assert expected[()][0] == sum(round(v) for v in values)  # Python rounds half to even
+    connection.close()
