@@ -64,6 +64,7 @@ if kind == "raw":
     import duckdb
     start = time.perf_counter()
     con = duckdb.connect(config={"threads": 2})
+    con.execute("SET enable_progress_bar = false")
     reader = "read_csv" if fmt == "csv" else "read_parquet"
     con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}('{path}')")
     out["startup"] = time.perf_counter() - start
@@ -150,8 +151,10 @@ def _generate(rows: int, folder: Path) -> dict[str, Path]:
 def _measure(kind: str, path: Path, fmt: str, model: str) -> dict[str, float]:
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", WORKER, kind, str(path), fmt, str(REPEATS),
-                           model], cwd=root, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+                           model], cwd=root, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{kind} on {path.name} failed:\n{done.stderr[-2000:]}")
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
 
 
 def run() -> list[str]:

@@ -53,6 +53,7 @@ from engine.aggregates import (
     Smallest,
     Statistic,
     Var,
+    key_range,
 )
 from engine.kinds.frame import fold_numbers
 
@@ -72,15 +73,63 @@ def run(statistic: Statistic, rows: pd.DataFrame, clip: Clipping | None = None) 
 
 
 def aggregate(aggregation: Aggregation, rows: pd.DataFrame, clip: Clipping) -> Result:
+    """One aggregation's groups. Measures are computed and reduced one at a time, so the
+    working memory is a few columns of the rows, whatever the number of measures."""
     frame = _Frame(rows, clip)
     with np.errstate(all="ignore"):
         for name, expr in aggregation.derived:
             frame.refs[name] = frame.expr(expr)
         keep = (np.ones(len(rows), dtype=bool) if aggregation.where is None
                 else frame.cond(aggregation.where))
-        keys = [frame.key(k)[keep] for k in aggregation.keys]
-        columns = [_measure(frame, m, keep) for m in aggregation.measures]
-    return _group(aggregation.keys, keys, columns, int(keep.sum()))
+        kept = int(keep.sum())
+        if kept == 0:
+            return {}
+        groups, order, starts = _groups(aggregation.keys,
+                                         [frame.key(k)[keep] for k in aggregation.keys])
+        reduced: list[tuple[bool, list[np.ndarray]]] = []
+        for measure in aggregation.measures:
+            parts = _measure(frame, measure, keep)
+            reduced.append((parts[0].dtype == np.float64,
+                            [_reduce(part, order, starts) for part in parts]))
+            del parts
+    out: Result = {}
+    for g, group in enumerate(groups):
+        out[group] = tuple(float(sums[0][g]) if is_float else _join([s[g] for s in sums])
+                           for is_float, sums in reduced)
+    return out
+
+
+def _groups(keys: Sequence[Key], codes: list[np.ndarray]
+            ) -> tuple[list[tuple[int, ...]], np.ndarray | None, np.ndarray]:
+    """The groups present (their key values), and how to reduce a column by group: the
+    rows' order sorted by group and where each group starts (None: one group, all rows)."""
+    if not keys:
+        return [()], None, np.zeros(1, dtype=np.int64)
+    flat = np.zeros(len(codes[0]), dtype=np.int64)
+    sizes = []
+    for key, code in zip(keys, codes, strict=True):
+        low, high = key_range(key)
+        size = high - low + 1
+        flat = flat * size + (code.astype(np.int64) - low)
+        sizes.append((low, size))
+    present, inverse = np.unique(flat, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(present)))
+    groups = []
+    for value in present.tolist():
+        group = []
+        for low, size in reversed(sizes):
+            group.append(value % size + low)
+            value //= size
+        groups.append(tuple(reversed(group)))
+    return groups, order, starts
+
+
+def _reduce(column: np.ndarray, order: np.ndarray | None, starts: np.ndarray) -> np.ndarray:
+    """Per group, the column's sum (exact for int64 columns: limbs and counts)."""
+    if order is None:
+        return np.array([column.sum()], dtype=column.dtype)
+    return np.add.reduceat(column[order], starts)
 
 
 class _Frame:
@@ -254,43 +303,8 @@ def limbs(scaled: np.ndarray) -> list[np.ndarray]:
             sign * high.astype(np.int64)]
 
 
-def _join(parts: Sequence[int]) -> int:
+def _join(parts: Sequence[Any]) -> int:
     if len(parts) == 1:
         return int(parts[0])
     low, middle, high = (int(p) for p in parts)
     return low + (middle << 32) + (high << 64)
-
-
-def _group(keys: Sequence[Key], codes: list[np.ndarray], columns: list[list[np.ndarray]],
-           kept: int) -> Result:
-    flat_columns = [c for parts in columns for c in parts]
-    widths = [len(parts) for parts in columns]
-    if kept == 0:
-        return {}
-    if not keys:
-        sums = [c.sum() for c in flat_columns]
-        return {(): _values(sums, widths, columns)}
-    frame = pd.DataFrame({f"k{i}": c for i, c in enumerate(codes)})
-    for j, column in enumerate(flat_columns):
-        frame[f"m{j}"] = column
-    names = [f"k{i}" for i in range(len(codes))]
-    grouped = frame.groupby(names, sort=False).sum()
-    out: Result = {}
-    for index, row in zip(grouped.index, grouped.itertuples(index=False), strict=True):
-        group = tuple(int(i) for i in (index if isinstance(index, tuple) else (index,)))
-        out[group] = _values(list(row), widths, columns)
-    return out
-
-
-def _values(sums: Sequence[Any], widths: Sequence[int], columns: list[list[np.ndarray]]
-            ) -> tuple[int | float, ...]:
-    out: list[int | float] = []
-    position = 0
-    for width, parts in zip(widths, columns, strict=True):
-        chunk = sums[position:position + width]
-        position += width
-        if parts[0].dtype == np.float64:
-            out.append(float(chunk[0]))
-        else:
-            out.append(_join(chunk))
-    return tuple(out)

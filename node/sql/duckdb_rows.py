@@ -96,6 +96,8 @@ class DuckRows:
                 "memory_limit": memory_limit, "threads": threads,
                 "preserve_insertion_order": True, "temp_directory": str(directory / "spill"),
                 "enable_external_access": True})
+            # a long query would otherwise draw a progress bar on the node's stdout
+            connection.execute("SET enable_progress_bar = false")
             loader = _Loader(connection, model, strict)
             for source in sources:
                 loader.add(source)

@@ -264,3 +264,48 @@ def test_exact_sums_round_half_to_even_on_both_backends() -> None:
     assert {(): tuple(row[1:])} == expected
     assert expected[()][0] == sum(round(v) for v in values)  # Python rounds half to even
     connection.close()
+
+
+def _session(store: object, tmp_path: Path, max_rows: int = 1 << 24) -> object:
+    from crypto.identity import SigningIdentity
+    from crypto.randomness import SeededRandom
+    from node.budget import BudgetKeeper
+    from node.policy import Policy
+    from node.session import LoadedData, NodeSession
+
+    policy = Policy.from_dict({"exact_access": "*"})
+    identity = SigningIdentity.generate(SeededRandom(7))
+    budget = BudgetKeeper(tmp_path / f"ledger-{id(store)}.db", identity, policy)
+    return NodeSession("n", LoadedData(_model(), store=store), policy, budget, max_rows)
+
+
+def test_a_node_above_max_rows_per_node_refuses_naming_the_limit(stores: dict,
+                                                                  tmp_path: Path) -> None:
+    from engine.errors import QueryError
+
+    spec = _spec("count", None)
+    for name in ("pandas", "csv"):
+        session = _session(stores[name], tmp_path, max_rows=299)
+        with pytest.raises(QueryError, match=r"max_rows_per_node \(299\)"):
+            session.plan(spec, "alice", threshold=1)
+        _session(stores[name], tmp_path, max_rows=300).plan(spec, "alice", threshold=1)
+
+
+def test_sums_that_could_leave_the_ring_are_refused_on_both(tmp_path: Path) -> None:
+    """|S| < 2^62 is planned from the node's magnitudes and, where that does not fit, from
+    the absolute sums (computed in SQL on DuckDB); the refusal names the bound."""
+    from engine.errors import QueryError
+
+    model, rows = _model(), _rows()
+    rows.loc[rows.index[:3], "score"] = 3e17  # no declared bounds: the node's own largest
+    rows.to_csv(tmp_path / "big.csv", index=False)
+    duck = DuckRows.load([DataSource("csv", path=tmp_path / "big.csv")], model)
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"),
+                     algorithm="descriptive_stats", variables=("score",))
+    for store in (FrameRows(rows, model), duck):
+        with pytest.raises(QueryError, match=r"2\^62"):
+            _session(store, tmp_path).plan(spec, "alice", threshold=1)
+    # the age column is bounded by the model: its sums are planned without any pass
+    fine = dataclasses.replace(spec, variables=("age",))
+    _session(duck, tmp_path).plan(fine, "alice", threshold=1)
+    duck.close()
