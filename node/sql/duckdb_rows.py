@@ -156,18 +156,20 @@ class DuckRows:
         return statistic.assemble(results)  # type: ignore[return-value]
 
     def fetch(self, spec: QuerySpec) -> pd.DataFrame:
-        """The query's selected rows as a DataFrame indexed by their position in the node's
-        data (what :func:`node.rowstore.select_rows` gives on the same rows)."""
+        """The query's selected rows, and only the variables it names, as a DataFrame indexed
+        by their position in the node's data (what :func:`node.rowstore.select_rows` gives
+        on the same rows)."""
         compiler = self._compiler(None)
         source = self._selection(compiler, spec, filtered=True)
-        items = ", ".join(f"{column} AS c_{i}" for i, column in
-                          enumerate(self.columns.values()))
+        codes = [code for code in self.columns if code in _named(spec, self.model)]
+        items = ", ".join(f"{self.columns[code]} AS c_{i}" for i, code in enumerate(codes))
         sql = f"SELECT {ROW}, {items} FROM ({source}) ORDER BY {ROW}"
         with self._lock:
             frame = self._connection.execute(sql, compiler.params).df()
         frame.index = pd.Index(frame.pop(ROW).to_numpy(dtype="int64"))
-        frame.columns = list(self.columns)
-        for code, variable in self.model.variables.items():
+        frame.columns = codes
+        for code in codes:
+            variable = self.model.variables[code]
             if variable.sql_type == "int":
                 frame[code] = frame[code].astype("Int64")
             elif not variable.is_numeric:
@@ -225,6 +227,26 @@ class DuckRows:
     def _all(self, sql: str) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._connection.execute(sql).fetchall()
+
+
+def _named(spec: QuerySpec, model: DataModel) -> set[str]:
+    """The variables a query can read: the dataset, its variables and ``by``, the patient
+    identifier, and every model variable its parameters name (terms, axes, outcomes)."""
+    out = {DATASET, *spec.variables}
+    if spec.by:
+        out.add(spec.by)
+    if model.patient_id:
+        out.add(model.patient_id)
+    stack: list[Any] = [dict(spec.parameters)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str) and item in model.variables:
+            out.add(item)
+    return out
 
 
 def _number(value: Any) -> int | float:
