@@ -18,8 +18,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# one worker per core (pytest-xdist); tests that need a federation start their own processes
+# on ports the OS picks, so workers never share one
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -4,6 +4,12 @@ the signed manifest, routes queries to nodes and drives each round's state machi
 It is trusted for availability only. It sees masked vectors and the final totals, never a
 node's statistic. Every frame is bounded; a bad frame gets a typed error notice and the
 service keeps serving.
+
+Operations: ``GET /healthz`` answers load balancers (status and uptime, no names); members
+ask ``fedtally status`` who is online (:class:`StatusRequest`). A node's name is held by one
+connection: a second one is refused while the first answers pings (:class:`DuplicateMember`),
+so two processes with one key cannot take turns. A researcher may cancel a query
+(:class:`CancelQuery`, or by disconnecting): its round is aborted at every node.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
+from aggregator.operations import HEALTH_PATH, Presence, bind_error, health_response, now_ms
 from crypto.errors import InvalidSignature
 from crypto.randomness import SystemRandom
 from engine.codec import decode, encode
 from engine.errors import (
     AuthenticationError,
+    DuplicateMember,
     FedtallyError,
     QueryError,
     ReplayError,
@@ -44,19 +53,25 @@ from engine.secagg_aggregator import SecAggAggregator
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
+    CancelQuery,
     Catalog,
     CatalogRequest,
     Challenge,
     ErrorNotice,
     Hello,
     LedgerHead,
+    MemberInfo,
     NodeInfo,
+    NodeStatus,
     Progress,
     QueryAnnounce,
     QueryRefused,
     QueryRequest,
     QueryResult,
+    Status,
+    StatusRequest,
     Welcome,
+    cancel_statement,
     hello_statement,
 )
 from engine.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
@@ -71,14 +86,30 @@ HELLO_FRAME_MAX = 1024
 #: connections that have not authenticated yet, at most (the rest are turned away)
 DEFAULT_MAX_UNAUTHENTICATED = 64
 SEEN_QUERY_TTL_S = 3600.0
+#: a node connecting under a name already connected: how long the established connection
+#: has to answer a ping before it is taken for dead and replaced
+DUPLICATE_PING_TIMEOUT_S = 5.0
+#: concurrent connections of one researcher or auditor (notebooks, `fedtally status`)
+MAX_SESSIONS_PER_CLIENT = 16
+#: a status request pings every connected node; an answer later than this is not waited for
+STATUS_PING_TIMEOUT_S = 2.0
+#: the code of a round aborted because its researcher cancelled it (or left)
+CANCELLED = "cancelled"
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     name: str
     role: str
     connection: ServerConnection
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the software version the member stated (MemberInfo), "" until it does
+    software: str = ""
+    connected_at_ms: int = field(default_factory=now_ms)
+    #: the last ping it answered for a status (not its last frame: that would tell
+    #: anyone asking for the status when other researchers' rounds run)
+    last_pong_ms: int = 0
+    latency_us: int = 0
 
     async def send(self, msg: object) -> int:
         """Send one message; returns the frame's size (0 if the connection is gone)."""
@@ -119,14 +150,22 @@ class ActiveRound:
     started: float = field(default_factory=time.perf_counter)
     #: participants dropped at a stage timeout (reported as such, never as zero rows)
     timed_out: set[str] = field(default_factory=set)
+    #: the researcher cancelled the query (CancelQuery) or left
+    cancelled: bool = False
+    #: the researcher's signed cancel, passed on to the nodes
+    cancel: CancelQuery | None = None
 
 
 class AggregatorService:
     def __init__(self, manifest: Manifest, *, host: str, port: int, ssl_context: Any,
                  certificate_fingerprint: str, stage_timeout_s: float | None = None,
                  heads_path: Path | None = None,
-                 max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED) -> None:
+                 max_unauthenticated: int = DEFAULT_MAX_UNAUTHENTICATED,
+                 software: str = "unknown") -> None:
         self.manifest = manifest
+        #: the fedtally version this aggregator runs (shown by `fedtally status`)
+        self.software = software
+        self.started_at_ms = now_ms()
         #: SHA-256 of our TLS certificate: members sign it into their hello (channel binding)
         self.certificate_fingerprint = certificate_fingerprint
         #: the newest ledger head each node sent, kept (in ``heads_path``) for auditors
@@ -136,7 +175,14 @@ class AggregatorService:
         self.port = port
         self.ssl_context = ssl_context
         self.stage_timeout_s = stage_timeout_s or manifest.stage_timeout_s
+        #: connected nodes, one connection per name
         self.sessions: dict[str, Session] = {}
+        #: connected researchers and auditors: a member may hold several connections
+        self.clients: dict[str, set[Session]] = {}
+        #: nodes seen since the start (for status)
+        self.presence: dict[str, Presence] = {}
+        #: node names whose connection is being admitted (the duplicate check is in progress)
+        self._admitting: set[str] = set()
         self.catalogs: dict[str, dict[str, Any]] = {}
         self.rounds: dict[bytes, ActiveRound] = {}
         self._seen_queries: dict[bytes, float] = {}
@@ -151,16 +197,32 @@ class AggregatorService:
 
     async def serve(self, ready: Callable[[int], None] | None = None,
                     stop: asyncio.Event | None = None) -> None:
+        """Listen until ``stop`` is set. A failure to listen (port in use, a host name that
+        does not resolve or is not this machine's) is a one-line ConfigurationError."""
         # until a connection authenticates it may send a Hello and nothing larger
-        async with serve(self._handle, self.host, self.port, ssl=self.ssl_context,
-                         max_size=HELLO_FRAME_MAX, max_queue=16, compression=None,
-                         ping_interval=20, ping_timeout=20,
-                         open_timeout=AUTH_TIMEOUT_S) as server:
+        server_context = serve(self._handle, self.host, self.port, ssl=self.ssl_context,
+                               max_size=HELLO_FRAME_MAX, max_queue=16, compression=None,
+                               ping_interval=20, ping_timeout=20,
+                               open_timeout=AUTH_TIMEOUT_S,
+                               process_request=self._process_request)
+        try:
+            server = await server_context.__aenter__()
+        except OSError as exc:
+            raise bind_error(exc, self.host, self.port) from None
+        try:
             port = next(iter(server.sockets)).getsockname()[1]
-            log.info("aggregator listening on wss://%s:%d", self.host, port)
+            log.info("aggregator %s listening on wss://%s:%d (health: https://%s:%d%s)",
+                     self.software, self.host, port, self.host, port, HEALTH_PATH)
             if ready:
                 ready(port)
             await (stop.wait() if stop else asyncio.Future())
+        finally:
+            await server_context.__aexit__(None, None, None)
+
+    def _process_request(self, connection: ServerConnection, request: Request
+                         ) -> Response | None:
+        """The health check for load balancers; anything else goes on to the handshake."""
+        return health_response(connection, request, self.started_at_ms)
 
     async def _handle(self, connection: ServerConnection) -> None:
         if self._unauthenticated >= self.max_unauthenticated:
@@ -176,10 +238,6 @@ class AggregatorService:
         if session is None:
             return
         connection.protocol.max_message_size = MAX_FRAME  # a member: full-size frames
-        previous = self.sessions.get(session.name)
-        if previous is not None:  # a reconnecting member replaces its stale connection
-            await previous.connection.close(1000, "replaced by a new connection")
-        self.sessions[session.name] = session
         log.info("%s %s connected", session.role, session.name)
         try:
             async for frame in connection:
@@ -187,13 +245,79 @@ class AggregatorService:
         except ConnectionClosed:
             pass
         finally:
-            if self.sessions.get(session.name) is session:
-                del self.sessions[session.name]
-                self.catalogs.pop(session.name, None)
-                for active in self.rounds.values():
-                    active.machine.drop(session.name)
-                    active.changed.set()
+            self._forget(session)
             log.info("%s %s disconnected", session.role, session.name)
+
+    def _forget(self, session: Session) -> None:
+        """A connection ended: a node leaves its rounds; a researcher's queries are
+        cancelled (nobody could receive their results)."""
+        if session.role != "node":
+            mine = self.clients.get(session.name, set())
+            mine.discard(session)
+            if not mine:
+                self.clients.pop(session.name, None)
+            for active in self.rounds.values():
+                if active.researcher is session and not active.cancelled:
+                    active.cancelled = True
+                    active.changed.set()
+            return
+        if self.sessions.get(session.name) is not session:
+            return  # replaced already (see _evict)
+        del self.sessions[session.name]
+        self.catalogs.pop(session.name, None)
+        presence = self.presence.get(session.name)
+        if presence is not None:
+            presence.disconnected_at_ms = now_ms()
+        for active in self.rounds.values():
+            active.machine.drop(session.name)
+            active.changed.set()
+
+    async def _alive(self, session: Session) -> bool:
+        """Whether an established connection answers a ping within the timeout."""
+        try:
+            pong = await session.connection.ping()
+            await asyncio.wait_for(pong, DUPLICATE_PING_TIMEOUT_S)
+        except (ConnectionClosed, TimeoutError, RuntimeError):
+            return False
+        return True
+
+    def _evict(self, session: Session) -> None:
+        """Drop a dead connection at once (its close handshake could wait a long time)."""
+        log.warning("%s %s: the established connection does not answer pings; replacing it",
+                    session.role, session.name)
+        self._forget(session)
+        session.connection.transport.abort()
+
+    async def _admit(self, hello: Hello, connection: ServerConnection) -> Session:
+        """Register an authenticated connection. A node's name is held by one connection:
+        while the established one answers a ping, the newcomer is refused (DuplicateMember);
+        a dead one is replaced. Researchers and auditors may hold several connections."""
+        session = Session(hello.name, hello.role, connection)
+        if hello.role != "node":
+            mine = self.clients.setdefault(hello.name, set())
+            if len(mine) >= MAX_SESSIONS_PER_CLIENT:
+                raise DuplicateMember(f"{hello.name} holds {len(mine)} connections already "
+                                      "(the most one member may hold)")
+            mine.add(session)
+            return session
+        if hello.name in self._admitting:
+            raise DuplicateMember(f"another connection as node {hello.name} is being "
+                                  "admitted right now; is a second node running with its key?")
+        self._admitting.add(hello.name)
+        try:
+            previous = self.sessions.get(hello.name)
+            if previous is not None:
+                if await self._alive(previous):
+                    raise DuplicateMember(
+                        f"node {hello.name} is connected already and answers; refusing a "
+                        f"second connection as {hello.name} (is a second node running with "
+                        "its key? stop one of them)")
+                self._evict(previous)
+            self.sessions[hello.name] = session
+            self.presence[hello.name] = Presence("", session.connected_at_ms)
+        finally:
+            self._admitting.discard(hello.name)
+        return session
 
     async def _authenticate(self, connection: ServerConnection) -> Session | None:
         nonce = self._rng.bytes(32)
@@ -213,17 +337,22 @@ class AggregatorService:
                                          hello.signature)
             except InvalidSignature as exc:
                 raise AuthenticationError("the hello signature does not verify") from exc
+            session = await self._admit(hello, connection)
         except (TimeoutError, ConnectionClosed):
             return None
         except FedtallyError as exc:
             with contextlib.suppress(ConnectionClosed):
                 await connection.send(encode(error_notice(NO_REQUEST, exc)))
                 await connection.close(1008, exc.code)
-            log.warning("refused a connection: %s", exc.code)
+            if isinstance(exc, DuplicateMember):
+                log.warning("refused a connection: %s", exc)  # names a member, not a secret
+            else:
+                log.warning("refused a connection: %s", exc.code)
             return None
-        session = Session(hello.name, hello.role, connection)
         online = tuple(sorted(n for n, s in self.sessions.items() if s.role == "node"))
-        await session.send(Welcome(hello.name, online))
+        if not await session.send(Welcome(hello.name, online)):
+            self._forget(session)
+            return None
         return session
 
     # --- dispatch ------------------------------------------------------------------------
@@ -247,11 +376,81 @@ class AggregatorService:
     def _handlers(self, role: str) -> dict[type, Callable[[Session, Any], Awaitable[None]]]:
         if role == "node":
             return {NodeInfo: self._on_node_info, QueryRefused: self._on_refused,
-                    BudgetReport: self._on_budget_report, LedgerHead: self._on_ledger_head}
+                    BudgetReport: self._on_budget_report, LedgerHead: self._on_ledger_head,
+                    MemberInfo: self._on_member_info}
         if role == "researcher":
             return {CatalogRequest: self._on_catalog_request, QueryRequest: self._on_query,
-                    BudgetQuery: self._on_budget_query}
-        return {CatalogRequest: self._on_catalog_request}
+                    BudgetQuery: self._on_budget_query, MemberInfo: self._on_member_info,
+                    StatusRequest: self._on_status_request, CancelQuery: self._on_cancel}
+        return {CatalogRequest: self._on_catalog_request, MemberInfo: self._on_member_info,
+                StatusRequest: self._on_status_request}
+
+    async def _on_member_info(self, session: Session, msg: MemberInfo) -> None:
+        session.software = msg.software
+        presence = self.presence.get(session.name)
+        if session.role == "node" and presence is not None \
+                and self.sessions.get(session.name) is session:
+            presence.software = msg.software
+        log.info("%s %s runs fedtally %s", session.role, session.name, msg.software)
+
+    async def _on_status_request(self, session: Session, msg: StatusRequest) -> None:
+        await asyncio.gather(*(self._probe(node) for node in list(self.sessions.values())))
+        await session.send(self.status(msg.request_id))
+
+    async def _probe(self, session: Session) -> None:
+        """Ping a node; an answer updates when it was last seen and its round trip."""
+        started = time.perf_counter()
+        try:
+            pong = await session.connection.ping()
+            await asyncio.wait_for(pong, STATUS_PING_TIMEOUT_S)
+        except (ConnectionClosed, TimeoutError, RuntimeError):
+            return
+        session.latency_us = max(1, int((time.perf_counter() - started) * 1e6))
+        session.last_pong_ms = now_ms()
+
+    def status(self, request_id: bytes = bytes(16)) -> Status:
+        """Every node of the manifest as seen since the start; researchers and auditors
+        only counted."""
+        now = now_ms()
+        nodes = []
+        for name in self.manifest.nodes():
+            session, seen = self.sessions.get(name), self.presence.get(name)
+            if session is not None:
+                last = session.last_pong_ms or session.connected_at_ms
+                nodes.append(NodeStatus(name, True, session.software, session.connected_at_ms,
+                                        last, min(session.latency_us, 2**32 - 1)))
+            elif seen is not None:
+                nodes.append(NodeStatus(name, False, seen.software, seen.connected_at_ms,
+                                        seen.disconnected_at_ms, 0))
+            else:
+                nodes.append(NodeStatus(name, False, "", 0, 0, 0))
+        counts = {"researcher": 0, "auditor": 0}
+        for sessions in self.clients.values():
+            if sessions:
+                counts[next(iter(sessions)).role] += 1
+        return Status(request_id, self.software, self.started_at_ms, now, tuple(nodes),
+                      counts["researcher"], counts["auditor"])
+
+    async def _on_cancel(self, session: Session, msg: CancelQuery) -> None:
+        """Abort the researcher's query, if it still runs, and pass the signed cancel on to
+        its nodes. Only the query's own researcher can cancel it: the cancel must come from
+        that researcher's connection and carry its signature over the query id (the nodes
+        check it again). Nothing answers a cancel; a bad one is logged and dropped."""
+        active = self.rounds.get(msg.query_id)
+        if active is None or active.researcher.name != session.name \
+                or msg.researcher != session.name:
+            log.info("%s: ignored a cancel for no query of theirs in flight", session.name)
+            return
+        try:
+            self._keys[session.name].verify(
+                cancel_statement(self.manifest.federation_id, msg.query_id, session.name),
+                msg.signature)
+        except InvalidSignature:
+            log.warning("%s: ignored a cancel whose signature does not verify", session.name)
+            return
+        active.cancel = msg
+        active.cancelled = True
+        active.changed.set()
 
     async def _on_node_info(self, session: Session, msg: NodeInfo) -> None:
         try:
@@ -419,6 +618,17 @@ class AggregatorService:
                 active.bytes_to_nodes += await self._send_to(name, announce)
             while machine.stage.value not in FINISHED:
                 await self._await_stage(active)
+                if active.cancelled:
+                    # the signed cancel first (nodes record who cancelled), then the abort
+                    # that ends every node's round; a node whose contribution has not left
+                    # refunds its DP charge, one whose contribution left keeps it
+                    if active.cancel is not None:
+                        await self._broadcast(params, active.cancel)
+                    await self._broadcast(params, RoundAborted(params.query_id, params.round,
+                                                               CANCELLED))
+                    log.info("query %s cancelled by %s at stage %s", params.query_id.hex()[:8],
+                             researcher.name, machine.stage.value)
+                    return
                 if active.refusal is not None:
                     node, code, text = active.refusal
                     await self._broadcast(params, RoundAborted(params.query_id, params.round,
@@ -464,7 +674,7 @@ class AggregatorService:
     async def _await_stage(self, active: ActiveRound) -> None:
         deadline = asyncio.get_running_loop().time() + self.stage_timeout_s
         machine = active.machine
-        while not machine.complete and active.refusal is None:
+        while not machine.complete and active.refusal is None and not active.cancelled:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 for name in list(machine.expected):
@@ -523,7 +733,8 @@ def _store_heads(path: Path | None, heads: dict[str, HeadReceipt]) -> None:
 
 
 def run_aggregator(config_path: Path, *, port: int | None = None,
-                   ready_file: Path | None = None, stage_timeout_s: float | None = None) -> None:
+                   ready_file: Path | None = None, stage_timeout_s: float | None = None,
+                   software: str = "unknown") -> None:
     """Entry point of `fedtally aggregator serve`."""
     from aggregator.config import load_aggregator_config
 
@@ -534,7 +745,8 @@ def run_aggregator(config_path: Path, *, port: int | None = None,
                                 certificate_fingerprint=config.certificate_fingerprint,
                                 max_unauthenticated=config.max_unauthenticated,
                                 stage_timeout_s=stage_timeout_s,
-                                heads_path=config_path.resolve().parent / HEADS_FILE)
+                                heads_path=config_path.resolve().parent / HEADS_FILE,
+                                software=software)
 
     def ready(bound: int) -> None:
         if ready_file is not None:

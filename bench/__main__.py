@@ -10,6 +10,7 @@ from bench import (
     modes,
     nodes,
     paillier,
+    proofs,
     regression,
     scale,
     secure_sum,
@@ -19,7 +20,7 @@ from bench.common import machine
 
 SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run,
           "regression": regression.run, "paillier": paillier.run, "modes": modes.run,
-          "nodes": nodes.run, "verifiable": verifiable.run,
+          "nodes": nodes.run, "verifiable": verifiable.run, "proofs": proofs.run,
           "scale": scale.run}
 
 

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedtally.algorithms.common import predictor_terms
-from fedtally.algorithms.regression import linear_regression, logistic_regression
 from fedtally.local import local_federation
+from fedtally.methods.common import predictor_terms
+from fedtally.methods.regression import linear_regression, logistic_regression
 
 ROWS = 1_000_000
 NODES = ("hosp_a", "hosp_b", "hosp_c")
@@ -117,7 +117,7 @@ def _lines(title: str, samples: dict[str, list[float]], notes: dict[str, str]) -
 
 def _node_side(frame: pd.DataFrame, model: Any, rounds: int) -> list[str]:
     """One node's local work per round, in this process (median of 3)."""
-    from engine.plans import layout
+    from engine.planner import layout
     from engine.query import QuerySpec
     from node.datamodel import PlanModel
     from node.statistics import local_vector

@@ -83,7 +83,7 @@ if kind == "raw":
     for name, sql in queries.items():
         out[name] = timed(lambda sql=sql: con.execute(sql).fetchall())
 else:
-    from engine.plans import layout
+    from engine.planner import layout
     from engine.query import QuerySpec
     from node.datamodel import DataModel, PlanModel
     from node.datasource import DataSource, load_all

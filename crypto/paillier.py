@@ -3,9 +3,13 @@
 Encryption is ``c = (1 + m*n) * h_n^a mod n^2`` where ``h_n = h^n mod n^2`` for a fixed
 ``h = -x^2 mod n`` and ``a`` a short random exponent (Damgard, Jurik and Nielsen 2010,
 "A generalization of Paillier's public-key system with applications to electronic voting",
-section 4.2). ``h_n^a`` comes from a table of ``h_n^(j * 2^(w*i))``, so one encryption costs
-about ``RANDOMIZER_BITS / w`` modular multiplications instead of a full exponentiation.
-The security assumption (DCR with short exponents) is stated in ``threat_model.md``.
+section 4.2, where ``h`` is part of the public key). Here ``x`` is hashed from ``n``, so
+every party computes the same ``h_n`` and can check that it is an ``n``-th power (an
+encryption of 0): proofs of plaintext knowledge (:mod:`crypto.plaintext_proof`) are made
+relative to it. ``h_n^a`` comes from a table of ``h_n^(j * 2^(w*i))``, so one encryption
+costs about ``RANDOMIZER_BITS / w`` modular multiplications instead of a full
+exponentiation. The security assumption (DCR with short exponents) is stated in
+``threat_model.md``.
 
 Ciphertexts cross the wire as fixed-width big-endian integers; every ciphertext we accept
 is checked to lie in ``(0, n^2)`` and to be invertible mod ``n^2`` (:class:`InvalidCiphertext`).
@@ -15,6 +19,7 @@ with :mod:`crypto.threshold_paillier`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,7 +28,8 @@ import gmpy2
 from gmpy2 import mpz
 
 from crypto.errors import CryptoError, InvalidKey
-from crypto.randomness import RandomSource, uniform_below
+from crypto.kdf import context
+from crypto.randomness import RandomSource
 
 DEFAULT_KEY_BITS = 3072
 #: the smallest modulus this module accepts; services require DEFAULT_KEY_BITS unless told
@@ -66,6 +72,24 @@ class PaillierPublicKey:
     @cached_property
     def n_square(self) -> mpz:
         return self.n_mpz * self.n_mpz
+
+    @cached_property
+    def randomizer_base(self) -> mpz:
+        """``h_n = h^n mod n^2`` with ``h = -x^2 mod n`` and ``x`` hashed from ``n``: nobody
+        chose it, and being an ``n``-th power it encrypts 0 (what the proofs of plaintext
+        knowledge rely on)."""
+        n = self.n_mpz
+        width = (self.bits + 7) // 8 + 16  # 128 bits more than n: x mod n is near uniform
+        counter = 0
+        while True:
+            seed = context(b"fedtally/v1", "paillier-randomizer-base", self.n, counter)
+            x = gmpy2.t_mod(mpz(int.from_bytes(hashlib.shake_256(seed).digest(width), "big")),
+                            n)
+            if x > 1 and gmpy2.gcd(x, n) == 1:
+                break
+            counter += 1  # never in practice: only 0, 1 or a multiple of p or q
+        h = gmpy2.t_mod(-x * x, n)
+        return gmpy2.powmod(h, n, self.n_square)
 
     @property
     def plaintext_bits(self) -> int:
@@ -161,10 +185,11 @@ class FixedBase:
 
 @dataclass
 class FastEncryptor:
-    """Encrypts with randomizers ``h_n^a`` from a precomputed fixed-base table.
+    """Encrypts with randomizers ``h_n^a`` (``h_n``: the key's :attr:`randomizer_base`) from
+    a precomputed fixed-base table.
 
-    Building the table costs about ``RANDOMIZER_BITS / w * 2^w`` multiplications (well under
-    a second at 3072 bits); build one per key and process and reuse it.
+    Building the table costs about ``RANDOMIZER_BITS / w * 2^w`` multiplications (about a
+    second at 3072 bits); build one per key and process and reuse it.
     """
 
     public: PaillierPublicKey
@@ -175,24 +200,33 @@ class FastEncryptor:
     def __post_init__(self) -> None:
         if not self.exponent_bits:
             self.exponent_bits = randomizer_bits(self.public.bits)
-        n, n2 = self.public.n_mpz, self.public.n_square
-        while True:  # h = -x^2 mod n with x a unit: a generator of the Jacobi-one squares
-            x = mpz(uniform_below(self.rng, self.public.n - 2) + 2)
-            if gmpy2.gcd(x, n) == 1:
-                break
-        h = gmpy2.t_mod(-x * x, n)
-        self.fixed = FixedBase(gmpy2.powmod(h, n, n2), n2, self.exponent_bits)
+        self.fixed = FixedBase(self.public.randomizer_base, self.public.n_square,
+                               self.exponent_bits)
+
+    def exponent(self) -> int:
+        """A fresh uniform randomizer exponent ``a`` of ``exponent_bits`` bits (secret)."""
+        a = int.from_bytes(self.rng.bytes((self.exponent_bits + 7) // 8), "little")
+        return a & ((1 << self.exponent_bits) - 1)
 
     def randomizer(self) -> mpz:
         """``h_n^a`` for a fresh uniform ``a`` of ``exponent_bits`` bits."""
-        a = int.from_bytes(self.rng.bytes((self.exponent_bits + 7) // 8), "little")
-        return self.fixed.power(a & ((1 << self.exponent_bits) - 1))
+        return self.fixed.power(self.exponent())
 
     def encrypt(self, m: int) -> mpz:
         return self.public.encrypt_with(m, self.randomizer())
 
     def encrypt_many(self, plaintexts: Iterable[int]) -> list[mpz]:
         return [self.encrypt(m) for m in plaintexts]
+
+    def encrypt_with_exponents(self, plaintexts: Iterable[int]) -> tuple[list[mpz], list[int]]:
+        """Ciphertexts and the exponents ``a`` of their randomizers: the witness of a proof
+        of plaintext knowledge, as secret as the plaintexts (never sent, never logged)."""
+        ciphertexts, exponents = [], []
+        for m in plaintexts:
+            a = self.exponent()
+            ciphertexts.append(self.public.encrypt_with(m, self.fixed.power(a)))
+            exponents.append(a)
+        return ciphertexts, exponents
 
 
 # --- whole-key operations (the dealer, tests and interop; never run at a node) -------------

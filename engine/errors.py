@@ -30,6 +30,14 @@ class ConfigurationError(LocalError):
     public = True
 
 
+class InvalidRoundParameters(LocalError, ValueError):
+    """Round parameters no secure sum can run with (too few participants, a ring or vector
+    out of range, an impossible neighbour count). Decoded from a peer, the codec turns it
+    into a :class:`DecodeError`."""
+
+    code = "invalid_round_parameters"
+
+
 # --- a peer misbehaved ----------------------------------------------------------------------
 
 
@@ -62,6 +70,13 @@ class AuthenticationError(RemoteProtocolError):
     """A signature did not verify, or a sender is not the member it claims to be."""
 
     code = "authentication"
+
+
+class DuplicateMember(AuthenticationError):
+    """A node connected under a name whose established connection is alive: the established
+    one stays, the newcomer is refused (two processes share one node's key)."""
+
+    code = "duplicate_member"
 
 
 class ParameterMismatch(RemoteProtocolError):

@@ -22,7 +22,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -150,6 +150,23 @@ class Member:
 def signed_content(document: Mapping[str, Any]) -> bytes:
     """The bytes the authority signs: the canonical JSON of everything but the signature."""
     return canonical_json({k: v for k, v in document.items() if k != "signature"})
+
+
+def manifest_body(federation_id: str, created: str, aggregator_host: str, aggregator_port: int,
+                  aggregator_key: VerifyKey, members: Iterable[tuple[str, str, VerifyKey]],
+                  parameters: Mapping[str, Any], *, tls_ca: str | None = None
+                  ) -> dict[str, Any]:
+    """A first manifest's body (version 1, to pass to :func:`sign_manifest`): ``members``
+    as (name, role, key) in the order to list them, ``parameters`` over the defaults."""
+    aggregator = {"name": AGGREGATOR, "host": aggregator_host, "port": aggregator_port,
+                  "public_key": aggregator_key.hex()}
+    if tls_ca is not None:
+        aggregator["tls_ca"] = tls_ca
+    return {"format": FORMAT, "federation_id": federation_id, "version": 1,
+            "created": created, "aggregator": aggregator,
+            "members": [{"name": name, "role": role, "public_key": key.hex()}
+                        for name, role, key in members],
+            "parameters": {**DEFAULT_PARAMETERS, **parameters}}
 
 
 def sign_manifest(body: Mapping[str, Any], authority: SigningIdentity) -> dict[str, Any]:

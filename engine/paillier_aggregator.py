@@ -1,9 +1,11 @@
 """The aggregator's side of one Paillier-mode round: a sans-I/O state machine.
 
 It collects signed encrypted contributions (checking signature, size, ciphertext range and
-invertibility), multiplies them (the homomorphic sum), asks every contributor for a partial
-decryption of the product, and hands the sealed partials to the researcher. It never holds
-a key share and cannot open the seals, so it learns neither a node's values nor the total.
+invertibility, and the proof of plaintext knowledge, so that a node contributing what it did
+not encrypt is dropped and the round goes on without it), multiplies them (the homomorphic
+sum), asks every contributor for a partial decryption of the product, and hands the sealed
+partials and the contributions to the researcher. It never holds a key share and cannot
+open the seals, so it learns neither a node's values nor the total.
 Driver interface as :class:`engine.secagg_aggregator.SecAggAggregator`.
 """
 
@@ -13,6 +15,8 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
+from gmpy2 import mpz
+
 from crypto.errors import InvalidSignature
 from crypto.identity import VerifyKey
 from engine.errors import (
@@ -20,6 +24,7 @@ from engine.errors import (
     RemoteProtocolError,
     ThresholdNotMet,
 )
+from engine.paillier_contribution import verify_contribution
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     DecryptRequest,
@@ -29,7 +34,6 @@ from engine.paillier_messages import (
     digest,
     partial_statement,
 )
-from engine.paillier_node import verify_contribution
 from engine.params import RoundParams
 from engine.round_machine import AggregatorMachine, Outgoing
 
@@ -60,6 +64,8 @@ class PaillierAggregator(AggregatorMachine):
         self.result: PaillierResult | None = None
         self._product = b""
         self._product_digest = b""
+        self._ciphertexts: dict[str, list[mpz]] = {}
+        self._contributions: tuple[EncryptedInput, ...] = ()
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -68,8 +74,9 @@ class PaillierAggregator(AggregatorMachine):
             raise ThresholdNotMet(f"only {count} {what}; {needed} needed")
 
     def _on_input(self, sender: str, msg: EncryptedInput) -> None:
-        verify_contribution(self.params, self.key, msg, self._members[sender])
-        self.key.threshold.public.from_bytes(msg.data)  # range and invertibility
+        # signature, range and invertibility, proof of plaintext knowledge
+        self._ciphertexts[sender] = verify_contribution(self.params, self.key, msg,
+                                                        self._members[sender])
 
     def _close_inputs(self, arrived: dict[str, EncryptedInput]) -> Outgoing:
         self._need(len(arrived), self.params.threshold, "contributions")
@@ -77,14 +84,14 @@ class PaillierAggregator(AggregatorMachine):
                    "contributors left to decrypt (the key's decryption threshold)")
         public = self.key.threshold.public
         contributors = tuple(sorted(arrived))
-        product = public.combine([public.from_bytes(arrived[name].data)
-                                  for name in contributors])
+        product = public.combine([self._ciphertexts[name] for name in contributors])
         self._product = public.to_bytes(product)
         self._product_digest = digest(self._product)
         self.survivors = contributors
         p = self.params
-        request = DecryptRequest(p.query_id, p.round,
-                                 tuple(arrived[name] for name in contributors), self._product)
+        self._contributions = tuple(arrived[name] for name in contributors)
+        self._ciphertexts = {}
+        request = DecryptRequest(p.query_id, p.round, self._contributions, self._product)
         self._next(PaillierAggregatorStage.COLLECT_PARTIALS, set(contributors))
         return [(name, request) for name in contributors]
 
@@ -104,7 +111,7 @@ class PaillierAggregator(AggregatorMachine):
         self.result = PaillierResult(bytes(16), self.params, self.survivors,
                                      self._product_digest,
                                      tuple(arrived[name] for name in sorted(arrived)),
-                                     self._product)
+                                     self._product, self._contributions)
         self.stage = PaillierAggregatorStage.DONE
         self.expected = set()
         return []

@@ -1,11 +1,13 @@
 """The node's side of one Paillier-mode round: a sans-I/O state machine.
 
-``start`` packs and encrypts the node's vector and signs it. On a :class:`DecryptRequest`
-the node checks every contribution's signature under this round's parameters and the
-federation key, that at least the round threshold of distinct participants contributed, and
-that the product it is asked to decrypt is the product of exactly those contributions. Only
-then does it compute its partial decryption, once per round, with a proof that it is the
-one its key share gives, sealed to the researcher's per-query key. Any failure raises a typed error and leaves the node ``FAILED``.
+``start`` packs and encrypts the node's vector, proves that it knows the plaintexts and
+signs both. On a :class:`DecryptRequest` the node checks every contribution's signature
+under this round's parameters and the federation key and its proof of plaintext knowledge
+(so no contributor combined other nodes' ciphertexts), that at least the round threshold of
+distinct participants contributed, and that the product it is asked to decrypt is the
+product of exactly those contributions. Only then does it compute its partial decryption,
+once per round, with a proof that it is the one its key share gives, sealed to the
+researcher's per-query key. Any failure raises a typed error and leaves the node ``FAILED``.
 """
 
 from __future__ import annotations
@@ -15,27 +17,21 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from crypto.encoding import RingVector
-from crypto.errors import InvalidSignature
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyagreement import X25519KeyPair
-from crypto.paillier import FastEncryptor
+from crypto.paillier import FastEncryptor, randomizer_bits
 from crypto.partial_proof import prove
 from crypto.randomness import RandomSource
 from crypto.sealed import seal
 from crypto.threshold_paillier import KeyShare
-from engine.errors import (
-    AuthenticationError,
-    InconsistentView,
-    LocalError,
-    RemoteProtocolError,
-)
+from engine.errors import InconsistentView, LocalError
+from engine.paillier_contribution import make_contribution, verify_contribution
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     DecryptRequest,
     EncryptedInput,
     PartialDecryption,
     check_contributors,
-    contribution_statement,
     digest,
     partial_binding,
     partial_statement,
@@ -53,20 +49,6 @@ class PaillierStage(Enum):
 
 
 TERMINAL = frozenset({PaillierStage.DONE, PaillierStage.ABORTED, PaillierStage.FAILED})
-
-
-def verify_contribution(params: RoundParams, key: FederationKey, msg: EncryptedInput,
-                        verify_key: VerifyKey) -> None:
-    """Raise unless ``msg`` is ``msg.sender``'s signed contribution to this round."""
-    expected = key.ciphertext_bytes(params)
-    if len(msg.data) != expected:
-        raise RemoteProtocolError(f"the contribution of {msg.sender} has the wrong size")
-    try:
-        verify_key.verify(contribution_statement(params, key.fingerprint, msg.sender,
-                                                 digest(msg.data)), msg.signature)
-    except InvalidSignature as exc:
-        raise AuthenticationError(
-            f"the contribution of {msg.sender} does not verify under this round") from exc
 
 
 class PaillierNode(NodeMachine):
@@ -88,6 +70,8 @@ class PaillierNode(NodeMachine):
             raise LocalError("our key share is not the one the manifest assigns to us")
         if encryptor.public != key.threshold.public:
             raise LocalError("the encryptor is for another key")
+        if encryptor.exponent_bits > randomizer_bits(encryptor.public.bits):
+            raise LocalError("the encryptor's randomizers are longer than a proof allows")
         self._key = key
         self._share = share
         self._encryptor = encryptor
@@ -96,6 +80,7 @@ class PaillierNode(NodeMachine):
         self._workers = max(1, decrypt_workers)
         #: how many partial decryptions this node produced in this round (at most one)
         self.decryptions = 0
+        self._sent: EncryptedInput | None = None
 
     def start(self) -> EncryptedInput:
         if self.stage is not PaillierStage.START:
@@ -105,13 +90,12 @@ class PaillierNode(NodeMachine):
     # --- steps ---------------------------------------------------------------------------
 
     def _contribute(self) -> EncryptedInput:
-        p = self.params
-        plaintexts = self._key.packing(p).pack(self._value.to_signed().tolist())
-        data = self._key.threshold.public.to_bytes(self._encryptor.encrypt_many(plaintexts))
-        signature = self._identity.sign(contribution_statement(p, self._key.fingerprint,
-                                                               self.me, digest(data)))
+        plaintexts = self._key.packing(self.params).pack(self._value.to_signed().tolist())
+        msg = make_contribution(self.params, self._key, self.me, self._identity,
+                                self._encryptor, plaintexts, self._rng)
+        self._sent = msg
         self.stage = PaillierStage.CONTRIBUTED
-        return EncryptedInput(p.query_id, p.round, self.me, data, signature)
+        return msg
 
     def _on_decrypt(self, msg: DecryptRequest) -> PartialDecryption:
         p = self.params
@@ -119,10 +103,11 @@ class PaillierNode(NodeMachine):
         contributors = msg.contributors
         check_contributors(p, contributors)
         public = self._key.threshold.public
-        vectors = []
-        for contribution in msg.contributions:
-            verify_contribution(p, self._key, contribution, self._members[contribution.sender])
-            vectors.append(public.from_bytes(contribution.data))
+        # our own contribution, if it comes back unchanged, needs no second check
+        vectors = [public.from_bytes(contribution.data) if contribution == self._sent
+                   else verify_contribution(p, self._key, contribution,
+                                            self._members[contribution.sender])
+                   for contribution in msg.contributions]
         product = public.combine(vectors)
         if public.to_bytes(product) != msg.product:
             raise InconsistentView("the ciphertext to decrypt is not the product of the "

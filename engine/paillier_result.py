@@ -1,7 +1,9 @@
 """The researcher's side of a Paillier-mode round: open, check and combine the partials.
 
 Only the researcher holds the per-query X25519 key the partial decryptions are sealed to.
-Every partial must be signed by a key holder over this query's round, the same contributor
+First the contributions: each must be signed by its sender for this round and key and carry
+a valid proof that its sender knows the plaintexts (else :class:`UnprovenContribution`
+naming it), and the product must be theirs. Every partial must be signed by a key holder over this query's round, the same contributor
 set and the same product, and carry a proof (checked against the holder's verification key
 in the manifest) that it is what that holder's key share gives; the contributor set must
 reach the round threshold. Any ``t`` of them combine to the packed plaintexts; more than
@@ -26,6 +28,7 @@ from engine.errors import (
     RemoteProtocolError,
     ThresholdNotMet,
 )
+from engine.paillier_contribution import verify_contribution
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     PaillierResult,
@@ -36,7 +39,7 @@ from engine.paillier_messages import (
 )
 
 
-class DecryptionFailed(ProtocolAbort):
+class ThresholdDecryptionFailed(ProtocolAbort):
     """The partial decryptions do not combine to a valid total (a node or the aggregator
     lied, or the result was tampered with): nothing is released."""
 
@@ -90,11 +93,12 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
                 from exc
         partials[key.index(sender)] = values
         claims.append(Claim(key.index(sender), values, proof, binding))
+    check_contributions(result, key, members)
     try:
         verify_all(key.threshold, product, claims, workers=workers)
     except InvalidPartialDecryption as exc:
         liar = key.holders[exc.index - 1] if exc.index else "a node"
-        raise DecryptionFailed(f"the partial decryption of {liar} is wrong: its proof does "
+        raise ThresholdDecryptionFailed(f"the partial decryption of {liar} is wrong: its proof does "
                                "not verify; nothing is released") from exc
     if len(partials) < key.threshold.threshold:
         raise ThresholdNotMet(f"only {len(partials)} partial decryptions; the key needs "
@@ -103,6 +107,31 @@ def open_result(result: PaillierResult, *, query_digest: bytes, key: FederationK
         plaintexts = key.threshold.combine(partials)
         totals = key.packing(p).unpack(plaintexts, p.vector_length, len(contributors))
     except CryptoError as exc:
-        raise DecryptionFailed("the partial decryptions do not combine to a valid total") \
+        raise ThresholdDecryptionFailed("the partial decryptions do not combine to a valid total") \
             from exc
     return RingVector.from_ints(p.ring_bits, totals)
+
+
+def check_contributions(result: PaillierResult, key: FederationKey,
+                        members: Mapping[str, VerifyKey]) -> None:
+    """Raise unless ``result.product`` is the product of the contributors' signed
+    contributions to this round, each with a valid proof of plaintext knowledge
+    (:class:`UnprovenContribution` names a sender whose proof fails)."""
+    p = result.params
+    if tuple(c.sender for c in result.contributions) != result.contributors:
+        raise InconsistentView("the contributions forwarded are not the contributors'")
+    vectors = []
+    for contribution in result.contributions:
+        sender = contribution.sender
+        if contribution.query_id != p.query_id or contribution.round != p.round:
+            raise InconsistentView(f"{sender}'s contribution belongs to another round")
+        if sender not in members:
+            raise AuthenticationError(f"{sender} is not a member of this federation")
+        try:
+            vectors.append(verify_contribution(p, key, contribution, members[sender]))
+        except CryptoError as exc:
+            raise RemoteProtocolError(f"the contribution of {sender} is malformed") from exc
+    public = key.threshold.public
+    if public.to_bytes(public.combine(vectors)) != result.product:
+        raise InconsistentView("the product decrypted is not the product of the signed "
+                               "contributions")

@@ -14,6 +14,7 @@ from functools import cached_property
 from crypto.encoding import MAX_RING_BITS, MIN_RING_BITS, limbs_for
 from engine.codec import NAME, Bytes, Seq, Str, UInt, encode_struct, wire
 from engine.collusion import check_threshold, sparse_bounds
+from engine.errors import InvalidRoundParameters
 
 MAX_NODES = 1024
 MAX_VECTOR_LENGTH = 1 << 23
@@ -43,19 +44,19 @@ class RoundParams:
     def __post_init__(self) -> None:
         n = len(self.participants)
         if n < 2:
-            raise ValueError("a secure sum needs at least two participants")
+            raise InvalidRoundParameters("a secure sum needs at least two participants")
         if list(self.participants) != sorted(set(self.participants)):
-            raise ValueError("participants must be sorted and unique")
+            raise InvalidRoundParameters("participants must be sorted and unique")
         # t > (n + c)/2: two disjoint groups of honest survivors (the c colluders siding with
         # both) can never both gather t consistency signatures; t - c >= 2: every sum holds
         # two honest inputs. With c = 0 this is t > n/2.
         check_threshold(n, self.threshold, self.max_colluding)
         if not MIN_RING_BITS <= self.ring_bits <= MAX_RING_BITS:
-            raise ValueError("ring width out of range")
+            raise InvalidRoundParameters("ring width out of range")
         if not 1 <= self.vector_length <= MAX_VECTOR_LENGTH:
-            raise ValueError("vector length out of range")
+            raise InvalidRoundParameters("vector length out of range")
         if self.neighbours and (self.neighbours % 2 or not 2 <= self.neighbours < n - 1):
-            raise ValueError("neighbours must be 0 or an even number in [2, n - 2]")
+            raise InvalidRoundParameters("neighbours must be 0 or an even number in [2, n - 2]")
         if self.neighbours:
             sparse_bounds(n, self.neighbours, self.max_colluding)  # same bounds per neighbourhood
 

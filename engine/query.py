@@ -83,11 +83,11 @@ def check_privacy_spec(privacy: Any) -> None:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """What a researcher asks. ``algorithm`` is the user-facing method (what policies allow
-    and ledgers record); ``kind`` is the sufficient statistic the nodes compute for it (see
+    """What a researcher asks. ``method`` is the catalog's method (what policies allow and
+    ledgers record); ``kind`` is the sufficient statistic the nodes compute for it (see
     :mod:`engine.kinds`); ``parameters`` are the kind's own (plain JSON)."""
 
-    algorithm: str
+    method: str
     data_model: str
     datasets: tuple[str, ...]
     variables: tuple[str, ...] = ()
@@ -99,16 +99,16 @@ class QuerySpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from engine.kinds import ALGORITHM_KINDS  # the registry imports this module
+        from engine.kinds import METHOD_KINDS  # the registry imports this module
 
-        if not isinstance(self.algorithm, str) or self.algorithm not in ALGORITHM_KINDS:
-            raise QueryError(f"unknown algorithm {self.algorithm!r}; known: "
-                             f"{', '.join(sorted(ALGORITHM_KINDS))}")
-        allowed = ALGORITHM_KINDS[self.algorithm]
+        if not isinstance(self.method, str) or self.method not in METHOD_KINDS:
+            raise QueryError(f"unknown method {self.method!r}; known: "
+                             f"{', '.join(sorted(METHOD_KINDS))}")
+        allowed = METHOD_KINDS[self.method]
         if not self.kind:
             object.__setattr__(self, "kind", allowed[0])
         if self.kind not in allowed:
-            raise QueryError(f"{self.algorithm} does not use statistic {self.kind!r}")
+            raise QueryError(f"{self.method} does not use statistic {self.kind!r}")
         if not isinstance(self.data_model, str) or not 0 < len(self.data_model) <= 128:
             raise QueryError("data_model must be a short string")
         object.__setattr__(self, "datasets", _names(self.datasets, "datasets", MAX_DATASETS))
@@ -128,7 +128,7 @@ class QuerySpec:
             raise QueryError("parameters must be plain, finite JSON") from exc
 
     def to_json(self) -> dict[str, Any]:
-        return {"algorithm": self.algorithm, "kind": self.kind, "data_model": self.data_model,
+        return {"method": self.method, "kind": self.kind, "data_model": self.data_model,
                 "datasets": list(self.datasets), "variables": list(self.variables),
                 "by": self.by, "filters": self.filters, "privacy": dict(self.privacy),
                 "parameters": dict(self.parameters)}
@@ -140,13 +140,13 @@ class QuerySpec:
     def from_json(cls, obj: Any) -> QuerySpec:
         if not isinstance(obj, dict):
             raise QueryError("a query specification is a JSON object")
-        allowed = {"algorithm", "kind", "data_model", "datasets", "variables", "by", "filters",
+        allowed = {"method", "kind", "data_model", "datasets", "variables", "by", "filters",
                    "privacy", "parameters"}
         unknown = set(obj) - allowed
         if unknown:
             raise QueryError(f"unknown query fields: {sorted(unknown)}")
         try:
-            return cls(algorithm=obj["algorithm"], data_model=obj["data_model"],
+            return cls(method=obj["method"], data_model=obj["data_model"],
                        datasets=obj["datasets"], variables=obj.get("variables", ()),
                        by=obj.get("by"), filters=obj.get("filters"),
                        privacy=obj.get("privacy", {"mode": "exact"}), kind=obj.get("kind", ""),

@@ -2,16 +2,18 @@
 
 Connection set-up (inside TLS): the aggregator sends a fresh :class:`Challenge`; the client
 answers with a :class:`Hello` signed by its manifest key over the challenge; the aggregator
-answers :class:`Welcome` or an :class:`ErrorNotice` and closes.
+answers :class:`Welcome` or an :class:`ErrorNotice` and closes. A member then states the
+software it runs (:class:`MemberInfo`), which ``fedtally status`` shows to other members.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from crypto.kdf import context
-from engine.codec import NAME, Bytes, Choice, Seq, Str, Struct, UInt, message, wire
-from engine.messages import SignedCommitment
+from engine.codec import NAME, Bool, Bytes, Choice, Seq, Str, Struct, UInt, message, wire
+from engine.messages import QUERY_ID, SIGNATURE, SignedCommitment
 from engine.params import MAX_NODES, RoundParams
 from engine.query import SignedQuery
 
@@ -21,6 +23,9 @@ MAX_CATALOG = 16 * 1024 * 1024
 MAX_RESULT = 64 * 1024 * 1024
 #: one ledger head receipt as JSON (about 300 characters)
 MAX_RECEIPT = 1024
+#: a software version as a member states it ("0.1.0", "0.2.0.dev3+g1a2b3c", "unknown")
+SOFTWARE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_\-]{0,63}")
+SOFTWARE = Str(64, SOFTWARE_PATTERN)
 
 
 def hello_statement(federation_id: str, nonce: bytes, name: str, role: str,
@@ -180,3 +185,74 @@ class BudgetReport:
 
     request_id: bytes = wire(REQUEST_ID)
     report: bytes = wire(Bytes(MAX_CATALOG))
+
+
+@message(35)
+@dataclass(frozen=True)
+class MemberInfo:
+    """Member to aggregator, right after Welcome: the fedtally version it runs. Informational
+    (for ``fedtally status``); nothing is decided on it."""
+
+    software: str = wire(SOFTWARE)
+
+
+@message(36)
+@dataclass(frozen=True)
+class StatusRequest:
+    """Researcher or auditor to aggregator: who is online (answered only after the hello)."""
+
+    request_id: bytes = wire(REQUEST_ID)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node of the manifest as the aggregator has seen it since it started. Times are
+    Unix milliseconds, 0 for never."""
+
+    name: str = wire(NAME)
+    online: bool = wire(Bool())
+    #: the version it stated when it last connected ("" if it never did)
+    software: str = wire(Str(64))
+    #: when its current (or, offline, its last) connection was authenticated
+    connected_at_ms: int = wire(UInt(8))
+    #: online: its answer to the ping sent for this status (or its last one, or when it
+    #: connected); offline: its disconnection. Never its last frame, which would show
+    #: when rounds run
+    last_seen_ms: int = wire(UInt(8))
+    #: round trip of that ping, in microseconds (0: not measured)
+    latency_us: int = wire(UInt(4))
+
+
+@message(37)
+@dataclass(frozen=True)
+class Status:
+    """Aggregator to researcher or auditor: its version and uptime, every node of the
+    manifest, and how many researchers and auditors are connected (not who: which
+    researcher works when is theirs to tell)."""
+
+    request_id: bytes = wire(REQUEST_ID)
+    software: str = wire(SOFTWARE)
+    started_at_ms: int = wire(UInt(8))
+    now_ms: int = wire(UInt(8))
+    nodes: tuple[NodeStatus, ...] = wire(Seq(Struct(NodeStatus), MAX_NODES))
+    researchers_online: int = wire(UInt(4))
+    auditors_online: int = wire(UInt(4))
+
+
+def cancel_statement(federation_id: str, query_id: bytes, researcher: str) -> bytes:
+    """What a researcher signs to cancel its query. It names the query, so it cancels that
+    one and no other, and only the key that signed the query can make it."""
+    return context(b"fedtally/v1", "cancel", federation_id, query_id, researcher)
+
+
+@message(38)
+@dataclass(frozen=True)
+class CancelQuery:
+    """Researcher to aggregator, and aggregator to the round's nodes: stop query
+    ``query_id`` (Ctrl-C, a client timeout), signed by the researcher who sent it. The
+    aggregator aborts the round; a node refunds its DP charge only if its contribution has
+    not left yet (a cancel after release refunds nothing). Nothing answers it."""
+
+    researcher: str = wire(NAME)
+    query_id: bytes = wire(QUERY_ID)
+    signature: bytes = wire(SIGNATURE)

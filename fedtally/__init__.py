@@ -5,7 +5,9 @@
     fed.descriptive_stats(["age", "nihss"])
 """
 
-from engine.commitment import ForgedTotal
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from engine.errors import (
     AuthenticationError,
     BudgetExhausted,
@@ -20,14 +22,44 @@ from engine.errors import (
     ServiceUnavailable,
     ThresholdNotMet,
 )
-from fedtally.client import Federation, connect
-from fedtally.coverage import IncompleteAnswer, IncompleteAnswerError, NoiseDominates
-from fedtally.dp import DP
-from fedtally.local import local_federation
-from fedtally.results import Count, NoisyValue
-from fedtally.simulated import SimulatedFederation
+from fedtally.version import software_version
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from engine.commitment import ForgedTotal
+    from fedtally.client import Federation, connect
+    from fedtally.coverage import IncompleteAnswer, IncompleteAnswerError, NoiseDominates
+    from fedtally.dp import DP
+    from fedtally.local import local_federation
+    from fedtally.results import Count, NoisyValue
+    from fedtally.simulated import SimulatedFederation
+
+#: imported on first use: a node or aggregator process (``python -m fedtally node run``)
+#: then never loads the researcher's side (scipy, statsmodels), seconds of start-up
+_LAZY = {
+    "ForgedTotal": "engine.commitment",
+    "Federation": "fedtally.client", "connect": "fedtally.client",
+    "IncompleteAnswer": "fedtally.coverage", "IncompleteAnswerError": "fedtally.coverage",
+    "NoiseDominates": "fedtally.coverage",
+    "DP": "fedtally.dp",
+    "local_federation": "fedtally.local",
+    "Count": "fedtally.results", "NoisyValue": "fedtally.results",
+    "SimulatedFederation": "fedtally.simulated",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fedtally' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__version__ = software_version()
 
 __all__ = [
     "AuthenticationError",

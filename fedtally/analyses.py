@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from engine.errors import QueryError
-from engine.plans import Layout, layout
+from engine.planner import layout
+from engine.plans import Layout
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from engine.suggest import unknown
-from fedtally import coverage, progress, results
+from fedtally import centring, coverage, progress, results
 from fedtally.coverage import Scope
 from fedtally.display import DescriptiveStats
 from fedtally.dp import privacy_spec
@@ -153,13 +154,13 @@ class Analyses(ABC):
         tree.check(model)
         return tree.to_json()
 
-    def statistic(self, algorithm: str, *, variables: Sequence[str] = (), by: str | None = None,
+    def statistic(self, method: str, *, variables: Sequence[str] = (), by: str | None = None,
                   datasets: Sequence[str] | None = None, filters: FilterLike = None,
                   data_model: str | None = None, kind: str = "",
                   parameters: Mapping[str, Any] | None = None,
                   privacy: Any = None) -> results.Statistic:
-        """Run one secure-sum query for ``algorithm`` and return its totals by slot key.
-        The building block of every analysis (see :mod:`fedtally.algorithms`).
+        """Run one secure-sum query for ``method`` and return its totals by slot key.
+        The building block of every analysis (see :mod:`fedtally.methods`).
         ``privacy`` is None (exact) or a :class:`fedtally.DP`.
 
         Datasets asked that no online node holds are left out of the query; whatever the
@@ -173,9 +174,15 @@ class Analyses(ABC):
         if scope.offline and strict:  # before anything is sent or charged
             raise coverage.IncompleteAnswerError(coverage.message(
                 [f"dataset {d!r}: {coverage.OFFLINE}" for d in scope.offline], scope.offline))
-        spec = QuerySpec(algorithm, model.name, scope.sent, tuple(variables), by,
+        spec = QuerySpec(method, model.name, scope.sent, tuple(variables), by,
                          self._filter_json(filters, model), privacy=privacy_spec(privacy),
                          kind=kind, parameters=dict(parameters or {}))
+        # sums of squares are centred and scaled by public values (fedtally/centring.py)
+        return centring.precise(spec, model,
+                                lambda one: self._run(one, model, scope, strict))
+
+    def _run(self, spec: QuerySpec, model: DataModel, scope: Scope, strict: bool
+             ) -> results.Statistic:
         plan = layout(spec, PlanModel(model), self.max_rows_per_node,
                       honest_nodes=self.dp_honest_nodes, verifiable=self.verifiable_totals)
         reply = self._execute(spec, plan)
@@ -241,13 +248,3 @@ class Analyses(ABC):
                               datasets=datasets, filters=filters, data_model=data_model,
                               privacy=privacy)
         return DescriptiveStats.of(results.descriptive_stats(stat))
-
-    @call_options
-    def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
-                     ) -> dict[str, Any]:
-        """Run the body of an Exareme2 algorithm request (``{"inputdata": ..., "parameters":
-        ...}``) and answer in Exareme2's output shape. ``algorithm`` is the name in
-        Exareme2's URL (or give it in the request as ``"algorithm"``)."""
-        from fedtally.exareme2 import run_exareme2
-
-        return run_exareme2(self, request, algorithm)

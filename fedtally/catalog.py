@@ -1,5 +1,5 @@
 """The statistics catalog as methods of a federation: ``fed.linear_regression(...)`` is
-:func:`fedtally.algorithms.regression.linear_regression` with ``fed`` passed in. Every
+:func:`fedtally.methods.regression.linear_regression` with ``fed`` passed in. Every
 method accepts ``datasets=``, ``filters=``, ``data_model=``, ``privacy=``, ``strict=`` and
 ``progress=``."""
 
@@ -8,19 +8,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedtally import display
-from fedtally.algorithms import (
+from fedtally import display, exareme2
+from fedtally.analyses import Analyses, call_options
+from fedtally.methods import (
     anova,
     bayes,
+    classical,
     clustering,
     cv,
     histogram,
-    hypothesis,
     multivariate,
     regression,
     survival,
 )
-from fedtally.analyses import Analyses, call_options
 
 
 def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,14 +30,14 @@ def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Catalog(Analyses):
-    """Every analysis of the catalog, built from secure sums (see the algorithm modules)."""
+    """Every analysis of the catalog, built from secure sums (see the method modules)."""
 
     histogram = _method(histogram.histogram)
-    contingency_table = _method(hypothesis.contingency_table)
-    chi_square = _method(hypothesis.chi_square)
-    ttest_onesample = _method(hypothesis.ttest_onesample)
-    ttest_paired = _method(hypothesis.ttest_paired)
-    ttest_independent = _method(hypothesis.ttest_independent)
+    contingency_table = _method(classical.contingency_table)
+    chi_square = _method(classical.chi_square)
+    ttest_onesample = _method(classical.ttest_onesample)
+    ttest_paired = _method(classical.ttest_paired)
+    ttest_independent = _method(classical.ttest_independent)
     anova_oneway = _method(anova.anova_oneway)
     anova_twoway = _method(anova.anova_twoway)
     pearson_correlation = _method(multivariate.pearson_correlation)
@@ -52,5 +52,38 @@ class Catalog(Analyses):
     kaplan_meier = _method(survival.kaplan_meier)
     logrank_test = _method(survival.logrank_test)
 
+    @call_options
+    def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
+                     ) -> dict[str, Any]:
+        """Run the body of an Exareme2 algorithm request (``{"inputdata": ..., "parameters":
+        ...}``) and answer in Exareme2's output shape. ``algorithm`` is the name in
+        Exareme2's URL (or give it in the request as ``"algorithm"``)."""
+        return exareme2.run_exareme2(self, request, algorithm)
 
-display.install()  # summary(), a concise repr and plot() on the result types
+
+def attach_display() -> None:
+    """Attach ``summary``, ``__repr__`` and ``plot`` to the result classes (idempotent)."""
+    classes: dict[type, Callable[[Any], display.Summary]] = {
+        regression.LinearRegressionResult: display._ols,
+        regression.LogisticRegressionResult: display._logit,
+        classical.TTestResult: display._ttest,
+        classical.ChiSquareResult: display._chi2,
+        anova.AnovaOnewayResult: display._anova1,
+        anova.AnovaTwowayResult: display._anova2,
+        multivariate.PearsonResult: display._pearson,
+        multivariate.PCAResult: display._pca,
+        clustering.KMeansResult: display._kmeans,
+        bayes.GaussianNaiveBayes: display._naive_bayes,
+        bayes.CategoricalNaiveBayes: display._naive_bayes,
+        survival.LogrankResult: display._logrank,
+    }
+    for cls, render_ in classes.items():
+        cls.summary = display._summary_method(render_)  # type: ignore[attr-defined]
+        cls.__repr__ = display.concise_repr  # type: ignore[method-assign]
+    for cls in (cv.LinearRegressionCVResult, cv.LogisticRegressionCVResult):
+        cls.__repr__ = display.concise_repr  # type: ignore[method-assign]
+    multivariate.PCAResult.plot = display.plot_scree  # type: ignore[attr-defined]
+    survival.KaplanMeierTable.plot = display.plot_kaplan_meier  # type: ignore[assignment,method-assign]
+
+
+attach_display()  # summary(), a concise repr and plot() on the result types

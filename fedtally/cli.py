@@ -4,23 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crypto.errors import CryptoError
 from crypto.paillier import DEFAULT_KEY_BITS
 from engine.errors import ConfigurationError, FedtallyError
 from engine.manifest import PROTECTIONS
+from fedtally.version import software_version
 
 if TYPE_CHECKING:
     from privacy.head import HeadReceipt
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _names(text: str) -> list[str]:
@@ -66,25 +69,81 @@ def _aggregator_serve(args: argparse.Namespace) -> int:
 
     run_aggregator(Path(args.config), port=args.port,
                    ready_file=Path(args.ready_file) if args.ready_file else None,
-                   stage_timeout_s=args.stage_timeout)
+                   stage_timeout_s=args.stage_timeout, software=software_version())
     return 0
 
 
 def _node_serve(args: argparse.Namespace) -> int:
     from node.service import run_node
 
-    run_node(args.config, aggregator_url=args.aggregator_url)
+    run_node(args.config, aggregator_url=args.aggregator_url, software=software_version())
     return 0
 
 
+def _when(now: float, then: float | None) -> str:
+    """How long ago, for a table: "never", "4 s ago", "3 min ago", "2.5 h ago"."""
+    if then is None:
+        return "never"
+    ago = max(0.0, now - then)
+    if ago < 120:
+        return f"{ago:.0f} s ago"
+    if ago < 7200:
+        return f"{ago / 60:.0f} min ago"
+    return f"{ago / 3600:.1f} h ago"
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """`fedtally status` as a table: the aggregator, then one line per node."""
+    agg, now = status["aggregator"], status["now"]
+    nodes = status["nodes"]
+    online = sum(1 for n in nodes if n["online"])
+    lines = [f"aggregator: fedtally {agg['software']}, up {_duration(agg['uptime_s'])}; "
+             f"{online} of {len(nodes)} nodes online; researchers connected: "
+             f"{status['researchers_online']}, auditors: {status['auditors_online']}",
+             f"{'node':<24} {'state':<8} {'version':<14} {'connected':<14} "
+             f"{'last seen':<14} ping"]
+    for node in nodes:
+        ping = f"{node['latency_ms']:.1f} ms" if node["latency_ms"] is not None else "-"
+        lines.append(f"{node['name']:<24} {'online' if node['online'] else 'OFFLINE':<8} "
+                     f"{node['software'] or '-':<14} {_when(now, node['connected_at']):<14} "
+                     f"{_when(now, node['last_seen']):<14} {ping}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from fedtally.client import connect
+
+    with connect(args.aggregator_url, bundle=args.federation, timeout_s=args.timeout) as fed:
+        status = fed.status()
+    print(json.dumps(status, indent=2) if args.json else status_text(status))
+    return 0 if all(n["online"] for n in status["nodes"]) or not args.fail_offline \
+        else EXIT_FAILURE
+
+
 def _node_check(args: argparse.Namespace) -> int:
-    from node.config import load_node_config
-    from node.service import load_data
+    from node.config import load_model, load_node_config
+    from node.datasource import load_all
+    from node.validation import check, coerce
 
     config = load_node_config(Path(args.config))
-    data = load_data(config)
-    print(f"{config.me.name}: {data.row_count} valid rows of {data.model.name}; datasets "
-          f"{', '.join(data.catalog()['data_models'][data.model.name]['datasets_held'])}")
+    if config.model_path is None:
+        raise ConfigurationError("the node configuration names no data_model")
+    rows, model = load_all(config.sources), load_model(config.model_path)
+    report = check(rows, model)  # what node serve refuses, and a summary per variable
+    print(f"{config.me.name}: {report.text()}", file=sys.stdout if report.ok else sys.stderr)
+    if not report.ok:
+        return EXIT_FAILURE
+    coerce(rows, model)  # the typing node serve does next
     return 0
 
 
@@ -95,7 +154,7 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     says which node to look up."""
     from engine.manifest import check_pins
     from fedtally.federation import load_manifest
-    from privacy.audit import read_genesis_key
+    from privacy.audit import read_ledger_key
     from privacy.errors import PrivacyError
 
     manifest = load_manifest(federation)
@@ -104,7 +163,7 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     out = []
     for path in paths:
         try:
-            claimed = read_genesis_key(Path(path))
+            claimed = read_ledger_key(Path(path))
         except PrivacyError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
         if claimed not in by_key:
@@ -142,7 +201,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_report(args: argparse.Namespace) -> int:
-    from privacy.audit import cli_report
+    from privacy.report import cli_report
 
     if not (args.html or args.json or args.csv):
         raise ConfigurationError("name at least one output: --html, --json or --csv")
@@ -158,14 +217,23 @@ def _demo(args: argparse.Namespace) -> int:
     from fedtally.demo import run_demo
 
     run_demo(workdir=Path(args.workdir) if args.workdir else None, scale=args.scale,
-             protection=args.protection)
+             protection=args.protection, keep=args.keep)
     return 0
+
+
+def _logging_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--log-level", default=None, type=str.upper, choices=LOG_LEVELS,
+                         help="DEBUG, INFO (default, or $FEDTALLY_LOG), WARNING or ERROR")
+    command.add_argument("--log-file", default=None, metavar="FILE",
+                         help="append the log to FILE instead of standard error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedtally",
         description="Privacy-preserving secure aggregation for federated analytics.")
+    parser.add_argument("--version", action="version",
+                        version=f"fedtally {software_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     federation = commands.add_parser("federation", help="set up a federation")
@@ -208,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("directory", help="the authority's folder (with authority.key)")
     remove.add_argument("name")
     rotate = fed_commands.add_parser(
-        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest)")
+        "rotate-key", help="give a member or the aggregator a new key (re-signs the manifest; "
+                           "a node also gets keys/NAME.key.previous, which its ledger needs)")
     rotate.add_argument("directory", help="the authority's folder (with authority.key)")
     rotate.add_argument("name", help="a member's name, or 'aggregator'")
     for command in (add, remove, rotate):
@@ -222,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--stage-timeout", type=float, default=None,
                        help="seconds to wait for nodes in each round stage (default: manifest)")
     serve.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    _logging_options(serve)
     serve.set_defaults(run=_aggregator_serve)
 
     node = commands.add_parser("node", help="run or check a node")
@@ -229,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_serve = node_commands.add_parser("serve", help="connect to the aggregator and answer")
     node_serve.add_argument("--config", required=True)
     node_serve.add_argument("--aggregator-url", default=None, help="override the config's URL")
+    _logging_options(node_serve)
     node_serve.set_defaults(run=_node_serve)
     check = node_commands.add_parser("check", help="load and validate the node's data, then exit")
     check.add_argument("--config", required=True)
@@ -265,8 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the delta at which epsilons are stated (default %(default)s)")
     report.set_defaults(run=_audit_report)
 
+    status = commands.add_parser(
+        "status", help="who is online: nodes (version, connected since, last seen, ping) and "
+                       "the aggregator's version and uptime")
+    status.add_argument("--federation", required=True, metavar="BUNDLE",
+                        help="your bundle, researchers/<you>.json (written by federation init)")
+    status.add_argument("--aggregator-url", default=None, help="override the bundle's URL")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the aggregator (default %(default)s)")
+    status.add_argument("--fail-offline", action="store_true",
+                        help="exit 1 when a node of the manifest is offline (for monitoring)")
+    status.set_defaults(run=_status)
+
     demo = commands.add_parser("demo", help="run a three-hospital stroke-registry demo locally")
     demo.add_argument("--workdir", default=None, help="keep the federation's files here")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the federation's files (a new temporary folder, printed)")
     demo.add_argument("--scale", type=float, default=1.0, help="patients per hospital factor")
     demo.add_argument("--protection", choices=PROTECTIONS, default="mask",
                       help="pairwise masks (default) or threshold Paillier")
@@ -274,13 +360,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(level: str | None, path: str | None) -> None:
+    """The log goes to ``path`` (appended) or standard error, at ``level`` (else
+    $FEDTALLY_LOG, else INFO)."""
+    level = level or os.environ.get("FEDTALLY_LOG", "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigurationError(f"FEDTALLY_LOG={level!r}: use one of {', '.join(LOG_LEVELS)}")
+    handler: logging.Handler
+    if path is None:
+        handler = logging.StreamHandler()
+    else:
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write the log file {path}: {exc.strerror}; "
+                                     "check the folder exists and is writable") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("FEDTALLY_LOG", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
+        _configure_logging(getattr(args, "log_level", None), getattr(args, "log_file", None))
         return run(args)
     except KeyboardInterrupt:
         return 130

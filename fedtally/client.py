@@ -2,7 +2,9 @@
 
 An event loop runs in a background thread; every public method sends one signed request and
 waits for its answer. Queries are signed with the researcher's manifest key, so neither the
-aggregator nor anyone else can alter them on the way to the nodes.
+aggregator nor anyone else can alter them on the way to the nodes. Ctrl-C (or the client's
+timeout) while a query runs cancels it everywhere: the aggregator aborts its round, and a
+node that has not sent its contribution yet refunds its DP charge.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
 from crypto.errors import CryptoError
 from crypto.highwater import raise_high_water
@@ -48,24 +50,31 @@ from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
+    CancelQuery,
     CatalogRequest,
     ErrorNotice,
     Progress,
     QueryRequest,
     QueryResult,
+    Status,
+    StatusRequest,
     budget_statement,
+    cancel_statement,
 )
 from engine.service_messages import Catalog as CatalogReply
 from engine.transport import MAX_FRAME, error_from_notice
 from fedtally.catalog import Catalog
 from fedtally.dp import BUDGET_DELTA, budget_frame
 from fedtally.receipts import Receipts
+from fedtally.version import software_version
 from node.datamodel import DataModel
-from node.transport import open_session
+from node.transport import CONNECT_ERRORS, explain_failure, open_session
 
 log = logging.getLogger("fedtally.client")
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600.0
+#: how long an interrupted client waits to hand its cancel to the connection
+CANCEL_SEND_TIMEOUT_S = 5.0
 
 
 
@@ -75,7 +84,7 @@ class Federation(Catalog):
     def __init__(self, url: str, key: KeyFile, manifest: Manifest, ssl_context: Any, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S,
                  progress: Callable[[str], None] | None = None,
-                 receipts_path: Path | None = None) -> None:
+                 receipts_path: Path | None = None, ca_path: Path | None = None) -> None:
         member = manifest.member(key.name)
         if member.role != "researcher" or member.verify_key != key.identity.verify_key:
             raise AuthenticationError(f"{key.name} is not a researcher with this key")
@@ -86,6 +95,7 @@ class Federation(Catalog):
                                    for name in manifest.nodes()}, receipts_path)
         self._key = key
         self._ssl = ssl_context
+        self._ca_path = ca_path
         self._timeout = timeout_s
         self._progress = progress
         self._rng = SystemRandom()
@@ -106,13 +116,52 @@ class Federation(Catalog):
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None, *,
+              cancels: bytes | None = None) -> T:
+        """Run ``coro`` on the client's loop and wait for it. Interrupted (Ctrl-C) or out
+        of time, a query (``cancels``: its query id) is cancelled everywhere before the
+        interruption goes on."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout or self._timeout)
         except TimeoutError:
             future.cancel()
+            self._cancel(cancels)
             raise ServiceUnavailable("the federation did not answer in time") from None
+        except KeyboardInterrupt:
+            future.cancel()
+            self._cancel(cancels)
+            raise
+
+    def _cancel(self, query_id: bytes | None) -> None:
+        """Send the signed cancel of query ``query_id``; the aggregator aborts the round and
+        passes it on to the nodes (best effort: if the connection is gone, the aggregator
+        has aborted the round already)."""
+        if query_id is None:
+            return
+        signature = self._key.identity.sign(
+            cancel_statement(self.manifest.federation_id, query_id, self.name))
+
+        async def send() -> None:
+            if self._connection is not None:
+                await self._connection.send(encode(CancelQuery(self.name, query_id,
+                                                               signature)))
+
+        sent = asyncio.run_coroutine_threadsafe(send(), self._loop)
+        try:
+            sent.result(CANCEL_SEND_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - interrupted already; the disconnect cancels too
+            sent.cancel()
+            log.warning("could not send the cancellation; closing the connection cancels "
+                        "the query instead")
+            with contextlib.suppress(Exception):
+                self._call(self._disconnect(), timeout=CANCEL_SEND_TIMEOUT_S)
+        else:
+            log.info("query cancelled")
+
+    async def _disconnect(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
 
     async def _ensure_connected(self) -> None:
         if self._connection is not None:
@@ -120,10 +169,12 @@ class Federation(Catalog):
         try:
             self._connection, welcome = await open_session(
                 self.url, self._ssl, name=self.name, role="researcher",
-                identity=self._key.identity, federation_id=self.manifest.federation_id)
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
-            raise ServiceUnavailable(f"cannot connect to {self.url}: {type(exc).__name__}") \
-                from exc
+                identity=self._key.identity, federation_id=self.manifest.federation_id,
+                software=software_version())
+        except CONNECT_ERRORS as exc:
+            failure = explain_failure(exc, self.url, name=self.name,
+                                      ca=str(self._ca_path) if self._ca_path else None)
+            raise failure.error from exc
         self.nodes_online = welcome.nodes_online
         self._reader = asyncio.create_task(self._read(self._connection))
 
@@ -172,10 +223,11 @@ class Federation(Catalog):
         self._pending[request_id] = future
         try:
             await self._connection.send(encode(make(request_id)))
+            return await future
         except ConnectionClosed as exc:
-            self._pending.pop(request_id, None)
             raise ServiceUnavailable("the connection was lost") from exc
-        return await future
+        finally:
+            self._pending.pop(request_id, None)
 
     def close(self) -> None:
         async def shutdown() -> None:
@@ -206,6 +258,14 @@ class Federation(Catalog):
             for name, entry in node["data_models"].items():
                 self._models.setdefault(name, DataModel.from_json(entry["model"]))
         return catalog
+
+    def status(self) -> dict[str, Any]:
+        """The aggregator's view of the federation: its version and uptime, every node
+        (online, version, connected since, last seen, ping round trip) and how many
+        researchers and auditors are connected. See ``fedtally status``."""
+        reply: Status = self._call(self._request(StatusRequest))
+        return status_dict(reply)
+
     def budget(self, delta: float = BUDGET_DELTA) -> pd.DataFrame:
         """Your privacy budgets at every online node, per dataset: every budget granted to
         you (spent or not), spent and remaining, in rho and as epsilon at ``delta``.
@@ -236,7 +296,8 @@ class Federation(Catalog):
         query = SignedQuery(self.name, self.manifest.federation_id, query_id, issued, raw_spec,
                             plan.length, plan.ring_bits, self._key.identity.sign(statement),
                             reply.public)
-        answer = self._call(self._request(lambda rid: QueryRequest(rid, query)))
+        answer = self._call(self._request(lambda rid: QueryRequest(rid, query)),
+                            cancels=query_id)
         if isinstance(answer, PaillierResult):
             return self._open(answer, query, reply)
         if self.manifest.paillier_key is not None:
@@ -276,19 +337,25 @@ def connect(url: str | None = None, identity: str | Path | None = None,
     other authority, or a CA file other than the pinned one, is refused. ``ca`` defaults to
     ``tls/ca.pem`` beside the manifest.
 
+    With a bundle, a ``url`` or ``ca`` given too overrides the bundle's (an aggregator that
+    moved, a CA file kept elsewhere; the CA must still be the pinned one).
+
     ``strict=True``: every answer that does not cover everything asked raises
     :class:`fedtally.IncompleteAnswerError` instead of warning (each call may override it
     with its own ``strict=``).
     """
-    if bundle is not None:
-        url, identity, federation, ca, authority, tls_ca = _read_bundle(Path(bundle))
+    if bundle is not None:  # a url or ca given too overrides the bundle's
+        bundle_url, identity, federation, bundle_ca, authority, tls_ca = \
+            _read_bundle(Path(bundle))
+        url, ca = url or bundle_url, ca or bundle_ca
     if url is None or identity is None or federation is None:
         raise ConfigurationError("give a bundle, or url, identity and federation")
     if authority is None:
         raise ConfigurationError("pin the federation authority: pass authority=<fingerprint> "
                                  "(federation init prints it), or bundle=researchers/<you>.json")
     manifest_path = Path(federation)
-    ca_path = Path(ca) if ca else manifest_path.resolve().parent / "tls" / "ca.pem"
+    default_ca = manifest_path.resolve().parent / "tls" / "ca.pem"
+    ca_path = Path(ca) if ca else default_ca
     try:
         ca_pem = ca_path.read_bytes()
         manifest = pinned_manifest(
@@ -299,9 +366,14 @@ def connect(url: str | None = None, identity: str | Path | None = None,
             remember_version=partial(raise_high_water,
                                      Path(identity).with_suffix(".manifest-versions")))
     except OSError as exc:
-        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        hint = (f" (ca= names the federation's CA certificate; by default {default_ca})"
+                if Path(exc.filename or "") == ca_path else "")
+        raise ConfigurationError(f"cannot read {exc.filename}: {exc.strerror}{hint}") from exc
     except ssl.CertificateError:
         raise ConfigurationError(f"{ca_path} is not a certificate") from None
+    except AuthenticationError as exc:
+        _explain_wrong_ca(manifest_path, ca_path, ca_pem, exc)
+        raise
     try:
         key = read_key_file(Path(identity))
     except CryptoError as exc:
@@ -310,10 +382,47 @@ def connect(url: str | None = None, identity: str | Path | None = None,
         raise ConfigurationError("the aggregator URL must be wss:// (TLS is required)")
     # the receipts file sits beside the key: keys/alice.key -> keys/alice.receipts
     client = Federation(url, key, manifest, client_ssl_context(ca_path), timeout_s=timeout_s,
-                        progress=progress, receipts_path=Path(identity).with_suffix(".receipts"))
+                        progress=progress, receipts_path=Path(identity).with_suffix(".receipts"),
+                        ca_path=ca_path)
     client.strict = strict
     return client
 
+
+def status_dict(reply: Status) -> dict[str, Any]:
+    """A :class:`Status` as plain data: times in Unix seconds (None for never), the
+    aggregator's uptime, and per node whether it is online, its version, since when it is
+    connected (or when it was last connected), when it was last seen and its round trip."""
+    def seconds(ms: int) -> float | None:
+        return ms / 1000 if ms else None
+
+    return {
+        "aggregator": {"software": reply.software, "started_at": seconds(reply.started_at_ms),
+                       "uptime_s": max(0, reply.now_ms - reply.started_at_ms) / 1000},
+        "now": reply.now_ms / 1000,
+        "nodes": [{"name": n.name, "online": n.online, "software": n.software or None,
+                   "connected_at": seconds(n.connected_at_ms),
+                   "last_seen": seconds(n.last_seen_ms),
+                   "latency_ms": n.latency_us / 1000 if n.latency_us else None}
+                  for n in reply.nodes],
+        "researchers_online": reply.researchers_online,
+        "auditors_online": reply.auditors_online,
+    }
+
+
+def _explain_wrong_ca(manifest_path: Path, ca_path: Path, ca_pem: bytes,
+                      refused: AuthenticationError) -> None:
+    """A refused manifest whose CA is not the CA file given: the usual cause is a ``ca=``
+    of another federation, which deserves a hint rather than two fingerprints."""
+    try:
+        named = Manifest.from_bytes(manifest_path.read_bytes(), source=str(manifest_path)).tls_ca
+    except (FedtallyError, OSError):
+        return
+    if named is not None and named != certificate_fingerprint(ca_pem):
+        raise AuthenticationError(
+            f"the CA certificate file {ca_path} is not the one of the federation in "
+            f"{manifest_path} (it names CA {named[:16]}...): refusing it. Pass ca= the "
+            "tls/ca.pem that `federation init` wrote for this federation, or connect with "
+            "bundle=researchers/<you>.json") from refused
 
 
 def _read_bundle(path: Path) -> tuple[str, Path, Path, Path, str, str]:

@@ -3,7 +3,7 @@ and ``.plot()`` (matplotlib, imported only when a plot is asked for).
 
 Every result type of the catalog gets ``summary()`` (a title, fit statistics in two columns,
 its main table, then a federation line and a privacy line) and a one-line ``repr``;
-histograms, Kaplan-Meier tables and PCA results also get ``plot()``. :func:`install` attaches
+histograms, Kaplan-Meier tables and PCA results also get ``plot()``. :func:`fedtally.catalog.attach_display` attaches
 them to the result classes once (the classes stay plain dataclasses and DataFrames).
 Everything shown comes from the result object: nothing is asked again of the federation.
 """
@@ -54,7 +54,9 @@ def _columns(left: Fields, right: Fields) -> list[str]:
             if i < len(side):
                 label, value = side[i]
                 text = _fmt(value)
-                cells.append(f"{label + ':':<{half - len(text) - 1}}{text} ")
+                # A long value (many predictors) overflows its column rather than failing.
+                width = max(half - len(text) - 1, len(label) + 2)
+                cells.append(f"{label + ':':<{width}}{text} ")
             else:
                 cells.append(" " * half)
         lines.append("".join(cells).rstrip())
@@ -422,46 +424,6 @@ class _FrameWithSummary(pd.DataFrame):
 
     def __call__(self) -> Summary:
         return self._text
-
-
-def install() -> None:
-    """Attach ``summary``, ``__repr__`` and ``plot`` to the result classes (idempotent)."""
-    from fedtally.algorithms import (
-        anova,
-        bayes,
-        clustering,
-        cv,
-        hypothesis,
-        multivariate,
-        regression,
-        survival,
-    )
-
-    classes: dict[type, Callable[[Any], Summary]] = {
-        regression.LinearRegressionResult: _ols,
-        regression.LogisticRegressionResult: _logit,
-        hypothesis.TTestResult: _ttest,
-        hypothesis.ChiSquareResult: _chi2,
-        anova.AnovaOnewayResult: _anova1,
-        anova.AnovaTwowayResult: _anova2,
-        multivariate.PearsonResult: _pearson,
-        multivariate.PCAResult: _pca,
-        clustering.KMeansResult: _kmeans,
-        bayes.GaussianNaiveBayes: _naive_bayes,
-        bayes.CategoricalNaiveBayes: _naive_bayes,
-        survival.LogrankResult: _logrank,
-    }
-    for cls, render_ in classes.items():
-        cls.summary = _summary_method(render_)  # type: ignore[attr-defined]
-        cls.__repr__ = concise_repr  # type: ignore[method-assign]
-    for cls in (cv.LinearRegressionCVResult, cv.LogisticRegressionCVResult):
-        cls.__repr__ = concise_repr  # type: ignore[method-assign]
-    multivariate.PCAResult.plot = plot_scree  # type: ignore[attr-defined]
-    survival.KaplanMeierTable.plot = plot_kaplan_meier  # type: ignore[assignment,method-assign]
-    survival.KaplanMeierTable.summary = lambda self: frame_summary(  # type: ignore[attr-defined]
-        self, "Kaplan-Meier estimate (federated)")
-    hypothesis.ContingencyTable.summary = lambda self: frame_summary(  # type: ignore[attr-defined]
-        self, "Contingency table (federated)")
 
 
 def with_cv_summary(result: Any) -> Any:

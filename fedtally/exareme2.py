@@ -5,7 +5,7 @@ MIP users can move over with their requests unchanged.
 
 The algorithm name is the one in Exareme2's URL (``/algorithms/<name>``); it may also be
 given inside the request as ``"algorithm"``. Each handler translates the request into one
-of our analyses (:mod:`fedtally.algorithms`) and the result into the fields of Exareme2's
+of our analyses (:mod:`fedtally.methods`) and the result into the fields of Exareme2's
 result model for that algorithm (``exareme2/algorithms/exareme2/<name>.py``, tag 0.28.0).
 Rows are the complete cases of the request's variables, as Exareme2's data loader keeps.
 
@@ -18,7 +18,7 @@ Where Exareme2's answer and ours differ on purpose, the handler says so:
   exact minimum and maximum; here they span the data model's declared ``min``/``max``
   (a :class:`QueryError` where none is declared). Counts below Exareme2's minimum row count
   (10) are written as null, as Exareme2 does.
-* ``kmeans`` starts from public centers (see :mod:`fedtally.algorithms.clustering`), not
+* ``kmeans`` starts from public centers (see :mod:`fedtally.methods.clustering`), not
   from uniform draws between exact minima and maxima.
 * ``anova_oneway``: ``p_tuckey`` is the exact studentized-range p-value (Exareme2 reads
   statsmodels' interpolated table, clipped to [0.001, 0.9]).
@@ -27,7 +27,7 @@ Where Exareme2's answer and ours differ on purpose, the handler says so:
   Exareme2 reports it. T-test intervals are at ``1 - alpha`` as Exareme2 computes them;
   an infinite bound is written ``"Infinity"`` / ``"-Infinity"`` (JSON has no infinity).
 * ``linear_regression_cv`` / ``logistic_regression_cv``: the folds are drawn at the nodes
-  (:mod:`fedtally.algorithms.cv`), so per-fold numbers differ from Exareme2's.
+  (:mod:`fedtally.methods.cv`), so per-fold numbers differ from Exareme2's.
 * ``naive_bayes_*_cv`` are not offered: cross-validated naive Bayes is not in our catalog.
 
 Categorical predictors are coded as Exareme2 (and patsy, which made its references) code
@@ -52,25 +52,26 @@ from scipy import stats
 
 from engine.errors import DegenerateInput, QueryError
 from engine.suggest import unknown
-from fedtally.algorithms.anova import anova_oneway, anova_twoway
-from fedtally.algorithms.bayes import (
+from fedtally.analyses import Analyses, filter_tree
+from fedtally.methods.anova import anova_oneway, anova_twoway
+from fedtally.methods.bayes import (
     complete_cases,
     naive_bayes_categorical,
     naive_bayes_categorical_predictions,
     naive_bayes_gaussian,
 )
-from fedtally.algorithms.clustering import kmeans
-from fedtally.algorithms.common import INTERCEPT
-from fedtally.algorithms.cv import linear_regression_cv, logistic_regression_cv
-from fedtally.algorithms.histogram import histogram, histogram_edges
-from fedtally.algorithms.hypothesis import (
+from fedtally.methods.classical import (
     TTestResult,
     resolved_datasets,
     ttest_independent,
     ttest_onesample,
     ttest_paired,
 )
-from fedtally.algorithms.multivariate import (
+from fedtally.methods.clustering import kmeans
+from fedtally.methods.common import INTERCEPT
+from fedtally.methods.cv import linear_regression_cv, logistic_regression_cv
+from fedtally.methods.histogram import histogram, histogram_edges
+from fedtally.methods.multivariate import (
     PCAResult,
     _correlation,
     _flip_signs,
@@ -78,12 +79,11 @@ from fedtally.algorithms.multivariate import (
     pca,
     pearson_correlation,
 )
-from fedtally.algorithms.regression import (
+from fedtally.methods.regression import (
     linear_regression,
     logistic_regression,
     outcome_spec,
 )
-from fedtally.analyses import Analyses, filter_tree
 from fedtally.results import moments
 from node.datamodel import PlanModel
 
@@ -426,7 +426,7 @@ def _pca_with_transformation(fed: Analyses, req: Request) -> dict[str, Any]:
 
 
 def _transformed_pca(fed: Analyses, req: Request, transforms: dict[str, str]) -> PCAResult:
-    """:func:`fedtally.algorithms.multivariate.pca` on transformed columns. That function
+    """:func:`fedtally.methods.multivariate.pca` on transformed columns. That function
     takes plain variable names; until it takes design terms, this repeats its last steps
     on the cross-products of ``[Intercept, transformed y...]``."""
     view = _view(fed, req)
@@ -658,7 +658,7 @@ def _logistic_regression_cv(fed: Analyses, req: Request) -> dict[str, Any]:
 def _tukey_pairs(groups: pd.DataFrame, order: list[str], mse: float, df: float
                  ) -> list[dict[str, Any]]:
     """Tukey-Kramer comparisons in Exareme2's layout: the statistics of the analysis'
-    ``tukey`` (:func:`fedtally.algorithms.anova.tukey_hsd`: ``se = sqrt(MSE (1/n_a +
+    ``tukey`` (:func:`fedtally.methods.anova.tukey_hsd`: ``se = sqrt(MSE (1/n_a +
     1/n_b))``, p-value ``studentized_range.sf(sqrt(2) |t|, k, df)``) without its critical
     value, which Exareme2 does not report and which costs a numerical quantile."""
     pairs = list(combinations(order, 2))

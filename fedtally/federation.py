@@ -32,7 +32,6 @@ from engine.manifest import (
     AGGREGATOR,
     AUTHORITY,
     DEFAULT_PARAMETERS,
-    FORMAT,
     MAX_MANIFEST_BYTES,
     MEMBER_ROLES,
     MIN_MANIFEST_PAILLIER_BITS,
@@ -40,11 +39,13 @@ from engine.manifest import (
     aggregator_url,
     check_federation_size,
     decode_json,
+    manifest_body,
     sign_manifest,
 )
+from node.config import PREVIOUS_SUFFIX
 
 __all__ = ["add_member", "deal_paillier", "init_federation", "load_config", "load_identity",
-           "load_manifest", "remove_member", "rotate_key"]
+           "load_manifest", "machine_files", "pack_command", "remove_member", "rotate_key"]
 
 MAX_CONFIG_BYTES = 1 << 20
 PUBLIC_MODE = 0o644
@@ -285,21 +286,14 @@ def init_federation(
         raise ConfigurationError("a decryption threshold only applies to protection "
                                  "'paillier'")
     tls = _make_tls(aggregator_host, federation_id)
-    body = {
-        "format": FORMAT,
-        "federation_id": federation_id,
-        "version": 1,
-        "created": created.replace("+00:00", "Z"),
-        "aggregator": {"name": AGGREGATOR, "host": aggregator_host, "port": aggregator_port,
-                       "public_key": aggregator_identity.verify_key.hex(),
-                       "tls_ca": certificate_fingerprint(tls["ca.pem"])},
-        "members": [{"name": name, "role": role, "public_key": identity.verify_key.hex()}
-                    for name, role, identity in identities],
-        "parameters": {**DEFAULT_PARAMETERS, "threshold_fraction": threshold_fraction,
-                       "protection": protection, "paillier": paillier,
-                       "max_colluding_nodes": max_colluding_nodes, "secagg_plus": secagg_plus,
-                       "verifiable_totals": verifiable_totals},
-    }
+    body = manifest_body(
+        federation_id, created.replace("+00:00", "Z"), aggregator_host, aggregator_port,
+        aggregator_identity.verify_key,
+        [(name, role, identity.verify_key) for name, role, identity in identities],
+        {"threshold_fraction": threshold_fraction, "protection": protection,
+         "paillier": paillier, "max_colluding_nodes": max_colluding_nodes,
+         "secagg_plus": secagg_plus, "verifiable_totals": verifiable_totals},
+        tls_ca=certificate_fingerprint(tls["ca.pem"]))
     document = sign_manifest(body, authority)
     # verify what we are about to publish with the same code every reader will use
     manifest = Manifest.from_document(document, authority_key=authority.verify_key,
@@ -327,10 +321,7 @@ def init_federation(
     # the manifest last: a folder whose init was interrupted has no manifest to trust
     manifest_path = root / "federation.json"
     _write_json(manifest_path, document)
-    readme = _readme(federation_id, manifest.authority_fingerprint, str(manifest.tls_ca),
-                     {role: list(names) for role, names in roles.items()}, host, port,
-                     paillier=bool(shares))
-    atomic_write(root / "README.txt", readme.encode(), mode=PUBLIC_MODE)
+    _write_readme(root, manifest)
     return manifest_path
 
 
@@ -404,6 +395,7 @@ def add_member(directory: str | Path, name: str, role: str, *,
     elif role == "researcher":
         _write_bundles(root, [name], manifest.aggregator_url, pins)
     _write_json(root / "federation.json", document)
+    _write_readme(root, manifest)
     return manifest
 
 
@@ -423,21 +415,32 @@ def remove_member(directory: str | Path, name: str) -> Manifest:
     def change(body: dict[str, Any]) -> None:
         body["members"] = [m for m in body["members"] if m["name"] != name]
 
-    document, _manifest = _resign(root, change)  # refuses a federation left too small
+    document, manifest = _resign(root, change)  # refuses a federation left too small
     _write_json(root / "federation.json", document)
+    _write_readme(root, manifest)
     (root / "keys" / f"{name}.key").unlink(missing_ok=True)
     if role == "researcher":
         (root / "researchers" / f"{name}.json").unlink(missing_ok=True)
-    return _manifest
+    return manifest
 
 
 def rotate_key(directory: str | Path, name: str, *,
                rng: RandomSource | None = None) -> Manifest:
     """Give a member (or the aggregator) a new identity key; the manifest is re-signed with
-    a higher version and lists the new public key, so the old key is refused everywhere."""
+    a higher version and lists the new public key, so the old key is refused everywhere.
+
+    A node's ledger is signed under its old key: the old key file is kept beside the new one
+    as ``keys/NAME.key.previous`` (when this folder still holds it, and unless one is there
+    already: rotating twice before the node restarted keeps the key its ledger is under).
+    The node, given both, records the rotation in its ledger (signed with the old key) at
+    its next start and deletes the previous key."""
     root = Path(directory)
     role = _known(_current(root), name)
     identity = SigningIdentity.generate(rng if rng is not None else SystemRandom())
+    old_path = root / "keys" / f"{name}.key"
+    previous_path = root / "keys" / f"{name}.key{PREVIOUS_SUFFIX}"
+    if role == "node" and old_path.is_file() and not previous_path.exists():
+        _write_private(previous_path, load_identity(old_path))
 
     def change(body: dict[str, Any]) -> None:
         target = body["aggregator"] if role == AGGREGATOR else next(
@@ -450,6 +453,7 @@ def rotate_key(directory: str | Path, name: str, *,
     _write_private(staged, KeyFile(name, role, manifest.federation_id, identity))
     _write_json(root / "federation.json", document)
     os.replace(staged, root / "keys" / f"{name}.key")
+    _write_readme(root, manifest)
     return manifest
 
 
@@ -572,21 +576,58 @@ def _write_bundles(root: Path, researchers: list[str], url: str,
             "ca": "../tls/ca.pem", **pins})
 
 
-def _readme(federation_id: str, authority: str, tls_ca: str, roles: Mapping[str, list[str]],
-            host: str, port: int, *, paillier: bool = False) -> str:
+def _write_readme(root: Path, manifest: Manifest) -> None:
+    atomic_write(root / "README.txt", _readme(manifest, root).encode(), mode=PUBLIC_MODE)
+
+
+def machine_files(manifest: Manifest, name: str, root: Path | None = None) -> list[str]:
+    """The files of the authority's folder that the machine of ``name`` (a member, or the
+    aggregator) needs, at the relative paths its config or bundle names them by (with
+    ``root``, a rotated node's previous key too, when that folder holds one)."""
+    if name == AGGREGATOR:
+        return ["federation.json", "aggregator.json", f"keys/{AGGREGATOR}.key",
+                "tls/aggregator.pem", "tls/aggregator.key"]
+    role = manifest.member(name).role
+    files = ["federation.json", f"keys/{name}.key"]
+    if role == "node":
+        files += ["tls/ca.pem", f"{name}/node.json"]
+        previous = f"keys/{name}.key{PREVIOUS_SUFFIX}"
+        if root is not None and (root / previous).is_file():
+            files.append(previous)
+        if manifest.protection == "paillier":
+            files.append(f"keys/{name}.share")
+    elif role == "researcher":
+        files += ["tls/ca.pem", f"researchers/{name}.json"]
+    return files
+
+
+def pack_command(manifest: Manifest, name: str, root: Path | None = None) -> str:
+    """The command, run inside the authority's folder, that packs the files of ``name``'s
+    machine into ``../<name>.tgz`` with their relative paths."""
+    return f"tar -czf ../{name}.tgz " + " ".join(machine_files(manifest, name, root))
+
+
+def _readme(manifest: Manifest, root: Path | None = None) -> str:
+    authority, names = manifest.authority_fingerprint, list(manifest.members)
     lines = [
-        f"fedtally federation {federation_id}",
-        f"aggregator: {aggregator_url(host, port)}",
+        f"fedtally federation {manifest.federation_id} (federation.json version "
+        f"{manifest.version})",
+        f"aggregator: {manifest.aggregator_url}",
         f"authority fingerprint (SHA-256 of its public key): {authority}",
-        f"TLS CA fingerprint (SHA-256 of tls/ca.pem): {tls_ca}",
+        f"TLS CA fingerprint (SHA-256 of tls/ca.pem): {manifest.tls_ca}",
         "  (tell every party both through a channel other than this folder; every config",
         "   file written here pins them, and members refuse anything signed or issued by",
         "   another authority or CA)",
         "",
-        "This folder holds every private key of the federation. Move each key to its",
-        "owner over a secure channel, then delete it here. Keep the folder layout on each",
-        "machine: paths in the config files are relative to the config file's own folder.",
-        "Private keys are mode 0600; fedtally refuses a key file that others can read.",
+        "This folder holds every private key of the federation. Each machine gets its own",
+        "files below, in a folder of its own, at the same relative paths as here: paths in",
+        "the config files are relative to the config file's own folder (hosp/node.json",
+        "finds the manifest at ../federation.json). From inside this folder, the 'pack'",
+        "line of a machine writes its files to ../NAME.tgz; carry that over a secure",
+        "channel (it holds a private key), unpack it on the machine in an empty folder",
+        "(mkdir fedtally && tar -xzf NAME.tgz -C fedtally), then delete the archive and",
+        "the key here. Private keys are mode 0600; fedtally refuses a key file that others",
+        "can read.",
         "",
         "STAYS OFFLINE (never copy to a server):",
         "  authority.key   signs federation.json; whoever holds it decides who is a member",
@@ -596,20 +637,37 @@ def _readme(federation_id: str, authority: str, tls_ca: str, roles: Mapping[str,
         "  federation.json, aggregator.json, keys/aggregator.key,",
         "  tls/aggregator.pem, tls/aggregator.key",
         "  ('host' in aggregator.json is the address it listens on: 0.0.0.0 listens on all)",
+        f"  pack: {pack_command(manifest, AGGREGATOR)}",
         "",
     ]
-    for name in roles["node"]:
+    for name in names:
+        if manifest.member(name).role != "node":
+            continue
         lines += [f"NODE {name}:",
                   f"  federation.json, keys/{name}.key, tls/ca.pem, {name}/node.json"
                   + (f",\n  keys/{name}.share (its share of the decryption key)"
-                     if paillier else ""),
-                  f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json", ""]
+                     if manifest.protection == "paillier" else ""),
+                  f"  then fill in 'data', 'data_model' and 'policy' in {name}/node.json",
+                  f"  pack: {pack_command(manifest, name, root)}", ""]
     for role in ("researcher", "auditor"):
-        for name in roles[role]:
+        for name in names:
+            if manifest.member(name).role != role:
+                continue
             extra = (f", tls/ca.pem, researchers/{name}.json\n  (connect with "
                      f"fedtally.connect(bundle='researchers/{name}.json'))"
                      if role == "researcher" else "")
-            lines += [f"{role.upper()} {name}:", f"  federation.json, keys/{name}.key{extra}", ""]
-    lines += ["Auditors verify ledgers with `fedtally audit verify ... --authority "
+            lines += [f"{role.upper()} {name}:", f"  federation.json, keys/{name}.key{extra}",
+                      f"  pack: {pack_command(manifest, name)}", ""]
+    lines += ["After a membership change (add-member, remove-member, rotate-key) copy the new",
+              "federation.json to every machine, over its old one, a rotated key to its owner",
+              "and a new member its files (its pack line above), and restart the aggregator",
+              "and the nodes. A rotated node also gets keys/NAME.key.previous (its old key,",
+              "in its pack line): at its next start the node records the rotation in its",
+              "ledger, signed with the old key, keeps every budget spent, and deletes the",
+              "old key. If this folder no longer held the node's old key, the node's",
+              "operator renames its current keys/NAME.key to keys/NAME.key.previous before",
+              "unpacking the new one. A node without it refuses to start.",
+              "",
+              "Auditors verify ledgers with `fedtally audit verify ... --authority "
               f"{authority}`.", ""]
     return "\n".join(lines)

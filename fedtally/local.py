@@ -32,6 +32,7 @@ from fedtally.client import Federation, connect
 from fedtally.dp import DP, trial_policy
 from fedtally.federation import init_federation
 from node.datamodel import DATASET, DataModel
+from node.datasource import DataSource
 
 STARTUP_TIMEOUT_S = 60.0
 DataLike = pd.DataFrame | str | Path
@@ -125,26 +126,30 @@ def _tail(text: str, lines: int = 6) -> str:
 
 
 def _write_node_data(name: str, data: DataLike, folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The node's data source entry, and the rows as pandas parses them (for inference)."""
+    """The node's data source entry, and the rows to infer a data model from: a
+    DataFrame's own (typed) columns, or a file's rows read by the node's own loader, so
+    that inference and the node's validation parse every value alike (node/numbers.py)."""
     if isinstance(data, pd.DataFrame):
         frame = data.copy()
         if DATASET not in frame.columns:
             frame[DATASET] = name
-        path = folder / "data.csv"
-        frame.to_csv(path, index=False)
+        # float64 is what the node reads back: a float32 written as its own shortest
+        # decimal would be read as another float64 than the frame holds
+        floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c].dtype)]
+        if floats:
+            frame[floats] = frame[floats].astype("float64")
+        frame.to_csv(folder / "data.csv", index=False)
         return {"kind": "csv", "path": "data.csv", "dataset": name}, frame
     path = Path(data).resolve()
     if not path.is_file():
         raise ConfigurationError(f"data for {name}: {path} is not a file")
     kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+    entry = {"kind": kind, "path": str(path), "dataset": name}
     try:
-        frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a data error here
-        raise DataError(f"data for {name}: cannot read {path.name}: {type(exc).__name__}") \
-            from exc
-    if DATASET not in frame.columns:
-        frame[DATASET] = name
-    return {"kind": kind, "path": str(path), "dataset": name}, frame
+        frame = DataSource.from_config(entry).load()
+    except DataError as exc:
+        raise DataError(f"data for {name}: {exc}") from exc
+    return entry, frame
 
 
 def _model(data_model: DataModel | str | Path | None, frames: list[pd.DataFrame]) -> DataModel:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from crypto.encoding import RingVector
 from engine.errors import DegenerateInput
+from engine.kinds import KINDS
 from engine.plans import (
     CELLS_BELOW_THRESHOLD,
     NODES_CONTRIBUTING,
@@ -72,9 +73,10 @@ class Statistic:
             return self.values[i]
         return round(self.exact(key))
 
-    def exact(self, key: Key) -> Fraction:
-        """A slot's total as an exact fraction: the sum of the nodes' local values (with
-        DP, the sum of their noisy values: this is what was released)."""
+    def released(self, key: Key) -> Fraction:
+        """A slot's total as released, an exact fraction: the sum of the nodes' local values
+        (with DP, of their noisy values). Where the query centred a variable, this is the
+        total of its centred values (see :meth:`exact`)."""
         i, slot = self._slot(key)
         if self.layout.noisy(slot):
             return Fraction(self.values[i]) * Fraction(slot.bound) / (1 << self.layout.frac_bits)
@@ -82,12 +84,45 @@ class Statistic:
             return Fraction(self.values[i])
         return Fraction(self.values[i], 1 << self.layout.frac_bits)
 
+    def _uncentre(self, key: Key) -> dict[Key, Fraction] | None:
+        combine = self.__dict__.get("_cached_uncentre", False)
+        if combine is False:
+            kind = KINDS[self.spec.kind]
+            combine = kind.uncentre(self.spec, self.view) if kind.uncentre else None
+            object.__setattr__(self, "_cached_uncentre", combine)
+        return None if combine is None else combine(key)
+
+    def exact(self, key: Key) -> Fraction:
+        """A slot's plain total as an exact fraction. Where the nodes summed centred values
+        (engine/kinds/centring.py) it is recovered from the released totals exactly, so it
+        keeps their precision whatever the data's location and scale."""
+        combination = self._uncentre(key)
+        if combination is None:
+            return self.released(key)
+        return sum((c * self.released(k) for k, c in combination.items()), Fraction(0))
+
+    def about_centre(self, key: Key) -> Fraction:
+        """The total about the centres the nodes used (a sum of squares: sum (x - c)^2);
+        the plain total where nothing was centred. Rounding in the nodes' sums is relative
+        to it, so tolerances for "constant" or "collinear" are taken against it."""
+        combination = self._uncentre(key)
+        if combination is None:
+            return self.exact(key)
+        return combination[key] * self.released(key)
+
     def real(self, key: Key) -> float:
         return float(self.exact(key))
 
     def noise_std(self, key: Key) -> float:
-        """Standard deviation of the noise in this slot's total (0 in exact mode): every
-        surviving node added one discrete Gaussian share."""
+        """Standard deviation of the noise in this slot's plain total (0 in exact mode):
+        every surviving node added one discrete Gaussian share to each released slot."""
+        combination = self._uncentre(key)
+        if combination is not None:
+            return math.sqrt(sum(float(c) ** 2 * self._released_noise(k) ** 2
+                                 for k, c in combination.items()))
+        return self._released_noise(key)
+
+    def _released_noise(self, key: Key) -> float:
         noise = self.layout.noise
         i, slot = self._slot(key)
         if noise is None or not self.layout.noisy(slot):

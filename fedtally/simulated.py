@@ -6,8 +6,8 @@ the ones a networked federation returns for the same rows.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,33 +20,40 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
-from engine.collusion import HONEST_FLOOR
 from engine.commitment import check_result
-from engine.errors import ConfigurationError, FedtallyError, ParameterMismatch, ProtocolAbort
+from engine.errors import (
+    ConfigurationError,
+    FedtallyError,
+    InternalError,
+    ProtocolAbort,
+)
 from engine.manifest import (
     DEFAULT_PARAMETERS,
     PROTECTIONS,
+    Manifest,
     check_federation_size,
-    round_threshold,
+    manifest_body,
+    sign_manifest,
 )
 from engine.messages import SignedCommitment
 from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
 from engine.params import RoundParams
 from engine.plans import Layout
-from engine.query import QuerySpec, canonical_json
+from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.service_messages import QueryResult
 from engine.simulate import run_paillier_round, run_round
 from fedtally.catalog import Catalog
 from fedtally.dp import BUDGET_DELTA, DP, budget_frame, trial_policy
 from fedtally.federation import deal_paillier
 from fedtally.receipts import Receipts
+from node.admission import NodeIdentity, ReplayGuard
 from node.budget import BudgetKeeper
 from node.datamodel import DATASET, DataModel
+from node.lifecycle import InFlight, begin
 from node.policy import Policy
-from node.session import LoadedData, NodeSession
+from node.session import Contribution, LoadedData, NodeSession
 from node.validation import check_valid, coerce
-from privacy.ledger import ChargeReceipt
 
 FEDERATION_ID = "simulated"
 
@@ -101,10 +108,12 @@ class SimulatedFederation(Catalog):
             self._rows[name] = coerce(frame, self._model).reset_index(drop=True)
         self._rng: RandomSource = SeededRandom(seed) if seed is not None else SystemRandom()
         self._identities = {name: SigningIdentity.generate(self._rng) for name in sorted(frames)}
+        self._researcher_key = SigningIdentity.generate(self._rng)
         self._receipts = Receipts({name: identity.verify_key.raw
                                    for name, identity in self._identities.items()})
-        self._fraction = threshold_fraction
         self.researcher = researcher
+        self.verifiable_totals = protection == "mask"
+        self.manifest = self._manifest(threshold_fraction)
         # one privacy ledger per node, as real nodes keep (a temporary folder by default)
         self._ledger_tmp = None if ledger_dir else tempfile.TemporaryDirectory(prefix="ledgers-")
         folder = Path(ledger_dir or self._ledger_tmp.name)  # type: ignore[union-attr]
@@ -112,7 +121,6 @@ class SimulatedFederation(Catalog):
         self.budgets = {name: BudgetKeeper(folder / f"{name}.db", self._identities[name],
                                            self.policy) for name in sorted(frames)}
         # the node code every real node runs, without its websocket
-        self.verifiable_totals = protection == "mask"
         self._members = {name: identity.verify_key for name, identity in self._identities.items()}
         self.sessions = {name: NodeSession(name, LoadedData(self._model, self._rows[name]),
                                            self.policy, self.budgets[name],
@@ -121,6 +129,9 @@ class SimulatedFederation(Catalog):
                                            self._rng.child(f"commit-{name}")
                                            if isinstance(self._rng, SeededRandom) else self._rng)
                          for name in sorted(frames)}
+        self._me = {name: NodeIdentity(name, identity, self.manifest)
+                    for name, identity in self._identities.items()}
+        self._guards = {name: ReplayGuard() for name in sorted(frames)}
         if protection not in PROTECTIONS:
             raise ConfigurationError(f"protection must be one of {', '.join(PROTECTIONS)}")
         self.protection = protection
@@ -148,70 +159,92 @@ class SimulatedFederation(Catalog):
         self._catalog: dict[str, Any] | None = {"nodes": nodes, "federation_id": FEDERATION_ID}
         return self._catalog
 
+    def _manifest(self, threshold_fraction: float) -> Manifest:
+        """The federation's signed manifest, as ``federation init`` writes it, so that every
+        node admits a query with :func:`node.admission.admit`. It states mask protection in
+        Paillier mode too: the simulator allows test-sized keys, which a manifest refuses
+        (the one check that reads the key, that a query carries a reply key, holds anyway:
+        the simulator always sends one)."""
+        authority = SigningIdentity.generate(self._rng)
+        members = [*((name, "node", identity.verify_key)
+                     for name, identity in self._identities.items()),
+                   (self.researcher, "researcher", self._researcher_key.verify_key)]
+        body = manifest_body(
+            FEDERATION_ID, "2026-01-01T00:00:00Z", "127.0.0.1", 1,
+            SigningIdentity.generate(self._rng).verify_key, members,
+            {"threshold_fraction": threshold_fraction,
+             "max_colluding_nodes": self.max_colluding_nodes,
+             "dp_honest_nodes": self.dp_honest_nodes,
+             "max_rows_per_node": self.max_rows_per_node,
+             "verifiable_totals": self.verifiable_totals})
+        return Manifest.from_document(sign_manifest(body, authority),
+                                      authority_key=authority.verify_key,
+                                      source="the simulated federation")
+
     def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
         names = tuple(sorted(self._rows))
-        c = self.max_colluding_nodes
-        threshold = round_threshold(self._fraction, len(names), c,
-                                    max(HONEST_FLOOR, self.dp_honest_nodes))
-        query_id = self._rng.bytes(16)
-        digest = hashlib.sha256(canonical_json(spec.to_json())).digest()
-        asked = {name: self.sessions[name].asked(spec, self.researcher, query_id, digest)
-                 for name in names}
-        for name in names:  # every node plans the query itself, as a real node does
-            try:
-                mine = self.sessions[name].plan(spec, self.researcher, threshold=threshold)
-                if (mine.length, mine.ring_bits) != (plan.length, plan.ring_bits):
-                    raise ParameterMismatch("the plan of the query differs from a node's plan")
-            except FedtallyError as exc:
-                self.sessions[name].refused(asked[name], exc.code)
-                raise
-        charges: dict[str, ChargeReceipt | None] = {}
-        try:
-            for name in names:
-                charges[name] = self.sessions[name].charge(asked[name], plan)
-        except BaseException:
-            self._refund(charges)  # a refusal before any row was read
-            raise
-        contributions = []
+        query, reply_key, params = self._round(spec, plan)
+        # every node admits, charges and computes as a real node does (node.lifecycle); a
+        # node's refusal ends the round before anything leaves, and the others refund
+        now_ms = int(time.time() * 1000)
+        flights: dict[str, InFlight] = {}
+        contributions: dict[str, Contribution] = {}
+        refusal: Exception | None = None
         for name in names:
             try:
-                contributions.append(self.sessions[name].compute(spec, plan, query_id))
-            except BaseException:
-                # the round fails before anything leaves: the other nodes refund, as in a
-                # federation; this node keeps its charge (its failure might depend on rows)
-                self._refund({n: r for n, r in charges.items() if n != name})
-                raise
+                flights[name], contributions[name] = begin(
+                    self._me[name], query, params, self.sessions[name], self._guards[name],
+                    now_ms)
+            except Exception as exc:  # a bug too ends the round (a real node refuses it)
+                refusal = refusal or exc
+        if refusal is not None:
+            code = refusal.code if isinstance(refusal, FedtallyError) else InternalError.code
+            ended = ProtocolAbort(f"the round was aborted: a node refused ({code})")
+            for flight in flights.values():
+                flight.failed(ended)
+            raise refusal
         # the contributions leave now, each recorded in its node's ledger first
-        receipts = tuple(self.sessions[name].answered(asked[name], charges[name]).to_json()
-                         for name in names)
-        params = RoundParams(FEDERATION_ID, query_id, 0, names, threshold,
-                             plan.length, plan.ring_bits, 0, digest, max_colluding=c)
-        values = [c.vector for c in contributions]
+        receipts = tuple(flights[name].leaving().to_json() for name in names)
+        values = [contributions[name].vector for name in names]
         commitments: tuple[SignedCommitment, ...] = ()
         if self._paillier is not None:
-            result, survivors = self._paillier_round(values, params)
+            result, survivors = self._paillier_round(values, params, reply_key)
         else:
             transcript = run_round(values, params, identities=self._identities, rng=self._rng,
-                                   commitments={name: c.commitment for name, c
-                                                in zip(names, contributions, strict=True)})
+                                   commitments={name: contributions[name].commitment
+                                                for name in names})
             if transcript.result is None:
                 raise transcript.aggregator.error or ProtocolAbort("the round did not complete")
             result, survivors = transcript.result, transcript.aggregator.survivors
             commitments = transcript.aggregator.commitments()
         reply = QueryResult(bytes(16), params.query_id, names, survivors, plan.ring_bits,
                             plan.length, result.to_bytes(), receipts, commitments)
-        check_result(reply, plan, digest, self._members)
+        check_result(reply, plan, query.digest, self._members)
         return reply
 
-    def _refund(self, charges: Mapping[str, ChargeReceipt | None]) -> None:
-        for name, charge in charges.items():
-            self.budgets[name].refund(charge, "the round failed before any contribution")
+    def _round(self, spec: QuerySpec, plan: Layout
+               ) -> tuple[SignedQuery, X25519KeyPair, RoundParams]:
+        """The researcher's signed query (as the network client sends it), its reply key,
+        and the round over every node (as the aggregator announces it)."""
+        raw, query_id = spec.canonical(), self._rng.bytes(16)
+        issued = int(time.time() * 1000)
+        reply = X25519KeyPair.generate(self._rng)
+        statement = signed_query_statement(self.researcher, FEDERATION_ID, query_id, issued,
+                                           raw, plan.length, plan.ring_bits,
+                                           reply_key=reply.public)
+        query = SignedQuery(self.researcher, FEDERATION_ID, query_id, issued, raw, plan.length,
+                            plan.ring_bits, self._researcher_key.sign(statement), reply.public)
+        names = tuple(sorted(self._rows))
+        params = RoundParams(FEDERATION_ID, query_id, 0, names,
+                             self.manifest.threshold_for(len(names)), plan.length,
+                             plan.ring_bits, 0, query.digest,
+                             max_colluding=self.max_colluding_nodes)
+        return query, reply, params
 
-    def _paillier_round(self, values: list[RingVector],
-                        params: RoundParams) -> tuple[RingVector, tuple[str, ...]]:
+    def _paillier_round(self, values: list[RingVector], params: RoundParams,
+                        reply: X25519KeyPair) -> tuple[RingVector, tuple[str, ...]]:
         assert self._paillier is not None
         key, shares, encryptor = self._paillier
-        reply = X25519KeyPair.generate(self._rng)
         transcript = run_paillier_round(values, params, identities=self._identities, key=key,
                                         shares=shares, encryptor=encryptor,
                                         reply_key=reply.public, rng=self._rng)

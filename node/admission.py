@@ -22,6 +22,7 @@ from engine.errors import (
     AuthenticationError,
     ConfigurationError,
     ParameterMismatch,
+    QueryError,
     ReplayError,
 )
 from engine.manifest import Manifest
@@ -145,6 +146,9 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: No
         spec = authenticate(me, query, now_ms)
     if params.federation_id != me.manifest.federation_id:
         raise AuthenticationError("the round belongs to another federation")
+    if me.manifest.paillier_key is not None and query.reply_key == bytes(32):
+        raise QueryError("a query to a Paillier federation must carry the researcher's "
+                         "reply key")
     plan = session.plan(spec, query.researcher, threshold=params.threshold)
     _check_params(me, query, params, plan)
     guard.check_and_remember(query.query_id, now_ms)

@@ -46,7 +46,7 @@ class Asked:
                mechanism: Mechanism | None = None) -> QueryRecord:
         return QueryRecord(
             query_id=self.query_id.hex(), researcher=self.researcher,
-            method=self.spec.algorithm, datasets=self.spec.datasets, held=self.held,
+            method=self.spec.method, datasets=self.spec.datasets, held=self.held,
             decision=decision, query_digest=self.digest.hex(),
             variables=self.spec.variables, filters=self.spec.filters, reason=reason,
             mechanism=mechanism)
@@ -63,8 +63,15 @@ def mechanism_of(spec: QuerySpec, plan: Layout) -> Mechanism:
 
 
 class BudgetKeeper:
-    def __init__(self, path: Path | str, identity: SigningIdentity, policy: Policy) -> None:
-        self.ledger = Ledger(path, identity, identity.verify_key.raw)
+    def __init__(self, path: Path | str, identity: SigningIdentity, policy: Policy, *,
+                 previous: SigningIdentity | None = None, manifest_version: int = 0) -> None:
+        """``previous``: the node's key before a rotation; when the ledger is under it, the
+        ledger records the rotation to ``identity`` (listed by manifest ``manifest_version``)
+        and goes on under the new key, its spending kept."""
+        self.ledger = Ledger(path, identity, identity.verify_key.raw,
+                             previous=None if previous is None
+                             else (previous, previous.verify_key.raw),
+                             manifest_version=manifest_version)
         self.ledger.record_policy(policy.to_dict())  # budgets are those of the policy entry
         self.policy = policy
 

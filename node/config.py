@@ -13,6 +13,7 @@ from typing import Any
 
 from crypto.errors import CryptoError
 from crypto.highwater import raise_high_water
+from crypto.identity import SigningIdentity
 from crypto.keyfile import read_key_file
 from crypto.sharefile import read_share_file
 from crypto.threshold_paillier import KeyShare
@@ -23,6 +24,9 @@ from node.admission import NodeIdentity
 from node.datamodel import DataModel
 from node.datasource import DataSource
 from node.policy import Policy
+
+#: beside the node's key file, its key before `fedtally federation rotate-key`
+PREVIOUS_SUFFIX = ".previous"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,13 @@ class NodeConfig:
     key_share: KeyShare | None = None
     #: threads for Paillier partial decryptions (default: the machine's cores, at most 8)
     decrypt_workers: int = 1
+    #: the federation's CA certificate (named in connection errors)
+    ca_path: Path | None = None
+    #: after `fedtally federation rotate-key` of this node: its previous key (the identity
+    #: file's name + ".previous", where it is looked for), which signs the ledger's
+    #: key_rotation entry
+    previous_identity: SigningIdentity | None = None
+    previous_key_path: Path | None = None
     #: where CSV and Parquet rows are kept and computed: "duckdb" (default) or "pandas"
     row_store: str = "duckdb"
 
@@ -78,8 +89,15 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     ca = file("ca")
     assert manifest_path is not None and ca is not None
     try:
+        ca_pem = ca.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the federation's CA certificate {ca} (\"ca\" in {path}): "
+            f"{exc.strerror}; copy tls/ca.pem from the federation's folder and point \"ca\" "
+            "at it") from exc
+    try:
         manifest = pinned_manifest(manifest_path.read_bytes(), raw,
-                                   ca_pem_fingerprint=certificate_fingerprint(ca.read_bytes()),
+                                   ca_pem_fingerprint=certificate_fingerprint(ca_pem),
                                    source=str(manifest_path),
                                    remember_version=partial(raise_high_water,
                                                             base / MANIFEST_VERSIONS))
@@ -99,6 +117,17 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     member = manifest.member(name)
     if member.role != "node" or member.verify_key != key.identity.verify_key:
         raise ConfigurationError(f"{name} is not a node with this key in the manifest")
+    previous_path = identity_path.with_name(identity_path.name + PREVIOUS_SUFFIX)
+    previous = None
+    if previous_path.exists():
+        try:
+            old = read_key_file(previous_path)
+        except CryptoError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if (old.name, old.role, old.federation_id) != (name, "node", manifest.federation_id):
+            raise ConfigurationError(f"{previous_path} is not {name}'s previous node key for "
+                                     "this federation")
+        previous = old.identity
     sources = raw.get("data", [])
     if not isinstance(sources, list):
         raise ConfigurationError(f"{path}: 'data' must be a list of data sources")
@@ -126,6 +155,9 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
         base=base,
         key_share=share,
         decrypt_workers=workers,
+        ca_path=ca,
+        previous_identity=previous,
+        previous_key_path=previous_path,
         row_store=row_store,
     )
 

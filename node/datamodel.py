@@ -24,6 +24,7 @@ import pandas as pd
 from engine.errors import DataError, QueryError
 from engine.plans import DATASET
 from engine.suggest import unknown
+from node.numbers import parse_numbers
 
 __all__ = [
     "DATASET",
@@ -245,10 +246,14 @@ class DataModel:
         Bounds and category lists are taken from the data itself, so such a model reveals
         each column's minimum, maximum and set of values to everyone it is shared with: never
         use it for real sensitive data, write a model instead. Integer columns become
-        ``int``, floating ones ``real``; booleans and text with at most ``max_categories``
-        distinct values become categorical text (codes sorted; booleans as ``False``/``True``),
-        longer text becomes free (non-categorical) text. A ``dataset`` column, if present,
-        is inferred like any other; if absent nothing is added (the loader adds one).
+        ``int``, floating ones ``real``; text whose every value is a number (a CSV read as
+        text, as nodes read it) becomes ``int`` if every value is written as an integer and
+        ``real`` otherwise, its bounds parsed by the node's own parser
+        (:mod:`node.numbers`), so that validation reads back exactly those bounds; booleans
+        and other text with at most ``max_categories`` distinct values become categorical
+        text (codes sorted; booleans as ``False``/``True``), longer text becomes free
+        (non-categorical) text. A ``dataset`` column, if present, is inferred like any
+        other; if absent nothing is added (the loader adds one).
         """
         variables: dict[str, Variable] = {}
         for name in df.columns:
@@ -257,12 +262,10 @@ class DataModel:
             if pd.api.types.is_bool_dtype(series.dtype):
                 variables[col] = Variable(col, col, "text", True, ("False", "True"))
             elif pd.api.types.is_numeric_dtype(series.dtype):
-                values = pd.to_numeric(series, errors="coerce").to_numpy("float64", na_value=np.nan)
-                finite = values[np.isfinite(values)]
-                lo = float(finite.min()) if len(finite) else None
-                hi = float(finite.max()) if len(finite) else None
                 kind: SqlType = "int" if pd.api.types.is_integer_dtype(series.dtype) else "real"
-                variables[col] = Variable(col, col, kind, False, min=lo, max=hi)
+                variables[col] = _numeric_variable(col, kind, parse_numbers(series)[0])
+            elif col != DATASET and (numeric := _numeric_text(series)) is not None:
+                variables[col] = _numeric_variable(col, *numeric)
             elif isinstance(series.dtype, pd.CategoricalDtype) or _is_text(series):
                 uniques = sorted({str(v) for v in series.dropna().unique()})
                 if uniques and (len(uniques) <= max_categories or col == DATASET):
@@ -492,6 +495,37 @@ def _text(raw: Any, what: str, required: bool = True) -> str:
 
 def _opt_text(raw: Any) -> str | None:
     return raw if isinstance(raw, str) and raw else None
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _numeric_text(series: pd.Series) -> tuple[SqlType, np.ndarray] | None:
+    """(int or real, values) of an object or text column whose every present value is a
+    finite number or text of one (blank cells are missing: rows read as text, or a mix of
+    typed and text frames); None otherwise. ``int`` when every value is an integer or
+    written as one."""
+    if series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
+        return None
+    objects = series.to_numpy(dtype=object, na_value=None)
+    present = np.array([v is not None and not (isinstance(v, str) and not v.strip())
+                        and not (isinstance(v, float) and math.isnan(v)) for v in objects],
+                       dtype=bool)
+    if not present.any():
+        return None
+    values, bad = parse_numbers(pd.Series(np.where(present, objects, None), dtype=object))
+    if bad.any() or not np.isfinite(values[present]).all():
+        return None
+    integers = all(_INTEGER_TEXT.fullmatch(v) if isinstance(v, str)
+                   else isinstance(v, int | np.integer) for v in objects[present])
+    return ("int" if integers else "real"), values
+
+
+def _numeric_variable(code: str, kind: SqlType, values: np.ndarray) -> Variable:
+    finite = values[np.isfinite(values)]
+    low = float(finite.min()) if len(finite) else None
+    high = float(finite.max()) if len(finite) else None
+    return Variable(code, code, kind, False, min=low, max=high)
 
 
 def _is_text(series: pd.Series) -> bool:

@@ -6,10 +6,18 @@ job): CSV cells are read as text exactly as written, only empty cells are missin
 validation can report what the file really says. Any failure to read becomes one readable
 :class:`~node.datamodel.LocalDataError` that names the source, with the cause chained for
 the operator's logs.
+
+CSV files are comma-separated UTF-8 unless the source says otherwise (``"delimiter"``:
+one of ``, ; tab |``; ``"encoding"``: any Python codec, e.g. ``cp1252``). The mistakes
+spreadsheets make are recognised and named rather than read as something else: a file
+separated by semicolons, tabs or bars (read as commas it would be one column, which
+validation would take for a file with every variable missing), UTF-16 text, an Excel
+workbook renamed ``.csv``, and text in another encoding (the line and byte are given).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,7 +38,10 @@ __all__ = ["DataSource", "Kind", "load_all"]
 
 Kind = Literal["csv", "parquet", "sql"]
 KINDS: tuple[Kind, ...] = ("csv", "parquet", "sql")
-_CONFIG_KEYS = frozenset({"kind", "path", "url", "table", "schema", "dataset"})
+_CONFIG_KEYS = frozenset({"kind", "path", "url", "table", "schema", "dataset", "delimiter",
+                          "encoding"})
+#: the field separators a CSV source may declare, and that a header is checked for
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 _SUFFIX_KIND: dict[str, Kind] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _MAX_HEADER_FIELD = 1 << 20
 _MAX_FIELD = 1 << 30
@@ -51,6 +62,8 @@ class DataSource:
     table: str | None = None
     schema: str | None = None
     dataset: str | None = None
+    delimiter: str = ","
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -64,6 +77,15 @@ class DataSource:
             object.__setattr__(self, "path", Path(self.path))
         if self.dataset is not None and (not isinstance(self.dataset, str) or not self.dataset):
             raise ConfigurationError("a data source's 'dataset' must be a non-empty string")
+        if self.kind != "csv" and (self.delimiter, self.encoding) != (",", "utf-8"):
+            raise ConfigurationError("'delimiter' and 'encoding' apply to CSV sources only")
+        if self.delimiter not in DELIMITERS:
+            raise ConfigurationError("a CSV 'delimiter' is one of ',', ';', '\\t' (tab) or '|'")
+        try:
+            codecs.lookup(self.encoding)
+        except (LookupError, TypeError) as exc:
+            raise ConfigurationError(f"unknown 'encoding' {self.encoding!r} (e.g. utf-8, "
+                                     "cp1252, latin-1, utf-16)") from exc
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], base_dir: Path | None = None) -> DataSource:
@@ -100,6 +122,8 @@ class DataSource:
             table=config.get("table"),
             schema=config.get("schema"),
             dataset=config.get("dataset"),
+            delimiter=config.get("delimiter") or ",",
+            encoding=config.get("encoding") or "utf-8",
         )
 
     def describe(self) -> str:
@@ -116,7 +140,7 @@ class DataSource:
     def load(self) -> pd.DataFrame:
         """Read all rows; :class:`LocalDataError` if the source cannot be read."""
         if self.kind == "csv":
-            df = _read_csv(cast(Path, self.path))
+            df = _read_csv(cast(Path, self.path), _Dialect(self.delimiter, self.encoding))
         elif self.kind == "parquet":
             df = _read_parquet(cast(Path, self.path))
         else:
@@ -178,9 +202,20 @@ def load_all(sources: Iterable[DataSource]) -> pd.DataFrame:
 # --- readers ------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _Dialect:
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+    @property
+    def codec(self) -> str:
+        """UTF-8 with or without a byte-order mark, as spreadsheets write it."""
+        return "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
+
+
+def _read_csv(path: Path, dialect: _Dialect = _Dialect()) -> pd.DataFrame:
     what = f"CSV file {path}"
-    header = _read_header(path, what)
+    header = _read_header(path, what, dialect)
     seen: set[str] = set()
     for i, name in enumerate(header, start=1):
         if not name.strip():
@@ -191,21 +226,23 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         # the C engine with dtype=str keeps every cell as written ('061' stays '061') and
         # only empty cells missing (NaN), under pandas 2 (object) and 3 (str) alike
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
+                         sep=dialect.delimiter, encoding=dialect.codec)
     except (pd.errors.ParserError, ValueError) as exc:
-        if isinstance(exc, UnicodeDecodeError):
-            raise LocalDataError(f"{what} is not UTF-8 text") from exc
-        bad = _find_bad_row(path, len(header))
+        if isinstance(exc, UnicodeError):
+            raise LocalDataError(_encoding_problem(path, what, dialect)) from exc
+        bad = _find_bad_row(path, len(header), dialect)
         raise LocalDataError(
             f"{what} is malformed: {bad or 'a row cannot be parsed (bad quoting or field count)'}"
         ) from exc
     except OSError as exc:
         raise LocalDataError(f"cannot read {what}: {exc.strerror or type(exc).__name__}") from exc
-    _check_row_widths(df, path, what, len(header))
+    _check_row_widths(df, path, what, len(header), dialect)
     return df
 
 
-def _check_row_widths(df: pd.DataFrame, path: Path, what: str, width: int) -> None:
+def _check_row_widths(df: pd.DataFrame, path: Path, what: str, width: int,
+                      dialect: _Dialect) -> None:
     """Refuse rows whose field count differs from the header's, which the C engine accepts.
 
     It raises only for a long row after the first; a long first row silently turns the
@@ -217,17 +254,35 @@ def _check_row_widths(df: pd.DataFrame, path: Path, what: str, width: int) -> No
     shifted = not isinstance(df.index, pd.RangeIndex) or len(df.columns) != width
     if not shifted and (width == 1 or not bool(df.iloc[:, -1].isna().any())):
         return
-    bad = _find_bad_row(path, width)
+    bad = _find_bad_row(path, width, dialect)
     if bad is not None:
         raise LocalDataError(f"{what} is malformed: {bad}")
     if shifted:
         raise LocalDataError(f"{what} is malformed: its rows do not match the header")
 
 
-def _read_header(path: Path, what: str) -> list[str]:
+#: the first bytes of files that are not text in the declared encoding
+_SIGNATURES = {
+    b"PK\x03\x04": "a ZIP archive (an Excel workbook?), not CSV text: export it as CSV",
+    b"\xd0\xcf\x11\xe0": "an old Excel or Office file, not CSV text: export it as CSV",
+    codecs.BOM_UTF16_LE: "UTF-16 text (spreadsheets' \"Unicode text\"): save it as CSV UTF-8 "
+                         "or set \"encoding\": \"utf-16\" in the data source",
+    codecs.BOM_UTF16_BE: "UTF-16 text (spreadsheets' \"Unicode text\"): save it as CSV UTF-8 "
+                         "or set \"encoding\": \"utf-16\" in the data source",
+}
+
+
+def _read_header(path: Path, what: str, dialect: _Dialect = _Dialect()) -> list[str]:
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
+        with path.open("rb") as raw:
+            start = raw.read(4)
+        if dialect.codec == "utf-8-sig" or not start.startswith((codecs.BOM_UTF16_LE,
+                                                                 codecs.BOM_UTF16_BE)):
+            for signature, text in _SIGNATURES.items():
+                if start.startswith(signature):
+                    raise LocalDataError(f"{what} is {text}")
+        with path.open(encoding=dialect.codec, newline="") as fh:
+            reader = csv.reader(fh, delimiter=dialect.delimiter)
             old_limit = csv.field_size_limit(_MAX_HEADER_FIELD)
             try:
                 header = next(reader, None)
@@ -237,8 +292,8 @@ def _read_header(path: Path, what: str) -> list[str]:
         raise LocalDataError(f"{what} does not exist") from exc
     except IsADirectoryError as exc:
         raise LocalDataError(f"{what} is a directory, not a file") from exc
-    except UnicodeDecodeError as exc:
-        raise LocalDataError(f"{what} is not UTF-8 text") from exc
+    except UnicodeError as exc:
+        raise LocalDataError(_encoding_problem(path, what, dialect)) from exc
     except csv.Error as exc:
         raise LocalDataError(f"{what} is not a CSV file (its header cannot be read)") from exc
     except OSError as exc:
@@ -247,12 +302,60 @@ def _read_header(path: Path, what: str) -> list[str]:
         raise LocalDataError(f"{what} is empty (no header line)")
     if "\x00" in "".join(header):
         raise LocalDataError(f"{what} is not a CSV file (it holds binary data)")
+    _check_delimiter(header, what, dialect)
     return header
 
 
+def _check_delimiter(header: list[str], what: str, dialect: _Dialect) -> None:
+    """A header read as one column that holds another separator many times is a file
+    separated by that separator: refuse it, rather than serve one unknown column."""
+    if len(header) != 1:
+        return
+    counts = {sep: header[0].count(sep) for sep in DELIMITERS if sep != dialect.delimiter}
+    sep, count = max(counts.items(), key=lambda item: item[1])
+    if count:
+        shown = "\\t" if sep == "\t" else sep
+        name = DELIMITERS[sep] if count > 1 else DELIMITERS[sep][:-1]
+        raise LocalDataError(
+            f"{what} has a single column: its header holds {count} {name} and no "
+            f"{DELIMITERS[dialect.delimiter]}, so its fields seem separated by '{shown}'; "
+            f"save it with {DELIMITERS[dialect.delimiter]}, or set \"delimiter\": "
+            f"\"{shown}\" in the node's data source")
 
 
-def _find_bad_row(path: Path, width: int) -> str | None:
+def _encoding_problem(path: Path, what: str, dialect: _Dialect) -> str:
+    """Where the file stops being text in its declared encoding, and a guess at why."""
+    line, byte = 1, None
+    decoder = codecs.getincrementaldecoder(dialect.codec)()
+    try:
+        with path.open("rb") as raw:
+            for chunk in iter(lambda: raw.read(1 << 16), b""):
+                for piece in chunk.splitlines(keepends=True):
+                    try:
+                        decoder.decode(piece)
+                    except UnicodeDecodeError as exc:
+                        byte = piece[exc.start:exc.start + 1]
+                        raise
+                    line += piece.endswith((b"\n", b"\r"))
+    except UnicodeDecodeError:
+        pass
+    except OSError:
+        return f"{what} is not {dialect.encoding} text"
+    if byte is None:
+        return f"{what} is not {dialect.encoding} text"
+    where = f"line {line} holds the byte 0x{byte.hex()}"
+    if dialect.codec == "utf-8-sig":
+        try:
+            guess = byte.decode("cp1252")
+        except UnicodeDecodeError:
+            return f"{what} is not UTF-8 text: {where}; save it as CSV UTF-8"
+        return (f"{what} is not UTF-8 text: {where} ({guess!r} in Windows-1252, which "
+                "spreadsheets often write); save it as CSV UTF-8, or set \"encoding\": "
+                "\"cp1252\" in the data source")
+    return f"{what} is not {dialect.encoding} text: {where}"
+
+
+def _find_bad_row(path: Path, width: int, dialect: _Dialect = _Dialect()) -> str | None:
     """Name the first line whose field count differs from the header's (None if none).
 
     Blank (or whitespace-only) lines are skipped, as pandas skips them. Lines are counted
@@ -260,7 +363,7 @@ def _find_bad_row(path: Path, width: int) -> str | None:
     quotes is split into lines directly, which is several times faster.
     """
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
+        with path.open(encoding=dialect.codec, newline="") as fh:
             lines = iter(fh)
             quoted = '"' in next(lines, "")
             if not quoted:
@@ -269,13 +372,13 @@ def _find_bad_row(path: Path, width: int) -> str | None:
                         quoted = True
                         break
                     text = line.rstrip("\r\n")
-                    count = text.count(",") + 1
+                    count = text.count(dialect.delimiter) + 1
                     if count != width and text.strip(" \t"):
                         return _bad_row(number, count, width)
         if not quoted:
             return None
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
+        with path.open(encoding=dialect.codec, newline="") as fh:
+            reader = csv.reader(fh, delimiter=dialect.delimiter)
             old_limit = csv.field_size_limit(_MAX_FIELD)
             try:
                 next(reader, None)
@@ -284,7 +387,7 @@ def _find_bad_row(path: Path, width: int) -> str | None:
                         return _bad_row(reader.line_num, len(fields), width)
             finally:
                 csv.field_size_limit(old_limit)
-    except (OSError, UnicodeDecodeError, csv.Error):
+    except (OSError, UnicodeError, csv.Error):
         return None
     return None
 

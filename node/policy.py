@@ -9,7 +9,7 @@ enforces them.
 File format (every key optional)::
 
     {
-      "allowed_algorithms": ["linear_regression", "ttest_onesample"] | "*",
+      "allowed_methods": ["linear_regression", "ttest_onesample"] | "*",
       "min_row_count": 10,
       "small_cell_threshold": 10,
       "exact_access": ["alice"] | "*",
@@ -51,16 +51,16 @@ from typing import Any
 
 from engine.errors import ConfigurationError, QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest
+from privacy.policy_terms import ANY, current_keys, granted
 
-__all__ = ["ANY", "Budget", "Policy"]
+__all__ = ["ANY", "BudgetGrant", "Policy"]
 
-ANY = "*"
 DEFAULT_MIN_ROW_COUNT = 10  # as the MIP
 DEFAULT_MAX_SLOTS = 100_000
 DEFAULT_MAX_QUERY_MEMORY_MB = 1024
 DEFAULT_MAX_QUERIES_IN_FLIGHT = 16
 _KEYS = frozenset(
-    {"allowed_algorithms", "min_row_count", "small_cell_threshold", "exact_access", "budgets",
+    {"allowed_methods", "min_row_count", "small_cell_threshold", "exact_access", "budgets",
      "budget_groups", "max_slots", "max_query_memory_mb", "max_queries_in_flight"}
 )
 #: the exact_access default: decided by whether the policy sets budgets
@@ -69,7 +69,7 @@ _MAX_NAME = 256
 
 
 @dataclass(frozen=True)
-class Budget:
+class BudgetGrant:
     """A zero-concentrated DP budget (rho), for one researcher on one dataset."""
 
     rho: float
@@ -84,11 +84,11 @@ class Budget:
 
 @dataclass(frozen=True)
 class Policy:
-    """What this node answers. ``allowed_algorithms`` is ``None`` when every one is allowed."""
+    """What this node answers. ``allowed_methods`` is ``None`` when every one is allowed."""
 
-    allowed_algorithms: frozenset[str] | None = None
+    allowed_methods: frozenset[str] | None = None
     min_row_count: int = DEFAULT_MIN_ROW_COUNT
-    budgets: Mapping[str, Mapping[str, Budget]] = field(default_factory=dict)
+    budgets: Mapping[str, Mapping[str, BudgetGrant]] = field(default_factory=dict)
     #: cells (counts) below this are suppressed; defaults to ``min_row_count``
     small_cell_threshold: int | None = None
     #: researchers granted exact answers; None for every researcher (see the module doc)
@@ -103,13 +103,13 @@ class Policy:
                                          default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.allowed_algorithms is not None:
-            if isinstance(self.allowed_algorithms, str):
-                raise ConfigurationError("allowed_algorithms must be a collection of names")
-            names = frozenset(self.allowed_algorithms)
+        if self.allowed_methods is not None:
+            if isinstance(self.allowed_methods, str):
+                raise ConfigurationError("allowed_methods must be a collection of names")
+            names = frozenset(self.allowed_methods)
             for name in names:
-                _check_name(name, "an allowed algorithm")
-            object.__setattr__(self, "allowed_algorithms", names)
+                _check_name(name, "an allowed method")
+            object.__setattr__(self, "allowed_methods", names)
         _check_count(self.min_row_count, "min_row_count")
         if self.small_cell_threshold is None:
             object.__setattr__(self, "small_cell_threshold", self.min_row_count)
@@ -139,14 +139,14 @@ class Policy:
             groups[group] = frozenset(members)
         object.__setattr__(self, "budget_groups", MappingProxyType(groups))
         object.__setattr__(self, "_accounts", MappingProxyType(accounts))
-        frozen: dict[str, Mapping[str, Budget]] = {}
+        frozen: dict[str, Mapping[str, BudgetGrant]] = {}
         for researcher, per_dataset in self.budgets.items():
             _check_name(researcher, "a researcher")
-            inner: dict[str, Budget] = {}
+            inner: dict[str, BudgetGrant] = {}
             for dataset, budget in per_dataset.items():
                 _check_name(dataset, "a dataset")
-                if not isinstance(budget, Budget):
-                    raise ConfigurationError("budgets must hold Budget values")
+                if not isinstance(budget, BudgetGrant):
+                    raise ConfigurationError("budgets must hold BudgetGrant values")
                 inner[dataset] = budget
             frozen[researcher] = MappingProxyType(inner)
         object.__setattr__(self, "budgets", MappingProxyType(frozen))
@@ -158,7 +158,7 @@ class Policy:
 
     @classmethod
     def default(cls) -> Policy:
-        """Every algorithm, at least 10 rows, exact answers allowed, no budgets."""
+        """Every method, at least 10 rows, exact answers allowed, no budgets."""
         return cls()
 
     @classmethod
@@ -184,18 +184,19 @@ class Policy:
     def from_dict(cls, obj: Any) -> Policy:
         if not isinstance(obj, Mapping):
             raise ConfigurationError("a policy must be a JSON object")
+        obj = current_keys(obj, ConfigurationError)  # "allowed_algorithms" still reads
         unknown = set(obj) - _KEYS
         if unknown:
             raise ConfigurationError(
                 f"unknown policy keys {sorted(map(str, unknown))}; allowed: {sorted(_KEYS)}"
             )
-        algorithms = obj.get("allowed_algorithms", ANY)
-        if algorithms == ANY:
+        methods = obj.get("allowed_methods", ANY)
+        if methods == ANY:
             allowed = None
-        elif isinstance(algorithms, list):
-            allowed = frozenset(algorithms)
+        elif isinstance(methods, list):
+            allowed = frozenset(methods)
         else:
-            raise ConfigurationError('allowed_algorithms must be a list of names or "*"')
+            raise ConfigurationError('allowed_methods must be a list of names or "*"')
         exact = obj.get("exact_access", _UNSET)
         if exact == ANY:
             exact = None
@@ -206,7 +207,7 @@ class Policy:
                                                        for v in groups.values()):
             raise ConfigurationError("budget_groups must be an object {group: [datasets]}")
         return cls(
-            allowed_algorithms=allowed,
+            allowed_methods=allowed,
             min_row_count=obj.get("min_row_count", DEFAULT_MIN_ROW_COUNT),
             budgets=_budgets(obj.get("budgets", {})),
             small_cell_threshold=obj.get("small_cell_threshold"),
@@ -221,8 +222,8 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         """The plain JSON form with every default filled in (what :meth:`digest` hashes)."""
         return {
-            "allowed_algorithms": (
-                ANY if self.allowed_algorithms is None else sorted(self.allowed_algorithms)
+            "allowed_methods": (
+                ANY if self.allowed_methods is None else sorted(self.allowed_methods)
             ),
             "min_row_count": self.min_row_count,
             "small_cell_threshold": self.small_cell_threshold,
@@ -247,11 +248,11 @@ class Policy:
 
     # --- questions --------------------------------------------------------------------------
 
-    def check_algorithm(self, name: str) -> None:
-        """Raise :class:`QueryError` unless this node runs the algorithm ``name``."""
-        if self.allowed_algorithms is None or name in self.allowed_algorithms:
+    def check_method(self, name: str) -> None:
+        """Raise :class:`QueryError` unless this node runs the method ``name``."""
+        if self.allowed_methods is None or name in self.allowed_methods:
             return
-        raise QueryError(f"this node's policy does not allow the algorithm {str(name)[:64]!r}")
+        raise QueryError(f"this node's policy does not allow the method {str(name)[:64]!r}")
 
     def check_exact(self, researcher: str) -> None:
         """Raise :class:`QueryError` unless ``researcher`` may receive exact answers."""
@@ -264,27 +265,19 @@ class Policy:
         """The budget a dataset is charged to: its group's, or its own."""
         return self._accounts.get(dataset, dataset)
 
-    def budget_for(self, researcher: str, dataset: str) -> Budget | None:
+    def budget_for(self, researcher: str, dataset: str) -> BudgetGrant | None:
         """The budget of (researcher, dataset), falling back to ``"*"``; ``None`` if none."""
-        for who in (researcher, ANY):
-            per_dataset = self.budgets.get(who)
-            if per_dataset is None:
-                continue
-            for what in (dataset, ANY):
-                if what in per_dataset:
-                    return per_dataset[what]
-            return None
-        return None
+        return granted(self.budgets, researcher, dataset)
 
 
-def _budgets(raw: Any) -> dict[str, dict[str, Budget]]:
+def _budgets(raw: Any) -> dict[str, dict[str, BudgetGrant]]:
     if not isinstance(raw, Mapping):
         raise ConfigurationError("budgets must be an object {researcher: {dataset: {rho}}}")
-    out: dict[str, dict[str, Budget]] = {}
+    out: dict[str, dict[str, BudgetGrant]] = {}
     for researcher, per_dataset in raw.items():
         if not isinstance(per_dataset, Mapping):
             raise ConfigurationError(f"budgets of {researcher!r} must be an object by dataset")
-        inner: dict[str, Budget] = {}
+        inner: dict[str, BudgetGrant] = {}
         for dataset, entry in per_dataset.items():
             where = f"budget of {researcher!r} on {dataset!r}"
             if not isinstance(entry, Mapping):
@@ -293,7 +286,7 @@ def _budgets(raw: Any) -> dict[str, dict[str, Budget]]:
                 raise ConfigurationError(f"{where} must have exactly the key 'rho', or the "
                                          "keys 'epsilon' and 'delta'")
             try:
-                inner[dataset] = Budget(entry["rho"] if "rho" in entry
+                inner[dataset] = BudgetGrant(entry["rho"] if "rho" in entry
                                         else _rho_of(entry["epsilon"], entry["delta"]))
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{where}: {exc}") from exc

@@ -1,5 +1,8 @@
 """The node service: connects out to the aggregator (hospital firewalls allow outbound
-only), reconnects with backoff, and answers queries through the engine's state machine.
+only), reconnects with exponential backoff and jitter, and answers queries through the
+engine's state machine. A failure that trying again cannot mend (a certificate that does not
+verify, an identity the aggregator refuses, another federation or protocol) stops the node
+with a one-line error instead of retrying forever.
 
 The node loads and validates its data at start-up and refuses to serve invalid data. Each
 query is admitted (signature, freshness, policy, plan, parameters) before anything is
@@ -14,18 +17,20 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 
-from crypto import partial_proof
+from crypto import partial_proof, plaintext_proof
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
-from crypto.randomness import SystemRandom
+from crypto.randomness import RandomSource, SystemRandom, uniform_below
 from engine.codec import decode, encode
 from engine.errors import (
+    AuthenticationError,
     ConfigurationError,
     FedtallyError,
     InternalError,
@@ -40,34 +45,37 @@ from engine.secagg_node import SecAggNode
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
+    CancelQuery,
     ErrorNotice,
     LedgerHead,
     NodeInfo,
     QueryAnnounce,
     QueryRefused,
     budget_statement,
+    cancel_statement,
 )
 from engine.transport import MAX_FRAME, public_text
-from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard, admit, authenticate
-from node.budget import Asked, BudgetKeeper
+from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard
+from node.budget import BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
+from node.lifecycle import InFlight, RoundNode, begin
 from node.session import Contribution, LoadedData, NodeSession
 from node.sql import duckdb_rows
-from node.transport import open_session
+from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
-from privacy.errors import PrivacyError
+from privacy.errors import LedgerKeyChanged, PrivacyError
 from privacy.head import HeadReceipt
-from privacy.ledger import ChargeReceipt
 
 log = logging.getLogger("fedtally.node")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
-_JITTER = SystemRandom()
+#: a connection that lasted this long resets the backoff (a shorter one does not, so a
+#: connection that keeps being dropped right after it opens cannot make the node spin)
+STABLE_CONNECTION_S = 30.0
 #: what carries the node's (masked or encrypted) statistic: the budget is released first
 CONTRIBUTIONS = (MaskedInput, EncryptedInput)
-RoundNode = SecAggNode | PaillierNode
 
 
 def _query_id(msg: object) -> bytes | None:
@@ -79,21 +87,26 @@ def _query_id(msg: object) -> bytes | None:
     return None
 
 
-def _jitter() -> float:
-    """A factor in [0.5, 1.5) so that nodes restarted together do not reconnect in step."""
-    return 0.5 + _JITTER.below(1000) / 1000
-
-
 @dataclass
-class InFlight:
-    """A query this node is answering: the ledger's view of it, its charge, its round."""
+class Backoff:
+    """Exponential backoff with "equal jitter": the n-th wait is uniform in [c/2, c) with
+    c = min(start * 2^n, maximum), so nodes restarted together spread out and no wait
+    collapses to nothing. The jitter times reconnections; it is no secret (any source does;
+    the OS's is at hand)."""
 
-    asked: Asked
-    #: a DP charge, released just before the contribution leaves
-    charge: ChargeReceipt | None = None
-    #: whether the ledger holds an entry for the query yet (DP: from the charge on)
-    recorded: bool = False
-    node: RoundNode | None = None
+    start: float = BACKOFF_START_S
+    maximum: float = BACKOFF_MAX_S
+    rng: RandomSource = field(default_factory=SystemRandom)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.start * 2.0 ** self.attempt, self.maximum)
+        self.attempt = min(self.attempt + 1, 62)
+        fraction = uniform_below(self.rng, 1 << 20) / (1 << 20)
+        return ceiling / 2 * (1 + fraction)
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 @dataclass
@@ -105,7 +118,11 @@ class NodeService:
     budget: BudgetKeeper | None = None
     #: Paillier mode: the fixed-base randomness table, built once per process
     encryptor: FastEncryptor | None = None
+    #: the fedtally version this node runs (stated to the aggregator for `fedtally status`)
+    software: str = "unknown"
     session: NodeSession = field(init=False)
+    #: queries cancelled lately: the aggregator's abort that follows a cancel is expected
+    cancelled: deque[bytes] = field(default_factory=lambda: deque(maxlen=64))
 
     def __post_init__(self) -> None:
         if self.guard is None:  # kept beside the ledger, so it survives a restart
@@ -122,35 +139,64 @@ class NodeService:
             # the fixed-base tables, once per process: encryption randomness and proofs
             self.encryptor = FastEncryptor(key.threshold.public, SystemRandom())
             partial_proof.prepare(key.threshold)
+            plaintext_proof.prepare(key.threshold.public)
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Stay connected until ``stop`` is set, reconnecting with exponential backoff."""
+    async def run(self, stop: asyncio.Event | None = None,
+                  backoff: Backoff | None = None) -> None:
+        """Stay connected until ``stop`` is set, reconnecting with exponential backoff and
+        jitter. A permanent failure (see :func:`node.transport.explain_failure`) raises its
+        one-line error instead of retrying."""
         stop = stop or asyncio.Event()
-        delay = BACKOFF_START_S
-        me = self.config.me
+        backoff = backoff or Backoff()
+        me, url = self.config.me, self.config.aggregator_url
+        ca = str(self.config.ca_path) if self.config.ca_path else None
         while not stop.is_set():
             try:
                 connection, welcome = await open_session(
-                    self.config.aggregator_url, self.config.ssl_context, name=me.name,
-                    role="node", identity=me.identity, federation_id=me.manifest.federation_id)
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed,
-                    FedtallyError) as exc:
-                log.warning("cannot reach the aggregator (%s); retrying in %.1fs",
-                            type(exc).__name__, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay * _jitter())
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                    url, self.config.ssl_context, name=me.name, role="node",
+                    identity=me.identity, federation_id=me.manifest.federation_id,
+                    software=self.software)
+            except CONNECT_ERRORS as exc:
+                failure = explain_failure(exc, url, name=me.name, ca=ca)
+                if failure.permanent:
+                    log.error("%s; not retrying", failure.error)
+                    raise failure.error from None
+                delay = backoff.next_delay()
+                log.warning("%s; retrying in %.1f s", failure.error, delay)
+                await _sleep_unless(stop, delay)
                 continue
-            delay = BACKOFF_START_S
-            log.info("connected to the aggregator as %s", me.name)
+            log.info("connected to the aggregator at %s as %s", url, me.name)
+            opened = time.monotonic()
             try:
                 await connection.send(encode(NodeInfo(canonical_json(self.data.catalog()))))
                 await self._serve(connection, stop)
-            except ConnectionClosed:
-                log.warning("lost the aggregator connection")
+            except ConnectionClosed as exc:
+                log.warning("lost the aggregator connection (%s)", _close_reason(exc))
             finally:
                 await connection.close()
-                self.rounds.clear()
+                self._abandon_rounds()
+            if stop.is_set():
+                break
+            if time.monotonic() - opened >= STABLE_CONNECTION_S:
+                backoff.reset()
+                continue
+            delay = backoff.next_delay()
+            log.info("reconnecting in %.1f s", delay)
+            await _sleep_unless(stop, delay)
+
+    def _abandon_rounds(self) -> None:
+        """The connection is gone: the rounds in flight end. A DP charge whose contribution
+        has not been handed to the connection is refunded (provably nothing left)."""
+        for query_id, flight in self.rounds.items():
+            if flight.charge is None:
+                continue
+            try:
+                flight.refund("the connection to the aggregator was lost before the "
+                              "contribution was sent")
+            except PrivacyError:
+                log.exception("query %s: the refund failed; the charge stands",
+                              query_id.hex()[:8])
+        self.rounds.clear()
 
     async def _serve(self, connection: ClientConnection, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -179,6 +225,8 @@ class NodeService:
                 await self._on_budget(connection, msg)
             elif isinstance(msg, SecAggMessage):
                 await self._on_secagg(connection, msg)
+            elif isinstance(msg, CancelQuery):
+                await self._on_cancel(msg)
             elif isinstance(msg, ErrorNotice):
                 log.warning("the aggregator reports %s: %s", msg.code, msg.message)
             else:
@@ -209,54 +257,20 @@ class NodeService:
         await self._send_head(connection, query_id, head)
 
     def _begin(self, msg: QueryAnnounce) -> tuple[InFlight, SecAggMessage, HeadReceipt | None]:
-        """Admit, charge, compute, and make the round's first message (in Paillier mode
-        that is already the encrypted contribution: it is recorded in the ledger first).
-        Every authenticated query the node refuses is recorded with its reason."""
+        """Admit, charge, compute (:func:`node.lifecycle.begin`), and make the round's first
+        message (in Paillier mode that is already the encrypted contribution: it is
+        recorded in the ledger first)."""
         assert self.guard is not None
-        query = msg.query
-        spec = authenticate(self.config.me, query, int(time.time() * 1000))
-        flight = InFlight(self.session.asked(spec, query.researcher, query.query_id,
-                                             query.digest))
+        flight, contribution = begin(self.config.me, msg.query, msg.params, self.session,
+                                     self.guard, int(time.time() * 1000))
         try:
-            admitted = admit(self.config.me, query, msg.params, self.session, self.guard,
-                             spec=spec)
-            if self.config.me.manifest.paillier_key is not None \
-                    and query.reply_key == bytes(32):
-                raise QueryError("a query to a Paillier federation must carry the "
-                                 "researcher's reply key")
-            # charged (durably) before any row is read; a failure while computing keeps it
-            flight.charge = self.session.charge(flight.asked, admitted.layout)
-            flight.recorded = admitted.layout.noise is not None
-            contribution = self.session.compute(spec, admitted.layout, query.query_id)
             flight.node = self._round_node(msg, contribution)
             first = flight.node.start()
         except FedtallyError as exc:
-            self._failed(flight, exc)
+            flight.failed(exc)
             raise
-        head = self._answered(flight) if isinstance(first, CONTRIBUTIONS) else None
+        head = flight.leaving() if isinstance(first, CONTRIBUTIONS) else None
         return flight, first, head
-
-    def _failed(self, flight: InFlight, exc: FedtallyError) -> None:
-        """The ledger's side of a query that ends without a contribution: a DP charge is
-        refunded unless the failure happened while computing on the rows (InternalError:
-        it might depend on them); a query with no entry yet is recorded as refused with
-        its reason (a replay's entry exists already)."""
-        if flight.recorded:
-            if not isinstance(exc, InternalError):
-                self.session.refund(flight.charge, f"the round ended ({exc.code}) before "
-                                                   "the contribution was sent")
-            return
-        if not isinstance(exc, ReplayError):
-            self.session.refused(flight.asked, exc.code)
-
-    def _answered(self, flight: InFlight) -> HeadReceipt:
-        """Just before the contribution leaves: the ledger entry, and the head to send."""
-        head = self.session.answered(flight.asked, flight.charge)
-        flight.recorded = True
-        flight.charge = None
-        assert self.guard is not None
-        self.guard.remember_head(head.seq, head.hash)
-        return head
 
     async def _send_head(self, connection: ClientConnection, query_id: bytes,
                          head: HeadReceipt | None) -> None:
@@ -286,6 +300,36 @@ class NodeService:
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 
+    async def _on_cancel(self, msg: CancelQuery) -> None:
+        """The researcher cancelled a query this node is answering. The cancel must be
+        signed by the researcher who signed the query (the aggregator only relays it). A DP
+        charge is refunded only while the contribution has not left: once it left, the
+        charge stands whatever arrives later, so a cancel is no way to get noise for free."""
+        flight = self.rounds.get(msg.query_id)
+        if flight is None:
+            return  # finished, refused, or never ours: nothing to stop
+        me = self.config.me
+        try:
+            if msg.researcher != flight.asked.researcher:
+                raise AuthenticationError("the cancel is not from the query's researcher")
+            me.manifest.member(msg.researcher, "researcher").verify_key.verify(
+                cancel_statement(me.manifest.federation_id, msg.query_id, msg.researcher),
+                msg.signature)
+        except (FedtallyError, CryptoError) as exc:
+            log.warning("ignored a cancel of query %s: %s", msg.query_id.hex()[:8], exc)
+            return
+        del self.rounds[msg.query_id]
+        self.cancelled.append(msg.query_id)
+        if flight.charge is None:
+            log.info("query %s cancelled by %s%s", msg.query_id.hex()[:8], msg.researcher,
+                     "; its contribution had left, the charge stands" if flight.recorded
+                     else "")
+            return
+        await asyncio.to_thread(flight.refund, f"cancelled by its researcher {msg.researcher} "
+                                               "(signed) before the contribution was sent")
+        log.info("query %s cancelled by %s before the contribution left: refunded",
+                 msg.query_id.hex()[:8], msg.researcher)
+
     def _round_node(self, msg: QueryAnnounce, contribution: Contribution) -> RoundNode:
         me = self.config.me
         key = me.manifest.paillier_key
@@ -307,15 +351,16 @@ class NodeService:
         try:
             reply = flight.node.receive(msg)
         except FedtallyError as exc:
-            self._failed(flight, exc)
+            flight.failed(exc)
             raise
-        head = self._answered(flight) if isinstance(reply, CONTRIBUTIONS) else None
+        head = flight.leaving() if isinstance(reply, CONTRIBUTIONS) else None
         return reply, head
 
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
         flight = self.rounds.get(msg.query_id)
         if flight is None:
-            log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
+            if msg.query_id not in self.cancelled:
+                log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
             return
         try:
             reply, head = await asyncio.to_thread(self._step, flight, msg)
@@ -335,6 +380,18 @@ class NodeService:
         await self._send_head(connection, msg.query_id, head)
 
 
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _close_reason(exc: ConnectionClosed) -> str:
+    close = exc.rcvd or exc.sent
+    if close is None:
+        return "no close frame: the network or the aggregator went away"
+    return f"code {close.code}" + (f": {close.reason}" if close.reason else "")
+
+
 def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
     """The node's ledger, after checking it is not older than the receipts the node handed
     out: a node on a rolled-back or lost ledger would forget what researchers spent."""
@@ -346,7 +403,18 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
             f"entry {last[0]}: restore the newest copy of it (a node cannot forget what "
             "researchers spent); to start a new ledger on purpose, move seen-queries.db "
             "aside as well")
-    keeper = BudgetKeeper(path, config.me.identity, config.policy)
+    try:
+        keeper = BudgetKeeper(path, config.me.identity, config.policy,
+                              previous=config.previous_identity,
+                              manifest_version=config.me.manifest.version)
+    except LedgerKeyChanged as exc:
+        identity = config.previous_key_path or "the node's key file + '.previous'"
+        raise ConfigurationError(
+            f"the ledger {path} is signed under this node's previous key "
+            f"{exc.ledger_key[:16]}... (its key was rotated): put that key file at "
+            f"{identity} (the authority's rotate-key left it as keys/NAME.key.previous) and "
+            "start again; never start a new ledger (it would forget what researchers "
+            "spent)") from None
     if last is not None:
         try:
             keeper.ledger.check_extends(last)
@@ -356,6 +424,11 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
                 f"the ledger {path} is older than the receipts this node handed out (up to "
                 f"entry {last[0]}): it was rolled back or replaced; restore its newest copy "
                 "(to start a new ledger on purpose, move both files aside)") from None
+    if config.previous_identity is not None and config.previous_key_path is not None:
+        # only now that the ledger is known to be the newest and under the new key (a
+        # rotation entry records it): the retired private key has no use left and is a
+        # liability if stolen (a restored older copy would still need it, so not before)
+        config.previous_key_path.unlink(missing_ok=True)
     return keeper
 
 
@@ -373,12 +446,14 @@ def load_data(config: NodeConfig) -> LoadedData:
     return LoadedData(model, coerce(rows, model))
 
 
-def run_node(config_path: str, *, aggregator_url: str | None = None) -> None:
+def run_node(config_path: str, *, aggregator_url: str | None = None,
+             software: str = "unknown") -> None:
     """Entry point of `fedtally node serve`. SIGTERM and SIGINT stop it cleanly: the ledger
-    is closed, which folds its write-ahead log into ledger.db."""
+    is closed, which folds its write-ahead log into ledger.db. A permanent connection
+    failure raises its one-line error."""
     config = load_node_config(Path(config_path), aggregator_url=aggregator_url)
     data = load_data(config)
-    service = NodeService(config, data)
+    service = NodeService(config, data, software=software)
     log.info("node %s serving %d rows of %s", config.me.name, data.row_count, data.model.name)
 
     async def serve() -> None:

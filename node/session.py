@@ -31,7 +31,8 @@ from crypto.randomness import RandomSource, SystemRandom
 from engine.commitment import commit_vector
 from engine.errors import InternalError, QueryError
 from engine.kinds import KINDS
-from engine.plans import REAL_INT_BITS, Key, Layout, layout
+from engine.planner import layout
+from engine.plans import REAL_INT_BITS, Key, Layout
 from engine.query import QuerySpec
 from node import filters
 from node.budget import Asked, BudgetKeeper, held_of
@@ -130,7 +131,7 @@ class NodeSession:
         """Every check that needs no row; the query's layout. ``threshold`` is the fewest
         nodes the round can end with (its signed threshold)."""
         policy, model = self.policy, self.data.model
-        policy.check_algorithm(spec.algorithm)
+        policy.check_method(spec.method)
         if spec.privacy["mode"] == "exact":
             policy.check_exact(researcher)
         elif threshold - self.max_colluding_nodes < self.dp_honest_nodes:
@@ -175,10 +176,12 @@ class NodeSession:
             if sums is None:  # the exact bound costs a pass over the rows: only when needed
                 sums = self.data.rows_store.abs_sums(spec)
             if not sums.get(slot.key, math.inf) < limit:
-                summed = ", ".join(kind.summed(spec, view)) or "its variables"
-                raise QueryError(f"sums of {summed} could exceed the exactly encodable range "
-                                 f"(2^{REAL_INT_BITS}) at this node; declare their bounds in "
-                                 "the data model or rescale them")
+                what = (kind.describe(spec, view, slot.key) if kind.describe is not None
+                        else "sums of " + (", ".join(kind.summed(spec, view)) or "its variables"))
+                raise QueryError(f"{what} could exceed the exactly encodable range "
+                                 f"|sum| < 2^{REAL_INT_BITS} (about {limit:.2g}) at this node; "
+                                 "declare its variables' min and max in the data model (a "
+                                 "declared variable is centred and scaled), or rescale it")
 
     def asked(self, spec: QuerySpec, researcher: str, query_id: bytes,
               digest: bytes) -> Asked:
@@ -210,10 +213,10 @@ class NodeSession:
                                            small_cell_threshold=policy.small_cell_threshold)
         except Exception:
             log.exception("query %s (%s): computing the contribution failed",
-                          query_id.hex()[:8], spec.algorithm)
+                          query_id.hex()[:8], spec.method)
             raise InternalError() from None
         log.info("query %s (%s): %d rows, contributed=%s, %d cells read as zero (%d withheld)",
-                 query_id.hex()[:8], spec.algorithm, summary.rows, summary.contributed,
+                 query_id.hex()[:8], spec.method, summary.rows, summary.contributed,
                  summary.cells_below_threshold, summary.cells_withheld)
         if not plan.verifiable:
             return Contribution(vector, summary, b"")

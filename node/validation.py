@@ -14,14 +14,22 @@ Conventions:
   always found with ``isna()`` masks, never by turning values into text: pandas 2 turns NaN
   into the text ``'nan'`` under ``astype(str)`` while pandas 3's ``str`` dtype keeps it
   missing, and this module must behave the same under both;
-- columns the model does not know are ignored by the statistics and reported as
-  *warnings* (they are often a misspelt header, after which the real variable looks
-  entirely missing); with ``strict=True`` they are errors. Variables of the model that the
-  data lacks are fine (all missing at this node).
+- required columns: ``dataset`` (unless the data source names the dataset) and, where the
+  model declares one, its ``patient_id``. Other variables of the model may be absent (all
+  missing at this node, as the MIP allows a CSV fewer columns than its data model), but
+  only when every column of the data is a variable of the model: a column the model does
+  not know next to a variable the data lacks is a renamed or misspelt header, and is an
+  error naming both (a close match is offered). Unknown columns alone are ignored by the
+  statistics and reported as *warnings* (errors with ``strict=True``);
+- :func:`check` gives ``fedtally node check``'s report: per variable the values present,
+  missing, out of range and invalid, the unknown and absent columns, and the problems.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,18 +40,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from node.datamodel import DATASET, DataModel, LocalDataError, Variable
+from node.numbers import arrow_text, parse_numbers
 
 __all__ = [
+    "CheckReport",
     "Problem",
     "ValidationFailed",
     "as_codes",
     "as_numbers",
+    "absent_variables",
+    "check",
     "check_valid",
     "coerce",
     "missing_mask",
     "validate",
 ]
 
+log = logging.getLogger("fedtally.node")
 Severity = Literal["error", "warning"]
 _SHOWN = 20
 _MAX_VALUE_CHARS = 40
@@ -86,9 +99,19 @@ def validate(
 def check_valid(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> None:
     """Raise :class:`ValidationFailed` listing the first 20 errors and their total count.
 
-    Warnings alone do not fail; the message and ``problems`` then hold only errors.
+    Warnings alone do not fail; the message and ``problems`` then hold only errors. They
+    go to the operator's log, with the variables the data has no column for.
     """
-    problems, total = _scan(df, model, strict, _SHOWN, errors_only=True)
+    column_problems, findings = _inspect(df, model, strict)
+    for problem in column_problems:
+        if problem.severity == "warning":
+            log.warning("data for model %s: %s", model.name, problem)
+    absent = absent_variables(df, model)
+    if absent:
+        log.info("data for model %s: no column for %d variable(s), missing at this node: %s",
+                 model.name, len(absent), ", ".join(absent))
+    errors = [p for p in column_problems if p.severity == "error"]
+    problems, total = _listed(errors, findings, _SHOWN)
     if total == 0:
         return
     lines = [f"{total} problem(s) in the data for model {model.name}:"]
@@ -96,6 +119,98 @@ def check_valid(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> 
     if total > len(problems):
         lines.append(f"  ... and {total - len(problems)} more")
     raise ValidationFailed("\n".join(lines), problems, total)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``fedtally node check`` shows an operator about the rows against the model."""
+
+    model: str
+    rows: int
+    datasets: tuple[str, ...]
+    #: per variable of the model: type, values present, missing, out of range, invalid
+    summary: pd.DataFrame
+    #: columns the model does not know; variables the data has no column for
+    unknown: tuple[str, ...]
+    absent: tuple[str, ...]
+    #: the first errors, then every warning
+    problems: tuple[Problem, ...]
+    #: how many errors in all
+    errors: int
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    def text(self) -> str:
+        datasets = ", ".join(self.datasets) or "none"
+        valid = "valid rows" if self.ok else "rows"
+        lines = [f"{self.rows} {valid} of {self.model}; datasets {datasets}", ""]
+        table = self.summary[self.summary["present"]].drop(columns="present")
+        table.columns = ["type", "values", "missing", "out of range", "invalid"]
+        if len(table):
+            lines += [table.to_string(), ""]
+        if self.absent:
+            lines.append(f"no column (missing for every row here): {', '.join(self.absent)}")
+        if self.unknown:
+            lines.append(f"not in the data model: {', '.join(self.unknown)}")
+        shown = [p for p in self.problems if p.severity == "error"]
+        warnings = [p for p in self.problems if p.severity == "warning"]
+        if shown:
+            lines.append(f"{self.errors} problem(s):")
+            lines += [f"  {p}" for p in shown]
+            if self.errors > len(shown):
+                lines.append(f"  ... and {self.errors - len(shown)} more")
+        lines += [f"warning: {p}" for p in warnings]
+        lines.append("the data is valid" if self.ok else "the data is NOT valid: the node "
+                                                       "refuses to serve it")
+        return "\n".join(line for i, line in enumerate(lines)
+                         if line or (i and lines[i - 1]))
+
+
+def check(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> CheckReport:
+    """Validate ``df`` and summarise it per variable (``fedtally node check``)."""
+    column_problems, findings = _inspect(df, model, strict)
+    errors = [p for p in column_problems if p.severity == "error"]
+    shown, total = _listed(errors, findings, _SHOWN)
+    warnings = [p for p in column_problems if p.severity == "warning"]
+    masks: dict[tuple[str, str], np.ndarray] = {}
+    for finding in findings:
+        key = (finding.column, finding.kind)
+        masks[key] = masks[key] | finding.mask if key in masks else finding.mask
+    records = []
+    for code, var in model.variables.items():
+        kind = _describe_type(var)
+        if code not in df.columns or isinstance(df[code], pd.DataFrame):
+            records.append((code, kind, False, 0, len(df), 0, 0))
+            continue
+        missing = missing_mask(df[code])
+        out = masks.get((code, "range"), np.zeros(len(df), bool))
+        bad = masks.get((code, "invalid"), np.zeros(len(df), bool)) & ~out
+        records.append((code, kind, True, int((~missing).sum()), int(missing.sum()),
+                        int(out.sum()), int(bad.sum())))
+    summary = pd.DataFrame.from_records(
+        records, columns=["variable", "type", "present", "values", "missing", "out_of_range",
+                          "invalid"]).set_index("variable")
+    datasets: tuple[str, ...] = ()
+    if DATASET in df.columns and not isinstance(df[DATASET], pd.DataFrame):
+        codes = df[DATASET][~missing_mask(df[DATASET])]
+        datasets = tuple(sorted({str(v) for v in codes.unique()}))
+    unknown = tuple(str(c) for c in df.columns if str(c) not in model.variables)
+    return CheckReport(model.name, len(df), datasets, summary, unknown,
+                       tuple(absent_variables(df, model)), (*shown, *warnings), total)
+
+
+def _describe_type(var: Variable) -> str:
+    if var.is_categorical:
+        return f"categorical ({len(var.enumerations)} levels)"
+    if not var.is_numeric:
+        return "text"
+    if var.min is None and var.max is None:
+        return var.sql_type
+    low = "" if var.min is None else _shown(var.min)
+    high = "" if var.max is None else _shown(var.max)
+    return f"{var.sql_type} [{low}, {high}]"
 
 
 def coerce(df: pd.DataFrame, model: DataModel) -> pd.DataFrame:
@@ -114,7 +229,7 @@ def coerce(df: pd.DataFrame, model: DataModel) -> pd.DataFrame:
         series = df[code]
         na = series.isna().to_numpy(dtype=bool)
         if var.is_numeric:
-            values, bad = _numbers(series, na)
+            values, bad = parse_numbers(series, na)
             missing = na | _blank_among(series, bad)
             bad &= ~missing
             bad |= np.isinf(values)
@@ -167,6 +282,73 @@ class _Finding:
     column: str
     mask: np.ndarray
     describe: Callable[[int], str]
+    #: "range" (below the minimum, above the maximum, not a code) or "invalid" (not a
+    #: number, not finite, not an integer, no dataset)
+    kind: str = "invalid"
+
+
+def _columns(df: pd.DataFrame, model: DataModel, strict: bool) -> list[Problem]:
+    """Whole-column problems: the dataset column, the patient identifier, and columns the
+    model does not know (errors where the data also lacks a model variable: that is a
+    renamed or misspelt header)."""
+    problems: list[Problem] = []
+    if DATASET not in model.variables:
+        problems.append(Problem(None, DATASET, f"data model {model.name} has no dataset variable"))
+    if DATASET not in df.columns:
+        problems.append(
+            Problem(None, DATASET, "the data has no dataset column (give the source a dataset)")
+        )
+    patient = model.patient_id
+    if patient is not None and patient not in df.columns:
+        problems.append(Problem(None, patient, "the data has no column for the patient "
+                                               "identifier the data model declares"))
+    absent = absent_variables(df, model)
+    for name in df.columns:
+        column = str(name)
+        if column in model.variables:
+            continue
+        if absent:
+            problems.append(Problem(None, column, _renamed(column, absent, model)))
+        else:
+            severity: Severity = "error" if strict else "warning"
+            problems.append(Problem(None, column, f"not a variable of data model {model.name}",
+                                    severity))
+    return problems
+
+
+def _renamed(column: str, absent: list[str], model: DataModel) -> str:
+    lowered = {a.lower().strip(): a for a in absent}
+    close = difflib.get_close_matches(column.lower().strip(), list(lowered), n=1, cutoff=0.6)
+    if close:
+        return (f"not a variable of data model {model.name}; did you mean "
+                f"{lowered[close[0]]!r}, which the data lacks? (a renamed or misspelt header: "
+                "name the column as the model does, or remove it)")
+    shown = ", ".join(repr(a) for a in absent[:5]) + (", ..." if len(absent) > 5 else "")
+    return (f"not a variable of data model {model.name}, while the data lacks {len(absent)} "
+            f"of its variables ({shown}): a renamed header? Name the column as the model "
+            "does, or remove it")
+
+
+def absent_variables(df: pd.DataFrame, model: DataModel) -> list[str]:
+    """The model's variables (but ``dataset``) that the data has no column for."""
+    present = {str(c) for c in df.columns}
+    return [code for code in model.variables if code != DATASET and code not in present]
+
+
+def _inspect(df: pd.DataFrame, model: DataModel, strict: bool
+             ) -> tuple[list[Problem], list[_Finding]]:
+    column_problems = _columns(df, model, strict)
+    findings: list[_Finding] = []
+    for position, name in enumerate(df.columns):
+        var = model.variables.get(str(name))
+        if var is None:
+            continue
+        series = df[name]
+        if isinstance(series, pd.DataFrame):
+            column_problems.append(Problem(None, str(name), "the column appears more than once"))
+            continue
+        findings.extend(_check_column(position, str(name), series, var))
+    return column_problems, findings
 
 
 def _scan(
@@ -176,32 +358,16 @@ def _scan(
     limit: int | None,
     errors_only: bool = False,
 ) -> tuple[list[Problem], int]:
-    column_problems: list[Problem] = []
-    findings: list[_Finding] = []
-    if DATASET not in model.variables:
-        column_problems.append(
-            Problem(None, DATASET, f"data model {model.name} has no dataset variable")
-        )
-    if DATASET not in df.columns:
-        column_problems.append(
-            Problem(None, DATASET, "the data has no dataset column (give the source a dataset)")
-        )
-    for position, name in enumerate(df.columns):
-        column = str(name)
-        var = model.variables.get(column)
-        if var is None:
-            severity: Severity = "error" if strict else "warning"
-            if not (errors_only and severity == "warning"):
-                column_problems.append(
-                    Problem(None, column, f"not a variable of data model {model.name}", severity)
-                )
-            continue
-        series = df[name]
-        if isinstance(series, pd.DataFrame):
-            column_problems.append(Problem(None, column, "the column appears more than once"))
-            continue
-        findings.extend(_check_column(position, column, series, var))
+    column_problems, findings = _inspect(df, model, strict)
+    if errors_only:
+        column_problems = [p for p in column_problems if p.severity == "error"]
+    return _listed(column_problems, findings, limit)
 
+
+def _listed(column_problems: list[Problem], findings: list[_Finding], limit: int | None
+            ) -> tuple[list[Problem], int]:
+    """Whole-column problems first, then row problems in row order (the first ``limit``),
+    and the total count."""
     total = len(column_problems) + sum(int(f.mask.sum()) for f in findings)
     cap = total if limit is None else limit
     problems = column_problems[:cap]
@@ -226,11 +392,11 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
 
     found: list[_Finding] = []
 
-    def add(mask: np.ndarray, describe: Callable[[int], str]) -> None:
+    def add(mask: np.ndarray, describe: Callable[[int], str], kind: str = "invalid") -> None:
         if mask.any():
-            found.append(_Finding(position, column, mask, describe))
+            found.append(_Finding(position, column, mask, describe, kind))
 
-    arrow = _arrow_text(series)
+    arrow = arrow_text(series)
     if arrow is not None:
         na = np.asarray(arrow.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     else:
@@ -249,12 +415,12 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
         more = ", ..." if len(var.enumerations) > 6 else ""
         bad = ~na & ~allowed
         bad &= ~_blank_among(series, bad)
-        add(bad, lambda i: f"value {value(i)} is not a code of ({shown}{more})")
+        add(bad, lambda i: f"value {value(i)} is not a code of ({shown}{more})", "range")
     elif var.is_numeric:
-        values, bad = _numbers(series, na, arrow)
+        values, bad = parse_numbers(series, na, arrow)
         blank = _blank_among(series, bad)
         bad &= ~blank
-        add(bad, lambda i: f"value {value(i)} is not a number")
+        add(bad, lambda i: f"value {value(i)} is not a number{_hint(cache[0][i])}")
         add(np.isinf(values), lambda i: f"value {value(i)} is not finite")
         finite = np.isfinite(values)
         if var.sql_type == "int":
@@ -262,11 +428,30 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
             add(fraction, lambda i: f"value {value(i)} is not an integer")
         if var.min is not None:
             low = var.min
-            add(finite & (values < low), lambda i: f"value {value(i)} is below the minimum {low:g}")
+            add(finite & (values < low),
+                lambda i: f"value {value(i)} is below the minimum {_shown(low)}", "range")
         if var.max is not None:
             high = var.max
-            add(finite & (values > high), lambda i: f"value {value(i)} is above the maximum {high:g}")
+            add(finite & (values > high),
+                lambda i: f"value {value(i)} is above the maximum {_shown(high)}", "range")
     return found
+
+
+def _shown(bound: float) -> str:
+    """A bound as short as it reads back exactly (never rounded to look like the value)."""
+    short = f"{bound:g}"
+    return short if float(short) == bound else repr(bound)
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")
+
+
+def _hint(raw: Any) -> str:
+    if isinstance(raw, str) and _DECIMAL_COMMA.fullmatch(raw.strip()):
+        return " (a decimal comma? numbers are written with a point: 1.5)"
+    if isinstance(raw, str) and raw != raw.strip():
+        return " (blanks around it)"
+    return ""
 
 
 # --- column helpers -----------------------------------------------------------------------
@@ -309,53 +494,9 @@ def _all_text(series: pd.Series) -> bool:
     return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
 
 
-def _arrow_text(series: pd.Series) -> pa.Array | pa.ChunkedArray | None:
-    """The column as Arrow text if it holds only text (and missing values), else ``None``.
-
-    Its null mask is exactly ``isna()`` (NaN, None and NA are all null) and, for the object
-    columns pandas 2 reads text into, far cheaper to get than ``isna()`` itself.
-    """
-    if series.dtype != object and not isinstance(series.dtype, pd.StringDtype):
-        return None
-    try:
-        arrow = pa.array(series, from_pandas=True)
-    except (pa.ArrowException, ValueError, TypeError):
-        return None
-    if pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type):
-        return arrow
-    return None
-
-
-def _numbers(
-    series: pd.Series, missing: np.ndarray, arrow: pa.Array | pa.ChunkedArray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, mask of present values that are not numbers)."""
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return np.full(len(series), np.nan), ~missing
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return series.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(series), bool)
-    values: np.ndarray | None = None
-    try:
-        # fast path: pyarrow parses a whole text column strictly, or fails on the first bad cell
-        if arrow is None:
-            arrow = pa.array(series, from_pandas=True)
-        if not pa.types.is_boolean(arrow.type):
-            values = pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowException, ValueError, TypeError):
-        values = None
-    if values is None:
-        # slow path, only when something is wrong: booleans are not numbers
-        objects = [None if isinstance(v, bool | np.bool_) else v for v in series.to_numpy(object)]
-        values = pd.to_numeric(pd.Series(objects, dtype=object), errors="coerce").to_numpy(
-            dtype="float64", na_value=np.nan
-        )
-    values = np.asarray(values, dtype="float64")
-    return values, ~missing & np.isnan(values)
-
-
 def as_numbers(series: pd.Series) -> np.ndarray:
     """Values as float64, NaN where missing or not a number (text is parsed, as validated)."""
-    values, _ = _numbers(series, series.isna().to_numpy(dtype=bool))
+    values, _ = parse_numbers(series)
     return values
 
 

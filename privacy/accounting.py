@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, Literal
 
+from privacy.errors import InvalidRequest
+
 __all__ = [
     "MAX_NANO",
     "NANO_PER_RHO",
@@ -45,8 +47,9 @@ __all__ = [
 ]
 
 
-class InvalidPrivacyRequest(ValueError):
-    """A privacy request or parameter that is malformed or out of range (our caller's fault).
+class InvalidPrivacyRequest(InvalidRequest):
+    """A privacy request or parameter that is malformed or out of range (our caller's fault);
+    a :class:`PrivacyError` and a ``ValueError``.
 
     Raised before any work: no budget is charged and no noise is drawn.
     """

@@ -11,6 +11,12 @@ receipt the node handed out (and the ``expected_head`` an auditor kept): a trunc
 rolled-back or rewritten ledger raises :class:`ReceiptMismatch` naming the receipt.
 Verification raises; it has no bool form.
 
+Key rotation: the ledger's key starts as the genesis entry's key; each ``key_rotation`` entry,
+signed by the key it replaces, names the next. Every entry is checked under the key in force
+before it, each head under the key in force after it, and the chain must end at the node's
+key in the manifest. A receipt signed by an older key of the chain is checked for the
+entries that key covered (a retired key signing a later head is refused).
+
 What it cannot detect: a node key holder who rewrites history that no receipt (and no
 expected head) covers yet, e.g. the entries after the last receipt anyone kept.
 """
@@ -29,7 +35,7 @@ import nacl.bindings
 import nacl.exceptions
 
 from privacy import entry as E
-from privacy.errors import LedgerCorrupt, PrivacyError, ReceiptMismatch
+from privacy.errors import LedgerCorrupt, PrivacyError, ReceiptInvalid, ReceiptMismatch
 from privacy.head import HeadReceipt, parse_head
 from privacy.replay import Replay
 from privacy.schema import COLUMNS, check_format, open_readonly
@@ -66,6 +72,7 @@ class VerifySummary:
     receipts_checked: int = 0  # receipts of this node the ledger extends
     receipts_other: int = 0  # receipts given for other nodes (not this ledger's)
     expected_head: str = ""  # the SEQ:HEX checked, if any
+    keys: tuple[str, ...] = ()  # the key chain (hex), genesis key first, the node's key last
 
     @property
     def head_seq(self) -> int:
@@ -84,6 +91,8 @@ class VerifySummary:
         anchors = f"{self.receipts_checked} receipts checked"
         if self.expected_head:
             anchors += ", expected head found"
+        if len(self.keys) > 1:
+            anchors += f", {len(self.keys) - 1} key rotations"
         return (f"{self.path}: valid, {self.entries} entries ({self.kinds.get(E.QUERY, 0)} "
                 f"queries: {queries}; {others}), net rho charged "
                 f"{nano_text(self.charged_nano)}, {self.first_time} .. {self.last_time}, "
@@ -149,7 +158,7 @@ def verify_connection(conn: sqlite3.Connection, public_key: bytes, *, path: str 
     for position, row in enumerate(rows):
         walker.step(position, row)
     head = walker.finish(heads)
-    checked, other = _check_receipts(walker.hashes, public_key, receipts)
+    checked, other = _check_receipts(walker.hashes, walker.spans, receipts)
     if expected is not None:
         _extends(walker.hashes, expected, f"the expected head {expected[0]}:{expected[1].hex()}",
                  expected)
@@ -164,6 +173,7 @@ def verify_connection(conn: sqlite3.Connection, public_key: bytes, *, path: str 
         policy_digest=replay.policy.digest if replay.policy else "",
         receipts_checked=checked, receipts_other=other,
         expected_head="" if expected is None else f"{expected[0]}:{expected[1].hex()}",
+        keys=tuple(key.hex() for key in walker.spans),
     )
     return summary, entries
 
@@ -177,17 +187,26 @@ def _expected(expected_head: ExpectedHead | None) -> tuple[int, bytes] | None:
     return parse_head(f"{seq}:{digest.hex() if isinstance(digest, bytes) else digest}")
 
 
-def _check_receipts(hashes: list[bytes], public_key: bytes,
+def _check_receipts(hashes: list[bytes], spans: dict[bytes, tuple[int, int | None]],
                     receipts: Iterable[HeadReceipt]) -> tuple[int, int]:
+    """Check each receipt signed by a key of the ledger's chain (``spans``: key -> the
+    first and last entry whose head it signs, ``None`` for the key in force)."""
     checked = other = 0
     for receipt in receipts:
         if not isinstance(receipt, HeadReceipt):
             raise TypeError("receipts are HeadReceipt values (see privacy.head.load_receipts)")
-        if receipt.node_key != public_key:
+        span = spans.get(receipt.node_key)
+        if span is None:
             other += 1
             continue
-        receipt.check_signature(public_key)
+        receipt.check_signature(receipt.node_key)
+        # a head the ledger no longer holds is a rollback or rewrite, whoever signed it
         _extends(hashes, (receipt.seq, receipt.hash), f"receipt {receipt.text}", receipt)
+        first, last = span
+        if receipt.seq < first or (last is not None and receipt.seq > last):
+            raise ReceiptInvalid(f"receipt {receipt.text} is signed by a key of this ledger "
+                                 f"that signed heads of entries {first}.."
+                                 f"{'' if last is None else last} only", receipt)
         checked += 1
     return checked, other
 
@@ -207,7 +226,10 @@ class _Walker:
     """Checks the chain in order, and replays each entry; the first failure raises."""
 
     def __init__(self, public_key: bytes) -> None:
-        self.public_key = public_key
+        self.public_key = public_key  # the node's key in the manifest: the chain's end
+        self.key: bytes | None = None  # the ledger's key in force
+        #: each key of the chain -> first and last entry whose head it signs (None: open)
+        self.spans: dict[bytes, tuple[int, int | None]] = {}
         self.prev = E.GENESIS_PREV
         self.entries: list[E.Entry] = []
         self.hashes: list[bytes] = []
@@ -224,13 +246,26 @@ class _Walker:
         assert isinstance(digest, bytes) and isinstance(signature, bytes)
         if E.entry_hash(prev, entry) != digest:  # type: ignore[arg-type]
             raise LedgerCorrupt("its hash does not match its contents (edited)", seq)
-        if not _signed(self.public_key, E.SIG_DOMAIN + digest, signature):
+        if self.key is None:  # the genesis entry is signed by the key it names
+            if entry.kind != E.GENESIS:
+                raise LedgerCorrupt("the genesis entry must be first, and only first", seq)
+            self.key = _named_key(entry)
+            self.spans[self.key] = (0, None)
+        if not _signed(self.key, E.SIG_DOMAIN + digest, signature):
             raise LedgerCorrupt("its signature does not verify under the node key (edited, "
                                 "or written without the key)", seq)
         if prev != self.prev:
             raise LedgerCorrupt("it does not follow the previous entry (entries were "
                                 "reordered, inserted or replaced)", seq)
         self.replay.step(entry)
+        if entry.kind == E.KEY_ROTATION:  # signed by the key it replaces (checked above)
+            new = _named_key(entry)
+            if new in self.spans:
+                raise LedgerCorrupt("the key rotation names a key this ledger already had "
+                                    "(a retired key never returns)", seq)
+            self.spans[self.key] = (self.spans[self.key][0], seq - 1)
+            self.spans[new] = (seq, None)
+            self.key = new
         self.entries.append(entry)
         self.hashes.append(digest)
         self.prev = digest
@@ -246,7 +281,8 @@ class _Walker:
         _, head_id, _, head_seq, _, head_hash, _, head_sig = heads[0]
         assert isinstance(head_seq, int) and isinstance(head_hash, bytes)
         assert isinstance(head_sig, bytes)
-        if head_id != 1 or not _signed(self.public_key, E.head_message(head_seq, head_hash),
+        assert self.key is not None
+        if head_id != 1 or not _signed(self.key, E.head_message(head_seq, head_hash),
                                        head_sig):
             raise LedgerCorrupt("the head signature does not verify (the head was edited)",
                                 last)
@@ -258,7 +294,12 @@ class _Walker:
                                 head_seq + 1)
         if head_hash != self.prev:
             raise LedgerCorrupt("it is not the entry the signed head names (replaced)", last)
-        return HeadReceipt(self.public_key, head_seq, head_hash, head_sig)
+        if self.key != self.public_key:  # named at the entry that put that key in force
+            raise LedgerCorrupt(f"the ledger's key chain ends at key {self.key.hex()[:16]}..., "
+                                "not the node's key in the manifest (another node's ledger, "
+                                "an older copy, or a rotation the manifest does not list)",
+                                self.spans[self.key][0])
+        return HeadReceipt(self.key, head_seq, head_hash, head_sig)
 
     def _decode(self, position: int, row: tuple[object, ...]) -> list[object]:
         out: list[object] = []
@@ -281,6 +322,14 @@ class _Walker:
         return out
 
 
+def _named_key(entry: E.Entry) -> bytes:
+    try:
+        return E.key_of(entry)
+    except ValueError as exc:
+        raise LedgerCorrupt(f"the {entry.kind} entry does not name a node key", entry.seq
+                            ) from exc
+
+
 def _seq_of(row: tuple[object, ...], position: int) -> int:
     seq = row[1]  # seq is the rowid: SQLite keeps it an integer whatever an attacker writes
     return seq if isinstance(seq, int) else position
@@ -293,6 +342,30 @@ def _signed(public_key: bytes, message: bytes, signature: bytes) -> bool:
             nacl.exceptions.TypeError):
         return False
     return True
+
+
+def read_ledger_key(path: str | Path) -> bytes:
+    """The public key a ledger *claims* it is under now (unverified): its newest
+    key_rotation entry's, else its genesis key. Lets the CLI find the node in the manifest;
+    :func:`verify_ledger` then checks the whole key chain ends at that node's key."""
+    conn = open_readonly(path)
+    try:
+        check_format(conn, str(path))
+        row = conn.execute("SELECT node_key FROM entries WHERE kind = 'key_rotation'"
+                           " ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise LedgerCorrupt(f"{path} is not a readable ledger database ({exc})") from exc
+    finally:
+        conn.close()
+    if row is None:
+        return read_genesis_key(path)
+    try:
+        key = bytes.fromhex(row[0])
+    except (TypeError, ValueError):
+        key = b""
+    if len(key) != E.PUBLIC_KEY_SIZE:
+        raise LedgerCorrupt(f"{path}: its newest key rotation names no node key")
+    return key
 
 
 def read_genesis_key(path: str | Path) -> bytes:
@@ -350,27 +423,3 @@ def cli_verify(ledger: str | Path, public_key: bytes, *,
         line += " (a non-empty -wal lies beside it: this verified the checkpointed file only)"
     print(line, file=out)
     return 0
-
-
-def cli_report(ledgers: list[tuple[str, str | Path, bytes]], *,
-               html: str | Path | None = None, json: str | Path | None = None,
-               csv: str | Path | None = None, receipts: Iterable[HeadReceipt] = (),
-               delta: float | None = None, out: TextIO | None = None,
-               err: TextIO | None = None) -> int:
-    """``fedtally audit report``: writes the files; 1 if any ledger failed verification
-    (the report still shows it, with its error, and leaves its entries out)."""
-    from privacy.report import DEFAULT_DELTA, build_report  # verify needs none of it
-
-    out, err = out or sys.stdout, err or sys.stderr
-    report = build_report(ledgers, receipts=list(receipts),
-                          delta=DEFAULT_DELTA if delta is None else delta)
-    for path, text in ((html, report.to_html), (json, report.to_json), (csv, report.to_csv)):
-        if path is not None:
-            Path(path).write_text(text(), encoding="utf-8")
-    for node in report.nodes:
-        if node.valid:
-            print(f"{node.node}: valid, {node.entries} entries, {node.receipts_checked} "
-                  f"receipts checked, head {node.head}", file=out)
-        else:
-            print(f"{node.node}: INVALID: {node.error}", file=err)
-    return 0 if all(node.valid for node in report.nodes) else 1

@@ -11,7 +11,10 @@ by the file alone), and the head receipts the node hands out (:mod:`privacy.head
 holding one detect a later truncation or rollback.
 
 The first entry (seq 0) is a ``genesis`` entry naming the node's public key, so a ledger
-emptied or replaced by an attacker without the key never verifies. Which fields each kind of
+emptied or replaced by an attacker without the key never verifies. When the federation's
+authority gives the node a new key, the node appends a ``key_rotation`` entry naming the new
+public key, signed with the key it replaces; every later entry, and the head from that entry
+on, is signed with the new key (the chain of keys: genesis key, then each rotation's key). Which fields each kind of
 entry uses is fixed by :data:`SHAPES`; every other field holds its empty value.
 """
 
@@ -35,7 +38,10 @@ PUBLIC_KEY_SIZE = 32
 
 GENESIS, POLICY, QUERY = "genesis", "policy", "query"
 CHARGE, RELEASE, REFUND = "charge", "release", "refund"
-KINDS = frozenset({GENESIS, POLICY, QUERY, CHARGE, RELEASE, REFUND})
+KEY_ROTATION = "key_rotation"
+KINDS = frozenset({GENESIS, POLICY, QUERY, CHARGE, RELEASE, REFUND, KEY_ROTATION})
+#: kinds that name the ledger's key from their entry on (the key chain)
+KEY_KINDS = (GENESIS, KEY_ROTATION)
 #: decisions of a ``query`` entry
 ANSWERED_EXACT, ANSWERED_DP, REFUSED = "answered-exact", "answered-dp", "refused"
 DECISIONS = frozenset({ANSWERED_EXACT, ANSWERED_DP, REFUSED})
@@ -73,7 +79,8 @@ class Entry:
     filters: str  # query: canonical JSON of the row filter, "" when none
     query_digest: str  # query: hex digest of the signed query
     decision: str  # query: answered-exact / answered-dp / refused
-    reason: str  # query: refusal reason code; refund: the proof that nothing left
+    reason: str  # query: refusal reason code; refund: the proof that nothing left;
+    #               key_rotation: "manifest-v<N>", the manifest version listing the new key
     mechanism: str  # query (DP): e.g. "distributed discrete gaussian (zCDP)"
     rho_nano: int  # query: charged (answered-dp) or requested; charge/release/refund: charged
     epsilon: str  # query (DP): computed by the ledger from rho and delta
@@ -86,7 +93,7 @@ class Entry:
     policy_digest: str  # policy: SHA-256 of policy_json; query: digest of the policy in force
     policy_json: str  # policy: the node's whole policy, canonical JSON
     transcript: str  # release: transcript / round digest (hex), "" when none
-    node_key: str  # genesis: the node's Ed25519 public key (hex)
+    node_key: str  # genesis: the node's Ed25519 public key (hex); key_rotation: its new key
     ref_seq: int  # charge -> its query entry; release/refund -> the charge
 
 
@@ -98,6 +105,7 @@ _QUERY = frozenset({"query_id", "researcher", "method"})
 #: the fields each kind may set (besides seq, time, kind); the others hold empty values
 SHAPES: dict[str, frozenset[str]] = {
     GENESIS: frozenset({"node_key"}),
+    KEY_ROTATION: frozenset({"node_key", "reason"}),
     POLICY: frozenset({"policy_digest", "policy_json"}),
     QUERY: _QUERY | _MECHANISM | {"datasets", "held", "variables", "filters", "query_digest",
                                   "decision", "reason", "policy_digest"},
@@ -105,6 +113,19 @@ SHAPES: dict[str, frozenset[str]] = {
     RELEASE: _QUERY | {"dataset", "rho_nano", "ref_seq", "transcript"},
     REFUND: _QUERY | {"dataset", "rho_nano", "ref_seq", "reason"},
 }
+
+
+def rotation_reason(manifest_version: int) -> str:
+    """The ``reason`` of a key_rotation entry: the manifest version that lists the new key."""
+    return f"manifest-v{manifest_version}"
+
+
+def key_of(entry: Entry) -> bytes:
+    """The public key a genesis or key_rotation entry names; ValueError when malformed."""
+    text = entry.node_key
+    if len(text) != 2 * PUBLIC_KEY_SIZE or text != text.lower():
+        raise ValueError("a node key is 64 lowercase hex digits")
+    return bytes.fromhex(text)
 
 
 def empty_value(name: str) -> object:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from privacy.nano import nano_text
+
 
 class PrivacyError(Exception):
     """Base class of every error raised by :mod:`privacy`."""
@@ -29,8 +31,6 @@ class BudgetExhausted(PrivacyError):
 
     def __init__(self, researcher: str, requested_nano: int,
                  remaining_nano: Mapping[str, int], short: tuple[str, ...]) -> None:
-        from privacy.units import nano_text  # local: units imports nothing of ours either
-
         self.researcher = researcher
         self.requested_nano = requested_nano
         self.remaining_nano = dict(remaining_nano)
@@ -65,6 +65,16 @@ class LedgerCorrupt(PrivacyError):
 class LedgerFormatError(LedgerCorrupt):
     """The file is not a ledger of the format this version reads and writes (e.g. a
     ``fedtally-ledger-v1`` file): refused, never migrated in place."""
+
+
+class LedgerKeyChanged(LedgerCorrupt):
+    """The ledger is signed under another key than the node's, and the node did not give
+    the previous key it needs to record the rotation (``ledger_key``: the key the ledger is
+    under, hex). Never a reason to start a new ledger: that would forget what was spent."""
+
+    def __init__(self, message: str, ledger_key: str) -> None:
+        self.ledger_key = ledger_key
+        super().__init__(message)
 
 
 class ReceiptInvalid(LedgerCorrupt):

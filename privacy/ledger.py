@@ -47,6 +47,7 @@ from privacy.errors import (
     BudgetExhausted,
     InvalidRequest,
     LedgerCorrupt,
+    LedgerKeyChanged,
     ReceiptMismatch,
     RefundRefused,
 )
@@ -155,13 +156,22 @@ class Ledger:
     ``signer.sign(bytes)`` must produce Ed25519 signatures verifiable with ``public_key``
     (checked here). ``clock()`` returns ISO 8601 UTC text; every write also takes an
     explicit ``time=``. Times never go backwards: a time earlier than the newest entry's
-    (a clock stepped back) is recorded as that entry's time. Opening a ledger written under
-    another key fails with :class:`LedgerCorrupt`, one of another format with
-    :class:`LedgerFormatError`.
+    (a clock stepped back) is recorded as that entry's time. Opening a ledger of another
+    format fails with :class:`LedgerFormatError`.
+
+    Key rotation: a ledger under another key than ``public_key`` is opened only when
+    ``previous`` is ``(signer, public key)`` of the key the ledger is under (its genesis key,
+    or the newest ``key_rotation`` entry's); a ``key_rotation`` entry naming ``public_key``
+    and ``manifest_version`` (the manifest that lists it) is then appended, signed with the
+    previous key, and everything after is signed with the new one. Without it, opening
+    fails with :class:`LedgerKeyChanged` (a :class:`LedgerCorrupt`): spending is never
+    forgotten by starting over.
     """
 
     def __init__(self, path: str | Path, signer: E.Signer, public_key: bytes, *,
-                 clock: Callable[[], str] = utc_now) -> None:
+                 clock: Callable[[], str] = utc_now,
+                 previous: tuple[E.Signer, bytes] | None = None,
+                 manifest_version: int = 0) -> None:
         if not isinstance(public_key, bytes) or len(public_key) != E.PUBLIC_KEY_SIZE:
             raise InvalidRequest("the node's public key must be 32 bytes")
         self.path = Path(path)
@@ -173,6 +183,18 @@ class Ledger:
         probe = E.FORMAT.encode() + b"/key-check\x00"  # domain-separated, never stored
         self._check_signature(probe, E.signature_of(signer, probe), None,
                               "the signer does not match the public key")
+        if previous is not None:
+            old_signer, old_key = previous
+            if not isinstance(old_key, bytes) or len(old_key) != E.PUBLIC_KEY_SIZE \
+                    or old_key == public_key:
+                raise InvalidRequest("the previous public key is 32 bytes, not the new key")
+            self._check_signature(probe, E.signature_of(old_signer, probe), None,
+                                  "the previous signer does not match its public key",
+                                  old_key)
+            if isinstance(manifest_version, bool) or not isinstance(manifest_version, int) \
+                    or manifest_version < 1:
+                raise InvalidRequest("a key rotation names the manifest version (>= 1) that "
+                                     "lists the new key")
         # one connection, shared by threads (a node may charge from a worker thread so the
         # fsync does not block its event loop); the lock serialises them in this process,
         # BEGIN IMMEDIATE serialises processes
@@ -184,10 +206,16 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise LedgerCorrupt(f"{self.path} is not a ledger database ({exc})") from exc
         try:
+            under: bytes | None = None
             with self._read() as conn:
                 exists = check_format(conn, str(self.path))
                 if exists:
-                    exists = self._tail(conn) is not None  # fail closed on a foreign ledger
+                    keys = _key_chain_end(conn)
+                    under = keys[0][1] if keys else None
+                    # fail closed on a foreign or damaged ledger
+                    exists = self._tail(conn, under) is not None
+            if exists and under != public_key:
+                self._adopt(under, previous, manifest_version)
             if not exists:  # create under the write lock: two creators cannot both win
                 with self._transaction() as conn:
                     if not check_format(conn, str(self.path)):
@@ -517,9 +545,37 @@ class Ledger:
             _, head = self._append(conn, rows)
         return head
 
-    def _tail(self, conn: sqlite3.Connection) -> _Tail | None:
-        """The newest entry, checked against the signed head: we never chain onto an
-        entry that is not ours (fail closed instead)."""
+    def _adopt(self, under: bytes | None, previous: tuple[E.Signer, bytes] | None,
+               manifest_version: int) -> None:
+        """Rotate the ledger from the key it is under to ours, with the previous key."""
+        assert under is not None  # a ledger with entries has a genesis key
+        if previous is None or previous[1] != under:
+            raise LedgerKeyChanged(
+                f"{self.path} is signed under the node key {under.hex()[:16]}..., not this "
+                "node's key: give the node that previous key to record the rotation"
+                + ("" if previous is None else " (the previous key given is another one)"),
+                under.hex())
+        old_signer, old_key = previous
+        with self._transaction() as conn:
+            if _key_chain_end(conn)[0][1] != old_key:  # another process rotated meanwhile
+                return
+            again = conn.execute("SELECT seq FROM entries WHERE kind IN ('genesis', "
+                                 "'key_rotation') AND node_key = ?",
+                                 (self.public_key.hex(),)).fetchone()
+            if again is not None:
+                raise InvalidRequest(f"the new key was already this ledger's key (entry "
+                                     f"{again[0]}): a retired key never returns")
+            tail = self._tail(conn, old_key)
+            row = E.blank(-1, self._now(tail, None), E.KEY_ROTATION,
+                          node_key=self.public_key.hex(),
+                          reason=E.rotation_reason(manifest_version))
+            self._append(conn, [row], tail_key=old_key, entry_signer=old_signer)
+
+    def _tail(self, conn: sqlite3.Connection, key: bytes | None = None) -> _Tail | None:
+        """The newest entry, checked against the signed head under ``key`` (default ours):
+        we never chain onto an entry that is not ours (fail closed instead). The newest
+        entry is signed by the key it follows when it is a key rotation, else by ``key``."""
+        key = self.public_key if key is None else key
         row = conn.execute(
             f"SELECT {', '.join(COLUMNS)} FROM entries ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -532,19 +588,30 @@ class Ledger:
         prev, digest, signature = row[len(E.FIELDS):]
         if E.entry_hash(prev, last) != digest:
             raise LedgerCorrupt("hash does not match its contents", last.seq)
+        keys = _key_chain_end(conn)
+        if not keys:
+            raise LedgerCorrupt("the ledger has no genesis entry naming its key", 0)
+        if keys[0][1] != key:
+            raise LedgerKeyChanged(f"{self.path} is signed under another node key",
+                                   keys[0][1].hex())
+        signed_by = keys[1][1] if (last.kind == E.KEY_ROTATION and keys[0][0] == last.seq
+                                   and len(keys) > 1) else key
         self._check_signature(E.SIG_DOMAIN + digest, signature, last.seq,
-                              "signature does not verify under this node's key")
+                              "signature does not verify under this node's key", signed_by)
         if head is None or head[0] != last.seq or head[1] != digest:
             raise LedgerCorrupt("the newest entry is not the signed head", last.seq)
         self._check_signature(E.head_message(head[0], head[1]), head[2], last.seq,
-                              "the head signature does not verify under this node's key")
+                              "the head signature does not verify under this node's key", key)
         return _Tail(last.seq, digest, last.time)
 
-    def _append(self, conn: sqlite3.Connection,
-                rows: list[E.Entry]) -> tuple[list[int], HeadReceipt]:
-        """Chain, sign and insert ``rows`` (their ``seq`` is assigned here) and re-sign the
-        head; no checks of their content (the public methods make them)."""
-        tail = self._tail(conn)
+    def _append(self, conn: sqlite3.Connection, rows: list[E.Entry], *,
+                tail_key: bytes | None = None, entry_signer: E.Signer | None = None
+                ) -> tuple[list[int], HeadReceipt]:
+        """Chain, sign (with ``entry_signer``, default ours) and insert ``rows`` (their
+        ``seq`` is assigned here) and re-sign the head with our key; no checks of their
+        content (the public methods make them)."""
+        tail = self._tail(conn, tail_key)
+        signer = self._signer if entry_signer is None else entry_signer
         seq, prev = (-1, E.GENESIS_PREV) if tail is None else (tail.seq, tail.hash)
         seqs = []
         placeholders = ", ".join("?" * len(COLUMNS))
@@ -552,7 +619,7 @@ class Ledger:
             seq += 1
             stamped = E.Entry(**{**_as_dict(row), "seq": seq})
             digest = E.entry_hash(prev, stamped)
-            signature = E.signature_of(self._signer, E.SIG_DOMAIN + digest)
+            signature = E.signature_of(signer, E.SIG_DOMAIN + digest)
             conn.execute(f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({placeholders})",
                          (*_values(stamped), prev, digest, signature))
             seqs.append(seq)
@@ -566,14 +633,29 @@ class Ledger:
         return seqs, HeadReceipt(self.public_key, seq, prev, head_sig)
 
     def _check_signature(self, message: bytes, signature: bytes, seq: int | None,
-                         what: str) -> None:
+                         what: str, key: bytes | None = None) -> None:
+        verify_key = self._verify_key if key is None or key == self.public_key \
+            else nacl.signing.VerifyKey(key)
         try:
-            self._verify_key.verify(message, signature)
+            verify_key.verify(message, signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
                 nacl.exceptions.TypeError) as exc:
             if seq is None:
                 raise InvalidRequest(what) from exc
             raise LedgerCorrupt(what, seq) from exc
+
+
+def _key_chain_end(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+    """``(seq, key)`` of the newest key entry (genesis or key_rotation) and the one before."""
+    rows = conn.execute("SELECT seq, node_key FROM entries WHERE kind IN ('genesis', "
+                        "'key_rotation') ORDER BY seq DESC LIMIT 2").fetchall()
+    out = []
+    for seq, text in rows:
+        try:
+            out.append((seq, E.key_of(E.blank(seq, "", E.GENESIS, node_key=text))))
+        except (TypeError, ValueError) as exc:
+            raise LedgerCorrupt("the entry does not name a node key", seq) from exc
+    return out
 
 
 def _begin_immediate(conn: sqlite3.Connection) -> None:

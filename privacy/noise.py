@@ -37,7 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
-import opendp.prelude as dp
+
+# the modules themselves, not opendp.prelude: the prelude also imports OpenDP's extras
+# (scikit-learn among them), a second of start-up for every node process
+from opendp import measurements
+from opendp.domains import atom_domain, vector_domain
+from opendp.metrics import l1_distance, l2_distance
+from opendp.mod import enable_features
 
 __all__ = [
     "MAX_SCALE",
@@ -56,9 +62,9 @@ MAX_SHARES: Final = 1 << 24
 _PARALLEL_FROM: Final = 1 << 14
 _WORKERS: Final = max(1, min(4, os.cpu_count() or 1))
 
-dp.enable_features("contrib")  # make_gaussian / make_laplace are "contrib" in OpenDP 0.16
+enable_features("contrib")  # make_gaussian / make_laplace are "contrib" in OpenDP 0.16
 
-_VECTOR = dp.vector_domain(dp.atom_domain(T=dp.i64))
+_VECTOR = vector_domain(atom_domain(T="i64"))
 
 
 def _check_scale(scale: float, what: str) -> float:
@@ -105,7 +111,7 @@ def discrete_gaussian_shares(scale_sigma: float, size: int) -> np.ndarray:
     """
     sigma = _check_scale(scale_sigma, "scale_sigma")
     n = _check_size(size)
-    measurement = dp.m.make_gaussian(_VECTOR, dp.l2_distance(T=dp.i64), scale=sigma)
+    measurement = measurements.make_gaussian(_VECTOR, l2_distance(T="i64"), scale=sigma)
     return _draw(measurement, n)
 
 
@@ -119,7 +125,7 @@ def discrete_laplace_shares(scale: float, size: int) -> np.ndarray:
     """
     b = _check_scale(scale, "scale")
     n = _check_size(size)
-    measurement = dp.m.make_laplace(_VECTOR, dp.l1_distance(T=dp.i64), scale=b)
+    measurement = measurements.make_laplace(_VECTOR, l1_distance(T="i64"), scale=b)
     return _draw(measurement, n)
 
 

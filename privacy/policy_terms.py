@@ -10,7 +10,7 @@ auditor read the same few terms from it, with the node policy's own rules:
 - ``budget_groups``: ``{group: [datasets]}``; a dataset of a group is charged to the group's
   budget (datasets that share patients), any other to its own.
 - ``exact_access`` (``"*"``, the default, or a list of researchers) and
-  ``allowed_algorithms`` (``"*"``, the default, or a list): what the node may answer at all.
+  ``allowed_methods`` (``"*"``, the default, or a list): what the node may answer at all.
 - ``reporting_delta`` (default 1e-6): the delta at which the ledger states epsilon when the
   request names none.
 
@@ -25,12 +25,46 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from privacy.errors import InvalidRequest, PrivacyError
 from privacy.units import budget_nano
 
 ANY = "*"
+
+Grant = TypeVar("Grant")
+
+
+def granted(budgets: Mapping[str, Mapping[str, Grant]], researcher: str,
+            dataset: str) -> Grant | None:
+    """The budget a policy grants (researcher, dataset): the researcher's own entry, else
+    the ``"*"`` researcher's; within it the dataset's, else ``"*"``. ``None`` when none is
+    granted. The node's policy and the auditor's reading of it both decide by this."""
+    for who in (researcher, ANY):
+        per_dataset = budgets.get(who)
+        if per_dataset is None:
+            continue
+        for what in (dataset, ANY):
+            if what in per_dataset:
+                return per_dataset[what]
+        return None
+    return None
+#: policy keys renamed since ledgers first recorded policies: old name -> current name
+RENAMED_KEYS: Mapping[str, str] = MappingProxyType({"allowed_algorithms": "allowed_methods"})
+
+
+def current_keys(policy: Mapping[str, Any], error: type[Exception]) -> dict[str, Any]:
+    """``policy`` with renamed keys under their current names (a policy written, or a
+    ledger recorded, before a rename still reads the same); ``error`` if both are given."""
+    current = dict(policy)
+    for old, new in RENAMED_KEYS.items():
+        if old in current:
+            if new in current:
+                raise error(f"the policy gives both {old!r} and its current name {new!r}")
+            current[new] = current.pop(old)
+    return current
+
+
 DEFAULT_REPORTING_DELTA = 1e-6
 MAX_POLICY_BYTES = 1024 * 1024
 
@@ -88,7 +122,7 @@ class PolicyTerms:
 
     @classmethod
     def _parse(cls, text: str) -> PolicyTerms:
-        obj = json.loads(text)
+        obj = current_keys(json.loads(text), InvalidRequest)
         exact = obj.get("exact_access", ANY)
         if exact == ANY:
             exact_access = None
@@ -96,13 +130,13 @@ class PolicyTerms:
             exact_access = frozenset(exact)
         else:
             raise InvalidRequest('the policy\'s exact_access is "*" or a list of researchers')
-        methods = obj.get("allowed_algorithms", ANY)
+        methods = obj.get("allowed_methods", ANY)
         if methods == ANY:
             allowed = None
         elif isinstance(methods, list) and all(isinstance(m, str) for m in methods):
             allowed = frozenset(methods)
         else:
-            raise InvalidRequest('the policy\'s allowed_algorithms is "*" or a list of names')
+            raise InvalidRequest('the policy\'s allowed_methods is "*" or a list of names')
         delta = obj.get("reporting_delta", DEFAULT_REPORTING_DELTA)
         if isinstance(delta, bool) or not isinstance(delta, int | float) \
                 or not (math.isfinite(delta) and 0 < delta < 1):
@@ -112,15 +146,7 @@ class PolicyTerms:
 
     def budget_nano(self, researcher: str, dataset: str) -> int | None:
         """The budget of (researcher, dataset) in nano-rho; ``None`` when none is granted."""
-        for who in (researcher, ANY):
-            per_dataset = self.budgets.get(who)
-            if per_dataset is None:
-                continue
-            for what in (dataset, ANY):
-                if what in per_dataset:
-                    return per_dataset[what]
-            return None
-        return None
+        return granted(self.budgets, researcher, dataset)
 
     def allows(self, method: str) -> bool:
         return self.allowed_methods is None or method in self.allowed_methods

@@ -21,6 +21,7 @@ as an outsider's edit):
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime
 
@@ -41,6 +42,7 @@ from privacy.mechanism import calibration_error, privacy_loss_error
 from privacy.policy_terms import PolicyTerms
 from privacy.units import nano_text
 
+_ROTATION_REASON = re.compile(r"manifest-v[1-9][0-9]{0,17}")
 _MECHANISM_FIELDS = ("mechanism", "rho_nano", "epsilon", "delta", "noise_scale",
                      "honest_nodes", "dimension", "bounds", "sensitivity")
 
@@ -74,7 +76,7 @@ class Replay:
             raise ClockWentBackwards(f"dated {e.time}, before the entry it follows "
                                      f"({self.previous.time if self.previous else ''})", e.seq)
         check = {E.GENESIS: self._genesis, E.POLICY: self._policy, E.QUERY: self._query,
-                 E.CHARGE: self._charge}.get(e.kind)  # releases and refunds: checked above
+                 E.CHARGE: self._charge, E.KEY_ROTATION: self._key_rotation}.get(e.kind)  # releases and refunds: checked above
         if check is not None:
             check(e)
         self.last_time = when
@@ -112,8 +114,17 @@ class Replay:
                 raise InvalidRequest("a charge, release or refund has a positive rho")
 
     def _genesis(self, e: E.Entry) -> None:
-        if e.node_key != self.public_key.hex():
-            raise LedgerCorrupt("the genesis entry names another node key", e.seq)
+        # which key it names is the key chain's business (privacy.audit); here, its form
+        try:
+            E.key_of(e)
+        except ValueError as exc:
+            raise LedgerCorrupt(f"the {e.kind} entry does not name a node key", e.seq) from exc
+
+    def _key_rotation(self, e: E.Entry) -> None:
+        self._genesis(e)
+        if not _ROTATION_REASON.fullmatch(e.reason):
+            raise LedgerCorrupt("a key rotation names the manifest version that lists the new "
+                                "key (manifest-v<N>)", e.seq)
 
     def _policy(self, e: E.Entry) -> None:
         try:

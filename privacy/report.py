@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from html import escape
 from pathlib import Path
+from typing import TextIO
 
 from privacy import entry as E
 from privacy import fields as F
@@ -92,6 +94,19 @@ class PolicyRow:
 
 
 @dataclass(frozen=True)
+class KeyRotationRow:
+    """A key_rotation entry: signed by ``old_key``, from it on the ledger is under
+    ``new_key``, which manifest version ``manifest`` lists."""
+
+    node: str
+    seq: int
+    time: str
+    old_key: str
+    new_key: str
+    manifest: str  # e.g. "manifest-v3"
+
+
+@dataclass(frozen=True)
 class SpendPoint:
     seq: int
     time: str
@@ -106,6 +121,7 @@ class Report:
     budgets: list[BudgetRow] = field(default_factory=list)
     queries: list[QueryRow] = field(default_factory=list)
     policies: list[PolicyRow] = field(default_factory=list)
+    rotations: list[KeyRotationRow] = field(default_factory=list)
     spending: dict[tuple[str, str, str], list[SpendPoint]] = field(default_factory=dict)
     entries: list[tuple[str, E.Entry]] = field(default_factory=list)
 
@@ -135,6 +151,7 @@ class Report:
                      "*_epsilon is the epsilon of that rho alone at the report's delta",
             "ledgers": [asdict(n) for n in self.nodes],
             "policies": [asdict(p) for p in self.policies],
+            "key_rotations": [asdict(r) for r in self.rotations],
             "budgets": [
                 {"node": b.node, "researcher": b.researcher, "dataset": b.dataset,
                  **amounts("spent", b.spent_nano), **amounts("limit", b.limit_nano),
@@ -211,6 +228,8 @@ class Report:
         parts.append(_query_table(self.queries))
         parts.append(_refusal_table(self.refusals))
         parts.append(_policy_table(self.policies))
+        if self.rotations:
+            parts.append(_rotation_table(self.rotations))
         parts.append(_FOOT)
         return "".join(parts)
 
@@ -272,9 +291,16 @@ def _add_ledger(report: Report, node: str, entries: list[E.Entry]) -> None:
     follow_ups: dict[str, set[str]] = {}  # query id -> kinds of release/refund
     charged: set[str] = set()
     policy: PolicyTerms | None = None
+    ledger_key = ""
     for e in entries:
         report.entries.append((node, e))
-        if e.kind == E.POLICY:
+        if e.kind == E.GENESIS:
+            ledger_key = e.node_key
+        elif e.kind == E.KEY_ROTATION:
+            report.rotations.append(KeyRotationRow(node, e.seq, e.time, ledger_key,
+                                                   e.node_key, e.reason))
+            ledger_key = e.node_key
+        elif e.kind == E.POLICY:
             policy = PolicyTerms.from_text(e.policy_json)  # verified: it parses
             report.policies.append(PolicyRow(node, e.seq, e.time, e.policy_digest,
                                              e.policy_json))
@@ -440,6 +466,21 @@ def _policy_table(rows: list[PolicyRow]) -> str:
             f"<th>digest</th><th>terms</th></tr></thead><tbody>{body}</tbody></table></section>")
 
 
+def _rotation_table(rows: list[KeyRotationRow]) -> str:
+    body = "".join(
+        f"<tr><td>{escape(r.node)}</td><td>{r.seq}</td><td>{_time(r.time)}</td>"
+        f"<td><code>{escape(r.old_key)}</code></td><td><code>{escape(r.new_key)}</code></td>"
+        f"<td>{escape(r.manifest)}</td></tr>"
+        for r in rows
+    )
+    return ('<section id="key-rotations"><h2>Key rotations</h2><p>Each change of a node\'s '
+            "key: the entry is signed by the old key, everything after it by the new one; "
+            "spending carries over.</p>"
+            '<table class="key-rotations"><thead><tr><th>node</th><th>entry</th><th>time</th>'
+            "<th>old key</th><th>new key</th><th>listed by</th></tr></thead>"
+            f"<tbody>{body}</tbody></table></section>")
+
+
 _HEAD = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -484,3 +525,28 @@ ledger computes each epsilon from the rho it charged, and the verification recom
 and the rho the recorded noise gives.</p></section>
 </body></html>
 """
+
+
+# --- the CLI (``fedtally audit report`` calls this; it prints and returns the exit code) --
+
+
+def cli_report(ledgers: list[tuple[str, str | Path, bytes]], *,
+               html: str | Path | None = None, json: str | Path | None = None,
+               csv: str | Path | None = None, receipts: Iterable[HeadReceipt] = (),
+               delta: float | None = None, out: TextIO | None = None,
+               err: TextIO | None = None) -> int:
+    """``fedtally audit report``: writes the files; 1 if any ledger failed verification
+    (the report still shows it, with its error, and leaves its entries out)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    report = build_report(ledgers, receipts=list(receipts),
+                          delta=DEFAULT_DELTA if delta is None else delta)
+    for path, text in ((html, report.to_html), (json, report.to_json), (csv, report.to_csv)):
+        if path is not None:
+            Path(path).write_text(text(), encoding="utf-8")
+    for node in report.nodes:
+        if node.valid:
+            print(f"{node.node}: valid, {node.entries} entries, {node.receipts_checked} "
+                  f"receipts checked, head {node.head}", file=out)
+        else:
+            print(f"{node.node}: INVALID: {node.error}", file=err)
+    return 0 if all(node.valid for node in report.nodes) else 1

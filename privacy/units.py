@@ -16,7 +16,10 @@ from fractions import Fraction
 
 from privacy.errors import InvalidRequest
 
-NANO_PER_RHO = 10**9
+# the unit and its text live in privacy.nano (errors need them too); importers find them here
+from privacy.nano import NANO_PER_RHO as NANO_PER_RHO
+from privacy.nano import nano_text as nano_text
+
 #: an upper bound on any single amount, so sums can never overflow SQLite's 64-bit integers
 MAX_NANO = 10**15
 
@@ -63,15 +66,6 @@ def budget_nano(rho: Number) -> int:
     if value < 0:
         raise InvalidRequest("a budget's rho must not be negative")
     return min(math.floor(value * NANO_PER_RHO), MAX_NANO)
-
-
-def nano_text(units: int) -> str:
-    """The exact decimal text of an amount in nano-rho: ``50_000_000 -> "0.05"``."""
-    sign = "-" if units < 0 else ""
-    whole, frac = divmod(abs(units), NANO_PER_RHO)
-    if not frac:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:09d}".rstrip("0")
 
 
 def nano_float(units: int) -> float:

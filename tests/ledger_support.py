@@ -6,21 +6,28 @@ checks: how the tests build the signed-but-wrong ledgers that verification must 
 
 from __future__ import annotations
 
+import random
+import sqlite3
+import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import nacl.signing
 
 from privacy import entry as E
+from privacy.audit import verify_connection
 from privacy.calibration import share_sigma
+from privacy.errors import LedgerCorrupt
 from privacy.ledger import Ledger, QueryReceipt
 from privacy.mechanism import Mechanism, QueryRecord
+from privacy.schema import COLUMNS
 
 KEY = nacl.signing.SigningKey(bytes(range(32)))
 PUB = bytes(KEY.verify_key)
 DIGEST = "ab" * 32  # a query digest
 POLICY = {"budgets": {"alice": {"edsd": {"rho": 1.0}, "ppmi": {"rho": 0.5}},
                       "*": {"*": {"rho": 1.0}}},
-          "allowed_algorithms": "*", "allow_exact": True, "min_row_count": 10}
+          "allowed_methods": "*", "allow_exact": True, "min_row_count": 10}
 #: the fixed-point sensitivity and shape of a typical DP query (engine.plans._dp_layout)
 SENSITIVITY = 4096.0
 HONEST = 2
@@ -73,3 +80,72 @@ def craft(ledger: Ledger, rows: list[E.Entry]) -> None:
     """Append ``rows`` signed with the node key, bypassing every check of the ledger."""
     with ledger._transaction() as conn:
         ledger._append(conn, rows)
+
+
+# --- tampering (the attacker has the file, not the key) ---------------------------------
+
+
+@dataclass
+class Base:
+    mem: sqlite3.Connection
+    public_key: bytes
+    count: int
+    raw: list[tuple[object, ...]]
+
+
+def _detected(base: Base, mutate) -> bool | None:
+    """Apply ``mutate`` in a transaction, verify, roll back. None if it changed nothing."""
+    mem = base.mem
+    mem.execute("BEGIN")
+    try:
+        changes = mem.total_changes
+        try:
+            mutate(mem)
+        except sqlite3.IntegrityError:
+            return None  # e.g. a seq edit colliding with another rowid: not a mutation
+        # every mutation below changes stored bytes by construction (an edited byte differs,
+        # a moved row carries another seq); the fixture checks that rollbacks restored all
+        assert mem.total_changes > changes
+        try:
+            verify_connection(mem, base.public_key)
+        except LedgerCorrupt:
+            return True
+        return False
+    finally:
+        mem.execute("ROLLBACK")
+
+
+def _raw(mem: sqlite3.Connection) -> list[tuple[object, ...]]:
+    """Every stored value with its storage class and raw bytes (text compared as bytes)."""
+    cols = ", ".join(f"typeof({c}), CAST({c} AS BLOB)" for c in COLUMNS)
+    rows = mem.execute(f"SELECT seq, {cols} FROM entries ORDER BY seq").fetchall()
+    return rows + mem.execute("SELECT * FROM head").fetchall()
+
+
+def _edit_bytes(raw: bytes, rng: random.Random) -> bytes:
+    i = rng.randrange(len(raw))
+    new = rng.choice([b for b in range(256) if b != raw[i]])
+    return raw[:i] + bytes([new]) + raw[i + 1:]
+
+
+def _byte_edit(rng: random.Random, count: int):
+    seq = rng.randrange(count)
+    column = rng.choice(COLUMNS)
+
+    def mutate(mem: sqlite3.Connection) -> None:
+        value = mem.execute(f"SELECT {column} FROM entries WHERE seq = ?", (seq,)).fetchone()[0]
+        if isinstance(value, int):
+            # one byte of the integer's 8-byte two's-complement form, as on disk
+            raw = _edit_bytes(struct.pack(">q", value), rng)
+            mem.execute(f"UPDATE entries SET {column} = ? WHERE seq = ?",
+                        (struct.unpack(">q", raw)[0], seq))
+        elif isinstance(value, str):
+            raw = value.encode("utf-8") or b" "
+            edited = _edit_bytes(raw, rng) if value else raw  # "" -> one byte inserted
+            # CAST keeps the storage class TEXT even when the bytes are not UTF-8
+            mem.execute(f"UPDATE entries SET {column} = CAST(? AS TEXT) WHERE seq = ?",
+                        (edited, seq))
+        else:
+            mem.execute(f"UPDATE entries SET {column} = ? WHERE seq = ?",
+                        (_edit_bytes(value, rng), seq))
+    return mutate, f"byte edit of {column} in entry {seq}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ VECTORS = PROJECT_ROOT / "tests" / "vectors"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: hypothesis examples for fuzzing the codec: the issue asks for at least 10,000 in CI
 FUZZ_EXAMPLES = 10_000 if IN_CI else 1_500
+
+
+def wait_until(holds: Callable[[], object], what: str, timeout_s: float = 20.0,
+               every_s: float = 0.1) -> None:
+    """Poll until ``holds()`` is true; fail naming ``what`` after ``timeout_s``. For what a
+    process does just after it answers (a node's ledger entry, an aggregator's log line)."""
+    deadline = time.monotonic() + timeout_s
+    while not holds():
+        assert time.monotonic() < deadline, f"{what} (waited {timeout_s:g} s)"
+        time.sleep(every_s)
 
 
 def require_shared(path: Path) -> Path:
@@ -31,6 +43,7 @@ def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: AN
     import pandas as pd
 
     from node.datamodel import DataModel
+    from node.datasource import DataSource
 
     folder = require_shared(EXAREME2 / "data" / model_folder)
     model = DataModel.from_cdes(folder / "CDEsMetadata.json")
@@ -39,8 +52,9 @@ def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: AN
                                     "node2": [], "node3": []}
     for i, f in enumerate(f for f in files if not f.stem.endswith("0")):
         nodes[("node2", "node3")[i % 2]].append(f)
-    frames = {node: pd.concat([pd.read_csv(f) for f in paths], ignore_index=True)
-              for node, paths in nodes.items()}
+    # read as a node reads a CSV source (node.datasource), not with pandas' own parser
+    frames = {node: pd.concat([DataSource(kind="csv", path=f).load() for f in paths],
+                              ignore_index=True) for node, paths in nodes.items()}
     return model, frames
 
 
@@ -73,3 +87,92 @@ def node_session(model, rows, root, *, name: str = "node", identity=None, policy
     budget = BudgetKeeper(root / f"ledger-{name}-{time.time_ns()}.db", identity, policy)
     return NodeSession(name, LoadedData(model, rows), policy, budget, 1 << 24, 1,
                        max_colluding_nodes, verifiable)
+
+
+class Recorder:
+    """Stands in for a node's websocket: keeps the messages the node sends, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send(self, frame: bytes) -> None:
+        from engine.codec import decode
+
+        self.sent.append(decode(frame, 1 << 24))
+
+
+def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: ANN201
+                     policy: dict | None = None):
+    """A NodeService for hosp_a of a fresh three-hospital federation in ``root`` (synthetic
+    stroke rows, no aggregator: the caller drives it with messages)."""
+    import json
+
+    from crypto.randomness import SeededRandom
+    from fedtally.federation import init_federation
+    from fedtally.synthetic import stroke_model, three_hospitals
+    from node.config import load_node_config
+    from node.service import NodeService, load_data
+
+    init_federation(root, ["hosp_a", "hosp_b", "hosp_c"], researchers, rng=SeededRandom(seed))
+    three_hospitals(scale=0.02)["hosp_a"].to_csv(root / "hosp_a" / "data.csv", index=False)
+    (root / "model.json").write_text(json.dumps(stroke_model().to_json()))
+    config_path = root / "hosp_a" / "node.json"
+    config = json.loads(config_path.read_text())
+    config.update(data=[{"kind": "csv", "path": "data.csv"}], data_model="../model.json")
+    if policy is not None:
+        (root / "policy.json").write_text(json.dumps(policy))
+        config["policy"] = "../policy.json"
+    config_path.write_text(json.dumps(config))
+    loaded = load_node_config(config_path, aggregator_url="wss://127.0.0.1:1")
+    return NodeService(loaded, load_data(loaded))
+
+
+def model_with_unused_level(pooled, variable: str = "g",  # noqa: ANN001, ANN201
+                            levels: tuple[str, ...] = ("a", "b", "c", "zz")):
+    """The model inferred from ``pooled``, with ``variable``'s levels set to ``levels``:
+    by default one more ("zz") than any row has, so that empty levels are exercised."""
+    import dataclasses
+
+    from node.datamodel import DataModel
+
+    inferred = DataModel.infer(pooled, code="test", version="1")
+    variables = dict(inferred.variables)
+    variables[variable] = dataclasses.replace(variables[variable], enumerations=levels,
+                                              enumeration_labels=())
+    return DataModel(code="test", version="1", variables=variables)
+
+
+def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
+                   researcher: str = "alice") -> tuple[bytes, bytes]:
+    """(query id, frame) of a count over the three hospitals, signed by ``researcher`` and
+    announced as the aggregator would to ``service`` (a :func:`hospital_service`)."""
+    import time
+
+    from crypto.keyfile import read_key_file
+    from crypto.randomness import SeededRandom
+    from engine.codec import encode
+    from engine.params import RoundParams
+    from engine.planner import layout
+    from engine.query import QuerySpec, SignedQuery, signed_query_statement
+    from engine.service_messages import QueryAnnounce
+    from fedtally.synthetic import stroke_model
+    from node.datamodel import PlanModel
+
+    nodes = ("hosp_a", "hosp_b", "hosp_c")
+    manifest = service.config.me.manifest
+    spec = QuerySpec("count", "stroke:1", nodes, privacy=privacy or {"mode": "exact"})
+    plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node,
+                  verifiable=manifest.verifiable_totals)
+    root = service.config.ledger.parent.parent
+    identity = read_key_file(root / "keys" / f"{researcher}.key").identity
+    query_id = SeededRandom(time.time_ns()).bytes(16)
+    issued = int(time.time() * 1000)
+    raw = spec.canonical()
+    statement = signed_query_statement(researcher, manifest.federation_id, query_id, issued,
+                                       raw, plan.length, plan.ring_bits)
+    query = SignedQuery(researcher, manifest.federation_id, query_id, issued, raw, plan.length,
+                        plan.ring_bits, identity.sign(statement))
+    params = RoundParams(manifest.federation_id, query_id, 0, nodes,
+                         manifest.threshold_for(len(nodes)), plan.length, plan.ring_bits, 0,
+                         query.digest, max_colluding=manifest.max_colluding_nodes)
+    return query_id, encode(QueryAnnounce(query, params))

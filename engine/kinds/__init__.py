@@ -1,7 +1,7 @@
 """The statistic kinds nodes compute, one module each (see :mod:`engine.kinds.base` for what
-a kind declares and the disclosure rules), and which algorithms use which kinds: nodes
-refuse a query whose kind does not belong to its algorithm, so a policy that allows an
-algorithm allows exactly its statistics.
+a kind declares and the disclosure rules), and which methods use which kinds: nodes refuse
+a query whose kind does not belong to its method, so a policy that allows a method allows
+exactly its statistics.
 
 Every kind's parameters are plain JSON inside the signed query. Layouts depend only on the
 specification and the data model.
@@ -24,15 +24,15 @@ from engine.kinds import (
 from engine.kinds.base import Kind
 from engine.kinds.params import MAX_CELLS, MAX_CENTERS, MAX_FOLDS, MAX_GRID
 
-__all__ = ["ALGORITHM_KINDS", "KINDS", "MAX_CELLS", "MAX_CENTERS", "MAX_FOLDS", "MAX_GRID",
+__all__ = ["METHOD_KINDS", "KINDS", "MAX_CELLS", "MAX_CENTERS", "MAX_FOLDS", "MAX_GRID",
            "Kind"]
 
 KINDS: dict[str, Kind] = {module.KIND.name: module.KIND for module in (
     count, moments, crossprod, regression_eval, logistic, logistic_eval, counts, kmeans,
     survival, gaussian_nb_predict)}
 
-#: algorithm -> statistic kinds it may ask for (the first is its default)
-ALGORITHM_KINDS: dict[str, tuple[str, ...]] = {
+#: method -> statistic kinds it may ask for (the first is its default)
+METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "count": ("count",),
     "descriptive_stats": ("moments", "counts"),
     "histogram": ("counts",),

@@ -36,6 +36,12 @@ forget one), with ``k`` the node's ``small_cell_threshold``:
   researcher cannot tell "withheld" from "all zero" either.
 * The number of families with a guard below ``k`` is released (``cells_below_threshold``),
   counting guards of 0 with the others, so it never tells an empty cell from a small one.
+
+A kind that sums centred values (``z = (x - c) / h``, see :mod:`engine.kinds.centring`)
+gives, for each such sum, the value its family's values would sum to were they all 0
+(``Computed.zeros``): a sum withheld for few non-zero terms reads as that, so that it still
+reads exactly as a sum of zeros does. Such a kind also says how the client recovers the
+plain totals from the released ones (``Kind.uncentre``).
 """
 
 from __future__ import annotations
@@ -113,6 +119,9 @@ class Computed:
     guards: dict[Key, dict[Guard, float]] = field(default_factory=dict)
     #: rows the statistic used (after complete-case selection): the node's cohort
     rows: int = 0
+    #: for sums of centred values: what the sum reads when it is withheld for few non-zero
+    #: terms (the sum of its family's values were they all 0); absent slots read 0
+    zeros: dict[Key, int | float | Fraction] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,11 +160,16 @@ def release(slots: tuple[Slot, ...] | list[Slot], computed: Computed, threshold:
         hidden: set[Disclosure] = set()
         for guard in small:
             hidden |= GUARDED[guard]
+        # a family whose count is withheld reads as an empty cell; one whose sums alone
+        # are withheld, as a cell of zeros
+        whole = bool(small & {Guard.ROWS, Guard.VALUES})
         withheld += bool(small)
         zeroed += threshold > 1 and any(value < threshold for value in guards.values())
         for slot in members:
             if slot.disclosure not in hidden and slot.key in computed.values:
                 values[slot.key] = computed.values[slot.key]
+            elif not whole and slot.disclosure in hidden and slot.key in computed.zeros:
+                values[slot.key] = computed.zeros[slot.key]
     return Released(values, zeroed, withheld)
 
 
@@ -175,6 +189,11 @@ AbsStatisticFn = Callable[["QuerySpec", ModelView], Statistic]
 Magnitude = Callable[[str], float]
 RowBoundFn = Callable[["QuerySpec", ModelView, Magnitude], Callable[[Key], float]]
 CountFn = Callable[["QuerySpec", ModelView], int]
+#: for a slot key, the released slots and exact coefficients whose combination is its plain
+#: (uncentred) total; None where the slot is released as it is
+UncentreFn = Callable[["QuerySpec", ModelView], Callable[[Key], dict[Key, Fraction] | None]]
+#: a phrase naming what a slot sums, for refusals ("the sum of squares of 'age'")
+DescribeFn = Callable[["QuerySpec", ModelView, Key], str]
 
 
 @dataclass(frozen=True)
@@ -218,6 +237,10 @@ class Kind:
     statistic: StatisticFn | None = None
     #: per real slot, sum of |each row's term| over the given rows (see the module doc)
     abs_statistic: AbsStatisticFn | None = None
+    #: kinds that sum centred values: how the client recovers the plain totals
+    uncentre: UncentreFn | None = None
+    #: a phrase naming what a slot sums (refusals name it)
+    describe: DescribeFn | None = None
 
     def __post_init__(self) -> None:
         if (self.frame_compute is None) == (self.statistic is None):

@@ -7,6 +7,11 @@ rows is the reference level. So the guard counts, for every pair of columns and 
 cell of every categorical term (reference levels included), the rows where the product is
 non-zero: a level held by one patient, or a numeric column non-zero for one patient only,
 withholds the matrix.
+
+With ``"centring": {variable: [c, h]}`` (public values, :mod:`engine.kinds.centring`) every
+plain term of a centred variable enters the matrix as ``(x - c) / h``; the design must hold
+the intercept, through which the client recovers the plain X'X exactly. The guards count
+the plain design's non-zero terms.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from engine.aggregates import (
     FoldKey,
     Func,
     Measure,
+    Ref,
     Result,
     Rows,
     Statistic,
@@ -31,8 +37,9 @@ from engine.aggregates import (
     variables_of,
 )
 from engine.aggregates import Key as GroupKey
-from engine.design import design_variables
+from engine.design import Term, design_variables, term_name
 from engine.errors import QueryError
+from engine.kinds import centring
 from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude, Scale
 from engine.kinds.columns import (
     Cells,
@@ -53,9 +60,34 @@ if TYPE_CHECKING:
     from engine.query import QuerySpec
 
 
+def _plain(terms: Sequence[Term], model: ModelView) -> list[str]:
+    """The numeric variables some term holds as they are (no transform, no product)."""
+    return list(dict.fromkeys(t["var"] for t in terms
+                              if set(t) == {"var"} and model.is_numeric(t["var"])))
+
+
+def _intercept(terms: Sequence[Term]) -> int | None:
+    return next((i for i, t in enumerate(terms) if "const" in t), None)
+
+
+def _centring(spec: QuerySpec, model: ModelView) -> centring.Centring:
+    terms = terms_of(spec, model)
+    shifts = centring.centring_of(spec, model, _plain(terms, model))
+    if shifts and _intercept(terms) is None:
+        raise QueryError("centring needs the intercept term {\"const\": 1} in the design")
+    return shifts
+
+
+def _centred_columns(terms: Sequence[Term], shifts: centring.Centring
+                     ) -> dict[int, tuple[float, float]]:
+    return {i: shifts[t["var"]] for i, t in enumerate(terms)
+            if set(t) == {"var"} and t["var"] in shifts}
+
+
 def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     terms = terms_of(spec, model)
     cell_count(terms, model)
+    _centring(spec, model)
     slots = []
     for f in folds_of(spec):
         family = ("fold", f)
@@ -87,11 +119,17 @@ def _selection(spec: QuerySpec, model: ModelView
 
 def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
     columns, values, where, cells, keys = _selection(spec, model)
+    # centred columns are derived from the plain ones (z_i = (t_i - c) / h) and summed in
+    # their place; the guards count the plain design's non-zero terms
+    shifted = _centred_columns(spec.parameters["terms"], _centring(spec, model))
+    centred = tuple((f"z{i}", centring.centred_expr(values[i], c, h))
+                    for i, (c, h) in shifted.items())
+    summed = [Ref(f"z{i}") if i in shifted else v for i, v in enumerate(values)]
     folds = folds_of(spec)
     p = len(columns)
     pairs = list(triangle(p))
     measures: list[Measure] = [Rows()]
-    measures += [ExactSum(product(values[i], values[j]), scale(("xx", folds[0], i, j)))
+    measures += [ExactSum(product(summed[i], summed[j]), scale(("xx", folds[0], i, j)))
                  for i, j in pairs]
     measures += pair_counts(values)
     offset = 0 if folds == [None] else 1
@@ -112,13 +150,18 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
             out.guards[("fold", fold)] = {Guard.ROWS: n, Guard.NONZERO: smallest}
         return out
 
-    aggregation = Aggregation(tuple(measures), tuple(keys), where, columns)
+    aggregation = Aggregation(tuple(measures), tuple(keys), where, columns + centred)
     return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
                ) -> Callable[[Key], float]:
-    bounds = [term_bound(t, magnitude) for t in spec.parameters["terms"]]
+    terms = spec.parameters["terms"]
+    shifts = _centring(spec, model)
+    reach = {v: centring.row_reach(spec, model, v, shifts) for v in shifts}
+    columns = _centred_columns(terms, shifts)
+    bounds = [reach[t["var"]] if i in columns else term_bound(t, magnitude)
+              for i, t in enumerate(terms)]
 
     def bound(key: Key) -> float:
         if key[0] == "xx":
@@ -151,9 +194,13 @@ def _rows_touch(spec: QuerySpec, model: ModelView) -> int:
 
 
 def _abs_statistic(spec: QuerySpec, model: ModelView) -> Statistic:
-    """|X|'|X| over the complete cases of the given rows: bounds every fold's X'X."""
+    """|X|'|X| over the complete cases of the given rows: bounds every fold's X'X. Entries
+    of centred columns are left out: their public row bounds must do, so that no choice of
+    scale makes a refusal depend on the rows."""
     columns, values, where, _, _ = _selection(spec, model)
-    pairs = list(triangle(len(columns)))
+    shifted = _centred_columns(spec.parameters["terms"], _centring(spec, model))
+    pairs = [(i, j) for i, j in triangle(len(columns))
+             if i not in shifted and j not in shifted]
     absolute = [Func("abs", v) for v in values]
     measures = tuple(FloatSum(product(absolute[i], absolute[j])) for i, j in pairs)
 
@@ -166,6 +213,22 @@ def _abs_statistic(spec: QuerySpec, model: ModelView) -> Statistic:
     return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
+def _uncentre(spec: QuerySpec, model: ModelView) -> centring.Uncentre:
+    terms = spec.parameters["terms"]
+    shifts = _centring(spec, model)
+    return centring.crossprod_uncentre(terms, shifts, _intercept(terms) or 0)
+
+
+def _describe(spec: QuerySpec, model: ModelView, key: Key) -> str:
+    if key[0] != "xx":
+        return "the count"
+    terms = spec.parameters["terms"]
+    first, second = term_name(terms[int(key[2])]), term_name(terms[int(key[3])])
+    return (f"the sum of squares of {first!r}" if first == second
+            else f"the cross-product of {first!r} and {second!r}")
+
+
 KIND = Kind("crossprod", _layout, None, _row_bound, size=_size, row_cost=_row_cost,
             statistic=_statistic, abs_statistic=_abs_statistic,
+            uncentre=_uncentre, describe=_describe,
             summed=_summed, dp=DPProfile(rows_touch=_rows_touch, check=_dp_check))

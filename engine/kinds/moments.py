@@ -5,6 +5,10 @@ Cells: (dataset, group) partition the rows (the groups are the levels of ``by`` 
 rows whose ``by`` is missing); inside a cell, each variable's present and missing values
 are two cells of their own. The sums go with the count of the values they add, so a cohort
 of many rows of which one holds the variable releases nothing about it.
+
+With ``"centring": {variable: [c, h]}`` (public values, :mod:`engine.kinds.centring`) the
+sums are of ``(x - c) / h``: the same statistic, exact to the last digits wherever the data
+lie. The non-zero guard still counts the plain values.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from engine.aggregates import (
     variables_of,
 )
 from engine.errors import QueryError
+from engine.kinds import centring
 from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude, Scale
 from engine.kinds.columns import exact
 from engine.plans import DATASET, MISSING, Disclosure, Key, ModelView, Slot, groups
@@ -42,9 +47,14 @@ def _numeric(spec: QuerySpec, model: ModelView) -> list[str]:
     return [v for v in spec.variables if model.is_numeric(v)]
 
 
+def _centring(spec: QuerySpec, model: ModelView) -> centring.Centring:
+    return centring.centring_of(spec, model, _numeric(spec, model))
+
+
 def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     if not spec.variables:
-        raise QueryError(f"{spec.algorithm} needs at least one variable")
+        raise QueryError(f"{spec.method} needs at least one variable")
+    _centring(spec, model)
     slots = []
     for d in spec.datasets:
         for g in groups(spec, model):
@@ -84,15 +94,18 @@ def _cells(spec: QuerySpec, model: ModelView) -> list[tuple[str, object, tuple[i
 
 def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
     numbers = _numeric(spec, model)
+    shifts = _centring(spec, model)
     first_group = groups(spec, model)[0]
     measures: list[Measure] = [Rows()]
     for v in spec.variables:
         measures.append(CountIf(Present(v)))
         if v in numbers:
-            # a variable's scale is the same in every cell (its row bound is)
+            # a variable's scale is the same in every cell (its row bound is); the guard
+            # counts the plain values, the sums are of the centred ones
             x = Var(v)
-            measures += [ExactSum(x, scale(("sum", spec.datasets[0], first_group, v))),
-                         ExactSum(mul(x, x), scale(("sumsq", spec.datasets[0], first_group, v))),
+            z = centring.centred_expr(x, *shifts[v]) if v in shifts else x
+            measures += [ExactSum(z, scale(("sum", spec.datasets[0], first_group, v))),
+                         ExactSum(mul(z, z), scale(("sumsq", spec.datasets[0], first_group, v))),
                          CountIf(nonzero(x))]
 
     def assemble(results: Sequence[Result]) -> Computed:
@@ -112,6 +125,10 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
                                           ("sumsq", dataset, group, variable))
                     out.values[sum_key] = exact(int(s), scale(sum_key))
                     out.values[sumsq_key] = exact(int(ss), scale(sumsq_key))
+                    if variable in shifts:  # what the sums read were the values all 0
+                        for power, slot in enumerate((sum_key, sumsq_key), start=1):
+                            units = centring.zero_units(*shifts[variable], power, scale(slot))
+                            out.zeros[slot] = exact(n * units, scale(slot))
                     out.guards[present] = {Guard.VALUES: n, Guard.NONZERO: int(nz)}
                     position += 4
                 else:
@@ -129,19 +146,25 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
                ) -> Callable[[Key], float]:
+    shifts = _centring(spec, model)
+    reach = {v: centring.row_reach(spec, model, v, shifts) for v in shifts}
+
     def bound(key: Key) -> float:
-        if key[0] == "sum":
-            return magnitude(str(key[3]))
-        if key[0] == "sumsq":
-            return magnitude(str(key[3])) ** 2
+        if key[0] in ("sum", "sumsq"):
+            variable = str(key[3])
+            one = reach[variable] if variable in reach else magnitude(variable)
+            return one if key[0] == "sum" else one ** 2
         return 1.0
 
     return bound
 
 
 def _abs_statistic(spec: QuerySpec, model: ModelView) -> Statistic:
-    """Per dataset, sum |x| and sum x^2 over all its rows: bounds of every group's sums."""
-    numbers = _numeric(spec, model)
+    """Per dataset, sum |x| and sum x^2 over all its rows: bounds of every group's sums.
+    Centred variables are left out: their public row bounds must do, so that no choice of
+    scale makes a refusal depend on the rows."""
+    shifts = _centring(spec, model)
+    numbers = [v for v in _numeric(spec, model) if v not in shifts]
     measures: list[Measure] = []
     for v in numbers:
         measures += [FloatSum(Func("abs", Var(v))), FloatSum(mul(Var(v), Var(v)))]
@@ -160,8 +183,17 @@ def _abs_statistic(spec: QuerySpec, model: ModelView) -> Statistic:
     return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
+def _uncentre(spec: QuerySpec, model: ModelView) -> centring.Uncentre:
+    return centring.moments_uncentre(spec, _centring(spec, model))
+
+
+def _describe(spec: QuerySpec, model: ModelView, key: Key) -> str:
+    what = {"sum": "the sum", "sumsq": "the sum of squares"}.get(str(key[0]), "the count")
+    return f"{what} of {key[-1]!r}"
+
+
 KIND = Kind("moments", _layout, None, _row_bound, size=_size, statistic=_statistic,
-            abs_statistic=_abs_statistic,
+            abs_statistic=_abs_statistic, uncentre=_uncentre, describe=_describe,
             row_cost=lambda spec, model: 8 * (len(spec.variables) + 4),
             summed=_numeric,
             # a row is in one cell; per variable it adds to count, sum and sum of squares,

@@ -35,7 +35,7 @@ _LOG_FLOOR = 745.2
 def param(spec: QuerySpec, name: str, default: Any = None) -> Any:
     value = spec.parameters.get(name, default)
     if value is None:
-        raise QueryError(f"{spec.algorithm} needs the parameter {name!r}")
+        raise QueryError(f"{spec.method} needs the parameter {name!r}")
     return value
 
 
@@ -190,6 +190,9 @@ def axes_of(spec: QuerySpec, model: ModelView) -> list[tuple[str, int]]:
             out.append((variable, len(edges) - 1))
         else:
             check_variable(model, variable, numeric=False)
+            if not model.levels(variable):  # free text: nothing to count in, not "no rows"
+                raise QueryError(f"{variable!r} is free text: the data model lists no "
+                                 "categories for it, so a table has no cells to count it in")
             out.append((variable, len(model.levels(variable))))
     total = math.prod(n for _, n in out)
     if total > MAX_CELLS:

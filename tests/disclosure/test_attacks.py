@@ -130,7 +130,7 @@ def _raw(fed: fedtally.Federation, privacy: dict[str, Any], parameters: dict[str
 
     class Handmade:
         def canonical(self) -> bytes:
-            spec = {"algorithm": algorithm, "kind": "", "data_model": "attack:1",
+            spec = {"method": algorithm, "kind": "", "data_model": "attack:1",
                     "datasets": ["a", "b", "c"], "variables": [], "by": None,
                     "filters": None, "privacy": privacy, "parameters": parameters or {}}
             return json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()

@@ -23,7 +23,7 @@ COHORT_QB = {"condition": "OR", "rules": [
     {"id": "age", "type": "integer", "operator": "greater", "value": 95}]}
 GRID = [100, 200, 365]
 #: Catalog members that are metadata, not analyses
-HELPERS = frozenset({"catalog", "data_models", "datasets", "model", "receipts"})
+HELPERS = frozenset({"catalog", "data_models", "datasets", "model", "receipts", "scope"})
 
 #: a small cohort in which P's days (100 or 200) fall in intervals of a few rows each
 FEW = "age > 95 or nihss < 3"

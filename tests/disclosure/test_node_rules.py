@@ -15,7 +15,8 @@ from disclosure.scenario import model, registry
 import fedtally
 from engine.errors import BudgetExhausted, InternalError, QueryError
 from engine.kinds import KINDS
-from engine.plans import DP_FRAC_BITS, layout
+from engine.planner import layout
+from engine.plans import DP_FRAC_BITS
 from engine.query import QuerySpec
 from fedtally.simulated import SimulatedFederation
 from node.datamodel import DataModel, PlanModel, Variable
@@ -26,7 +27,7 @@ DP = fedtally.DP(rho=0.5)
 
 
 def _spec_bytes(privacy: dict) -> bytes:
-    spec = {"algorithm": "count", "kind": "", "data_model": "attack:1", "datasets": ["a"],
+    spec = {"method": "count", "kind": "", "data_model": "attack:1", "datasets": ["a"],
             "variables": [], "by": None, "filters": None, "privacy": privacy,
             "parameters": {}}
     return json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()

@@ -423,7 +423,8 @@ def two_quorums(decryption_threshold: int, c: int) -> tuple[list[int] | None, Ex
         for req, deciders in quorums:
             partials = sorted((node.receive(req) for node in deciders), key=lambda p: p.sender)
             result = PaillierResult(bytes(16), params, tuple(c.sender for c in req.contributions),
-                                    digest(req.product), tuple(partials), req.product)
+                                    digest(req.product), tuple(partials), req.product,
+                                    req.contributions)
             totals.append(open_result(result, query_digest=params.query_digest, key=key,
                                       members=members, reply_key=reply).to_signed())
     except FedtallyError as exc:

@@ -15,7 +15,8 @@ from crypto.identity import SigningIdentity
 from crypto.randomness import SeededRandom
 from engine.commitment import ForgedTotal, check_result, commit_vector
 from engine.params import RoundParams
-from engine.plans import BLINDING, layout
+from engine.planner import layout
+from engine.plans import BLINDING
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from engine.simulate import run_round

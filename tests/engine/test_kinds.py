@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.kinds import ALGORITHM_KINDS, KINDS
+from engine.kinds import KINDS, METHOD_KINDS
 from engine.kinds.base import REQUIRED_GUARDS, Computed, DeclarationError, Guard, release
-from engine.plans import Disclosure, Slot, layout
+from engine.planner import layout
+from engine.plans import Disclosure, Slot
 from engine.query import QuerySpec
 from node.datamodel import DataModel, PlanModel, Variable
 from node.validation import coerce
@@ -51,26 +52,26 @@ TERMS = [{"const": 1}, {"var": "age"}, {"var": "sex", "level": "M"},
          {"var": "bmi", "transform": "log"}]
 OUTCOME = {"var": "event"}
 SPECS = {
-    "count": dict(algorithm="count"),
-    "moments": dict(algorithm="descriptive_stats", variables=("bmi", "arm"), by="sex"),
-    "crossprod": dict(algorithm="linear_regression_cv",
+    "count": dict(method="count"),
+    "moments": dict(method="descriptive_stats", variables=("bmi", "arm"), by="sex"),
+    "crossprod": dict(method="linear_regression_cv",
                       parameters={"terms": TERMS, "folds": 3, "fold_seed": 1}),
-    "regression_eval": dict(algorithm="linear_regression_cv", kind="regression_eval",
+    "regression_eval": dict(method="linear_regression_cv", kind="regression_eval",
                             parameters={"terms": TERMS, "y": "score", "folds": 2,
                                         "betas": [[0.1] * 5, [0.2] * 5]}),
-    "logistic": dict(algorithm="logistic_regression_cv",
+    "logistic": dict(method="logistic_regression_cv",
                      parameters={"terms": TERMS, "outcome": OUTCOME, "folds": 2,
                                  "betas": [[0.0] * 5, [0.01] * 5]}),
-    "logistic_eval": dict(algorithm="logistic_regression_cv", kind="logistic_eval",
+    "logistic_eval": dict(method="logistic_regression_cv", kind="logistic_eval",
                           parameters={"terms": TERMS, "outcome": OUTCOME, "folds": 2,
                                       "betas": [[0.0] * 5, [0.01] * 5]}),
-    "counts": dict(algorithm="histogram",
+    "counts": dict(method="histogram",
                    parameters={"axes": [{"var": "arm"}, {"var": "age", "edges": [20, 50, 80]}]}),
-    "kmeans": dict(algorithm="kmeans", variables=("age", "bmi"),
+    "kmeans": dict(method="kmeans", variables=("age", "bmi"),
                    parameters={"centers": [[30.0, 20.0], [70.0, 30.0]]}),
-    "survival": dict(algorithm="kaplan_meier", by="arm",
+    "survival": dict(method="kaplan_meier", by="arm",
                      parameters={"duration": "time", "event": "event", "grid": [10, 50, 90]}),
-    "gaussian_nb_predict": dict(algorithm="naive_bayes_gaussian", kind="gaussian_nb_predict",
+    "gaussian_nb_predict": dict(method="naive_bayes_gaussian", kind="gaussian_nb_predict",
                                 variables=("age", "bmi"),
                                 parameters={"classes": ["F", "M"], "theta": [[50, 25], [60, 28]],
                                             "var": [[100, 9], [120, 10]],
@@ -83,7 +84,7 @@ def _spec(kind: str) -> QuerySpec:
 
 
 def test_every_kind_is_exercised_here() -> None:
-    used = {kind for kinds in ALGORITHM_KINDS.values() for kind in kinds}
+    used = {kind for kinds in METHOD_KINDS.values() for kind in kinds}
     assert used == set(KINDS) == set(SPECS)
 
 

@@ -1,5 +1,6 @@
 """Paillier-mode rounds in memory: exact totals under dropouts, and refusal of a malicious
-aggregator, a lying node and a tampered result (engine/paillier_*.py, engine/simulate.py).
+aggregator, a lying node, a node contributing ciphertexts it did not make, and a tampered
+result (engine/paillier_*.py, engine/simulate.py).
 
 A lying node is caught by its proof of correct partial decryption and named, even when
 exactly ``t`` partials arrive (crypto/partial_proof.py). Keys are 1024 bits (the engine
@@ -21,11 +22,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import support
+from crypto import plaintext_proof
 from crypto.encoding import RingVector, plan_ring
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyagreement import X25519KeyPair
-from crypto.paillier import FastEncryptor
+from crypto.paillier import FastEncryptor, randomizer_bits
 from crypto.partial_proof import InvalidPartialDecryption, PartialProof, proof_size, verify
+from crypto.plaintext_proof import InvalidPlaintextProof
 from crypto.randomness import SeededRandom
 from crypto.sealed import open_sealed, seal
 from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal_new
@@ -45,6 +48,11 @@ from engine.errors import (
 )
 from engine.messages import RoundAborted, SecAggMessage
 from engine.paillier_aggregator import PaillierAggregator, PaillierAggregatorStage
+from engine.paillier_contribution import (
+    UnprovenContribution,
+    make_contribution,
+    verify_contribution,
+)
 from engine.paillier_key import FederationKey
 from engine.paillier_messages import (
     MAX_CIPHERTEXT_BYTES,
@@ -52,13 +60,14 @@ from engine.paillier_messages import (
     EncryptedInput,
     PaillierResult,
     PartialDecryption,
+    contribution_binding,
     contribution_statement,
     digest,
     partial_binding,
     partial_statement,
 )
 from engine.paillier_node import PaillierNode, PaillierStage
-from engine.paillier_result import DecryptionFailed, open_result
+from engine.paillier_result import ThresholdDecryptionFailed, open_result
 from engine.params import RoundParams
 from engine.simulate import PaillierTranscript, Tamper, make_params, run_paillier_round
 
@@ -117,7 +126,8 @@ class Setup:
         rows = [self.ints[self.names.index(name)] for name in contributors]
         return [sum(column) for column in zip(*rows, strict=True)]
 
-    def node(self, name: str, **changes: object) -> PaillierNode:
+    def node(self, name: str, cls: type[PaillierNode] = PaillierNode,
+             **changes: object) -> PaillierNode:
         i = self.names.index(name)
         args: dict[str, object] = {
             "params": self.params, "me": name, "identity": self.identities[name],
@@ -125,7 +135,7 @@ class Setup:
             "share": self.shares[name], "encryptor": self.encryptor,
             "reply_key": self.reply.public, "rng": self.rng.child(f"node/{name}")}
         args.update(changes)
-        return PaillierNode(**args)  # type: ignore[arg-type]
+        return cls(**args)  # type: ignore[arg-type]
 
 
 def setup(seed: object = 0, *, n: int = N, t: int = T, key_threshold: int | None = None,
@@ -356,7 +366,8 @@ def test_a_contribution_signed_for_another_key_is_refused(other_key: str) -> Non
     def resign(stage: str, sender: str, msg: SecAggMessage, t: object) -> SecAggMessage:
         if sender != "node2" or not isinstance(msg, EncryptedInput):
             return msg
-        statement = contribution_statement(s.params, other.fingerprint, sender, digest(msg.data))
+        statement = contribution_statement(s.params, other.fingerprint, sender, digest(msg.data),
+                                           digest(msg.proof))
         return dataclasses.replace(msg, signature=s.identities[sender].sign(statement))
 
     t = s.run(node_tamper=resign)
@@ -478,10 +489,10 @@ def test_a_contributor_who_is_not_a_participant_is_refused() -> None:
     outsider = SigningIdentity.generate(SeededRandom("outsider"))
 
     def add(msg: DecryptRequest) -> DecryptRequest:
-        data = msg.contributions[0].data
+        data, proof = msg.contributions[0].data, msg.contributions[0].proof
         statement = contribution_statement(s.params, s.key.fingerprint, "zz-outsider",
-                                           digest(data))
-        extra = EncryptedInput(msg.query_id, msg.round, "zz-outsider", data,
+                                           digest(data), digest(proof))
+        extra = EncryptedInput(msg.query_id, msg.round, "zz-outsider", data, proof,
                                outsider.sign(statement))
         contributions = msg.contributions + (extra,)
         return dataclasses.replace(msg, contributions=contributions,
@@ -582,7 +593,7 @@ def test_a_wrong_partial_decryption_releases_nothing(liar: str, dropped: set[int
     assert liar in [p.sender for p in t.aggregator.result.partials]  # type: ignore[union-attr]
     # the liar's proof (made with the share it used) does not verify against its key in
     # the manifest: it is named, before anything is combined
-    with pytest.raises(DecryptionFailed, match=rf"of {liar} is wrong") as caught:
+    with pytest.raises(ThresholdDecryptionFailed, match=rf"of {liar} is wrong") as caught:
         s.open(t.aggregator.result)
     assert isinstance(caught.value.__cause__, InvalidPartialDecryption)
 
@@ -675,7 +686,7 @@ def test_a_node_shifting_its_partial_is_caught_and_named(n: int, t: int, liar: s
     expected = s.expected(s.names)
     assert wrong == [expected[0] + 1] + expected[1:]
     # but its proof does not verify: the researcher names it and releases nothing
-    with pytest.raises(DecryptionFailed, match=rf"of {liar} is wrong") as caught:
+    with pytest.raises(ThresholdDecryptionFailed, match=rf"of {liar} is wrong") as caught:
         s.open(result)
     assert isinstance(caught.value.__cause__, InvalidPartialDecryption)
     # every other node's partial is fine, and without the liar the total is exact
@@ -707,7 +718,7 @@ def test_a_shifted_partial_with_the_honest_proof_is_caught() -> None:
 
     t = s.run(node_tamper=lie, dropouts={"partial_decryption": {2}})
     assert not t.aggregator_rejections  # correctly signed by node0: relayed
-    with pytest.raises(DecryptionFailed, match="of node0 is wrong"):
+    with pytest.raises(ThresholdDecryptionFailed, match="of node0 is wrong"):
         s.open(t.aggregator.result)
 
 
@@ -755,7 +766,7 @@ def test_a_proof_from_another_round_does_not_verify(replayed: str) -> None:
 
     t = s.run(node_tamper=replay, dropouts={"partial_decryption": {3, 4}})
     assert not t.aggregator_rejections
-    with pytest.raises(DecryptionFailed, match="of node0 is wrong"):
+    with pytest.raises(ThresholdDecryptionFailed, match="of node0 is wrong"):
         s.open(t.aggregator.result)
 
 
@@ -848,12 +859,322 @@ def test_a_node_contributing_an_invalid_ciphertext_is_dropped() -> None:
             return msg
         data = bytes(len(msg.data))  # right size, correctly signed, but 0 is no ciphertext
         assert len(data) % size == 0
-        statement = contribution_statement(s.params, s.key.fingerprint, sender, digest(data))
+        statement = contribution_statement(s.params, s.key.fingerprint, sender, digest(data),
+                                           digest(msg.proof))
         return dataclasses.replace(msg, data=data, signature=s.identities[sender].sign(statement))
 
     t = s.run(node_tamper=zero)
     assert type(t.aggregator_rejections["node3"]) is RemoteProtocolError
     assert total(s, t) == s.expected([n for n in s.names if n != "node3"])
+
+
+# --- a node contributing what it did not encrypt (E14) --------------------------------------------
+
+ATTACKER, VICTIM = "node1", "node4"
+#: the nodes whose earlier ciphertexts the attacker inverts
+OTHERS = ("node0", "node2", "node3")
+PROOF_ATTEMPTS = ["its own part as the witness", "a victim's proof from the earlier round",
+                  "no proof"]
+
+
+def _earlier_request(s: Setup) -> DecryptRequest:
+    """What the attacker legitimately received in an earlier round of the same query over
+    the same rows: every signed contribution, to check the product."""
+    earlier = dataclasses.replace(s.params, query_id=b"\x02" * 16, round=3,
+                                  query_digest=digest(b"the same query, asked earlier"))
+    t = s.run(params=earlier, rng=s.rng.child("earlier-round"))
+    assert t.aggregator.result is not None
+    return next(msg for _, name, msg in t.outbox
+                if name == ATTACKER and isinstance(msg, DecryptRequest))
+
+
+class CombiningNode(PaillierNode):
+    """A malicious node made from the real machine. Instead of encrypting its vector it
+    contributes, per ciphertext, ``inv(c0 * c2 * c3) * Enc(fill)`` from the ciphertexts it
+    saw in an earlier round, signed with its own key; ``fill`` (the one part it made) puts
+    the slot offsets back, so the total over all five decrypts to the victim's vector. It
+    cannot prove knowledge of that plaintext, so it attaches what it has (``attempt``)."""
+
+    def __init__(self, *args: object, earlier: DecryptRequest, attempt: str,
+                 **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._earlier = earlier
+        self._attempt = attempt
+
+    def _contribute(self) -> EncryptedInput:
+        p, key = self.params, self._key
+        public = key.threshold.public
+        n2 = public.n_square
+        seen = {c.sender: public.from_bytes(c.data) for c in self._earlier.contributions}
+        others = public.combine([seen[name] for name in OTHERS])
+        packing = key.packing(p)
+        offsets = packing.pack([0] * p.vector_length)  # one offset per slot
+        fill = [(len(p.participants) - 1) * o for o in offsets]
+        fill_cs, fill_exponents = self._encryptor.encrypt_with_exponents(fill)
+        forged = [gmpy2.t_mod(gmpy2.invert(o, n2) * f, n2)
+                  for o, f in zip(others, fill_cs, strict=True)]
+        data = public.to_bytes(forged)
+        if self._attempt == "its own part as the witness":
+            proof = plaintext_proof.prove(
+                public, forged, fill, fill_exponents,
+                contribution_binding(p, key.fingerprint, self.me), self._rng).to_bytes(public)
+        elif self._attempt == "a victim's proof from the earlier round":
+            proof = self._earlier.contributions[0].proof
+        else:
+            proof = bytes(plaintext_proof.proof_size(public))
+        signature = self._identity.sign(contribution_statement(p, key.fingerprint, self.me,
+                                                               digest(data), digest(proof)))
+        self.stage = PaillierStage.CONTRIBUTED
+        return EncryptedInput(p.query_id, p.round, self.me, data, proof, signature)
+
+
+@dataclass
+class AttackRound:
+    aggregator: PaillierAggregator
+    #: refused by the aggregator on arrival
+    rejected: dict[str, FedtallyError]
+    #: refused by the nodes asked to decrypt
+    refused: dict[str, FedtallyError]
+    nodes: dict[str, PaillierNode]
+
+
+def _attack(s: Setup, attempt: str) -> AttackRound:
+    """One round through the real aggregator and node machines, node1 combining."""
+    nodes = {name: s.node(name) for name in s.names}
+    nodes[ATTACKER] = s.node(ATTACKER, CombiningNode, earlier=_earlier_request(s),
+                             attempt=attempt)
+    aggregator = PaillierAggregator(s.params, s.members, s.key)
+    run = AttackRound(aggregator, {}, {}, nodes)
+    for name, node in nodes.items():
+        try:
+            aggregator.receive(name, node.start())
+        except FedtallyError as exc:
+            run.rejected[name] = exc
+    replies = []
+    for name, request in aggregator.close_stage():
+        try:
+            replies.append(nodes[name].receive(request))
+        except FedtallyError as exc:
+            run.refused[name] = exc
+    if aggregator.stage is PaillierAggregatorStage.COLLECT_PARTIALS:
+        for reply in replies:
+            assert isinstance(reply, PartialDecryption)
+            aggregator.receive(reply.sender, reply)
+        aggregator.close_stage()
+    return run
+
+
+def _signature_only(params: RoundParams, key: FederationKey, msg: EncryptedInput,
+                    verify_key: VerifyKey) -> list[mpz]:
+    """The check of a party that ignores proofs of plaintext knowledge (the code before
+    them, or a colluder): size, signature and ciphertext range only."""
+    if len(msg.data) != key.ciphertext_bytes(params):
+        raise RemoteProtocolError("wrong size")
+    verify_key.verify(contribution_statement(params, key.fingerprint, msg.sender,
+                                             digest(msg.data), digest(msg.proof)),
+                      msg.signature)
+    return key.threshold.public.from_bytes(msg.data)
+
+
+def _skip_proofs(monkeypatch: pytest.MonkeyPatch, *where: str) -> None:
+    for module in where:
+        monkeypatch.setattr(f"engine.{module}.verify_contribution", _signature_only)
+
+
+def _names_the_attacker(error: FedtallyError | None, *, with_cause: bool = True) -> None:
+    assert type(error) is UnprovenContribution, error
+    assert error.sender == ATTACKER and f"contribution of {ATTACKER}" in str(error)
+    if with_cause:  # a node machine re-raises its error alone (round_machine._fail)
+        assert isinstance(error.__cause__, InvalidPlaintextProof)
+
+
+def test_combining_earlier_ciphertexts_isolates_a_hospital_when_nobody_checks_proofs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the proof exists: without it everyone accepts node1's contribution, and the
+    "total over 5 nodes" is exactly node4's vector."""
+    s = setup("combining-unchecked")
+    _skip_proofs(monkeypatch, "paillier_aggregator", "paillier_node", "paillier_result")
+    run = _attack(s, "its own part as the witness")
+    assert not run.rejected and not run.refused
+    result = run.aggregator.result
+    assert result is not None and result.contributors == s.names
+    opened = [int(v) for v in s.open(result).to_signed()]
+    assert opened == s.ints[s.names.index(VICTIM)]
+    assert opened != s.expected(s.names)
+
+
+@pytest.mark.parametrize("attempt", PROOF_ATTEMPTS)
+def test_an_honest_aggregator_drops_the_combining_node_and_names_it(attempt: str) -> None:
+    s = setup("combining-aggregator")
+    run = _attack(s, attempt)
+    assert set(run.rejected) == {ATTACKER} and not run.refused
+    _names_the_attacker(run.rejected[ATTACKER])
+    honest = tuple(name for name in s.names if name != ATTACKER)
+    result = run.aggregator.result
+    assert result is not None and result.contributors == honest
+    assert [int(v) for v in s.open(result).to_signed()] == s.expected(honest)
+
+
+@pytest.mark.parametrize("attempt", PROOF_ATTEMPTS)
+def test_every_contributor_refuses_it_when_a_colluding_aggregator_forwards_it(
+        attempt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = setup("combining-nodes")
+    _skip_proofs(monkeypatch, "paillier_aggregator")
+    run = _attack(s, attempt)
+    assert not run.rejected
+    assert set(run.refused) == set(s.names)  # node1's own machine checks as well
+    for name, error in run.refused.items():
+        _names_the_attacker(error, with_cause=False)
+        node = run.nodes[name]
+        assert node.stage is PaillierStage.FAILED and node.decryptions == 0
+    assert run.aggregator.result is None
+    assert isinstance(run.aggregator.error, ThresholdNotMet)
+
+
+@pytest.mark.parametrize("attempt", PROOF_ATTEMPTS)
+def test_the_researcher_refuses_it_even_if_every_decryptor_skipped_the_check(
+        attempt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = setup("combining-researcher")
+    _skip_proofs(monkeypatch, "paillier_aggregator", "paillier_node")
+    run = _attack(s, attempt)
+    assert not run.rejected and not run.refused
+    with pytest.raises(UnprovenContribution) as caught:
+        s.open(run.aggregator.result)
+    _names_the_attacker(caught.value)
+
+
+def _resigned(s: Setup, msg: EncryptedInput, data: bytes, proof: bytes) -> EncryptedInput:
+    """``data`` and ``proof`` signed by ``msg.sender`` for this round and key: the sender
+    signs whatever it likes, so only the proof can refuse it."""
+    statement = contribution_statement(s.params, s.key.fingerprint, msg.sender, digest(data),
+                                       digest(proof))
+    return dataclasses.replace(msg, data=data, proof=proof,
+                               signature=s.identities[msg.sender].sign(statement))
+
+
+@pytest.mark.parametrize("source", ["another sender, this round", "this sender, another round",
+                                    "another sender, another round", "another key"])
+def test_a_proof_made_for_another_round_sender_or_key_does_not_verify(source: str) -> None:
+    s = setup("proof-binding-contribution")
+    earlier = dataclasses.replace(s.params, query_id=b"\x03" * 16, round=5,
+                                  query_digest=digest(b"an earlier query"))
+    old = {sender: msg for _, sender, msg in s.run(params=earlier,
+                                                  rng=s.rng.child("old")).inbox
+           if isinstance(msg, EncryptedInput)}
+    other_key = FederationKey(s.key.threshold, tuple(reversed(s.names)))  # same modulus
+
+    def swap(stage: str, sender: str, msg: SecAggMessage, t: PaillierTranscript) -> SecAggMessage:
+        if sender != "node2" or not isinstance(msg, EncryptedInput):
+            return msg
+        if source == "another sender, this round":
+            copied = next(m for _, name, m in t.inbox if name == "node0")
+            assert isinstance(copied, EncryptedInput)
+            return _resigned(s, msg, copied.data, copied.proof)
+        if source == "this sender, another round":
+            return _resigned(s, msg, old["node2"].data, old["node2"].proof)
+        if source == "another sender, another round":
+            return _resigned(s, msg, old["node0"].data, old["node0"].proof)
+        made = make_contribution(s.params, other_key, "node2", s.identities["node2"],
+                                 s.encryptor, s.key.packing(s.params).pack(s.ints[2]),
+                                 SeededRandom("other-key"))
+        return _resigned(s, msg, made.data, made.proof)
+
+    t = s.run(node_tamper=swap)
+    error = t.aggregator_rejections["node2"]
+    assert type(error) is UnprovenContribution and error.sender == "node2"
+    assert set(t.aggregator_rejections) == {"node2"} and not t.node_errors
+    assert total(s, t) == s.expected([name for name in s.names if name != "node2"])
+
+
+def test_every_honest_contribution_verifies_for_its_sender_only() -> None:
+    s = setup("contribution-verify")
+    t = s.run()
+    result = t.aggregator.result
+    assert result is not None
+    assert tuple(c.sender for c in result.contributions) == result.contributors == s.names
+    public = s.key.threshold.public
+    for c in result.contributions:
+        ciphertexts = verify_contribution(s.params, s.key, c, s.members[c.sender])
+        assert public.to_bytes(ciphertexts) == c.data
+        assert len(c.proof) == plaintext_proof.proof_size(public)
+        proof = plaintext_proof.PlaintextProof.from_bytes(public, c.proof)
+        for sender in s.names:
+            binding = contribution_binding(s.params, s.key.fingerprint, sender)
+            if sender == c.sender:
+                plaintext_proof.verify(public, ciphertexts, proof, binding)
+            else:
+                with pytest.raises(InvalidPlaintextProof):
+                    plaintext_proof.verify(public, ciphertexts, proof, binding)
+
+
+@given(data=st.data())
+@EXAMPLES
+def test_contributions_round_trip_verify_and_decrypt_to_the_vector(data: st.DataObject) -> None:
+    s = setup("contribution-property")
+    name = data.draw(st.sampled_from(s.names), label="sender")
+    bound = 2**39
+    vector = data.draw(st.lists(st.integers(-bound, bound), min_size=s.params.vector_length,
+                                max_size=s.params.vector_length), label="vector")
+    packing = s.key.packing(s.params)
+    seed = data.draw(st.integers(0, 2**32), label="seed")
+    made = make_contribution(s.params, s.key, name, s.identities[name], s.encryptor,
+                             packing.pack(vector), SeededRandom(seed))
+    again = codec.decode(codec.encode(made))
+    assert again == made
+    assert isinstance(again, EncryptedInput)
+    ciphertexts = verify_contribution(s.params, s.key, again, s.members[name])
+    shares = [s.shares[n] for n in s.names[:T]]
+    plaintexts = s.key.threshold.combine({sh.index: sh.partial_decrypt(ciphertexts)
+                                          for sh in shares})
+    assert packing.unpack(plaintexts, s.params.vector_length, 1) == vector
+
+
+# --- the contributions the result carries (checked by the researcher) ------------------------------
+
+
+def test_a_result_without_the_contributions_is_refused(
+        honest: tuple[Setup, PaillierResult]) -> None:
+    s, result = honest
+    with pytest.raises(InconsistentView, match="contributions"):
+        s.open(dataclasses.replace(result, contributions=()))
+    with pytest.raises(InconsistentView, match="contributions"):
+        s.open(dataclasses.replace(result, contributions=result.contributions[:4]))
+    swapped = (result.contributions[1], result.contributions[0]) + result.contributions[2:]
+    with pytest.raises(InconsistentView, match="contributions"):
+        s.open(dataclasses.replace(result, contributions=swapped))
+
+
+def _with_contribution(result: PaillierResult, i: int, msg: EncryptedInput) -> PaillierResult:
+    contributions = list(result.contributions)
+    contributions[i] = msg
+    return dataclasses.replace(result, contributions=tuple(contributions))
+
+
+def test_a_tampered_contribution_in_the_result_is_refused(
+        honest: tuple[Setup, PaillierResult]) -> None:
+    s, result = honest
+    c = result.contributions[2]
+    proof = bytearray(c.proof)
+    proof[-1] ^= 1
+    with pytest.raises(AuthenticationError):  # the sender's signature covers its proof
+        s.open(_with_contribution(result, 2, dataclasses.replace(c, proof=bytes(proof))))
+    with pytest.raises(InconsistentView, match="another round"):
+        s.open(_with_contribution(result, 2, dataclasses.replace(c, round=c.round + 1)))
+    with pytest.raises(AuthenticationError):
+        s.open(result, members={n: k for n, k in s.members.items() if n != "node2"})
+
+
+def test_a_product_that_is_not_the_signed_contributions_product_is_refused(
+        honest: tuple[Setup, PaillierResult]) -> None:
+    """node2 signed and proved a second, different contribution: every check of it passes,
+    but the product the partials decrypt is not the product of what the result shows."""
+    s, result = honest
+    packing = s.key.packing(s.params)
+    other = make_contribution(s.params, s.key, "node2", s.identities["node2"], s.encryptor,
+                              packing.pack(s.ints[2]), SeededRandom("second contribution"))
+    assert other.data != result.contributions[2].data
+    with pytest.raises(InconsistentView, match="not the product of the signed"):
+        s.open(_with_contribution(result, 2, other))
 
 
 # --- the aggregator's own checks --------------------------------------------------------------
@@ -1086,6 +1407,10 @@ def test_a_node_refuses_a_share_that_is_not_its_own() -> None:
                                        ThresholdPublic(tp.public, 4, tp.holders)))
     with pytest.raises(LocalError, match="encryptor"):
         s.node("node0", encryptor=encryptor(N, 4))
+    public = s.key.threshold.public
+    too_long = FastEncryptor(public, SeededRandom("long"), randomizer_bits(public.bits) + 1)
+    with pytest.raises(LocalError, match="randomizers"):  # a proof could not cover them
+        s.node("node0", encryptor=too_long)
     with pytest.raises(LocalError, match="participant"):
         s.node("node0", me="node9")
     with pytest.raises(LocalError, match="identity"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 
 import numpy as np
@@ -50,21 +51,59 @@ def _random_dropouts(rnd: random.Random, total: int) -> dict[str, set[int]]:
     return dropouts
 
 
-@pytest.mark.parametrize("seed", range(200))
-def test_up_to_six_dropouts_give_the_exact_survivor_sum(seed: int) -> None:
-    rnd = random.Random(seed)
-    dropouts = _random_dropouts(rnd, rnd.randint(0, N - T))
-    inputs = _inputs(seed)
-    result = secure_sum(inputs, threshold=T, dropouts=dropouts, seed=seed)
+def _check_survivor_sum(inputs: list[np.ndarray], threshold: int,
+                        dropouts: dict[str, set[int]], seed: int) -> None:
+    result = secure_sum(inputs, threshold=threshold, dropouts=dropouts, seed=seed)
     # nodes that vanished before their masked input are out; later dropouts are still in
     early = set().union(*(dropouts.get(s, set()) for s in ("advertise", "share", "masked_input")))
-    assert result.survivors == sorted(set(range(N)) - early)
-    expected = sum((inputs[i].astype(object) for i in result.survivors), np.zeros(6, object))
+    assert result.survivors == sorted(set(range(len(inputs))) - early)
+    d = len(inputs[0])
+    expected = sum((inputs[i].astype(object) for i in result.survivors), np.zeros(d, object))
     assert [int(x) for x in result.total] == [int(x) for x in expected]
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_seven_dropouts_abort_with_a_typed_error(seed: int) -> None:
+#: a small round (7 nodes, threshold 5) where every pattern of dropouts can be enumerated:
+#: which stages the dropouts happen at (victims are interchangeable: the first and last
+#: node, and one in the middle)
+SMALL_N, SMALL_T = 7, 5
+SMALL_VICTIMS = (0, SMALL_N - 1, SMALL_N // 2)
+
+
+def _small_dropouts(stages: tuple[str, ...]) -> dict[str, set[int]]:
+    dropouts: dict[str, set[int]] = {}
+    for victim, stage in zip(SMALL_VICTIMS, stages, strict=False):
+        dropouts.setdefault(stage, set()).add(victim)
+    return dropouts
+
+
+@pytest.mark.parametrize("stages", [
+    stages for k in range(SMALL_N - SMALL_T + 1)
+    for stages in itertools.combinations_with_replacement(STAGES, k)])
+def test_every_dropout_pattern_within_the_threshold_gives_the_survivor_sum(
+        stages: tuple[str, ...]) -> None:
+    _check_survivor_sum(_inputs(len(stages), n=SMALL_N), SMALL_T, _small_dropouts(stages),
+                        seed=len(stages))
+
+
+@pytest.mark.parametrize("stages", list(
+    itertools.combinations_with_replacement(STAGES, SMALL_N - SMALL_T + 1)))
+def test_every_dropout_pattern_beyond_the_threshold_aborts_with_a_typed_error(
+        stages: tuple[str, ...]) -> None:
+    with pytest.raises(ThresholdNotMet):
+        secure_sum(_inputs(3, n=SMALL_N), threshold=SMALL_T, dropouts=_small_dropouts(stages),
+                   seed=3)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_up_to_six_dropouts_of_twenty_give_the_exact_survivor_sum(seed: int) -> None:
+    """A larger round, sampled: many victims at once, at random stages."""
+    rnd = random.Random(seed)
+    _check_survivor_sum(_inputs(seed), T, _random_dropouts(rnd, rnd.randint(0, N - T)),
+                        seed=seed)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seven_dropouts_of_twenty_abort_with_a_typed_error(seed: int) -> None:
     rnd = random.Random(1000 + seed)
     with pytest.raises(ThresholdNotMet):
         secure_sum(_inputs(seed), threshold=T, dropouts=_random_dropouts(rnd, 7), seed=seed)

@@ -305,7 +305,8 @@ def test_node_transition(stage: NodeStage, cls: type) -> None:
 
 
 @pytest.mark.parametrize("stage", [s for s in NodeStage if s not in TERMINAL], ids=_pair_id)
-@pytest.mark.parametrize("msg", [None, object(), b"FTLY", "KeyRoster"], ids=repr)
+@pytest.mark.parametrize("msg", [None, object(), b"FTLY", "KeyRoster"],
+                         ids=["None", "object", "bytes", "str"])
 def test_node_rejects_what_is_not_a_secagg_message(stage: NodeStage, msg: object) -> None:
     node = node_at(stage)
     with pytest.raises(UnexpectedMessage):

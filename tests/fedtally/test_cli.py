@@ -91,6 +91,52 @@ def test_node_check_reports_data_problems(tmp_path: Path) -> None:
     assert "row 2" in out.stderr and "age" in out.stderr
 
 
+_MODEL = ('{"format": "fedtally-datamodel/1", "code": "m", "version": "1", "variables": ['
+          '{"code": "dataset", "sql_type": "text", "is_categorical": true, '
+          '"enumerations": [{"code": "a"}]}, {"code": "age", "sql_type": "int", '
+          '"is_categorical": false, "min": 18, "max": 100}, {"code": "sex", "sql_type": "text", '
+          '"is_categorical": true, "enumerations": [{"code": "F"}, {"code": "M"}]}]}')
+
+
+@pytest.mark.parametrize(("rows", "code", "expected"), [
+    # valid: a summary per variable on stdout, the unknown column as a warning
+    ("dataset,age,sex,id\na,70,F,1\na,,M,2\na,40,,3\n", 0,
+     ["a: 3 valid rows of m:1; datasets a", "out of range", "int [18, 100]",
+      "warning: column 'id': not a variable of data model m:1", "the data is valid"]),
+    # a renamed header: served, "sex == 'F'" would match nothing
+    ("dataset,age,gender\na,70,F\na,50,M\n", 1,
+     ["no column (missing for every row here): sex", "not in the data model: gender",
+      "column 'gender': not a variable of data model m:1, while the data lacks 1 of its "
+      "variables ('sex'): a renamed header?", "NOT valid"]),
+    ("dataset,Age,sex\na,70,F\n", 1, ["did you mean 'age', which the data lacks?"]),
+    ("dataset,age,sex\na,170,F\na,x,M\n", 1,
+     ["row 1, column 'age': value '170' is above the maximum 100",
+      "row 2, column 'age': value 'x' is not a number"]),
+    # a semicolon-separated export: one line naming the separator
+    ("dataset;age;sex\na;70;F\n", 1, ["fedtally: error: CSV file", "separated by ';'"]),
+])
+def test_node_check_summarises_and_catches_real_mistakes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str, code: int,
+        expected: list[str]) -> None:
+    import json
+
+    assert main(["federation", "init", str(tmp_path), "--nodes", "a,b,c", "--researchers", "r",
+                 "--force"]) == 0
+    (tmp_path / "model.json").write_text(_MODEL)
+    (tmp_path / "a" / "rows.csv").write_text(rows)
+    config = tmp_path / "a" / "node.json"
+    document = json.loads(config.read_text())
+    document.update(data=[{"kind": "csv", "path": "rows.csv"}], data_model="../model.json")
+    config.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["node", "check", "--config", str(config)]) == code
+    out = capsys.readouterr()
+    text = out.out if code == 0 else out.err
+    for line in expected:
+        assert line in text, (line, text)
+    assert "Traceback" not in out.err
+
+
 # --- fedtally audit -------------------------------------------------------------------------
 
 

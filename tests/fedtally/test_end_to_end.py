@@ -133,9 +133,11 @@ def test_small_filtered_cohorts_are_not_released(fed: fedtally.Federation,
     rows = pooled(hospitals)
     longest = sorted(rows.onset_to_door_min)[-4]
     assert 0 < (rows.onset_to_door_min >= longest).sum() < 10
-    result = fed.descriptive_stats(["age"], filters=f"onset_to_door_min >= {longest}")
-    assert result.loc[("age", "all"), "count"] == 0
-    assert result.attrs["federation"]["nodes_contributing"] == 0
+    count = fed.count(filters=f"onset_to_door_min >= {longest}")
+    assert count == 0 and count.federation["nodes_contributing"] == 0
+    # statistics of nothing are refused, with the reason, never computed from zeros
+    with pytest.raises(fedtally.QueryError, match=r"no rows.*\(0 of 3 nodes contributed\)"):
+        fed.descriptive_stats(["age"], filters=f"onset_to_door_min >= {longest}")
 
 
 def test_many_queries_at_once(fed: fedtally.Federation, hospitals: dict[str, pd.DataFrame]) -> None:

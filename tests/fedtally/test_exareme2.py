@@ -10,8 +10,9 @@ tolerances (relative 1e-6 / absolute 1e-9; 1e-5 for logistic-regression standard
 p and intervals; exact counts; range checks only for cross-validation), and compares every
 field of the reference except those whose reason is written next to the code.
 
-Cases per expected file (``expected/`` + ``expected-prod/``), each run over both splits; the
-outcome was the same over one node and over three nodes (run / passed / skipped per split):
+Cases per expected file (``expected/`` + ``expected-prod/``); every case runs over three
+nodes and the first case of each file also over one node (when every case ran over both
+splits the outcome was always the same; run / passed / skipped per split):
 
 =================================== ========= ================ ==========================
 file (Exareme2 algorithm)            cases     passed, each      skipped, each split: why
@@ -206,7 +207,8 @@ def _cases() -> list[Any]:
             for i, case in enumerate(json.loads(path.read_text())["test_cases"]):
                 reason = skip_reason(algorithm, folder, name, i, case)
                 marks = [pytest.mark.skip(reason=reason)] if reason else []
-                for split in SPLITS:
+                # every case over three nodes; the first of each file also over one node
+                for split in SPLITS if i == 0 else SPLITS[1:]:
                     params.append(pytest.param(algorithm, case, split, marks=marks,
                                                id=f"{folder}/{name.split('_expected')[0]}"
                                                   f"-{i}-{split}"))
@@ -243,8 +245,9 @@ def _compare_descriptive(ours: dict[str, Any], theirs: dict[str, Any], rerun: Re
                 assert want is None and have is None, (part, key, have, want)
                 continue
             for field, value in want.items():
-                if field in NOT_RELEASED:
-                    continue  # deliberately not released: NOT_RELEASED says why
+                if field in NOT_RELEASED:  # deliberately not released: NOT_RELEASED says why
+                    assert have.get(field) is None, (part, key, field)
+                    continue
                 if field == "counts":
                     assert have["counts"] == {k: v for k, v in value.items() if v}, (part, key)
                     continue
@@ -490,5 +493,23 @@ def test_every_offered_algorithm_is_compared() -> None:
     assert offered == set(HANDLERS) == set(COMPARE)
 
 
-def test_every_number_compared_is_finite_or_deliberately_absent() -> None:
-    assert all(not isinstance(v, float) or not math.isnan(v) for v in NOT_RELEASED)
+def test_every_field_not_released_is_named_by_the_reference_and_has_a_reason() -> None:
+    """NOT_RELEASED is not stale: each field it withholds occurs in Exareme2's expected
+    outputs, and each says why."""
+    fields: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            fields.update(value)
+            for inner in value.values():
+                collect(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                collect(inner)
+
+    for folder in FOLDERS:
+        for path in (require_shared(EXAREME2) / folder).glob("*.json"):
+            collect(json.loads(path.read_text()))
+    # Exareme2's AnovaResult has min_max_per_group; its expected files leave it out
+    assert set(NOT_RELEASED) - {"min_max_per_group"} <= fields, set(NOT_RELEASED) - fields
+    assert all(isinstance(why, str) and len(why) > 10 for why in NOT_RELEASED.values())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import fedtally
 from fedtally.local import wait_for_nodes
 from fedtally.synthetic import stroke_model, three_hospitals
+from tests.support import wait_until
 
 STAGE_TIMEOUT_S = 3
 
@@ -42,11 +42,8 @@ def rows(hospitals: dict[str, pd.DataFrame], *names: str) -> int:
     return sum(len(hospitals[n]) for n in names)
 
 
-def _wait_offline(fed: fedtally.Federation, name: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while name in fed.catalog()["nodes"]:
-        assert time.monotonic() < deadline, f"{name} still online"
-        time.sleep(0.05)
+def _wait_offline(fed: fedtally.Federation, name: str) -> None:
+    wait_until(lambda: name not in fed.catalog()["nodes"], f"{name} still online", every_s=0.05)
 
 
 def _incomplete(caught: list[warnings.WarningMessage]) -> list[str]:

@@ -120,7 +120,7 @@ def test_the_cli_changes_membership(federation: Path, capsys: pytest.CaptureFixt
 
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}, "bob": {"*": {"rho": 1.0}}},
-          "exact_access": ["alice", "bob"], "allowed_algorithms": ["count"]}
+          "exact_access": ["alice", "bob"], "allowed_methods": ["count"]}
 
 
 def test_a_real_federation_through_membership_changes(tmp_path: Path) -> None:

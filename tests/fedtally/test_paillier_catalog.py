@@ -36,7 +36,7 @@ from node.policy import Policy
 #: a 1024-bit key: fine in memory (the simulator has no minimum; real federations need 2048)
 BITS = 1024
 #: public methods of the catalog that answer no query: metadata helpers, compared separately
-HELPERS = frozenset({"catalog", "data_models", "datasets", "model", "receipts"})
+HELPERS = frozenset({"catalog", "data_models", "datasets", "model", "receipts", "scope"})
 SEED = 7
 
 Call = Callable[[Analyses], Any]
@@ -290,6 +290,9 @@ def test_dp_count_and_descriptive_stats_spend_budget_in_both_modes(
         assert {"count_noise_std", "mean_ci_low", "mean_ci_high"} <= set(stats.columns)
         assert stats.attrs["privacy"]["rho"] == pytest.approx(0.25)
         budget = fed.budget()
+        # each node lists its "*" grant (what an unnamed dataset gets) beside the dataset spent on
+        assert set(budget.index.get_level_values("dataset")) == {"*", *hospitals}
+        budget = budget.drop("*", level="dataset")
         assert budget["spent_rho"].tolist() == pytest.approx([0.5] * 3), protection
         assert budget["remaining_rho"].tolist() == pytest.approx([0.5] * 3), protection
         released[protection] = (count, stats)

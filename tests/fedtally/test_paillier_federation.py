@@ -19,7 +19,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from crypto.paillier import DEFAULT_KEY_BITS
 from fedtally.local import wait_for_nodes
 from fedtally.synthetic import three_hospitals
 from node.datamodel import DataModel
+from tests.support import wait_until
 
 NODES = ("hosp_a", "hosp_b", "hosp_c")
 #: the smaller federations use the smallest key a real federation accepts: they test
@@ -172,8 +172,10 @@ _DONE = (r"fedtally\.aggregator INFO query [0-9a-f]{8} done over \d of \d nodes"
 #: shape must be reviewed (could it carry a plain value?) before it is added here
 _ALLOWED = [re.compile(_STAMP + pattern) for pattern in (
     r"websockets\.server INFO (server listening on \S+|connection open|connection closed)$",
-    r"fedtally\.aggregator INFO aggregator listening on wss://\S+$",
+    r"fedtally\.aggregator INFO aggregator \S+ listening on wss://\S+ "
+    r"\(health: https://\S+/healthz\)$",
     r"fedtally\.aggregator INFO (node|researcher) \w+ (connected|disconnected)$",
+    r"fedtally\.aggregator INFO (node|researcher) \w+ runs fedtally \S+$",
     r"fedtally\.aggregator INFO EncryptedInput from \w+ for query [0-9a-f]{8}: "
     r"(?:[0-9a-f]{16} ){3}\.\.\.$",
     _DONE + r"$",
@@ -324,11 +326,9 @@ def test_two_killed_nodes_fail_with_threshold_not_met(two_of_three: fedtally.Fed
     _all_back(fed, small)
 
 
-def _wait_offline(fed: fedtally.Federation, *names: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while set(names) & set(fed.catalog()["nodes"]):
-        assert time.monotonic() < deadline, f"{names} still online"
-        time.sleep(0.05)
+def _wait_offline(fed: fedtally.Federation, *names: str) -> None:
+    wait_until(lambda: not set(names) & set(fed.catalog()["nodes"]), f"{names} still online",
+               every_s=0.05)
 
 
 # --- a decryption threshold of 3 of 3 -----------------------------------------------------------

@@ -25,7 +25,7 @@ from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
 from engine.errors import ParameterMismatch
 from engine.manifest import Manifest
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from engine.simulate import run_round
 from fedtally.federation import init_federation

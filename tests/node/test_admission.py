@@ -14,7 +14,7 @@ from crypto.randomness import SeededRandom
 from engine.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
 from engine.manifest import Manifest
 from engine.params import RoundParams
-from engine.plans import layout
+from engine.planner import layout
 from engine.query import QuerySpec, SignedQuery, signed_query_statement
 from fedtally.federation import init_federation
 from fedtally.synthetic import three_hospitals
@@ -148,7 +148,7 @@ def test_a_plan_the_researcher_misstated_is_refused(world) -> None:
 def test_policy_refusals(world) -> None:
     query, params = _query(world)
     with pytest.raises(QueryError):
-        _admit(world, query, params, policy=Policy(allowed_algorithms=frozenset({"histogram"})))
+        _admit(world, query, params, policy=Policy(allowed_methods=frozenset({"histogram"})))
     query, params = _query(world)
     with pytest.raises(QueryError, match="exact"):
         _admit(world, query, params, policy=Policy(exact_access=frozenset({"bob"})))

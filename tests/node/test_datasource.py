@@ -173,7 +173,15 @@ def test_from_config(tmp_path: Path) -> None:
     assert DataSource.from_config({"path": "/x/rows.PARQUET"}).kind == "parquet"
     assert DataSource.from_config({"url": "sqlite:///x.db", "table": "t"}).kind == "sql"
     with pytest.raises(ConfigurationError, match="unknown data source keys"):
-        DataSource.from_config({"path": "a.csv", "delimiter": ";"})
+        DataSource.from_config({"path": "a.csv", "sep": ";"})
+    assert DataSource.from_config({"path": "a.csv", "delimiter": ";", "encoding": "cp1252"}) \
+        == DataSource("csv", path=Path("a.csv"), delimiter=";", encoding="cp1252")
+    with pytest.raises(ConfigurationError, match="delimiter"):
+        DataSource.from_config({"path": "a.csv", "delimiter": ":"})
+    with pytest.raises(ConfigurationError, match="encoding"):
+        DataSource.from_config({"path": "a.csv", "encoding": "klingon"})
+    with pytest.raises(ConfigurationError, match="CSV sources only"):
+        DataSource.from_config({"path": "a.parquet", "delimiter": ";"})
     with pytest.raises(ConfigurationError, match="kind"):
         DataSource.from_config({"path": "rows.txt"})
     with pytest.raises(ConfigurationError, match="needs 'url' and 'table'"):
@@ -203,3 +211,35 @@ def test_peer_csvs_load() -> None:
         pytest.skip(f"MIP reference data not found at {PEER} (../shared/peer/exareme2)")
     total = sum(len(DataSource("csv", path=path).load()) for path in files)
     assert total > 3000
+
+
+# --- what spreadsheets write: separators and encodings -----------------------------------
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"age;sex;dataset\n50;F;a\n", "holds 2 semicolons and no commas, so its fields "
+                                           "seem separated by ';'.*\"delimiter\": \";\""),
+    (b"age\tsex\n50\tF\n", "holds 1 tab and no commas"),
+    (b"age|sex\n50|F\n", "separated by '|'"),
+    ("age,sex\n50,F\n".encode("utf-16"), "is UTF-16 text .*\"encoding\": \"utf-16\""),
+    (b"PK\x03\x04\x14\x00\x06\x00", "is a ZIP archive \\(an Excel workbook\\?\\)"),
+    (("age,name\n" + "1,a\n" * 500 + "2,Ren\xe9e\n").encode("cp1252"),
+     "not UTF-8 text: line 502 holds the byte 0xe9 \\('é' in Windows-1252"),
+])
+def test_spreadsheet_mistakes_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+    """A semicolon CSV read with commas would be one unknown column, and pass as a file whose
+    every variable is missing; each of these is refused with what to do instead."""
+    path = _csv(tmp_path, content, "export.csv")
+    with pytest.raises(LocalDataError, match=message) as info:
+        DataSource("csv", path=path).load()
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_declared_delimiter_and_encoding_are_read(tmp_path: Path) -> None:
+    semicolons = _csv(tmp_path, "age;name;dataset\n50;Renée;a\n".encode("cp1252"), "eu.csv")
+    rows = DataSource.from_config({"path": str(semicolons), "delimiter": ";",
+                                   "encoding": "cp1252"}).load()
+    assert rows.to_dict("records") == [{"age": "50", "name": "Renée", "dataset": "a"}]
+    tabs = _csv(tmp_path, "age\tname\n50\tZoë\n51\n".encode("utf-16"), "tabs.csv")
+    with pytest.raises(LocalDataError, match="line 3 has 1 field"):
+        DataSource("csv", path=tabs, delimiter="\t", encoding="utf-16").load()

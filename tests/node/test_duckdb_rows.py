@@ -17,7 +17,8 @@ import pytest
 
 from engine.kinds import KINDS
 from engine.kinds.base import exact_scale
-from engine.plans import CELLS_BELOW_THRESHOLD, layout
+from engine.planner import layout
+from engine.plans import CELLS_BELOW_THRESHOLD
 from engine.query import QuerySpec
 from node.datamodel import DataModel, PlanModel, Variable
 from node.datasource import DataSource
@@ -74,11 +75,11 @@ def test_every_kind_agrees_exactly(stores: dict, kind: str, filters: object) -> 
 
 
 NEGATIVE = {
-    "moments": dict(algorithm="descriptive_stats", variables=("score", "age", "sex"), by="arm"),
-    "crossprod": dict(algorithm="linear_regression", parameters={"terms": [
+    "moments": dict(method="descriptive_stats", variables=("score", "age", "sex"), by="arm"),
+    "crossprod": dict(method="linear_regression", parameters={"terms": [
         {"const": 1}, {"var": "score"}, {"var": "age", "transform": "sqrt"},
         {"product": [{"var": "score"}, {"var": "sex", "level": "F"}]}, {"var": "bmi"}]}),
-    "counts": dict(algorithm="histogram",
+    "counts": dict(method="histogram",
                    parameters={"axes": [{"var": "score", "edges": [-5, -1, 0, 0.5, 4]}]}),
 }
 
@@ -111,7 +112,7 @@ def test_dp_encodings_agree_clipped(stores: dict, algorithm: str) -> None:
                                                             {"var": "bmi"}]}),
             "histogram": dict(parameters={"axes": [{"var": "bmi", "edges": [10, 25, 60]}]}),
             }[algorithm]
-    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), algorithm=algorithm,
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method=algorithm,
                      privacy={"mode": "dp", "rho": 1.0,
                               "bounds": {"age": [20, 80], "bmi": [18, 35]}}, **base)
     view = PlanModel(_model())
@@ -301,7 +302,7 @@ def test_sums_that_could_leave_the_ring_are_refused_on_both(tmp_path: Path) -> N
     rows.to_csv(tmp_path / "big.csv", index=False)
     duck = DuckRows.load([DataSource("csv", path=tmp_path / "big.csv")], model)
     spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"),
-                     algorithm="descriptive_stats", variables=("score",))
+                     method="descriptive_stats", variables=("score",))
     for store in (FrameRows(rows, model), duck):
         with pytest.raises(QueryError, match=r"2\^62"):
             _session(store, tmp_path).plan(spec, "alice", threshold=1)

@@ -1,4 +1,4 @@
-"""The node's policy file: strict parsing, defaults, canonical digest, algorithm checks."""
+"""The node's policy file: strict parsing, defaults, canonical digest, method checks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from engine.errors import ConfigurationError, QueryError
-from node.policy import Budget, Policy
+from node.policy import BudgetGrant, Policy
 
 FULL = {
-    "allowed_algorithms": ["linear_regression", "ttest_onesample"],
+    "allowed_methods": ["linear_regression", "ttest_onesample"],
     "min_row_count": 20,
     "exact_access": [],
     "budgets": {
@@ -31,54 +31,65 @@ def _write(tmp_path: Path, obj: Any) -> Path:
 
 def test_defaults_follow_the_mip() -> None:
     policy = Policy.default()
-    assert policy.allowed_algorithms is None
+    assert policy.allowed_methods is None
     assert (policy.min_row_count, policy.small_cell_threshold) == (10, 10)
     assert policy.exact_access is None  # every researcher, while no budgets are set
     assert dict(policy.budgets) == {}
-    policy.check_algorithm("anything")
+    policy.check_method("anything")
     assert Policy.from_dict({}) == policy
     assert Policy.from_dict({"min_row_count": 15}).small_cell_threshold == 15
 
 
 def test_full_file(tmp_path: Path) -> None:
     policy = Policy.from_file(_write(tmp_path, FULL))
-    assert policy.allowed_algorithms == frozenset({"linear_regression", "ttest_onesample"})
+    assert policy.allowed_methods == frozenset({"linear_regression", "ttest_onesample"})
     assert (policy.min_row_count, policy.small_cell_threshold) == (20, 5)
     assert policy.exact_access == frozenset()
-    assert policy.budgets["alice"]["edsd0"] == Budget(0.5)
+    assert policy.budgets["alice"]["edsd0"] == BudgetGrant(0.5)
     assert policy.to_dict()["budgets"] == FULL["budgets"]
     assert Policy.from_dict(policy.to_dict()) == policy
 
 
 def test_budget_lookup_falls_back_to_wildcards() -> None:
     policy = Policy.from_dict(FULL)
-    assert policy.budget_for("alice", "edsd0") == Budget(0.5)
-    assert policy.budget_for("alice", "ppmi0") == Budget(0.1)
-    assert policy.budget_for("bob", "ppmi0") == Budget(0.05)
+    assert policy.budget_for("alice", "edsd0") == BudgetGrant(0.5)
+    assert policy.budget_for("alice", "ppmi0") == BudgetGrant(0.1)
+    assert policy.budget_for("bob", "ppmi0") == BudgetGrant(0.05)
     only = Policy.from_dict({"budgets": {"alice": {"edsd0": {"rho": 1}}}})
     assert only.budget_for("alice", "ppmi0") is None and only.budget_for("bob", "edsd0") is None
 
 
-def test_check_algorithm() -> None:
+def test_a_policy_written_with_the_old_key_name_reads_the_same() -> None:
+    """"allowed_algorithms" was renamed "allowed_methods" (one word per concept): a policy
+    file written before still gives the same policy, and digest; both names is an error."""
+    old = Policy.from_dict({"allowed_algorithms": ["pca"], "min_row_count": 5})
+    new = Policy.from_dict({"allowed_methods": ["pca"], "min_row_count": 5})
+    assert old == new and old.digest() == new.digest()
+    assert "allowed_algorithms" not in old.to_dict()
+    with pytest.raises(ConfigurationError, match="both 'allowed_algorithms' and its current"):
+        Policy.from_dict({"allowed_algorithms": ["pca"], "allowed_methods": ["pca"]})
+
+
+def test_check_method() -> None:
     policy = Policy.from_dict(FULL)
-    policy.check_algorithm("linear_regression")
-    with pytest.raises(QueryError, match="does not allow the algorithm 'pca'") as info:
-        policy.check_algorithm("pca")
+    policy.check_method("linear_regression")
+    with pytest.raises(QueryError, match="does not allow the method 'pca'") as info:
+        policy.check_method("pca")
     assert info.value.public
-    assert Policy.from_dict({"allowed_algorithms": "*"}).allowed_algorithms is None
+    assert Policy.from_dict({"allowed_methods": "*"}).allowed_methods is None
     with pytest.raises(QueryError):
-        Policy.from_dict({"allowed_algorithms": []}).check_algorithm("pca")
+        Policy.from_dict({"allowed_methods": []}).check_method("pca")
 
 
 def test_digest_is_canonical() -> None:
     default = Policy.default().digest()
     assert len(default) == 64 and default == Policy.from_dict({}).digest()
     explicit = {"min_row_count": 10, "small_cell_threshold": 10, "exact_access": "*",
-                "allowed_algorithms": "*", "budgets": {}, "budget_groups": {},
+                "allowed_methods": "*", "budgets": {}, "budget_groups": {},
                 "max_slots": 100_000, "max_query_memory_mb": 1024, "max_queries_in_flight": 16}
     assert Policy.from_dict(explicit).digest() == default
     reordered = dict(reversed(list(FULL.items())))
-    reordered["allowed_algorithms"] = list(reversed(FULL["allowed_algorithms"]))
+    reordered["allowed_methods"] = list(reversed(FULL["allowed_methods"]))
     assert Policy.from_dict(reordered).digest() == Policy.from_dict(FULL).digest()
     assert Policy.from_dict({"min_row_count": 11}).digest() != default
     assert Policy.from_dict({"budgets": {"a": {"*": {"rho": 1}}}}).digest() != default
@@ -101,8 +112,8 @@ def test_digest_is_canonical() -> None:
         ({"budget_groups": {"g": ["a"], "h": ["a"]}}, "two budget groups"),
         ({"max_slots": 0}, "max_slots"),
         ({"max_query_memory_mb": "1"}, "max_query_memory_mb"),
-        ({"allowed_algorithms": "pca"}, "allowed_algorithms"),
-        ({"allowed_algorithms": ["pca", 3]}, "algorithm"),
+        ({"allowed_methods": "pca"}, "allowed_methods"),
+        ({"allowed_methods": ["pca", 3]}, "method"),
         ({"budgets": []}, "budgets"),
         ({"budgets": {"alice": 1}}, "alice"),
         ({"budgets": {"alice": {"d": 0.5}}}, "rho"),
@@ -150,5 +161,5 @@ def test_budget_groups_charge_datasets_sharing_patients_once() -> None:
                                "budgets": {"alice": {"edsd": {"rho": 0.5}}}})
     assert policy.account_of("edsd0") == policy.account_of("edsd1") == "edsd"
     assert policy.account_of("ppmi0") == "ppmi0"
-    assert policy.budget_for("alice", policy.account_of("edsd1")) == Budget(0.5)
+    assert policy.budget_for("alice", policy.account_of("edsd1")) == BudgetGrant(0.5)
     assert Policy.from_dict(policy.to_dict()) == policy

@@ -6,78 +6,28 @@ recorder), with a failure injected where no input can cause one any more."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from pathlib import Path
 
 import pytest
 
-from crypto.randomness import SeededRandom
-from engine.codec import decode, encode
-from engine.params import RoundParams
-from engine.plans import layout
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
-from engine.service_messages import QueryAnnounce, QueryRefused
-from fedtally.federation import init_federation
-from fedtally.synthetic import stroke_model, three_hospitals
-from node.config import load_node_config
-from node.datamodel import PlanModel
-from node.service import NodeService, load_data
+from engine.codec import encode
+from engine.service_messages import QueryRefused
+from node.service import NodeService
+from support import Recorder, announce_query, hospital_service
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
 
 
-class Recorder:
-    """Stands in for the websocket: keeps what the node sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[object] = []
-
-    async def send(self, frame: bytes) -> None:
-        self.sent.append(decode(frame, 1 << 24))
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> NodeService:
-    root = tmp_path_factory.mktemp("fed")
-    init_federation(root, NODES, ["alice"], rng=SeededRandom(3))
-    data = three_hospitals(scale=0.02)
-    data["hosp_a"].to_csv(root / "hosp_a" / "data.csv", index=False)
-    (root / "model.json").write_text(json.dumps(stroke_model().to_json()))
-    config_path = root / "hosp_a" / "node.json"
-    config = json.loads(config_path.read_text())
-    config.update(data=[{"kind": "csv", "path": "data.csv"}], data_model="../model.json")
-    config_path.write_text(json.dumps(config))
-    config = load_node_config(config_path, aggregator_url="wss://127.0.0.1:1")
-    return NodeService(config, load_data(config))
-
-
-def _announce(service: NodeService, root: Path) -> bytes:
-    from crypto.keyfile import read_key_file
-
-    manifest = service.config.me.manifest
-    spec = QuerySpec("count", "stroke:1", ("hosp_a", "hosp_b", "hosp_c"))
-    plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node,
-                  verifiable=manifest.verifiable_totals)
-    alice = read_key_file(root / "keys" / "alice.key").identity
-    query_id = SeededRandom(time.time_ns()).bytes(16)
-    issued = int(time.time() * 1000)
-    raw = spec.canonical()
-    statement = signed_query_statement("alice", manifest.federation_id, query_id, issued, raw,
-                                       plan.length, plan.ring_bits)
-    query = SignedQuery("alice", manifest.federation_id, query_id, issued, raw, plan.length,
-                        plan.ring_bits, alice.sign(statement))
-    params = RoundParams(manifest.federation_id, query_id, 0, tuple(NODES),
-                         manifest.threshold_for(len(NODES)), plan.length, plan.ring_bits, 0,
-                         query.digest, max_colluding=manifest.max_colluding_nodes)
-    return encode(QueryAnnounce(query, params))
+    return hospital_service(tmp_path_factory.mktemp("fed"), ["alice"], seed=3)
 
 
 def test_an_unexpected_failure_is_refused_as_internal_and_the_node_serves_on(
         service: NodeService, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    root = service.config.ledger.parent.parent
     connection = Recorder()
 
     def broken(msg: object) -> None:
@@ -85,14 +35,14 @@ def test_an_unexpected_failure_is_refused_as_internal_and_the_node_serves_on(
 
     monkeypatch.setattr(service, "_begin", broken)
     with caplog.at_level(logging.ERROR, logger="fedtally.node"):
-        asyncio.run(service._handle(connection, _announce(service, root)))
+        asyncio.run(service._handle(connection, announce_query(service)[1]))
     refusal = connection.sent[-1]
     assert isinstance(refusal, QueryRefused) and refusal.code == "internal"
     assert "73.4" not in refusal.message and "row" not in refusal.message
     assert "73.4" in caplog.text  # the operator's log keeps the details
     monkeypatch.undo()
     # the same service answers the next query
-    asyncio.run(service._handle(connection, _announce(service, root)))
+    asyncio.run(service._handle(connection, announce_query(service)[1]))
     assert not isinstance(connection.sent[-1], QueryRefused)
 
 

@@ -16,6 +16,7 @@ from node.validation import (
     Problem,
     ValidationFailed,
     as_codes,
+    check,
     check_valid,
     coerce,
     missing_mask,
@@ -283,3 +284,76 @@ def test_fast_on_wide_text_frames() -> None:
     elapsed = time.perf_counter() - start
     assert [(p.row, p.column) for p in problems] == [(18, "r3")]
     assert elapsed < 10, f"validation of 100k x 171 took {elapsed:.1f} s"
+
+
+# --- required, unknown and absent columns; the node check report ------------------------
+
+
+def test_a_renamed_header_is_an_error_naming_the_variable() -> None:
+    """A column the model does not know next to a variable the data lacks: served, every
+    filter on the real variable would silently match nothing."""
+    misspelt = _rows().rename(columns={"sex": "Sex "})
+    [problem] = validate(misspelt, _model())
+    assert (problem.column, problem.severity) == ("Sex ", "error")
+    assert "did you mean 'sex'" in problem.message
+    with pytest.raises(ValidationFailed, match="did you mean 'sex'"):
+        check_valid(misspelt, _model())
+    renamed = _rows().rename(columns={"sex": "gender"})
+    [problem] = validate(renamed, _model())
+    assert "lacks 1 of its variables ('sex'): a renamed header?" in problem.message
+    # either alone is fine: an extra column is ignored, a variable may be absent (MIP)
+    assert [p.severity for p in validate(_rows(extra=["1", "2", "3"]), _model())] == ["warning"]
+    assert validate(_rows().drop(columns="sex"), _model()) == []
+
+
+def test_the_patient_identifier_is_required() -> None:
+    variables = dict(_model().variables)
+    variables["pid"] = Variable("pid", "patient", "text", False)
+    model = DataModel("toy", "1", variables, longitudinal=True, patient_id="pid",
+                      max_rows_per_patient=3)
+    [problem] = validate(_rows(), model)
+    assert problem.column == "pid" and "patient identifier" in problem.message
+    assert validate(_rows(pid=["p1", "p1", "p2"]), model) == []
+
+
+def test_check_summarises_every_variable() -> None:
+    df = _rows(age=["61.5", "140", "x"], sex=["F", "U", None], note=None).drop(columns="note")
+    df["extra"] = "1"
+    report = check(df, _model())
+    assert not report.ok and report.errors == 4  # extra next to an absent note, 140, x, U
+    summary = report.summary
+    assert summary.loc["age"].tolist() == ["real [0, 130]", True, 3, 0, 1, 1]
+    assert summary.loc["sex"].tolist() == ["categorical (2 levels)", True, 2, 1, 1, 0]
+    assert summary.loc["score", "missing"] == 1
+    assert report.absent == ("note",) and report.unknown == ("extra",)
+    text = report.text()
+    for expected in ("3 rows of toy:1; datasets d1, d2", "out of range",
+                     "no column (missing for every row here): note",
+                     "not in the data model: extra", "4 problem(s):",
+                     "row 2, column 'age': value '140' is above the maximum 130",
+                     "column 'extra': not a variable of data model toy:1, while the data lacks",
+                     "NOT valid"):
+        assert expected in text, expected
+    assert check(_rows(), _model()).text().endswith("the data is valid")
+
+
+def test_values_people_type_get_a_hint_and_bounds_show_exactly() -> None:
+    [comma] = validate(_rows(age=["61,5", None, "70"]), _model())
+    assert "decimal comma" in comma.message
+    model = DataModel("toy", "1", {**_model().variables,
+                                   "age": Variable("age", "Age", "real", False,
+                                                   max=-0.98334576701081211)})
+    [above] = validate(_rows(age=["-0.98334576701081200", None, None]), model)
+    assert above.message.endswith("above the maximum -0.9833457670108121")
+
+
+def test_node_serve_logs_the_warnings_and_absent_variables(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """They were computed and never shown: node serve validates with check_valid."""
+    df = _rows(extra=["1", "2", "3"])
+    with caplog.at_level("INFO", logger="fedtally.node"):
+        check_valid(df, _model())
+        check_valid(_rows().drop(columns="note"), _model())
+    text = caplog.text
+    assert "column 'extra': not a variable of data model toy:1 (warning)" in text
+    assert "no column for 1 variable(s), missing at this node: note" in text

@@ -22,6 +22,7 @@ from privacy.errors import (
     AccountingError,
     ClockWentBackwards,
     FollowUpOutOfOrder,
+    InvalidRequest,
     LedgerCorrupt,
     OverBudget,
     PolicyViolation,
@@ -34,7 +35,7 @@ from privacy.policy_terms import PolicyTerms
 
 Rows = list[E.Entry]
 NO_EXACT = {**POLICY, "exact_access": []}
-ONLY_MEAN = {**POLICY, "allowed_algorithms": ["mean"]}
+ONLY_MEAN = {**POLICY, "allowed_methods": ["mean"]}
 NO_BUDGET = {**POLICY, "budgets": {"bob": {"*": {"rho": 1}}}}
 
 
@@ -169,3 +170,14 @@ def test_a_charge_is_checked_against_the_policy_entry_in_force(tmp_path: Path) -
     with pytest.raises(OverBudget, match=r"spent 0 \+ 0.2 > budget 0.1") as caught:
         verify_ledger(path, PUB)
     assert caught.value.entry == 5  # the first charge, now after the policy entry at 2
+
+
+def test_a_policy_recorded_under_the_old_key_name_is_read_by_its_current_name() -> None:
+    """Ledgers written before "allowed_algorithms" became "allowed_methods" still audit:
+    the recorded text (and so its digest) is kept, and its terms read the same."""
+    old = PolicyTerms.from_mapping({"allowed_algorithms": ["count"]})
+    new = PolicyTerms.from_mapping({"allowed_methods": ["count"]})
+    assert old.allowed_methods == new.allowed_methods == frozenset({"count"})
+    assert old.text != new.text  # what was recorded is what is hashed
+    with pytest.raises(InvalidRequest, match="both"):
+        PolicyTerms.from_mapping({"allowed_algorithms": ["count"], "allowed_methods": []})

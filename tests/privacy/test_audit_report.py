@@ -19,11 +19,10 @@ import pytest
 from ledger_support import dp, exact, refuse
 
 from privacy.accounting import epsilon_from_rho
-from privacy.audit import cli_report
 from privacy.errors import BudgetExhausted
 from privacy.head import HeadReceipt
 from privacy.ledger import Ledger
-from privacy.report import build_report
+from privacy.report import build_report, cli_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -31,7 +30,7 @@ KEYS = {name: nacl.signing.SigningKey(bytes([i]) * 32)
         for i, name in enumerate(("hospital-a", "hospital-b"), start=1)}
 POLICY = {"budgets": {"*": {"edsd": {"rho": 0.5}, "ppmi": {"rho": 0.3}},
                       "carol": {"edsd": {"rho": 0.05}}},
-          "allowed_algorithms": ["count", "mean"]}
+          "allowed_methods": ["count", "mean"]}
 #: carol's spending, as in the issue: a label that was clipped to "spent 0.049159083 of 0.0"
 CAROL_RHO = 0.049159083
 

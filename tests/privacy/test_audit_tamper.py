@@ -10,12 +10,24 @@ from __future__ import annotations
 import random
 import sqlite3
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.signing
 import pytest
-from ledger_support import KEY, PUB, craft, dp, exact, refuse, ticking
+from ledger_support import (
+    KEY,
+    PUB,
+    Base,
+    _byte_edit,
+    _detected,
+    _edit_bytes,
+    _raw,
+    craft,
+    dp,
+    exact,
+    refuse,
+    ticking,
+)
 
 from privacy import entry as E
 from privacy.audit import verify_connection, verify_ledger
@@ -52,14 +64,6 @@ def build_ledger(path: Path, key: nacl.signing.SigningKey) -> int:
         return len(ledger.entries())
 
 
-@dataclass
-class Base:
-    mem: sqlite3.Connection
-    public_key: bytes
-    count: int
-    raw: list[tuple[object, ...]]
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory):
     key = KEY
@@ -76,64 +80,6 @@ def base(tmp_path_factory: pytest.TempPathFactory):
     yield snapshot
     assert _raw(mem) == snapshot.raw  # every mutation was rolled back
     mem.close()
-
-
-def _detected(base: Base, mutate) -> bool | None:
-    """Apply ``mutate`` in a transaction, verify, roll back. None if it changed nothing."""
-    mem = base.mem
-    mem.execute("BEGIN")
-    try:
-        changes = mem.total_changes
-        try:
-            mutate(mem)
-        except sqlite3.IntegrityError:
-            return None  # e.g. a seq edit colliding with another rowid: not a mutation
-        # every mutation below changes stored bytes by construction (an edited byte differs,
-        # a moved row carries another seq); the fixture checks that rollbacks restored all
-        assert mem.total_changes > changes
-        try:
-            verify_connection(mem, base.public_key)
-        except LedgerCorrupt:
-            return True
-        return False
-    finally:
-        mem.execute("ROLLBACK")
-
-
-def _raw(mem: sqlite3.Connection) -> list[tuple[object, ...]]:
-    """Every stored value with its storage class and raw bytes (text compared as bytes)."""
-    cols = ", ".join(f"typeof({c}), CAST({c} AS BLOB)" for c in COLUMNS)
-    rows = mem.execute(f"SELECT seq, {cols} FROM entries ORDER BY seq").fetchall()
-    return rows + mem.execute("SELECT * FROM head").fetchall()
-
-
-def _edit_bytes(raw: bytes, rng: random.Random) -> bytes:
-    i = rng.randrange(len(raw))
-    new = rng.choice([b for b in range(256) if b != raw[i]])
-    return raw[:i] + bytes([new]) + raw[i + 1:]
-
-
-def _byte_edit(rng: random.Random, count: int):
-    seq = rng.randrange(count)
-    column = rng.choice(COLUMNS)
-
-    def mutate(mem: sqlite3.Connection) -> None:
-        value = mem.execute(f"SELECT {column} FROM entries WHERE seq = ?", (seq,)).fetchone()[0]
-        if isinstance(value, int):
-            # one byte of the integer's 8-byte two's-complement form, as on disk
-            raw = _edit_bytes(struct.pack(">q", value), rng)
-            mem.execute(f"UPDATE entries SET {column} = ? WHERE seq = ?",
-                        (struct.unpack(">q", raw)[0], seq))
-        elif isinstance(value, str):
-            raw = value.encode("utf-8") or b" "
-            edited = _edit_bytes(raw, rng) if value else raw  # "" -> one byte inserted
-            # CAST keeps the storage class TEXT even when the bytes are not UTF-8
-            mem.execute(f"UPDATE entries SET {column} = CAST(? AS TEXT) WHERE seq = ?",
-                        (edited, seq))
-        else:
-            mem.execute(f"UPDATE entries SET {column} = ? WHERE seq = ?",
-                        (_edit_bytes(value, rng), seq))
-    return mutate, f"byte edit of {column} in entry {seq}"
 
 
 def test_untampered_ledger_verifies(tmp_path: Path) -> None:

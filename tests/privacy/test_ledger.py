@@ -24,6 +24,7 @@ from privacy.errors import (
     InvalidRequest,
     LedgerCorrupt,
     LedgerFormatError,
+    LedgerKeyChanged,
     PrivacyError,
     ReceiptInvalid,
     ReceiptMismatch,
@@ -156,7 +157,7 @@ def test_policy_entries_are_recorded_when_they_change(tmp_path: Path) -> None:
 
 
 def test_the_policy_decides_exact_answers_and_methods(ledger: Ledger) -> None:
-    ledger.record_policy({**POLICY, "exact_access": [], "allowed_algorithms": ["mean"]})
+    ledger.record_policy({**POLICY, "exact_access": [], "allowed_methods": ["mean"]})
     with pytest.raises(InvalidRequest, match="exact"):
         exact(ledger, "01", method="mean")
     with pytest.raises(InvalidRequest, match="'count'"):
@@ -357,8 +358,16 @@ def test_signer_must_match_the_public_key(tmp_path: Path) -> None:
 def test_a_ledger_of_another_key_is_not_appended_to(tmp_path: Path) -> None:
     Ledger(tmp_path / "l.db", KEY, PUB).close()
     other = nacl.signing.SigningKey(bytes(32))
-    with pytest.raises(LedgerCorrupt, match="ledger entry 0: signature"):
+    # without the previous key no rotation is recorded: the node is told what it lacks
+    with pytest.raises(LedgerKeyChanged, match="give the node that previous key"):
         Ledger(tmp_path / "l.db", other, bytes(other.verify_key))
+    # a wrong "previous" key (a stranger's) does not unlock it either
+    stranger = nacl.signing.SigningKey(bytes([7]) * 32)
+    with pytest.raises(LedgerKeyChanged, match="another one"):
+        Ledger(tmp_path / "l.db", other, bytes(other.verify_key),
+               previous=(stranger, bytes(stranger.verify_key)), manifest_version=2)
+    with Ledger(tmp_path / "l.db", KEY, PUB) as ledger:
+        assert [e.kind for e in ledger.entries()] == ["genesis"]
 
 
 def test_a_signer_returning_bare_signatures_works(tmp_path: Path) -> None:

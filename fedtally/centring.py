@@ -1,0 +1,151 @@
+"""Choosing the public centres and scales of an exact query (see engine/kinds/centring.py).
+
+Sums of squares and cross-products keep their precision only when the nodes sum values
+near 0 and of order 1. In exact mode the client therefore centres every numeric variable
+the ``moments`` and ``crossprod`` kinds sum, with public values only:
+
+1. the data model's declared range: centre at its midpoint, scale by its half-width (one
+   round; enough whenever the range is not much wider than the data's spread);
+2. where the first round shows that this loses precision (the data's mean far from the
+   midpoint in units of its spread, or a spread far below the range), one or two more
+   rounds of the same query, centred at the mean and scaled by the standard deviation the
+   researcher just received from the secure sum.
+
+A round is precise enough when the estimated relative error of each variable's centred sum
+of squares, from float64 summation at the nodes (about ``2^-53 sqrt(n)`` of the sum of
+squares about the centre) and the fixed-point encoding (``2^-49`` per node), is below
+``2^-36``. Variables without a declared range are summed as they are. DP queries are not
+centred by the client (their noise, not rounding, limits them; the kinds do support it).
+Each round is the same statistic again: it discloses nothing the first did not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from fractions import Fraction
+
+from engine.kinds.centring import MAX_REACH, PARAMETER, Centring
+from engine.kinds.params import folds_of
+from engine.plans import Key, groups
+from engine.query import QuerySpec
+from fedtally.results import Statistic
+from node.datamodel import DataModel, PlanModel
+
+#: relative error of a centred sum of squares accepted without another round
+PRECISION = 2.0 ** -36
+#: rounds after the first, at most
+MAX_REFINEMENTS = 2
+#: a new round is worth it only if it gains at least this factor in precision
+WORTH = 16.0
+_UNIT = 2.0 ** -53
+_FIXED = 2.0 ** -49
+
+
+def precise(spec: QuerySpec, model: DataModel, run: Callable[[QuerySpec], Statistic]
+            ) -> Statistic:
+    """Run ``spec``, centred and scaled by public values where that helps its precision."""
+    view = PlanModel(model)
+    if (spec.privacy.get("mode") != "exact" or spec.kind not in ("moments", "crossprod")
+            or PARAMETER in spec.parameters):
+        return run(spec)
+    centring = _declared(spec, view)
+    if not centring:
+        return run(spec)
+    stat = run(_with(spec, centring))
+    for _ in range(MAX_REFINEMENTS):
+        better = refined(stat)
+        if better is None:
+            break
+        stat = run(_with(spec, better))
+    return stat
+
+
+def _with(spec: QuerySpec, centring: Centring) -> QuerySpec:
+    parameters = {**spec.parameters, PARAMETER: {v: [c, h] for v, (c, h) in centring.items()}}
+    return dataclasses.replace(spec, parameters=parameters)
+
+
+def _candidates(spec: QuerySpec, view: PlanModel) -> list[str]:
+    if spec.kind == "moments":
+        return [v for v in spec.variables if view.is_numeric(v)]
+    terms = spec.parameters.get("terms", [])
+    if not any("const" in t for t in terms):
+        return []
+    return list(dict.fromkeys(t["var"] for t in terms
+                              if set(t) == {"var"} and view.is_numeric(t["var"])))
+
+
+def _declared(spec: QuerySpec, view: PlanModel) -> Centring:
+    """Midpoint and half-width of every declared range (a range of one value is left)."""
+    out: Centring = {}
+    for variable in _candidates(spec, view):
+        pair = view.bounds(variable)
+        if pair is None or not pair[1] > pair[0]:
+            continue
+        low, high = float(pair[0]), float(pair[1])
+        centre = min(max(low / 2 + high / 2, low), high)
+        out[variable] = (centre, max(high - centre, centre - low))
+    return out
+
+
+def _totals(stat: Statistic, variable: str) -> tuple[Fraction, Fraction, Fraction]:
+    """(n, sum z, sum z^2) of a variable's released (centred) values, over every cell."""
+    spec = stat.spec
+    if spec.kind == "moments":
+        cells = [(d, g) for d in spec.datasets for g in groups(spec, stat.view)]
+        keys: list[tuple[Key, Key, Key]] = [
+            (("count", d, g, variable), ("sum", d, g, variable), ("sumsq", d, g, variable))
+            for d, g in cells]
+    else:
+        terms = spec.parameters["terms"]
+        one = next(i for i, t in enumerate(terms) if "const" in t)
+        t = next(i for i, term in enumerate(terms) if term == {"var": variable})
+        keys = [(("xx", f, one, one), ("xx", f, min(one, t), max(one, t)), ("xx", f, t, t))
+                for f in folds_of(spec)]
+    n = sum((stat.released(k[0]) for k in keys), Fraction(0))
+    s = sum((stat.released(k[1]) for k in keys), Fraction(0))
+    q = sum((stat.released(k[2]) for k in keys), Fraction(0))
+    return n, s, q
+
+
+def _error(n: float, mean: float, variance: float, nodes: int) -> float:
+    """Estimated error of a variance from n centred values (in their units): float64
+    summation at the nodes, then each node's fixed-point rounding of its sums."""
+    return 4 * (_UNIT * (math.sqrt(n) + 2) * (mean * mean + abs(variance))
+                + nodes * _FIXED * (1 + 2 * abs(mean)) / n)
+
+
+def refined(stat: Statistic) -> Centring | None:
+    """Better centres and scales, from the totals just released, where a round with them
+    would be markedly more precise than this one; None where this one is good enough."""
+    current: Centring = {v: (float(c), float(h))
+                         for v, (c, h) in stat.spec.parameters.get(PARAMETER, {}).items()}
+    nodes = max(len(stat.reply.participants), 1)
+    out = dict(current)
+    for variable, (centre, scale) in current.items():
+        n, s, q = _totals(stat, variable)
+        if n < 2:
+            continue
+        size = float(n)
+        mean, variance = float(s / n), float((q - s * s / n) / (n - 1))
+        error = _error(size, mean, variance, nodes)
+        before = error / variance if variance > 0 else math.inf
+        if before <= PRECISION:
+            continue
+        # the spread is at most what this round could not resolve
+        spread = max(variance, error)
+        pair = stat.view.bounds(variable)
+        low, high = (float(pair[0]), float(pair[1])) if pair else (centre, centre)
+        new_centre = min(max(centre + scale * mean, low), high)
+        floor = max(high - new_centre, new_centre - low) / MAX_REACH * (1 + 2.0 ** -20)
+        new_scale = max(scale * math.sqrt(spread), floor)
+        if new_centre == centre and new_scale >= scale:
+            continue  # nothing left to gain from public values
+        after_variance = spread * (scale / new_scale) ** 2
+        after = _error(size, 0.0, after_variance, nodes) / after_variance
+        if before < WORTH * after:
+            continue
+        out[variable] = (new_centre, new_scale)
+    return out if out != current else None

@@ -1,0 +1,89 @@
+"""One query at one node, from its announcement until its contribution leaves: admit,
+charge, compute, record, or refuse and refund. No I/O: the node service drives it over its
+websocket and the simulator drives it in memory, so both admit, charge, record and refund
+alike (a query the simulator answers is one a real node answers, and the other way round).
+
+The ledger's rules it keeps:
+
+- a query that fails authentication has no entry (nobody is known to have asked);
+- every authenticated query a node refuses is an entry with its reason;
+- a DP query is charged, durably, before any row is read; an exact one is recorded just
+  before its contribution leaves;
+- a DP charge is refunded when the round ends before the contribution left, unless the
+  failure happened while computing on the rows (InternalError: it might depend on them);
+- a replay has its entry already and gets no second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import FedtallyError, InternalError, ReplayError
+from engine.paillier_node import PaillierNode
+from engine.params import RoundParams
+from engine.query import SignedQuery
+from engine.secagg_node import SecAggNode
+from node.admission import NodeIdentity, ReplayGuard, admit, authenticate
+from node.budget import Asked
+from node.session import Contribution, NodeSession
+from privacy.head import HeadReceipt
+from privacy.ledger import ChargeReceipt
+
+RoundNode = SecAggNode | PaillierNode
+
+
+@dataclass
+class InFlight:
+    """A query this node is answering: the ledger's view of it, its charge, its round."""
+
+    session: NodeSession
+    guard: ReplayGuard
+    asked: Asked
+    #: a DP charge, released just before the contribution leaves
+    charge: ChargeReceipt | None = None
+    #: whether the ledger holds an entry for the query yet (DP: from the charge on)
+    recorded: bool = False
+    #: the round's state machine, once the service or the simulator made one
+    node: RoundNode | None = None
+
+    def failed(self, exc: FedtallyError) -> None:
+        """The query ends without a contribution (see the module doc for the ledger's side)."""
+        if self.recorded:
+            if not isinstance(exc, InternalError):
+                self.refund(f"the round ended ({exc.code}) before the contribution was sent")
+            return
+        if not isinstance(exc, ReplayError):
+            self.session.refused(self.asked, exc.code)
+
+    def leaving(self) -> HeadReceipt:
+        """Just before the contribution leaves: its ledger entry (a DP charge is released,
+        an exact answer recorded), and the signed head to send with it, kept durably first."""
+        head = self.session.answered(self.asked, self.charge)
+        self.recorded = True
+        self.charge = None
+        self.guard.remember_head(head.seq, head.hash)
+        return head
+
+    def refund(self, why: str) -> None:
+        """Refund the DP charge, if one is still held (nothing left the node)."""
+        charge, self.charge = self.charge, None
+        self.session.refund(charge, why)
+
+
+def begin(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
+          guard: ReplayGuard, now_ms: int) -> tuple[InFlight, Contribution]:
+    """Authenticate, admit (every check that needs no row), charge, and compute this node's
+    contribution; a refusal is recorded before it is raised."""
+    spec = authenticate(me, query, now_ms)
+    flight = InFlight(session, guard,
+                      session.asked(spec, query.researcher, query.query_id, query.digest))
+    try:
+        admitted = admit(me, query, params, session, guard, now_ms, spec=spec)
+        # charged (durably) before any row is read; a failure while computing keeps it
+        flight.charge = session.charge(flight.asked, admitted.layout)
+        flight.recorded = admitted.layout.noise is not None
+        contribution = session.compute(spec, admitted.layout, query.query_id)
+    except FedtallyError as exc:
+        flight.failed(exc)
+        raise
+    return flight, contribution
