@@ -35,10 +35,10 @@ from engine.plans import DATASET, Key
 from engine.query import QuerySpec
 from node import filters
 from node.datamodel import DataModel, LocalDataError, PlanModel
-from node.datasource import DataSource, _read_header
+from node.datasource import DataSource, _Dialect, _read_header
 from node.rowstore import frame_computed
 from node.sql.compile import ROW, Compiler, Unsupported, aggregation, selection
-from node.validation import Problem, ValidationFailed
+from node.validation import Problem, ValidationFailed, header_problems, log_column_notes
 
 __all__ = ["DuckRows", "supports"]
 
@@ -50,8 +50,11 @@ DEFAULT_MEMORY_LIMIT = "512MB"
 
 
 def supports(sources: Sequence[DataSource]) -> bool:
-    """DuckDB keeps these sources: CSV and Parquet files (SQL tables stay in pandas)."""
-    return bool(sources) and all(s.kind in ("csv", "parquet") for s in sources)
+    """DuckDB keeps these sources: Parquet files and UTF-8 CSV files (SQL tables, and CSV
+    files in other encodings, which DuckDB's reader does not decode, stay in pandas)."""
+    return bool(sources) and all(
+        s.kind == "parquet" or (s.kind == "csv" and _Dialect(s.delimiter, s.encoding).codec
+                                == "utf-8-sig") for s in sources)
 
 
 def _quote(name: str) -> str:
@@ -272,6 +275,9 @@ class _Loader:
         self.warnings: list[Problem] = []
         self.errors: list[Problem] = []
         self.total_errors = 0
+        #: every source's columns, in order of first appearance (checked together at the
+        #: end, as the pandas store checks the united frame)
+        self.names: dict[str, None] = {}
         self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
         types = ", ".join(f"{c} {'DOUBLE' if model.variables[code].is_numeric else 'VARCHAR'}"
                           for code, c in self.columns.items())
@@ -282,7 +288,8 @@ class _Loader:
         path = str(source.path)
         what = source.describe()
         if source.kind == "csv":
-            header = _read_header(Path(path), what)
+            dialect = _Dialect(source.delimiter, source.encoding)
+            header = _read_header(Path(path), what, dialect)
             seen: set[str] = set()
             for i, name in enumerate(header, start=1):
                 if not name.strip():
@@ -291,7 +298,8 @@ class _Loader:
                     raise LocalDataError(f"{what}: column {name!r} appears twice in the header")
                 seen.add(name)
             types = "{" + ", ".join(f"{_literal(n)}: 'VARCHAR'" for n in header) + "}"
-            relation = (f"read_csv({_literal(path)}, header = true, delim = ',', quote = '\"',"
+            relation = (f"read_csv({_literal(path)}, header = true, "
+                        f"delim = {_literal(dialect.delimiter)}, quote = '\"',"
                         f" escape = '\"', columns = {types}, auto_detect = false,"
                         " strict_mode = true, null_padding = false)")
         else:
@@ -325,14 +333,11 @@ class _Loader:
                         f"CAST({column} AS VARCHAR) END)")
             return f"CAST({column} AS VARCHAR)"
 
+        self.names.update(dict.fromkeys(names))
         checks: list[tuple[str, str, str]] = []  # (column, what a failing value is, SQL)
         for n in names:
             variable = self.model.variables.get(n)
-            if variable is None:
-                problem = Problem(None, n, f"not a variable of data model {self.model.name}",
-                                  "error" if self.strict else "warning")
-                (self.errors if self.strict else self.warnings).append(problem)
-                self.total_errors += self.strict
+            if variable is None:  # named by header_problems at the end
                 continue
             if n == DATASET and source.dataset is None:
                 checks.append((n, "the row has no dataset", blank(n)))
@@ -409,6 +414,15 @@ class _Loader:
         return [p for _, _, p in out[:_SHOWN]]
 
     def finish(self) -> None:
+        # unknown columns, renamed headers, the patient identifier: what the pandas store
+        # finds (the dataset column is checked per source, above)
+        columns = header_problems([*self.names, DATASET], self.model, strict=self.strict)
+        errors = [p for p in columns if p.severity == "error"]
+        self.warnings = [p for p in columns if p.severity == "warning"]
+        self.errors = errors + self.errors
+        self.total_errors += len(errors)
+        log_column_notes(columns, [c for c in self.model.variables
+                                   if c != DATASET and c not in self.names], self.model)
         if self.errors:
             lines = [f"{self.total_errors} problem(s) in the data for model {self.model.name}:"]
             lines += [f"  {p}" for p in self.errors[:_SHOWN]]
