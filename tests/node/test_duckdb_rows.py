@@ -310,3 +310,104 @@ def test_sums_that_could_leave_the_ring_are_refused_on_both(tmp_path: Path) -> N
     fine = dataclasses.replace(spec, variables=("age",))
     _session(duck, tmp_path).plan(fine, "alice", threshold=1)
     duck.close()
+
+
+CENTRED = {
+    "moments": dict(method="descriptive_stats", variables=("bmi", "age", "sex"), by="arm",
+                    parameters={"centring": {"bmi": [31.0, 7.5], "age": [40.0, 3.0]}}),
+    "crossprod": dict(method="linear_regression", kind="crossprod", parameters={
+        "terms": [{"const": 1}, {"var": "age"}, {"var": "bmi"}, {"var": "sex", "level": "M"},
+                  {"var": "bmi", "transform": "log"}],
+        "centring": {"bmi": [31.0, 7.5], "age": [40.0, 3.0]}}),
+}
+
+
+@pytest.mark.parametrize("filters", FILTERS[:3], ids=range(3))
+@pytest.mark.parametrize("kind", sorted(CENTRED))
+def test_centred_sums_agree_exactly(stores: dict, kind: str, filters: object) -> None:
+    """Public centring (x - c) / h is part of the declaration: the same integers on every
+    store, and the same sums of zeros for a withheld cell."""
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), filters=filters,
+                     **CENTRED[kind])
+    expected = stores["pandas"].computed(spec, exact_scale, None)
+    plain = stores["pandas"].computed(dataclasses.replace(spec, parameters={
+        k: v for k, v in spec.parameters.items() if k != "centring"}), exact_scale, None)
+    assert expected.values != plain.values and expected.guards == plain.guards
+    assert bool(expected.zeros) == (kind == "moments")
+    for name in ("csv", "parquet"):
+        got = stores[name].computed(spec, exact_scale, None)
+        _same(expected, got)
+        assert got.zeros == expected.zeros
+
+
+@pytest.mark.parametrize("kind", sorted(CENTRED))
+def test_centred_dp_encodings_agree(stores: dict, kind: str) -> None:
+    """DP: clipped, centred, rounded at the slot's scale (its reach): the same integers."""
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"),
+                     privacy={"mode": "dp", "rho": 1.0,
+                              "bounds": {"age": [20, 80], "bmi": [18, 35]}},
+                     **{**CENTRED[kind], "parameters": {
+                         **CENTRED[kind]["parameters"],
+                         "centring": {"bmi": [33.0, 2.0], "age": [75.0, 10.0]}}})
+    if kind == "crossprod":
+        terms = spec.parameters["terms"][:4]
+        spec = dataclasses.replace(spec, parameters={**spec.parameters, "terms": terms})
+    plan = layout(spec, PlanModel(_model()), 1 << 20)
+    encoded = [dp_encode(plan, stores[n].computed(spec, dp_scale(plan), clipping(plan)))
+               for n in ("pandas", "csv", "parquet")]
+    assert encoded[0] == encoded[1] == encoded[2]
+    assert any(v < 0 for v in encoded[0])  # centred: below the centre counts negative
+
+
+def test_a_centred_sum_withheld_reads_as_zeros_on_duckdb(tmp_path: Path) -> None:
+    """One non-zero value in a cell: its centred sums are withheld and read as the centred
+    sums of zeros, on both stores alike."""
+    model, rows = _model(), _rows()
+    rows["time"] = 0
+    rows.loc[rows.index[5], "time"] = 12
+    rows = rows.assign(dataset="d1")
+    rows.to_parquet(tmp_path / "z.parquet", index=False)
+    duck = DuckRows.load([DataSource("parquet", path=tmp_path / "z.parquet")], model)
+    spec = QuerySpec("descriptive_stats", "kinds:1", ("d1",), ("time",),
+                     parameters={"centring": {"time": [31.0, 7.5]}})
+    plan = layout(spec, PlanModel(model), 1 << 20)
+    vectors = []
+    for store in (FrameRows(rows, model), duck):
+        vector, summary = local_vector(spec, plan, store, model, min_row_count=1,
+                                       small_cell_threshold=10)
+        vectors.append([int(v) for v in vector.to_signed()])
+        assert summary.cells_withheld == 1
+    assert vectors[0] == vectors[1]
+    zero = round((0.0 - 31.0) / 7.5 * 2.0**48)
+    assert vectors[0][plan.index()[("sum", "d1", None, "time")]] == len(rows) * zero
+    duck.close()
+
+
+def test_renamed_headers_and_a_missing_patient_column_are_refused_as_on_pandas(
+        tmp_path: Path) -> None:
+    """The column checks are the pandas store's (node.validation.header_problems)."""
+    model, rows = _model(), _rows()
+    rows.rename(columns={"sex": "gender"}).to_csv(tmp_path / "renamed.csv", index=False)
+    with pytest.raises(ValidationFailed, match=r"'gender'.*renamed header"):
+        DuckRows.load([DataSource("csv", path=tmp_path / "renamed.csv")], model)
+    rows.assign(note="x").to_csv(tmp_path / "extra.csv", index=False)
+    duck = DuckRows.load([DataSource("csv", path=tmp_path / "extra.csv")], model)
+    assert [str(p) for p in duck.warnings] == [
+        "column 'note': not a variable of data model kinds:1 (warning)"]
+    duck.close()
+    with_patient = dataclasses.replace(model, patient_id="age", max_rows_per_patient=2)
+    rows.drop(columns="age").to_csv(tmp_path / "nopatient.csv", index=False)
+    with pytest.raises(ValidationFailed, match="patient identifier"):
+        DuckRows.load([DataSource("csv", path=tmp_path / "nopatient.csv")], with_patient)
+
+
+def test_a_declared_delimiter_is_read_and_an_undeclared_one_refused(tmp_path: Path) -> None:
+    model, rows = _model(), _rows()
+    rows.to_csv(tmp_path / "semi.csv", index=False, sep=";")
+    with pytest.raises(Exception, match="separated by ';'"):
+        DuckRows.load([DataSource("csv", path=tmp_path / "semi.csv")], model)
+    duck = DuckRows.load([DataSource("csv", path=tmp_path / "semi.csv", delimiter=";")], model)
+    spec = _spec("moments", None)
+    _same(FrameRows(rows, model).computed(spec, exact_scale, None),
+          duck.computed(spec, exact_scale, None))
+    duck.close()
