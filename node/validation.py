@@ -53,6 +53,7 @@ __all__ = [
     "check_valid",
     "header_problems",
     "log_column_notes",
+    "number_hint",
     "coerce",
     "missing_mask",
     "validate",
@@ -437,7 +438,7 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
         values, bad = parse_numbers(series, na, arrow)
         blank = _blank_among(series, bad)
         bad &= ~blank
-        add(bad, lambda i: f"value {value(i)} is not a number{_hint(cache[0][i])}")
+        add(bad, lambda i: f"value {value(i)} is not a number{number_hint(cache[0][i])}")
         add(np.isinf(values), lambda i: f"value {value(i)} is not finite")
         finite = np.isfinite(values)
         if var.sql_type == "int":
@@ -463,7 +464,8 @@ def _shown(bound: float) -> str:
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")
 
 
-def _hint(raw: Any) -> str:
+def number_hint(raw: Any) -> str:
+    """Why a cell that is not a number may have been meant as one (or nothing)."""
     if isinstance(raw, str) and _DECIMAL_COMMA.fullmatch(raw.strip()):
         return " (a decimal comma? numbers are written with a point: 1.5)"
     if isinstance(raw, str) and raw != raw.strip():

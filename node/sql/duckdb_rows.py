@@ -38,7 +38,13 @@ from node.datamodel import DataModel, LocalDataError, PlanModel
 from node.datasource import DataSource, _Dialect, _read_header
 from node.rowstore import frame_computed
 from node.sql.compile import ROW, Compiler, Unsupported, aggregation, selection
-from node.validation import Problem, ValidationFailed, header_problems, log_column_notes
+from node.validation import (
+    Problem,
+    ValidationFailed,
+    header_problems,
+    log_column_notes,
+    number_hint,
+)
 
 __all__ = ["DuckRows", "supports"]
 
@@ -47,6 +53,13 @@ TABLE = "node_rows"
 _SHOWN = 20
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
 DEFAULT_MEMORY_LIMIT = "512MB"
+#: text the pandas store reads as a number (node.numbers: Arrow's parser), as an RE2 full
+#: match: DuckDB's own cast also takes blanks around a number, '1_000' and '+-1'
+_NUMBER_TEXT = (r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                r"|(?i:inf|infinity))")
+#: a blank cell (missing), as Python's str.strip() sees blanks: its whitespace, every one
+_BLANK_TEXT = (r"[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}"
+               r"\x{2029}\x{202f}\x{205f}\x{3000}]*")
 
 
 def supports(sources: Sequence[DataSource]) -> bool:
@@ -320,8 +333,18 @@ class _Loader:
 
         def blank(n: str) -> str:
             column = _quote(n)
-            return (f"({column} IS NULL OR trim({column}) = '')" if text[n]
-                    else f"({column} IS NULL)")
+            return (f"({column} IS NULL OR regexp_full_match({column}, "
+                    f"{_literal(_BLANK_TEXT)}))" if text[n] else f"({column} IS NULL)")
+
+        def number(n: str) -> str:
+            """A cell's value as the pandas store parses it (NULL where it is no number)."""
+            column = _quote(n)
+            if text[n]:
+                return (f"(CASE WHEN regexp_full_match({column}, {_literal(_NUMBER_TEXT)}) "
+                        f"THEN TRY_CAST({column} AS DOUBLE) END)")
+            if types[n] == "BOOLEAN":  # not a number to pandas either
+                return "CAST(NULL AS DOUBLE)"
+            return f"TRY_CAST({column} AS DOUBLE)"
 
         def code_text(n: str) -> str:
             column = _quote(n)
@@ -349,20 +372,20 @@ class _Loader:
                 checks.append((n, f"is not a code of ({shown}{more})",
                                f"NOT {blank(n)} AND {unknown}"))
             elif variable.is_numeric:
-                number = f"TRY_CAST({_quote(n)} AS DOUBLE)"
+                value = number(n)
                 checks.append((n, "is not a number",
-                               f"NOT {blank(n)} AND ({number} IS NULL OR isnan({number}))"))
-                checks.append((n, "is not finite", f"isinf({number})"))
-                finite = f"isfinite({number})"
+                               f"NOT {blank(n)} AND ({value} IS NULL OR isnan({value}))"))
+                checks.append((n, "is not finite", f"isinf({value})"))
+                finite = f"isfinite({value})"
                 if variable.sql_type == "int":
                     checks.append((n, "is not an integer",
-                                   f"{finite} AND {number} <> round({number})"))
+                                   f"{finite} AND {value} <> round({value})"))
                 if variable.min is not None:
                     checks.append((n, f"is below the minimum {variable.min:g}",
-                                   f"{finite} AND {number} < {float(variable.min)!r}"))
+                                   f"{finite} AND {value} < {float(variable.min)!r}"))
                 if variable.max is not None:
                     checks.append((n, f"is above the maximum {variable.max:g}",
-                                   f"{finite} AND {number} > {float(variable.max)!r}"))
+                                   f"{finite} AND {value} > {float(variable.max)!r}"))
         if DATASET not in names and source.dataset is None:
             self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
                                        "the source a dataset)"))
@@ -387,8 +410,7 @@ class _Loader:
                 value = _literal(source.dataset) if code == DATASET and source.dataset \
                     else "NULL"
             elif variable.is_numeric:
-                value = (f"CASE WHEN {blank(code)} THEN NULL ELSE "
-                         f"TRY_CAST({_quote(code)} AS DOUBLE) END")
+                value = f"CASE WHEN {blank(code)} THEN NULL ELSE {number(code)} END"
             else:
                 value = f"CASE WHEN {blank(code)} THEN NULL ELSE {code_text(code)} END"
                 if code == DATASET and source.dataset is not None:
@@ -409,6 +431,8 @@ class _Loader:
                 text = repr(value)
                 text = text if len(text) <= 40 else text[:37] + "..."
                 message = what if what.startswith("the row") else f"value {text} {what}"
+                if what == "is not a number":
+                    message += number_hint(value)
                 out.append((int(row), order, Problem(int(row), column, message)))
         out.sort(key=lambda item: item[:2])
         return [p for _, _, p in out[:_SHOWN]]

@@ -411,3 +411,69 @@ def test_a_declared_delimiter_is_read_and_an_undeclared_one_refused(tmp_path: Pa
     _same(FrameRows(rows, model).computed(spec, exact_scale, None),
           duck.computed(spec, exact_scale, None))
     duck.close()
+
+
+#: cells of a numeric column and what the pandas store makes of them (node.numbers)
+CELLS = [" 1.5", "1.5 ", "\t20", "1_000", "+-30", "1,5", "0x10", "inf", "-Infinity", "nan",
+         "1e400", "1d5", "２０", "\t", "\xa0 ", "30.", "+.5e2", "45", "1E+1", "-0"]
+
+
+def test_numbers_and_blanks_are_read_exactly_as_the_pandas_store_reads_them(
+        tmp_path: Path) -> None:
+    """DuckDB's cast takes ' 1.5', '1_000' and '+-30' for numbers, and its trim() leaves a
+    tab: the node reads cells as the pandas store does (Arrow's grammar, Python's blanks),
+    so the same file is refused with the same problems, and accepted with the same values."""
+    from node.validation import check_valid
+
+    n = len(CELLS)
+    frame = pd.DataFrame({"dataset": ["d1"] * n, "bmi": CELLS, "age": ["30"] * n,
+                          "sex": ["F", " M", "\t"] + ["M"] * (n - 3)})
+    path = tmp_path / "cells.csv"
+    frame.to_csv(path, index=False)
+    read = DataSource("csv", path=path).load()
+    with pytest.raises(ValidationFailed) as pandas_error:
+        check_valid(read, _model())
+    with pytest.raises(ValidationFailed) as duck_error:
+        DuckRows.load([DataSource("csv", path=path)], _model())
+    expected = [str(p) for p in pandas_error.value.problems]
+    assert "row 1, column 'bmi': value ' 1.5' is not a number (blanks around it)" in expected
+    assert [str(p) for p in duck_error.value.problems] == expected
+    assert duck_error.value.total == pandas_error.value.total
+
+    # cells both read as numbers or as missing (blank): the same typed values
+    good = ["30.", "+.5e2", "45", "1E+1", "\t", "\xa0 ", "12.25", "5e1", "0045.5"]
+    pd.DataFrame({"dataset": "d1", "bmi": good}).to_csv(path, index=False)
+    pandas = FrameRows(coerce(DataSource("csv", path=path).load(), _model()), _model())
+    duck = DuckRows.load([DataSource("csv", path=path)], _model())
+    spec = QuerySpec("descriptive_stats", "kinds:1", ("d1",), ("bmi",))
+    got = [store.computed(spec, exact_scale, None) for store in (pandas, duck)]
+    _same(*got)
+    assert got[1].values[("missing", "d1", None, "bmi")] == 2
+    assert got[1].values[("sum", "d1", None, "bmi")] == 30 + 50 + 45 + 10 + 12.25 + 50 + 45.5
+    duck.close()
+
+
+def test_random_cells_are_refused_and_read_alike(tmp_path: Path) -> None:
+    """Random text of digits, signs, points, exponents, letters and blanks: the pandas and
+    DuckDB stores count the same problems, and keep the same values of the others."""
+    from node.validation import validate
+
+    rng = np.random.default_rng(11)
+    alphabet = list("0123456789" * 3 + ".+-eE" * 2 + "infatyINFATY _,\t\xa0x")
+    cells = ["".join(rng.choice(alphabet, rng.integers(1, 7))) for _ in range(4000)]
+    cells += [f"{v:.17g}" for v in rng.uniform(10, 60, 1000)]
+    path = tmp_path / "random.csv"
+    pd.DataFrame({"dataset": "d1", "bmi": cells}).to_csv(path, index=False)
+    read = DataSource("csv", path=path).load()
+    problems = validate(read, _model())
+    with pytest.raises(ValidationFailed) as error:
+        DuckRows.load([DataSource("csv", path=path)], _model())
+    assert error.value.total == len(problems) > 100
+    bad = {p.row for p in problems}
+    kept = read[[i + 1 not in bad for i in range(len(read))]]
+    kept.to_csv(path, index=False)
+    duck = DuckRows.load([DataSource("csv", path=path)], _model())
+    pandas = FrameRows(coerce(kept, _model()), _model())
+    spec = QuerySpec("descriptive_stats", "kinds:1", ("d1",), ("bmi",))
+    _same(pandas.computed(spec, exact_scale, None), duck.computed(spec, exact_scale, None))
+    duck.close()
