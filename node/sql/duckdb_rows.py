@@ -336,7 +336,7 @@ class _Loader:
             return (f"({column} IS NULL OR regexp_full_match({column}, "
                     f"{_literal(_BLANK_TEXT)}))" if text[n] else f"({column} IS NULL)")
 
-        def number(n: str) -> str:
+        def parse(n: str) -> str:
             """A cell's value as the pandas store parses it (NULL where it is no number)."""
             column = _quote(n)
             if text[n]:
@@ -345,6 +345,23 @@ class _Loader:
             if types[n] == "BOOLEAN":  # not a number to pandas either
                 return "CAST(NULL AS DOUBLE)"
             return f"TRY_CAST({column} AS DOUBLE)"
+
+        # each numeric cell is parsed once, in a column of its own that every check and the
+        # typed copy read (named apart from the file's columns)
+        numeric = [n for n in names if n in self.model.variables
+                   and self.model.variables[n].is_numeric]
+        parsed: dict[str, str] = {}
+        for i, n in enumerate(numeric):
+            name = f"__number_{i}"
+            while name in types:
+                name = "_" + name
+            parsed[n] = name
+        if parsed:
+            columns = ", ".join(f"{parse(n)} AS {_quote(c)}" for n, c in parsed.items())
+            relation = f"(SELECT *, {columns} FROM {relation})"
+
+        def number(n: str) -> str:
+            return _quote(parsed[n])
 
         def code_text(n: str) -> str:
             column = _quote(n)
