@@ -63,8 +63,13 @@ def test_mean_intervals_include_the_noise() -> None:
         stats = fed.descriptive_stats(["age"], privacy=fedtally.DP(rho=0.2))
         row = stats.loc[("age", "all")]
         hits += row["mean_ci_low"] <= pooled.mean() <= row["mean_ci_high"]
-    # the interval also carries sampling error, so it covers the data's own mean more often
-    assert hits / runs >= 0.93
+    # The interval also carries sampling error, so it covers the data's own mean a little
+    # more often than 95% (0.967 over 3,000 releases, measured). Fail only when the
+    # observed rate is significantly below 95% (99.9% Clopper-Pearson bound): 150 runs
+    # then fail by chance about once in a million, and still catch an interval 30% too
+    # narrow (coverage about 0.84) nine times in ten. A fixed 0.93 failed once in ~100.
+    low, high = _clopper_pearson(hits, runs, 0.001)
+    assert high >= 0.95, (hits, runs, low, high)
 
 
 def _clopper_pearson(successes: int, trials: int, alpha: float) -> tuple[float, float]:

@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _query(world, *, researcher="alice", signer=None, issued_ms=None, spec=None,
-           plan_override=None) -> tuple[SignedQuery, RoundParams]:
+           plan_override=None, reply_key=bytes(32)) -> tuple[SignedQuery, RoundParams]:
     manifest, keys, model, _, _ = world
     spec = spec or QuerySpec("count", model.name, model.datasets())
     plan = layout(spec, PlanModel(model), manifest.max_rows_per_node)
@@ -53,12 +53,13 @@ def _query(world, *, researcher="alice", signer=None, issued_ms=None, spec=None,
     query_id = SeededRandom(time.time_ns()).bytes(16)
     issued = int(time.time() * 1000) if issued_ms is None else issued_ms
     statement = signed_query_statement(researcher, manifest.federation_id, query_id, issued, raw,
-                                       length, bits)
+                                       length, bits, reply_key=reply_key)
     signature = (signer or keys[researcher]).sign(statement)
     query = SignedQuery(researcher, manifest.federation_id, query_id, issued, raw, length, bits,
-                        signature)
-    params = RoundParams(manifest.federation_id, query_id, 0, tuple(NODES),
-                         manifest.threshold_for(len(NODES)), length, bits, 0, query.digest,
+                        signature, reply_key)
+    nodes = manifest.nodes()
+    params = RoundParams(manifest.federation_id, query_id, 0, tuple(nodes),
+                         manifest.threshold_for(len(nodes)), length, bits, 0, query.digest,
                          max_colluding=manifest.max_colluding_nodes)
     return query, params
 
@@ -80,6 +81,27 @@ def test_a_proper_query_is_admitted(world) -> None:
     query, params = _query(world)
     admitted = _admit(world, query, params)
     assert admitted.layout.length == params.vector_length
+
+
+@pytest.fixture(scope="module")
+def paillier_world(world, tmp_path_factory: pytest.TempPathFactory):
+    """The same node and data, in a Paillier federation (the smallest key a manifest takes)."""
+    _, _, model, data, _ = world
+    root = tmp_path_factory.mktemp("paillier")
+    init_federation(root, NODES[:3], ["alice"], protection="paillier", paillier_bits=2048,
+                    max_colluding_nodes=0, rng=SeededRandom(2))
+    manifest = Manifest.from_bytes((root / "federation.json").read_bytes())
+    keys = {name: read_key_file(root / "keys" / f"{name}.key").identity
+            for name in [*NODES[:3], "alice"]}
+    return manifest, keys, model, data, root
+
+
+def test_a_paillier_query_without_a_reply_key_is_refused(paillier_world) -> None:
+    """In Paillier mode the partial decryptions are sealed to the researcher's reply key: a
+    query without one (a modified client) would have the nodes seal to nothing usable."""
+    with pytest.raises(QueryError, match="reply key"):
+        _admit(paillier_world, *_query(paillier_world))
+    _admit(paillier_world, *_query(paillier_world, reply_key=bytes(range(32))))
 
 
 def test_a_forged_signature_is_refused(world) -> None:
