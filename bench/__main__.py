@@ -12,6 +12,7 @@ from bench import (
     paillier,
     proofs,
     regression,
+    scale,
     secure_sum,
     verifiable,
 )
@@ -19,7 +20,8 @@ from bench.common import machine
 
 SUITES = {"masking": masking.run, "secure_sum": secure_sum.run, "federation": federation.run,
           "regression": regression.run, "paillier": paillier.run, "modes": modes.run,
-          "nodes": nodes.run, "verifiable": verifiable.run, "proofs": proofs.run}
+          "nodes": nodes.run, "verifiable": verifiable.run, "proofs": proofs.run,
+          "scale": scale.run}
 
 
 def main(argv: list[str]) -> None:

@@ -12,10 +12,13 @@ the ``moments`` and ``crossprod`` kinds sum, with public values only:
    researcher just received from the secure sum.
 
 A round is precise enough when the estimated relative error of each variable's centred sum
-of squares, from float64 summation at the nodes (about ``2^-53 sqrt(n)`` of the sum of
-squares about the centre) and the fixed-point encoding (``2^-49`` per node), is below
-``2^-36``. Variables without a declared range are summed as they are. DP queries are not
-centred by the client (their noise, not rounding, limits them; the kinds do support it).
+of squares is below ``2^-36``. Nodes add exactly (engine/aggregates.py: each row's term
+rounded to the fixed point, then integers summed), so the error comes from each row alone:
+its float64 value ``((x - c) / h)^2`` (a few units of ``2^-53``) and its rounding to the
+fixed point (at most ``2^-49``). These are not assumed to cancel: rows with equal values (ages,
+scores) round the same way, so the estimate is the bound for one row, the sum's error over
+n rows divided by n. Variables without a declared range are summed as they are. DP queries
+are not centred by the client (their noise, not rounding, limits them; the kinds do support it).
 Each round is the same statistic again: it discloses nothing the first did not.
 """
 
@@ -110,11 +113,12 @@ def _totals(stat: Statistic, variable: str) -> tuple[Fraction, Fraction, Fractio
     return n, s, q
 
 
-def _error(n: float, mean: float, variance: float, nodes: int) -> float:
-    """Estimated error of a variance from n centred values (in their units): float64
-    summation at the nodes, then each node's fixed-point rounding of its sums."""
-    return 4 * (_UNIT * (math.sqrt(n) + 2) * (mean * mean + abs(variance))
-                + nodes * _FIXED * (1 + 2 * abs(mean)) / n)
+def _error(mean: float, variance: float) -> float:
+    """Bound on the error of a variance from n centred values (in their units): each row's
+    float64 square (and, through the mean, its value) and its rounding to the fixed point.
+    The sums themselves are exact, and equal values round alike, so the rows' errors are
+    added, not assumed to cancel: n rows' worth, divided by n."""
+    return 4 * (7 * _UNIT * (mean * mean + abs(variance)) + _FIXED * (1 + 2 * abs(mean)))
 
 
 def refined(stat: Statistic) -> Centring | None:
@@ -122,15 +126,13 @@ def refined(stat: Statistic) -> Centring | None:
     would be markedly more precise than this one; None where this one is good enough."""
     current: Centring = {v: (float(c), float(h))
                          for v, (c, h) in stat.spec.parameters.get(PARAMETER, {}).items()}
-    nodes = max(len(stat.reply.participants), 1)
     out = dict(current)
     for variable, (centre, scale) in current.items():
         n, s, q = _totals(stat, variable)
         if n < 2:
             continue
-        size = float(n)
         mean, variance = float(s / n), float((q - s * s / n) / (n - 1))
-        error = _error(size, mean, variance, nodes)
+        error = _error(mean, variance)
         before = error / variance if variance > 0 else math.inf
         if before <= PRECISION:
             continue
@@ -144,7 +146,7 @@ def refined(stat: Statistic) -> Centring | None:
         if new_centre == centre and new_scale >= scale:
             continue  # nothing left to gain from public values
         after_variance = spread * (scale / new_scale) ** 2
-        after = _error(size, 0.0, after_variance, nodes) / after_variance
+        after = _error(0.0, after_variance) / after_variance
         if before < WORTH * after:
             continue
         out[variable] = (new_centre, new_scale)

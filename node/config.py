@@ -50,6 +50,8 @@ class NodeConfig:
     #: key_rotation entry
     previous_identity: SigningIdentity | None = None
     previous_key_path: Path | None = None
+    #: where CSV and Parquet rows are kept and computed: "duckdb" (default) or "pandas"
+    row_store: str = "duckdb"
 
 
 def _load_json(path: Path) -> Any:
@@ -136,6 +138,9 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
     workers = raw.get("decrypt_workers", min(8, os.cpu_count() or 1))
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
         raise ConfigurationError(f"{path}: 'decrypt_workers' must be an integer in 1..256")
+    row_store = raw.get("row_store", "duckdb")
+    if row_store not in ("duckdb", "pandas"):
+        raise ConfigurationError(f"{path}: 'row_store' must be \"duckdb\" or \"pandas\"")
     share = None
     if manifest.protection == "paillier":
         share = load_key_share(file("paillier_share"), manifest, name)  # type: ignore[arg-type]
@@ -153,6 +158,7 @@ def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeCo
         ca_path=ca,
         previous_identity=previous,
         previous_key_path=previous_path,
+        row_store=row_store,
     )
 
 

@@ -32,12 +32,13 @@ from engine.commitment import commit_vector
 from engine.errors import InternalError, QueryError
 from engine.kinds import KINDS
 from engine.planner import layout
-from engine.plans import DATASET, REAL_INT_BITS, Key, Layout
+from engine.plans import REAL_INT_BITS, Key, Layout
 from engine.query import QuerySpec
 from node import filters
 from node.budget import Asked, BudgetKeeper, held_of
 from node.datamodel import DataModel, PlanModel
 from node.policy import Policy
+from node.rowstore import FrameRows, RowStore
 from node.statistics import LocalSummary, local_vector
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
@@ -56,32 +57,44 @@ def _power_of_two_above(value: float) -> float:
 
 @dataclass
 class LoadedData:
-    """A node's validated rows and its data model."""
+    """A node's validated rows and its data model. ``rows`` is a DataFrame kept in memory;
+    ``store``, where given instead, keeps them elsewhere (DuckDB) and computes there."""
 
     model: DataModel
-    rows: pd.DataFrame
+    rows: pd.DataFrame | None = None
     #: per numeric variable, the largest |value| a row can hold: the declared bound, or the
     #: node's own largest |value| rounded up to a power of two (see threat_model.md)
     magnitudes: dict[str, float] = field(default_factory=dict)
+    store: RowStore | None = None
 
     def __post_init__(self) -> None:
+        if self.store is None:
+            if self.rows is None:
+                raise ValueError("LoadedData needs rows or a store")
+            self.store = FrameRows(self.rows, self.model)
         if self.magnitudes:
             return
         for code, variable in self.model.variables.items():
-            if not variable.is_numeric or code not in self.rows.columns:
+            if not variable.is_numeric:
                 continue
             if variable.min is not None and variable.max is not None:
                 self.magnitudes[code] = max(abs(variable.min), abs(variable.max))
             else:
-                values = pd.to_numeric(self.rows[code], errors="coerce").to_numpy(
-                    dtype=np.float64, na_value=np.nan)
-                finite = np.abs(values[np.isfinite(values)])
-                self.magnitudes[code] = _power_of_two_above(float(finite.max()) if finite.size
-                                                            else 0.0)
+                self.magnitudes[code] = _power_of_two_above(
+                    self.rows_store.largest_magnitude(code))
+
+    @property
+    def rows_store(self) -> RowStore:
+        assert self.store is not None
+        return self.store
+
+    @property
+    def row_count(self) -> int:
+        return self.rows_store.count()
 
     @property
     def held(self) -> list[str]:
-        return sorted(str(d) for d in self.rows[DATASET].dropna().unique())
+        return self.rows_store.held()
 
     def catalog(self) -> dict[str, object]:
         return {"data_models": {self.model.name: {"model": self.model.to_json(),
@@ -127,14 +140,15 @@ class NodeSession:
                              f"{self.dp_honest_nodes} honest ones its noise is calibrated for")
         if spec.data_model != model.name:
             raise QueryError(f"this node serves data model {model.name}, not {spec.data_model}")
-        if len(self.data.rows) > self.max_rows_per_node:
+        if self.data.row_count > self.max_rows_per_node:
             raise QueryError(f"this node holds more rows than the federation's "
                              f"max_rows_per_node ({self.max_rows_per_node}); it cannot answer")
         view = PlanModel(model)
         plan = layout(spec, view, self.max_rows_per_node, honest_nodes=self.dp_honest_nodes,
                       max_slots=policy.max_slots, verifiable=self.verifiable)
         kind = KINDS[spec.kind]
-        memory = kind.row_cost(spec, view) * len(self.data.rows) + plan.length * SLOT_BYTES
+        working = self.data.rows_store.working_rows(spec)
+        memory = kind.row_cost(spec, view) * working + plan.length * SLOT_BYTES
         if memory > policy.max_query_memory_mb * (1 << 20):
             raise QueryError(f"this query would need about {memory >> 20} MiB at this node; "
                              f"its policy allows {policy.max_query_memory_mb} MiB per query")
@@ -153,15 +167,14 @@ class NodeSession:
         kind = KINDS[spec.kind]
         view = PlanModel(self.data.model)
         bound = kind.row_bound(spec, view, lambda code: self.data.magnitudes.get(code, 0.0))
-        rows = max(len(self.data.rows), 1)
+        rows = max(self.data.row_count, 1)
         limit = 2.0 ** REAL_INT_BITS
         sums: dict[Key, float] | None = None
         for slot in plan.slots:
             if not slot.real or rows * bound(slot.key) < limit:
                 continue
             if sums is None:  # the exact bound costs a pass over the rows: only when needed
-                mine = self.data.rows[self.data.rows[DATASET].isin(spec.datasets).to_numpy()]
-                sums = kind.abs_sums(spec, mine, view) if kind.abs_sums is not None else {}
+                sums = self.data.rows_store.abs_sums(spec)
             if not sums.get(slot.key, math.inf) < limit:
                 what = (kind.describe(spec, view, slot.key) if kind.describe is not None
                         else "sums of " + (", ".join(kind.summed(spec, view)) or "its variables"))
@@ -195,7 +208,7 @@ class NodeSession:
         policy = self.policy
         assert policy.small_cell_threshold is not None
         try:
-            vector, summary = local_vector(spec, plan, self.data.rows, self.data.model,
+            vector, summary = local_vector(spec, plan, self.data.rows_store, self.data.model,
                                            min_row_count=policy.min_row_count,
                                            small_cell_threshold=policy.small_cell_threshold)
         except Exception:

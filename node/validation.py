@@ -30,7 +30,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +51,9 @@ __all__ = [
     "absent_variables",
     "check",
     "check_valid",
+    "header_problems",
+    "log_column_notes",
+    "number_hint",
     "coerce",
     "missing_mask",
     "validate",
@@ -103,13 +106,7 @@ def check_valid(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> 
     go to the operator's log, with the variables the data has no column for.
     """
     column_problems, findings = _inspect(df, model, strict)
-    for problem in column_problems:
-        if problem.severity == "warning":
-            log.warning("data for model %s: %s", model.name, problem)
-    absent = absent_variables(df, model)
-    if absent:
-        log.info("data for model %s: no column for %d variable(s), missing at this node: %s",
-                 model.name, len(absent), ", ".join(absent))
+    log_column_notes(column_problems, absent_variables(df, model), model)
     errors = [p for p in column_problems if p.severity == "error"]
     problems, total = _listed(errors, findings, _SHOWN)
     if total == 0:
@@ -119,6 +116,18 @@ def check_valid(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> 
     if total > len(problems):
         lines.append(f"  ... and {total - len(problems)} more")
     raise ValidationFailed("\n".join(lines), problems, total)
+
+
+def log_column_notes(column_problems: list[Problem], absent: list[str], model: DataModel
+                     ) -> None:
+    """The operator's log of what is not an error: unknown columns (warnings) and the
+    variables the data has no column for."""
+    for problem in column_problems:
+        if problem.severity == "warning":
+            log.warning("data for model %s: %s", model.name, problem)
+    if absent:
+        log.info("data for model %s: no column for %d variable(s), missing at this node: %s",
+                 model.name, len(absent), ", ".join(absent))
 
 
 @dataclass(frozen=True)
@@ -288,23 +297,28 @@ class _Finding:
 
 
 def _columns(df: pd.DataFrame, model: DataModel, strict: bool) -> list[Problem]:
-    """Whole-column problems: the dataset column, the patient identifier, and columns the
-    model does not know (errors where the data also lacks a model variable: that is a
-    renamed or misspelt header)."""
+    return header_problems([str(c) for c in df.columns], model, strict=strict)
+
+
+def header_problems(columns: Sequence[str], model: DataModel, *, strict: bool = False
+                    ) -> list[Problem]:
+    """Whole-column problems of data holding these columns: the dataset column, the patient
+    identifier, and columns the model does not know (errors where the data also lacks a
+    model variable: that is a renamed or misspelt header). Every row store checks its
+    columns with this."""
     problems: list[Problem] = []
     if DATASET not in model.variables:
         problems.append(Problem(None, DATASET, f"data model {model.name} has no dataset variable"))
-    if DATASET not in df.columns:
+    if DATASET not in columns:
         problems.append(
             Problem(None, DATASET, "the data has no dataset column (give the source a dataset)")
         )
     patient = model.patient_id
-    if patient is not None and patient not in df.columns:
+    if patient is not None and patient not in columns:
         problems.append(Problem(None, patient, "the data has no column for the patient "
                                                "identifier the data model declares"))
-    absent = absent_variables(df, model)
-    for name in df.columns:
-        column = str(name)
+    absent = _absent(columns, model)
+    for column in columns:
         if column in model.variables:
             continue
         if absent:
@@ -331,7 +345,11 @@ def _renamed(column: str, absent: list[str], model: DataModel) -> str:
 
 def absent_variables(df: pd.DataFrame, model: DataModel) -> list[str]:
     """The model's variables (but ``dataset``) that the data has no column for."""
-    present = {str(c) for c in df.columns}
+    return _absent([str(c) for c in df.columns], model)
+
+
+def _absent(columns: Sequence[str], model: DataModel) -> list[str]:
+    present = set(columns)
     return [code for code in model.variables if code != DATASET and code not in present]
 
 
@@ -420,7 +438,7 @@ def _check_column(position: int, column: str, series: pd.Series, var: Variable) 
         values, bad = parse_numbers(series, na, arrow)
         blank = _blank_among(series, bad)
         bad &= ~blank
-        add(bad, lambda i: f"value {value(i)} is not a number{_hint(cache[0][i])}")
+        add(bad, lambda i: f"value {value(i)} is not a number{number_hint(cache[0][i])}")
         add(np.isinf(values), lambda i: f"value {value(i)} is not finite")
         finite = np.isfinite(values)
         if var.sql_type == "int":
@@ -446,7 +464,8 @@ def _shown(bound: float) -> str:
 _DECIMAL_COMMA = re.compile(r"[+-]?[0-9]*,[0-9]+")
 
 
-def _hint(raw: Any) -> str:
+def number_hint(raw: Any) -> str:
+    """Why a cell that is not a number may have been meant as one (or nothing)."""
     if isinstance(raw, str) and _DECIMAL_COMMA.fullmatch(raw.strip()):
         return " (a decimal comma? numbers are written with a point: 1.5)"
     if isinstance(raw, str) and raw != raw.strip():

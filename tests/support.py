@@ -176,3 +176,19 @@ def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
                          manifest.threshold_for(len(nodes)), plan.length, plan.ring_bits, 0,
                          query.digest, max_colluding=manifest.max_colluding_nodes)
     return query_id, encode(QueryAnnounce(query, params))
+
+
+def keep_rows_in_duckdb(fed, folder: Path) -> None:  # noqa: ANN001
+    """Move every node of a SimulatedFederation to a DuckDB row store: its validated rows
+    written to Parquet (exact float64), loaded as a node loads a file. The same queries
+    then run through the SQL the node compiles, on the same values."""
+    from node.datasource import DataSource
+    from node.session import LoadedData
+    from node.sql.duckdb_rows import DuckRows
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, session in fed.sessions.items():
+        path = folder / f"{name}.parquet"
+        session.data.rows.to_parquet(path, index=False)
+        store = DuckRows.load([DataSource(kind="parquet", path=path)], session.data.model)
+        session.data = LoadedData(session.data.model, store=store)

@@ -50,11 +50,12 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
-from engine.plans import Disclosure, Key, ModelView, Slot
+from engine.aggregates import Statistic
+from engine.plans import REAL_FRAC_BITS, Disclosure, Key, ModelView, Slot
 
 if TYPE_CHECKING:
     from engine.query import QuerySpec
@@ -109,23 +110,25 @@ def missing_guards(classes: set[Disclosure], guards: set[Guard]) -> list[str]:
 
 @dataclass
 class Computed:
-    """A node's statistic for one kind, before the disclosure rules."""
+    """A node's statistic for one kind, before the disclosure rules. Counts are ints; sums
+    are exact rationals (the fixed-point sums of :mod:`engine.aggregates`, in the slot's
+    units), or floats where a caller builds one by hand."""
 
-    values: dict[Key, int | float] = field(default_factory=dict)
+    values: dict[Key, int | float | Fraction] = field(default_factory=dict)
     #: per family, its guards (see :class:`Guard`)
     guards: dict[Key, dict[Guard, float]] = field(default_factory=dict)
     #: rows the statistic used (after complete-case selection): the node's cohort
     rows: int = 0
     #: for sums of centred values: what the sum reads when it is withheld for few non-zero
     #: terms (the sum of its family's values were they all 0); absent slots read 0
-    zeros: dict[Key, float] = field(default_factory=dict)
+    zeros: dict[Key, int | float | Fraction] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Released:
     """What a node may put in its vector for one kind (exact mode)."""
 
-    values: dict[Key, int | float]
+    values: dict[Key, int | float | Fraction]
     #: families with a guard below the threshold, 0 included (see the module docstring)
     zeroed: int
     #: families with slots withheld because a guard lay in [1, k) (the node's log only)
@@ -146,7 +149,7 @@ def release(slots: tuple[Slot, ...] | list[Slot], computed: Computed, threshold:
     stray = [key for key in computed.values if key not in known]
     if stray:
         raise DeclarationError(f"computed values for undeclared slots {stray[:3]}")
-    values: dict[Key, int | float] = {}
+    values: dict[Key, int | float | Fraction] = {}
     zeroed = withheld = 0
     for family, members in families.items():
         guards = computed.guards.get(family, {})
@@ -173,12 +176,19 @@ def release(slots: tuple[Slot, ...] | list[Slot], computed: Computed, threshold:
 # --- the declaration ------------------------------------------------------------------------
 
 LayoutFn = Callable[["QuerySpec", ModelView], list[Slot]]
+#: a kind's computation on rows held in a DataFrame (kinds not yet declared as a Statistic)
 ComputeFn = Callable[["QuerySpec", pd.DataFrame, ModelView], Computed]
+#: per real slot, the scale its terms are rounded at (2^REAL_FRAC_BITS in exact mode; in DP
+#: mode, 2^frac_bits / the slot's row bound): ExactSum(term, scale(key))
+Scale = Callable[[Key], float]
+#: the aggregations a kind computes (engine/aggregates.py) and how they become ``Computed``
+StatisticFn = Callable[["QuerySpec", ModelView, Scale], Statistic]
+#: per real slot, sum of |each row's term| over every row of the query's datasets (floats)
+AbsStatisticFn = Callable[["QuerySpec", ModelView], Statistic]
 #: magnitude of a variable: the largest |value| a row can hold
 Magnitude = Callable[[str], float]
 RowBoundFn = Callable[["QuerySpec", ModelView, Magnitude], Callable[[Key], float]]
 CountFn = Callable[["QuerySpec", ModelView], int]
-AbsSumsFn = Callable[["QuerySpec", pd.DataFrame, ModelView], dict[Key, float]]
 #: for a slot key, the released slots and exact coefficients whose combination is its plain
 #: (uncentred) total; None where the slot is released as it is
 UncentreFn = Callable[["QuerySpec", ModelView], Callable[[Key], dict[Key, Fraction] | None]]
@@ -195,11 +205,27 @@ class DPProfile:
     check: Callable[[QuerySpec, ModelView], None] = lambda spec, model: None
 
 
+#: the scale of every real slot in exact mode: the fixed point of the secure sum
+EXACT_SCALE = float(1 << REAL_FRAC_BITS)
+
+
+def exact_scale(key: Key) -> float:
+    return EXACT_SCALE
+
+
+#: (low, high) per variable: the DP clipping bounds, applied to a value before any use
+Clipping = dict[str, tuple[float, float]]
+
+
 @dataclass(frozen=True)
 class Kind:
+    """A kind declares its computation once, as a :class:`~engine.aggregates.Statistic`
+    (``statistic``), which every backend runs (pandas here, SQL at the node); kinds not yet
+    declared that way give ``frame_compute``, run on a DataFrame of the query's rows."""
+
     name: str
     layout: LayoutFn
-    compute: ComputeFn
+    frame_compute: ComputeFn | None
     row_bound: RowBoundFn
     #: number of slots, computed without building the layout (policies bound it)
     size: CountFn
@@ -208,11 +234,36 @@ class Kind:
     #: numeric variables whose values enter sums (clipped in DP mode)
     summed: Callable[[QuerySpec, ModelView], list[str]] = lambda spec, model: []
     dp: DPProfile | None = None
+    statistic: StatisticFn | None = None
     #: per real slot, sum of |each row's term| over the given rows (see the module doc)
-    abs_sums: AbsSumsFn | None = None
+    abs_statistic: AbsStatisticFn | None = None
     #: kinds that sum centred values: how the client recovers the plain totals
     uncentre: UncentreFn | None = None
+    #: a phrase naming what a slot sums (refusals name it)
     describe: DescribeFn | None = None
+
+    def __post_init__(self) -> None:
+        if (self.frame_compute is None) == (self.statistic is None):
+            raise DeclarationError(f"kind {self.name}: give a statistic or a frame_compute")
+
+    def compute(self, spec: QuerySpec, rows: pd.DataFrame, model: ModelView,
+                scale: Scale = exact_scale, clip: Clipping | None = None) -> Computed:
+        """The statistic on rows held in a DataFrame (the in-memory path). ``clip`` is
+        applied by declared kinds; a ``frame_compute`` kind gets rows clipped already."""
+        if self.statistic is None:
+            assert self.frame_compute is not None
+            return self.frame_compute(spec, rows, model)
+        from engine.kinds.evaluate import run
+
+        return cast(Computed, run(self.statistic(spec, model, scale), rows, clip))
+
+    def abs_sums(self, spec: QuerySpec, rows: pd.DataFrame, model: ModelView
+                 ) -> dict[Key, float]:
+        if self.abs_statistic is None:
+            return {}
+        from engine.kinds.evaluate import run
+
+        return cast(dict[Key, float], run(self.abs_statistic(spec, model), rows))
 
 
 def unit_bound(spec: Any, model: ModelView, magnitude: Magnitude) -> Callable[[Key], float]:

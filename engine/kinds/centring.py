@@ -17,6 +17,11 @@ rational arithmetic (:func:`moments_uncentre`, :func:`crossprod_uncentre`). The 
 guards keep counting the **plain** values' non-zero terms, and a sum withheld for few
 non-zero terms reads as the centred sum of zeros would (see ``Computed.zeros``).
 
+The kinds declare the centred terms as row expressions (:func:`centred_expr`, the two IEEE
+operations ``(x - c) / h`` in this order), so that every backend computes the same
+integers (:mod:`engine.aggregates`); :func:`zero_units` is the fixed-point term a value of
+0 adds, which a withheld sum of ``n`` such values reads as ``n`` times.
+
 What a researcher may choose is bounded by public values, before any row is read:
 
 * only a variable with a public range can be centred: the data model's declared min/max
@@ -35,8 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from engine.aggregates import Arith, Const, Expr
 from engine.errors import QueryError
 from engine.kinds.params import number_list
 from engine.plans import Key, ModelView, clipping_bounds
@@ -110,15 +114,19 @@ def row_reach(spec: QuerySpec, model: ModelView, variable: str,
     return reach(low, high, centre, scale)
 
 
-def centred(values: np.ndarray, centre: float, scale: float) -> np.ndarray:
-    """(x - c) / h, the one way nodes compute it (so a column of zeros gives, bit for bit,
-    what :func:`zeros` gives)."""
-    return (values - centre) / scale
+def centred_expr(value: Expr, centre: float, scale: float) -> Expr:
+    """(x - c) / h as a row expression: one subtraction, then one division, the one way
+    nodes compute it (so a value of 0 gives, bit for bit, what :func:`zero_units` uses)."""
+    return Arith("/", Arith("-", value, Const(float(centre))), Const(float(scale)))
 
 
-def zeros(n: int, centre: float, scale: float) -> np.ndarray:
-    """The centred values of ``n`` zeros: what a withheld sum of them must read as."""
-    return centred(np.zeros(n), centre, scale)
+def zero_units(centre: float, scale: float, power: int, slot_scale: float) -> int:
+    """The integer one value of 0 adds to an exact sum (:class:`engine.aggregates.ExactSum`
+    at ``slot_scale``) of centred values (``power`` 1) or of their squares (``power`` 2):
+    a withheld sum of ``n`` values reads as ``n`` times it, exactly as a cell of zeros."""
+    z = (0.0 - float(centre)) / float(scale)
+    term = z if power == 1 else z * z
+    return round(term * float(slot_scale))  # Python rounds a float half to even, as rint
 
 
 # --- back to the plain totals (client side) --------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from engine.kinds.base import Computed, DPProfile, Guard, Kind, unit_bound
+from engine.aggregates import Aggregation, LevelKey, Result, Rows, Statistic
+from engine.kinds.base import Computed, DPProfile, Guard, Kind, Scale, unit_bound
 from engine.plans import DATASET, Disclosure, ModelView, Slot
 
 if TYPE_CHECKING:
@@ -17,17 +17,22 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return [Slot(("rows", d), False, Disclosure.ROWS, ("rows", d)) for d in spec.datasets]
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    counts = rows[DATASET].value_counts()
-    out = Computed(rows=len(rows))
-    for d in spec.datasets:
-        n = int(counts.get(d, 0))
-        out.values[("rows", d)] = n
-        out.guards[("rows", d)] = {Guard.ROWS: n}
-    return out
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    def assemble(results: Sequence[Result]) -> Computed:
+        counts = results[0]
+        out = Computed()
+        for index, d in enumerate(spec.datasets):
+            n = int(counts.get((index,), (0,))[0])
+            out.values[("rows", d)] = n
+            out.guards[("rows", d)] = {Guard.ROWS: n}
+            out.rows += n
+        return out
+
+    grouped = Aggregation((Rows(),), (LevelKey(DATASET, tuple(spec.datasets)),))
+    return Statistic((grouped,), assemble, frozenset({DATASET}))
 
 
-KIND = Kind("count", _layout, _compute, unit_bound,
+KIND = Kind("count", _layout, None, unit_bound, statistic=_statistic,
             size=lambda spec, model: len(spec.datasets),
             row_cost=lambda spec, model: 16,
             dp=DPProfile(rows_touch=lambda spec, model: 1))

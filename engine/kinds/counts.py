@@ -9,13 +9,23 @@ rows out of range is how bisecting a range finds the largest value).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from engine.kinds.base import Computed, DPProfile, Guard, Kind, unit_bound
-from engine.kinds.frame import level_codes, numeric
+from engine.aggregates import (
+    Aggregation,
+    BinKey,
+    Key,
+    LevelKey,
+    Result,
+    Rows,
+    Statistic,
+    Var,
+    variables_of,
+)
+from engine.kinds.base import Computed, DPProfile, Guard, Kind, Scale, unit_bound
 from engine.kinds.params import axes_of, cells_of
 from engine.plans import Disclosure, ModelView, Slot
 
@@ -38,51 +48,51 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return [Slot(key, False, Disclosure.ROWS, key) for key in keys]
 
 
-def bin_codes(spec: QuerySpec, rows: pd.DataFrame, model: ModelView
-              ) -> tuple[np.ndarray, list[int]]:
-    """Flat cell index of each row; -1 when an axis value is missing, -2 when a numeric
-    value lies outside its bins."""
-    sizes = [n for _, n in axes_of(spec, model)]
-    flat = np.zeros(len(rows), dtype=np.int64)
-    missing = np.zeros(len(rows), dtype=bool)
-    outside = np.zeros(len(rows), dtype=bool)
-    for axis, size in zip(spec.parameters["axes"], sizes, strict=True):
+def _axis_keys(spec: QuerySpec, model: ModelView) -> tuple[Key, ...]:
+    keys: list[Key] = []
+    for axis in spec.parameters["axes"]:
         if "edges" in axis:
-            edges = np.asarray(axis["edges"], dtype=np.float64)
-            values = numeric(rows, axis["var"])
-            # numpy.histogram's bins: [a, b) each, the last one [a, b] closed
-            codes = np.searchsorted(edges, values, side="right") - 1
-            codes[values == edges[-1]] = size - 1
-            absent = np.isnan(values)
-            outside |= ~absent & ((values < edges[0]) | (values > edges[-1]))
+            keys.append(BinKey(Var(axis["var"]), tuple(float(e) for e in axis["edges"])))
         else:
-            codes = level_codes(rows, axis["var"], model.levels(axis["var"])).astype(np.int64)
-            absent = codes < 0
-        missing |= absent
-        flat = flat * size + np.clip(codes, 0, size - 1)
-    return np.where(missing, -1, np.where(outside, -2, flat)), sizes
+            keys.append(LevelKey(axis["var"], tuple(model.levels(axis["var"]))))
+    return tuple(keys)
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    flat, sizes = bin_codes(spec, rows, model)
-    counts = np.bincount(flat[flat >= 0], minlength=math.prod(sizes))
-    out = Computed(rows=int((flat >= 0).sum()))
-    for index, cell in enumerate(cells_of(sizes)):
-        key = ("cell", *cell)
-        out.values[key] = int(counts[index])
-        out.guards[key] = {Guard.ROWS: int(counts[index])}
-    for key, code in zip(_outside(spec), (-1, -2), strict=False):
-        n = int((flat == code).sum())
-        out.values[key] = n
-        out.guards[key] = {Guard.ROWS: n}
-    return out
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    sizes = [n for _, n in axes_of(spec, model)]
+    aggregation = Aggregation((Rows(),), _axis_keys(spec, model))
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        counts = np.zeros(math.prod(sizes), dtype=np.int64)
+        outside = {-1: 0, -2: 0}
+        for codes, (n, *_) in results[0].items():
+            if any(c == -1 for c in codes):  # missing an axis variable
+                outside[-1] += int(n)
+            elif any(c == -2 for c in codes):  # outside the bins
+                outside[-2] += int(n)
+            else:
+                flat = 0
+                for code, size in zip(codes, sizes, strict=True):
+                    flat = flat * size + code
+                counts[flat] += int(n)
+        out = Computed(rows=int(counts.sum()))
+        for index, cell in enumerate(cells_of(sizes)):
+            key = ("cell", *cell)
+            out.values[key] = int(counts[index])
+            out.guards[key] = {Guard.ROWS: int(counts[index])}
+        for key, code in zip(_outside(spec), (-1, -2), strict=False):
+            out.values[key] = outside[code]
+            out.guards[key] = {Guard.ROWS: outside[code]}
+        return out
+
+    return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _size(spec: QuerySpec, model: ModelView) -> int:
     return math.prod(n for _, n in axes_of(spec, model)) + len(_outside(spec))
 
 
-KIND = Kind("counts", _layout, _compute, unit_bound, size=_size,
+KIND = Kind("counts", _layout, None, unit_bound, size=_size, statistic=_statistic,
             row_cost=lambda spec, model: 8 * 6,
             # a row falls in exactly one cell, or is missing, or out of range
             dp=DPProfile(rows_touch=lambda spec, model: 1))

@@ -16,25 +16,43 @@ the plain design's non-zero terms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
+from engine.aggregates import (
+    Aggregation,
+    All,
+    ExactSum,
+    Expr,
+    FloatSum,
+    FoldKey,
+    Func,
+    Measure,
+    Ref,
+    Result,
+    Rows,
+    Statistic,
+    group_sum,
+    split,
+    variables_of,
+)
+from engine.aggregates import Key as GroupKey
 from engine.design import Term, design_variables, term_name
 from engine.errors import QueryError
 from engine.kinds import centring
-from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude
-from engine.kinds.folds import fold_masks
-from engine.kinds.frame import (
-    cell_columns,
-    cell_count,
-    design,
-    gram,
-    nonzero_counts,
-    smallest_positive,
+from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude, Scale
+from engine.kinds.columns import (
+    Cells,
+    cells_of,
+    complete,
+    exact,
+    pair_counts,
+    product,
+    refs,
+    smallest_nonzero,
+    term_columns,
 )
+from engine.kinds.frame import cell_count
 from engine.kinds.params import folds_of, term_bound, terms_of, triangle
 from engine.plans import Disclosure, Key, ModelView, Slot
 
@@ -42,13 +60,13 @@ if TYPE_CHECKING:
     from engine.query import QuerySpec
 
 
-def _plain(terms: list[Term], model: ModelView) -> list[str]:
+def _plain(terms: Sequence[Term], model: ModelView) -> list[str]:
     """The numeric variables some term holds as they are (no transform, no product)."""
     return list(dict.fromkeys(t["var"] for t in terms
                               if set(t) == {"var"} and model.is_numeric(t["var"])))
 
 
-def _intercept(terms: list[Term]) -> int | None:
+def _intercept(terms: Sequence[Term]) -> int | None:
     return next((i for i, t in enumerate(terms) if "const" in t), None)
 
 
@@ -60,7 +78,7 @@ def _centring(spec: QuerySpec, model: ModelView) -> centring.Centring:
     return shifts
 
 
-def _centred_columns(terms: list[Term], shifts: centring.Centring
+def _centred_columns(terms: Sequence[Term], shifts: centring.Centring
                      ) -> dict[int, tuple[float, float]]:
     return {i: shifts[t["var"]] for i, t in enumerate(terms)
             if set(t) == {"var"} and t["var"] in shifts}
@@ -84,30 +102,56 @@ def _size(spec: QuerySpec, model: ModelView) -> int:
     return len(folds_of(spec)) * (1 + p * (p + 1) // 2)
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
+def _selection(spec: QuerySpec, model: ModelView
+               ) -> tuple[tuple[tuple[str, Expr], ...], list[Expr], All, Cells, list[GroupKey]]:
+    """The design's columns (derived per row), the complete-case condition, the cells of its
+    categorical terms, and the group keys: the fold (if any), then the cells' variables."""
     terms = spec.parameters["terms"]
-    shifted = _centred_columns(terms, _centring(spec, model))
-    matrix, mask = design(terms, rows)
-    complete = rows[mask]
-    cells = cell_columns(terms, complete, model)
-    out = Computed(rows=int(mask.sum()))
-    for fold, inside, _ in fold_masks(spec, complete.index, train=False):
-        part = matrix if inside.all() else matrix[inside]
-        n = int(part.shape[0])
-        out.values[("n", fold)] = n
-        # the guard counts the plain design's terms: the centred matrix determines them
-        terms_nonzero = nonzero_counts(np.hstack([part, cells[inside]]))
-        if shifted:
-            if part is matrix and len(folds_of(spec)) > 1:
-                part = part.copy(order="F")  # the other folds read the plain matrix
-            for i, (c, h) in shifted.items():
-                part[:, i] = centring.centred(part[:, i], c, h)
-        upper = gram(part)
-        for i, j in triangle(len(terms)):
-            out.values[("xx", fold, i, j)] = float(upper[i, j])
-        out.guards[("fold", fold)] = {Guard.ROWS: n,
-                                      Guard.NONZERO: smallest_positive(terms_nonzero)}
-    return out
+    columns = term_columns(terms)
+    values = refs(columns)
+    cells = cells_of(terms, model)
+    keys: list[GroupKey] = list(cells.keys)
+    folds = folds_of(spec)
+    if folds != [None]:
+        keys.insert(0, FoldKey(len(folds), int(spec.parameters.get("fold_seed", 0))))
+    return columns, values, All(tuple(complete(terms, values))), cells, keys
+
+
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    columns, values, where, cells, keys = _selection(spec, model)
+    # centred columns are derived from the plain ones (z_i = (t_i - c) / h) and summed in
+    # their place; the guards count the plain design's non-zero terms
+    shifted = _centred_columns(spec.parameters["terms"], _centring(spec, model))
+    centred = tuple((f"z{i}", centring.centred_expr(values[i], c, h))
+                    for i, (c, h) in shifted.items())
+    summed = [Ref(f"z{i}") if i in shifted else v for i, v in enumerate(values)]
+    folds = folds_of(spec)
+    p = len(columns)
+    pairs = list(triangle(p))
+    measures: list[Measure] = [Rows()]
+    measures += [ExactSum(product(summed[i], summed[j]), scale(("xx", folds[0], i, j)))
+                 for i, j in pairs]
+    measures += pair_counts(values)
+    offset = 0 if folds == [None] else 1
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        by_fold = split(results[0], 0) if offset else {0: results[0]}
+        out = Computed()
+        for position, fold in enumerate(folds):
+            part = by_fold.get(position, {})
+            n = int(group_sum(part, 0))
+            out.rows += n
+            out.values[("n", fold)] = n
+            for m, (i, j) in enumerate(pairs):
+                key = ("xx", fold, i, j)
+                out.values[key] = exact(int(group_sum(part, 1 + m)), scale(key))
+            smallest = smallest_nonzero(part, 0, 1 + len(pairs), p,
+                                        lambda group: cells.indicators(group, offset))
+            out.guards[("fold", fold)] = {Guard.ROWS: n, Guard.NONZERO: smallest}
+        return out
+
+    aggregation = Aggregation(tuple(measures), tuple(keys), where, columns + centred)
+    return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
@@ -149,17 +193,24 @@ def _rows_touch(spec: QuerySpec, model: ModelView) -> int:
     return 1 + p * (p + 1) // 2
 
 
-def _abs_sums(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> dict[Key, float]:
+def _abs_statistic(spec: QuerySpec, model: ModelView) -> Statistic:
     """|X|'|X| over the complete cases of the given rows: bounds every fold's X'X. Entries
     of centred columns are left out: their public row bounds must do, so that no choice of
     scale makes a refusal depend on the rows."""
-    terms = spec.parameters["terms"]
-    columns = _centred_columns(terms, _centring(spec, model))
-    matrix, _ = design(terms, rows)
-    upper = gram(np.abs(matrix))
-    return {("xx", f, i, j): float(upper[i, j])
-            for f in folds_of(spec) for i, j in triangle(len(terms))
-            if i not in columns and j not in columns}
+    columns, values, where, _, _ = _selection(spec, model)
+    shifted = _centred_columns(spec.parameters["terms"], _centring(spec, model))
+    pairs = [(i, j) for i, j in triangle(len(columns))
+             if i not in shifted and j not in shifted]
+    absolute = [Func("abs", v) for v in values]
+    measures = tuple(FloatSum(product(absolute[i], absolute[j])) for i, j in pairs)
+
+    def assemble(results: Sequence[Result]) -> dict[Key, float]:
+        sums = results[0].get((), (0.0,) * len(measures))
+        return {("xx", f, i, j): float(sums[m]) for f in folds_of(spec)
+                for m, (i, j) in enumerate(pairs)}
+
+    aggregation = Aggregation(measures, (), where, columns)
+    return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _uncentre(spec: QuerySpec, model: ModelView) -> centring.Uncentre:
@@ -177,6 +228,7 @@ def _describe(spec: QuerySpec, model: ModelView, key: Key) -> str:
             else f"the cross-product of {first!r} and {second!r}")
 
 
-KIND = Kind("crossprod", _layout, _compute, _row_bound, size=_size, row_cost=_row_cost,
-            abs_sums=_abs_sums, uncentre=_uncentre, describe=_describe,
+KIND = Kind("crossprod", _layout, None, _row_bound, size=_size, row_cost=_row_cost,
+            statistic=_statistic, abs_statistic=_abs_statistic,
+            uncentre=_uncentre, describe=_describe,
             summed=_summed, dp=DPProfile(rows_touch=_rows_touch, check=_dp_check))

@@ -13,16 +13,30 @@ lie. The non-zero guard still counts the plain values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
+from engine.aggregates import (
+    Aggregation,
+    CountIf,
+    ExactSum,
+    FloatSum,
+    Func,
+    LevelKey,
+    Measure,
+    Present,
+    Result,
+    Rows,
+    Statistic,
+    Var,
+    mul,
+    nonzero,
+    variables_of,
+)
 from engine.errors import QueryError
 from engine.kinds import centring
-from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude
-from engine.kinds.frame import level_codes, numeric
+from engine.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude, Scale
+from engine.kinds.columns import exact
 from engine.plans import DATASET, MISSING, Disclosure, Key, ModelView, Slot, groups
 
 if TYPE_CHECKING:
@@ -60,49 +74,74 @@ def _size(spec: QuerySpec, model: ModelView) -> int:
     return len(spec.datasets) * len(groups(spec, model)) * per_cell
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    out = Computed(rows=len(rows))
-    values = {v: numeric(rows, v) for v in _numeric(spec, model)}
-    shifts = _centring(spec, model)
-    has = {v: rows[v].notna().to_numpy() for v in spec.variables if v not in values}
-    dataset_codes = level_codes(rows, DATASET, spec.datasets)
+def _group_keys(spec: QuerySpec, model: ModelView) -> tuple[LevelKey, ...]:
+    keys = [LevelKey(DATASET, tuple(spec.datasets))]
+    if spec.by:
+        keys.append(LevelKey(spec.by, tuple(model.levels(spec.by))))
+    return tuple(keys)
+
+
+def _cells(spec: QuerySpec, model: ModelView) -> list[tuple[str, object, tuple[int, int]]]:
+    """(dataset, group, its key values) per cell: a ``by`` level's index, -1 for MISSING."""
     levels = model.levels(spec.by) if spec.by else ()
-    by_codes = level_codes(rows, spec.by, levels) if spec.by else None
+    out = []
     for d_index, dataset in enumerate(spec.datasets):
-        in_dataset = dataset_codes == d_index
         for group in groups(spec, model):
-            selected = in_dataset
-            if by_codes is not None:
-                code = -1 if group is MISSING else levels.index(str(group))
-                selected = selected & (by_codes == code)
-            rows_in_cell = int(selected.sum())
+            code = -1 if group is MISSING else levels.index(str(group)) if spec.by else None
+            out.append((dataset, group, (d_index,) if code is None else (d_index, code)))
+    return out
+
+
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    numbers = _numeric(spec, model)
+    shifts = _centring(spec, model)
+    first_group = groups(spec, model)[0]
+    measures: list[Measure] = [Rows()]
+    for v in spec.variables:
+        measures.append(CountIf(Present(v)))
+        if v in numbers:
+            # a variable's scale is the same in every cell (its row bound is); the guard
+            # counts the plain values, the sums are of the centred ones
+            x = Var(v)
+            z = centring.centred_expr(x, *shifts[v]) if v in shifts else x
+            measures += [ExactSum(z, scale(("sum", spec.datasets[0], first_group, v))),
+                         ExactSum(mul(z, z), scale(("sumsq", spec.datasets[0], first_group, v))),
+                         CountIf(nonzero(x))]
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        out = Computed()
+        empty = (0,) * len(measures)
+        for dataset, group, key in _cells(spec, model):
+            values = results[0].get(key, empty)
+            rows_in_cell = int(values[0])
+            out.rows += rows_in_cell
+            position = 1
             for variable in spec.variables:
                 present: Key = ("count", dataset, group, variable)
-                if variable in values:
-                    column = values[variable][selected]
-                    finite = column[~np.isnan(column)]
-                    n = int(finite.size)
-                    # the guard counts the plain values: the centred sums determine theirs
-                    out.guards[present] = {Guard.VALUES: n,
-                                           Guard.NONZERO: int(np.count_nonzero(finite))}
-                    sums = ("sum", dataset, group, variable), ("sumsq", dataset, group, variable)
-                    if variable in shifts:
-                        finite = centring.centred(finite, *shifts[variable])
-                        nothing = centring.zeros(n, *shifts[variable])
-                        out.zeros.update(zip(sums, _sums(nothing), strict=True))
-                    out.values.update(zip(sums, _sums(finite), strict=True))
+                n = int(values[position])
+                if variable in numbers:
+                    s, ss, nz = values[position + 1:position + 4]
+                    sum_key, sumsq_key = (("sum", dataset, group, variable),
+                                          ("sumsq", dataset, group, variable))
+                    out.values[sum_key] = exact(int(s), scale(sum_key))
+                    out.values[sumsq_key] = exact(int(ss), scale(sumsq_key))
+                    if variable in shifts:  # what the sums read were the values all 0
+                        for power, slot in enumerate((sum_key, sumsq_key), start=1):
+                            units = centring.zero_units(*shifts[variable], power, scale(slot))
+                            out.zeros[slot] = exact(n * units, scale(slot))
+                    out.guards[present] = {Guard.VALUES: n, Guard.NONZERO: int(nz)}
+                    position += 4
                 else:
-                    n = int(has[variable][selected].sum())
                     out.guards[present] = {Guard.VALUES: n}
+                    position += 1
                 out.values[present] = n
                 missing = ("missing", dataset, group, variable)
                 out.values[missing] = rows_in_cell - n
                 out.guards[missing] = {Guard.ROWS: rows_in_cell - n}
-    return out
+        return out
 
-
-def _sums(values: np.ndarray) -> tuple[float, float]:
-    return float(np.sum(values)), float(np.dot(values, values))
+    aggregation = Aggregation(tuple(measures), _group_keys(spec, model))
+    return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
@@ -120,23 +159,28 @@ def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
     return bound
 
 
-def _abs_sums(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> dict[Key, float]:
+def _abs_statistic(spec: QuerySpec, model: ModelView) -> Statistic:
     """Per dataset, sum |x| and sum x^2 over all its rows: bounds of every group's sums.
     Centred variables are left out: their public row bounds must do, so that no choice of
     scale makes a refusal depend on the rows."""
-    out: dict[Key, float] = {}
-    dataset_codes = level_codes(rows, DATASET, spec.datasets)
     shifts = _centring(spec, model)
-    for variable in _numeric(spec, model):
-        if variable in shifts:
-            continue
-        values = np.nan_to_num(np.abs(numeric(rows, variable)))
+    numbers = [v for v in _numeric(spec, model) if v not in shifts]
+    measures: list[Measure] = []
+    for v in numbers:
+        measures += [FloatSum(Func("abs", Var(v))), FloatSum(mul(Var(v), Var(v)))]
+
+    def assemble(results: Sequence[Result]) -> dict[Key, float]:
+        out: dict[Key, float] = {}
         for d_index, dataset in enumerate(spec.datasets):
-            part = values[dataset_codes == d_index]
-            for group in groups(spec, model):
-                out[("sum", dataset, group, variable)] = float(part.sum())
-                out[("sumsq", dataset, group, variable)] = float(part @ part)
-    return out
+            values = results[0].get((d_index,), (0.0,) * len(measures))
+            for i, variable in enumerate(numbers):
+                for group in groups(spec, model):
+                    out[("sum", dataset, group, variable)] = float(values[2 * i])
+                    out[("sumsq", dataset, group, variable)] = float(values[2 * i + 1])
+        return out
+
+    aggregation = Aggregation(tuple(measures), (LevelKey(DATASET, tuple(spec.datasets)),))
+    return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _uncentre(spec: QuerySpec, model: ModelView) -> centring.Uncentre:
@@ -148,8 +192,8 @@ def _describe(spec: QuerySpec, model: ModelView, key: Key) -> str:
     return f"{what} of {key[-1]!r}"
 
 
-KIND = Kind("moments", _layout, _compute, _row_bound, size=_size, abs_sums=_abs_sums,
-            uncentre=_uncentre, describe=_describe,
+KIND = Kind("moments", _layout, None, _row_bound, size=_size, statistic=_statistic,
+            abs_statistic=_abs_statistic, uncentre=_uncentre, describe=_describe,
             row_cost=lambda spec, model: 8 * (len(spec.variables) + 4),
             summed=_numeric,
             # a row is in one cell; per variable it adds to count, sum and sum of squares,

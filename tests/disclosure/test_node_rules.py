@@ -63,7 +63,8 @@ def test_a_failure_while_computing_says_nothing_and_keeps_the_charge(
     def broken(spec, rows, view):  # noqa: ANN001, ANN202
         raise ZeroDivisionError(f"row {len(rows)} has a value of {rows['age'].iloc[0]}")
 
-    monkeypatch.setitem(KINDS, "moments", dataclasses.replace(moments, compute=broken))
+    monkeypatch.setitem(KINDS, "moments", dataclasses.replace(
+        moments, frame_compute=broken, statistic=None, abs_statistic=None))
     with pytest.raises(InternalError) as info:
         federation.descriptive_stats(["age"], privacy=DP)
     assert str(info.value) == "the node could not compute its contribution"

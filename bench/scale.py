@@ -1,0 +1,191 @@
+"""A node's start-up, per-query latency and peak memory as its rows grow: the DuckDB node
+(``node.sql.duckdb_rows``), DuckDB alone running the same aggregates by hand on the same file,
+and the pandas node (load, validate, coerce, then ``node.statistics.local_vector``), each in
+a fresh process (peak RSS is the process's), measured in the same run, one after another.
+
+One node, 10 numeric and 3 categorical columns (plus the dataset), from CSV and Parquet.
+Queries: count; descriptive_stats of the 10 numbers; linear_regression on 5 covariates; a
+5 x 20 contingency table. The node's time covers the whole contribution: SQL, disclosure
+rules and fixed-point encoding of the vector. Sizes: ``FEDTALLY_SCALE_ROWS`` (default
+``1000000,5000000``); the pandas node is skipped above ``FEDTALLY_SCALE_PANDAS_MAX`` rows
+(default 5,000,000: at 20M it needs ~10 GiB and minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NUMBERS = [f"x{i}" for i in range(10)]
+REPEATS = 3
+
+GENERATE = """
+COPY (SELECT 'd' || (i % 2)::VARCHAR AS dataset,
+  {numbers},
+  'a' || (hash(i) % 5)::VARCHAR AS a, 'b' || (hash(i + 1) % 20)::VARCHAR AS b,
+  CASE WHEN hash(i + 2) % 2 = 0 THEN 'F' ELSE 'M' END AS sex
+  FROM range({rows}) t(i)) TO '{path}' ({options})
+"""
+
+
+def _model() -> dict:
+    variables = [{"code": "dataset", "sql_type": "text", "is_categorical": True,
+                  "enumerations": ["d0", "d1"]}]
+    variables += [{"code": x, "sql_type": "real", "is_categorical": False} for x in NUMBERS]
+    variables += [{"code": "a", "sql_type": "text", "is_categorical": True,
+                   "enumerations": [f"a{i}" for i in range(5)]},
+                  {"code": "b", "sql_type": "text", "is_categorical": True,
+                   "enumerations": [f"b{i}" for i in range(20)]},
+                  {"code": "sex", "sql_type": "text", "is_categorical": True,
+                   "enumerations": ["F", "M"]}]
+    return {"variables": variables}
+
+
+WORKER = r'''
+import json, resource, statistics, sys, time
+kind, path, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
+NUMBERS = [f"x{i}" for i in range(10)]
+COVARIATES = NUMBERS[:5]
+REPEATS = int(sys.argv[4])
+
+def timed(fn):
+    fn()
+    samples = []
+    for _ in range(REPEATS):
+        start = time.perf_counter(); fn(); samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+out = {}
+if kind == "raw":
+    import duckdb
+    start = time.perf_counter()
+    con = duckdb.connect(config={"threads": 2})
+    con.execute("SET enable_progress_bar = false")
+    reader = "read_csv" if fmt == "csv" else "read_parquet"
+    con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}('{path}')")
+    out["startup"] = time.perf_counter() - start
+    per_var = ", ".join(f"count({x}), sum({x}), sum({x} * {x}), count(*) FILTER ({x} <> 0)"
+                        for x in NUMBERS)
+    cols = ["1.0"] + COVARIATES + ["x9"]
+    pairs = ", ".join(f"sum({cols[i]} * {cols[j]})" for i in range(len(cols))
+                      for j in range(i, len(cols)))
+    complete = " AND ".join(f"{x} IS NOT NULL" for x in COVARIATES + ["x9"])
+    queries = {
+        "count": "SELECT dataset, count(*) FROM t GROUP BY dataset",
+        "descriptive_stats": f"SELECT dataset, count(*), {per_var} FROM t GROUP BY dataset",
+        "linear_regression": f"SELECT count(*), {pairs} FROM t WHERE {complete}",
+        "contingency": "SELECT a, b, count(*) FROM t GROUP BY a, b",
+    }
+    for name, sql in queries.items():
+        out[name] = timed(lambda sql=sql: con.execute(sql).fetchall())
+else:
+    from engine.planner import layout
+    from engine.query import QuerySpec
+    from node.datamodel import DataModel, PlanModel
+    from node.datasource import DataSource, load_all
+    from node.statistics import local_vector
+    model = DataModel.from_json(json.loads(sys.argv[5]))
+    source = DataSource(fmt, path=path)
+    start = time.perf_counter()
+    if kind == "node":
+        from node.sql.duckdb_rows import DuckRows
+        store = DuckRows.load([source], model)
+    else:
+        from node.rowstore import FrameRows
+        from node.validation import check_valid, coerce
+        rows = load_all([source]); check_valid(rows, model)
+        store = FrameRows(coerce(rows, model), model); del rows
+    out["startup"] = time.perf_counter() - start
+    view = PlanModel(model)
+    datasets = ("d0", "d1")
+    terms = [{"const": 1}] + [{"var": x} for x in COVARIATES] + [{"var": "x9"}]
+    specs = {
+        "count": QuerySpec("count", model.name, datasets),
+        "descriptive_stats": QuerySpec("descriptive_stats", model.name, datasets,
+                                       tuple(NUMBERS)),
+        "linear_regression": QuerySpec("linear_regression", model.name, datasets,
+                                       parameters={"terms": terms}),
+        "contingency": QuerySpec("contingency_table", model.name, datasets,
+                                 parameters={"axes": [{"var": "a"}, {"var": "b"}]}),
+    }
+    for name, spec in specs.items():
+        plan = layout(spec, view, 1 << 40)
+        out[name] = timed(lambda spec=spec, plan=plan: local_vector(
+            spec, plan, store, model, min_row_count=10, small_cell_threshold=10))
+out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+'''
+
+QUERIES = ("count", "descriptive_stats", "linear_regression", "contingency")
+
+
+def _sizes() -> list[int]:
+    return [int(s) for s in os.environ.get("FEDTALLY_SCALE_ROWS", "1000000,5000000").split(",")]
+
+
+def _model_json() -> str:
+    from node.datamodel import DataModel, Variable
+
+    variables = [Variable(v["code"], v["code"], v["sql_type"], v["is_categorical"],
+                          tuple(v.get("enumerations", ()))) for v in _model()["variables"]]
+    return json.dumps(DataModel("scale", "1", {v.code: v for v in variables}).to_json())
+
+
+def _generate(rows: int, folder: Path) -> dict[str, Path]:
+    import duckdb
+
+    numbers = ", ".join(f"round((hash(i * {k + 3}) % 100000) / 1000.0 - {k * 5}, 3) AS x{k}"
+                        for k in range(10))
+    out = {}
+    for fmt, options in (("csv", "HEADER"), ("parquet", "FORMAT PARQUET")):
+        path = folder / f"rows_{rows}.{fmt}"
+        duckdb.sql(GENERATE.format(numbers=numbers, rows=rows, path=path, options=options))
+        out[fmt] = path
+    return out
+
+
+def _measure(kind: str, path: Path, fmt: str, model: str) -> dict[str, float]:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", WORKER, kind, str(path), fmt, str(REPEATS),
+                           model], cwd=root, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{kind} on {path.name} failed:\n{done.stderr[-2000:]}")
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def run() -> list[str]:
+    pandas_max = int(os.environ.get("FEDTALLY_SCALE_PANDAS_MAX", "5000000"))
+    model = _model_json()
+    lines = ["scale: one node, 10 numeric + 3 categorical columns; each backend in a fresh "
+             f"process; per query the median of {REPEATS} after a warm-up; seconds, MiB"]
+    header = f"{'rows':>10} {'file':>7} {'backend':>8} {'start-up':>9} " + " ".join(
+        f"{q[:12]:>12}" for q in QUERIES) + f" {'peak RSS':>9}"
+    with tempfile.TemporaryDirectory(prefix="fedtally-scale-") as tmp:
+        for rows in _sizes():
+            files = _generate(rows, Path(tmp))
+            for fmt, path in files.items():
+                lines.append(header)
+                results = {}
+                for kind in ("node", "raw", "pandas"):
+                    if kind == "pandas" and rows > pandas_max:
+                        continue
+                    r = results[kind] = _measure(kind, path, fmt, model)
+                    lines.append(f"{rows:>10,} {fmt:>7} {kind:>8} {r['startup']:>9.2f} "
+                                 + " ".join(f"{r[q]:>12.4f}" for q in QUERIES)
+                                 + f" {r['peak_mib']:>9.0f}")
+                node = results["node"]
+                for other in ("raw", "pandas"):
+                    if other in results:
+                        r = results[other]
+                        lines.append(f"{'':>10} {fmt:>7} {'node/' + other:>8} "
+                                     f"{node['startup'] / r['startup']:>9.2f} "
+                                     + " ".join(f"{node[q] / r[q]:>12.2f}" for q in QUERIES)
+                                     + f" {node['peak_mib'] / r['peak_mib']:>9.2f}")
+                lines.append("")
+            for path in files.values():
+                path.unlink()
+    return lines

@@ -1,0 +1,1 @@
+"""SQL backends of a node: its statistics computed where its rows live."""

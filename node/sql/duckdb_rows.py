@@ -1,0 +1,477 @@
+"""A node's CSV and Parquet rows kept in DuckDB, and its statistics computed there.
+
+Start-up reads each file once to check it against the data model *in SQL* (per column: the
+values that are not numbers, not finite, not integers, below the minimum, above the
+maximum, not a code; rows without a dataset) and keeps only those counts; if any is an
+error the node refuses to start with the total and the first failing rows (read again
+only then). A second pass writes the
+typed rows (numbers as DOUBLE, codes as VARCHAR, blank cells as NULL, each row's position
+in the node's data) into a DuckDB database file in a private temporary directory, whose
+buffer manager keeps memory bounded (``memory_limit``) whatever the number of rows.
+
+A query's kind, where it is declared as aggregations (:mod:`engine.aggregates`), runs as
+one SQL statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. Kinds
+still computed on a DataFrame (``Kind.frame_compute``) get only the query's selected rows
+(datasets, filter and rows per patient applied in SQL), in their original order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from engine.aggregates import Aggregation, Result
+from engine.kinds import KINDS
+from engine.kinds.base import Clipping, Computed, Scale
+from engine.plans import DATASET, Key
+from engine.query import QuerySpec
+from node import filters
+from node.datamodel import DataModel, LocalDataError, PlanModel
+from node.datasource import DataSource, _Dialect, _read_header
+from node.rowstore import frame_computed
+from node.sql.compile import ROW, Compiler, Unsupported, aggregation, selection
+from node.validation import (
+    Problem,
+    ValidationFailed,
+    header_problems,
+    log_column_notes,
+    number_hint,
+)
+
+__all__ = ["DuckRows", "supports"]
+
+TABLE = "node_rows"
+#: problems named in a refusal to start (all are counted)
+_SHOWN = 20
+#: DuckDB's memory limit for a node: its buffer manager spills beyond it
+DEFAULT_MEMORY_LIMIT = "512MB"
+#: text the pandas store reads as a number (node.numbers: Arrow's parser), as an RE2 full
+#: match: DuckDB's own cast also takes blanks around a number, '1_000' and '+-1'
+_NUMBER_TEXT = (r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+                r"|(?i:inf|infinity))")
+#: a blank cell (missing), as Python's str.strip() sees blanks: its whitespace, every one
+_BLANK_TEXT = (r"[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}"
+               r"\x{2029}\x{202f}\x{205f}\x{3000}]*")
+
+
+def supports(sources: Sequence[DataSource]) -> bool:
+    """DuckDB keeps these sources: Parquet files and UTF-8 CSV files (SQL tables, and CSV
+    files in other encodings, which DuckDB's reader does not decode, stay in pandas)."""
+    return bool(sources) and all(
+        s.kind == "parquet" or (s.kind == "csv" and _Dialect(s.delimiter, s.encoding).codec
+                                == "utf-8-sig") for s in sources)
+
+
+def _quote(name: str) -> str:
+    """A file's own column name (the operator's header, never a researcher's text)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckRows:
+    """Validated rows in a DuckDB database file (see the module doc)."""
+
+    def __init__(self, model: DataModel, connection: duckdb.DuckDBPyConnection,
+                 directory: Path, warnings: list[Problem]) -> None:
+        self.model = model
+        self._connection = connection
+        self._lock = threading.Lock()
+        self.directory = directory
+        #: the column problems that are not errors (unknown columns): counts only
+        self.warnings = warnings
+        self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
+        self.numeric = frozenset(c for c, v in model.variables.items() if v.is_numeric)
+        self._finalizer = weakref.finalize(self, _close, connection, directory)
+        self._count = int(self._one(f"SELECT count(*) FROM {TABLE}"))
+        dataset = self.columns[DATASET]
+        self._held = sorted(str(r[0]) for r in self._all(
+            f"SELECT DISTINCT {dataset} FROM {TABLE} WHERE {dataset} IS NOT NULL"))
+
+    # --- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, sources: Sequence[DataSource], model: DataModel, *, strict: bool = False,
+             memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = 2) -> DuckRows:
+        """Validate the files in SQL and keep their typed rows (see the module doc)."""
+        if not supports(sources):
+            raise LocalDataError("DuckDB keeps CSV and Parquet sources only")
+        directory = Path(tempfile.mkdtemp(prefix="fedtally-rows-"))
+        try:
+            connection = duckdb.connect(str(directory / "rows.duckdb"), config={
+                "memory_limit": memory_limit, "threads": threads,
+                "preserve_insertion_order": True, "temp_directory": str(directory / "spill"),
+                "enable_external_access": True})
+            # a long query would otherwise draw a progress bar on the node's stdout
+            connection.execute("SET enable_progress_bar = false")
+            loader = _Loader(connection, model, strict)
+            for source in sources:
+                loader.add(source)
+            loader.finish()
+            # files were read; nothing else may be from now on
+            connection.execute("SET enable_external_access = false")
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return cls(model, connection, directory, loader.warnings)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    # --- the store ----------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self._count
+
+    def held(self) -> list[str]:
+        return list(self._held)
+
+    def largest_magnitude(self, code: str) -> float:
+        if code not in self.numeric:
+            return 0.0
+        column = self.columns[code]
+        value = self._one(f"SELECT max(abs({column})) FROM {TABLE} WHERE isfinite({column})")
+        return float(value) if value is not None else 0.0
+
+    def working_rows(self, spec: QuerySpec) -> int:
+        kind = KINDS[spec.kind]
+        if kind.statistic is None or not self._compiles(spec):
+            return self._count
+        return 0
+
+    def computed(self, spec: QuerySpec, scale: Scale, clip: Clipping | None) -> Computed:
+        kind = KINDS[spec.kind]
+        if kind.statistic is not None:
+            statistic = kind.statistic(spec, PlanModel(self.model), scale)
+            try:
+                results = [self._aggregate(spec, a, clip, filtered=True)
+                           for a in statistic.aggregations]
+            except Unsupported:
+                pass
+            else:
+                return statistic.assemble(results)  # type: ignore[return-value]
+        return frame_computed(spec, self.fetch(spec), self.model, scale, clip)
+
+    def abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
+        kind = KINDS[spec.kind]
+        if kind.abs_statistic is None:
+            return {}
+        statistic = kind.abs_statistic(spec, PlanModel(self.model))
+        results = [self._aggregate(spec, a, None, filtered=False)
+                   for a in statistic.aggregations]
+        return statistic.assemble(results)  # type: ignore[return-value]
+
+    def fetch(self, spec: QuerySpec) -> pd.DataFrame:
+        """The query's selected rows, and only the variables it names, as a DataFrame indexed
+        by their position in the node's data (what :func:`node.rowstore.select_rows` gives
+        on the same rows)."""
+        compiler = self._compiler(None)
+        source = self._selection(compiler, spec, filtered=True)
+        codes = [code for code in self.columns if code in _named(spec, self.model)]
+        items = ", ".join(f"{self.columns[code]} AS c_{i}" for i, code in enumerate(codes))
+        sql = f"SELECT {ROW}, {items} FROM ({source}) ORDER BY {ROW}"
+        with self._lock:
+            frame = self._connection.execute(sql, compiler.params).df()
+        frame.index = pd.Index(frame.pop(ROW).to_numpy(dtype="int64"))
+        frame.columns = codes
+        for code in codes:
+            variable = self.model.variables[code]
+            if variable.sql_type == "int":
+                frame[code] = frame[code].astype("Int64")
+            elif not variable.is_numeric:
+                frame[code] = frame[code].astype(object).where(frame[code].notna(), None)
+        return frame
+
+    # --- SQL ----------------------------------------------------------------------------
+
+    def _compiler(self, clip: Clipping | None) -> Compiler:
+        return Compiler(TABLE, self.columns, self.numeric, dict(clip or {}))
+
+    def _selection(self, compiler: Compiler, spec: QuerySpec, *, filtered: bool) -> str:
+        tree = filters.from_json(spec.filters) if filtered and spec.filters is not None \
+            else None
+        patient = None
+        limit, identifier = self.model.max_rows_per_patient, self.model.patient_id
+        if filtered and spec.privacy.get("mode") == "dp" and limit is not None \
+                and identifier is not None:
+            patient = (self.columns[identifier], int(limit))
+        return selection(compiler, spec.datasets, tree, self.columns[DATASET], patient)
+
+    def _compiles(self, spec: QuerySpec) -> bool:
+        kind = KINDS[spec.kind]
+        assert kind.statistic is not None
+        statistic = kind.statistic(spec, PlanModel(self.model), lambda key: 1.0)
+        try:
+            for a in statistic.aggregations:
+                compiler = self._compiler(None)
+                aggregation(compiler, self._selection(compiler, spec, filtered=True), a)
+        except Unsupported:
+            return False
+        return True
+
+    def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
+                   filtered: bool) -> Result:
+        compiler = self._compiler(clip)
+        statement = aggregation(compiler, self._selection(compiler, spec, filtered=filtered),
+                                node)
+        keys = len(node.keys)
+        out: Result = {}
+        with self._lock:
+            rows = self._connection.execute(statement.sql, statement.params).fetchall()
+        for row in rows:
+            if int(row[keys]) == 0:  # no rows at all (an aggregate without keys)
+                continue
+            out[tuple(int(k) for k in row[:keys])] = tuple(
+                _number(v) for v in row[keys + 1:])
+        return out
+
+    def _one(self, sql: str) -> Any:
+        with self._lock:
+            row = self._connection.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+    def _all(self, sql: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._connection.execute(sql).fetchall()
+
+
+def _named(spec: QuerySpec, model: DataModel) -> set[str]:
+    """The variables a query can read: the dataset, its variables and ``by``, the patient
+    identifier, and every model variable its parameters name (terms, axes, outcomes)."""
+    out = {DATASET, *spec.variables}
+    if spec.by:
+        out.add(spec.by)
+    if model.patient_id:
+        out.add(model.patient_id)
+    stack: list[Any] = [dict(spec.parameters)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, str) and item in model.variables:
+            out.add(item)
+    return out
+
+
+def _number(value: Any) -> int | float:
+    return value if isinstance(value, int | float) else float(value)
+
+
+def _close(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:
+    try:
+        connection.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- start-up: validate in SQL, then write typed rows ------------------------------------
+
+
+class _Loader:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, model: DataModel,
+                 strict: bool) -> None:
+        self.connection = connection
+        self.model = model
+        self.strict = strict
+        self.warnings: list[Problem] = []
+        self.errors: list[Problem] = []
+        self.total_errors = 0
+        #: every source's columns, in order of first appearance (checked together at the
+        #: end, as the pandas store checks the united frame)
+        self.names: dict[str, None] = {}
+        self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
+        types = ", ".join(f"{c} {'DOUBLE' if model.variables[code].is_numeric else 'VARCHAR'}"
+                          for code, c in self.columns.items())
+        connection.execute(f"CREATE TABLE {TABLE} ({types})")
+
+    def _raw(self, source: DataSource) -> tuple[str, list[str], dict[str, str]]:
+        """The file as a relation (SQL text), its column names, and their DuckDB types."""
+        path = str(source.path)
+        what = source.describe()
+        if source.kind == "csv":
+            dialect = _Dialect(source.delimiter, source.encoding)
+            header = _read_header(Path(path), what, dialect)
+            seen: set[str] = set()
+            for i, name in enumerate(header, start=1):
+                if not name.strip():
+                    raise LocalDataError(f"{what}: column {i} of the header has no name")
+                if name in seen:
+                    raise LocalDataError(f"{what}: column {name!r} appears twice in the header")
+                seen.add(name)
+            types = "{" + ", ".join(f"{_literal(n)}: 'VARCHAR'" for n in header) + "}"
+            relation = (f"read_csv({_literal(path)}, header = true, "
+                        f"delim = {_literal(dialect.delimiter)}, quote = '\"',"
+                        f" escape = '\"', columns = {types}, auto_detect = false,"
+                        " strict_mode = true, null_padding = false)")
+        else:
+            if not Path(path).is_file():
+                raise LocalDataError(f"{what} does not exist or is not a file")
+            relation = f"read_parquet({_literal(path)})"
+        try:
+            described = self.connection.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+        except duckdb.Error as exc:
+            raise LocalDataError(f"{what} cannot be read ({type(exc).__name__})") from exc
+        names_found = [str(r[0]) for r in described]
+        return relation, names_found, {str(r[0]): str(r[1]) for r in described}
+
+    def add(self, source: DataSource) -> None:
+        relation, names, types = self._raw(source)
+        what = source.describe()
+        text = {n: types[n] == "VARCHAR" for n in names}
+
+        def blank(n: str) -> str:
+            column = _quote(n)
+            return (f"({column} IS NULL OR regexp_full_match({column}, "
+                    f"{_literal(_BLANK_TEXT)}))" if text[n] else f"({column} IS NULL)")
+
+        def parse(n: str) -> str:
+            """A cell's value as the pandas store parses it (NULL where it is no number)."""
+            column = _quote(n)
+            if text[n]:
+                return (f"(CASE WHEN regexp_full_match({column}, {_literal(_NUMBER_TEXT)}) "
+                        f"THEN TRY_CAST({column} AS DOUBLE) END)")
+            if types[n] == "BOOLEAN":  # not a number to pandas either
+                return "CAST(NULL AS DOUBLE)"
+            return f"TRY_CAST({column} AS DOUBLE)"
+
+        # each numeric cell is parsed once, in a column of its own that every check and the
+        # typed copy read (named apart from the file's columns)
+        numeric = [n for n in names if n in self.model.variables
+                   and self.model.variables[n].is_numeric]
+        parsed: dict[str, str] = {}
+        for i, n in enumerate(numeric):
+            name = f"__number_{i}"
+            while name in types:
+                name = "_" + name
+            parsed[n] = name
+        if parsed:
+            columns = ", ".join(f"{parse(n)} AS {_quote(c)}" for n, c in parsed.items())
+            relation = f"(SELECT *, {columns} FROM {relation})"
+
+        def number(n: str) -> str:
+            return _quote(parsed[n])
+
+        def code_text(n: str) -> str:
+            column = _quote(n)
+            if text[n]:
+                return column
+            if types[n] in ("DOUBLE", "FLOAT") or types[n].startswith("DECIMAL"):
+                return (f"(CASE WHEN {column} = round({column}) AND abs({column}) < 2^53 THEN "
+                        f"CAST(CAST({column} AS BIGINT) AS VARCHAR) ELSE "
+                        f"CAST({column} AS VARCHAR) END)")
+            return f"CAST({column} AS VARCHAR)"
+
+        self.names.update(dict.fromkeys(names))
+        checks: list[tuple[str, str, str]] = []  # (column, what a failing value is, SQL)
+        for n in names:
+            variable = self.model.variables.get(n)
+            if variable is None:  # named by header_problems at the end
+                continue
+            if n == DATASET and source.dataset is None:
+                checks.append((n, "the row has no dataset", blank(n)))
+            if variable.is_categorical:
+                enums = ", ".join(_literal(e) for e in variable.enumerations)
+                shown = ", ".join(repr(c) for c in variable.enumerations[:6])
+                more = ", ..." if len(variable.enumerations) > 6 else ""
+                unknown = f"{code_text(n)} NOT IN ({enums})" if enums else "TRUE"
+                checks.append((n, f"is not a code of ({shown}{more})",
+                               f"NOT {blank(n)} AND {unknown}"))
+            elif variable.is_numeric:
+                value = number(n)
+                checks.append((n, "is not a number",
+                               f"NOT {blank(n)} AND ({value} IS NULL OR isnan({value}))"))
+                checks.append((n, "is not finite", f"isinf({value})"))
+                finite = f"isfinite({value})"
+                if variable.sql_type == "int":
+                    checks.append((n, "is not an integer",
+                                   f"{finite} AND {value} <> round({value})"))
+                if variable.min is not None:
+                    checks.append((n, f"is below the minimum {variable.min:g}",
+                                   f"{finite} AND {value} < {float(variable.min)!r}"))
+                if variable.max is not None:
+                    checks.append((n, f"is above the maximum {variable.max:g}",
+                                   f"{finite} AND {value} > {float(variable.max)!r}"))
+        if DATASET not in names and source.dataset is None:
+            self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
+                                       "the source a dataset)"))
+            self.total_errors += 1
+        if checks:
+            counts = ", ".join(f"count(*) FILTER (WHERE {sql})" for _, _, sql in checks)
+            try:
+                found = self.connection.execute(f"SELECT {counts} FROM {relation}").fetchone()
+            except duckdb.Error as exc:
+                raise LocalDataError(f"{what} is malformed or cannot be read "
+                                     f"({str(exc).splitlines()[0][:200]})") from exc
+            assert found is not None
+            failing = [(check, int(n)) for check, n in zip(checks, found, strict=True) if n]
+            self.total_errors += sum(n for _, n in failing)
+            self.errors += self._first_rows(relation, [c for c, _ in failing])
+        if self.errors:
+            return
+        # the typed rows, in the file's order (insertion order is kept)
+        items = []
+        for code, variable in self.model.variables.items():
+            if code not in names:
+                value = _literal(source.dataset) if code == DATASET and source.dataset \
+                    else "NULL"
+            elif variable.is_numeric:
+                value = f"CASE WHEN {blank(code)} THEN NULL ELSE {number(code)} END"
+            else:
+                value = f"CASE WHEN {blank(code)} THEN NULL ELSE {code_text(code)} END"
+                if code == DATASET and source.dataset is not None:
+                    value = f"coalesce({value}, {_literal(source.dataset)})"
+            items.append(value)
+        self.connection.execute(f"INSERT INTO {TABLE} SELECT {', '.join(items)} FROM {relation}")
+
+    def _first_rows(self, relation: str, failing: list[tuple[str, str, str]]
+                    ) -> list[Problem]:
+        """The first failing rows (1-based, in the file's order) of each failing check, for
+        the operator: read only when the file has problems."""
+        out: list[tuple[int, int, Problem]] = []
+        for order, (column, what, sql) in enumerate(failing):
+            rows = self.connection.execute(
+                f"SELECT r, CAST({_quote(column)} AS VARCHAR) FROM (SELECT row_number() OVER "
+                f"() AS r, * FROM {relation}) WHERE {sql} ORDER BY r LIMIT {_SHOWN}").fetchall()
+            for row, value in rows:
+                text = repr(value)
+                text = text if len(text) <= 40 else text[:37] + "..."
+                message = what if what.startswith("the row") else f"value {text} {what}"
+                if what == "is not a number":
+                    message += number_hint(value)
+                out.append((int(row), order, Problem(int(row), column, message)))
+        out.sort(key=lambda item: item[:2])
+        return [p for _, _, p in out[:_SHOWN]]
+
+    def finish(self) -> None:
+        # unknown columns, renamed headers, the patient identifier: what the pandas store
+        # finds (the dataset column is checked per source, above)
+        columns = header_problems([*self.names, DATASET], self.model, strict=self.strict)
+        errors = [p for p in columns if p.severity == "error"]
+        self.warnings = [p for p in columns if p.severity == "warning"]
+        self.errors = errors + self.errors
+        self.total_errors += len(errors)
+        log_column_notes(columns, [c for c in self.model.variables
+                                   if c != DATASET and c not in self.names], self.model)
+        if self.errors:
+            lines = [f"{self.total_errors} problem(s) in the data for model {self.model.name}:"]
+            lines += [f"  {p}" for p in self.errors[:_SHOWN]]
+            if self.total_errors > len(self.errors[:_SHOWN]):
+                lines.append(f"  ... and {self.total_errors - len(self.errors[:_SHOWN])} more")
+            raise ValidationFailed("\n".join(lines), self.errors, self.total_errors)
+        # each row's position in the node's data, for folds (rowid is the insertion order)
+        self.connection.execute(f"ALTER TABLE {TABLE} RENAME TO {TABLE}_typed")
+        self.connection.execute(f"CREATE VIEW {TABLE} AS SELECT rowid AS {ROW}, * "
+                                f"FROM {TABLE}_typed")
+        self.connection.execute("CHECKPOINT")
