@@ -67,6 +67,10 @@ class SimulatedFederation(Catalog):
     by default the least quorum above (N + c)/2) and the researcher side opens the sealed
     partials.
 
+    ``verifiable_totals=False`` turns off the nodes' commitments (mask mode), as
+    ``federation init --no-verifiable-totals`` does: the researcher then cannot tell a
+    forged total from a true one, and rounds cost about half as much.
+
     Thresholds follow ``max_colluding_nodes`` (c) exactly as in a real federation
     (:func:`engine.manifest.round_threshold`), and, as ``federation init`` does, a
     federation too small for c is refused: two nodes need ``max_colluding_nodes=0``.
@@ -79,7 +83,8 @@ class SimulatedFederation(Catalog):
                  paillier_bits: int = DEFAULT_KEY_BITS,
                  decryption_threshold: int | None = None,
                  max_colluding_nodes: int = DEFAULT_PARAMETERS["max_colluding_nodes"],
-                 budget: DP | None = None, strict: bool = False) -> None:
+                 budget: DP | None = None, strict: bool = False,
+                 verifiable_totals: bool = True) -> None:
         if len(data) < 2:
             raise ConfigurationError("a federation needs at least two nodes")
         if isinstance(max_colluding_nodes, bool) or not isinstance(max_colluding_nodes, int) \
@@ -112,7 +117,9 @@ class SimulatedFederation(Catalog):
         self._receipts = Receipts({name: identity.verify_key.raw
                                    for name, identity in self._identities.items()})
         self.researcher = researcher
-        self.verifiable_totals = protection == "mask"
+        if not isinstance(verifiable_totals, bool):
+            raise ConfigurationError("verifiable_totals must be true or false")
+        self.verifiable_totals = protection == "mask" and verifiable_totals
         self.manifest = self._manifest(threshold_fraction)
         # one privacy ledger per node, as real nodes keep (a temporary folder by default)
         self._ledger_tmp = None if ledger_dir else tempfile.TemporaryDirectory(prefix="ledgers-")
