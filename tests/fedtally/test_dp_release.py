@@ -39,17 +39,22 @@ def _federation(data: dict) -> SimulatedFederation:
                                ledger_dir=_ledgers())
 
 
-def test_noise_std_and_interval_coverage_over_2000_releases() -> None:
+def test_noise_std_and_interval_coverage_over_600_releases() -> None:
+    """Bounds at about 4 standard errors (600 releases): the spread within 12% of the
+    reported noise_std (standard error 2.9%), coverage not significantly different from 95%
+    (Clopper-Pearson at 1e-4, half-width about 3.5 points). A noise_std misreported by
+    assuming the wrong number of honest nodes (22% here) fails both."""
     data = three_hospitals(seed=3, scale=0.02)
     truth = sum(len(frame) for frame in data.values())
     fed = _federation(data)
-    releases = [fed.count(privacy=fedtally.DP(rho=0.3)) for _ in range(2000)]
+    releases = [fed.count(privacy=fedtally.DP(rho=0.3)) for _ in range(600)]
     values = np.array([r.value for r in releases])
     reported = releases[0].noise_std
     assert all(r.noise_std == reported for r in releases)
-    assert abs(values.std(ddof=1) / reported - 1) < 0.05
-    covered = np.mean([lo <= truth <= hi for lo, hi in (r.ci(0.95) for r in releases)])
-    assert 0.93 <= covered <= 0.97, covered
+    assert abs(values.std(ddof=1) / reported - 1) < 0.12
+    covered = sum(lo <= truth <= hi for lo, hi in (r.ci(0.95) for r in releases))
+    low, high = _clopper_pearson(covered, len(releases), 1e-4)
+    assert low <= 0.95 <= high, (covered, low, high)
     assert abs(values.mean() - truth) < 4 * reported / math.sqrt(len(values))
 
 
