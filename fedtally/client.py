@@ -82,10 +82,10 @@ INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 def loop_thread(loop: asyncio.AbstractEventLoop) -> threading.Thread:
-    """Run ``loop`` in a daemon thread that never receives Ctrl-C. The kernel hands a
-    process's signal to any thread that does not block it; one that lands on the loop's
-    thread leaves the caller's thread waiting on its query until the query ends (CI saw a
-    30 s hang), instead of cancelling it at once."""
+    """Run ``loop`` in a daemon thread that never receives Ctrl-C. The kernel may hand a
+    process's signal to any thread that does not block it; one that landed on the loop's
+    thread would leave the caller's thread waiting on its query until the query ended,
+    instead of cancelling it at once."""
     def run() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
         loop.run_forever()

@@ -239,9 +239,14 @@ def _ledger_kinds(ledger: Path) -> list[tuple[str, str]]:
         return db.execute("SELECT kind, reason FROM entries ORDER BY seq").fetchall()
 
 
+#: the researcher's script; Ctrl-C restored first: a job a shell starts in the background
+#: (as a CI runner may start the suite) inherits SIGINT ignored, and Python then raises no
+#: KeyboardInterrupt (this test hung 30 s in such a run)
 CLIENT = """
+import signal
 import sys
 import fedtally
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with fedtally.connect(sys.argv[1], bundle=sys.argv[2], timeout_s=300) as fed:
     print("asking", flush=True)
     fed.count(privacy=fedtally.DP(rho=0.3))
