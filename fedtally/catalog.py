@@ -1,5 +1,6 @@
 """The statistics catalog as methods of a federation: ``fed.linear_regression(...)`` is
-:func:`fedtally.methods.regression.linear_regression` with ``fed`` passed in. Every
+:func:`fedtally.methods.regression.linear_regression` with ``fed`` passed in; the methods
+are those of the registry (:mod:`fedtally.methods.registry`). Every
 method accepts ``datasets=``, ``filters=``, ``data_model=``, ``privacy=``, ``strict=`` and
 ``progress=``."""
 
@@ -16,11 +17,11 @@ from fedtally.methods import (
     classical,
     clustering,
     cv,
-    histogram,
     multivariate,
     regression,
     survival,
 )
+from fedtally.methods.registry import methods
 
 
 def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,27 +31,8 @@ def _method(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Catalog(Analyses):
-    """Every analysis of the catalog, built from secure sums (see the method modules)."""
-
-    histogram = _method(histogram.histogram)
-    contingency_table = _method(classical.contingency_table)
-    chi_square = _method(classical.chi_square)
-    ttest_onesample = _method(classical.ttest_onesample)
-    ttest_paired = _method(classical.ttest_paired)
-    ttest_independent = _method(classical.ttest_independent)
-    anova_oneway = _method(anova.anova_oneway)
-    anova_twoway = _method(anova.anova_twoway)
-    pearson_correlation = _method(multivariate.pearson_correlation)
-    pca = _method(multivariate.pca)
-    linear_regression = _method(regression.linear_regression)
-    logistic_regression = _method(regression.logistic_regression)
-    linear_regression_cv = _method(cv.linear_regression_cv)
-    logistic_regression_cv = _method(cv.logistic_regression_cv)
-    kmeans = _method(clustering.kmeans)
-    naive_bayes_gaussian = _method(bayes.naive_bayes_gaussian)
-    naive_bayes_categorical = _method(bayes.naive_bayes_categorical)
-    kaplan_meier = _method(survival.kaplan_meier)
-    logrank_test = _method(survival.logrank_test)
+    """Every analysis of the catalog, built from secure sums: one method per registered
+    function of :mod:`fedtally.methods` (see :mod:`fedtally.methods.registry`)."""
 
     @call_options
     def run_exareme2(self, request: dict[str, Any], algorithm: str | None = None
@@ -59,6 +41,10 @@ class Catalog(Analyses):
         ...}``) and answer in Exareme2's output shape. ``algorithm`` is the name in
         Exareme2's URL (or give it in the request as ``"algorithm"``)."""
         return exareme2.run_exareme2(self, request, algorithm)
+
+
+for _registered in methods().values():
+    setattr(Catalog, _registered.name, _method(_registered.function))
 
 
 def attach_display() -> None:

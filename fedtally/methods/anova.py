@@ -56,6 +56,7 @@ from fedtally.methods.classical import (
     resolved_datasets,
 )
 from fedtally.methods.common import INTERCEPT, check_privacy, triangle
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
 from node.datamodel import DATASET, PlanModel
 
@@ -106,6 +107,7 @@ class AnovaOnewayResult:
         return tukey_hsd(self._sums, self._mse, self.nobs - len(self._sums), self.alpha)
 
 
+@catalog_method(kinds=("moments",))
 def anova_oneway(fed: Analyses, y: str, x: str, alpha: float = 0.05, *,
                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
                  data_model: str | None = None, privacy: Any = None) -> AnovaOnewayResult:
@@ -224,6 +226,7 @@ class AnovaTwowayResult:
 Column = tuple[str | None, str | None]
 
 
+@catalog_method(kinds=("crossprod",))
 def anova_twoway(fed: Analyses, y: str, x1: str, x2: str, sstype: int = 2, *,
                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
                  data_model: str | None = None, privacy: Any = None) -> AnovaTwowayResult:

@@ -45,6 +45,7 @@ from engine.errors import DegenerateInput, QueryError
 from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.methods.common import check_privacy
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
 from node import filters as filter_trees
 from node.datamodel import DataModel, PlanModel
@@ -196,6 +197,7 @@ def _total(stat: Statistic, head: str, group: str | None, *rest: str) -> Fractio
     return sum((stat.exact((head, d, group, *rest)) for d in stat.spec.datasets), Fraction(0))
 
 
+@catalog_method(kinds=("moments", "gaussian_nb_predict"))
 def naive_bayes_gaussian(fed: Analyses, y: str, x: Sequence[str], *,
                          var_smoothing: float = 1e-9, datasets: Sequence[str] | None = None,
                          filters: FilterLike = None, data_model: str | None = None,
@@ -253,6 +255,7 @@ def _table(fed: Analyses, axes: list[str], scope: dict[str, Any]) -> Statistic:
                          parameters={"axes": [{"var": v} for v in axes]}, **scope)
 
 
+@catalog_method(kinds=("counts",))
 def naive_bayes_categorical(fed: Analyses, y: str, x: Sequence[str], alpha: float = 1.0, *,
                             datasets: Sequence[str] | None = None, filters: FilterLike = None,
                             data_model: str | None = None,

@@ -69,6 +69,7 @@ from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
 from fedtally.methods.common import INTERCEPT
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
 from node.datamodel import DATASET, PlanModel
 
@@ -412,6 +413,7 @@ def _samples(rows: Mapping[str, Sums]) -> pd.DataFrame:
     return frame
 
 
+@catalog_method(kinds=("moments",))
 def ttest_onesample(fed: Analyses, y: str, mu: float = 0.0, alternative: str = "two-sided",
                     alpha: float = 0.05, *, datasets: Sequence[str] | None = None,
                     filters: FilterLike = None, data_model: str | None = None,
@@ -453,6 +455,7 @@ def ttest_onesample(fed: Analyses, y: str, mu: float = 0.0, alternative: str = "
                      samples=_samples({y: sums}), privacy=privacy_, federation=federation)
 
 
+@catalog_method(kinds=("crossprod",))
 def ttest_paired(fed: Analyses, y1: str, y2: str, mu: float = 0.0,
                  alternative: str = "two-sided", alpha: float = 0.05, *,
                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
@@ -539,6 +542,7 @@ def _dp_paired(stat: Statistic, y1: str, y2: str, mu: float, alternative: str,
                                                 f"{y1} - {y2}": difference}), stat=stat)
 
 
+@catalog_method(kinds=("moments",))
 def ttest_independent(fed: Analyses, y: str, group: str, a: str, b: str,
                       alternative: str = "two-sided", alpha: float = 0.05,
                       equal_var: bool = True, *, datasets: Sequence[str] | None = None,
@@ -733,6 +737,7 @@ def _table(fed: Analyses, algorithm: str, row: str, col: str, *,
     return table
 
 
+@catalog_method(kinds=("counts",))
 def contingency_table(fed: Analyses, row: str, col: str, *,
                       datasets: Sequence[str] | None = None, filters: FilterLike = None,
                       data_model: str | None = None, privacy: Any = None) -> ContingencyTable:
@@ -778,6 +783,7 @@ class ChiSquareResult:
     note: str = ""
 
 
+@catalog_method(kinds=("counts",))
 def chi_square(fed: Analyses, row: str, col: str, correction: bool = True, *,
                datasets: Sequence[str] | None = None, filters: FilterLike = None,
                data_model: str | None = None, privacy: Any = None) -> ChiSquareResult:

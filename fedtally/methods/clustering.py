@@ -43,6 +43,7 @@ from engine.errors import DegenerateInput, QueryError
 from engine.kinds import MAX_CENTERS
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.methods.common import check_privacy
+from fedtally.methods.registry import catalog_method
 from fedtally.results import moments
 from node.datamodel import PlanModel
 
@@ -171,6 +172,7 @@ def _check_init(init: Any, k: int, variables: tuple[str, ...]) -> np.ndarray:
     return centers
 
 
+@catalog_method(kinds=("kmeans", "moments"))
 def kmeans(fed: Analyses, variables: Sequence[str], k: int, max_iter: int = 100,
            tol: float = 1e-4, seed: int = 0, *, init: Any = None,
            datasets: Sequence[str] | None = None, filters: FilterLike = None,

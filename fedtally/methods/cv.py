@@ -54,6 +54,7 @@ from engine.kinds import MAX_FOLDS
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import with_cv_summary
 from fedtally.methods.common import check_privacy, names, triangle
+from fedtally.methods.registry import catalog_method
 from fedtally.methods.regression import (
     Evaluation,
     Newton,
@@ -132,6 +133,7 @@ class LinearRegressionCVResult:
                 "mean_abs_error": pair("mean_abs_error")}
 
 
+@catalog_method(kinds=("crossprod", "regression_eval"))
 def linear_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str, n_splits: int = 5, *,
                          fold_seed: int = 0, datasets: Sequence[str] | None = None,
                          filters: FilterLike = None, data_model: str | None = None,
@@ -251,6 +253,7 @@ def classification_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, floa
             "recall": recall, "fscore": fscore}
 
 
+@catalog_method(kinds=("logistic", "logistic_eval"))
 def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
                            positive_class: Any = None, n_splits: int = 5, *,
                            fold_seed: int = 0, max_iter: int = 50, tol: float = 1e-10,

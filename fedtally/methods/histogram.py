@@ -48,6 +48,7 @@ from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import Histogram
 from fedtally.dp import privacy_spec
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic, nonnegative_count
 from node.datamodel import PlanModel
 
@@ -96,6 +97,7 @@ def histogram_edges(variable: str, bins: Bins, range: tuple[float, float] | None
     return [float(e) for e in np.linspace(low, high, int(bins) + 1)]
 
 
+@catalog_method(kinds=("counts",))
 def histogram(fed: Analyses, variable: str, bins: Bins = 20,
               range: tuple[float, float] | None = None, by: str | None = None, *,
               datasets: Sequence[str] | None = None, filters: FilterLike = None,

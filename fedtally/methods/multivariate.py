@@ -39,6 +39,7 @@ from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
 from fedtally.methods.common import INTERCEPT, triangle
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
 from node.datamodel import PlanModel
 
@@ -315,6 +316,7 @@ def _pearson_tests_dp(r: np.ndarray, n: float, alpha: float, alternative: str,
     return pvalues, low, high
 
 
+@catalog_method(kinds=("crossprod",))
 def pearson_correlation(fed: Analyses, variables: Sequence[str], alpha: float = 0.05, *,
                         x: Sequence[str] | None = None, alternative: str = "two-sided",
                         datasets: Sequence[str] | None = None, filters: FilterLike = None,
@@ -421,6 +423,7 @@ def _flip_signs(vectors: np.ndarray) -> np.ndarray:
     return vectors * signs
 
 
+@catalog_method(kinds=("crossprod",))
 def pca(fed: Analyses, variables: Sequence[str], standardize: bool = True, *,
         datasets: Sequence[str] | None = None, filters: FilterLike = None,
         data_model: str | None = None, privacy: Any = None) -> PCAResult:

@@ -64,6 +64,7 @@ from fedtally.methods.common import (
     series,
     triangle,
 )
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
 from node.datamodel import PlanModel
 
@@ -296,6 +297,7 @@ def linear_terms(fed: Analyses, y: str, x: Sequence[str] | str, data_model: str 
     return predictor_terms(predictors, view) + [{"var": y}], [y, *predictors]
 
 
+@catalog_method(kinds=("crossprod",))
 def linear_regression(fed: Analyses, y: str, x: Sequence[str] | str, *,
                       datasets: Sequence[str] | None = None, filters: FilterLike = None,
                       data_model: str | None = None, privacy: Any = None
@@ -610,6 +612,7 @@ def logistic_design(fed: Analyses, y: str, x: Sequence[str] | str, positive_clas
                           [y, *predictors])
 
 
+@catalog_method(kinds=("logistic",))
 def logistic_regression(fed: Analyses, y: str, x: Sequence[str] | str,
                         positive_class: Any = None, *, max_iter: int = 50, tol: float = 1e-10,
                         datasets: Sequence[str] | None = None, filters: FilterLike = None,

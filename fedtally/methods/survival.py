@@ -58,6 +58,7 @@ from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
 from fedtally.methods.common import check_privacy
+from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
 from node import filters as filter_trees
 from node.datamodel import DataModel, PlanModel
@@ -266,6 +267,7 @@ def _who(stat: Statistic) -> str:
 # --- Kaplan-Meier -------------------------------------------------------------------------
 
 
+@catalog_method(kinds=("survival",))
 def kaplan_meier(fed: Analyses, duration: str, event: str, by: str | None = None,
                  times: Any = None, *, event_level: str | None = None,
                  horizon: float | None = None, alpha: float = 0.05,
@@ -436,6 +438,7 @@ def _loglog_interval(survival: np.ndarray, variance: np.ndarray, z: float
 # --- log-rank -----------------------------------------------------------------------------
 
 
+@catalog_method(kinds=("survival",))
 def logrank_test(fed: Analyses, duration: str, event: str, group: str, times: Any = None, *,
                  event_level: str | None = None, horizon: float | None = None,
                  datasets: Sequence[str] | None = None, filters: FilterLike = None,
