@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,19 @@ _NUMBER_TEXT = (r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 #: a blank cell (missing), as Python's str.strip() sees blanks: its whitespace, every one
 _BLANK_TEXT = (r"[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}"
                r"\x{2029}\x{202f}\x{205f}\x{3000}]*")
+
+
+def _fresh_names(prefix: str, columns: Sequence[str], taken: Mapping[str, str]
+                 ) -> dict[str, str]:
+    """A column name for something derived from each of ``columns``, clear of the file's
+    own names (``taken``)."""
+    out: dict[str, str] = {}
+    for i, n in enumerate(columns):
+        name = f"{prefix}_{i}"
+        while name in taken:
+            name = "_" + name
+        out[n] = name
+    return out
 
 
 def supports(sources: Sequence[DataSource]) -> bool:
@@ -331,10 +344,9 @@ class _Loader:
         what = source.describe()
         text = {n: types[n] == "VARCHAR" for n in names}
 
-        def blank(n: str) -> str:
+        def blank_text(n: str) -> str:
             column = _quote(n)
-            return (f"({column} IS NULL OR regexp_full_match({column}, "
-                    f"{_literal(_BLANK_TEXT)}))" if text[n] else f"({column} IS NULL)")
+            return f"({column} IS NULL OR regexp_full_match({column}, {_literal(_BLANK_TEXT)}))"
 
         def parse(n: str) -> str:
             """A cell's value as the pandas store parses it (NULL where it is no number)."""
@@ -350,18 +362,21 @@ class _Loader:
         # typed copy read (named apart from the file's columns)
         numeric = [n for n in names if n in self.model.variables
                    and self.model.variables[n].is_numeric]
-        parsed: dict[str, str] = {}
-        for i, n in enumerate(numeric):
-            name = f"__number_{i}"
-            while name in types:
-                name = "_" + name
-            parsed[n] = name
-        if parsed:
-            columns = ", ".join(f"{parse(n)} AS {_quote(c)}" for n, c in parsed.items())
-            relation = f"(SELECT *, {columns} FROM {relation})"
+        parsed = _fresh_names("__number", numeric, types)
+        # likewise each text cell's blankness: one regular expression per column instead of
+        # one per check (planning hundreds of them took 0.4 s per file of a wide model)
+        blanks = _fresh_names("__blank", [n for n in names if text[n] and
+                                          n in self.model.variables], types)
+        derived = [f"{parse(n)} AS {_quote(c)}" for n, c in parsed.items()]
+        derived += [f"{blank_text(n)} AS {_quote(c)}" for n, c in blanks.items()]
+        if derived:
+            relation = f"(SELECT *, {', '.join(derived)} FROM {relation})"
 
         def number(n: str) -> str:
             return _quote(parsed[n])
+
+        def blank(n: str) -> str:
+            return _quote(blanks[n]) if n in blanks else f"({_quote(n)} IS NULL)"
 
         def code_text(n: str) -> str:
             column = _quote(n)
@@ -408,7 +423,9 @@ class _Loader:
                                        "the source a dataset)"))
             self.total_errors += 1
         if checks:
-            counts = ", ".join(f"count(*) FILTER (WHERE {sql})" for _, _, sql in checks)
+            # count_if, not count(*) FILTER: DuckDB plans hundreds of them in half the time
+            # (it reads NULL, not 0, where no row is true: `if n` below skips both)
+            counts = ", ".join(f"count_if({sql})" for _, _, sql in checks)
             try:
                 found = self.connection.execute(f"SELECT {counts} FROM {relation}").fetchone()
             except duckdb.Error as exc:
