@@ -15,7 +15,7 @@ WYCHEPROOF = SHARED / "vectors" / "wycheproof"
 EXAREME2 = SHARED / "peer" / "exareme2"
 VECTORS = PROJECT_ROOT / "tests" / "vectors"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-#: hypothesis examples for fuzzing the codec: the issue asks for at least 10,000 in CI
+#: fuzzed inputs per codec fuzz test: the issue asks for at least 10,000 in CI
 FUZZ_EXAMPLES = 10_000 if IN_CI else 1_500
 
 
