@@ -48,7 +48,7 @@ from engine.messages import MaskedInput, RoundAborted, SecAggMessage
 from engine.paillier_aggregator import PaillierAggregator
 from engine.paillier_messages import EncryptedInput, PaillierResult
 from engine.params import RoundParams
-from engine.query import QuerySpec, SignedQuery
+from engine.query import QuerySpec
 from engine.secagg_aggregator import SecAggAggregator
 from engine.service_messages import (
     BudgetQuery,
@@ -74,6 +74,7 @@ from engine.service_messages import (
     cancel_statement,
     hello_statement,
 )
+from engine.signed_query import SignedQuery
 from engine.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
 from privacy.errors import PrivacyError
 from privacy.head import HeadReceipt, load_receipts, write_receipts

@@ -14,6 +14,7 @@ fail the message's own validation are all :class:`DecodeError`. Nothing else esc
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import struct
 from abc import ABC, abstractmethod
@@ -327,3 +328,9 @@ def decode(frame: bytes, max_size: int = DEFAULT_MAX_FRAME) -> Message:
     if reader.pos != len(reader.data):
         raise DecodeError("trailing bytes after message")
     return msg
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one JSON form we hash and sign: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode()

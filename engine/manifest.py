@@ -34,7 +34,7 @@ from crypto.highwater import HighWaterError, RolledBack
 from crypto.identity import SigningIdentity, VerifyKey
 from crypto.paillier import PaillierPublicKey
 from crypto.threshold_paillier import ThresholdPublic
-from engine.codec import NAME_PATTERN
+from engine.codec import NAME_PATTERN, canonical_json
 from engine.collusion import (
     HONEST_FLOOR,
     BoundError,
@@ -52,7 +52,6 @@ from engine.errors import (
 )
 from engine.paillier_key import FederationKey
 from engine.params import RoundParams
-from engine.query import canonical_json
 
 __all__ = [
     "AGGREGATOR",

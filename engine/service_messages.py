@@ -15,7 +15,7 @@ from crypto.kdf import context
 from engine.codec import NAME, Bool, Bytes, Choice, Seq, Str, Struct, UInt, message, wire
 from engine.messages import QUERY_ID, SIGNATURE, SignedCommitment
 from engine.params import MAX_NODES, RoundParams
-from engine.query import SignedQuery
+from engine.signed_query import SignedQuery
 
 REQUEST_ID = Bytes(16, exact=16)
 ROLES = ("node", "researcher", "auditor")

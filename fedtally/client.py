@@ -35,7 +35,7 @@ from crypto.keyfile import KeyFile, read_key_file
 from crypto.randomness import SystemRandom
 from crypto.tls import certificate_fingerprint, client_ssl_context
 from engine.codec import decode, encode
-from engine.commitment import ForgedTotal, check_result
+from engine.commitment import ForgedTotal
 from engine.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -47,7 +47,7 @@ from engine.manifest import Manifest, pinned_manifest
 from engine.paillier_messages import PaillierResult
 from engine.paillier_result import open_result
 from engine.plans import Layout
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.query import QuerySpec
 from engine.service_messages import (
     BudgetQuery,
     BudgetReport,
@@ -63,7 +63,9 @@ from engine.service_messages import (
     cancel_statement,
 )
 from engine.service_messages import Catalog as CatalogReply
+from engine.signed_query import SignedQuery, signed_query_statement
 from engine.transport import MAX_FRAME, error_from_notice
+from engine.verified_totals import check_result
 from fedtally.catalog import Catalog
 from fedtally.dp import BUDGET_DELTA, budget_frame
 from fedtally.receipts import Receipts

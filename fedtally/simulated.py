@@ -21,7 +21,6 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
-from engine.commitment import check_result
 from engine.errors import (
     ConfigurationError,
     FedtallyError,
@@ -41,9 +40,11 @@ from engine.paillier_key import FederationKey
 from engine.paillier_result import open_result
 from engine.params import RoundParams
 from engine.plans import Layout
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.query import QuerySpec
 from engine.service_messages import QueryResult
+from engine.signed_query import SignedQuery, signed_query_statement
 from engine.simulate import run_paillier_round, run_round
+from engine.verified_totals import check_result
 from fedtally.catalog import Catalog
 from fedtally.dp import BUDGET_DELTA, DP, budget_frame, trial_policy
 from fedtally.federation import deal_paillier

@@ -28,7 +28,8 @@ from engine.errors import (
 from engine.manifest import Manifest
 from engine.params import RoundParams
 from engine.plans import Layout
-from engine.query import QuerySpec, SignedQuery
+from engine.query import QuerySpec
+from engine.signed_query import SignedQuery
 from node.session import NodeSession
 
 #: how far a query's timestamp may be from the node's clock

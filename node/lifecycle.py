@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from engine.errors import FedtallyError, InternalError, ReplayError
 from engine.paillier_node import PaillierNode
 from engine.params import RoundParams
-from engine.query import SignedQuery
 from engine.secagg_node import SecAggNode
+from engine.signed_query import SignedQuery
 from node.admission import NodeIdentity, ReplayGuard, admit, authenticate
 from node.budget import Asked
 from node.session import Contribution, NodeSession

@@ -28,7 +28,7 @@ from crypto import partial_proof, plaintext_proof
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
 from crypto.randomness import RandomSource, SystemRandom, uniform_below
-from engine.codec import decode, encode
+from engine.codec import canonical_json, decode, encode
 from engine.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -40,7 +40,6 @@ from engine.errors import (
 from engine.messages import MaskedInput, SecAggMessage
 from engine.paillier_messages import EncryptedInput
 from engine.paillier_node import PaillierNode
-from engine.query import canonical_json
 from engine.secagg_node import SecAggNode
 from engine.service_messages import (
     BudgetQuery,

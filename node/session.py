@@ -28,12 +28,12 @@ import pandas as pd
 
 from crypto.encoding import RingVector
 from crypto.randomness import RandomSource, SystemRandom
-from engine.commitment import commit_vector
 from engine.errors import InternalError, QueryError
 from engine.kinds import KINDS
 from engine.planner import layout
 from engine.plans import REAL_INT_BITS, Key, Layout
 from engine.query import QuerySpec
+from engine.verified_totals import commit_vector
 from node import filters
 from node.budget import Asked, BudgetKeeper, held_of
 from node.datamodel import DataModel, PlanModel

@@ -153,8 +153,9 @@ def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
     from engine.codec import encode
     from engine.params import RoundParams
     from engine.planner import layout
-    from engine.query import QuerySpec, SignedQuery, signed_query_statement
+    from engine.query import QuerySpec
     from engine.service_messages import QueryAnnounce
+    from engine.signed_query import SignedQuery, signed_query_statement
     from fedtally.synthetic import stroke_model
     from node.datamodel import PlanModel
 

@@ -13,13 +13,14 @@ import pytest
 from crypto.encoding import RingVector
 from crypto.identity import SigningIdentity
 from crypto.randomness import SeededRandom
-from engine.commitment import ForgedTotal, check_result, commit_vector
+from engine.commitment import ForgedTotal
 from engine.params import RoundParams
 from engine.planner import layout
 from engine.plans import BLINDING
 from engine.query import QuerySpec
 from engine.service_messages import QueryResult
 from engine.simulate import run_round
+from engine.verified_totals import check_result, commit_vector
 from node.datamodel import DataModel, PlanModel, Variable
 
 NAMES = ("n1", "n2", "n3", "n4")

@@ -19,7 +19,7 @@ from crypto.tls import certificate_fingerprint, client_ssl_context
 from engine.codec import decode, encode
 from engine.errors import AuthenticationError
 from engine.messages import AdvertiseKeys
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.query import QuerySpec
 from engine.service_messages import (
     Catalog,
     CatalogRequest,
@@ -30,6 +30,7 @@ from engine.service_messages import (
     QueryResult,
     hello_statement,
 )
+from engine.signed_query import SignedQuery, signed_query_statement
 from engine.transport import MAX_FRAME
 from fedtally.synthetic import three_hospitals
 from node.transport import open_session

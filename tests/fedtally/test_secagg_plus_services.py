@@ -26,7 +26,8 @@ from crypto.randomness import SeededRandom
 from engine.errors import ParameterMismatch
 from engine.manifest import Manifest
 from engine.planner import layout
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.query import QuerySpec
+from engine.signed_query import SignedQuery, signed_query_statement
 from engine.simulate import run_round
 from fedtally.federation import init_federation
 from node.admission import NodeIdentity, ReplayGuard, admit

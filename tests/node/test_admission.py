@@ -15,7 +15,8 @@ from engine.errors import AuthenticationError, ParameterMismatch, QueryError, Re
 from engine.manifest import Manifest
 from engine.params import RoundParams
 from engine.planner import layout
-from engine.query import QuerySpec, SignedQuery, signed_query_statement
+from engine.query import QuerySpec
+from engine.signed_query import SignedQuery, signed_query_statement
 from fedtally.federation import init_federation
 from fedtally.synthetic import three_hospitals
 from node.admission import MAX_CLOCK_SKEW_MS, NodeIdentity, ReplayGuard, admit
