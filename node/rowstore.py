@@ -20,6 +20,7 @@ from engine.plans import DATASET, Key
 from engine.query import QuerySpec
 from node import filters
 from node.datamodel import DataModel, PlanModel
+from node.filter_rows import evaluate
 
 
 class RowStore(Protocol):
@@ -50,7 +51,7 @@ def select_rows(spec: QuerySpec, data: pd.DataFrame, model: DataModel) -> pd.Dat
     selected = data[DATASET].isin(spec.datasets).to_numpy()
     rows = data if selected.all() else data[selected]  # no copy when every row is asked for
     if spec.filters is not None:
-        rows = rows[filters.evaluate(filters.from_json(spec.filters), rows).to_numpy(dtype=bool)]
+        rows = rows[evaluate(filters.from_json(spec.filters), rows).to_numpy(dtype=bool)]
     limit, patient = model.max_rows_per_patient, model.patient_id
     if spec.privacy.get("mode") == "dp" and limit is not None and patient is not None:
         # rows without a patient identifier each count as a patient of their own

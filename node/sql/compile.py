@@ -202,7 +202,7 @@ class Compiler:
     # --- filters ------------------------------------------------------------------------
 
     def filter(self, tree: flt.Filter) -> str:
-        """A researcher's filter, with :func:`node.filters.evaluate`'s semantics."""
+        """A researcher's filter, with :func:`node.filter_rows.evaluate`'s semantics."""
         if isinstance(tree, flt.And):
             return "(" + " AND ".join(self.filter(i) for i in tree.items) + ")" if tree.items \
                 else "TRUE"

@@ -19,6 +19,7 @@ import node.filters as filters_module
 from engine.errors import QueryError
 from node.datamodel import DataModel, Variable
 from node.datasource import DataSource
+from node.filter_rows import evaluate
 from node.filters import (
     MAX_DEPTH,
     MAX_EXPRESSION_CHARS,
@@ -30,7 +31,6 @@ from node.filters import (
     Membership,
     Not,
     Or,
-    evaluate,
     from_json,
     parse_expression,
     parse_querybuilder,
