@@ -10,8 +10,8 @@ from pathlib import Path
 
 from crypto.highwater import raise_high_water
 from crypto.tls import certificate_fingerprint, server_ssl_context
-from engine.errors import ConfigurationError
-from engine.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
+from protocol.errors import ConfigurationError
+from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
 
 
 @dataclass(frozen=True)

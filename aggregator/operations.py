@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from engine.errors import ConfigurationError
+from protocol.errors import ConfigurationError
 
 #: the load balancers' health check (answered over HTTPS, before any websocket handshake)
 HEALTH_PATH = "/healthz"

@@ -33,8 +33,10 @@ from websockets.http11 import Request, Response
 from aggregator.operations import HEALTH_PATH, Presence, bind_error, health_response, now_ms
 from crypto.errors import InvalidSignature
 from crypto.randomness import SystemRandom
-from engine.codec import decode, encode
-from engine.errors import (
+from privacy.errors import PrivacyError
+from privacy.head import HeadReceipt, load_receipts, write_receipts
+from protocol.codec import decode, encode
+from protocol.errors import (
     AuthenticationError,
     DuplicateMember,
     FedtallyError,
@@ -43,14 +45,13 @@ from engine.errors import (
     ThresholdNotMet,
     UnexpectedMessage,
 )
-from engine.manifest import Manifest
-from engine.messages import MaskedInput, RoundAborted, SecAggMessage
-from engine.paillier_aggregator import PaillierAggregator
-from engine.paillier_messages import EncryptedInput, PaillierResult
-from engine.params import RoundParams
-from engine.query import QuerySpec
-from engine.secagg_aggregator import SecAggAggregator
-from engine.service_messages import (
+from protocol.manifest import Manifest
+from protocol.messages import MaskedInput, RoundAborted, SecAggMessage
+from protocol.paillier_aggregator import PaillierAggregator
+from protocol.paillier_messages import EncryptedInput, PaillierResult
+from protocol.params import RoundParams
+from protocol.secagg_aggregator import SecAggAggregator
+from protocol.service_messages import (
     BudgetQuery,
     BudgetReport,
     CancelQuery,
@@ -74,10 +75,9 @@ from engine.service_messages import (
     cancel_statement,
     hello_statement,
 )
-from engine.signed_query import SignedQuery
-from engine.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
-from privacy.errors import PrivacyError
-from privacy.head import HeadReceipt, load_receipts, write_receipts
+from protocol.signed_query import SignedQuery
+from protocol.transport import MAX_FRAME, NO_REQUEST, error_notice, public_text
+from stats.query import QuerySpec
 
 log = logging.getLogger("fedtally.aggregator")
 

@@ -1,4 +1,4 @@
-"""Federations of many nodes: the simulated secure sum (engine.simulate) with 10% dropouts,
+"""Federations of many nodes: the simulated secure sum (protocol.simulate) with 10% dropouts,
 complete graph against the SecAgg+ graph, side by side in one run.
 
     python -m bench nodes              # the default set (a few minutes)
@@ -10,7 +10,7 @@ process; the CPU time of each node's state machine and of the aggregator is meas
 separately (time.process_time around each call), so the per-node figure is what one
 hospital's node would spend. The thresholds are the manifest's defaults: c = 1 colluding
 node, t = the larger of 2n/3 and the collusion bound, and for SecAgg+ the k and t_s that
-engine.collusion chooses for n and c. Per-node work is also counted: the adverts a node
+protocol.collusion chooses for n and c. Per-node work is also counted: the adverts a node
 verified, the shares it holds and the signed views it was sent (O(k) on SecAgg+, O(n) on
 the complete graph).
 """
@@ -40,9 +40,9 @@ def one(n: int, d: int, graph: str) -> dict[str, object]:
     from crypto.encoding import RingVector, plan_ring
     from crypto.identity import SigningIdentity
     from crypto.randomness import SeededRandom
-    from engine.collusion import choose_neighbours, min_threshold
-    from engine.messages import KeyRoster, ShareBundle, UnmaskRequest
-    from engine.simulate import make_params, run_round
+    from protocol.collusion import choose_neighbours, min_threshold
+    from protocol.messages import KeyRoster, ShareBundle, UnmaskRequest
+    from protocol.simulate import make_params, run_round
 
     rng_inputs = np.random.default_rng(0)  # benchmark inputs only; masks use AES-CTR
     inputs = [rng_inputs.integers(-(2**31), 2**31, size=d) for _ in range(n)]

@@ -117,11 +117,11 @@ def _lines(title: str, samples: dict[str, list[float]], notes: dict[str, str]) -
 
 def _node_side(frame: pd.DataFrame, model: Any, rounds: int) -> list[str]:
     """One node's local work per round, in this process (median of 3)."""
-    from engine.planner import layout
-    from engine.query import QuerySpec
-    from node.datamodel import PlanModel
     from node.statistics import local_vector
     from node.validation import coerce
+    from stats.datamodel import PlanModel
+    from stats.planner import layout
+    from stats.query import QuerySpec
 
     rows = coerce(frame.assign(dataset=NODES[0]), model).reset_index(drop=True)
     view = PlanModel(model)

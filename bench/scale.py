@@ -83,9 +83,9 @@ if kind == "raw":
     for name, sql in queries.items():
         out[name] = timed(lambda sql=sql: con.execute(sql).fetchall())
 else:
-    from engine.planner import layout
-    from engine.query import QuerySpec
-    from node.datamodel import DataModel, PlanModel
+    from stats.planner import layout
+    from stats.query import QuerySpec
+    from stats.datamodel import DataModel, PlanModel
     from node.datasource import DataSource, load_all
     from node.statistics import local_vector
     model = DataModel.from_json(json.loads(sys.argv[5]))
@@ -128,7 +128,7 @@ def _sizes() -> list[int]:
 
 
 def _model_json() -> str:
-    from node.datamodel import DataModel, Variable
+    from stats.datamodel import DataModel, Variable
 
     variables = [Variable(v["code"], v["code"], v["sql_type"], v["is_categorical"],
                           tuple(v.get("enumerations", ()))) for v in _model()["variables"]]

@@ -20,7 +20,7 @@ CONFIGS = [  # (n nodes, d values, threshold, dropout fraction)
 
 
 def one(n: int, d: int, threshold: int, dropout: float) -> dict[str, float]:
-    from engine.simulate import secure_sum
+    from protocol.simulate import secure_sum
 
     rng = np.random.default_rng(0)  # benchmark inputs only; masks come from the AES-CTR PRG
     inputs = [rng.integers(-(2**31), 2**31, size=d) for _ in range(n)]

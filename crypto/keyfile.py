@@ -9,7 +9,7 @@ Files are written atomically with mode 0600 (never wider, not even for an instan
 refused on reading if any group or other permission bit is set. Errors name the file and
 the fix, never the key material, and carry no exception chain that could show it.
 Checking a key against the federation manifest is the manifest's job
-(:meth:`engine.manifest.Manifest.check_identity`).
+(:meth:`protocol.manifest.Manifest.check_identity`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = ["FORMAT", "KEY_ROLES", "KeyFile", "KeyFileError", "atomic_write", "re
 FORMAT = "fedtally-key/1"
 #: roles a key file may carry: the members', the aggregator's and the authority's
 KEY_ROLES = ("node", "researcher", "auditor", "aggregator", "authority")
-#: a member name (the same rule as engine.codec.NAME_PATTERN; crypto imports no engine)
+#: a member name (the same rule as protocol.codec.NAME_PATTERN; crypto imports no engine)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 PRIVATE_MODE = 0o600
 MAX_KEY_FILE_BYTES = 4096

@@ -8,7 +8,8 @@
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import (
+from fedtally.version import software_version
+from protocol.errors import (
     AuthenticationError,
     BudgetExhausted,
     ConfigurationError,
@@ -22,21 +23,20 @@ from engine.errors import (
     ServiceUnavailable,
     ThresholdNotMet,
 )
-from fedtally.version import software_version
 
 if TYPE_CHECKING:
-    from engine.commitment import ForgedTotal
     from fedtally.client import Federation, connect
     from fedtally.coverage import IncompleteAnswer, IncompleteAnswerError, NoiseDominates
     from fedtally.dp import DP
     from fedtally.local import local_federation
     from fedtally.results import Count, NoisyValue
     from fedtally.simulated import SimulatedFederation
+    from protocol.commitment import ForgedTotal
 
 #: imported on first use: a node or aggregator process (``python -m fedtally node run``)
 #: then never loads the researcher's side (scipy, statsmodels), seconds of start-up
 _LAZY = {
-    "ForgedTotal": "engine.commitment",
+    "ForgedTotal": "protocol.commitment",
     "Federation": "fedtally.client", "connect": "fedtally.client",
     "IncompleteAnswer": "fedtally.coverage", "IncompleteAnswerError": "fedtally.coverage",
     "NoiseDominates": "fedtally.coverage",

@@ -17,19 +17,19 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from engine.errors import QueryError
-from engine.planner import layout
-from engine.plans import Layout
-from engine.query import QuerySpec
-from engine.service_messages import QueryResult
-from engine.suggest import unknown
 from fedtally import centring, coverage, progress, results
 from fedtally.coverage import Scope
 from fedtally.display import DescriptiveStats
 from fedtally.dp import privacy_spec
 from fedtally.receipts import Receipts
-from node import filters as filter_trees
-from node.datamodel import DataModel, PlanModel
+from protocol.errors import QueryError
+from protocol.service_messages import QueryResult
+from stats import filters as filter_trees
+from stats.datamodel import DataModel, PlanModel
+from stats.planner import layout
+from stats.plans import Layout
+from stats.query import QuerySpec
+from stats.suggest import unknown
 
 T = TypeVar("T")
 progress_bar = progress.bar

@@ -1,4 +1,4 @@
-"""Choosing the public centres and scales of an exact query (see engine/kinds/centring.py).
+"""Choosing the public centres and scales of an exact query (see stats/kinds/centring.py).
 
 Sums of squares and cross-products keep their precision only when the nodes sum values
 near 0 and of order 1. In exact mode the client therefore centres every numeric variable
@@ -12,7 +12,7 @@ the ``moments`` and ``crossprod`` kinds sum, with public values only:
    researcher just received from the secure sum.
 
 A round is precise enough when the estimated relative error of each variable's centred sum
-of squares is below ``2^-36``. Nodes add exactly (engine/aggregates.py: each row's term
+of squares is below ``2^-36``. Nodes add exactly (stats/aggregates.py: each row's term
 rounded to the fixed point, then integers summed), so the error comes from each row alone:
 its float64 value ``((x - c) / h)^2`` (a few units of ``2^-53``) and its rounding to the
 fixed point (at most ``2^-49``). These are not assumed to cancel: rows with equal values (ages,
@@ -29,12 +29,12 @@ import math
 from collections.abc import Callable
 from fractions import Fraction
 
-from engine.kinds.centring import MAX_REACH, PARAMETER, Centring
-from engine.kinds.params import folds_of
-from engine.plans import Key, groups
-from engine.query import QuerySpec
 from fedtally.results import Statistic
-from node.datamodel import DataModel, PlanModel
+from stats.datamodel import DataModel, PlanModel
+from stats.kinds.centring import MAX_REACH, PARAMETER, Centring
+from stats.kinds.params import folds_of
+from stats.plans import Key, groups
+from stats.query import QuerySpec
 
 #: relative error of a centred sum of squares accepted without another round
 PRECISION = 2.0 ** -36

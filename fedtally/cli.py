@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from crypto.errors import CryptoError
 from crypto.paillier import DEFAULT_KEY_BITS
-from engine.errors import ConfigurationError, FedtallyError
-from engine.manifest import PROTECTIONS
 from fedtally.version import software_version
+from protocol.errors import ConfigurationError, FedtallyError
+from protocol.manifest import PROTECTIONS
 
 if TYPE_CHECKING:
     from privacy.head import HeadReceipt
@@ -152,10 +152,10 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
     """(node, ledger, public key) for each ledger, the key taken from the signed manifest
     (signed by the pinned ``authority``, when given): the ledger's own genesis entry only
     says which node to look up."""
-    from engine.manifest import check_pins
     from fedtally.federation import load_manifest
     from privacy.audit import read_ledger_key
     from privacy.errors import PrivacyError
+    from protocol.manifest import check_pins
 
     manifest = load_manifest(federation)
     check_pins(manifest, authority=authority, tls_ca=None, source=federation)

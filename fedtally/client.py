@@ -34,21 +34,24 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.keyfile import KeyFile, read_key_file
 from crypto.randomness import SystemRandom
 from crypto.tls import certificate_fingerprint, client_ssl_context
-from engine.codec import decode, encode
-from engine.commitment import ForgedTotal
-from engine.errors import (
+from fedtally.catalog import Catalog
+from fedtally.dp import BUDGET_DELTA, budget_frame
+from fedtally.receipts import Receipts
+from fedtally.version import software_version
+from node.transport import CONNECT_ERRORS, explain_failure, open_session
+from protocol.codec import decode, encode
+from protocol.commitment import ForgedTotal
+from protocol.errors import (
     AuthenticationError,
     ConfigurationError,
     FedtallyError,
     InconsistentView,
     ServiceUnavailable,
 )
-from engine.manifest import Manifest, pinned_manifest
-from engine.paillier_messages import PaillierResult
-from engine.paillier_result import open_result
-from engine.plans import Layout
-from engine.query import QuerySpec
-from engine.service_messages import (
+from protocol.manifest import Manifest, pinned_manifest
+from protocol.paillier_messages import PaillierResult
+from protocol.paillier_result import open_result
+from protocol.service_messages import (
     BudgetQuery,
     BudgetReport,
     CancelQuery,
@@ -62,16 +65,13 @@ from engine.service_messages import (
     budget_statement,
     cancel_statement,
 )
-from engine.service_messages import Catalog as CatalogReply
-from engine.signed_query import SignedQuery, signed_query_statement
-from engine.transport import MAX_FRAME, error_from_notice
-from engine.verified_totals import check_result
-from fedtally.catalog import Catalog
-from fedtally.dp import BUDGET_DELTA, budget_frame
-from fedtally.receipts import Receipts
-from fedtally.version import software_version
-from node.datamodel import DataModel
-from node.transport import CONNECT_ERRORS, explain_failure, open_session
+from protocol.service_messages import Catalog as CatalogReply
+from protocol.signed_query import SignedQuery, signed_query_statement
+from protocol.transport import MAX_FRAME, error_from_notice
+from stats.datamodel import DataModel
+from stats.plans import Layout
+from stats.query import QuerySpec
+from stats.verified_totals import check_result
 
 log = logging.getLogger("fedtally.client")
 T = TypeVar("T")

@@ -23,8 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import QueryError
-from engine.service_messages import QueryResult
+from protocol.errors import QueryError
+from protocol.service_messages import QueryResult
 
 __all__ = ["IncompleteAnswer", "IncompleteAnswerError", "NoiseDominates", "Scope", "record"]
 

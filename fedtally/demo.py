@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import FedtallyError
 from fedtally.client import Federation
 from fedtally.dp import DP
 from fedtally.local import local_federation
 from fedtally.synthetic import stroke_model, three_hospitals
+from protocol.errors import FedtallyError
 
 #: the trial budget the demo grants its researcher on every dataset, and what one DP count
 #: spends of it

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import ConfigurationError
+from protocol.errors import ConfigurationError
 
 WIDTH = 78
 Fields = list[tuple[str, Any]]

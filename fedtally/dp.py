@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from engine.errors import QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest, epsilon_from_rho
+from protocol.errors import QueryError
 
 #: a released DP value whose noise standard deviation exceeds this fraction of the value
 #: itself comes with a :class:`fedtally.NoiseDominates` warning (set it to ``math.inf`` to

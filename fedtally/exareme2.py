@@ -50,8 +50,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.errors import DegenerateInput, QueryError
-from engine.suggest import unknown
 from fedtally.analyses import Analyses, filter_tree
 from fedtally.methods.anova import anova_oneway, anova_twoway
 from fedtally.methods.bayes import (
@@ -85,7 +83,9 @@ from fedtally.methods.regression import (
     outcome_spec,
 )
 from fedtally.results import moments
-from node.datamodel import PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import PlanModel
+from stats.suggest import unknown
 
 #: Exareme2 output fields we deliberately never release, with the reason
 NOT_RELEASED = {
@@ -155,7 +155,7 @@ def run_exareme2(fed: Analyses, body: dict[str, Any], algorithm: str | None = No
 
 def _not_null(variables: Sequence[str], filters: Any) -> dict[str, Any]:
     """A filter tree: every variable present, and the request's own filter."""
-    from node import filters as trees
+    from stats import filters as trees
 
     items = [trees.IsNull(v, negated=True).to_json() for v in variables]
     tree = filter_tree(filters)

@@ -1,7 +1,7 @@
 """The federation on disk: reading its manifest, key and config files, and ``init``.
 
 The manifest itself (parsing, signature, structure, membership) is
-:mod:`engine.manifest`; key files are :mod:`crypto.keyfile`. This module adds what needs
+:mod:`protocol.manifest`; key files are :mod:`crypto.keyfile`. This module adds what needs
 files: :func:`load_manifest` and :func:`load_identity` read them, :func:`load_config` reads
 a node's or the aggregator's config, and :func:`init_federation` writes a complete
 federation into one folder: the manifest, every private key (mode 0600, written
@@ -25,10 +25,11 @@ from crypto.randomness import RandomSource, SystemRandom
 from crypto.sharefile import ShareFile, write_share_file
 from crypto.threshold_paillier import KeyShare, ThresholdPublic, deal_new
 from crypto.tls import certificate_fingerprint, generate_ca, issue_server_certificate
-from engine.codec import NAME_PATTERN
-from engine.collusion import BoundError, min_decryption_threshold
-from engine.errors import ConfigurationError
-from engine.manifest import (
+from node.config import PREVIOUS_SUFFIX
+from protocol.codec import NAME_PATTERN
+from protocol.collusion import BoundError, min_decryption_threshold
+from protocol.errors import ConfigurationError
+from protocol.manifest import (
     AGGREGATOR,
     AUTHORITY,
     DEFAULT_PARAMETERS,
@@ -42,7 +43,6 @@ from engine.manifest import (
     manifest_body,
     sign_manifest,
 )
-from node.config import PREVIOUS_SUFFIX
 
 __all__ = ["add_member", "deal_paillier", "init_federation", "load_config", "load_identity",
            "load_manifest", "machine_files", "pack_command", "remove_member", "rotate_key"]
@@ -57,7 +57,7 @@ PRIVATE_MODE = 0o600
 
 def load_manifest(path: str | os.PathLike[str], *,
                   expected_authority: str | VerifyKey | None = None) -> Manifest:
-    """Read and verify a manifest file (see :meth:`engine.manifest.Manifest.from_bytes`).
+    """Read and verify a manifest file (see :meth:`protocol.manifest.Manifest.from_bytes`).
 
     Raises AuthenticationError if the signature does not verify or another authority than
     ``expected_authority`` (when pinned) signed it; ConfigurationError if the file is
@@ -233,7 +233,7 @@ def init_federation(
     """Create a federation in ``directory`` and return the path of its signed manifest.
 
     Everything is validated before the first file is written: the signed manifest is
-    checked by :class:`engine.manifest.Manifest`, the same code every reader uses. ``rng``
+    checked by :class:`protocol.manifest.Manifest`, the same code every reader uses. ``rng``
     feeds the Ed25519 identities and the federation id (tests inject a seeded one); TLS keys
     always come from the OS. ``force`` lets an existing non-empty folder be used: the files
     init writes are replaced, other files are left alone.
@@ -245,7 +245,7 @@ def init_federation(
     process's memory and are gone when it returns.
 
     ``max_colluding_nodes`` (c) is how many nodes may collude with the aggregator; every
-    threshold follows from it (:mod:`engine.collusion`), and a federation too small to
+    threshold follows from it (:mod:`protocol.collusion`), and a federation too small to
     hold c colluders off is refused. ``secagg_plus`` lets large rounds run over the SecAgg+
     graph (see the threat model for what that changes). ``verifiable_totals`` (mask mode,
     on by default) has nodes commit to their vectors so that researchers can check every

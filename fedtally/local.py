@@ -27,12 +27,12 @@ from typing import Any
 import pandas as pd
 
 from crypto.paillier import DEFAULT_KEY_BITS
-from engine.errors import ConfigurationError, DataError, ServiceUnavailable
 from fedtally.client import Federation, connect
 from fedtally.dp import DP, trial_policy
 from fedtally.federation import init_federation
-from node.datamodel import DATASET, DataModel
 from node.datasource import DataSource
+from protocol.errors import ConfigurationError, DataError, ServiceUnavailable
+from stats.datamodel import DATASET, DataModel
 
 STARTUP_TIMEOUT_S = 60.0
 DataLike = pd.DataFrame | str | Path
@@ -128,7 +128,7 @@ def _tail(text: str, lines: int = 6) -> str:
 def _write_node_data(name: str, data: DataLike, folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """The node's data source entry, and the rows to infer a data model from: a
     DataFrame's own (typed) columns, or a file's rows read by the node's own loader, so
-    that inference and the node's validation parse every value alike (node/numbers.py)."""
+    that inference and the node's validation parse every value alike (stats/numbers.py)."""
     if isinstance(data, pd.DataFrame):
         frame = data.copy()
         if DATASET not in frame.columns:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from engine.errors import ConfigurationError
+from protocol.errors import ConfigurationError
 
 _BAR: ContextVar[Any] = ContextVar("fedtally_progress", default=None)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.errors import AuthenticationError
 from privacy.errors import PrivacyError
 from privacy.head import HeadReceipt, write_receipts
+from protocol.errors import AuthenticationError
 
 
 class Receipts:

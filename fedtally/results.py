@@ -12,9 +12,13 @@ import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector
-from engine.errors import DegenerateInput
-from engine.kinds import KINDS
-from engine.plans import (
+from fedtally import coverage
+from fedtally.coverage import Scope
+from protocol.errors import DegenerateInput
+from protocol.service_messages import QueryResult
+from stats.datamodel import DataModel, PlanModel
+from stats.kinds import KINDS
+from stats.plans import (
     CELLS_BELOW_THRESHOLD,
     NODES_CONTRIBUTING,
     REAL_FRAC_BITS,
@@ -23,11 +27,7 @@ from engine.plans import (
     Slot,
     groups,
 )
-from engine.query import QuerySpec
-from engine.service_messages import QueryResult
-from fedtally import coverage
-from fedtally.coverage import Scope
-from node.datamodel import DataModel, PlanModel
+from stats.query import QuerySpec
 
 ALL = "all"
 SCALE = 1 << REAL_FRAC_BITS
@@ -94,7 +94,7 @@ class Statistic:
 
     def exact(self, key: Key) -> Fraction:
         """A slot's plain total as an exact fraction. Where the nodes summed centred values
-        (engine/kinds/centring.py) it is recovered from the released totals exactly, so it
+        (stats/kinds/centring.py) it is recovered from the released totals exactly, so it
         keeps their precision whatever the data's location and scale."""
         combination = self._uncentre(key)
         if combination is None:

@@ -21,13 +21,23 @@ from crypto.keyagreement import X25519KeyPair
 from crypto.paillier import DEFAULT_KEY_BITS, MIN_KEY_BITS, FastEncryptor
 from crypto.randomness import RandomSource, SeededRandom, SystemRandom
 from crypto.threshold_paillier import KeyShare
-from engine.errors import (
+from fedtally.catalog import Catalog
+from fedtally.dp import BUDGET_DELTA, DP, budget_frame, trial_policy
+from fedtally.federation import deal_paillier
+from fedtally.receipts import Receipts
+from node.admission import NodeIdentity, ReplayGuard
+from node.budget import BudgetKeeper
+from node.lifecycle import InFlight, begin
+from node.policy import Policy
+from node.session import Contribution, LoadedData, NodeSession
+from node.validation import check_valid, coerce
+from protocol.errors import (
     ConfigurationError,
     FedtallyError,
     InternalError,
     ProtocolAbort,
 )
-from engine.manifest import (
+from protocol.manifest import (
     DEFAULT_PARAMETERS,
     PROTECTIONS,
     Manifest,
@@ -35,27 +45,17 @@ from engine.manifest import (
     manifest_body,
     sign_manifest,
 )
-from engine.messages import SignedCommitment
-from engine.paillier_key import FederationKey
-from engine.paillier_result import open_result
-from engine.params import RoundParams
-from engine.plans import Layout
-from engine.query import QuerySpec
-from engine.service_messages import QueryResult
-from engine.signed_query import SignedQuery, signed_query_statement
-from engine.simulate import run_paillier_round, run_round
-from engine.verified_totals import check_result
-from fedtally.catalog import Catalog
-from fedtally.dp import BUDGET_DELTA, DP, budget_frame, trial_policy
-from fedtally.federation import deal_paillier
-from fedtally.receipts import Receipts
-from node.admission import NodeIdentity, ReplayGuard
-from node.budget import BudgetKeeper
-from node.datamodel import DATASET, DataModel
-from node.lifecycle import InFlight, begin
-from node.policy import Policy
-from node.session import Contribution, LoadedData, NodeSession
-from node.validation import check_valid, coerce
+from protocol.messages import SignedCommitment
+from protocol.paillier_key import FederationKey
+from protocol.paillier_result import open_result
+from protocol.params import RoundParams
+from protocol.service_messages import QueryResult
+from protocol.signed_query import SignedQuery, signed_query_statement
+from protocol.simulate import run_paillier_round, run_round
+from stats.datamodel import DATASET, DataModel
+from stats.plans import Layout
+from stats.query import QuerySpec
+from stats.verified_totals import check_result
 
 FEDERATION_ID = "simulated"
 
@@ -82,7 +82,7 @@ class SimulatedFederation(Catalog):
     forged total from a true one, and rounds cost about half as much.
 
     Thresholds follow ``max_colluding_nodes`` (c) exactly as in a real federation
-    (:func:`engine.manifest.round_threshold`), and, as ``federation init`` does, a
+    (:func:`protocol.manifest.round_threshold`), and, as ``federation init`` does, a
     federation too small for c is refused: two nodes need ``max_colluding_nodes=0``.
     """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from node.datamodel import DataModel, Variable
+from stats.datamodel import DataModel, Variable
 
 HOSPITALS = {  # name: (patients, mean age, mean NIHSS, thrombolysis rate)
     "hosp_a": (3000, 71.0, 7.0, 0.22),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from engine.service_messages import SOFTWARE_PATTERN
+from protocol.service_messages import SOFTWARE_PATTERN
 
 #: kept equal to pyproject.toml's version (tests/fedtally/test_operations.py checks it)
 SOURCE_VERSION = "0.1.0"

@@ -18,19 +18,19 @@ from pathlib import Path
 
 from crypto.errors import InvalidSignature
 from crypto.identity import SigningIdentity
-from engine.errors import (
+from node.session import NodeSession
+from protocol.errors import (
     AuthenticationError,
     ConfigurationError,
     ParameterMismatch,
     QueryError,
     ReplayError,
 )
-from engine.manifest import Manifest
-from engine.params import RoundParams
-from engine.plans import Layout
-from engine.query import QuerySpec
-from engine.signed_query import SignedQuery
-from node.session import NodeSession
+from protocol.manifest import Manifest
+from protocol.params import RoundParams
+from protocol.signed_query import SignedQuery
+from stats.plans import Layout
+from stats.query import QuerySpec
 
 #: how far a query's timestamp may be from the node's clock
 MAX_CLOCK_SKEW_MS = 10 * 60 * 1000

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from crypto.identity import SigningIdentity
-from engine.errors import BudgetExhausted, QueryError
-from engine.plans import Layout
-from engine.query import QuerySpec
 from node.policy import Policy
 from privacy import errors as privacy_errors
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt, Ledger
 from privacy.mechanism import MECHANISM, Mechanism, QueryRecord
+from protocol.errors import BudgetExhausted, QueryError
+from stats.plans import Layout
+from stats.query import QuerySpec
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from crypto.keyfile import read_key_file
 from crypto.sharefile import read_share_file
 from crypto.threshold_paillier import KeyShare
 from crypto.tls import certificate_fingerprint, client_ssl_context
-from engine.errors import ConfigurationError
-from engine.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
 from node.admission import NodeIdentity
-from node.datamodel import DataModel
 from node.datasource import DataSource
 from node.policy import Policy
+from protocol.errors import ConfigurationError
+from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
+from stats.datamodel import DataModel
 
 #: beside the node's key file, its key before `fedtally federation rotate-key`
 PREVIOUS_SUFFIX = ".previous"

@@ -4,7 +4,7 @@ A node reads its rows from a CSV file, a Parquet file or a table of any SQL data
 SQLAlchemy can reach. Loading does not judge the values (that is :mod:`node.validation`'s
 job): CSV cells are read as text exactly as written, only empty cells are missing, so that
 validation can report what the file really says. Any failure to read becomes one readable
-:class:`~node.datamodel.LocalDataError` that names the source, with the cause chained for
+:class:`~stats.datamodel.LocalDataError` that names the source, with the cause chained for
 the operator's logs.
 
 CSV files are comma-separated UTF-8 unless the source says otherwise (``"delimiter"``:
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from engine.errors import ConfigurationError
-from node.datamodel import DATASET, LocalDataError
+from protocol.errors import ConfigurationError
+from stats.datamodel import DATASET, LocalDataError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL

@@ -1,4 +1,4 @@
-"""Evaluating a researcher's filter (:mod:`node.filters`) on a node's rows in pandas, with
+"""Evaluating a researcher's filter (:mod:`stats.filters`) on a node's rows in pandas, with
 SQL's three-valued logic (the DuckDB store compiles the same tree to SQL:
 :mod:`node.sql.compile`)."""
 
@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import QueryError
-from node.filters import (
+from node.validation import as_codes, as_numbers, missing_mask
+from protocol.errors import QueryError
+from stats.filters import (
     And,
     CompareOp,
     Comparison,
@@ -23,7 +24,6 @@ from node.filters import (
     Or,
     Scalar,
 )
-from node.validation import as_codes, as_numbers, missing_mask
 
 
 def evaluate(tree: Filter, df: pd.DataFrame) -> pd.Series:

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import FedtallyError, InternalError, ReplayError
-from engine.paillier_node import PaillierNode
-from engine.params import RoundParams
-from engine.secagg_node import SecAggNode
-from engine.signed_query import SignedQuery
 from node.admission import NodeIdentity, ReplayGuard, admit, authenticate
 from node.budget import Asked
 from node.session import Contribution, NodeSession
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
+from protocol.errors import FedtallyError, InternalError, ReplayError
+from protocol.paillier_node import PaillierNode
+from protocol.params import RoundParams
+from protocol.secagg_node import SecAggNode
+from protocol.signed_query import SignedQuery
 
 RoundNode = SecAggNode | PaillierNode
 

@@ -49,9 +49,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine.errors import ConfigurationError, QueryError
 from privacy.accounting import DPRequest, InvalidPrivacyRequest
 from privacy.policy_terms import ANY, current_keys, granted
+from protocol.errors import ConfigurationError, QueryError
 
 __all__ = ["ANY", "BudgetGrant", "Policy"]
 

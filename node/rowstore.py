@@ -14,13 +14,13 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from engine.kinds import KINDS
-from engine.kinds.base import Clipping, Computed, Scale
-from engine.plans import DATASET, Key
-from engine.query import QuerySpec
-from node import filters
-from node.datamodel import DataModel, PlanModel
 from node.filter_rows import evaluate
+from stats import filters
+from stats.datamodel import DataModel, PlanModel
+from stats.kinds import KINDS
+from stats.kinds.base import Clipping, Computed, Scale
+from stats.plans import DATASET, Key
+from stats.query import QuerySpec
 
 
 class RowStore(Protocol):

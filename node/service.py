@@ -28,32 +28,6 @@ from crypto import partial_proof, plaintext_proof
 from crypto.errors import CryptoError
 from crypto.paillier import FastEncryptor
 from crypto.randomness import RandomSource, SystemRandom, uniform_below
-from engine.codec import canonical_json, decode, encode
-from engine.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    FedtallyError,
-    InternalError,
-    QueryError,
-    ReplayError,
-)
-from engine.messages import MaskedInput, SecAggMessage
-from engine.paillier_messages import EncryptedInput
-from engine.paillier_node import PaillierNode
-from engine.secagg_node import SecAggNode
-from engine.service_messages import (
-    BudgetQuery,
-    BudgetReport,
-    CancelQuery,
-    ErrorNotice,
-    LedgerHead,
-    NodeInfo,
-    QueryAnnounce,
-    QueryRefused,
-    budget_statement,
-    cancel_statement,
-)
-from engine.transport import MAX_FRAME, public_text
 from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard
 from node.budget import BudgetKeeper
 from node.config import NodeConfig, load_model, load_node_config
@@ -65,6 +39,32 @@ from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import LedgerKeyChanged, PrivacyError
 from privacy.head import HeadReceipt
+from protocol.codec import canonical_json, decode, encode
+from protocol.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FedtallyError,
+    InternalError,
+    QueryError,
+    ReplayError,
+)
+from protocol.messages import MaskedInput, SecAggMessage
+from protocol.paillier_messages import EncryptedInput
+from protocol.paillier_node import PaillierNode
+from protocol.secagg_node import SecAggNode
+from protocol.service_messages import (
+    BudgetQuery,
+    BudgetReport,
+    CancelQuery,
+    ErrorNotice,
+    LedgerHead,
+    NodeInfo,
+    QueryAnnounce,
+    QueryRefused,
+    budget_statement,
+    cancel_statement,
+)
+from protocol.transport import MAX_FRAME, public_text
 
 log = logging.getLogger("fedtally.node")
 

@@ -28,20 +28,20 @@ import pandas as pd
 
 from crypto.encoding import RingVector
 from crypto.randomness import RandomSource, SystemRandom
-from engine.errors import InternalError, QueryError
-from engine.kinds import KINDS
-from engine.planner import layout
-from engine.plans import REAL_INT_BITS, Key, Layout
-from engine.query import QuerySpec
-from engine.verified_totals import commit_vector
-from node import filters
 from node.budget import Asked, BudgetKeeper, held_of
-from node.datamodel import DataModel, PlanModel
 from node.policy import Policy
 from node.rowstore import FrameRows, RowStore
 from node.statistics import LocalSummary, local_vector
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
+from protocol.errors import InternalError, QueryError
+from stats import filters
+from stats.datamodel import DataModel, PlanModel
+from stats.kinds import KINDS
+from stats.planner import layout
+from stats.plans import REAL_INT_BITS, Key, Layout
+from stats.query import QuerySpec
+from stats.verified_totals import commit_vector
 
 log = logging.getLogger("fedtally.node")
 
@@ -122,7 +122,7 @@ class NodeSession:
     dp_honest_nodes: int = 1
     #: nodes that may collude with the aggregator (the manifest's c)
     max_colluding_nodes: int = 0
-    #: mask mode: contributors commit to their vectors (engine/commitment.py)
+    #: mask mode: contributors commit to their vectors (protocol/commitment.py)
     verifiable: bool = False
     #: randomness for commitment blindings (the OS CSPRNG; seeded in tests)
     rng: RandomSource = field(default_factory=SystemRandom)

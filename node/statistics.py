@@ -8,7 +8,7 @@ its values, that they cannot leave the encodable range. Small cohorts and cells 
 protected here, at the data holder: a node whose cohort for a query (its filtered,
 complete-case rows) is smaller than the policy's ``min_row_count`` contributes zeros, and
 says so only inside the secure sum, through the ``nodes_contributing`` slot; families below
-``small_cell_threshold`` are withheld by :func:`engine.kinds.base.release` and counted in
+``small_cell_threshold`` are withheld by :func:`stats.kinds.base.release` and counted in
 ``cells_below_threshold``.
 """
 
@@ -21,19 +21,19 @@ import numpy as np
 import pandas as pd
 
 from crypto.encoding import RingVector, encode_scalar
-from engine.errors import InternalError
-from engine.kinds.base import Clipping, Computed, Scale, exact_scale, release
-from engine.plans import (
+from node.rowstore import FrameRows, RowStore, select_rows
+from privacy.noise import discrete_gaussian_shares
+from protocol.errors import InternalError
+from stats.datamodel import DataModel
+from stats.kinds.base import Clipping, Computed, Scale, exact_scale, release
+from stats.plans import (
     CELLS_BELOW_THRESHOLD,
     NODES_CONTRIBUTING,
     REAL_FRAC_BITS,
     REAL_INT_BITS,
     Layout,
 )
-from engine.query import QuerySpec
-from node.datamodel import DataModel
-from node.rowstore import FrameRows, RowStore, select_rows
-from privacy.noise import discrete_gaussian_shares
+from stats.query import QuerySpec
 
 __all__ = ["LocalSummary", "exact_vector", "dp_vector", "local_vector", "select_rows"]
 
@@ -76,7 +76,7 @@ def local_vector(spec: QuerySpec, layout: Layout, data: pd.DataFrame | RowStore,
 def exact_vector(layout: Layout, computed: Computed, *, min_row_count: int,
                  small_cell_threshold: int) -> tuple[RingVector, LocalSummary]:
     """An exact-mode contribution from a kind's computed values, whatever computed them:
-    the cohort rule, then the disclosure rules of :func:`engine.kinds.base.release`."""
+    the cohort rule, then the disclosure rules of :func:`stats.kinds.base.release`."""
     values: list[int] = [0] * layout.length
     if computed.rows < min_row_count:
         return _vector(layout, values), LocalSummary(computed.rows, False, 0)

@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from crypto.identity import SigningIdentity
 from crypto.tls import certificate_fingerprint
-from engine.codec import EncodeError, decode, encode
-from engine.errors import (
+from protocol.codec import EncodeError, decode, encode
+from protocol.errors import (
     AuthenticationError,
     ConfigurationError,
     DuplicateMember,
@@ -26,7 +26,7 @@ from engine.errors import (
     ServiceUnavailable,
     UnexpectedMessage,
 )
-from engine.service_messages import (
+from protocol.service_messages import (
     Challenge,
     ErrorNotice,
     Hello,
@@ -34,7 +34,7 @@ from engine.service_messages import (
     Welcome,
     hello_statement,
 )
-from engine.transport import MAX_FRAME, error_from_notice
+from protocol.transport import MAX_FRAME, error_from_notice
 
 CONNECT_TIMEOUT_S = 15.0
 #: what connecting can raise besides our own errors (anything else is a bug: it propagates)

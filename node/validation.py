@@ -39,8 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from node.datamodel import DATASET, DataModel, LocalDataError, Variable
-from node.numbers import arrow_text, parse_numbers
+from stats.datamodel import DATASET, DataModel, LocalDataError, Variable
+from stats.numbers import arrow_text, parse_numbers
 
 __all__ = [
     "CheckReport",

@@ -28,7 +28,7 @@ DIGEST = "ab" * 32  # a query digest
 POLICY = {"budgets": {"alice": {"edsd": {"rho": 1.0}, "ppmi": {"rho": 0.5}},
                       "*": {"*": {"rho": 1.0}}},
           "allowed_methods": "*", "allow_exact": True, "min_row_count": 10}
-#: the fixed-point sensitivity and shape of a typical DP query (engine.plans._dp_layout)
+#: the fixed-point sensitivity and shape of a typical DP query (stats.plans._dp_layout)
 SENSITIVITY = 4096.0
 HONEST = 2
 DIMENSION = 3

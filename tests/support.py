@@ -42,8 +42,8 @@ def exareme2_three_node_split(model_folder: str = "dementia_v_0_1"):  # noqa: AN
     Skips (with the reason) where the reference data is absent."""
     import pandas as pd
 
-    from node.datamodel import DataModel
     from node.datasource import DataSource
+    from stats.datamodel import DataModel
 
     folder = require_shared(EXAREME2 / "data" / model_folder)
     model = DataModel.from_cdes(folder / "CDEsMetadata.json")
@@ -64,7 +64,7 @@ def declared_model(frame, code: str = "local", version: str = "1"):  # noqa: ANN
     what differential privacy needs: DP refuses a model still marked as inferred)."""
     import dataclasses
 
-    from node.datamodel import DataModel
+    from stats.datamodel import DataModel
 
     return dataclasses.replace(DataModel.infer(frame, code=code, version=version),
                                inferred=False)
@@ -96,7 +96,7 @@ class Recorder:
         self.sent: list[object] = []
 
     async def send(self, frame: bytes) -> None:
-        from engine.codec import decode
+        from protocol.codec import decode
 
         self.sent.append(decode(frame, 1 << 24))
 
@@ -133,7 +133,7 @@ def model_with_unused_level(pooled, variable: str = "g",  # noqa: ANN001, ANN201
     by default one more ("zz") than any row has, so that empty levels are exercised."""
     import dataclasses
 
-    from node.datamodel import DataModel
+    from stats.datamodel import DataModel
 
     inferred = DataModel.infer(pooled, code="test", version="1")
     variables = dict(inferred.variables)
@@ -150,14 +150,14 @@ def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
 
     from crypto.keyfile import read_key_file
     from crypto.randomness import SeededRandom
-    from engine.codec import encode
-    from engine.params import RoundParams
-    from engine.planner import layout
-    from engine.query import QuerySpec
-    from engine.service_messages import QueryAnnounce
-    from engine.signed_query import SignedQuery, signed_query_statement
     from fedtally.synthetic import stroke_model
-    from node.datamodel import PlanModel
+    from protocol.codec import encode
+    from protocol.params import RoundParams
+    from protocol.service_messages import QueryAnnounce
+    from protocol.signed_query import SignedQuery, signed_query_statement
+    from stats.datamodel import PlanModel
+    from stats.planner import layout
+    from stats.query import QuerySpec
 
     nodes = ("hosp_a", "hosp_b", "hosp_c")
     manifest = service.config.me.manifest

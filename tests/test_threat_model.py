@@ -6,7 +6,7 @@ import re
 
 from support import PROJECT_ROOT
 
-DEFAULT_FILE = "tests/engine/test_simulate.py"
+DEFAULT_FILE = "tests/protocol/test_simulate.py"
 
 
 def _named_tests() -> list[tuple[str, str]]:

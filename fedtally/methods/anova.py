@@ -43,8 +43,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.design import Term
-from engine.errors import DegenerateInput, QueryError
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.methods.classical import (
     Sums,
@@ -58,7 +56,9 @@ from fedtally.methods.classical import (
 from fedtally.methods.common import INTERCEPT, check_privacy, triangle
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
-from node.datamodel import DATASET, PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DATASET, PlanModel
+from stats.design import Term
 
 __all__ = ["AnovaOnewayResult", "AnovaTwowayResult", "anova_oneway", "anova_twoway"]
 

@@ -41,14 +41,14 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from engine.errors import DegenerateInput, QueryError
-from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.methods.common import check_privacy
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
-from node import filters as filter_trees
-from node.datamodel import DataModel, PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats import filters as filter_trees
+from stats.datamodel import DataModel, PlanModel
+from stats.suggest import unknown
 
 __all__ = ["CategoricalNaiveBayes", "GaussianNaiveBayes", "complete_cases",
            "naive_bayes_categorical", "naive_bayes_categorical_predictions",

@@ -61,9 +61,6 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from engine.errors import DegenerateInput, QueryError
-from engine.kinds.counts import OUTSIDE
-from engine.suggest import did_you_mean, unknown
 from fedtally import coverage
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import ResultFrame
@@ -71,7 +68,10 @@ from fedtally.dp import privacy_spec
 from fedtally.methods.common import INTERCEPT
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
-from node.datamodel import DATASET, PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DATASET, PlanModel
+from stats.kinds.counts import OUTSIDE
+from stats.suggest import did_you_mean, unknown
 
 __all__ = [
     "ALTERNATIVES",

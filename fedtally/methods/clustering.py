@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import DegenerateInput, QueryError
-from engine.kinds import MAX_CENTERS
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.methods.common import check_privacy
 from fedtally.methods.registry import catalog_method
 from fedtally.results import moments
-from node.datamodel import PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import PlanModel
+from stats.kinds import MAX_CENTERS
 
 __all__ = ["KMeansResult", "kmeans"]
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.design import Term, dummies, term_name
-from engine.errors import DegenerateInput, QueryError
-from engine.suggest import unknown
 from fedtally.results import Statistic
-from node.datamodel import PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import PlanModel
+from stats.design import Term, dummies, term_name
+from stats.suggest import unknown
 
 INTERCEPT: Term = {"const": 1}
 

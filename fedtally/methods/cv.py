@@ -1,7 +1,7 @@
 """K-fold cross-validation of linear and logistic regression, with the folds kept at the nodes.
 
 Each node assigns each of its rows to a fold from the row's position in its data and a
-public seed (``engine.kinds.frame.fold_numbers``: splitmix64 of position + seed, modulo k), so no
+public seed (``stats.kinds.frame.fold_numbers``: splitmix64 of position + seed, modulo k), so no
 row, index or fold membership leaves a node. The folds therefore differ from Exareme2's
 (sklearn ``KFold`` without shuffling over each node's rows), and the per-fold numbers differ
 from Exareme2's accordingly; the metrics are the same definitions.
@@ -48,9 +48,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.design import Term
-from engine.errors import DegenerateInput, QueryError
-from engine.kinds import MAX_FOLDS
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import with_cv_summary
 from fedtally.methods.common import check_privacy, names, triangle
@@ -67,6 +64,9 @@ from fedtally.methods.regression import (
     who,
 )
 from fedtally.results import Statistic
+from protocol.errors import DegenerateInput, QueryError
+from stats.design import Term
+from stats.kinds import MAX_FOLDS
 
 __all__ = [
     "LinearRegressionCVResult",

@@ -40,17 +40,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import DegenerateInput, QueryError
-from engine.kinds import MAX_CELLS
-from engine.kinds.counts import OUTSIDE
-from engine.plans import Key
-from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import Histogram
 from fedtally.dp import privacy_spec
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic, nonnegative_count
-from node.datamodel import PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import PlanModel
+from stats.kinds import MAX_CELLS
+from stats.kinds.counts import OUTSIDE
+from stats.plans import Key
+from stats.suggest import unknown
 
 __all__ = ["histogram", "histogram_edges"]
 

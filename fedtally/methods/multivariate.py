@@ -34,14 +34,14 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from engine.errors import DegenerateInput, QueryError
-from engine.suggest import unknown
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
 from fedtally.methods.common import INTERCEPT, triangle
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
-from node.datamodel import PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import PlanModel
+from stats.suggest import unknown
 
 __all__ = ["PCAResult", "PearsonResult", "pca", "pearson_correlation"]
 

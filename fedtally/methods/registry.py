@@ -6,7 +6,7 @@ statistic kinds it asks the nodes for::
 
 The catalog (:class:`fedtally.catalog.Catalog`) offers exactly the registered methods, and
 tests hold the rest to the registry: the nodes' own table of methods and kinds
-(``engine.kinds.METHOD_KINDS``, which a node operator's policy is written against, so it is
+(``stats.kinds.METHOD_KINDS``, which a node operator's policy is written against, so it is
 kept where the nodes read it), the README's method table, and the disclosure and Paillier
 test lists. Every module in this package is imported by :func:`methods`, so a new method
 in a new module registers too.

@@ -51,9 +51,6 @@ import pandas as pd
 import scipy.linalg
 from scipy import stats
 
-from engine.design import Term
-from engine.errors import DegenerateInput, QueryError
-from engine.suggest import did_you_mean, unknown
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.dp import privacy_spec
 from fedtally.methods.common import (
@@ -66,7 +63,10 @@ from fedtally.methods.common import (
 )
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
-from node.datamodel import PlanModel
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import PlanModel
+from stats.design import Term
+from stats.suggest import did_you_mean, unknown
 
 __all__ = [
     "LinearRegressionResult",

@@ -50,19 +50,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from engine.errors import DegenerateInput, QueryError
-from engine.kinds import MAX_GRID
-from engine.plans import check_variable
-from engine.suggest import did_you_mean
 from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
 from fedtally.methods.common import check_privacy
 from fedtally.methods.registry import catalog_method
 from fedtally.results import Statistic
-from node import filters as filter_trees
-from node.datamodel import DataModel, PlanModel
-from node.filters import Filter
+from protocol.errors import DegenerateInput, QueryError
+from stats import filters as filter_trees
+from stats.datamodel import DataModel, PlanModel
+from stats.filters import Filter
+from stats.kinds import MAX_GRID
+from stats.plans import check_variable
+from stats.suggest import did_you_mean
 
 __all__ = ["KaplanMeierTable", "LogrankResult", "kaplan_meier", "logrank_test", "time_grid"]
 

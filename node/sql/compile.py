@@ -1,9 +1,9 @@
-"""Compiling a kind's aggregations (:mod:`engine.aggregates`) and a query's filter
-(:mod:`node.filters`) to one SQL statement with bound parameters.
+"""Compiling a kind's aggregations (:mod:`stats.aggregates`) and a query's filter
+(:mod:`stats.filters`) to one SQL statement with bound parameters.
 
 A small compiler over two closed, whitelisted trees rather than a general SQL builder: every
 node type maps to one fixed SQL fragment written here, so the statement follows the
-semantics :mod:`engine.aggregates` states operation by operation (NULL for a missing value,
+semantics :mod:`stats.aggregates` states operation by operation (NULL for a missing value,
 one IEEE operation per node in the tree's order, rounding half to even per row before an
 exact sum in HUGEINT), which is what makes the DuckDB node compute the same integers as the
 pandas evaluator. Nothing a researcher writes enters the SQL text: values (filter
@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.aggregates import (
+from stats import filters as flt
+from stats.aggregates import (
     EXP_LIMIT,
     Aggregation,
     All,
@@ -51,7 +52,6 @@ from engine.aggregates import (
     Smallest,
     Var,
 )
-from node import filters as flt
 
 #: the column holding each row's position in the node's data (folds read it)
 ROW = "__row"
@@ -256,7 +256,7 @@ _MASK64 = (1 << 64) - 1
 
 
 def _splitmix(z: str, folds: str) -> str:
-    """splitmix64(z) mod folds, as :func:`engine.kinds.frame.fold_numbers` computes it:
+    """splitmix64(z) mod folds, as :func:`stats.kinds.frame.fold_numbers` computes it:
     UHUGEINT holds every 64 x 64-bit product, reduced mod 2^64 after each step."""
     m = f"{_MASK64}::UHUGEINT"
     z = f"(({z} + {0x9E3779B97F4A7C15}::UHUGEINT) % ({m} + 1))"

@@ -9,7 +9,7 @@ typed rows (numbers as DOUBLE, codes as VARCHAR, blank cells as NULL, each row's
 in the node's data) into a DuckDB database file in a private temporary directory, whose
 buffer manager keeps memory bounded (``memory_limit``) whatever the number of rows.
 
-A query's kind, where it is declared as aggregations (:mod:`engine.aggregates`), runs as
+A query's kind, where it is declared as aggregations (:mod:`stats.aggregates`), runs as
 one SQL statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. Kinds
 still computed on a DataFrame (``Kind.frame_compute``) get only the query's selected rows
 (datasets, filter and rows per patient applied in SQL), in their original order.
@@ -28,13 +28,6 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from engine.aggregates import Aggregation, Result
-from engine.kinds import KINDS
-from engine.kinds.base import Clipping, Computed, Scale
-from engine.plans import DATASET, Key
-from engine.query import QuerySpec
-from node import filters
-from node.datamodel import DataModel, LocalDataError, PlanModel
 from node.datasource import DataSource, _Dialect, _read_header
 from node.rowstore import frame_computed
 from node.sql.compile import ROW, Compiler, Unsupported, aggregation, selection
@@ -45,6 +38,13 @@ from node.validation import (
     log_column_notes,
     number_hint,
 )
+from stats import filters
+from stats.aggregates import Aggregation, Result
+from stats.datamodel import DataModel, LocalDataError, PlanModel
+from stats.kinds import KINDS
+from stats.kinds.base import Clipping, Computed, Scale
+from stats.plans import DATASET, Key
+from stats.query import QuerySpec
 
 __all__ = ["DuckRows", "supports"]
 
@@ -53,7 +53,7 @@ TABLE = "node_rows"
 _SHOWN = 20
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
 DEFAULT_MEMORY_LIMIT = "512MB"
-#: text the pandas store reads as a number (node.numbers: Arrow's parser), as an RE2 full
+#: text the pandas store reads as a number (stats.numbers: Arrow's parser), as an RE2 full
 #: match: DuckDB's own cast also takes blanks around a number, '1_000' and '+-1'
 _NUMBER_TEXT = (r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
                 r"|(?i:inf|infinity))")

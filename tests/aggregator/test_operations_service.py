@@ -21,18 +21,18 @@ from aggregator.service import AggregatorService, Session
 from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
 from crypto.tls import client_ssl_context
-from engine.codec import decode, encode
-from engine.errors import ConfigurationError, DuplicateMember
-from engine.service_messages import (
+from fedtally.federation import init_federation
+from node.transport import open_session
+from protocol.codec import decode, encode
+from protocol.errors import ConfigurationError, DuplicateMember
+from protocol.service_messages import (
     CancelQuery,
     MemberInfo,
     Status,
     StatusRequest,
     cancel_statement,
 )
-from engine.transport import MAX_FRAME
-from fedtally.federation import init_federation
-from node.transport import open_session
+from protocol.transport import MAX_FRAME
 
 
 @pytest.fixture(scope="module")

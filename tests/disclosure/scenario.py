@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import FedtallyError
-from node.datamodel import DataModel, Variable
+from protocol.errors import FedtallyError
+from stats.datamodel import DataModel, Variable
 
 HOSPITALS = ("a", "b", "c")
 #: P's values in run A and run B

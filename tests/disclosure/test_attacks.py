@@ -15,7 +15,7 @@ import pytest
 from disclosure.scenario import observe
 
 import fedtally
-from engine.errors import QueryError
+from protocol.errors import QueryError
 
 Call = Callable[[fedtally.Federation], Any]
 
@@ -126,7 +126,7 @@ def _raw(fed: fedtally.Federation, privacy: dict[str, Any], parameters: dict[str
     client's own checks are bypassed, the node's are what is tested."""
     import json
 
-    from engine.plans import Layout
+    from stats.plans import Layout
 
     class Handmade:
         def canonical(self) -> bytes:

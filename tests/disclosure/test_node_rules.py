@@ -13,15 +13,15 @@ import pytest
 from disclosure.scenario import model, registry
 
 import fedtally
-from engine.errors import BudgetExhausted, InternalError, QueryError
-from engine.kinds import KINDS
-from engine.planner import layout
-from engine.plans import DP_FRAC_BITS
-from engine.query import QuerySpec
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, PlanModel, Variable
 from node.policy import Policy
 from node.statistics import select_rows
+from protocol.errors import BudgetExhausted, InternalError, QueryError
+from stats.datamodel import DataModel, PlanModel, Variable
+from stats.kinds import KINDS
+from stats.planner import layout
+from stats.plans import DP_FRAC_BITS
+from stats.query import QuerySpec
 
 DP = fedtally.DP(rho=0.5)
 

@@ -18,10 +18,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import DegenerateInput
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, Variable
 from node.policy import Policy
+from protocol.errors import DegenerateInput
+from stats.datamodel import DataModel, Variable
 
 K = 4
 NODES = ("n0", "n1", "n2")

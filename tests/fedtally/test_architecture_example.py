@@ -16,7 +16,7 @@ PRELUDE = """
 import json
 from collections.abc import Sequence
 import numpy as np
-from engine.kinds import METHOD_KINDS
+from stats.kinds import METHOD_KINDS
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.methods.registry import catalog_method, methods
 from fedtally.results import moments

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 import fedtally
-from engine.planner import layout
-from engine.query import QuerySpec
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import stroke_model, three_hospitals
-from node.datamodel import PlanModel
 from node.policy import Policy
 from privacy.audit import read_genesis_key, verify_ledger_entries
+from stats.datamodel import PlanModel
+from stats.planner import layout
+from stats.query import QuerySpec
 from tests.support import wait_until
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": ["alice"],

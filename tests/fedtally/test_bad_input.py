@@ -16,11 +16,12 @@ from crypto.identity import SigningIdentity
 from crypto.keyfile import KeyFile, read_key_file, write_key_file
 from crypto.randomness import SeededRandom
 from crypto.tls import certificate_fingerprint, client_ssl_context
-from engine.codec import decode, encode
-from engine.errors import AuthenticationError
-from engine.messages import AdvertiseKeys
-from engine.query import QuerySpec
-from engine.service_messages import (
+from fedtally.synthetic import three_hospitals
+from node.transport import open_session
+from protocol.codec import decode, encode
+from protocol.errors import AuthenticationError
+from protocol.messages import AdvertiseKeys
+from protocol.service_messages import (
     Catalog,
     CatalogRequest,
     Challenge,
@@ -30,10 +31,9 @@ from engine.service_messages import (
     QueryResult,
     hello_statement,
 )
-from engine.signed_query import SignedQuery, signed_query_statement
-from engine.transport import MAX_FRAME
-from fedtally.synthetic import three_hospitals
-from node.transport import open_session
+from protocol.signed_query import SignedQuery, signed_query_statement
+from protocol.transport import MAX_FRAME
+from stats.query import QuerySpec
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +178,8 @@ def _signed_query(fed: fedtally.Federation, key: KeyFile, signer: SigningIdentit
                   researcher: str | None = None) -> SignedQuery:
     model = next(iter(fed.data_models().values()))
     spec = QuerySpec("count", model.name, model.datasets()).canonical()
-    from engine.planner import layout
-    from node.datamodel import PlanModel
+    from stats.datamodel import PlanModel
+    from stats.planner import layout
 
     plan = layout(QuerySpec.from_bytes(spec), PlanModel(model), fed.manifest.max_rows_per_node,
                   verifiable=fed.manifest.verifiable_totals)

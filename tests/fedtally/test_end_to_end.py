@@ -246,7 +246,7 @@ def test_broken_csv_is_refused_with_row_and_column(tmp_path: Path,
 
 
 def fedtally_model(hospitals: dict[str, pd.DataFrame]):
-    from node.datamodel import DataModel
+    from stats.datamodel import DataModel
 
     return DataModel.infer(pooled(hospitals), code="stroke", version="1")
 

@@ -66,9 +66,9 @@ import pytest
 
 from fedtally.exareme2 import NOT_RELEASED, is_close, run_exareme2
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
 from node.datasource import DataSource
 from node.policy import Policy
+from stats.datamodel import DataModel
 from support import EXAREME2, require_shared
 
 SPLITS = ("one_node", "three_nodes")

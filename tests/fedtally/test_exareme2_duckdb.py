@@ -15,10 +15,10 @@ import pytest
 
 from fedtally.exareme2 import run_exareme2
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
 from node.datasource import DataSource
 from node.session import LoadedData
 from node.sql.duckdb_rows import DuckRows
+from stats.datamodel import DataModel
 from support import EXAREME2, require_shared
 from tests.fedtally.test_exareme2 import (
     FILES,

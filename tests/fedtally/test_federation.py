@@ -20,9 +20,9 @@ from crypto.identity import SigningIdentity, VerifyKey
 from crypto.keyfile import KeyFile, write_key_file
 from crypto.randomness import SeededRandom
 from crypto.tls import certificate_fingerprint, client_ssl_context, server_ssl_context
-from engine.errors import AuthenticationError, ConfigurationError, LocalError, ThresholdNotMet
-from engine.manifest import FORMAT, Manifest, canonical_json, sign_manifest
 from fedtally.federation import init_federation, load_config, load_identity, load_manifest
+from protocol.errors import AuthenticationError, ConfigurationError, LocalError, ThresholdNotMet
+from protocol.manifest import FORMAT, Manifest, canonical_json, sign_manifest
 
 NODES = ["hosp-a", "hosp-b", "hosp-c"]
 RESEARCHERS = ["alice"]

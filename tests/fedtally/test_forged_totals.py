@@ -27,7 +27,7 @@ import numpy as np
 
 from aggregator import service
 from crypto.encoding import RingVector
-from engine.secagg_aggregator import SecAggAggregator
+from protocol.secagg_aggregator import SecAggAggregator
 
 
 class Forging(SecAggAggregator):

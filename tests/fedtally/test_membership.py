@@ -14,13 +14,13 @@ import pytest
 import fedtally
 from aggregator.config import load_aggregator_config
 from crypto.randomness import SeededRandom
-from engine.errors import AuthenticationError, ConfigurationError
-from engine.manifest import Manifest
 from fedtally.cli import main
 from fedtally.federation import add_member, init_federation, remove_member, rotate_key
 from fedtally.local import wait_for_nodes
 from fedtally.synthetic import stroke_model, three_hospitals
 from node.config import load_node_config
+from protocol.errors import AuthenticationError, ConfigurationError
+from protocol.manifest import Manifest
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
 

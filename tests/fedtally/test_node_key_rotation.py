@@ -14,12 +14,12 @@ import pytest
 
 import fedtally
 from crypto.randomness import SeededRandom
-from engine.errors import ConfigurationError
 from fedtally.cli import main
 from fedtally.federation import init_federation, machine_files, rotate_key
 from fedtally.local import wait_for_nodes
 from fedtally.synthetic import stroke_model, three_hospitals
 from node.config import load_node_config
+from protocol.errors import ConfigurationError
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": ["alice"]}
 

@@ -23,15 +23,15 @@ import pandas as pd
 import pytest
 
 import fedtally
-from engine.errors import ConfigurationError
 from fedtally import simulated
 from fedtally.analyses import Analyses
 from fedtally.catalog import Catalog
 from fedtally.results import Statistic
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import stroke_model, stroke_registry, three_hospitals
-from node.datamodel import DataModel
 from node.policy import Policy
+from protocol.errors import ConfigurationError
+from stats.datamodel import DataModel
 
 #: a 1024-bit key: fine in memory (the simulator has no minimum; real federations need 2048)
 BITS = 1024

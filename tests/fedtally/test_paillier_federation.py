@@ -32,7 +32,7 @@ import fedtally
 from crypto.paillier import DEFAULT_KEY_BITS
 from fedtally.local import wait_for_nodes
 from fedtally.synthetic import three_hospitals
-from node.datamodel import DataModel
+from stats.datamodel import DataModel
 from tests.support import wait_until
 
 NODES = ("hosp_a", "hosp_b", "hosp_c")

@@ -25,11 +25,11 @@ from crypto.paillier import FastEncryptor
 from crypto.randomness import SeededRandom
 from crypto.sharefile import read_share_file
 from crypto.threshold_paillier import KeyShare
-from engine.errors import ConfigurationError
-from engine.manifest import Manifest
 from fedtally.cli import main
 from fedtally.federation import init_federation, load_manifest
 from node.config import load_key_share, load_node_config
+from protocol.errors import ConfigurationError
+from protocol.manifest import Manifest
 
 NODES = ["a", "b", "c"]
 RESEARCHERS = ["r"]

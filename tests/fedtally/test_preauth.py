@@ -17,11 +17,11 @@ from aggregator.service import AggregatorService
 from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
 from crypto.tls import client_ssl_context
-from engine.codec import decode
-from engine.service_messages import Catalog, CatalogRequest
-from engine.transport import MAX_FRAME
 from fedtally.federation import init_federation
 from node.transport import open_session
+from protocol.codec import decode
+from protocol.service_messages import Catalog, CatalogRequest
+from protocol.transport import MAX_FRAME
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_unauthenticated_connections_are_capped_and_timed_out(
                                            identity=key.identity,
                                            federation_id=key.federation_id)
         try:
-            from engine.codec import encode
+            from protocol.codec import encode
 
             await connection.send(encode(CatalogRequest(bytes(16))))
             assert isinstance(decode(await connection.recv(), MAX_FRAME), Catalog)

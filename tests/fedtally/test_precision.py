@@ -23,11 +23,11 @@ import scipy.stats
 import statsmodels.api as sm
 from statsmodels.stats.weightstats import DescrStatsW
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.common import triangle
 from fedtally.methods.regression import ols_fit
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, Variable
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel, Variable
 from support import keep_rows_in_duckdb
 
 NODES = ("a", "b", "c")

@@ -1,5 +1,5 @@
 """The README's catalog table against the code: it names every method of the catalog (the
-catalog offering exactly the methods nodes know, ``engine.kinds.METHOD_KINDS``), and its DP
+catalog offering exactly the methods nodes know, ``stats.kinds.METHOD_KINDS``), and its DP
 column says which of them answer a DP request (each is asked once, with a budget
 nothing exhausts) and which refuse it by name."""
 
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import fedtally
-from engine.kinds import METHOD_KINDS
 from fedtally.catalog import Catalog
 from fedtally.synthetic import stroke_model, three_hospitals
+from stats.kinds import METHOD_KINDS
 from tests.support import PROJECT_ROOT
 
 #: Catalog members that are metadata, or the low-level entry every method goes through

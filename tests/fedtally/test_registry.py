@@ -1,5 +1,5 @@
 """The catalog is the registry: every registered method is offered, with the kinds the
-nodes' own table (``engine.kinds.METHOD_KINDS``) grants it, and nothing else is offered."""
+nodes' own table (``stats.kinds.METHOD_KINDS``) grants it, and nothing else is offered."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import inspect
 
 import pytest
 
-from engine.kinds import KINDS, METHOD_KINDS
 from fedtally.analyses import Analyses
 from fedtally.catalog import Catalog
 from fedtally.methods.registry import catalog_method, methods
+from stats.kinds import KINDS, METHOD_KINDS
 
 #: methods every federation has on Analyses itself, not in a method module
 CORE = frozenset({"count", "descriptive_stats"})

@@ -23,16 +23,16 @@ from aggregator.service import AggregatorService, Session
 from crypto.encoding import RingVector
 from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
-from engine.errors import ParameterMismatch
-from engine.manifest import Manifest
-from engine.planner import layout
-from engine.query import QuerySpec
-from engine.signed_query import SignedQuery, signed_query_statement
-from engine.simulate import run_round
 from fedtally.federation import init_federation
 from node.admission import NodeIdentity, ReplayGuard, admit
-from node.datamodel import DataModel, PlanModel
 from node.validation import coerce
+from protocol.errors import ParameterMismatch
+from protocol.manifest import Manifest
+from protocol.signed_query import SignedQuery, signed_query_statement
+from protocol.simulate import run_round
+from stats.datamodel import DataModel, PlanModel
+from stats.planner import layout
+from stats.query import QuerySpec
 from support import node_session
 
 NODES = [f"h{i:02d}" for i in range(80)]

@@ -18,10 +18,10 @@ from aggregator.config import load_aggregator_config
 from crypto.identity import SigningIdentity
 from crypto.randomness import SeededRandom
 from crypto.tls import certificate_fingerprint, generate_ca
-from engine.errors import AuthenticationError, ConfigurationError
-from engine.manifest import Manifest, key_fingerprint, sign_manifest
 from fedtally.federation import init_federation
 from node.config import load_node_config
+from protocol.errors import AuthenticationError, ConfigurationError
+from protocol.manifest import Manifest, key_fingerprint, sign_manifest
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
 

@@ -11,20 +11,20 @@ import pytest
 from crypto.identity import SigningIdentity
 from crypto.keyfile import read_key_file
 from crypto.randomness import SeededRandom
-from engine.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
-from engine.manifest import Manifest
-from engine.params import RoundParams
-from engine.planner import layout
-from engine.query import QuerySpec
-from engine.signed_query import SignedQuery, signed_query_statement
 from fedtally.federation import init_federation
 from fedtally.synthetic import three_hospitals
 from node.admission import MAX_CLOCK_SKEW_MS, NodeIdentity, ReplayGuard, admit
 from node.budget import BudgetKeeper
-from node.datamodel import DataModel, PlanModel
 from node.policy import Policy
 from node.session import LoadedData, NodeSession
 from node.validation import coerce
+from protocol.errors import AuthenticationError, ParameterMismatch, QueryError, ReplayError
+from protocol.manifest import Manifest
+from protocol.params import RoundParams
+from protocol.signed_query import SignedQuery, signed_query_statement
+from stats.datamodel import DataModel, PlanModel
+from stats.planner import layout
+from stats.query import QuerySpec
 
 NODES = ["hosp_a", "hosp_b", "hosp_c", "hosp_d", "hosp_e"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from crypto.keyfile import read_key_file
-from engine.codec import encode
-from engine.messages import AdvertiseKeys, RoundAborted
-from engine.service_messages import CancelQuery, QueryRefused, cancel_statement
 from node.service import NodeService
+from protocol.codec import encode
+from protocol.messages import AdvertiseKeys, RoundAborted
+from protocol.service_messages import CancelQuery, QueryRefused, cancel_statement
 from support import Recorder, announce_query, hospital_service
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.errors import DataError, QueryError
-from node.datamodel import DATASET, DataModel, LocalDataError, Variable
+from protocol.errors import DataError, QueryError
+from stats.datamodel import DATASET, DataModel, LocalDataError, Variable
 
 PEER = Path(__file__).resolve().parents[2].parent / "shared" / "peer" / "exareme2"
 PEER_MODELS = sorted(PEER.glob("data/*/CDEsMetadata.json")) if PEER.is_dir() else []

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.errors import ConfigurationError, DataError
-from node.datamodel import LocalDataError
 from node.datasource import DataSource, load_all
+from protocol.errors import ConfigurationError, DataError
+from stats.datamodel import LocalDataError
 
 PEER = Path(__file__).resolve().parents[2].parent / "shared" / "peer" / "exareme2"
 

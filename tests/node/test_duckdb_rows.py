@@ -15,18 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.kinds import KINDS
-from engine.kinds.base import exact_scale
-from engine.planner import layout
-from engine.plans import CELLS_BELOW_THRESHOLD
-from engine.query import QuerySpec
-from node.datamodel import DataModel, PlanModel, Variable
 from node.datasource import DataSource
 from node.rowstore import FrameRows
 from node.sql.duckdb_rows import DuckRows
 from node.statistics import clipping, dp_encode, dp_scale, local_vector
 from node.validation import ValidationFailed, coerce
-from tests.engine.test_kinds import SPECS, _model, _rows
+from stats.datamodel import DataModel, PlanModel, Variable
+from stats.kinds import KINDS
+from stats.kinds.base import exact_scale
+from stats.planner import layout
+from stats.plans import CELLS_BELOW_THRESHOLD
+from stats.query import QuerySpec
+from tests.stats.test_kinds import SPECS, _model, _rows
 
 FILTERS = [
     None,
@@ -210,11 +210,11 @@ WRITE_SCRIPT = textwrap.dedent("""
 
 RSS_SCRIPT = textwrap.dedent("""
     import json, sys
-    from engine.kinds.base import exact_scale
-    from engine.query import QuerySpec
+    from stats.kinds.base import exact_scale
+    from stats.query import QuerySpec
     from node.datasource import DataSource
     from node.sql.duckdb_rows import DuckRows
-    from tests.engine.test_kinds import _model
+    from tests.stats.test_kinds import _model
 
     def high_water_kib():
         # VmHWM starts afresh at exec; ru_maxrss does not (a child forked from a big
@@ -263,9 +263,9 @@ def test_exact_sums_round_half_to_even_on_both_backends() -> None:
     """Ties (x.5 after scaling) round to even per row in SQL as in numpy's rint."""
     import duckdb
 
-    from engine.aggregates import Aggregation, ExactSum, Var
-    from engine.kinds.evaluate import aggregate
     from node.sql.compile import Compiler, aggregation
+    from stats.aggregates import Aggregation, ExactSum, Var
+    from stats.kinds.evaluate import aggregate
 
     values = [0.5, 1.5, 2.5, -0.5, -2.5, 3.5, 4503599627370495.5, 2.0**80 + 2.0**28]
     node = Aggregation((ExactSum(Var("x"), 1.0), ExactSum(Var("x"), 0.5)))
@@ -297,7 +297,7 @@ def _session(store: object, tmp_path: Path, max_rows: int = 1 << 24) -> object:
 
 def test_a_node_above_max_rows_per_node_refuses_naming_the_limit(stores: dict,
                                                                   tmp_path: Path) -> None:
-    from engine.errors import QueryError
+    from protocol.errors import QueryError
 
     spec = _spec("count", None)
     for name in ("pandas", "csv"):
@@ -310,7 +310,7 @@ def test_a_node_above_max_rows_per_node_refuses_naming_the_limit(stores: dict,
 def test_sums_that_could_leave_the_ring_are_refused_on_both(tmp_path: Path) -> None:
     """|S| < 2^62 is planned from the node's magnitudes and, where that does not fit, from
     the absolute sums (computed in SQL on DuckDB); the refusal names the bound."""
-    from engine.errors import QueryError
+    from protocol.errors import QueryError
 
     model, rows = _model(), _rows()
     rows.loc[rows.index[:3], "score"] = 3e17  # no declared bounds: the node's own largest
@@ -428,7 +428,7 @@ def test_a_declared_delimiter_is_read_and_an_undeclared_one_refused(tmp_path: Pa
     duck.close()
 
 
-#: cells of a numeric column and what the pandas store makes of them (node.numbers)
+#: cells of a numeric column and what the pandas store makes of them (stats.numbers)
 CELLS = [" 1.5", "1.5 ", "\t20", "1_000", "+-30", "1,5", "0x10", "inf", "-Infinity", "nan",
          "1e400", "1d5", "２０", "\t", "\xa0 ", "30.", "+.5e2", "45", "1E+1", "-0"]
 

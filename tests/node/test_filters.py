@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import node.filters as filters_module
-from engine.errors import QueryError
-from node.datamodel import DataModel, Variable
+import stats.filters as filters_module
 from node.datasource import DataSource
 from node.filter_rows import evaluate
-from node.filters import (
+from protocol.errors import QueryError
+from stats.datamodel import DataModel, Variable
+from stats.filters import (
     MAX_DEPTH,
     MAX_EXPRESSION_CHARS,
     And,

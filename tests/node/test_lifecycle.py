@@ -9,16 +9,16 @@ import time
 
 import pytest
 
-from engine.errors import FedtallyError, ParameterMismatch
-from engine.planner import layout
-from engine.plans import Layout
-from engine.query import QuerySpec
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import stroke_model, three_hospitals
 from node.admission import ReplayGuard, admit
-from node.datamodel import PlanModel
 from node.policy import Policy
 from privacy.audit import read_genesis_key, verify_ledger_entries
+from protocol.errors import FedtallyError, ParameterMismatch
+from stats.datamodel import PlanModel
+from stats.planner import layout
+from stats.plans import Layout
+from stats.query import QuerySpec
 
 POLICY = {"budgets": {"alice": {"*": {"rho": 1.0}}}, "exact_access": [],
           "allowed_methods": ["descriptive_stats"], "max_slots": 60}

@@ -1,4 +1,4 @@
-"""One float parser (node/numbers.py): validation, filters and DataModel.infer read every
+"""One float parser (stats/numbers.py): validation, filters and DataModel.infer read every
 number written as text alike, and exactly."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node.datamodel import DataModel
-from node.numbers import parse_numbers
 from node.validation import check_valid, validate
+from stats.datamodel import DataModel
+from stats.numbers import parse_numbers
 
 
 def test_seventeen_digits_give_back_the_float_they_were_written_from() -> None:

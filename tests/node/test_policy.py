@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import ConfigurationError, QueryError
 from node.policy import BudgetGrant, Policy
+from protocol.errors import ConfigurationError, QueryError
 
 FULL = {
     "allowed_methods": ["linear_regression", "ttest_onesample"],

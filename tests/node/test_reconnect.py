@@ -15,17 +15,17 @@ from websockets.exceptions import ConnectionClosedError, InvalidURI
 from websockets.frames import Close
 
 from crypto.randomness import SeededRandom
-from engine.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    DuplicateMember,
-    ServiceUnavailable,
-)
 from fedtally.federation import init_federation
 from fedtally.synthetic import stroke_model, three_hospitals
 from node.config import load_node_config
 from node.service import BACKOFF_MAX_S, Backoff, NodeService, load_data
 from node.transport import explain_failure
+from protocol.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DuplicateMember,
+    ServiceUnavailable,
+)
 
 URL = "wss://aggregator.example:8765"
 
@@ -129,9 +129,9 @@ def test_a_node_retries_a_transient_failure_with_backoff(tmp_path: Path,
 
 
 def test_a_version_the_wire_does_not_allow_is_stated_as_unknown() -> None:
-    from engine.codec import decode
-    from engine.service_messages import MemberInfo
     from node.transport import _member_info
+    from protocol.codec import decode
+    from protocol.service_messages import MemberInfo
 
     assert decode(_member_info("0.2.0.dev3+g1a2b3c"), 1024) == MemberInfo("0.2.0.dev3+g1a2b3c")
     assert decode(_member_info("0.1 (patched by IT)"), 1024) == MemberInfo("unknown")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.codec import encode
-from engine.service_messages import QueryRefused
 from node.service import NodeService
+from protocol.codec import encode
+from protocol.service_messages import QueryRefused
 from support import Recorder, announce_query, hospital_service
 
 NODES = ["hosp_a", "hosp_b", "hosp_c"]
@@ -49,7 +49,7 @@ def test_an_unexpected_failure_is_refused_as_internal_and_the_node_serves_on(
 def _budget_query(service: NodeService, root: Path, issued_ms: int, request_id: bytes
                   ) -> bytes:
     from crypto.keyfile import read_key_file
-    from engine.service_messages import BudgetQuery, budget_statement
+    from protocol.service_messages import BudgetQuery, budget_statement
 
     alice = read_key_file(root / "keys" / "alice.key").identity
     federation = service.config.me.manifest.federation_id
@@ -60,7 +60,7 @@ def _budget_query(service: NodeService, root: Path, issued_ms: int, request_id: 
 def test_a_budget_query_is_answered_once_and_only_while_fresh(service: NodeService) -> None:
     """A signed budget query a day old, or one answered already, is ignored: a malicious
     aggregator cannot replay a researcher's old request."""
-    from engine.service_messages import BudgetReport
+    from protocol.service_messages import BudgetReport
 
     root = service.config.ledger.parent.parent
     connection = Recorder()

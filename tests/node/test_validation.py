@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.errors import DataError
-from node.datamodel import DataModel, LocalDataError, Variable
 from node.datasource import DataSource
 from node.validation import (
     Problem,
@@ -22,6 +20,8 @@ from node.validation import (
     missing_mask,
     validate,
 )
+from protocol.errors import DataError
+from stats.datamodel import DataModel, LocalDataError, Variable
 
 PEER = Path(__file__).resolve().parents[2].parent / "shared" / "peer" / "exareme2"
 PEER_FOLDERS = sorted(p.parent for p in PEER.glob("data/*/CDEsMetadata.json")) if PEER.is_dir() else []

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
 from node.policy import Policy
+from stats.datamodel import DataModel
 from tests import support
 
 #: nodes that release every cell: Exareme2's references are computed without small-cell

@@ -19,10 +19,10 @@ from statsmodels.stats.libqsturng import psturng
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 import fedtally
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.anova import anova_oneway, anova_twoway
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
 from support import EXAREME2, model_with_unused_level
 
 REL = 1e-9

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from sklearn.naive_bayes import CategoricalNB, GaussianNB
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.bayes import (
     naive_bayes_categorical,
     naive_bayes_categorical_predictions,
     naive_bayes_gaussian,
 )
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, Variable
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel, Variable
 from support import EXAREME2
 
 RTOL = 1e-9
@@ -228,7 +228,7 @@ def _cases(name: str, count: int) -> list[dict]:
     if not path.exists():
         pytest.skip(f"reference data {path} is absent")
     cases = json.loads(path.read_text())["test_cases"]
-    # "_3rdventricle"-style codes are refused by engine.codec.NAME_PATTERN for now
+    # "_3rdventricle"-style codes are refused by protocol.codec.NAME_PATTERN for now
     return [c for c in cases if not any(v.startswith("_") for v in
                                         c["input"]["inputdata"]["x"])][:count]
 

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.classical import (
     chi_square,
     contingency_table,
@@ -24,6 +23,7 @@ from fedtally.methods.classical import (
 )
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
 from support import EXAREME2, model_with_unused_level
 
 REL = 1e-9

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.clustering import kmeans
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
 from support import EXAREME2
 
 TRUE_CENTERS = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0], [0.0, 7.0, 5.0]])

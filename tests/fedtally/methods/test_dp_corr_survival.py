@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 
 import fedtally
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.multivariate import pca, pearson_correlation
 from fedtally.methods.survival import _Counts, _km_block_dp, kaplan_meier, logrank_test
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, Variable
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel, Variable
 
 NODES = ("n1", "n2", "n3")
 #: a budget nothing exhausts; exact answers granted too, to compare against (all

@@ -20,7 +20,6 @@ import pytest
 from scipy import stats
 
 import fedtally
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods import classical
 from fedtally.methods.classical import (
     ContingencyTable,
@@ -35,8 +34,9 @@ from fedtally.methods.classical import (
 from fedtally.methods.histogram import histogram
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import three_hospitals
-from node.datamodel import DataModel
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel
 
 #: a budget nothing exhausts; exact answers granted too, to compare against
 UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e9}}},

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.errors import DegenerateInput
 from fedtally.methods.common import exact_inverse
+from protocol.errors import DegenerateInput
 
 #: entries as the secure sum gives them: integers over a power of two (fixed point)
 DYADIC = st.builds(lambda n, e: Fraction(n, 2 ** e), st.integers(-(2 ** 70), 2 ** 70),

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.histogram import histogram
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, Variable
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel, Variable
 from support import EXAREME2
 
 EXACT = Policy(min_row_count=1, small_cell_threshold=1)

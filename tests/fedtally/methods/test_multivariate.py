@@ -11,11 +11,11 @@ import pytest
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.multivariate import pca, pearson_correlation
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel
 from support import EXAREME2
 
 RTOL = 1e-9
@@ -231,7 +231,7 @@ def test_exareme2_pearson_cases(own_dementia: SimulatedFederation) -> None:
 
 def _usable(cases: list[dict]) -> list[dict]:
     """Cases whose variable codes the query codec accepts: ``_3rdventricle`` and
-    ``_4thventricle`` start with "_", which engine.codec.NAME_PATTERN refuses for now."""
+    ``_4thventricle`` start with "_", which protocol.codec.NAME_PATTERN refuses for now."""
     return [c for c in cases if not any(v.startswith("_") for v in c["input"]["inputdata"]["y"])]
 
 

@@ -12,8 +12,6 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from engine.errors import DegenerateInput, QueryError
-from engine.kinds.frame import fold_numbers
 from fedtally.methods.cv import linear_regression_cv, logistic_regression_cv
 from fedtally.methods.regression import (
     Evaluation,
@@ -23,6 +21,8 @@ from fedtally.methods.regression import (
 )
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.kinds.frame import fold_numbers
 
 RTOL = 1e-9
 LOGIT_RTOL = 1e-8

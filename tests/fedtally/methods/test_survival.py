@@ -12,11 +12,11 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test as ll_logrank
 from lifelines.statistics import multivariate_logrank_test
 
-from engine.errors import DegenerateInput, QueryError
 from fedtally.methods.survival import KaplanMeierTable, kaplan_meier, logrank_test
 from fedtally.simulated import SimulatedFederation
-from node.datamodel import DataModel, Variable
 from node.policy import Policy
+from protocol.errors import DegenerateInput, QueryError
+from stats.datamodel import DataModel, Variable
 
 NODES = ("n1", "n2", "n3")
 RTOL = 1e-9

@@ -1,0 +1,195 @@
+"""Every statistic kind declares every slot it produces: a disclosure class, a family, and
+the guards its family needs; the node's rules follow from the declaration alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from node.validation import coerce
+from stats.datamodel import DataModel, PlanModel, Variable
+from stats.kinds import KINDS, METHOD_KINDS
+from stats.kinds.base import REQUIRED_GUARDS, Computed, DeclarationError, Guard, release
+from stats.planner import layout
+from stats.plans import Disclosure, Slot
+from stats.query import QuerySpec
+
+DATASETS = ("d1", "d2")
+
+
+def _model() -> DataModel:
+    variables = [
+        Variable("dataset", "dataset", "text", True, DATASETS),
+        Variable("age", "age", "int", False, min=18, max=100),
+        Variable("bmi", "bmi", "real", False, min=10, max=60),
+        Variable("score", "score", "real", False),
+        Variable("sex", "sex", "text", True, ("F", "M")),
+        Variable("arm", "arm", "text", True, ("A", "B", "C")),
+        Variable("event", "event", "int", False, min=0, max=1),
+        Variable("time", "time", "int", False, min=0, max=100),
+    ]
+    return DataModel("kinds", "1", {v.code: v for v in variables})
+
+
+def _rows() -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    n = 300
+    frame = pd.DataFrame({
+        "dataset": rng.choice(DATASETS, n), "age": rng.integers(18, 100, n),
+        "bmi": rng.uniform(15, 40, n).round(1), "score": rng.normal(0, 3, n),
+        "sex": rng.choice(["F", "M"], n), "arm": rng.choice(["A", "B", "C"], n),
+        "event": rng.integers(0, 2, n), "time": rng.integers(0, 100, n)})
+    frame.loc[rng.random(n) < 0.1, "bmi"] = np.nan
+    frame.loc[rng.random(n) < 0.05, "sex"] = np.nan
+    return coerce(frame, _model())
+
+
+TERMS = [{"const": 1}, {"var": "age"}, {"var": "sex", "level": "M"},
+         {"product": [{"var": "arm", "level": "B"}, {"var": "sex", "level": "M"}]},
+         {"var": "bmi", "transform": "log"}]
+OUTCOME = {"var": "event"}
+SPECS = {
+    "count": dict(method="count"),
+    "moments": dict(method="descriptive_stats", variables=("bmi", "arm"), by="sex"),
+    "crossprod": dict(method="linear_regression_cv",
+                      parameters={"terms": TERMS, "folds": 3, "fold_seed": 1}),
+    "regression_eval": dict(method="linear_regression_cv", kind="regression_eval",
+                            parameters={"terms": TERMS, "y": "score", "folds": 2,
+                                        "betas": [[0.1] * 5, [0.2] * 5]}),
+    "logistic": dict(method="logistic_regression_cv",
+                     parameters={"terms": TERMS, "outcome": OUTCOME, "folds": 2,
+                                 "betas": [[0.0] * 5, [0.01] * 5]}),
+    "logistic_eval": dict(method="logistic_regression_cv", kind="logistic_eval",
+                          parameters={"terms": TERMS, "outcome": OUTCOME, "folds": 2,
+                                      "betas": [[0.0] * 5, [0.01] * 5]}),
+    "counts": dict(method="histogram",
+                   parameters={"axes": [{"var": "arm"}, {"var": "age", "edges": [20, 50, 80]}]}),
+    "kmeans": dict(method="kmeans", variables=("age", "bmi"),
+                   parameters={"centers": [[30.0, 20.0], [70.0, 30.0]]}),
+    "survival": dict(method="kaplan_meier", by="arm",
+                     parameters={"duration": "time", "event": "event", "grid": [10, 50, 90]}),
+    "gaussian_nb_predict": dict(method="naive_bayes_gaussian", kind="gaussian_nb_predict",
+                                variables=("age", "bmi"),
+                                parameters={"classes": ["F", "M"], "theta": [[50, 25], [60, 28]],
+                                            "var": [[100, 9], [120, 10]],
+                                            "log_prior": [-0.69, -0.69]}),
+}
+
+
+def _spec(kind: str) -> QuerySpec:
+    return QuerySpec(data_model="kinds:1", datasets=DATASETS, **SPECS[kind])
+
+
+def test_every_kind_is_exercised_here() -> None:
+    used = {kind for kinds in METHOD_KINDS.values() for kind in kinds}
+    assert used == set(KINDS) == set(SPECS)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_slot_is_declared_and_every_family_guarded(kind: str) -> None:
+    spec = _spec(kind)
+    assert spec.kind == kind
+    view = PlanModel(_model())
+    plan = layout(spec, view, 1 << 20)
+    declared = KINDS[kind]
+    assert declared.size(spec, view) + 2 == plan.length
+    for slot in plan.slots:
+        assert isinstance(slot.disclosure, Disclosure) and isinstance(slot.family, tuple)
+    computed = declared.compute(spec, _rows(), view)
+    # every value the node computes belongs to a declared slot, and every family carries
+    # the guards its classes need (release raises DeclarationError otherwise)
+    assert set(computed.values) <= {slot.key for slot in plan.slots}
+    families = {s.family for s in plan.slots if s.disclosure is not Disclosure.TALLY}
+    assert families <= set(computed.guards)
+    released = release(plan.slots, computed, threshold=10)
+    assert released.zeroed >= released.withheld >= 0
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_row_bounds_cover_the_values(kind: str) -> None:
+    """Each real slot's row bound times the rows bounds its value (the overflow planning
+    and the DP sensitivity rest on it)."""
+    spec, view = _spec(kind), PlanModel(_model())
+    rows = _rows()
+    magnitudes = {"age": 100, "bmi": 60, "score": float(np.abs(rows["score"]).max()),
+                  "event": 1, "time": 100}
+    bound = KINDS[kind].row_bound(spec, view, lambda code: magnitudes[code])
+    computed = KINDS[kind].compute(spec, rows, view)
+    for key, value in computed.values.items():
+        assert abs(value) <= len(rows) * bound(key) * (1 + 1e-12), key
+
+
+def _kind_slots() -> list[Slot]:
+    return [Slot(("n",), False, Disclosure.ROWS, ("cell",)),
+            Slot(("s",), True, Disclosure.SUM, ("cell",))]
+
+
+def test_a_value_for_an_undeclared_slot_fails() -> None:
+    computed = Computed({("n",): 20, ("s",): 1.0, ("stray",): 5},
+                        {("cell",): {Guard.ROWS: 20, Guard.NONZERO: 20}}, 20)
+    with pytest.raises(DeclarationError, match="undeclared"):
+        release(_kind_slots(), computed, 10)
+
+
+def test_a_family_without_its_guards_fails() -> None:
+    # a sum whose family does not count its non-zero terms
+    computed = Computed({("n",): 20, ("s",): 1.0}, {("cell",): {Guard.ROWS: 20}}, 20)
+    with pytest.raises(DeclarationError, match="non-zero"):
+        release(_kind_slots(), computed, 10)
+    with pytest.raises(DeclarationError):
+        release(_kind_slots(), Computed({("n",): 20}, {}, 20), 10)
+
+
+def test_every_class_names_its_guards() -> None:
+    assert set(REQUIRED_GUARDS) == set(Disclosure)
+
+
+@pytest.mark.parametrize(("guards", "count", "total"), [
+    ({Guard.ROWS: 12, Guard.NONZERO: 12}, True, True),
+    ({Guard.ROWS: 12, Guard.NONZERO: 3}, True, False),  # a sum whose other terms are zero
+    ({Guard.ROWS: 4, Guard.NONZERO: 4}, False, False),  # a small cell: all of it
+    ({Guard.ROWS: 0, Guard.NONZERO: 0}, True, True),  # an empty cell reads 0 anyway
+])
+def test_a_guard_below_the_threshold_withholds_what_it_guards(
+        guards: dict[Guard, float], count: bool, total: bool) -> None:
+    computed = Computed({("n",): int(guards[Guard.ROWS]), ("s",): 7.5}, {("cell",): guards})
+    out = release(_kind_slots(), computed, 10)
+    assert (("n",) in out.values, ("s",) in out.values) == (count, total)
+    assert out.zeroed == (0 if min(guards.values()) >= 10 else 1)
+
+
+def test_a_withheld_sum_reads_as_a_sum_of_zeros() -> None:
+    """12 values of which one is non-zero, and 12 zeros: the researcher sees the same."""
+    one = Computed({("n",): 12, ("s",): 3.0}, {("cell",): {Guard.ROWS: 12, Guard.NONZERO: 1}})
+    none = Computed({("n",): 12, ("s",): 0.0}, {("cell",): {Guard.ROWS: 12, Guard.NONZERO: 0}})
+    seen = [release(_kind_slots(), c, 10) for c in (one, none)]
+    assert [s.values.get(("n",)) for s in seen] == [12, 12]
+    assert [s.values.get(("s",), 0.0) for s in seen] == [0.0, 0.0]
+    assert seen[0].zeroed == seen[1].zeroed == 1
+
+
+def test_the_tally_does_not_tell_empty_from_small() -> None:
+    slots = _kind_slots()
+    empty = release(slots, Computed({("n",): 0, ("s",): 0.0},
+                                    {("cell",): {Guard.ROWS: 0, Guard.NONZERO: 0}}), 10)
+    small = release(slots, Computed({("n",): 1, ("s",): 3.0},
+                                    {("cell",): {Guard.ROWS: 1, Guard.NONZERO: 1}}), 10)
+    assert empty.zeroed == small.zeroed == 1
+    assert {k: v for k, v in empty.values.items() if v} == small.values == {}
+
+
+def test_a_new_kind_without_guards_cannot_be_released() -> None:
+    """A kind added without computing its guards fails at the node before anything leaves."""
+    moments = KINDS["moments"]
+
+    def forgetful(spec, rows, model):  # noqa: ANN001, ANN202
+        out = moments.compute(spec, rows, model)
+        return dataclasses.replace(out, guards={})
+
+    spec, view = _spec("moments"), PlanModel(_model())
+    plan = layout(spec, view, 1 << 20)
+    with pytest.raises(DeclarationError):
+        release(plan.slots, forgetful(spec, _rows(), view), 10)
