@@ -226,8 +226,8 @@ class _Dialect:
         return "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
 
 
-def _read_csv(path: Path, dialect: _Dialect = _Dialect()) -> pd.DataFrame:
-    what = f"CSV file {path}"
+def checked_header(path: Path, what: str, dialect: _Dialect) -> list[str]:
+    """The CSV file's header: every column named, and no name twice (both row stores)."""
     header = _read_header(path, what, dialect)
     seen: set[str] = set()
     for i, name in enumerate(header, start=1):
@@ -236,6 +236,12 @@ def _read_csv(path: Path, dialect: _Dialect = _Dialect()) -> pd.DataFrame:
         if name in seen:
             raise LocalDataError(f"{what}: column {name!r} appears twice in the header")
         seen.add(name)
+    return header
+
+
+def _read_csv(path: Path, dialect: _Dialect = _Dialect()) -> pd.DataFrame:
+    what = f"CSV file {path}"
+    header = checked_header(path, what, dialect)
     try:
         # the C engine with dtype=str keeps every cell as written ('061' stays '061') and
         # only empty cells missing (NaN), under pandas 2 (object) and 3 (str) alike

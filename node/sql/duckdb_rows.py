@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from node.datasource import DataSource, _Dialect, _read_header
+from node.datasource import DataSource, _Dialect, checked_header
 from node.rowstore import frame_computed
 from node.sql.compile import ROW, Compiler, Unsupported, aggregation, selection
 from node.validation import (
@@ -315,14 +315,7 @@ class _Loader:
         what = source.describe()
         if source.kind == "csv":
             dialect = _Dialect(source.delimiter, source.encoding)
-            header = _read_header(Path(path), what, dialect)
-            seen: set[str] = set()
-            for i, name in enumerate(header, start=1):
-                if not name.strip():
-                    raise LocalDataError(f"{what}: column {i} of the header has no name")
-                if name in seen:
-                    raise LocalDataError(f"{what}: column {name!r} appears twice in the header")
-                seen.add(name)
+            header = checked_header(Path(path), what, dialect)
             types = "{" + ", ".join(f"{_literal(n)}: 'VARCHAR'" for n in header) + "}"
             relation = (f"read_csv({_literal(path)}, header = true, "
                         f"delim = {_literal(dialect.delimiter)}, quote = '\"',"
