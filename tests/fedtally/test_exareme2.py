@@ -175,7 +175,7 @@ def federation(data_model: str, split: str) -> SimulatedFederation:
         # "one_node" is two nodes (one of them empty): no colluder can be held off there
         # The three-node runs check the statistics, so their nodes commit to nothing
         # (verifiable_totals=False: commitments were 55% of this suite's time); the one-node
-        # smoke set keeps the default, so every handler also runs with verified totals.
+        # smoke set (each file's first case) keeps the default, verified totals included.
         _FEDERATIONS[key] = SimulatedFederation(frames, model, seed=1, policy=MIP_POLICY,
                                                 max_colluding_nodes=0 if len(frames) < 3 else 1,
                                                 verifiable_totals=split == "one_node")
