@@ -134,12 +134,18 @@ def parse_request(body: Any) -> Request:
 
 Handler = Callable[[Analyses, Request], dict[str, Any]]
 HANDLERS: dict[str, Handler] = {}
+#: Exareme2 algorithm -> the catalog method that answers it (the only method its handler
+#: asks the nodes for; tests/fedtally/test_exareme2.py records every query and checks)
+ANSWERED_BY: dict[str, str] = {}
 
 
-def handles(*names: str) -> Callable[[Handler], Handler]:
+def handles(*names: str, method: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of Exareme2's ``names``, answered
+    with the catalog's ``method``."""
     def add(fn: Handler) -> Handler:
         for name in names:
             HANDLERS[name] = fn
+            ANSWERED_BY[name] = method
         return fn
 
     return add
@@ -236,7 +242,7 @@ def _describe(fed: Analyses, req: Request, variables: list[str], filters: Any
     return records
 
 
-@handles("descriptive_stats")
+@handles("descriptive_stats", method="descriptive_stats")
 def _descriptive_stats(fed: Analyses, req: Request) -> dict[str, Any]:
     # Exareme2 leaves the dataset column itself out of the statistics
     variables = [v for v in req.y + req.x if v != "dataset"]
@@ -322,7 +328,7 @@ def _counts(values: Sequence[int]) -> list[int | None]:
     return [int(v) if v >= MIN_ROW_COUNT else None for v in values]
 
 
-@handles("multiple_histograms")
+@handles("multiple_histograms", method="histogram")
 def _multiple_histograms(fed: Analyses, req: Request) -> dict[str, Any]:
     """Counts of y over the complete cases of y and every x: first over all those rows,
     then one block per level of each (categorical) x; levels as Exareme2 lists them."""
@@ -370,7 +376,7 @@ def _by_column(frame: pd.DataFrame) -> dict[str, Any]:
             **{str(c): _numbers(frame[c].to_numpy()) for c in frame.columns}}
 
 
-@handles("pearson_correlation")
+@handles("pearson_correlation", method="pearson_correlation")
 def _pearson_correlation(fed: Analyses, req: Request) -> dict[str, Any]:
     """Rows are x (y when x is empty), columns y. Exareme2's ``alpha`` (default 0.95) has
     the meaning of ours: intervals at confidence ``1 - alpha``."""
@@ -389,7 +395,7 @@ def _pca_output(result: PCAResult) -> dict[str, Any]:
             "eigenvectors": [_numbers(row) for row in result.eigenvectors.T.to_numpy()]}
 
 
-@handles("pca")
+@handles("pca", method="pca")
 def _pca(fed: Analyses, req: Request) -> dict[str, Any]:
     return _pca_output(pca(fed, req.y, standardize=True, **_scope(req)))
 
@@ -415,7 +421,7 @@ def _transforms(req: Request) -> dict[str, str]:
     return chosen
 
 
-@handles("pca_with_transformation")
+@handles("pca_with_transformation", method="pca")
 def _pca_with_transformation(fed: Analyses, req: Request) -> dict[str, Any]:
     """PCA of y after log / exp transforms, which the nodes apply (design terms). A log of
     a non-positive value is refused by the node holding it."""
@@ -469,7 +475,7 @@ def _transformed_pca(fed: Analyses, req: Request, transforms: dict[str, str]) ->
 # --- k-means ---------------------------------------------------------------------------------
 
 
-@handles("kmeans")
+@handles("kmeans", method="kmeans")
 def _kmeans(fed: Analyses, req: Request) -> dict[str, Any]:
     """Exareme2's defaults: k = 4, maxiter = 1, tol = 0.01. Clusters left empty are
     dropped (Exareme2 reports them at the origin)."""
@@ -587,7 +593,7 @@ def _regression_inputs(fed: Analyses, req: Request, view: PlanModel, algorithm: 
     return y, kept, scope, present
 
 
-@handles("linear_regression")
+@handles("linear_regression", method="linear_regression")
 def _linear_regression(fed: Analyses, req: Request) -> dict[str, Any]:
     view = _view(fed, req)
     y, x, scope, present = _regression_inputs(fed, req, view, "linear_regression", {})
@@ -614,7 +620,7 @@ def _outcome(req: Request, view: PlanModel) -> tuple[Any, dict[str, Any]]:
     return positive, {"outcome": outcome}
 
 
-@handles("logistic_regression")
+@handles("logistic_regression", method="logistic_regression")
 def _logistic_regression(fed: Analyses, req: Request) -> dict[str, Any]:
     """Exareme2's ``r_squared_cs`` is Cox and Snell's ``1 - exp(2 (ll0 - ll) / n)``."""
     view = _view(fed, req)
@@ -637,13 +643,13 @@ def _logistic_regression(fed: Analyses, req: Request) -> dict[str, Any]:
     return {"dependent_var": y, "indep_vars": coding.names, "summary": summary}
 
 
-@handles("linear_regression_cv")
+@handles("linear_regression_cv", method="linear_regression_cv")
 def _linear_regression_cv(fed: Analyses, req: Request) -> dict[str, Any]:
     y, x, scope, _ = _regression_inputs(fed, req, _view(fed, req), "linear_regression_cv", {})
     return linear_regression_cv(fed, y, x, _integer(req, "n_splits", 5), **scope).to_exareme2()
 
 
-@handles("logistic_regression_cv")
+@handles("logistic_regression_cv", method="logistic_regression_cv")
 def _logistic_regression_cv(fed: Analyses, req: Request) -> dict[str, Any]:
     view = _view(fed, req)
     positive, extra = _outcome(req, view)
@@ -674,7 +680,7 @@ def _tukey_pairs(groups: pd.DataFrame, order: list[str], mse: float, df: float
              "p_tuckey": float(p[i])} for i, (a, b) in enumerate(pairs)]
 
 
-@handles("anova_oneway")
+@handles("anova_oneway", method="anova_oneway")
 def _anova_oneway(fed: Analyses, req: Request) -> dict[str, Any]:
     """Exareme2's AnovaResult without ``min_max_per_group`` (see :data:`NOT_RELEASED`).
     Tukey pairs follow Exareme2: groups in the data model's order, ``diff = meanA -
@@ -702,7 +708,7 @@ def _anova_oneway(fed: Analyses, req: Request) -> dict[str, Any]:
     return {"anova_table": anova_table, "tuckey_test": pairs, "ci_info": ci_info}
 
 
-@handles("anova")
+@handles("anova", method="anova_twoway")
 def _anova_twoway(fed: Analyses, req: Request) -> dict[str, Any]:
     """Exareme2's two-way AnovaResult: terms x1, x2, x1:x2, Residuals. An effect with no
     degree of freedom left (aliased) is written with zero sum of squares and df, and no F;
@@ -744,7 +750,7 @@ def _t_fields(result: TTestResult, mean_diff: float, df: float) -> dict[str, Any
             "ci_lower": _bound(low), "cohens_d": result.cohens_d}
 
 
-@handles("ttest_onesample")
+@handles("ttest_onesample", method="ttest_onesample")
 def _ttest_onesample(fed: Analyses, req: Request) -> dict[str, Any]:
     """As Exareme2: ``mean_diff`` is the sample mean, the interval is the mean's, ``std``
     the sample standard deviation; ``cohens_d`` is ``(mean - mu) / std`` (Exareme2 flips
@@ -756,7 +762,7 @@ def _ttest_onesample(fed: Analyses, req: Request) -> dict[str, Any]:
             "std": _json_number(result.samples.at[y, "std"])}
 
 
-@handles("ttest_paired")
+@handles("ttest_paired", method="ttest_paired")
 def _ttest_paired(fed: Analyses, req: Request) -> dict[str, Any]:
     """x minus y (Exareme2's order); ``cohens_d`` over the mean of the two variances.
     ``n_obs`` is added (Exareme2's paired result has none)."""
@@ -766,7 +772,7 @@ def _ttest_paired(fed: Analyses, req: Request) -> dict[str, Any]:
     return {"n_obs": result.nobs, **_t_fields(result, result.estimate, result.df)}
 
 
-@handles("ttest_independent")
+@handles("ttest_independent", method="ttest_independent")
 def _ttest_independent(fed: Analyses, req: Request) -> dict[str, Any]:
     """Welch's test of groupA against groupB of x (see the module notes on ``p`` and
     ``df``); ``cohens_d`` over the pooled standard deviation."""
@@ -784,7 +790,7 @@ def _classes_sorted(classes: Sequence[str]) -> list[str]:
     return sorted(classes)  # Exareme2 (and scikit-learn) order classes by name
 
 
-@handles("test_nb_gaussian_fit")
+@handles("test_nb_gaussian_fit", method="naive_bayes_gaussian")
 def _nb_gaussian_fit(fed: Analyses, req: Request) -> dict[str, Any]:
     y = _single(req.y, "y", "naive Bayes")
     fitted = naive_bayes_gaussian(fed, y, req.x, **_scope(req))
@@ -794,7 +800,7 @@ def _nb_gaussian_fit(fed: Analyses, req: Request) -> dict[str, Any]:
             "class_count": [int(fitted.class_count_[c]) for c in classes]}
 
 
-@handles("test_nb_gaussian_predict")
+@handles("test_nb_gaussian_predict", method="naive_bayes_gaussian")
 def _nb_gaussian_predict(fed: Analyses, req: Request) -> dict[str, Any]:
     """Rows of the training data assigned to each class: the nodes evaluate the fitted
     model on their complete rows and return counts per class."""
@@ -814,7 +820,7 @@ def _nb_gaussian_predict(fed: Analyses, req: Request) -> dict[str, Any]:
     return {"predictions": {c: n for c, n in counts.items() if n}}
 
 
-@handles("test_nb_categorical_fit")
+@handles("test_nb_categorical_fit", method="naive_bayes_categorical")
 def _nb_categorical_fit(fed: Analyses, req: Request) -> dict[str, Any]:
     """Per feature, per class (sorted), the count at each of the feature's levels sorted
     by name (all its levels, see :func:`_enumerations`)."""
@@ -829,7 +835,7 @@ def _nb_categorical_fit(fed: Analyses, req: Request) -> dict[str, Any]:
             "class_count": [int(fitted.class_count_[c]) for c in classes]}
 
 
-@handles("test_nb_categorical_predict")
+@handles("test_nb_categorical_predict", method="naive_bayes_categorical")
 def _nb_categorical_predict(fed: Analyses, req: Request) -> dict[str, Any]:
     y = _single(req.y, "y", "naive Bayes")
     fitted = naive_bayes_categorical(fed, y, req.x, **_scope(req))

@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedtally.exareme2 import NOT_RELEASED, is_close, run_exareme2
+from fedtally.exareme2 import ANSWERED_BY, NOT_RELEASED, is_close, run_exareme2
 from fedtally.simulated import SimulatedFederation
 from node.datasource import DataSource
 from node.policy import Policy
@@ -475,6 +475,8 @@ def _compare_categorical_fit(ours: dict[str, Any], theirs: dict[str, Any]) -> No
 def test_exareme2_case(algorithm: str, case: dict[str, Any], split: str) -> None:
     request = case["input"]
     fed = federation(request["inputdata"]["data_model"], split)
+    asked: list[str] = []
+    _record_methods(fed, asked)
 
     def rerun(parameters: dict[str, Any]) -> dict[str, Any]:
         changed = {**request, "parameters": {**request.get("parameters", {}), **parameters}}
@@ -482,6 +484,19 @@ def test_exareme2_case(algorithm: str, case: dict[str, Any], split: str) -> None
 
     ours = run_exareme2(fed, request, algorithm=algorithm)
     COMPARE[algorithm](ours, case.get("output"), rerun)
+    # the handler asked the nodes only for the method it declares (fedtally.exareme2)
+    assert asked and set(asked) == {ANSWERED_BY[algorithm]}, asked
+
+
+def _record_methods(fed: SimulatedFederation, asked: list[str]) -> None:
+    """From now on, the method of every query ``fed`` runs goes into ``asked``."""
+    statistic = type(fed).statistic
+
+    def recorded(method: str, **options: Any) -> Any:
+        asked.append(method)
+        return statistic(fed, method, **options)
+
+    fed.statistic = recorded  # type: ignore[method-assign]
 
 
 def test_every_expected_file_is_accounted_for() -> None:

@@ -1,5 +1,6 @@
 """The catalog is the registry: every registered method is offered, with the kinds the
-nodes' own table (``stats.kinds.METHOD_KINDS``) grants it, and nothing else is offered."""
+nodes' own table (``stats.kinds.METHOD_KINDS``) grants it, and nothing else is offered;
+every Exareme2 handler names the registered method that answers it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from fedtally.analyses import Analyses
 from fedtally.catalog import Catalog
+from fedtally.exareme2 import ANSWERED_BY, HANDLERS
 from fedtally.methods.registry import catalog_method, methods
 from stats.kinds import KINDS, METHOD_KINDS
 
@@ -42,3 +44,9 @@ def test_a_method_names_its_kinds_and_its_name_once() -> None:
     with pytest.raises(TypeError, match="two catalog methods are named ttest_onesample"):
         catalog_method(kinds=("moments",))(ttest_onesample)
     assert methods()["ttest_onesample"].function is not ttest_onesample
+
+
+def test_every_exareme2_handler_is_answered_by_a_registered_method() -> None:
+    assert set(ANSWERED_BY) == set(HANDLERS)
+    offered = set(methods()) | CORE
+    assert {a: m for a, m in ANSWERED_BY.items() if m not in offered} == {}
