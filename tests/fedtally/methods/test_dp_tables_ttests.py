@@ -37,6 +37,7 @@ from fedtally.synthetic import three_hospitals
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError
 from stats.datamodel import DataModel
+from support import within_chance
 
 #: a budget nothing exhausts; exact answers granted too, to compare against
 UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e9}}},
@@ -231,21 +232,13 @@ def test_ttest_estimates_spread_as_reported(fed: SimulatedFederation,
     # 1e-4: k draws of a correctly reported spread fall outside them once in 10,000
     # (100 draws: 0.74-1.28; 200: 0.81-1.20). The fixed 15% before failed about 1 run in 250
     # (a fresh-clone run saw 0.850); a noise_std off by a third fails the 200-draw checks.
-    _within_chance(_ratio(paired + groups, paired_noise + group_noise), len(paired) * 2)
-    _within_chance(_ratio(paired, paired_noise), len(paired))
-    _within_chance(_ratio(groups, group_noise), len(groups))
-    _within_chance(_ratio(means, mean_noise), len(means))
+    within_chance(_ratio(paired + groups, paired_noise + group_noise), len(paired) * 2)
+    within_chance(_ratio(paired, paired_noise), len(paired))
+    within_chance(_ratio(groups, group_noise), len(groups))
+    within_chance(_ratio(means, mean_noise), len(means))
     # the intervals also hold (noisily estimated) sampling error: at least the nominal 95 %,
     # less 3 binomial sd
     assert covered / (2 * RUNS) >= 0.90
-
-
-def _within_chance(ratio: float, draws: int, alpha: float = 1e-4) -> None:
-    """``ratio`` (root mean square of standardised deviations) is within what ``draws``
-    Gaussian draws of a correctly reported spread give but with probability ``alpha``."""
-    low = math.sqrt(stats.chi2.ppf(alpha / 2, draws) / draws)
-    high = math.sqrt(stats.chi2.isf(alpha / 2, draws) / draws)
-    assert low <= ratio <= high, (ratio, draws, low, high)
 
 
 def test_onesample_dp_fields(fed: SimulatedFederation) -> None:
