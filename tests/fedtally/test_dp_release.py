@@ -5,11 +5,7 @@ OpenDP shares, ledger charges) and real secure-sum rounds."""
 
 from __future__ import annotations
 
-import atexit
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +22,12 @@ UNLIMITED = Policy.from_dict({"budgets": {"alice": {"*": {"rho": 1e6}}},
                               "exact_access": "*"})
 
 
-def _ledgers() -> str:
-    # the ledger fsyncs every charge: keep thousands of them in memory-backed storage
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = tempfile.mkdtemp(prefix="fedtally-ledgers-", dir=base)
-    atexit.register(shutil.rmtree, path, True)  # memory-backed: never leave it behind
-    return path
-
-
 def _federation(data: dict) -> SimulatedFederation:
     # the released values are the point here; verified totals are tested on their own
-    # (tests/fedtally/test_forged_totals.py) and cost a tenth of each of these rounds
+    # (tests/fedtally/test_forged_totals.py) and cost a tenth of each of these rounds; the
+    # ledgers are the simulator's own temporary ones, in memory-backed storage
     return SimulatedFederation(data, stroke_model(), seed=5, policy=UNLIMITED,
-                               ledger_dir=_ledgers(), verifiable_totals=False)
+                               verifiable_totals=False)
 
 
 def test_noise_std_and_interval_coverage_over_600_releases() -> None:

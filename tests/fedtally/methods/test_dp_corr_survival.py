@@ -8,11 +8,6 @@ before anything is charged."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,19 +62,11 @@ def _rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return frame
 
 
-def _ledgers() -> str:
-    # every release fsyncs a ledger charge: keep the ledgers in memory-backed storage
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    return tempfile.mkdtemp(prefix="fedtally-ledgers-", dir=base)
-
-
 @pytest.fixture(scope="module")
-def fed() -> Iterator[SimulatedFederation]:
+def fed() -> SimulatedFederation:
     rng = np.random.default_rng(20250117)
     data = {node: _rows(rng, size) for node, size in zip(NODES, (900, 1100, 1000), strict=True)}
-    ledgers = _ledgers()
-    yield SimulatedFederation(data, _model(), seed=3, policy=UNLIMITED, ledger_dir=ledgers)
-    shutil.rmtree(ledgers, ignore_errors=True)
+    return SimulatedFederation(data, _model(), seed=3, policy=UNLIMITED)
 
 
 def _dp(rho: float) -> fedtally.DP:

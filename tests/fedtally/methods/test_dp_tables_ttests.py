@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,16 +44,6 @@ MODERATE = fedtally.DP(rho=0.5)
 RUNS = 100
 
 
-@pytest.fixture(scope="module")
-def ledgers() -> Iterator[Callable[[], str]]:
-    """Fresh ledger folders, removed afterwards. Every charge is fsynced: keep them in
-    memory-backed storage when there is one."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    root = tempfile.mkdtemp(prefix="fedtally-dp-tests-", dir=base)
-    yield lambda: tempfile.mkdtemp(dir=root)
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def _model(data: dict[str, pd.DataFrame]) -> DataModel:
     """Inferred (so age and nihss have min/max), plus a level "U" of sex that no row has."""
     pooled = pd.concat(data.values(), ignore_index=True)
@@ -74,9 +60,8 @@ def data() -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def fed(data: dict[str, pd.DataFrame], ledgers: Callable[[], str]) -> SimulatedFederation:
-    return SimulatedFederation(data, _model(data), seed=7, policy=UNLIMITED,
-                               ledger_dir=ledgers())
+def fed(data: dict[str, pd.DataFrame]) -> SimulatedFederation:
+    return SimulatedFederation(data, _model(data), seed=7, policy=UNLIMITED)
 
 
 @pytest.fixture(scope="module")
@@ -295,14 +280,13 @@ def test_counts_too_noisy_to_divide_by(fed: SimulatedFederation) -> None:
         chi_square(fed, "sex", "dataset", filters="age > 99", privacy=tiny)
 
 
-def test_bad_requests_fail_before_any_work(data: dict[str, pd.DataFrame],
-                                           ledgers: Callable[[], str]) -> None:
+def test_bad_requests_fail_before_any_work(data: dict[str, pd.DataFrame]) -> None:
     model = _model(data)
     variables = dict(model.variables)
     for name in ("age", "nihss"):  # no declared bounds: DP needs them in the request
         variables[name] = dataclasses.replace(variables[name], min=None, max=None)
     unbounded = DataModel(code="stroke", version="1", variables=variables)
-    fed = SimulatedFederation(data, unbounded, seed=2, policy=UNLIMITED, ledger_dir=ledgers())
+    fed = SimulatedFederation(data, unbounded, seed=2, policy=UNLIMITED)
     calls = [
         lambda p: ttest_onesample(fed, "age", privacy=p),
         lambda p: ttest_paired(fed, "age", "nihss", privacy=p),
