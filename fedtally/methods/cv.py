@@ -27,14 +27,12 @@ fold's confusion matrix at probability 0.5, from which accuracy, precision, reca
 follow (0 where a ratio is 0/0, as Exareme2).
 
 *ROC and AUC.* Exareme2 sums the confusion counts at 200 thresholds ``linspace(1, 0, 200)``
-and integrates the ROC curve by the trapezoid rule. The ``logistic_eval`` kind has a single
-threshold (0.5), so the curve is built from one ``logistic_eval`` round per inner
-threshold ``t``, with each fold's intercept shifted by ``-logit(t)`` (``p >= t`` exactly when
-``eta - logit(t) >= 0``); the end points (``t = 1``: nothing positive; ``t = 0``: everything
-positive) need no round. That is ``roc_thresholds - 2`` extra rounds (198 by default);
-``roc_thresholds=0`` skips the curve and the ``auc`` column. A node change that returns
-the counts at many thresholds in one round is proposed in the report. The curve is
-Exareme2's, with ``p >= t`` instead of ``p > t`` (they differ only on ties).
+and integrates the ROC curve by the trapezoid rule. The evaluation query asks
+``logistic_eval`` for the true and false positives at every inner threshold ``t`` too, as
+the fold's intercept shifted by ``logit(t)`` (``p >= t`` exactly when ``eta - logit(t) >=
+0``); the end points (``t = 1``: nothing positive; ``t = 0``: everything positive) need no
+count. The curve costs no round of its own; ``roc_thresholds=0`` skips it and the ``auc``
+column. The curve is Exareme2's, with ``p >= t`` instead of ``p > t`` (they differ only on ties).
 """
 
 from __future__ import annotations
@@ -262,7 +260,7 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
                            privacy: Any = None) -> LogisticRegressionCVResult:
     """K-fold cross-validation of logistic regression of ``y == positive_class`` on ``x``.
     ``roc_thresholds`` points on ``linspace(1, 0, roc_thresholds)`` make each fold's ROC
-    curve and AUC (Exareme2's 200 by default; 0 skips them: each inner point is a round)."""
+    curve and AUC (Exareme2's 200 by default; 0 skips them)."""
     privacy_info = check_privacy(privacy, "logistic_regression_cv")
     _check_splits(n_splits, fold_seed)
     check_newton(max_iter, tol)
@@ -275,9 +273,10 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
               "data_model": data_model}
     base = {"outcome": design.outcome, "folds": n_splits, "fold_seed": fold_seed}
 
-    def round_(kind: str, terms: list[Term], betas: list[np.ndarray]) -> Statistic:
+    def round_(kind: str, terms: list[Term], betas: list[np.ndarray], **extra: Any
+               ) -> Statistic:
         return fed.statistic("logistic_regression_cv", kind=kind, **common,
-                             parameters={**base, "terms": terms,
+                             parameters={**base, "terms": terms, **extra,
                                          "betas": [[float(b) for b in beta] for beta in betas]})
 
     terms = design.terms
@@ -299,7 +298,9 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
         for f in folds:
             fits[f].observe(Evaluation.read(stat, f, identity))
     betas = [fit.params for fit in fits]
-    evaluation = round_("logistic_eval", terms, betas)
+    thresholds = np.linspace(1.0, 0.0, num=roc_thresholds) if roc_thresholds else None
+    shifts = [] if thresholds is None else [math.log(t / (1 - t)) for t in thresholds[1:-1]]
+    evaluation = round_("logistic_eval", terms, betas, **({"shifts": shifts} if shifts else {}))
     records, confusion = [], {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
     for f in folds:
         counts = {key: evaluation.count((key, f)) for key in confusion}
@@ -315,8 +316,7 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
     if roc_thresholds:
         positives = [evaluation.count(("tp", f)) + evaluation.count(("fn", f)) for f in folds]
         negatives = [int(table.iloc[f]["n_test"]) - positives[f] for f in folds]
-        curves = _roc_curves(lambda shifted: round_("logistic_eval", terms, shifted), betas,
-                             positives, negatives, roc_thresholds)
+        curves = _roc_curves(evaluation, thresholds, positives, negatives)
         table["auc"] = [float(np.trapezoid(c["tpr"], c["fpr"])) for c in curves.values()]
     metrics = [c for c in table.columns if c not in ("n_obs", "n_test")]
     params = pd.DataFrame(np.array(betas).T, index=labels, columns=_fold_names(n_splits))
@@ -335,20 +335,17 @@ def _whole_information(stat: Statistic, p: int, k: int) -> list[list[Fraction]]:
             for i in range(p)]
 
 
-def _roc_curves(evaluate: Any, betas: list[np.ndarray], positives: list[int],
-                negatives: list[int], points: int) -> dict[str, pd.DataFrame]:
-    """Exareme2's ROC curve per fold: tpr and fpr at thresholds linspace(1, 0, points)."""
-    thresholds = np.linspace(1.0, 0.0, num=points)
-    k = len(betas)
+def _roc_curves(evaluation: Statistic, thresholds: np.ndarray, positives: list[int],
+                negatives: list[int]) -> dict[str, pd.DataFrame]:
+    """Exareme2's ROC curve per fold: tpr and fpr at ``thresholds`` (linspace(1, 0, points)),
+    the inner ones counted by the evaluation's shifted cells."""
+    points, k = len(thresholds), len(positives)
     tp = np.zeros((points, k), dtype=np.int64)
     fp = np.zeros((points, k), dtype=np.int64)
     tp[-1], fp[-1] = positives, negatives  # t = 0: every row is called positive
     for i in range(1, points - 1):
-        shift = math.log(thresholds[i] / (1 - thresholds[i]))
-        shifted = [np.concatenate([[beta[0] - shift], beta[1:]]) for beta in betas]
-        stat = evaluate(shifted)
-        tp[i] = [stat.count(("tp", f)) for f in range(k)]
-        fp[i] = [stat.count(("fp", f)) for f in range(k)]
+        tp[i] = [evaluation.count(("tp", f, i - 1)) for f in range(k)]
+        fp[i] = [evaluation.count(("fp", f, i - 1)) for f in range(k)]
     curves = {}
     for f, name in enumerate(_fold_names(k)):
         tpr = [_ratio(int(t), positives[f]) for t in tp[:, f]]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from node.validation import coerce
+from protocol.errors import QueryError
 from stats.datamodel import DataModel, PlanModel, Variable
 from stats.kinds import KINDS, METHOD_KINDS
 from stats.kinds.base import REQUIRED_GUARDS, Computed, DeclarationError, Guard, release
@@ -64,7 +65,8 @@ SPECS = {
                                  "betas": [[0.0] * 5, [0.01] * 5]}),
     "logistic_eval": dict(method="logistic_regression_cv", kind="logistic_eval",
                           parameters={"terms": TERMS, "outcome": OUTCOME, "folds": 2,
-                                      "betas": [[0.0] * 5, [0.01] * 5]}),
+                                      "betas": [[0.0] * 5, [0.01] * 5],
+                                      "shifts": [-1.0, 0.0, 2.5]}),
     "counts": dict(method="histogram",
                    parameters={"axes": [{"var": "arm"}, {"var": "age", "edges": [20, 50, 80]}]}),
     "kmeans": dict(method="kmeans", variables=("age", "bmi"),
@@ -120,6 +122,47 @@ def test_row_bounds_cover_the_values(kind: str) -> None:
     computed = KINDS[kind].compute(spec, rows, view)
     for key, value in computed.values.items():
         assert abs(value) <= len(rows) * bound(key) * (1 + 1e-12), key
+
+
+def test_shifted_confusion_cells_are_those_of_one_query_per_shift() -> None:
+    """An ROC curve in one query releases what one query per lowered intercept would,
+    cell for cell: the same counts under the same guards, and nothing else."""
+    spec, view, rows = _spec("logistic_eval"), PlanModel(_model()), _rows()
+    kind = KINDS["logistic_eval"]
+    together = kind.compute(spec, rows, view)
+    for j, shift in enumerate(spec.parameters["shifts"]):
+        betas = [[beta[0] - shift, *beta[1:]] for beta in spec.parameters["betas"]]
+        parameters = {k: v for k, v in spec.parameters.items() if k != "shifts"}
+        alone = kind.compute(dataclasses.replace(spec, parameters={**parameters,
+                                                                   "betas": betas}),
+                             rows, view)
+        for fold in (0, 1):
+            for cell in ("tp", "fp"):
+                assert together.values[(cell, fold, j)] == alone.values[(cell, fold)]
+                assert together.guards[(cell, fold, j)] == alone.guards[(cell, fold)]
+    assert {key for key in together.values if len(key) == 3} == {
+        (cell, fold, j) for cell in ("tp", "fp") for fold in (0, 1) for j in range(3)}
+
+
+@pytest.mark.parametrize(("shifts", "refusal"), [
+    ([], "1 to 1000"), ([0.0] * 1001, "1 to 1000"), ("0.5", "1 to 1000"),
+    ([float("nan")], "finite"), ([True], "finite"), (["1"], "finite"),
+    # lowering the intercept by 300 reaches past the bound on |x . beta|
+    ([300.0], "reach"),
+])
+def test_shifts_are_checked_before_any_row(shifts: object, refusal: str) -> None:
+    spec = _spec("logistic_eval")
+    with pytest.raises(QueryError, match=refusal):  # the query itself, or its layout
+        bad = dataclasses.replace(spec, parameters={**spec.parameters, "shifts": shifts})
+        layout(bad, PlanModel(_model()), 1 << 20)
+
+
+def test_shifts_need_the_intercept_first() -> None:
+    spec = _spec("logistic_eval")
+    terms = TERMS[1:] + TERMS[:1]
+    bad = dataclasses.replace(spec, parameters={**spec.parameters, "terms": terms})
+    with pytest.raises(QueryError, match="intercept"):
+        layout(bad, PlanModel(_model()), 1 << 20)
 
 
 def _kind_slots() -> list[Slot]:
