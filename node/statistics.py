@@ -54,6 +54,9 @@ def _real(value: float | Fraction) -> int:
         # an exact sum of terms rounded at 2^REAL_FRAC_BITS: its integer, exactly
         if abs(value) >= 2**REAL_INT_BITS:
             raise InternalError()
+        units, remainder = divmod(1 << REAL_FRAC_BITS, value.denominator)
+        if remainder == 0:  # a whole number of units (every exact sum): no rounding
+            return value.numerator * units
         return round(value * (1 << REAL_FRAC_BITS))
     if not np.isfinite(value) or abs(value) >= 2.0**REAL_INT_BITS:
         raise InternalError()

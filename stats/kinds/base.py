@@ -47,6 +47,7 @@ plain totals from the released ones (``Kind.uncentre``).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -108,6 +109,12 @@ def missing_guards(classes: set[Disclosure], guards: set[Guard]) -> list[str]:
     return lacking
 
 
+@functools.lru_cache(maxsize=1024)
+def _lacking(classes: frozenset[Disclosure], guards: frozenset[Guard]) -> tuple[str, ...]:
+    # a kind's families come in a few shapes: check each shape once, not each family
+    return tuple(missing_guards(set(classes), set(guards)))
+
+
 @dataclass
 class Computed:
     """A node's statistic for one kind, before the disclosure rules. Counts are ints; sums
@@ -153,7 +160,7 @@ def release(slots: tuple[Slot, ...] | list[Slot], computed: Computed, threshold:
     zeroed = withheld = 0
     for family, members in families.items():
         guards = computed.guards.get(family, {})
-        lacking = missing_guards({s.disclosure for s in members}, set(guards))
+        lacking = _lacking(frozenset(s.disclosure for s in members), frozenset(guards))
         if lacking:
             raise DeclarationError(f"family {family}: {'; '.join(lacking)}")
         small = {guard for guard, value in guards.items() if 0 < value < threshold}

@@ -55,13 +55,15 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     if not spec.variables:
         raise QueryError(f"{spec.method} needs at least one variable")
     _centring(spec, model)
+    numeric = {v: model.is_numeric(v) for v in spec.variables}
+    cells = groups(spec, model)
     slots = []
     for d in spec.datasets:
-        for g in groups(spec, model):
+        for g in cells:
             for v in spec.variables:
                 present = ("count", d, g, v)
                 slots.append(Slot(present, False, Disclosure.VALUES, present))
-                if model.is_numeric(v):
+                if numeric[v]:
                     slots.append(Slot(("sum", d, g, v), True, Disclosure.SUM, present))
                     slots.append(Slot(("sumsq", d, g, v), True, Disclosure.SUM, present))
                 missing = ("missing", d, g, v)
