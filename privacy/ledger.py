@@ -180,6 +180,10 @@ class Ledger:
         self._verify_key = nacl.signing.VerifyKey(public_key)
         self._clock = clock
         self._policy_cache: tuple[int, PolicyTerms] | None = None
+        #: (key, message, signature) triples this process signed or already verified: the
+        #: newest entry and the head are checked before every write, and re-verifying the
+        #: same bytes under the same key can only give the same answer (a few per query)
+        self._known_good: dict[tuple[bytes, bytes, bytes], None] = {}
         probe = E.FORMAT.encode() + b"/key-check\x00"  # domain-separated, never stored
         self._check_signature(probe, E.signature_of(signer, probe), None,
                               "the signer does not match the public key")
@@ -620,11 +624,14 @@ class Ledger:
             stamped = E.Entry(**{**_as_dict(row), "seq": seq})
             digest = E.entry_hash(prev, stamped)
             signature = E.signature_of(signer, E.SIG_DOMAIN + digest)
+            if entry_signer is None:  # ours: the probe at start-up matched it to our key
+                self._remember(self.public_key, E.SIG_DOMAIN + digest, signature)
             conn.execute(f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({placeholders})",
                          (*_values(stamped), prev, digest, signature))
             seqs.append(seq)
             prev = digest
         head_sig = E.signature_of(self._signer, E.head_message(seq, prev))
+        self._remember(self.public_key, E.head_message(seq, prev), head_sig)
         conn.execute(
             "INSERT INTO head (id, seq, hash, signature) VALUES (1, ?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,"
@@ -634,8 +641,10 @@ class Ledger:
 
     def _check_signature(self, message: bytes, signature: bytes, seq: int | None,
                          what: str, key: bytes | None = None) -> None:
-        verify_key = self._verify_key if key is None or key == self.public_key \
-            else nacl.signing.VerifyKey(key)
+        key = self.public_key if key is None else key
+        if (key, message, signature) in self._known_good:
+            return
+        verify_key = self._verify_key if key == self.public_key else nacl.signing.VerifyKey(key)
         try:
             verify_key.verify(message, signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError,
@@ -643,6 +652,12 @@ class Ledger:
             if seq is None:
                 raise InvalidRequest(what) from exc
             raise LedgerCorrupt(what, seq) from exc
+        self._remember(key, message, signature)
+
+    def _remember(self, key: bytes, message: bytes, signature: bytes) -> None:
+        if len(self._known_good) >= 64:  # the newest few are all that is asked again
+            self._known_good.clear()
+        self._known_good[(key, message, signature)] = None
 
 
 def _key_chain_end(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:

@@ -405,6 +405,25 @@ def test_head_receipts_are_signed_and_check_the_ledger(ledger: Ledger) -> None:
         HeadReceipt(PUB, head.seq, head.hash, entry_sig).check_signature(PUB)
 
 
+@pytest.mark.parametrize("tamper", [
+    "UPDATE head SET signature = zeroblob(64)",
+    # the append-only trigger is the file's own: whoever edits the file can drop it
+    "DROP TRIGGER entries_no_update; "
+    "UPDATE entries SET signature = zeroblob(64) WHERE seq = (SELECT max(seq) FROM entries)",
+])
+def test_an_open_ledger_never_chains_onto_a_tail_it_did_not_sign(ledger: Ledger, tamper: str
+                                                                 ) -> None:
+    """The ledger remembers the signatures it made and checked (the tail is checked before
+    every write); a signature swapped in the file afterwards is checked afresh, and fails."""
+    dp(ledger, "01")
+    dp(ledger, "02")  # the tail it wrote is now known good
+    conn = sqlite3.connect(ledger.path)
+    conn.executescript(tamper)
+    conn.close()
+    with pytest.raises(LedgerCorrupt, match="signature does not verify"):
+        dp(ledger, "03")
+
+
 def test_a_v1_ledger_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     conn = sqlite3.connect(path)  # the v1 layout (entries with budget_nano; user_version 0)
