@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 
 SUPERUSER = "fedtally_admin"
+#: the test cluster's superuser password (it listens on loopback only, for this process)
+SUPERUSER_PASSWORD = "admin-secret-for-tests"
 
 
 @dataclass
@@ -35,16 +37,33 @@ class PostgresServer:
     binaries: Path
     run_as: str | None
 
-    def url(self, user: str = SUPERUSER, password: str | None = None,
-            database: str = "postgres") -> str:
-        secret = f":{password}" if password is not None else ""
-        return f"postgresql+psycopg://{user}{secret}@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", user: str = SUPERUSER,
+            password: str = SUPERUSER_PASSWORD) -> str:
+        return f"postgresql+psycopg://{user}:{password}@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database: str = "postgres"):  # noqa: ANN201 - psycopg is a test import
         import psycopg
 
         return psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER,
-                               dbname=database, autocommit=True)
+                               password=SUPERUSER_PASSWORD, dbname=database, autocommit=True)
+
+    def database(self, name: str) -> str:
+        """A new, empty database (its name)."""
+        with self.connect() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def reader(self, database: str, role: str, password: str, tables: list[str]) -> str:
+        """A role that may only connect and SELECT ``tables`` (what a hospital grants a
+        node); its URL."""
+        with self.connect(database) as admin:
+            admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            admin.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+            admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            for table in tables:
+                admin.execute(f'GRANT SELECT ON "{table}" TO {role}')
+        return self.url(database, role, password)
 
     def stop(self) -> None:
         _run(self, [str(self.binaries / "pg_ctl"), "stop", "-D", str(self.folder / "data"),
@@ -96,9 +115,14 @@ def start() -> PostgresServer:
         os.chown(folder, user.pw_uid, user.pw_gid)
     server = PostgresServer(folder, _free_port(), binaries, run_as)
     data = folder / "data"
+    secret = folder / "password"
+    secret.write_text(SUPERUSER_PASSWORD + "\n")
+    if run_as is not None:
+        os.chown(secret, pwd.getpwnam(run_as).pw_uid, pwd.getpwnam(run_as).pw_gid)
     try:
         _run(server, [str(binaries / "initdb"), "-D", str(data), "-U", SUPERUSER,
-                      "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+                      f"--pwfile={secret}", "--auth=scram-sha-256", "--no-sync", "-E", "UTF8",
+                      "--locale=C"])
         options = (f"-c listen_addresses=127.0.0.1 -c port={server.port} "
                    f"-c unix_socket_directories='{folder}' -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off "
