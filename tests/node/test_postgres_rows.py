@@ -304,3 +304,30 @@ def test_the_node_only_reads(database: dict) -> None:
         assert {r[0] for r in relations} <= {"kinds", "secret"}
         assert admin.execute("SELECT count(*) FROM kinds").fetchone() == (300,)
     assert dataclasses.replace(_spec("count", None)).kind == "count"
+
+
+def test_a_node_serves_a_postgresql_table(postgres: Any, tmp_path: Any) -> None:
+    """A whole federation on loopback whose node hosp_a serves a PostgreSQL table, read as
+    a SELECT-only role: the totals are the rows' own."""
+    import fedtally
+    from fedtally.synthetic import stroke_model, three_hospitals
+
+    hospitals = three_hospitals(scale=0.05)
+    name = postgres.database("hospital_a")
+    _table(postgres, name, "stroke_registry", hospitals["hosp_a"])
+    url = postgres.reader(name, "hosp_a_node", READER_PASSWORD, ["stroke_registry"])
+    data = {"hosp_a": {"kind": "sql", "url": url, "table": "stroke_registry"},
+            "hosp_b": hospitals["hosp_b"]}
+    with fedtally.local_federation(data, stroke_model(), workdir=tmp_path,
+                                   max_colluding_nodes=0) as fed:
+        stats = fed.descriptive_stats(["age", "nihss"], datasets=["hosp_a", "hosp_b"],
+                                      filters={"op": ">", "var": "age", "value": 60})
+        log = fed.local.log("hosp_a")
+    for variable in ("age", "nihss"):
+        for dataset in ("hosp_a", "hosp_b"):
+            frame = hospitals[dataset]
+            values = frame.loc[frame["age"] > 60, variable].dropna()
+            assert stats.loc[(variable, dataset), "count"] == len(values)
+            assert stats.loc[(variable, dataset), "mean"] == pytest.approx(values.mean(),
+                                                                           rel=1e-12)
+    assert "serving" in log and READER_PASSWORD not in log
