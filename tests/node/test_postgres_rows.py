@@ -331,3 +331,18 @@ def test_a_node_serves_a_postgresql_table(postgres: Any, tmp_path: Any) -> None:
             assert stats.loc[(variable, dataset), "mean"] == pytest.approx(values.mean(),
                                                                            rel=1e-12)
     assert "serving" in log and READER_PASSWORD not in log
+
+
+def test_filter_values_are_bound_never_pasted(database: dict) -> None:
+    """A researcher's text reaches PostgreSQL as a parameter: SQL in a filter value is a
+    value that matches nothing, and the table is untouched."""
+    attack = "M' OR '1'='1'); DROP TABLE kinds; --"
+    for filters in ({"op": "==", "var": "sex", "value": attack},
+                    {"op": "in", "var": "arm", "values": [attack, "A"]}):
+        spec = _spec("moments", filters)
+        _same(database["pandas"].computed(spec, exact_scale, None),
+              database["store"].computed(spec, exact_scale, None))
+    assert database["store"].computed(_spec("count", {"op": "==", "var": "sex", "value": attack}),
+                                      exact_scale, None).rows == 0
+    with database["server"].connect(database["name"]) as admin:
+        assert admin.execute("SELECT count(*) FROM kinds").fetchone() == (300,)
