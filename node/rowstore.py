@@ -4,9 +4,9 @@ computed statistic over a query's rows. Three stores: :class:`FrameRows` (a pand
 DataFrame, for rows handed to ``SimulatedFederation`` and for SQL databases other than
 PostgreSQL), :class:`node.sql.duckdb_rows.DuckRows` (CSV and Parquet files, computed in
 DuckDB: the default for files) and :class:`node.sql.postgres_rows.PostgresRows` (a
-PostgreSQL table, computed in the hospital's database). All run the same declaration of each kind, so they give
-the same integers, and the disclosure rules are applied after, the same way for all
-(:mod:`node.statistics`)."""
+PostgreSQL table, computed in the hospital's database). All run the same declaration of
+each kind, so they give the same integers, and the disclosure rules are applied after,
+the same way for all (:mod:`node.statistics`)."""
 
 from __future__ import annotations
 
