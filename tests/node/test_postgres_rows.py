@@ -249,8 +249,8 @@ def test_typed_columns_and_text_cells_are_read_as_the_pandas_store_reads_them(
     store = PostgresRows.load([source], model)
     for spec in (QuerySpec("descriptive_stats", "kinds:1", ("d1",),
                            ("bmi", "age", "score", "time", "sex", "event")),
-                 QuerySpec("histogram", "kinds:1", ("d1",),
-                           parameters={"axes": [{"var": "sex"}, {"var": "bmi", "edges": [0, 20, 60]}]})):
+                 QuerySpec("histogram", "kinds:1", ("d1",), parameters={
+                     "axes": [{"var": "sex"}, {"var": "bmi", "edges": [0, 20, 60]}]})):
         _same(pandas.computed(spec, exact_scale, None), store.computed(spec, exact_scale, None))
     assert store.computed(QuerySpec("count", "kinds:1", ("d1",)), exact_scale, None).rows == k
     store.close()
@@ -342,7 +342,7 @@ def test_filter_values_are_bound_never_pasted(database: dict) -> None:
         spec = _spec("moments", filters)
         _same(database["pandas"].computed(spec, exact_scale, None),
               database["store"].computed(spec, exact_scale, None))
-    assert database["store"].computed(_spec("count", {"op": "==", "var": "sex", "value": attack}),
-                                      exact_scale, None).rows == 0
+    none = _spec("count", {"op": "==", "var": "sex", "value": attack})
+    assert database["store"].computed(none, exact_scale, None).rows == 0
     with database["server"].connect(database["name"]) as admin:
         assert admin.execute("SELECT count(*) FROM kinds").fetchone() == (300,)
