@@ -9,6 +9,12 @@ Queries: count; descriptive_stats of the 10 numbers; linear_regression on 5 cova
 rules and fixed-point encoding of the vector. Sizes: ``FEDTALLY_SCALE_ROWS`` (default
 ``1000000,5000000``); the pandas node is skipped above ``FEDTALLY_SCALE_PANDAS_MAX`` rows
 (default 5,000,000: at 20M it needs ~10 GiB and minutes).
+
+PostgreSQL, where its server binaries are installed (``FEDTALLY_SCALE_POSTGRES=0`` leaves it
+out): the same rows COPYed into a table of a throwaway local cluster (the tests' own,
+``tests/postgres_support.py``), then the PostgreSQL node (``node.sql.postgres_rows``:
+start-up is its validation in SQL) against the same aggregates by hand in PostgreSQL
+("raw": its start-up is the COPY).
 """
 
 from __future__ import annotations
@@ -60,7 +66,11 @@ def timed(fn):
     return statistics.median(samples)
 
 out = {}
-if kind == "raw":
+if kind == "raw" and fmt == "postgresql":
+    import psycopg
+    con = psycopg.connect(path.replace("postgresql+psycopg://", "postgresql://"))
+    out["startup"] = float(sys.argv[6])  # the COPY into the table
+elif kind == "raw":
     import duckdb
     start = time.perf_counter()
     con = duckdb.connect(config={"threads": 2})
@@ -68,8 +78,9 @@ if kind == "raw":
     reader = "read_csv" if fmt == "csv" else "read_parquet"
     con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}('{path}')")
     out["startup"] = time.perf_counter() - start
-    per_var = ", ".join(f"count({x}), sum({x}), sum({x} * {x}), count(*) FILTER ({x} <> 0)"
-                        for x in NUMBERS)
+if kind == "raw":
+    per_var = ", ".join(f"count({x}), sum({x}), sum({x} * {x}), "
+                        f"count(*) FILTER (WHERE {x} <> 0)" for x in NUMBERS)
     cols = ["1.0"] + COVARIATES + ["x9"]
     pairs = ", ".join(f"sum({cols[i]} * {cols[j]})" for i in range(len(cols))
                       for j in range(i, len(cols)))
@@ -89,9 +100,13 @@ else:
     from node.datasource import DataSource, load_all
     from node.statistics import local_vector
     model = DataModel.from_json(json.loads(sys.argv[5]))
-    source = DataSource(fmt, path=path)
+    source = DataSource("sql", url=path, table="t") if fmt == "postgresql" \
+        else DataSource(fmt, path=path)
     start = time.perf_counter()
-    if kind == "node":
+    if kind == "node" and fmt == "postgresql":
+        from node.sql.postgres_rows import PostgresRows
+        store = PostgresRows.load([source], model)
+    elif kind == "node":
         from node.sql.duckdb_rows import DuckRows
         store = DuckRows.load([source], model)
     else:
@@ -148,13 +163,49 @@ def _generate(rows: int, folder: Path) -> dict[str, Path]:
     return out
 
 
-def _measure(kind: str, path: Path, fmt: str, model: str) -> dict[str, float]:
+def _measure(kind: str, path: Path | str, fmt: str, model: str, load_s: float = 0.0
+             ) -> dict[str, float]:
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", WORKER, kind, str(path), fmt, str(REPEATS),
-                           model], cwd=root, capture_output=True, text=True)
+                           model, str(load_s)], cwd=root, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"{kind} on {path.name} failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{kind} on {fmt} failed:\n{done.stderr[-2000:]}")
     return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _postgres() -> tuple[object | None, str]:
+    """The tests' throwaway PostgreSQL cluster (or None, and why not)."""
+    if os.environ.get("FEDTALLY_SCALE_POSTGRES", "1") == "0":
+        return None, "left out (FEDTALLY_SCALE_POSTGRES=0)"
+    import importlib.util
+
+    where = Path(__file__).resolve().parents[1] / "tests" / "postgres_support.py"
+    spec = importlib.util.spec_from_file_location("postgres_support", where)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    try:
+        return module.start(), ""
+    except RuntimeError as exc:
+        return None, str(exc)
+
+
+def _copy_into_postgres(server: object, csv: Path) -> float:
+    """The CSV file COPYed into table t (and analysed); seconds taken."""
+    import time
+
+    start = time.perf_counter()
+    with server.connect() as admin:  # type: ignore[attr-defined]
+        admin.execute("DROP TABLE IF EXISTS t")
+        admin.execute("CREATE TABLE t (dataset text, " + ", ".join(
+            f"{x} double precision" for x in NUMBERS) + ", a text, b text, sex text)")
+        with admin.cursor().copy("COPY t FROM STDIN (FORMAT csv, HEADER true)") as copy, \
+                csv.open("rb") as source:
+            while chunk := source.read(1 << 20):
+                copy.write(chunk)
+        admin.execute("VACUUM ANALYZE t")
+    return time.perf_counter() - start
 
 
 def run() -> list[str]:
@@ -164,28 +215,45 @@ def run() -> list[str]:
              f"process; per query the median of {REPEATS} after a warm-up; seconds, MiB"]
     header = f"{'rows':>10} {'file':>7} {'backend':>8} {'start-up':>9} " + " ".join(
         f"{q[:12]:>12}" for q in QUERIES) + f" {'peak RSS':>9}"
+    server, why = _postgres()
+    if server is None:
+        lines.append(f"PostgreSQL: {why}")
+    try:
+        _run_sizes(lines, header, model, pandas_max, server)
+    finally:
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+    return lines
+
+
+def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
+               server: object | None) -> None:
     with tempfile.TemporaryDirectory(prefix="fedtally-scale-") as tmp:
         for rows in _sizes():
-            files = _generate(rows, Path(tmp))
+            files: dict[str, Path | str] = dict(_generate(rows, Path(tmp)))
+            load_s = 0.0
+            if server is not None:
+                load_s = _copy_into_postgres(server, Path(files["csv"]))
+                files["postgresql"] = server.url()  # type: ignore[attr-defined]
             for fmt, path in files.items():
                 lines.append(header)
                 results = {}
                 for kind in ("node", "raw", "pandas"):
-                    if kind == "pandas" and rows > pandas_max:
+                    if kind == "pandas" and (rows > pandas_max or fmt == "postgresql"):
                         continue
-                    r = results[kind] = _measure(kind, path, fmt, model)
-                    lines.append(f"{rows:>10,} {fmt:>7} {kind:>8} {r['startup']:>9.2f} "
+                    r = results[kind] = _measure(kind, path, fmt, model, load_s)
+                    lines.append(f"{rows:>10,} {fmt[:7]:>7} {kind:>8} {r['startup']:>9.2f} "
                                  + " ".join(f"{r[q]:>12.4f}" for q in QUERIES)
                                  + f" {r['peak_mib']:>9.0f}")
                 node = results["node"]
                 for other in ("raw", "pandas"):
                     if other in results:
                         r = results[other]
-                        lines.append(f"{'':>10} {fmt:>7} {'node/' + other:>8} "
+                        lines.append(f"{'':>10} {fmt[:7]:>7} {'node/' + other:>8} "
                                      f"{node['startup'] / r['startup']:>9.2f} "
                                      + " ".join(f"{node[q] / r[q]:>12.2f}" for q in QUERIES)
                                      + f" {node['peak_mib'] / r['peak_mib']:>9.2f}")
                 lines.append("")
             for path in files.values():
-                path.unlink()
-    return lines
+                if isinstance(path, Path):
+                    path.unlink()

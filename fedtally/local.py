@@ -35,7 +35,7 @@ from protocol.errors import ConfigurationError, DataError, ServiceUnavailable
 from stats.datamodel import DATASET, DataModel
 
 STARTUP_TIMEOUT_S = 60.0
-DataLike = pd.DataFrame | str | Path
+DataLike = pd.DataFrame | str | Path | Mapping[str, Any]
 
 
 @dataclass
@@ -140,6 +140,13 @@ def _write_node_data(name: str, data: DataLike, folder: Path) -> tuple[dict[str,
             frame[floats] = frame[floats].astype("float64")
         frame.to_csv(folder / "data.csv", index=False)
         return {"kind": "csv", "path": "data.csv", "dataset": name}, frame
+    if isinstance(data, Mapping):  # a data source entry as node.json takes it (a SQL table)
+        entry = {"dataset": name, **data}
+        try:
+            frame = DataSource.from_config(entry).load()
+        except DataError as exc:
+            raise DataError(f"data for {name}: {exc}") from exc
+        return entry, frame
     path = Path(data).resolve()
     if not path.is_file():
         raise ConfigurationError(f"data for {name}: {path} is not a file")
@@ -179,7 +186,9 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
     the least quorum above (N + c)/2). ``max_colluding_nodes`` is the manifest's c (two
     nodes need 0: one could always subtract its own input from the total).
 
-    ``data`` maps node names to a DataFrame or a CSV/Parquet path. Leaving the block stops
+    ``data`` maps node names to a DataFrame, a CSV/Parquet path, or a data source entry as
+    ``node.json`` takes it (``{"kind": "sql", "url": ..., "table": ...}``: a PostgreSQL
+    table is then computed in its database). Leaving the block stops
     every process; a temporary ``workdir`` is removed, a given one is kept (with logs).
 
     ``budget=fedtally.DP(epsilon=1, delta=1e-6)`` (or ``DP(rho=...)``) grants the researcher

@@ -1,11 +1,12 @@
 """Where a node's validated rows are kept, and what the node asks of them: how many there
 are, which datasets they hold, each numeric variable's largest |value|, and a kind's
-computed statistic over a query's rows. Two stores: :class:`FrameRows` (a pandas DataFrame,
-for rows handed to ``local_federation`` / ``SimulatedFederation`` and for SQL-database
-sources) and :class:`node.sql.duckdb_rows.DuckRows` (CSV and Parquet files, computed in
-DuckDB: the default for files). Both run the same declaration of each kind, so they give
-the same integers, and the disclosure rules are applied after, the same way for both
-(:mod:`node.statistics`)."""
+computed statistic over a query's rows. Three stores: :class:`FrameRows` (a pandas
+DataFrame, for rows handed to ``SimulatedFederation`` and for SQL databases other than
+PostgreSQL), :class:`node.sql.duckdb_rows.DuckRows` (CSV and Parquet files, computed in
+DuckDB: the default for files) and :class:`node.sql.postgres_rows.PostgresRows` (a
+PostgreSQL table, computed in the hospital's database). All run the same declaration of
+each kind, so they give the same integers, and the disclosure rules are applied after,
+the same way for all (:mod:`node.statistics`)."""
 
 from __future__ import annotations
 

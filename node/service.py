@@ -34,7 +34,7 @@ from node.config import NodeConfig, load_model, load_node_config
 from node.datasource import load_all
 from node.lifecycle import InFlight, RoundNode, begin
 from node.session import Contribution, LoadedData, NodeSession
-from node.sql import duckdb_rows
+from node.sql import duckdb_rows, postgres_rows
 from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import LedgerKeyChanged, PrivacyError
@@ -433,13 +433,16 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
 
 def load_data(config: NodeConfig) -> LoadedData:
     """Load and validate. CSV and Parquet files go to DuckDB (validated there in SQL, by
-    counts per column) unless the configuration asks for pandas; SQL tables are read into
-    pandas, validated row by row. Raises DataError naming the problems."""
+    counts per column) unless the configuration asks for pandas; a PostgreSQL table stays
+    in its database (validated and computed there, read-only); other SQL tables are read
+    into pandas, validated row by row. Raises DataError naming the problems."""
     if config.model_path is None:
         raise ConfigurationError("the node configuration names no data_model")
     model = load_model(config.model_path)
     if config.row_store == "duckdb" and duckdb_rows.supports(config.sources):
         return LoadedData(model, store=duckdb_rows.DuckRows.load(config.sources, model))
+    if config.row_store == "duckdb" and postgres_rows.supports(config.sources):
+        return LoadedData(model, store=postgres_rows.PostgresRows.load(config.sources, model))
     rows = load_all(config.sources)
     check_valid(rows, model)
     return LoadedData(model, coerce(rows, model))

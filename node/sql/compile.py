@@ -5,13 +5,37 @@ A small compiler over two closed, whitelisted trees rather than a general SQL bu
 node type maps to one fixed SQL fragment written here, so the statement follows the
 semantics :mod:`stats.aggregates` states operation by operation (NULL for a missing value,
 one IEEE operation per node in the tree's order, rounding half to even per row before an
-exact sum in HUGEINT), which is what makes the DuckDB node compute the same integers as the
-pandas evaluator. Nothing a researcher writes enters the SQL text: values (filter
+exact integer sum), which is what makes the DuckDB and PostgreSQL nodes compute the same
+integers as the pandas evaluator. Nothing a researcher writes enters the SQL text: values (filter
 literals, levels, bin edges, scales, clipping bounds) are bound parameters, and columns are
 named by the node's own identifiers (``c0``, ``c1``, ...) looked up from the data model's
 variable codes, so a variable name is never quoted into the statement either.
 
-Dialect: DuckDB (``HUGEINT``, ``UHUGEINT``, ``count(*) FILTER``, ``QUALIFY``).
+Why not SQLAlchemy Core, ibis or sqlglot: the trees are closed and small (a few dozen node
+types), and what matters is not portability but that every node's SQL has one exact meaning
+the tests pin down (NULL propagation, rounding, the 64-bit wrap-around of the fold hash);
+a general builder would add a layer whose translation of each node we would still have to
+check, and would not help with what differs (exact integer sums, bit operations). So each
+node's fragment is written here, once per dialect where the dialects differ.
+
+Dialects (:class:`Dialect`): everything is standard SQL both accept (``count(*) FILTER``,
+``LEAST``/``GREATEST``, ``CASE``, window functions; no ``QUALIFY``: rows per patient are
+limited in a subquery), except
+
+* **DuckDB**: ``$n`` placeholders; exact sums as ``sum(CAST(x AS HUGEINT))`` (the cast
+  rounds half to even); the fold hash in ``UHUGEINT`` with ``xor``; text read as a number
+  with ``TRY_CAST``.
+* **PostgreSQL** (15 and later, through psycopg's ``RawCursor``, which sends ``$n``
+  placeholders to the server as bound parameters): exact sums as ``sum(CAST(x AS
+  BIGINT))``, whose cast rounds with ``rint`` (half to even; ``round(numeric)`` would round
+  half away from zero) and whose sum is ``numeric`` (exact); a per-row value beyond
+  2^63 is an error there, not a wrong sum (the plan keeps every sum below 2^62 anyway). The
+  fold hash wraps modulo 2^64 in ``numeric`` and uses ``bit(64)`` for the logical shifts;
+  ``exp`` of very negative values is 0 as in C (PostgreSQL would raise an underflow error);
+  text is read as a number with Arrow's grammar (as the pandas store reads it), never with
+  a cast that could fail. PostgreSQL raises an error where an IEEE operation on finite
+  values overflows or underflows (C gives inf or 0): :mod:`node.sql.postgres_rows` then
+  computes that query on fetched rows instead, so the integers are still the same.
 """
 
 from __future__ import annotations
@@ -70,6 +94,27 @@ class Statement:
     params: list[Any] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines (see the module doc)."""
+
+    name: str
+    #: the compiler's type names (DuckDB's) as this engine spells them
+    types: Mapping[str, str]
+
+    def type(self, name: str) -> str:
+        return self.types.get(name, name)
+
+
+DUCKDB = Dialect("duckdb", {})
+POSTGRES = Dialect("postgresql", {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT",
+                                  "UHUGEINT": "NUMERIC", "HUGEINT": "NUMERIC"})
+
+#: the largest x whose exp(x) is 0.0 in C (and numpy): PostgreSQL raises an underflow error
+#: below it instead
+EXP_ZERO = -745.1332191019412
+
+
 @dataclass
 class Compiler:
     """Compiles against one table; ``columns`` maps variable codes to column identifiers."""
@@ -81,6 +126,9 @@ class Compiler:
     #: DP clipping bounds per variable
     clip: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     params: list[Any] = field(default_factory=list)
+    dialect: Dialect = DUCKDB
+    #: whether the statement reads each row's position (:data:`ROW`): folds, rows per patient
+    uses_row: bool = False
 
     # --- values -------------------------------------------------------------------------
 
@@ -88,7 +136,20 @@ class Compiler:
         self.params.append(value)
         # numbered, so the order fragments are built in need not be the order of the text
         place = f"${len(self.params)}"
-        return f"CAST({place} AS {cast})" if cast else place
+        return f"CAST({place} AS {self.dialect.type(cast)})" if cast else place
+
+    def double(self, sql: str) -> str:
+        return f"CAST({sql} AS {self.dialect.type('DOUBLE')})"
+
+    def text_number(self, column: str) -> str:
+        """A text column's value as a number, NULL where it is none."""
+        if self.dialect is POSTGRES:
+            return postgres_number(column)
+        return f"TRY_CAST({column} AS DOUBLE)"
+
+    def row(self) -> str:
+        self.uses_row = True
+        return ROW
 
     def column(self, name: str) -> str:
         if name not in self.columns:
@@ -99,7 +160,7 @@ class Compiler:
         """A numeric variable's value, clipped in DP mode (NULL stays NULL)."""
         column = self.column(name)
         if name not in self.numeric:
-            return f"TRY_CAST({column} AS DOUBLE)"
+            return self.text_number(column)
         if name in self.clip:
             low, high = self.clip[name]
             return (f"(CASE WHEN {column} IS NULL THEN NULL ELSE LEAST(GREATEST({column}, "
@@ -124,16 +185,19 @@ class Compiler:
                 return f"(CASE WHEN {x} >= 0 THEN sqrt({x}) END)"
             if node.name == "log":
                 return f"(CASE WHEN {x} > 0 THEN ln({x}) END)"
+            if self.dialect is POSTGRES:
+                return (f"(CASE WHEN {x} <= {self.bind(EXP_ZERO, 'DOUBLE')} THEN 0.0 "
+                        f"WHEN {x} <= {self.bind(EXP_LIMIT, 'DOUBLE')} THEN exp({x}) END)")
             return f"(CASE WHEN {x} <= {self.bind(EXP_LIMIT, 'DOUBLE')} THEN exp({x}) END)"
         if isinstance(node, Indicator):
-            return f"(CASE WHEN {self.cond(node.cond)} THEN 1.0 ELSE 0.0 END)::DOUBLE"
+            return self.double(f"(CASE WHEN {self.cond(node.cond)} THEN 1.0 ELSE 0.0 END)")
         if isinstance(node, Binary):
             if node.level is None:
                 x = self.value(node.name)
                 return f"(CASE WHEN {x} = 0 OR {x} = 1 THEN {x} END)"
             column = self.column(node.name)
-            return (f"(CASE WHEN {column} IS NULL THEN NULL WHEN {column} = "
-                    f"{self.bind(node.level)} THEN 1.0 ELSE 0.0 END)::DOUBLE")
+            return self.double(f"(CASE WHEN {column} IS NULL THEN NULL WHEN {column} = "
+                               f"{self.bind(node.level)} THEN 1.0 ELSE 0.0 END)")
         if isinstance(node, IfElse):
             return (f"(CASE WHEN {self.cond(node.cond)} THEN {self.expr(node.then)} "
                     f"ELSE {self.expr(node.other)} END)")
@@ -178,8 +242,12 @@ class Compiler:
             return (f"(CASE WHEN {x} IS NULL THEN -1 WHEN {x} < {first} OR {x} > {last} "
                     f"THEN -2 WHEN {x} = {top} THEN {len(edges) - 2} ELSE {below} - 1 END)")
         if isinstance(node, FoldKey):
-            return _splitmix(f"(CAST({ROW} AS UHUGEINT) + {self.bind(node.seed, 'UHUGEINT')})",
-                             self.bind(node.folds, "UHUGEINT"))
+            start = f"(CAST({self.row()} AS {self.dialect.type('UHUGEINT')}) + " \
+                f"{self.bind(node.seed, 'UHUGEINT')})"
+            folds = self.bind(node.folds, "UHUGEINT")
+            if self.dialect is POSTGRES:
+                return _splitmix_postgres(start, folds)
+            return _splitmix(start, folds)
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
         raise Unsupported(type(node).__name__)
@@ -192,9 +260,11 @@ class Compiler:
         if isinstance(node, ExactSum):
             # the fixed point per row, then an exact integer sum: DuckDB casts a DOUBLE to
             # HUGEINT rounding half to even (nearbyint), as round_even would, at half the cost
-            # (tests/node/test_duckdb_rows.py checks the ties)
+            # (tests/node/test_duckdb_rows.py checks the ties); PostgreSQL's cast to BIGINT
+            # rounds with rint too, and its sum of BIGINT is an exact NUMERIC
             scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
-            return f"coalesce(sum(CAST({scaled} AS HUGEINT)), 0)"
+            integer = "BIGINT" if self.dialect is POSTGRES else "HUGEINT"
+            return f"coalesce(sum(CAST({scaled} AS {integer})), 0)"
         if isinstance(node, FloatSum):
             return f"coalesce(sum({self.expr(node.expr)}), 0.0)"
         raise Unsupported(type(node).__name__)
@@ -220,7 +290,8 @@ class Compiler:
         if isinstance(tree, flt.Comparison):
             op = "<>" if tree.op == "!=" else "=" if tree.op == "==" else tree.op
             if isinstance(tree.value, str):
-                return f"(CAST({column} AS VARCHAR) {op} {self.bind(tree.value)})"
+                return f"(CAST({column} AS {self.dialect.type('VARCHAR')}) {op} " \
+                    f"{self.bind(tree.value)})"
             return f"({self.number(tree.variable)} {op} {self.bind(float(tree.value), 'DOUBLE')})"
         if isinstance(tree, flt.Membership):
             texts = [v for v in tree.values if isinstance(v, str)]
@@ -229,7 +300,8 @@ class Compiler:
             if texts:
                 present.append(f"{column} IS NOT NULL")
                 listed = ", ".join(self.bind(t) for t in texts)
-                hits.append(f"coalesce(CAST({column} AS VARCHAR) IN ({listed}), FALSE)")
+                hits.append(f"coalesce(CAST({column} AS {self.dialect.type('VARCHAR')}) IN "
+                            f"({listed}), FALSE)")
             if numbers:
                 number = self.number(tree.variable)
                 present.append(f"{number} IS NOT NULL")
@@ -242,7 +314,7 @@ class Compiler:
 
     def number(self, name: str) -> str:
         column = self.columns[name]
-        return column if name in self.numeric else f"TRY_CAST({column} AS DOUBLE)"
+        return column if name in self.numeric else self.text_number(column)
 
 
 def _ref(name: str) -> str:
@@ -266,6 +338,69 @@ def _splitmix(z: str, folds: str) -> str:
     return f"CAST(({z}) % {folds} AS BIGINT)"
 
 
+def _splitmix_postgres(z: str, folds: str) -> str:
+    """:func:`_splitmix` in PostgreSQL: the state is a signed BIGINT (two's complement of the
+    unsigned value); products are taken in NUMERIC and wrapped modulo 2^64 (shifted to be
+    non-negative first: NUMERIC's mod keeps the dividend's sign); ``bit(64)`` shifts are
+    logical, as the unsigned hash needs."""
+    def signed(unsigned: str) -> str:
+        return f"CAST(mod({unsigned} + {2**63 + 2**127}, {2**64}) - {2**63} AS BIGINT)"
+
+    def xorshift(s: str, k: int) -> str:
+        return f"({s} # CAST(CAST({s} AS bit(64)) >> {k} AS BIGINT))"
+
+    def times(s: str, c: int) -> str:
+        return signed(f"CAST({s} AS NUMERIC) * {c}")
+
+    s = signed(f"({z} + {0x9E3779B97F4A7C15})")
+    s = times(xorshift(s, 30), 0xBF58476D1CE4E5B9)
+    s = times(xorshift(s, 27), 0x94D049BB133111EB)
+    s = xorshift(s, 31)
+    return f"CAST(mod(CAST({s} AS NUMERIC) + {2**64}, {2**64}) % {folds} AS BIGINT)"
+
+
+#: text PostgreSQL reads as a number as the pandas store does (Arrow's grammar): a finite
+#: decimal, or inf / infinity in any case, with an optional sign
+_PG_FINITE = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_PG_INFINITE = r"^[+-]?(inf|infinity)$"
+#: decimals whose exponent has more than four digits: NUMERIC would not take them
+_PG_HUGE_EXPONENT = r"[eE][+-]?0*[0-9]{5,}$"
+_PG_ZERO = r"^[+-]?[0.]*([eE]|$)"
+
+
+def _exact_decimal(numerator: int, power_of_two: int) -> str:
+    """numerator * 2^power_of_two written out exactly as a decimal."""
+    if power_of_two >= 0:
+        return str(numerator << power_of_two)
+    digits = str(numerator * 5 ** -power_of_two).rjust(-power_of_two + 1, "0")
+    return f"{digits[:power_of_two]}.{digits[power_of_two:]}"
+
+
+#: the magnitudes from which a decimal rounds to infinity, and up to which it rounds to 0
+#: (half of DBL_MAX's last step above it; half the smallest subnormal, a tie to even 0)
+_PG_OVERFLOW = _exact_decimal(2**54 - 1, 970)
+_PG_UNDERFLOW = _exact_decimal(1, -1075)
+
+
+def postgres_float(value: str) -> str:
+    """A NUMERIC as the nearest double (what Arrow and C give), never an error: PostgreSQL's
+    own cast refuses values that round to infinity or to 0. NaN stays NaN."""
+    return (f"(CASE WHEN {value} = 'NaN' THEN CAST('NaN' AS DOUBLE PRECISION) "
+            f"WHEN abs({value}) >= {_PG_OVERFLOW} THEN CAST(sign({value}) AS DOUBLE PRECISION)"
+            f" * CAST('Infinity' AS DOUBLE PRECISION) WHEN abs({value}) <= {_PG_UNDERFLOW} "
+            f"THEN 0.0 ELSE CAST({value} AS DOUBLE PRECISION) END)")
+
+
+def postgres_number(text: str) -> str:
+    """A text's number as the pandas store reads it (NULL where it reads none)."""
+    exact = f"CAST({text} AS NUMERIC)"
+    return (f"(CASE WHEN {text} ~ '{_PG_FINITE}' THEN (CASE WHEN {text} ~ '{_PG_HUGE_EXPONENT}'"
+            f" THEN (CASE WHEN {text} ~ '{_PG_ZERO}' OR {text} ~ '[eE]-' THEN 0.0 WHEN "
+            f"{text} ~ '^-' THEN CAST('-Infinity' AS DOUBLE PRECISION) ELSE "
+            f"CAST('Infinity' AS DOUBLE PRECISION) END) ELSE {postgres_float(exact)} END) "
+            f"WHEN {text} ~* '{_PG_INFINITE}' THEN CAST({text} AS DOUBLE PRECISION) END)")
+
+
 def selection(compiler: Compiler, datasets: Sequence[str], tree: flt.Filter | None,
               dataset_column: str, patient: tuple[str, int] | None = None) -> str:
     """The query's rows: its datasets, its filter, and in DP mode at most ``limit`` rows
@@ -277,8 +412,10 @@ def selection(compiler: Compiler, datasets: Sequence[str], tree: flt.Filter | No
     sql = f"SELECT * FROM {compiler.table} WHERE {where}"
     if patient is not None:
         column, limit = patient
-        sql += (f" QUALIFY {column} IS NULL OR row_number() OVER (PARTITION BY {column} "
-                f"ORDER BY {ROW}) <= {compiler.bind(int(limit), 'BIGINT')}")
+        # a subquery rather than QUALIFY (which PostgreSQL lacks)
+        sql = (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {column} ORDER BY "
+               f"{compiler.row()}) AS __rank FROM ({sql}) AS selected) AS ranked WHERE "
+               f"{column} IS NULL OR __rank <= {compiler.bind(int(limit), 'BIGINT')}")
     return sql
 
 
@@ -287,13 +424,13 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     count, then the measures."""
     inner = source
     for name, expr in node.derived:
-        inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner})"
+        inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner}) AS q_{name}"
     keys = [compiler.key(k) for k in node.keys]
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]
     where = f" WHERE {compiler.cond(node.where)}" if node.where is not None else ""
     items = [f"{k} AS k{i}" for i, k in enumerate(keys)] + [
         f"{m} AS m{i}" for i, m in enumerate(measures)]
-    sql = f"SELECT {', '.join(items)} FROM ({inner}){where}"
+    sql = f"SELECT {', '.join(items)} FROM ({inner}) AS q{where}"
     if keys:
         sql += " GROUP BY " + ", ".join(f"k{i}" for i in range(len(keys)))
     return Statement(sql, compiler.params)

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ import duckdb
 import pandas as pd
 
 from node.datasource import DataSource, _Dialect, checked_header
-from node.rowstore import frame_computed
-from node.sql.compile import ROW, Compiler, Unsupported, aggregation, selection
+from node.sql.compile import ROW, Compiler
+from node.sql.store import TABLE, SqlRows, fresh_names, quote_name, sql_literal
 from node.validation import (
     Problem,
     ValidationFailed,
@@ -38,17 +38,11 @@ from node.validation import (
     log_column_notes,
     number_hint,
 )
-from stats import filters
-from stats.aggregates import Aggregation, Result
-from stats.datamodel import DataModel, LocalDataError, PlanModel
-from stats.kinds import KINDS
-from stats.kinds.base import Clipping, Computed, Scale
-from stats.plans import DATASET, Key
-from stats.query import QuerySpec
+from stats.datamodel import DataModel, LocalDataError
+from stats.plans import DATASET
 
 __all__ = ["DuckRows", "supports"]
 
-TABLE = "node_rows"
 #: problems named in a refusal to start (all are counted)
 _SHOWN = 20
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
@@ -62,19 +56,6 @@ _BLANK_TEXT = (r"[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{202
                r"\x{2029}\x{202f}\x{205f}\x{3000}]*")
 
 
-def _fresh_names(prefix: str, columns: Sequence[str], taken: Mapping[str, str]
-                 ) -> dict[str, str]:
-    """A column name for something derived from each of ``columns``, clear of the file's
-    own names (``taken``)."""
-    out: dict[str, str] = {}
-    for i, n in enumerate(columns):
-        name = f"{prefix}_{i}"
-        while name in taken:
-            name = "_" + name
-        out[n] = name
-    return out
-
-
 def supports(sources: Sequence[DataSource]) -> bool:
     """DuckDB keeps these sources: Parquet files and UTF-8 CSV files (SQL tables, and CSV
     files in other encodings, which DuckDB's reader does not decode, stay in pandas)."""
@@ -83,34 +64,18 @@ def supports(sources: Sequence[DataSource]) -> bool:
                                 == "utf-8-sig") for s in sources)
 
 
-def _quote(name: str) -> str:
-    """A file's own column name (the operator's header, never a researcher's text)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-class DuckRows:
+class DuckRows(SqlRows):
     """Validated rows in a DuckDB database file (see the module doc)."""
 
     def __init__(self, model: DataModel, connection: duckdb.DuckDBPyConnection,
                  directory: Path, warnings: list[Problem]) -> None:
-        self.model = model
         self._connection = connection
         self._lock = threading.Lock()
         self.directory = directory
         #: the column problems that are not errors (unknown columns): counts only
         self.warnings = warnings
-        self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
-        self.numeric = frozenset(c for c, v in model.variables.items() if v.is_numeric)
-        self._magnitudes: dict[str, float] | None = None
         self._finalizer = weakref.finalize(self, _close, connection, directory)
-        self._count = int(self._one(f"SELECT count(*) FROM {TABLE}"))
-        dataset = self.columns[DATASET]
-        self._held = sorted(str(r[0]) for r in self._all(
-            f"SELECT DISTINCT {dataset} FROM {TABLE} WHERE {dataset} IS NOT NULL"))
+        super().__init__(model)
 
     # --- loading ------------------------------------------------------------------------
 
@@ -142,152 +107,15 @@ class DuckRows:
     def close(self) -> None:
         self._finalizer()
 
-    # --- the store ----------------------------------------------------------------------
-
-    def count(self) -> int:
-        return self._count
-
-    def held(self) -> list[str]:
-        return list(self._held)
-
-    def largest_magnitude(self, code: str) -> float:
-        if code not in self.numeric:
-            return 0.0
-        if self._magnitudes is None:
-            # every numeric column in one scan: asked one by one, a wide model (140 numeric
-            # columns) made 140 scans at start-up
-            codes = sorted(self.numeric)
-            found = self._all("SELECT " + ", ".join(
-                f"max(CASE WHEN isfinite({self.columns[c]}) THEN abs({self.columns[c]}) END)"
-                for c in codes) + f" FROM {TABLE}")[0]
-            self._magnitudes = {c: float(v) if v is not None else 0.0
-                                for c, v in zip(codes, found, strict=True)}
-        return self._magnitudes[code]
-
-    def working_rows(self, spec: QuerySpec) -> int:
-        kind = KINDS[spec.kind]
-        if kind.statistic is None or not self._compiles(spec):
-            return self._count
-        return 0
-
-    def computed(self, spec: QuerySpec, scale: Scale, clip: Clipping | None) -> Computed:
-        kind = KINDS[spec.kind]
-        if kind.statistic is not None:
-            statistic = kind.statistic(spec, PlanModel(self.model), scale)
-            try:
-                results = [self._aggregate(spec, a, clip, filtered=True)
-                           for a in statistic.aggregations]
-            except Unsupported:
-                pass
-            else:
-                return statistic.assemble(results)  # type: ignore[return-value]
-        return frame_computed(spec, self.fetch(spec), self.model, scale, clip)
-
-    def abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
-        kind = KINDS[spec.kind]
-        if kind.abs_statistic is None:
-            return {}
-        statistic = kind.abs_statistic(spec, PlanModel(self.model))
-        results = [self._aggregate(spec, a, None, filtered=False)
-                   for a in statistic.aggregations]
-        return statistic.assemble(results)  # type: ignore[return-value]
-
-    def fetch(self, spec: QuerySpec) -> pd.DataFrame:
-        """The query's selected rows, and only the variables it names, as a DataFrame indexed
-        by their position in the node's data (what :func:`node.rowstore.select_rows` gives
-        on the same rows)."""
-        compiler = self._compiler(None)
-        source = self._selection(compiler, spec, filtered=True)
-        codes = [code for code in self.columns if code in _named(spec, self.model)]
-        items = ", ".join(f"{self.columns[code]} AS c_{i}" for i, code in enumerate(codes))
-        sql = f"SELECT {ROW}, {items} FROM ({source}) ORDER BY {ROW}"
-        with self._lock:
-            frame = self._connection.execute(sql, compiler.params).df()
-        frame.index = pd.Index(frame.pop(ROW).to_numpy(dtype="int64"))
-        frame.columns = codes
-        for code in codes:
-            variable = self.model.variables[code]
-            if variable.sql_type == "int":
-                frame[code] = frame[code].astype("Int64")
-            elif not variable.is_numeric:
-                frame[code] = frame[code].astype(object).where(frame[code].notna(), None)
-        return frame
-
     # --- SQL ----------------------------------------------------------------------------
 
-    def _compiler(self, clip: Clipping | None) -> Compiler:
-        return Compiler(TABLE, self.columns, self.numeric, dict(clip or {}))
-
-    def _selection(self, compiler: Compiler, spec: QuerySpec, *, filtered: bool) -> str:
-        tree = filters.from_json(spec.filters) if filtered and spec.filters is not None \
-            else None
-        patient = None
-        limit, identifier = self.model.max_rows_per_patient, self.model.patient_id
-        if filtered and spec.privacy.get("mode") == "dp" and limit is not None \
-                and identifier is not None:
-            patient = (self.columns[identifier], int(limit))
-        return selection(compiler, spec.datasets, tree, self.columns[DATASET], patient)
-
-    def _compiles(self, spec: QuerySpec) -> bool:
-        kind = KINDS[spec.kind]
-        assert kind.statistic is not None
-        statistic = kind.statistic(spec, PlanModel(self.model), lambda key: 1.0)
-        try:
-            for a in statistic.aggregations:
-                compiler = self._compiler(None)
-                aggregation(compiler, self._selection(compiler, spec, filtered=True), a)
-        except Unsupported:
-            return False
-        return True
-
-    def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
-                   filtered: bool) -> Result:
-        compiler = self._compiler(clip)
-        statement = aggregation(compiler, self._selection(compiler, spec, filtered=filtered),
-                                node)
-        keys = len(node.keys)
-        out: Result = {}
+    def _rows(self, compiler: Compiler, sql: str) -> list[tuple[Any, ...]]:
         with self._lock:
-            rows = self._connection.execute(statement.sql, statement.params).fetchall()
-        for row in rows:
-            if int(row[keys]) == 0:  # no rows at all (an aggregate without keys)
-                continue
-            out[tuple(int(k) for k in row[:keys])] = tuple(
-                _number(v) for v in row[keys + 1:])
-        return out
+            return self._connection.execute(sql, compiler.params).fetchall()
 
-    def _one(self, sql: str) -> Any:
+    def _frame(self, compiler: Compiler, sql: str) -> pd.DataFrame:
         with self._lock:
-            row = self._connection.execute(sql).fetchone()
-        return None if row is None else row[0]
-
-    def _all(self, sql: str) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._connection.execute(sql).fetchall()
-
-
-def _named(spec: QuerySpec, model: DataModel) -> set[str]:
-    """The variables a query can read: the dataset, its variables and ``by``, the patient
-    identifier, and every model variable its parameters name (terms, axes, outcomes)."""
-    out = {DATASET, *spec.variables}
-    if spec.by:
-        out.add(spec.by)
-    if model.patient_id:
-        out.add(model.patient_id)
-    stack: list[Any] = [dict(spec.parameters)]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif isinstance(item, str) and item in model.variables:
-            out.add(item)
-    return out
-
-
-def _number(value: Any) -> int | float:
-    return value if isinstance(value, int | float) else float(value)
+            return self._connection.execute(sql, compiler.params).df()
 
 
 def _close(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:
@@ -324,15 +152,15 @@ class _Loader:
         if source.kind == "csv":
             dialect = _Dialect(source.delimiter, source.encoding)
             header = checked_header(Path(path), what, dialect)
-            types = "{" + ", ".join(f"{_literal(n)}: 'VARCHAR'" for n in header) + "}"
-            relation = (f"read_csv({_literal(path)}, header = true, "
-                        f"delim = {_literal(dialect.delimiter)}, quote = '\"',"
+            types = "{" + ", ".join(f"{sql_literal(n)}: 'VARCHAR'" for n in header) + "}"
+            relation = (f"read_csv({sql_literal(path)}, header = true, "
+                        f"delim = {sql_literal(dialect.delimiter)}, quote = '\"',"
                         f" escape = '\"', columns = {types}, auto_detect = false,"
                         " strict_mode = true, null_padding = false)")
         else:
             if not Path(path).is_file():
                 raise LocalDataError(f"{what} does not exist or is not a file")
-            relation = f"read_parquet({_literal(path)})"
+            relation = f"read_parquet({sql_literal(path)})"
         try:
             described = self.connection.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
         except duckdb.Error as exc:
@@ -346,14 +174,15 @@ class _Loader:
         text = {n: types[n] == "VARCHAR" for n in names}
 
         def blank_text(n: str) -> str:
-            column = _quote(n)
-            return f"({column} IS NULL OR regexp_full_match({column}, {_literal(_BLANK_TEXT)}))"
+            column = quote_name(n)
+            return (f"({column} IS NULL OR regexp_full_match({column}, "
+                    f"{sql_literal(_BLANK_TEXT)}))")
 
         def parse(n: str) -> str:
             """A cell's value as the pandas store parses it (NULL where it is no number)."""
-            column = _quote(n)
+            column = quote_name(n)
             if text[n]:
-                return (f"(CASE WHEN regexp_full_match({column}, {_literal(_NUMBER_TEXT)}) "
+                return (f"(CASE WHEN regexp_full_match({column}, {sql_literal(_NUMBER_TEXT)}) "
                         f"THEN TRY_CAST({column} AS DOUBLE) END)")
             if types[n] == "BOOLEAN":  # not a number to pandas either
                 return "CAST(NULL AS DOUBLE)"
@@ -363,24 +192,24 @@ class _Loader:
         # typed copy read (named apart from the file's columns)
         numeric = [n for n in names if n in self.model.variables
                    and self.model.variables[n].is_numeric]
-        parsed = _fresh_names("__number", numeric, types)
+        parsed = fresh_names("__number", numeric, types)
         # likewise each text cell's blankness: one regular expression per column instead of
         # one per check (planning hundreds of them took 0.4 s per file of a wide model)
-        blanks = _fresh_names("__blank", [n for n in names if text[n] and
+        blanks = fresh_names("__blank", [n for n in names if text[n] and
                                           n in self.model.variables], types)
-        derived = [f"{parse(n)} AS {_quote(c)}" for n, c in parsed.items()]
-        derived += [f"{blank_text(n)} AS {_quote(c)}" for n, c in blanks.items()]
+        derived = [f"{parse(n)} AS {quote_name(c)}" for n, c in parsed.items()]
+        derived += [f"{blank_text(n)} AS {quote_name(c)}" for n, c in blanks.items()]
         if derived:
             relation = f"(SELECT *, {', '.join(derived)} FROM {relation})"
 
         def number(n: str) -> str:
-            return _quote(parsed[n])
+            return quote_name(parsed[n])
 
         def blank(n: str) -> str:
-            return _quote(blanks[n]) if n in blanks else f"({_quote(n)} IS NULL)"
+            return quote_name(blanks[n]) if n in blanks else f"({quote_name(n)} IS NULL)"
 
         def code_text(n: str) -> str:
-            column = _quote(n)
+            column = quote_name(n)
             if text[n]:
                 return column
             if types[n] in ("DOUBLE", "FLOAT") or types[n].startswith("DECIMAL"):
@@ -398,7 +227,7 @@ class _Loader:
             if n == DATASET and source.dataset is None:
                 checks.append((n, "the row has no dataset", blank(n)))
             if variable.is_categorical:
-                enums = ", ".join(_literal(e) for e in variable.enumerations)
+                enums = ", ".join(sql_literal(e) for e in variable.enumerations)
                 shown = ", ".join(repr(c) for c in variable.enumerations[:6])
                 more = ", ..." if len(variable.enumerations) > 6 else ""
                 unknown = f"{code_text(n)} NOT IN ({enums})" if enums else "TRUE"
@@ -442,14 +271,14 @@ class _Loader:
         items = []
         for code, variable in self.model.variables.items():
             if code not in names:
-                value = _literal(source.dataset) if code == DATASET and source.dataset \
+                value = sql_literal(source.dataset) if code == DATASET and source.dataset \
                     else "NULL"
             elif variable.is_numeric:
                 value = f"CASE WHEN {blank(code)} THEN NULL ELSE {number(code)} END"
             else:
                 value = f"CASE WHEN {blank(code)} THEN NULL ELSE {code_text(code)} END"
                 if code == DATASET and source.dataset is not None:
-                    value = f"coalesce({value}, {_literal(source.dataset)})"
+                    value = f"coalesce({value}, {sql_literal(source.dataset)})"
             items.append(value)
         self.connection.execute(f"INSERT INTO {TABLE} SELECT {', '.join(items)} FROM {relation}")
 
@@ -460,7 +289,7 @@ class _Loader:
         out: list[tuple[int, int, Problem]] = []
         for order, (column, what, sql) in enumerate(failing):
             rows = self.connection.execute(
-                f"SELECT r, CAST({_quote(column)} AS VARCHAR) FROM (SELECT row_number() OVER "
+                f"SELECT r, CAST({quote_name(column)} AS VARCHAR) FROM (SELECT row_number() OVER "
                 f"() AS r, * FROM {relation}) WHERE {sql} ORDER BY r LIMIT {_SHOWN}").fetchall()
             for row, value in rows:
                 text = repr(value)

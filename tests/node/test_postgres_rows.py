@@ -1,0 +1,348 @@
+"""A node whose rows are a table of the hospital's PostgreSQL database computes there, and
+gets what the pandas node gets, integer for integer: every kind of the catalog with
+filters, negative values, transforms and centring, folds, DP clipping and rows per
+patient. Start-up names the same problems as the pandas store reading the same table; a
+wrong URL, a missing table, a wrong password or a missing grant is one readable error
+without the password; and the node only reads, as a role granted SELECT alone.
+
+A real server (tests/postgres_support.py): skipped where none can be started, a failure
+under CI."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from node.datasource import DataSource
+from node.rowstore import FrameRows
+from node.sql.postgres_rows import PostgresRows, supports
+from node.statistics import clipping, dp_encode, dp_scale
+from node.validation import ValidationFailed, check_valid, coerce
+from stats.datamodel import DataModel, LocalDataError, PlanModel, Variable
+from stats.kinds import KINDS
+from stats.kinds.base import exact_scale
+from stats.planner import layout
+from stats.query import QuerySpec
+from tests.node.test_duckdb_rows import CELLS, CENTRED, FILTERS, NEGATIVE, _same, _spec
+from tests.stats.test_kinds import _model, _rows
+
+READER_PASSWORD = "s3cret-reader-pw"
+
+
+def _table(server: Any, database: str, name: str, frame: pd.DataFrame,
+           types: dict[str, str] | None = None) -> None:
+    """The frame as a table, rows in order (its physical order is the frame's)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(server.url(database))
+    try:
+        frame.to_sql(name, engine, index=False, dtype=None)
+        if types:
+            with server.connect(database) as admin:
+                for column, kind in types.items():
+                    admin.execute(f'ALTER TABLE "{name}" ALTER COLUMN "{column}" TYPE {kind} '
+                                  f'USING "{column}"::{kind}')
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def database(postgres: Any) -> dict[str, Any]:
+    """The catalog's rows in a table, read by a role that may only SELECT it."""
+    name = postgres.database("catalog")
+    _table(postgres, name, "kinds", _rows())
+    url = postgres.reader(name, "node_reader", READER_PASSWORD, ["kinds"])
+    store = PostgresRows.load([DataSource("sql", url=url, table="kinds")], _model())
+    yield {"server": postgres, "name": name, "url": url, "store": store,
+           "pandas": FrameRows(_rows(), _model())}
+    store.close()
+
+
+def test_a_postgresql_url_is_kept_in_postgresql_and_others_are_not() -> None:
+    assert supports([DataSource("sql", url="postgresql://u@h/db", table="t")])
+    assert supports([DataSource("sql", url="postgresql+psycopg://u@h/db", table="t"),
+                     DataSource("sql", url="postgresql+psycopg://u@h/db", table="u")])
+    assert not supports([DataSource("sql", url="sqlite:///x.db", table="t")])
+    assert not supports([DataSource("sql", url="postgresql://u@h/a", table="t"),
+                         DataSource("sql", url="postgresql://u@h/b", table="t")])
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_agrees_exactly(database: dict, kind: str) -> None:
+    for filters in FILTERS:
+        spec = _spec(kind, filters)
+        _same(database["pandas"].computed(spec, exact_scale, None),
+              database["store"].computed(spec, exact_scale, None))
+
+
+@pytest.mark.parametrize("kind", sorted(NEGATIVE) + sorted(f"centred-{k}" for k in CENTRED))
+def test_negative_values_transforms_and_centring_agree_exactly(database: dict,
+                                                                kind: str) -> None:
+    declared = CENTRED[kind[8:]] if kind.startswith("centred-") else NEGATIVE[kind]
+    for filters in FILTERS[:3]:
+        spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), filters=filters,
+                         **declared)
+        _same(database["pandas"].computed(spec, exact_scale, None),
+              database["store"].computed(spec, exact_scale, None))
+
+
+@pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod"])
+def test_declared_kinds_run_in_postgresql(database: dict, kind: str) -> None:
+    """No row reaches Python for the kinds declared as aggregations (folds included:
+    crossprod's fixture runs three folds)."""
+    assert database["store"].working_rows(_spec(kind, FILTERS[1])) == 0
+
+
+@pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram"])
+def test_dp_encodings_agree_clipped(database: dict, algorithm: str) -> None:
+    base = {"descriptive_stats": dict(variables=("bmi", "age")),
+            "linear_regression": dict(parameters={"terms": [{"const": 1}, {"var": "age"},
+                                                            {"var": "bmi"}]}),
+            "histogram": dict(parameters={"axes": [{"var": "bmi", "edges": [10, 25, 60]}]}),
+            }[algorithm]
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method=algorithm,
+                     privacy={"mode": "dp", "rho": 1.0,
+                              "bounds": {"age": [20, 80], "bmi": [18, 35]}}, **base)
+    plan = layout(spec, PlanModel(_model()), 1 << 20)
+    encoded = [dp_encode(plan, database[n].computed(spec, dp_scale(plan), clipping(plan)))
+               for n in ("pandas", "store")]
+    assert encoded[0] == encoded[1]
+    assert any(encoded[0])
+
+
+def test_folds_hash_every_position_as_numpy_does(database: dict) -> None:
+    """splitmix64 wrapped modulo 2^64 in NUMERIC and bit(64), against numpy's uint64."""
+    from node.sql.compile import POSTGRES, ROW, Compiler
+    from stats.aggregates import FoldKey
+    from stats.kinds.frame import fold_numbers
+
+    store = database["store"]
+    for seed, folds in [(1, 3), (2**63 + 12345, 10), (2**64 - 1, 7), (987654321987, 2)]:
+        compiler = Compiler("t", {}, frozenset(), dialect=POSTGRES)
+        key = compiler.key(FoldKey(folds, seed))
+        rows = store._database.run(
+            f"SELECT {key} FROM (SELECT CAST(i AS BIGINT) AS {ROW} FROM "
+            f"generate_series(0, 2999) AS i) AS t ORDER BY {ROW}", compiler.params)
+        got = [int(r[0]) for r in rows]
+        assert got == fold_numbers(pd.RangeIndex(3000), folds, seed).tolist()
+
+
+def test_exact_sums_round_half_to_even(database: dict) -> None:
+    """The cast to BIGINT rounds with rint (round(numeric) would round half away from 0);
+    sums are exact NUMERIC; a per-row value beyond BIGINT is computed on fetched rows."""
+    from node.sql.compile import POSTGRES, Compiler, aggregation
+    from stats.aggregates import Aggregation, ExactSum, Var
+    from stats.kinds.evaluate import aggregate
+
+    values = [0.5, 1.5, 2.5, -0.5, -2.5, 3.5, 4503599627370495.5, 2.0**62 - 2.0**10]
+    node = Aggregation((ExactSum(Var("x"), 1.0), ExactSum(Var("x"), 0.5)))
+    expected = aggregate(node, pd.DataFrame({"x": values}), {})
+    compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}), dialect=POSTGRES)
+    compiler.params.append(values)
+    statement = aggregation(compiler, "SELECT unnest(CAST($1 AS DOUBLE PRECISION[])) AS c0",
+                            node)
+    row = database["store"]._database.run(statement.sql, statement.params)[0]
+    assert (int(row[1]), int(row[2])) == expected[()]
+    assert expected[()][0] == sum(round(v) for v in values)
+
+
+def test_an_arithmetic_range_error_is_computed_on_fetched_rows(
+        postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL raises an underflow error where C gives 0 (1e-200 squared): that query is
+    computed on the fetched rows, with the same integers as the pandas store."""
+    rows = _rows().iloc[:40].copy()
+    rows["score"] = 1e-200
+    name = postgres.database("tiny")
+    _table(postgres, name, "tiny", rows)
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="tiny")],
+                              _model())
+    spec = QuerySpec("descriptive_stats", "kinds:1", ("d1", "d2"), ("score",))
+    with caplog.at_level(logging.WARNING, logger="fedtally.node"):
+        got = store.computed(spec, exact_scale, None)
+    assert "computing it on fetched rows" in caplog.text
+    _same(FrameRows(rows, _model()).computed(spec, exact_scale, None), got)
+    store.close()
+
+
+def test_rows_per_patient_are_limited_in_sql(postgres: Any) -> None:
+    variables = [Variable("dataset", "dataset", "text", True, ("x",)),
+                 Variable("subject", "subject", "text", False),
+                 Variable("score", "score", "real", False, min=0, max=10)]
+    model = DataModel("visits", "1", {v.code: v for v in variables}, patient_id="subject",
+                      max_rows_per_patient=3)
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"dataset": "x", "subject": rng.choice(list("abcdefgh"), 40),
+                          "score": rng.uniform(0, 10, 40).round(3)})
+    frame.loc[:4, "subject"] = np.nan
+    name = postgres.database("visits")
+    _table(postgres, name, "visits", frame)
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="visits")],
+                              model)
+    spec = QuerySpec("descriptive_stats", "visits:1", ("x",), ("score",),
+                     privacy={"mode": "dp", "rho": 1.0})
+    plan = layout(spec, PlanModel(model), 1 << 20)
+    got = [s.computed(spec, dp_scale(plan), clipping(plan))
+           for s in (FrameRows(coerce(frame, model), model), store)]
+    _same(*got)
+    assert got[0].rows == 8 * 3 + 5
+    store.close()
+
+
+def test_typed_columns_and_text_cells_are_read_as_the_pandas_store_reads_them(
+        postgres: Any) -> None:
+    """The same table, read whole by pandas (today's path for SQL) and checked in
+    PostgreSQL: text cells of every shape, integer, numeric, real and boolean columns,
+    NaN, blanks: the same problems in the same order, and the same values once valid."""
+    name = postgres.database("cells")
+    model = _model()
+    _table(postgres, name, "text_cells", pd.DataFrame({"dataset": "d1", "bmi": CELLS}))
+    source = DataSource("sql", url=postgres.url(name), table="text_cells")
+    with pytest.raises(ValidationFailed) as pandas_error:
+        check_valid(source.load(), model)
+    with pytest.raises(ValidationFailed) as postgres_error:
+        PostgresRows.load([source], model)
+    expected = [str(p) for p in pandas_error.value.problems]
+    assert "row 11, column 'bmi': value '1e400' is not finite" in expected
+    assert [str(p) for p in postgres_error.value.problems] == expected
+    assert postgres_error.value.total == pandas_error.value.total == len(expected)
+
+    n = len(CELLS)
+    frame = pd.DataFrame({
+        "dataset": ["d1"] * (n - 2) + ["", " "], "bmi": CELLS,
+        "age": [30, 17, 40, 101] + [50] * (n - 4),
+        "score": [1.5, float("nan"), -2.25] + [0.0] * (n - 3),
+        "time": [1.25] + [3.0] * (n - 1),
+        "sex": ["F", " M", "\t", "X"] + ["M"] * (n - 4),
+        "arm": [1, 2, 3] + [1] * (n - 3),
+        "event": [True, False] + [None] * (n - 2)})
+    _table(postgres, name, "cells", frame, {"age": "integer", "time": "numeric(8,2)",
+                                            "score": "real"})
+    source = DataSource("sql", url=postgres.url(name), table="cells")
+    with pytest.raises(ValidationFailed) as pandas_error:
+        check_valid(source.load(), model)
+    with pytest.raises(ValidationFailed) as postgres_error:
+        PostgresRows.load([source], model)
+    expected = [str(p) for p in pandas_error.value.problems]
+    for problem in ("row 1, column 'time': value 1.25 is not an integer",
+                    "row 1, column 'arm': value 1 is not a code of ('A', 'B', 'C')",
+                    "row 1, column 'event': value True is not a number",
+                    "row 2, column 'age': value 17 is below the minimum 18"):
+        assert problem in expected
+    assert [str(p) for p in postgres_error.value.problems] == expected
+    assert postgres_error.value.total == pandas_error.value.total > 40
+
+    # a valid table of typed columns: the same values (the 'arm' codes 1, 2, 3 are ints)
+    good = ["30.", "+.5e2", "45", "1E+1", "\t", "\xa0 ", "12.25", "5e1", "0045.5"]
+    k = len(good)
+    valid = pd.DataFrame({"dataset": ["d1"] * k, "bmi": good, "age": list(range(30, 30 + k)),
+                          "score": [0.1 * i for i in range(k)], "time": [2.0] * k,
+                          "sex": ["F", "M", None] * 3, "event": [0, 1, None] * 3})
+    _table(postgres, name, "valid", valid, {"age": "integer", "time": "numeric(8,2)",
+                                            "event": "smallint"})
+    source = DataSource("sql", url=postgres.url(name), table="valid")
+    pandas = FrameRows(coerce(source.load(), model), model)
+    store = PostgresRows.load([source], model)
+    for spec in (QuerySpec("descriptive_stats", "kinds:1", ("d1",),
+                           ("bmi", "age", "score", "time", "sex", "event")),
+                 QuerySpec("histogram", "kinds:1", ("d1",), parameters={
+                     "axes": [{"var": "sex"}, {"var": "bmi", "edges": [0, 20, 60]}]})):
+        _same(pandas.computed(spec, exact_scale, None), store.computed(spec, exact_scale, None))
+    assert store.computed(QuerySpec("count", "kinds:1", ("d1",)), exact_scale, None).rows == k
+    store.close()
+
+
+def test_readable_errors_never_show_the_password(database: dict) -> None:
+    server, name = database["server"], database["name"]
+    wrong = [
+        (DataSource("sql", url=database["url"], table="absent"), "the table does not exist"),
+        (DataSource("sql", url=server.url(name, "node_reader", "not-the-password"),
+                    table="kinds"), "password authentication failed"),
+        (DataSource("sql", url=server.url(name, "node_reader", READER_PASSWORD).replace(
+            str(server.port), "1"), table="kinds"), "the database refused or failed"),
+        (DataSource("sql", url=server.url("no_such_db", "node_reader", READER_PASSWORD),
+                    table="kinds"), "no_such_db"),
+    ]
+    with server.connect(name) as admin:
+        admin.execute('CREATE TABLE "secret" (dataset text)')
+    wrong.append((DataSource("sql", url=database["url"], table="secret"),
+                  "may not read it (grant it SELECT)"))
+    for source, expected in wrong:
+        with pytest.raises(LocalDataError) as info:
+            PostgresRows.load([source], _model())
+        text = str(info.value)
+        assert expected in text, text
+        assert "table" in text and "***" in text
+        assert READER_PASSWORD not in text and "not-the-password" not in text
+        assert "Traceback" not in text
+
+
+def test_the_node_only_reads(database: dict) -> None:
+    """Every statement runs in a READ ONLY transaction: even as the database's owner the
+    node's connection cannot write, and nothing was created by the queries above."""
+    import psycopg
+
+    server, name = database["server"], database["name"]
+    store = PostgresRows.load([DataSource("sql", url=server.url(name), table="kinds")],
+                              _model())
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        store._database.run("CREATE TABLE written (a integer)")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        store._database.run("DELETE FROM kinds")
+    assert store._database.run("SHOW default_transaction_read_only") == [("on",)]
+    store.computed(_spec("crossprod", FILTERS[1]), exact_scale, None)
+    store.close()
+    with server.connect(name) as admin:
+        relations = admin.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+            "AND c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')").fetchall()
+        assert {r[0] for r in relations} <= {"kinds", "secret"}
+        assert admin.execute("SELECT count(*) FROM kinds").fetchone() == (300,)
+    assert dataclasses.replace(_spec("count", None)).kind == "count"
+
+
+def test_a_node_serves_a_postgresql_table(postgres: Any, tmp_path: Any) -> None:
+    """A whole federation on loopback whose node hosp_a serves a PostgreSQL table, read as
+    a SELECT-only role: the totals are the rows' own."""
+    import fedtally
+    from fedtally.synthetic import stroke_model, three_hospitals
+
+    hospitals = three_hospitals(scale=0.05)
+    name = postgres.database("hospital_a")
+    _table(postgres, name, "stroke_registry", hospitals["hosp_a"])
+    url = postgres.reader(name, "hosp_a_node", READER_PASSWORD, ["stroke_registry"])
+    data = {"hosp_a": {"kind": "sql", "url": url, "table": "stroke_registry"},
+            "hosp_b": hospitals["hosp_b"]}
+    with fedtally.local_federation(data, stroke_model(), workdir=tmp_path,
+                                   max_colluding_nodes=0) as fed:
+        stats = fed.descriptive_stats(["age", "nihss"], datasets=["hosp_a", "hosp_b"],
+                                      filters={"op": ">", "var": "age", "value": 60})
+        log = fed.local.log("hosp_a")
+    for variable in ("age", "nihss"):
+        for dataset in ("hosp_a", "hosp_b"):
+            frame = hospitals[dataset]
+            values = frame.loc[frame["age"] > 60, variable].dropna()
+            assert stats.loc[(variable, dataset), "count"] == len(values)
+            assert stats.loc[(variable, dataset), "mean"] == pytest.approx(values.mean(),
+                                                                           rel=1e-12)
+    assert "serving" in log and READER_PASSWORD not in log
+
+
+def test_filter_values_are_bound_never_pasted(database: dict) -> None:
+    """A researcher's text reaches PostgreSQL as a parameter: SQL in a filter value is a
+    value that matches nothing, and the table is untouched."""
+    attack = "M' OR '1'='1'); DROP TABLE kinds; --"
+    for filters in ({"op": "==", "var": "sex", "value": attack},
+                    {"op": "in", "var": "arm", "values": [attack, "A"]}):
+        spec = _spec("moments", filters)
+        _same(database["pandas"].computed(spec, exact_scale, None),
+              database["store"].computed(spec, exact_scale, None))
+    none = _spec("count", {"op": "==", "var": "sex", "value": attack})
+    assert database["store"].computed(none, exact_scale, None).rows == 0
+    with database["server"].connect(database["name"]) as admin:
+        assert admin.execute("SELECT count(*) FROM kinds").fetchone() == (300,)
