@@ -163,9 +163,10 @@ def _tukey_pairs(groups: pd.DataFrame, order: list[str], mse: float, df: float
 
 @handles("anova_oneway", method="anova_oneway")
 def _anova_oneway(fed: Analyses, req: exareme2.Request) -> dict[str, Any]:
-    """Exareme2's AnovaResult without ``min_max_per_group`` (see :data:`exareme2.NOT_RELEASED`).
-    Tukey pairs follow Exareme2: groups in the data model's order, ``diff = meanA -
-    meanB``, ``t_stat = diff / se``; ``p_tuckey`` is exact (see the module notes)."""
+    """Exareme2's AnovaResult without ``min_max_per_group`` (see
+    :data:`fedtally.exareme2.NOT_RELEASED`). Tukey pairs follow Exareme2: groups in the data
+    model's order, ``diff = meanA - meanB``, ``t_stat = diff / se``; ``p_tuckey`` is exact
+    (see :mod:`fedtally.exareme2`'s notes)."""
     y = exareme2.single(req.y, "y", "anova_oneway")
     x = exareme2.single(req.x, "x", "anova_oneway")
     result = anova_oneway(fed, y, x, **exareme2.query_scope(req))

@@ -1,11 +1,10 @@
 """Categorical naive Bayes fitted from secure sums of counts (see
 :mod:`fedtally.methods.naive_bayes`).
 
-One ``counts`` round for the class counts, and one
-two-way table ``[y, feature]`` per feature. Equal to ``sklearn.naive_bayes.CategoricalNB(
-alpha=alpha, min_categories=<number of levels>)`` with each feature encoded by the data
-model's level order: the categories are the data model's levels, never the ones a node
-happens to hold.
+One ``counts`` round for the class counts, and one two-way table ``[y, feature]`` per
+feature. Equal to ``sklearn.naive_bayes.CategoricalNB(alpha=alpha, min_categories=<number
+of levels>)`` with each feature encoded by the data model's level order: the categories
+are the data model's levels, never the ones a node happens to hold.
 """
 
 from __future__ import annotations

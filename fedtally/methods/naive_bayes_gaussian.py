@@ -1,7 +1,7 @@
 """Gaussian naive Bayes fitted from secure sums (see :mod:`fedtally.methods.naive_bayes`).
 
-One ``moments`` round by class gives each class's count,
-and each feature's sum and sum of squares, so its mean and (ddof=0) variance exactly.
+One ``moments`` round by class gives each class's count, and each feature's sum and sum
+of squares, so its mean and (ddof=0) variance exactly.
 Equal to ``sklearn.naive_bayes.GaussianNB()`` (same ``var_smoothing`` rule:
 ``epsilon = var_smoothing * max over features of the feature's variance``, added to every
 class variance).

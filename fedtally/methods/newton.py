@@ -1,7 +1,7 @@
 """The logistic fit by Newton-Raphson over secure sums, shared by logistic regression and
 its cross-validation.
 
-**Logistic regression** is fitted by Newton-Raphson from ``beta = 0``, one ``logistic`` round
+Logistic regression is fitted by Newton-Raphson from ``beta = 0``, one ``logistic`` round
 per iteration: each node returns its log-likelihood ``sum y eta - log(1 + e^eta)``, gradient
 ``X'(y - p)`` and information matrix ``X' W X`` (``W = p(1 - p)``) at the proposed
 coefficients, and the step ``(X'WX)^-1 X'(y - p)`` is solved exactly. Iteration stops when

@@ -1,7 +1,7 @@
 """What the regressions (and their cross-validations) share: input and rank checks on exact
 cross-products, the exact least-squares fit, and the shapes of coefficient tables.
 
-**Linear regression** (ordinary least squares) takes one round: the secure sum of the
+**The least-squares fit** (:func:`ols_fit`) takes one round: the secure sum of the
 cross-products of the design ``[Intercept, predictors..., y]`` (the ``crossprod`` kind).
 Split as ``[[X'X, X'y], [y'X, y'y]]`` it is all OLS needs. The totals are exact (the sum of
 the nodes' float64 sums), and everything up to the residual sum of squares is computed

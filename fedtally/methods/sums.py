@@ -4,10 +4,10 @@ shared by the t-tests and the one-way analysis of variance.
 
 **The dataset as a factor.** The MIP lets ``dataset`` be a grouping variable (e.g. the
 groups of an independent t-test or the rows of a table). Design terms and ``by`` cannot
-name it, so it is handled here: moments are released per dataset anyway, and tables are
-asked once per dataset.
+name it, so it is handled here: moments are released per dataset anyway
+(:func:`group_moments`).
 
-**Small cells.** A node leaves out a group (or a table cell) smaller than its
+**Small cells.** A node leaves out a group smaller than its
 ``small_cell_threshold``, and contributes nothing when its whole cohort is smaller than
 its ``min_row_count``; results then describe the rows that were released, and say so in
 ``federation`` (``nodes_contributing``; ``cells_below_threshold`` counts the node-level cells

@@ -3,10 +3,10 @@ axis), shared by :func:`contingency_table` and :func:`chi_square`.
 
 **The dataset as a factor.** The MIP lets ``dataset`` be a grouping variable (e.g. the
 groups of an independent t-test or the rows of a table). Design terms and ``by`` cannot
-name it, so it is handled here: moments are released per dataset anyway, and tables are
-asked once per dataset.
+name it, so a table with ``dataset`` as an axis is asked once per dataset, over the other
+variable.
 
-**Small cells.** A node leaves out a group (or a table cell) smaller than its
+**Small cells.** A node leaves out a table cell smaller than its
 ``small_cell_threshold``, and contributes nothing when its whole cohort is smaller than
 its ``min_row_count``; results then describe the rows that were released, and say so in
 ``federation`` (``nodes_contributing``; ``cells_below_threshold`` counts the node-level cells

@@ -48,7 +48,7 @@ def ttest_independent(fed: Analyses, y: str, group: str, a: str, b: str,
     or Welch's, from the noisy moments) plus the noise variance of both means by the delta
     method, ``(sd(S_a)^2 + mean_a^2 sd(N_a)^2)/n_a^2 + (same for b)``; ``statistic``,
     ``pvalue`` and ``ci`` come from the normal approximation with that variance and
-    ``noise_std`` is the noise part (see the module notes)."""
+    ``noise_std`` is the noise part (see :mod:`fedtally.methods.ttests`)."""
     privacy_ = privacy_spec(privacy)
     alternative, alpha = check_alternative(alternative), check_alpha(alpha)
     a, b = str(a), str(b)
@@ -118,8 +118,8 @@ def _welch_df(vn1: float, vn2: float, n1: int, n2: int) -> float:
 
 @handles("ttest_independent", method="ttest_independent")
 def _ttest_independent(fed: Analyses, req: exareme2.Request) -> dict[str, Any]:
-    """Welch's test of groupA against groupB of x (see the module notes on ``p`` and
-    ``df``); ``cohens_d`` over the pooled standard deviation."""
+    """Welch's test of groupA against groupB of x (see :mod:`fedtally.exareme2`'s notes on
+    ``p`` and ``df``); ``cohens_d`` over the pooled standard deviation."""
     y = exareme2.single(req.y, "y", "ttest_independent")
     x = exareme2.single(req.x, "x", "ttest_independent")
     result = ttest_independent(fed, y, x, exareme2.param(req, "groupA"),

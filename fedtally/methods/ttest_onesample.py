@@ -40,7 +40,7 @@ def ttest_onesample(fed: Analyses, y: str, mu: float = 0.0, alternative: str = "
     ``estimate = S/N`` from the noisy count and sum, ``se^2 = s^2/n + (sd(S)^2 +
     mean^2 sd(N)^2)/n^2`` (delta method: sampling plus noise), ``statistic``, ``pvalue``
     and ``ci`` from the normal approximation with that variance, ``noise_std`` the noise
-    part of ``se``; see the module notes."""
+    part of ``se``; see :mod:`fedtally.methods.ttests`."""
     privacy_ = privacy_spec(privacy)
     alternative, alpha, mu = check_alternative(alternative), check_alpha(alpha), check_mu(mu)
     view = PlanModel(Analyses.model(fed, data_model))

@@ -54,7 +54,7 @@ def ttest_paired(fed: Analyses, y1: str, y2: str, mu: float = 0.0,
     (the count slot and the intercept's own cross-product); the mean difference is
     ``(S1 - S2)/n`` with ``sd(S)^2 = sd(S1)^2 + sd(S2)^2``, and ``se``, ``statistic``,
     ``pvalue``, ``ci`` and ``noise_std`` are as for :func:`ttest_onesample` (delta method,
-    normal approximation; see the module notes)."""
+    normal approximation; see :mod:`fedtally.methods.ttests`)."""
     privacy_ = privacy_spec(privacy)
     alternative, alpha, mu = check_alternative(alternative), check_alpha(alpha), check_mu(mu)
     view = PlanModel(Analyses.model(fed, data_model))

@@ -3,7 +3,7 @@ exact or noisy moments (:func:`t_result`, :func:`dp_t_result`).
 
 Every statistic is computed from the exact totals (sums of the nodes' float64 local sums,
 in rational arithmetic), so on the pooled rows the results equal scipy's
-(``ttest_1samp``, ``ttest_rel``, ``ttest_ind``, ``chi2_contingency``) to about 1e-15.
+(``ttest_1samp``, ``ttest_rel``, ``ttest_ind``) to about 1e-15.
 
 **Exareme2.** How the MIP's (R-made) reference numbers map onto ours:
 
@@ -20,7 +20,7 @@ in rational arithmetic), so on the pooled rows the results equal scipy's
 bounds, release every count and sum with Gaussian noise and suppress nothing; results are
 computed from the noisy totals (post-processing) and say what they spent (``privacy``).
 Every estimate is a ratio of noisy totals. Its variance is taken by the delta
-  method, sampling plus noise: for a mean S/N,
+method, sampling plus noise: for a mean S/N,
 ``Var(mean) = s^2/n + (sd(S)^2 + mean^2 sd(N)^2) / n^2`` (s the sample standard
 deviation, sd(.) the noise standard deviations); for a difference of independent means,
 the sum of the two. ``se`` is its square root, ``statistic`` and ``pvalue`` are those of
