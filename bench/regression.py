@@ -30,7 +30,8 @@ import pandas as pd
 
 from fedtally.local import local_federation
 from fedtally.methods.common import predictor_terms
-from fedtally.methods.regression import linear_regression, logistic_regression
+from fedtally.methods.linear_regression import linear_regression
+from fedtally.methods.logistic_regression import logistic_regression
 
 ROWS = 1_000_000
 NODES = ("hosp_a", "hosp_b", "hosp_c")

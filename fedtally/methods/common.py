@@ -1,18 +1,23 @@
-"""Pieces every analysis shares: privacy argument, model terms, exact linear algebra."""
+"""Pieces every analysis shares: privacy argument, input checks, model terms, exact
+linear algebra, the federation record of several queries.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fedtally import coverage
+from fedtally.analyses import Analyses, FilterLike, filter_tree
 from fedtally.results import Statistic
 from protocol.errors import DegenerateInput, QueryError
-from stats.datamodel import PlanModel
+from stats import filters as filter_trees
+from stats.datamodel import DATASET, PlanModel
 from stats.design import Term, dummies, term_name
 from stats.suggest import unknown
 
@@ -25,6 +30,71 @@ def check_privacy(privacy: Any, method: str) -> dict[str, Any]:
         return {"mode": "exact"}
     raise QueryError(f"{method} gives exact answers only for now (privacy=None or 'exact'); "
                      "it refuses differential privacy")
+
+
+def merge_federation(stats_: Sequence[Statistic]) -> dict[str, Any]:
+    """One query's ``federation``; for several (one per dataset), the widest counts, the
+    suppressed cells summed and each query's own record under ``per_query``."""
+    records = [s.federation for s in stats_]
+    if len(records) == 1:
+        return records[0]
+    return {"nodes_asked": max(r["nodes_asked"] for r in records),
+            "nodes_answered": min(r["nodes_answered"] for r in records),
+            "nodes_contributing": max(r["nodes_contributing"] for r in records),
+            "cells_below_threshold": sum(r["cells_below_threshold"] for r in records),
+            "queries": len(records), "per_query": records}
+
+
+def no_rows(federation: Mapping[str, Any], what: str = "the analysis") -> DegenerateInput:
+    return DegenerateInput(
+        f"no rows for {what}: the filters leave none, or every node's cohort is below its "
+        f"minimum row count ({federation.get('nodes_contributing', 0)} of "
+        f"{federation.get('nodes_asked', 0)} nodes contributed)")
+
+
+def resolved_datasets(fed: Analyses, data_model: str | None,
+                      datasets: Sequence[str] | str | None) -> list[str]:
+    """The datasets a query covers: those given, or every dataset the data model declares,
+    less those no online node holds (reported as :class:`fedtally.IncompleteAnswer`, or an
+    error under ``strict``)."""
+    scope = Analyses.scope(fed, data_model, datasets)
+    if not scope.sent:
+        raise QueryError(f"no online node holds dataset(s) {list(scope.asked)}")
+    if scope.offline:
+        coverage.report([f"dataset {d!r}: {coverage.OFFLINE}" for d in scope.offline],
+                        scope.offline, strict=coverage.strict_now(fed.strict))
+    return list(scope.sent)
+
+
+def check_numeric(view: PlanModel, variable: str) -> None:
+    if not isinstance(variable, str) or not view.has_variable(variable):
+        raise QueryError(unknown("variable", variable, view.variable_names()))
+    if not view.is_numeric(variable):
+        raise QueryError(f"{variable!r} is categorical; a numeric variable is needed here")
+
+
+def check_factor(view: PlanModel, variable: str) -> None:
+    """A grouping variable: categorical, or the ``dataset`` itself."""
+    if variable == DATASET:
+        return
+    if not isinstance(variable, str) or not view.has_variable(variable):
+        raise QueryError(unknown("variable", variable, view.variable_names()))
+    if view.is_numeric(variable):
+        raise QueryError(f"{variable!r} is numeric; a categorical variable is needed here")
+
+
+def complete_cases(variables: Sequence[str], filters: FilterLike, view: PlanModel
+                   ) -> filter_trees.Filter:
+    """The researcher's filter AND "present" for every variable, as a filter tree: ``v is
+    not null`` for a numeric variable, ``v in (its levels)`` for a categorical one (which
+    also leaves out codes the data model does not know)."""
+    items: list[filter_trees.Filter] = [
+        filter_trees.IsNull(v, negated=True) if view.is_numeric(v)
+        else filter_trees.Membership(v, view.levels(v)) for v in variables]
+    tree = filter_tree(filters)
+    if tree is not None:
+        items.append(tree)
+    return filter_trees.And(tuple(items))
 
 
 def predictor_terms(x: Sequence[str], view: PlanModel, *, intercept: bool = True) -> list[Term]:

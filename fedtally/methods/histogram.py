@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedtally import exareme2
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import Histogram
 from fedtally.dp import privacy_spec
-from fedtally.methods.registry import catalog_method
+from fedtally.methods.common import complete_cases
+from fedtally.methods.registry import catalog_method, handles
 from fedtally.results import Statistic, nonnegative_count
 from protocol.errors import DegenerateInput, QueryError
 from stats.datamodel import PlanModel
@@ -51,8 +53,6 @@ from stats.kinds import MAX_CELLS
 from stats.kinds.counts import OUTSIDE
 from stats.plans import Key
 from stats.suggest import unknown
-
-__all__ = ["histogram", "histogram_edges"]
 
 Bins = int | Sequence[float]
 
@@ -224,3 +224,47 @@ def _dp_attrs(frame: pd.DataFrame, stat: Statistic, edges: list[float] | None) -
     if edges is not None:
         frame.attrs["edges"] = edges
     return frame
+
+
+def _counts(values: Sequence[int]) -> list[int | None]:
+    """Exareme2 writes null for a count below its minimum row count."""
+    return [int(v) if v >= exareme2.MIN_ROW_COUNT else None for v in values]
+
+
+@handles("multiple_histograms", method="histogram")
+def _multiple_histograms(fed: Analyses, req: exareme2.Request) -> dict[str, Any]:
+    """Counts of y over the complete cases of y and every x: first over all those rows,
+    then one block per level of each (categorical) x; levels as Exareme2 lists them."""
+    y = exareme2.single(req.y, "y", "multiple_histograms")
+    groupings = [v for v in dict.fromkeys(req.x) if v != y]
+    view = exareme2.plan_view(fed, req)
+    for name in [y, *groupings]:
+        if not view.has_variable(name):
+            raise QueryError(unknown("variable", name, view.variable_names()))
+    for name in groupings:
+        if view.is_numeric(name):
+            raise QueryError(f"multiple_histograms groups by categorical x; {name!r} is numeric")
+    bins: Any = exareme2.integer(req, "bins", 20)
+    labels: list[Any]
+    if view.is_numeric(y):
+        # the data model's declared range (Exareme2 would take the data's exact min and max)
+        bins = histogram_edges(y, bins, None, view)
+        labels = list(bins)
+    else:
+        labels = exareme2.enumerations(fed, req, y)
+    scope = exareme2.query_scope(req)
+    if groupings:
+        scope["filters"] = complete_cases([y, *groupings], req.filters, view)
+
+    def block(rows: pd.DataFrame, grouping: str | None, level: str | None) -> dict[str, Any]:
+        counts = (rows["count"] if view.is_numeric(y)
+                  else rows.set_index("category")["count"].loc[labels])
+        return {"var": y, "grouping_var": grouping, "grouping_enum": level, "bins": labels,
+                "counts": _counts(counts.tolist())}
+
+    blocks = [block(histogram(fed, y, bins, **scope), None, None)]
+    for grouping in groupings:
+        table = histogram(fed, y, bins, by=grouping, **scope)
+        blocks += [block(table[table[grouping] == level], grouping, level)
+                   for level in exareme2.enumerations(fed, req, grouping)]
+    return {"histogram": blocks}

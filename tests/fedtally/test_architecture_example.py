@@ -1,7 +1,9 @@
-"""The ten-line method in ARCHITECTURE.md works as written: registered by its decorator and
-granted its kind in the nodes' table (the two steps the page names), it answers on a
-simulated federation with the pooled data's own coefficient of variation. It runs in a
-process of its own, so the registry of the test process keeps only the catalog."""
+"""The ten-line method in ARCHITECTURE.md works as written: one module of its own name
+dropped into ``fedtally.methods``, registered by its decorator and granted its kind in
+the nodes' table (the steps the page names), it answers on a simulated federation with
+the pooled data's own coefficient of variation. It runs in a process of its own, and its
+module in a temporary folder added to the package's path, so the registry of the test
+process and the package's folder keep only the catalog."""
 
 from __future__ import annotations
 
@@ -12,17 +14,31 @@ import sys
 
 from support import PROJECT_ROOT
 
+#: the imports of the page's module fedtally/methods/coefficient_of_variation.py
+IMPORTS = """
+from __future__ import annotations
+from collections.abc import Sequence
+from fedtally.analyses import Analyses, FilterLike
+from fedtally.methods.registry import catalog_method
+from fedtally.results import moments
+"""
+
 PRELUDE = """
 import json
-from collections.abc import Sequence
+import pathlib
+import sys
+import tempfile
 import numpy as np
+import fedtally.methods
 from stats.kinds import METHOD_KINDS
-from fedtally.analyses import Analyses, FilterLike
-from fedtally.methods.registry import catalog_method, methods
-from fedtally.results import moments
+from fedtally.methods.registry import methods
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import stroke_model, three_hospitals
-METHOD_KINDS["coefficient_of_variation"] = ("moments",)  # step 2 of the page
+folder = tempfile.TemporaryDirectory()  # removed when the process ends
+(pathlib.Path(folder.name) / "coefficient_of_variation.py").write_text(sys.argv[1])  # one file
+fedtally.methods.__path__.append(folder.name)
+METHOD_KINDS["coefficient_of_variation"] = ("moments",)  # the nodes' one-line entry
+coefficient_of_variation = methods()["coefficient_of_variation"].function
 """
 
 CHECK = """
@@ -31,7 +47,8 @@ fed = SimulatedFederation(data, stroke_model(), seed=1)
 pooled = np.concatenate([frame["age"].dropna().to_numpy(float) for frame in data.values()])
 print(json.dumps({"ours": coefficient_of_variation(fed, "age"),
                   "pooled": float(pooled.std(ddof=1) / pooled.mean()),
-                  "registered": methods()["coefficient_of_variation"].kinds}))
+                  "registered": methods()["coefficient_of_variation"].kinds,
+                  "module": coefficient_of_variation.__module__}))
 """
 
 
@@ -43,10 +60,11 @@ def _example() -> str:
 
 
 def test_the_example_method_answers_as_written() -> None:
-    script = PRELUDE + _example() + CHECK
-    out = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True,
-                         text=True, timeout=120)
+    script = PRELUDE + CHECK
+    out = subprocess.run([sys.executable, "-c", script, IMPORTS + _example()], cwd=PROJECT_ROOT,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["registered"] == ["moments"]
+    assert report["module"] == "fedtally.methods.coefficient_of_variation"
     assert abs(report["ours"] - report["pooled"]) <= 1e-12 * abs(report["pooled"])

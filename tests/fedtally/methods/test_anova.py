@@ -19,7 +19,8 @@ from statsmodels.stats.libqsturng import psturng
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 import fedtally
-from fedtally.methods.anova import anova_oneway, anova_twoway
+from fedtally.methods.anova_oneway import anova_oneway
+from fedtally.methods.anova_twoway import anova_twoway
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from sklearn.naive_bayes import CategoricalNB, GaussianNB
 
-from fedtally.methods.bayes import (
+from fedtally.methods.naive_bayes_categorical import (
     naive_bayes_categorical,
     naive_bayes_categorical_predictions,
-    naive_bayes_gaussian,
 )
+from fedtally.methods.naive_bayes_gaussian import naive_bayes_gaussian
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

@@ -14,13 +14,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fedtally.methods.classical import (
-    chi_square,
-    contingency_table,
-    ttest_independent,
-    ttest_onesample,
-    ttest_paired,
-)
+from fedtally.methods.chi_square import chi_square
+from fedtally.methods.contingency_table import contingency_table
+from fedtally.methods.ttest_independent import ttest_independent
+from fedtally.methods.ttest_onesample import ttest_onesample
+from fedtally.methods.ttest_paired import ttest_paired
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
-from fedtally.methods.clustering import kmeans
+from fedtally.methods.kmeans import kmeans
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

@@ -13,8 +13,11 @@ import pandas as pd
 import pytest
 
 import fedtally
-from fedtally.methods.multivariate import pca, pearson_correlation
-from fedtally.methods.survival import _Counts, _km_block_dp, kaplan_meier, logrank_test
+from fedtally.methods.kaplan_meier import _km_block_dp, kaplan_meier
+from fedtally.methods.logrank_test import logrank_test
+from fedtally.methods.pca import pca
+from fedtally.methods.pearson_correlation import pearson_correlation
+from fedtally.methods.survival import Counts
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError
@@ -194,7 +197,7 @@ def test_kaplan_meier_post_processing_rules() -> None:
     grid = [1.0, 2.0, 3.0, 4.0]
     var = np.full(5, 4.0)
     # at risk: 12.3, 12, 8 (d = 9 >= n: the curve ends), 1
-    ended = _Counts(np.array([-0.7, 3.0, 9.0, 2.0, 0.0]), np.array([1.0, 1.0, -2.0, 0.0, -1.0]),
+    ended = Counts(np.array([-0.7, 3.0, 9.0, 2.0, 0.0]), np.array([1.0, 1.0, -2.0, 0.0, -1.0]),
                     var, var)
     table = _km_block_dp(grid, ended, 1.96)
     assert table["survival"].iloc[0] == 1.0  # a negative noisy d: clamped, not > 1
@@ -204,7 +207,7 @@ def test_kaplan_meier_post_processing_rules() -> None:
     assert (table["ci_lower"].iloc[2:] == 0).all()
     assert (table["survival"].iloc[2:] == 0).all()
     # at risk: 11.5, 4.5, -8.5 (not estimable from here on, though the next is 2.5)
-    empty = _Counts(np.array([2.0, 1.0, -9.0, 0.5, -1.0]), np.array([5.0, 12.0, -2.0, 1.0, 2.0]),
+    empty = Counts(np.array([2.0, 1.0, -9.0, 0.5, -1.0]), np.array([5.0, 12.0, -2.0, 1.0, 2.0]),
                     var, var)
     table = _km_block_dp(grid, empty, 1.96)
     assert table["survival"].iloc[:2].notna().all()

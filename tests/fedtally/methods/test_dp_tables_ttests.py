@@ -16,18 +16,15 @@ import pytest
 from scipy import stats
 
 import fedtally
-from fedtally.methods import classical
-from fedtally.methods.classical import (
-    ContingencyTable,
-    TTestResult,
-    _dp_chi_square,
-    chi_square,
-    contingency_table,
-    ttest_independent,
-    ttest_onesample,
-    ttest_paired,
-)
+from fedtally.methods import chi_square as chi_square_module
+from fedtally.methods.chi_square import _dp_chi_square, chi_square
+from fedtally.methods.contingency_table import contingency_table
 from fedtally.methods.histogram import histogram
+from fedtally.methods.tables import ContingencyTable
+from fedtally.methods.ttest_independent import ttest_independent
+from fedtally.methods.ttest_onesample import ttest_onesample
+from fedtally.methods.ttest_paired import ttest_paired
+from fedtally.methods.ttests import TTestResult
 from fedtally.simulated import SimulatedFederation
 from fedtally.synthetic import three_hospitals
 from node.policy import Policy
@@ -256,7 +253,7 @@ def test_dp_chi_square_pvalue_keeps_its_level(monkeypatch: pytest.MonkeyPatch) -
     """Under independence, with noise comparable to the counts, the bootstrap p-value falls
     below 0.05 about 5 % of the time; the noise-blind chi-square p-value far more often."""
     # (1 + hits) / (1 + R) keeps its level for any R: fewer simulations keep this fast
-    monkeypatch.setattr(classical, "CHI_SQUARE_SIMULATIONS", 999)
+    monkeypatch.setattr(chi_square_module, "CHI_SQUARE_SIMULATIONS", 999)
     rng = np.random.default_rng(12)
     bootstrap, asymptotic = [], []
     for _ in range(300):

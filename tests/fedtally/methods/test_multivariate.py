@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from fedtally.methods.multivariate import pca, pearson_correlation
+from fedtally.methods.pca import pca
+from fedtally.methods.pearson_correlation import pearson_correlation
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

@@ -12,13 +12,11 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from fedtally.methods.cv import linear_regression_cv, logistic_regression_cv
-from fedtally.methods.regression import (
-    Evaluation,
-    Newton,
-    linear_regression,
-    logistic_regression,
-)
+from fedtally.methods.linear_regression import linear_regression
+from fedtally.methods.linear_regression_cv import linear_regression_cv
+from fedtally.methods.logistic_regression import logistic_regression
+from fedtally.methods.logistic_regression_cv import logistic_regression_cv
+from fedtally.methods.newton import Evaluation, Newton
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

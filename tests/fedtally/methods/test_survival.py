@@ -12,7 +12,8 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test as ll_logrank
 from lifelines.statistics import multivariate_logrank_test
 
-from fedtally.methods.survival import KaplanMeierTable, kaplan_meier, logrank_test
+from fedtally.methods.kaplan_meier import KaplanMeierTable, kaplan_meier
+from fedtally.methods.logrank_test import logrank_test
 from fedtally.simulated import SimulatedFederation
 from node.policy import Policy
 from protocol.errors import DegenerateInput, QueryError

@@ -39,17 +39,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedtally import exareme2
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.methods.common import check_privacy
-from fedtally.methods.registry import catalog_method
+from fedtally.methods.registry import catalog_method, handles
 from fedtally.results import moments
 from protocol.errors import DegenerateInput, QueryError
 from stats.datamodel import PlanModel
 from stats.kinds import MAX_CENTERS
 
-__all__ = ["KMeansResult", "kmeans"]
-
 INIT_HALF_WIDTH = 2.0  # initial centers lie in mean +/- 2 sd
+
 SPLIT_STEP = 0.1  # a re-seeded center sits this fraction of the rms spread from its donor
 
 
@@ -255,3 +255,14 @@ def _check_rows(n: int, k: int, federation: dict[str, int]) -> None:
             f"{federation['nodes_asked']} nodes contributed)")
     if k > n:
         raise DegenerateInput(f"k = {k} clusters but only {n} complete rows")
+
+
+@handles("kmeans", method="kmeans")
+def _kmeans(fed: Analyses, req: exareme2.Request) -> dict[str, Any]:
+    """Exareme2's defaults: k = 4, maxiter = 1, tol = 0.01. Clusters left empty are
+    dropped (Exareme2 reports them at the origin)."""
+    result = kmeans(fed, req.y, exareme2.integer(req, "k", 4),
+                    max_iter=exareme2.integer(req, "maxiter", 1),
+                    tol=exareme2.real(req, "tol", 0.01), seed=0, **exareme2.query_scope(req))
+    return {"title": "K-Means Centers",
+            "centers": [exareme2.numbers(row) for row in result.centers.to_numpy()]}

@@ -1,23 +1,5 @@
-"""K-fold cross-validation of linear and logistic regression, with the folds kept at the nodes.
-
-Each node assigns each of its rows to a fold from the row's position in its data and a
-public seed (``stats.kinds.frame.fold_numbers``: splitmix64 of position + seed, modulo k), so no
-row, index or fold membership leaves a node. The folds therefore differ from Exareme2's
-(sklearn ``KFold`` without shuffling over each node's rows), and the per-fold numbers differ
-from Exareme2's accordingly; the metrics are the same definitions.
-
-**Linear** (two rounds). The ``crossprod`` kind with ``folds`` returns the cross-products of
-``[Intercept, predictors..., y]`` of each fold; a fold's training set is the total minus
-the fold, fitted exactly (:func:`fedtally.methods.regression.ols_fit`). One
-``regression_eval`` round then sums, on each fold's own rows, ``y``, ``y^2``, the residual,
-its square and its absolute value under that fold's coefficients. Per fold (as Exareme2's
-``LinearRegression.compute_summary`` on the test rows):
-
-* ``n_obs``: training rows; ``n_test``: the fold's rows;
-* ``rmse = sqrt(SSE / n_test)`` -- Exareme2 reports this value under the name
-  ``mean_sq_error``; ``mse = SSE / n_test`` is given too;
-* ``r_squared = 1 - SSE / TSS`` with TSS around the fold's own mean of y;
-* ``mean_abs_error = sum |residual| / n_test``.
+"""K-fold cross-validation of logistic regression, with the folds kept at the nodes (see
+:mod:`fedtally.methods.folds`).
 
 **Logistic** (Newton rounds, then evaluation rounds). The ``logistic`` kind with ``folds``
 and ``betas`` returns, for each fold, the totals over the rows *outside* it at that fold's
@@ -46,156 +28,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedtally import exareme2
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import with_cv_summary
 from fedtally.methods.common import check_privacy, names, triangle
-from fedtally.methods.registry import catalog_method
-from fedtally.methods.regression import (
-    Evaluation,
-    Newton,
-    check_newton,
-    linear_terms,
-    logistic_design,
-    ols_fit,
-    present_terms,
-    sub_matrix,
-    who,
-)
+from fedtally.methods.folds import SUMMARY_ROWS, check_splits, fold_names, fold_summary, in_fold
+from fedtally.methods.newton import Evaluation, Newton, check_newton, logistic_design
+from fedtally.methods.registry import catalog_method, handles
+from fedtally.methods.regression import present_terms, who
 from fedtally.results import Statistic
 from protocol.errors import DegenerateInput, QueryError
 from stats.design import Term
-from stats.kinds import MAX_FOLDS
-
-__all__ = [
-    "LinearRegressionCVResult",
-    "LogisticRegressionCVResult",
-    "linear_regression_cv",
-    "logistic_regression_cv",
-]
-
-SUMMARY_ROWS = ("average", "stdev")
-
-
-def _check_splits(n_splits: int, fold_seed: int) -> None:
-    if isinstance(n_splits, bool) or not isinstance(n_splits, int) \
-            or not 2 <= n_splits <= MAX_FOLDS:
-        raise QueryError(f"n_splits must be an integer from 2 to {MAX_FOLDS}")
-    if isinstance(fold_seed, bool) or not isinstance(fold_seed, int):
-        raise QueryError("fold_seed must be an integer")
-
-
-def _fold_names(k: int) -> list[str]:
-    return [f"fold_{i}" for i in range(1, k + 1)]
-
-
-def _summary(folds: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Mean and sample standard deviation (ddof 1) over the folds, as Exareme2."""
-    table = folds[list(columns)]
-    return pd.DataFrame([table.mean(), table.std(ddof=1)], index=list(SUMMARY_ROWS))
-
-
-def _in_fold(f: int) -> str:
-    return f" in the training rows of fold {f + 1}"
-
-
-# --- linear ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LinearRegressionCVResult:
-    """Per-fold test metrics of linear regression (see the module docstring)."""
-
-    dependent_var: str
-    #: design columns (Intercept first)
-    indep_vars: list[str]
-    #: one row per fold (fold_1 ...): n_obs (training rows), n_test, rmse, mse, r_squared,
-    #: mean_abs_error
-    folds: pd.DataFrame
-    #: rows "average" and "stdev" (ddof 1) of the metric columns over the folds
-    summary: pd.DataFrame
-    #: each fold's coefficients (columns fold_1 ...), fitted on the other folds
-    params: pd.DataFrame
-    privacy: dict[str, Any] = field(default_factory=dict)
-    federation: dict[str, int] = field(default_factory=dict)
-
-    def to_exareme2(self) -> dict[str, Any]:
-        """Exareme2's ``CVLinearRegressionResult``: ``[mean, std]`` pairs; Exareme2's
-        ``mean_sq_error`` holds the root mean squared error."""
-        def pair(column: str) -> list[float]:
-            return [float(self.summary.loc["average", column]),
-                    float(self.summary.loc["stdev", column])]
-
-        return {"dependent_var": self.dependent_var, "indep_vars": list(self.indep_vars),
-                "n_obs": [int(v) for v in self.folds["n_obs"]],
-                "mean_sq_error": pair("rmse"), "r_squared": pair("r_squared"),
-                "mean_abs_error": pair("mean_abs_error")}
-
-
-@catalog_method(kinds=("crossprod", "regression_eval"))
-def linear_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str, n_splits: int = 5, *,
-                         fold_seed: int = 0, datasets: Sequence[str] | None = None,
-                         filters: FilterLike = None, data_model: str | None = None,
-                         privacy: Any = None) -> LinearRegressionCVResult:
-    """K-fold cross-validation of ordinary least squares of ``y`` on ``x``: two rounds."""
-    privacy_info = check_privacy(privacy, "linear_regression_cv")
-    _check_splits(n_splits, fold_seed)
-    terms, variables = linear_terms(fed, y, x, data_model)
-    folds = list(range(n_splits))
-    common = {"variables": variables, "datasets": datasets, "filters": filters,
-              "data_model": data_model}
-    stat = fed.statistic("linear_regression_cv", kind="crossprod", **common,
-                         parameters={"terms": terms, "folds": n_splits, "fold_seed": fold_seed})
-    per_fold = [triangle(stat, ("xx", f), len(terms)) for f in folds]
-    counts = [stat.count(("n", f)) for f in folds]
-    n = sum(counts)
-    if n == 0:
-        raise DegenerateInput(f"no complete rows to fit ({who(stat)})")
-    total = [[sum((m[i][j] for m in per_fold), Fraction(0)) for j in range(len(terms))]
-             for i in range(len(terms))]
-    keep = present_terms(terms[:-1], total)
-    labels = names([terms[k] for k in keep])
-    columns = [*keep, len(terms) - 1]
-    # sums of squares about the nodes' centres: what "constant" is judged against
-    about = [[stat.about_centre(("xx", f, k, k)) for k in columns] for f in folds]
-    betas = []
-    for f in folds:
-        if counts[f] == 0:
-            raise DegenerateInput(f"fold {f + 1} has no rows ({n} rows in all)")
-        train = [[total[i][j] - per_fold[f][i][j] for j in range(len(terms))]
-                 for i in range(len(terms))]
-        floors = [sum((about[g][c] for g in folds if g != f), Fraction(0))
-                  for c in range(len(columns))]
-        fit = ols_fit(sub_matrix(train, columns), n - counts[f], labels, _in_fold(f), floors)
-        betas.append([float(b) for b in fit.beta])
-    kept_terms: list[Term] = [terms[k] for k in keep]
-    evaluation = fed.statistic("linear_regression_cv", kind="regression_eval", **common,
-                               parameters={"terms": kept_terms, "y": y, "folds": n_splits,
-                                           "fold_seed": fold_seed, "betas": betas})
-    records = [_linear_metrics(evaluation, f, n) for f in folds]
-    table = pd.DataFrame.from_records(records, index=_fold_names(n_splits))
-    params = pd.DataFrame(np.array(betas).T, index=labels, columns=_fold_names(n_splits))
-    return with_cv_summary(LinearRegressionCVResult(
-        dependent_var=y, indep_vars=labels, folds=table,
-        summary=_summary(table, ["rmse", "mse", "r_squared", "mean_abs_error"]),
-        params=params, privacy=privacy_info, federation=evaluation.federation))
-
-
-def _linear_metrics(stat: Statistic, f: int, n: int) -> dict[str, float | int]:
-    n_test = stat.count(("n", f))
-    if n_test == 0:
-        raise DegenerateInput(f"fold {f + 1} has no rows to evaluate")
-    sy, syy = stat.exact(("sy", f)), stat.exact(("syy", f))
-    see, sae = stat.exact(("see", f)), stat.exact(("sae", f))
-    tss = syy - sy * sy / n_test
-    if tss <= 0:
-        raise DegenerateInput(f"the outcome is constant in fold {f + 1}: R^2 is undefined")
-    mse = see / n_test
-    return {"n_obs": n - n_test, "n_test": n_test, "rmse": math.sqrt(float(mse)),
-            "mse": float(mse), "r_squared": float(1 - see / tss),
-            "mean_abs_error": float(sae / n_test)}
-
-
-# --- logistic ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -262,7 +105,7 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
     ``roc_thresholds`` points on ``linspace(1, 0, roc_thresholds)`` make each fold's ROC
     curve and AUC (Exareme2's 200 by default; 0 skips them)."""
     privacy_info = check_privacy(privacy, "logistic_regression_cv")
-    _check_splits(n_splits, fold_seed)
+    check_splits(n_splits, fold_seed)
     check_newton(max_iter, tol)
     if isinstance(roc_thresholds, bool) or not isinstance(roc_thresholds, int) \
             or roc_thresholds < 0 or roc_thresholds == 1:
@@ -287,7 +130,7 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
     keep = present_terms(terms, whole)
     terms = [terms[k] for k in keep]
     labels = names(terms)
-    fits = [Newton(len(keep), labels, tol, _in_fold(f)) for f in folds]
+    fits = [Newton(len(keep), labels, tol, in_fold(f)) for f in folds]
     for f in folds:
         fits[f].observe(Evaluation.read(stat, f, keep))
     identity = list(range(len(keep)))
@@ -311,7 +154,7 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
             confusion[key] += value
         train_n = fits[f].last.n if fits[f].last is not None else 0
         records.append({"n_obs": train_n, "n_test": n_test, **classification_metrics(**counts)})
-    table = pd.DataFrame.from_records(records, index=_fold_names(n_splits))
+    table = pd.DataFrame.from_records(records, index=fold_names(n_splits))
     curves: dict[str, pd.DataFrame] = {}
     if roc_thresholds:
         positives = [evaluation.count(("tp", f)) + evaluation.count(("fn", f)) for f in folds]
@@ -319,10 +162,10 @@ def logistic_regression_cv(fed: Analyses, y: str, x: Sequence[str] | str,
         curves = _roc_curves(evaluation, thresholds, positives, negatives)
         table["auc"] = [float(np.trapezoid(c["tpr"], c["fpr"])) for c in curves.values()]
     metrics = [c for c in table.columns if c not in ("n_obs", "n_test")]
-    params = pd.DataFrame(np.array(betas).T, index=labels, columns=_fold_names(n_splits))
+    params = pd.DataFrame(np.array(betas).T, index=labels, columns=fold_names(n_splits))
     return with_cv_summary(LogisticRegressionCVResult(
         dependent_var=y, positive_class=design.positive, indep_vars=labels, folds=table,
-        summary=_summary(table, metrics), params=params, confusion_matrix=confusion,
+        summary=fold_summary(table, metrics), params=params, confusion_matrix=confusion,
         roc_curves=curves, converged=all(fit.converged for fit in fits), n_iterations=rounds,
         privacy=privacy_info, federation=evaluation.federation))
 
@@ -347,9 +190,18 @@ def _roc_curves(evaluation: Statistic, thresholds: np.ndarray, positives: list[i
         tp[i] = [evaluation.count(("tp", f, i - 1)) for f in range(k)]
         fp[i] = [evaluation.count(("fp", f, i - 1)) for f in range(k)]
     curves = {}
-    for f, name in enumerate(_fold_names(k)):
+    for f, name in enumerate(fold_names(k)):
         tpr = [_ratio(int(t), positives[f]) for t in tp[:, f]]
         # Exareme2's fpr is 1 - specificity, with specificity 0 where there are no negatives
         fpr = [1 - _ratio(negatives[f] - int(c), negatives[f]) for c in fp[:, f]]
         curves[name] = pd.DataFrame({"threshold": thresholds, "fpr": fpr, "tpr": tpr})
     return curves
+
+
+@handles("logistic_regression_cv", method="logistic_regression_cv")
+def _logistic_regression_cv(fed: Analyses, req: exareme2.Request) -> dict[str, Any]:
+    view = exareme2.plan_view(fed, req)
+    positive, extra = exareme2.outcome(req, view)
+    y, x, scope, _ = exareme2.regression_inputs(fed, req, view, "logistic_regression_cv", extra)
+    return logistic_regression_cv(fed, y, x, positive, exareme2.integer(req, "n_splits", 5),
+                                  **scope).to_exareme2()
