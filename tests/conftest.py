@@ -1,4 +1,8 @@
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,3 +25,14 @@ def postgres():  # noqa: ANN201
         postgres_support.unavailable(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def disk_path() -> Iterator[Path]:
+    """A temporary folder on the checkout's own disk, for tests whose point is a disk's
+    write times (``make test`` puts tmp_path in memory, /dev/shm, where fsync is free)."""
+    root = Path(__file__).resolve().parent.parent / ".pytest-disk"
+    root.mkdir(exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=root))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

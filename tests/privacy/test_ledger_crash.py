@@ -103,7 +103,9 @@ def _phase(now: dict[str, set[str]], before: dict[str, set[str]]) -> str:
     return "between queries, or in a later charge before its commit"
 
 
-def test_sigkill_during_charging_and_releasing(tmp_path: Path) -> None:
+def test_sigkill_during_charging_and_releasing(disk_path: Path) -> None:
+    # on disk, not in memory: the kills must land inside commits, which fsync makes wide
+    tmp_path = disk_path
     ctx = mp.get_context("forkserver")  # a fresh interpreter per server, cheap forks per kill
     ctx.set_forkserver_preload(["privacy.ledger", "nacl.signing"])
     key = nacl.signing.SigningKey(SEED)
