@@ -29,22 +29,16 @@ import duckdb
 import pandas as pd
 
 from node.datasource import DataSource, _Dialect, checked_header
+from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import ROW, Compiler
 from node.sql.store import TABLE, SqlRows, fresh_names, quote_name, sql_literal
-from node.validation import (
-    Problem,
-    ValidationFailed,
-    header_problems,
-    log_column_notes,
-    number_hint,
-)
+from node.validation import Problem
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
 
 __all__ = ["DuckRows", "supports"]
 
 #: problems named in a refusal to start (all are counted)
-_SHOWN = 20
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
 DEFAULT_MEMORY_LIMIT = "512MB"
 #: text the pandas store reads as a number (stats.numbers: Arrow's parser), as an RE2 full
@@ -128,19 +122,11 @@ def _close(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:
 # --- start-up: validate in SQL, then write typed rows ------------------------------------
 
 
-class _Loader:
+class _Loader(CheckedLoader):
     def __init__(self, connection: duckdb.DuckDBPyConnection, model: DataModel,
                  strict: bool) -> None:
+        super().__init__(model, strict)
         self.connection = connection
-        self.model = model
-        self.strict = strict
-        self.warnings: list[Problem] = []
-        self.errors: list[Problem] = []
-        self.total_errors = 0
-        #: every source's columns, in order of first appearance (checked together at the
-        #: end, as the pandas store checks the united frame)
-        self.names: dict[str, None] = {}
-        self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
         types = ", ".join(f"{c} {'DOUBLE' if model.variables[code].is_numeric else 'VARCHAR'}"
                           for code, c in self.columns.items())
         connection.execute(f"CREATE TABLE {TABLE} ({types})")
@@ -286,37 +272,16 @@ class _Loader:
                     ) -> list[Problem]:
         """The first failing rows (1-based, in the file's order) of each failing check, for
         the operator: read only when the file has problems."""
-        out: list[tuple[int, int, Problem]] = []
+        found: list[tuple[int, int, str, str, Any]] = []
         for order, (column, what, sql) in enumerate(failing):
             rows = self.connection.execute(
                 f"SELECT r, CAST({quote_name(column)} AS VARCHAR) FROM (SELECT row_number() OVER "
-                f"() AS r, * FROM {relation}) WHERE {sql} ORDER BY r LIMIT {_SHOWN}").fetchall()
-            for row, value in rows:
-                text = repr(value)
-                text = text if len(text) <= 40 else text[:37] + "..."
-                message = what if what.startswith("the row") else f"value {text} {what}"
-                if what == "is not a number":
-                    message += number_hint(value)
-                out.append((int(row), order, Problem(int(row), column, message)))
-        out.sort(key=lambda item: item[:2])
-        return [p for _, _, p in out[:_SHOWN]]
+                f"() AS r, * FROM {relation}) WHERE {sql} ORDER BY r LIMIT {SHOWN}").fetchall()
+            found += [(row, order, column, what, value) for row, value in rows]
+        return self.first_failing(found)
 
     def finish(self) -> None:
-        # unknown columns, renamed headers, the patient identifier: what the pandas store
-        # finds (the dataset column is checked per source, above)
-        columns = header_problems([*self.names, DATASET], self.model, strict=self.strict)
-        errors = [p for p in columns if p.severity == "error"]
-        self.warnings = [p for p in columns if p.severity == "warning"]
-        self.errors = errors + self.errors
-        self.total_errors += len(errors)
-        log_column_notes(columns, [c for c in self.model.variables
-                                   if c != DATASET and c not in self.names], self.model)
-        if self.errors:
-            lines = [f"{self.total_errors} problem(s) in the data for model {self.model.name}:"]
-            lines += [f"  {p}" for p in self.errors[:_SHOWN]]
-            if self.total_errors > len(self.errors[:_SHOWN]):
-                lines.append(f"  ... and {self.total_errors - len(self.errors[:_SHOWN])} more")
-            raise ValidationFailed("\n".join(lines), self.errors, self.total_errors)
+        self.finish_checks()
         # each row's position in the node's data, for folds (rowid is the insertion order)
         self.connection.execute(f"ALTER TABLE {TABLE} RENAME TO {TABLE}_typed")
         self.connection.execute(f"CREATE VIEW {TABLE} AS SELECT rowid AS {ROW}, * "

@@ -43,15 +43,10 @@ from typing import Any, cast
 import pandas as pd
 
 from node.datasource import DataSource
+from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import POSTGRES, ROW, Compiler, Unsupported, postgres_float, postgres_number
 from node.sql.store import TABLE, SqlRows, fresh_names, quote_name, sql_literal
-from node.validation import (
-    Problem,
-    ValidationFailed,
-    header_problems,
-    log_column_notes,
-    number_hint,
-)
+from node.validation import Problem
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
 
@@ -60,7 +55,6 @@ __all__ = ["PostgresRows", "supports"]
 log = logging.getLogger("fedtally.node")
 
 #: problems named in a refusal to start (all are counted)
-_SHOWN = 20
 #: a blank cell (missing), as Python's str.strip() sees blanks (PostgreSQL's ARE syntax)
 _BLANK = (r"^[\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029"
           r"\u202f\u205f\u3000]*$")
@@ -290,16 +284,10 @@ def _refusal(database: _Database, exc: BaseException) -> str:
 # --- start-up: validate in SQL ------------------------------------------------------------
 
 
-class _Loader:
+class _Loader(CheckedLoader):
     def __init__(self, database: _Database, model: DataModel, strict: bool) -> None:
+        super().__init__(model, strict)
         self.database = database
-        self.model = model
-        self.strict = strict
-        self.warnings: list[Problem] = []
-        self.errors: list[Problem] = []
-        self.total_errors = 0
-        self.names: dict[str, None] = {}
-        self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
         #: per source: its typed rows, and the keys that order them
         self.typed: list[tuple[str, str]] = []
 
@@ -409,39 +397,21 @@ class _Loader:
     def _first_rows(self, annotated: str, order: dict[str, str],
                     failing: list[tuple[str, str, str]]) -> list[Problem]:
         """The first failing rows (1-based, in the table's order) of each failing check."""
-        out: list[tuple[int, int, Problem]] = []
+        found: list[tuple[int, int, str, str, Any]] = []
         numbered = (f"(SELECT row_number() OVER (ORDER BY {order['table']}, {order['row']}) "
                     f"AS __position, * FROM {annotated}) AS numbered")
         for rank, (column, what, sql) in enumerate(failing):
             rows = self.database.run(
                 f"SELECT __position, {quote_name(column)} FROM {numbered} WHERE {sql} "
-                f"ORDER BY __position LIMIT {_SHOWN}")
-            for row, value in rows:
-                if isinstance(value, Decimal):  # pandas' read_sql reads NUMERIC as floats
-                    value = float(value)
-                text = repr(value)
-                text = text if len(text) <= 40 else text[:37] + "..."
-                message = what if what.startswith("the row") else f"value {text} {what}"
-                if what == "is not a number":
-                    message += number_hint(value)
-                out.append((int(row), rank, Problem(int(row), column, message)))
-        out.sort(key=lambda item: item[:2])
-        return [p for _, _, p in out[:_SHOWN]]
+                f"ORDER BY __position LIMIT {SHOWN}")
+            # pandas' read_sql reads NUMERIC as floats
+            found += [(row, rank, column, what,
+                       float(value) if isinstance(value, Decimal) else value)
+                      for row, value in rows]
+        return self.first_failing(found)
 
     def finish(self) -> None:
-        columns = header_problems([*self.names, DATASET], self.model, strict=self.strict)
-        errors = [p for p in columns if p.severity == "error"]
-        self.warnings = [p for p in columns if p.severity == "warning"]
-        self.errors = errors + self.errors
-        self.total_errors += len(errors)
-        log_column_notes(columns, [c for c in self.model.variables
-                                   if c != DATASET and c not in self.names], self.model)
-        if self.errors:
-            lines = [f"{self.total_errors} problem(s) in the data for model {self.model.name}:"]
-            lines += [f"  {p}" for p in self.errors[:_SHOWN]]
-            if self.total_errors > len(self.errors[:_SHOWN]):
-                lines.append(f"  ... and {self.total_errors - len(self.errors[:_SHOWN])} more")
-            raise ValidationFailed("\n".join(lines), self.errors, self.total_errors)
+        self.finish_checks()
 
     def plain(self) -> str:
         return " UNION ALL ".join(plain for plain, _ in self.typed)

@@ -1,0 +1,68 @@
+"""What the SQL row stores' loaders share: the bookkeeping of the checks they run in SQL,
+and the problems they name, worded as the pandas store words them (node.validation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.validation import (
+    Problem,
+    ValidationFailed,
+    header_problems,
+    log_column_notes,
+    number_hint,
+)
+from stats.datamodel import DataModel
+from stats.plans import DATASET
+
+#: the failing rows named at most (per check, and in all)
+SHOWN = 20
+
+
+class CheckedLoader:
+    """A loader's findings: the errors shown (the first rows of each failing check), how
+    many in all, and the column warnings; :meth:`finish_checks` raises them together."""
+
+    def __init__(self, model: DataModel, strict: bool) -> None:
+        self.model = model
+        self.strict = strict
+        self.warnings: list[Problem] = []
+        self.errors: list[Problem] = []
+        self.total_errors = 0
+        #: every source's columns, in order of first appearance (checked together at the
+        #: end, as the pandas store checks the united frame)
+        self.names: dict[str, None] = {}
+        self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
+
+    @staticmethod
+    def first_failing(rows: list[tuple[int, int, str, str, Any]]) -> list[Problem]:
+        """``(row, check's rank, column, what fails, value)`` per failing cell: the first
+        :data:`SHOWN` problems, in the file's row order, worded for the operator."""
+        out = []
+        for row, rank, column, what, value in rows:
+            text = repr(value)
+            text = text if len(text) <= 40 else text[:37] + "..."
+            message = what if what.startswith("the row") else f"value {text} {what}"
+            if what == "is not a number":
+                message += number_hint(value)
+            out.append((int(row), rank, Problem(int(row), column, message)))
+        out.sort(key=lambda item: item[:2])
+        return [p for _, _, p in out[:SHOWN]]
+
+    def finish_checks(self) -> None:
+        """Unknown columns, renamed headers, the patient identifier: what the pandas store
+        finds (the dataset column is checked per source); raises every error found."""
+        columns = header_problems([*self.names, DATASET], self.model, strict=self.strict)
+        errors = [p for p in columns if p.severity == "error"]
+        self.warnings = [p for p in columns if p.severity == "warning"]
+        self.errors = errors + self.errors
+        self.total_errors += len(errors)
+        log_column_notes(columns, [c for c in self.model.variables
+                                   if c != DATASET and c not in self.names], self.model)
+        if self.errors:
+            shown = self.errors[:SHOWN]
+            lines = [f"{self.total_errors} problem(s) in the data for model {self.model.name}:"]
+            lines += [f"  {p}" for p in shown]
+            if self.total_errors > len(shown):
+                lines.append(f"  ... and {self.total_errors - len(shown)} more")
+            raise ValidationFailed("\n".join(lines), self.errors, self.total_errors)
