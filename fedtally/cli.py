@@ -133,12 +133,29 @@ def _status(args: argparse.Namespace) -> int:
 def _node_check(args: argparse.Namespace) -> int:
     from node.config import load_model, load_node_config
     from node.datasource import load_all
-    from node.validation import check, coerce
+    from node.service import sql_store
+    from node.validation import ValidationFailed, check, coerce
 
     config = load_node_config(Path(args.config))
     if config.model_path is None:
         raise ConfigurationError("the node configuration names no data_model")
-    rows, model = load_all(config.sources), load_model(config.model_path)
+    model = load_model(config.model_path)
+    try:  # checked where node serve keeps the rows: in SQL, counts only, never all in memory
+        store = sql_store(config, model)
+    except ValidationFailed as failed:
+        notes = [f"no column (missing for every row here): {', '.join(failed.absent)}"
+                 if failed.absent else "",
+                 f"not in the data model: {', '.join(failed.unknown)}" if failed.unknown else "",
+                 "the data is NOT valid: the node refuses to serve it"]
+        print("\n".join([f"{config.me.name}: {failed}", *filter(None, notes)]), file=sys.stderr)
+        return EXIT_FAILURE
+    if store is not None:
+        try:
+            print(f"{config.me.name}: {store.check_report().text()}")
+        finally:
+            store.close()
+        return 0
+    rows = load_all(config.sources)
     report = check(rows, model)  # what node serve refuses, and a summary per variable
     print(f"{config.me.name}: {report.text()}", file=sys.stdout if report.ok else sys.stderr)
     if not report.ok:

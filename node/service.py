@@ -35,6 +35,7 @@ from node.datasource import load_all
 from node.lifecycle import InFlight, RoundNode, begin
 from node.session import Contribution, LoadedData, NodeSession
 from node.sql import duckdb_rows, postgres_rows
+from node.sql.store import SqlRows
 from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import LedgerKeyChanged, PrivacyError
@@ -65,6 +66,7 @@ from protocol.service_messages import (
     cancel_statement,
 )
 from protocol.transport import MAX_FRAME, public_text
+from stats.datamodel import DataModel
 
 log = logging.getLogger("fedtally.node")
 
@@ -439,13 +441,23 @@ def load_data(config: NodeConfig) -> LoadedData:
     if config.model_path is None:
         raise ConfigurationError("the node configuration names no data_model")
     model = load_model(config.model_path)
-    if config.row_store == "duckdb" and duckdb_rows.supports(config.sources):
-        return LoadedData(model, store=duckdb_rows.DuckRows.load(config.sources, model))
-    if config.row_store == "duckdb" and postgres_rows.supports(config.sources):
-        return LoadedData(model, store=postgres_rows.PostgresRows.load(config.sources, model))
+    store = sql_store(config, model)
+    if store is not None:
+        return LoadedData(model, store=store)
     rows = load_all(config.sources)
     check_valid(rows, model)
     return LoadedData(model, coerce(rows, model))
+
+
+def sql_store(config: NodeConfig, model: DataModel) -> SqlRows | None:
+    """The rows checked and kept where SQL computes on them (DuckDB for CSV and Parquet
+    files, the hospital's PostgreSQL), or None where the configuration keeps them in pandas.
+    Raises ValidationFailed naming the problems."""
+    if config.row_store == "duckdb" and duckdb_rows.supports(config.sources):
+        return duckdb_rows.DuckRows.load(config.sources, model)
+    if config.row_store == "duckdb" and postgres_rows.supports(config.sources):
+        return postgres_rows.PostgresRows.load(config.sources, model)
+    return None
 
 
 def run_node(config_path: str, *, aggregator_url: str | None = None,

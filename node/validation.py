@@ -30,7 +30,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -85,10 +85,14 @@ class Problem:
 class ValidationFailed(LocalDataError):
     """The rows contradict the data model; ``problems`` holds the first ones, ``total`` all."""
 
-    def __init__(self, message: str, problems: list[Problem], total: int) -> None:
+    def __init__(self, message: str, problems: list[Problem], total: int, *,
+                 absent: tuple[str, ...] = (), unknown: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
         self.total = total
+        #: variables the data has no column for; columns the model does not know
+        self.absent = absent
+        self.unknown = unknown
 
 
 def validate(
@@ -208,6 +212,23 @@ def check(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> CheckR
     unknown = tuple(str(c) for c in df.columns if str(c) not in model.variables)
     return CheckReport(model.name, len(df), datasets, summary, unknown,
                        tuple(absent_variables(df, model)), (*shown, *warnings), total)
+
+
+def counted_report(model: DataModel, rows: int, datasets: Sequence[str],
+                   values: Mapping[str, int | None], unknown: Sequence[str],
+                   warnings: Sequence[Problem]) -> CheckReport:
+    """The report of rows that passed every check where they are kept (a SQL store), from
+    each variable's count of values (None: the data has no column for it)."""
+    records = [(code, _describe_type(var), values.get(code) is not None,
+                int(values.get(code) or 0), rows - int(values.get(code) or 0), 0, 0)
+               for code, var in model.variables.items()]
+    summary = pd.DataFrame.from_records(
+        records, columns=["variable", "type", "present", "values", "missing", "out_of_range",
+                          "invalid"]).set_index("variable")
+    absent = tuple(code for code in model.variables
+                   if code != DATASET and values.get(code) is None)
+    return CheckReport(model.name, rows, tuple(datasets), summary, tuple(unknown), absent,
+                       tuple(warnings), 0)
 
 
 def _describe_type(var: Variable) -> str:

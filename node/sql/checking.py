@@ -65,4 +65,7 @@ class CheckedLoader:
             lines += [f"  {p}" for p in shown]
             if self.total_errors > len(shown):
                 lines.append(f"  ... and {self.total_errors - len(shown)} more")
-            raise ValidationFailed("\n".join(lines), self.errors, self.total_errors)
+            raise ValidationFailed(
+                "\n".join(lines), self.errors, self.total_errors, absent=tuple(
+                    c for c in self.model.variables if c != DATASET and c not in self.names),
+                unknown=tuple(n for n in self.names if n not in self.model.variables))

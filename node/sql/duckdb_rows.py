@@ -66,10 +66,8 @@ class DuckRows(SqlRows):
         self._connection = connection
         self._lock = threading.Lock()
         self.directory = directory
-        #: the column problems that are not errors (unknown columns): counts only
-        self.warnings = warnings
         self._finalizer = weakref.finalize(self, _close, connection, directory)
-        super().__init__(model)
+        super().__init__(model, warnings)
 
     # --- loading ------------------------------------------------------------------------
 
@@ -96,7 +94,9 @@ class DuckRows(SqlRows):
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        return cls(model, connection, directory, loader.warnings)
+        store = cls(model, connection, directory, loader.warnings)
+        store.found = tuple(loader.names)
+        return store
 
     def close(self) -> None:
         self._finalizer()

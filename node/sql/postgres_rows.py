@@ -219,9 +219,7 @@ class PostgresRows(SqlRows):
         #: only statements that read the position pay for it)
         self._plain = plain
         self._ordered = ordered
-        #: the column problems that are not errors (unknown columns): counts only
-        self.warnings = warnings
-        super().__init__(model)
+        super().__init__(model, warnings)
 
     @classmethod
     def load(cls, sources: Sequence[DataSource], model: DataModel, *,
@@ -235,7 +233,9 @@ class PostgresRows(SqlRows):
             for number, source in enumerate(sources):
                 loader.add(number, source)
             loader.finish()
-            return cls(model, database, loader.plain(), loader.ordered(), loader.warnings)
+            store = cls(model, database, loader.plain(), loader.ordered(), loader.warnings)
+            store.found = tuple(loader.names)
+            return store
         except LocalDataError:
             database.close()
             raise

@@ -13,6 +13,7 @@ import pandas as pd
 
 from node.rowstore import frame_computed
 from node.sql.compile import DUCKDB, ROW, Compiler, Dialect, Unsupported, aggregation, selection
+from node.validation import CheckReport, Problem, counted_report
 from stats import filters
 from stats.aggregates import Aggregation, Result
 from stats.datamodel import DataModel, PlanModel
@@ -34,8 +35,12 @@ class SqlRows:
 
     dialect: Dialect = DUCKDB
 
-    def __init__(self, model: DataModel) -> None:
+    def __init__(self, model: DataModel, warnings: list[Problem]) -> None:
         self.model = model
+        #: the column problems that are not errors (unknown columns): counts only
+        self.warnings = warnings
+        #: the columns the sources had, in order of first appearance (set by ``load``)
+        self.found: tuple[str, ...] = ()
         self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
         self.numeric = frozenset(c for c, v in model.variables.items() if v.is_numeric)
         self._magnitudes: dict[str, float] | None = None
@@ -54,6 +59,10 @@ class SqlRows:
 
     def _frame(self, compiler: Compiler, sql: str) -> pd.DataFrame:
         """Run ``sql`` with the compiler's parameters; its rows as a DataFrame."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let the engine go (a DuckDB file is removed, a PostgreSQL connection closed)."""
         raise NotImplementedError
 
     def _finite(self, column: str) -> str:
@@ -81,6 +90,19 @@ class SqlRows:
             self._magnitudes = {c: float(v) if v is not None else 0.0
                                 for c, v in zip(codes, found, strict=True)}
         return self._magnitudes[code]
+
+    def check_report(self) -> CheckReport:
+        """What ``fedtally node check`` shows for rows that passed every check: each
+        variable's count of values, in one statement over the typed rows."""
+        codes = list(self.columns)
+        counts = self._rows(self._compiler(None), "SELECT " + ", ".join(
+            f"count({self.columns[c]})" for c in codes) + f" FROM {TABLE}")[0]
+        found = set(self.found)
+        values = {c: int(n) for c, n in zip(codes, counts, strict=True)
+                  if c in found or (c == DATASET and n)}
+        return counted_report(self.model, self._count, self._held, values,
+                              [n for n in self.found if n not in self.model.variables],
+                              self.warnings)
 
     def working_rows(self, spec: QuerySpec) -> int:
         kind = KINDS[spec.kind]

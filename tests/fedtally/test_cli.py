@@ -137,6 +137,35 @@ def test_node_check_summarises_and_catches_real_mistakes(
     assert "Traceback" not in out.err
 
 
+def test_node_check_reads_the_rows_where_node_serve_keeps_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CSV files are checked in DuckDB, as node serve keeps them, never read whole into
+    pandas, and the report is the pandas store's, line for line."""
+    import json
+
+    import node.datasource
+
+    assert main(["federation", "init", str(tmp_path), "--nodes", "a,b,c", "--researchers", "r",
+                 "--force"]) == 0
+    (tmp_path / "model.json").write_text(_MODEL)
+    (tmp_path / "a" / "rows.csv").write_text("dataset,age,sex,id\na,70,F,1\na,,M,2\na,40,,3\n")
+    config = tmp_path / "a" / "node.json"
+    document = json.loads(config.read_text())
+    document.update(data=[{"kind": "csv", "path": "rows.csv"}], data_model="../model.json")
+    reports = {}
+    for store in ("pandas", "duckdb"):
+        config.write_text(json.dumps({**document, "row_store": store}))
+        capsys.readouterr()
+        with monkeypatch.context() as patch:
+            if store == "duckdb":  # the pandas reader is not asked
+                patch.setattr(node.datasource, "load_all", None)
+            assert main(["node", "check", "--config", str(config)]) == 0
+        reports[store] = capsys.readouterr().out
+    assert reports["duckdb"] == reports["pandas"]
+    assert "3 valid rows of m:1" in reports["duckdb"]
+
+
 # --- fedtally audit -------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from node.datasource import DataSource
 from node.rowstore import FrameRows
 from node.sql.postgres_rows import PostgresRows, supports
 from node.statistics import clipping, dp_encode, dp_scale
-from node.validation import ValidationFailed, check_valid, coerce
+from node.validation import ValidationFailed, check, check_valid, coerce
 from stats.datamodel import DataModel, LocalDataError, PlanModel, Variable
 from stats.kinds import KINDS
 from stats.kinds.base import exact_scale
@@ -113,6 +113,12 @@ def test_dp_encodings_agree_clipped(database: dict, algorithm: str) -> None:
                for n in ("pandas", "store")]
     assert encoded[0] == encoded[1]
     assert any(encoded[0])
+
+
+def test_node_check_reports_the_table_as_the_pandas_store_does(database: dict) -> None:
+    """``fedtally node check`` on a PostgreSQL table: counts from the server, the same
+    report as pandas' reading of the same rows."""
+    assert database["store"].check_report().text() == check(_rows(), _model()).text()
 
 
 def test_folds_hash_every_position_as_numpy_does(database: dict) -> None:
