@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+# the pip of any Python 3.11 installs an editable pyproject project (PEP 660): no upgrade
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# the pip of any Python 3.11 installs an editable pyproject project (PEP 660): no upgrade
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 

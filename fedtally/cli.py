@@ -134,7 +134,7 @@ def _node_check(args: argparse.Namespace) -> int:
     from node.config import load_model, load_node_config
     from node.datasource import load_all
     from node.service import sql_store
-    from node.validation import ValidationFailed, check, coerce
+    from node.validation import REFUSED, ValidationFailed, check, coerce, column_notes
 
     config = load_node_config(Path(args.config))
     if config.model_path is None:
@@ -143,11 +143,9 @@ def _node_check(args: argparse.Namespace) -> int:
     try:  # checked where node serve keeps the rows: in SQL, counts only, never all in memory
         store = sql_store(config, model)
     except ValidationFailed as failed:
-        notes = [f"no column (missing for every row here): {', '.join(failed.absent)}"
-                 if failed.absent else "",
-                 f"not in the data model: {', '.join(failed.unknown)}" if failed.unknown else "",
-                 "the data is NOT valid: the node refuses to serve it"]
-        print("\n".join([f"{config.me.name}: {failed}", *filter(None, notes)]), file=sys.stderr)
+        lines = [f"{config.me.name}: {failed}", *column_notes(failed.absent, failed.unknown),
+                 REFUSED]
+        print("\n".join(lines), file=sys.stderr)
         return EXIT_FAILURE
     if store is not None:
         try:

@@ -163,10 +163,7 @@ class CheckReport:
         table.columns = ["type", "values", "missing", "out of range", "invalid"]
         if len(table):
             lines += [table.to_string(), ""]
-        if self.absent:
-            lines.append(f"no column (missing for every row here): {', '.join(self.absent)}")
-        if self.unknown:
-            lines.append(f"not in the data model: {', '.join(self.unknown)}")
+        lines += column_notes(self.absent, self.unknown)
         shown = [p for p in self.problems if p.severity == "error"]
         warnings = [p for p in self.problems if p.severity == "warning"]
         if shown:
@@ -175,8 +172,7 @@ class CheckReport:
             if self.errors > len(shown):
                 lines.append(f"  ... and {self.errors - len(shown)} more")
         lines += [f"warning: {p}" for p in warnings]
-        lines.append("the data is valid" if self.ok else "the data is NOT valid: the node "
-                                                       "refuses to serve it")
+        lines.append("the data is valid" if self.ok else REFUSED)
         return "\n".join(line for i, line in enumerate(lines)
                          if line or (i and lines[i - 1]))
 
@@ -212,6 +208,21 @@ def check(df: pd.DataFrame, model: DataModel, *, strict: bool = False) -> CheckR
     unknown = tuple(str(c) for c in df.columns if str(c) not in model.variables)
     return CheckReport(model.name, len(df), datasets, summary, unknown,
                        tuple(absent_variables(df, model)), (*shown, *warnings), total)
+
+
+#: the last line of a report on data a node would refuse
+REFUSED = "the data is NOT valid: the node refuses to serve it"
+
+
+def column_notes(absent: Sequence[str], unknown: Sequence[str]) -> list[str]:
+    """The report's lines on the variables the data has no column for and the columns the
+    data model does not know (none where there are none)."""
+    lines = []
+    if absent:
+        lines.append(f"no column (missing for every row here): {', '.join(absent)}")
+    if unknown:
+        lines.append(f"not in the data model: {', '.join(unknown)}")
+    return lines
 
 
 def counted_report(model: DataModel, rows: int, datasets: Sequence[str],

@@ -62,12 +62,12 @@ class DuckRows(SqlRows):
     """Validated rows in a DuckDB database file (see the module doc)."""
 
     def __init__(self, model: DataModel, connection: duckdb.DuckDBPyConnection,
-                 directory: Path, warnings: list[Problem]) -> None:
+                 directory: Path, warnings: list[Problem], found: tuple[str, ...]) -> None:
         self._connection = connection
         self._lock = threading.Lock()
         self.directory = directory
         self._finalizer = weakref.finalize(self, _close, connection, directory)
-        super().__init__(model, warnings)
+        super().__init__(model, warnings, found)
 
     # --- loading ------------------------------------------------------------------------
 
@@ -94,9 +94,7 @@ class DuckRows(SqlRows):
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
-        store = cls(model, connection, directory, loader.warnings)
-        store.found = tuple(loader.names)
-        return store
+        return cls(model, connection, directory, loader.warnings, tuple(loader.names))
 
     def close(self) -> None:
         self._finalizer()

@@ -213,13 +213,13 @@ class PostgresRows(SqlRows):
     dialect = POSTGRES
 
     def __init__(self, model: DataModel, database: _Database, plain: str, ordered: str,
-                 warnings: list[Problem]) -> None:
+                 warnings: list[Problem], found: tuple[str, ...]) -> None:
         self._database = database
         #: the typed rows, without and with each row's position (a window over the table:
         #: only statements that read the position pay for it)
         self._plain = plain
         self._ordered = ordered
-        super().__init__(model, warnings)
+        super().__init__(model, warnings, found)
 
     @classmethod
     def load(cls, sources: Sequence[DataSource], model: DataModel, *,
@@ -233,9 +233,8 @@ class PostgresRows(SqlRows):
             for number, source in enumerate(sources):
                 loader.add(number, source)
             loader.finish()
-            store = cls(model, database, loader.plain(), loader.ordered(), loader.warnings)
-            store.found = tuple(loader.names)
-            return store
+            return cls(model, database, loader.plain(), loader.ordered(), loader.warnings,
+                       tuple(loader.names))
         except LocalDataError:
             database.close()
             raise

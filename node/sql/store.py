@@ -35,12 +35,13 @@ class SqlRows:
 
     dialect: Dialect = DUCKDB
 
-    def __init__(self, model: DataModel, warnings: list[Problem]) -> None:
+    def __init__(self, model: DataModel, warnings: list[Problem],
+                 found: tuple[str, ...]) -> None:
         self.model = model
         #: the column problems that are not errors (unknown columns): counts only
         self.warnings = warnings
-        #: the columns the sources had, in order of first appearance (set by ``load``)
-        self.found: tuple[str, ...] = ()
+        #: the columns the sources had, in order of first appearance
+        self.found = found
         self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
         self.numeric = frozenset(c for c, v in model.variables.items() if v.is_numeric)
         self._magnitudes: dict[str, float] | None = None

@@ -147,6 +147,6 @@ def smallest_nonzero(groups: Result, rows: int, pairs: int, varying: int,
 
 def exact(units: int, scale: float) -> Fraction:
     """An exact sum's value: its integer in units of 1/scale."""
-    if float(scale).is_integer():  # exact mode's 2^40: one gcd instead of a float's conversion
+    if float(scale).is_integer():  # exact mode's 2^48: one gcd instead of a float's conversion
         return Fraction(units, int(scale))
     return Fraction(units) / Fraction(scale)
