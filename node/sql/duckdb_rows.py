@@ -1,13 +1,14 @@
 """A node's CSV and Parquet rows kept in DuckDB, and its statistics computed there.
 
-Start-up reads each file once to check it against the data model *in SQL* (per column: the
-values that are not numbers, not finite, not integers, below the minimum, above the
-maximum, not a code; rows without a dataset) and keeps only those counts; if any is an
-error the node refuses to start with the total and the first failing rows (read again
-only then). A second pass writes the
-typed rows (numbers as DOUBLE, codes as VARCHAR, blank cells as NULL, each row's position
-in the node's data) into a DuckDB database file in a private temporary directory, whose
-buffer manager keeps memory bounded (``memory_limit``) whatever the number of rows.
+Start-up reads each file once: every cell is parsed once, as the pandas store parses it,
+into typed rows (numbers as DOUBLE, codes as VARCHAR, blank cells as NULL, a numeric cell
+that is no number as NaN) in a DuckDB database file in a private temporary directory, whose
+buffer manager keeps memory bounded (``memory_limit``) whatever the number of rows. The
+checks against the data model (per column: the values that are not numbers, not finite,
+not integers, below the minimum, above the maximum, not a code; rows without a dataset)
+are then counts over those typed columns, and only the counts are kept; if any is an error
+the node refuses to start with the total and the first failing rows (the file is read
+again, only then, to show them as written).
 
 A query's kind, where it is declared as aggregations (:mod:`stats.aggregates`), runs as
 one SQL statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. Kinds
@@ -31,7 +32,7 @@ import pandas as pd
 from node.datasource import DataSource, _Dialect, checked_header
 from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import ROW, Compiler
-from node.sql.store import TABLE, SqlRows, fresh_names, quote_name, sql_literal
+from node.sql.store import TABLE, SqlRows, quote_name, sql_literal
 from node.validation import Problem
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
@@ -42,7 +43,9 @@ __all__ = ["DuckRows", "supports"]
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
 DEFAULT_MEMORY_LIMIT = "512MB"
 #: text the pandas store reads as a number (stats.numbers: Arrow's parser), as an RE2 full
-#: match: DuckDB's own cast also takes blanks around a number, '1_000' and '+-1'
+#: match: DuckDB's own cast also takes blanks around a number, '1_000' and '+-1' (a match
+#: costs little more than the cast; DuckDB's ltrim() with a set of characters, or a test
+#: of the first and last characters, took two to ten times as long)
 _NUMBER_TEXT = (r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
                 r"|(?i:inf|infinity))")
 #: a blank cell (missing), as Python's str.strip() sees blanks: its whitespace, every one
@@ -125,6 +128,8 @@ class _Loader(CheckedLoader):
                  strict: bool) -> None:
         super().__init__(model, strict)
         self.connection = connection
+        #: the rows written so far (each source's are checked by their rowid from here)
+        self.rows = 0
         types = ", ".join(f"{c} {'DOUBLE' if model.variables[code].is_numeric else 'VARCHAR'}"
                           for code, c in self.columns.items())
         connection.execute(f"CREATE TABLE {TABLE} ({types})")
@@ -157,13 +162,16 @@ class _Loader(CheckedLoader):
         what = source.describe()
         text = {n: types[n] == "VARCHAR" for n in names}
 
-        def blank_text(n: str) -> str:
+        def blank(n: str) -> str:
+            """SQL: the file's cell is blank (missing)."""
             column = quote_name(n)
-            return (f"({column} IS NULL OR regexp_full_match({column}, "
-                    f"{sql_literal(_BLANK_TEXT)}))")
+            if text[n]:
+                return (f"({column} IS NULL OR regexp_full_match({column}, "
+                        f"{sql_literal(_BLANK_TEXT)}))")
+            return f"({column} IS NULL)"
 
-        def parse(n: str) -> str:
-            """A cell's value as the pandas store parses it (NULL where it is no number)."""
+        def number(n: str) -> str:
+            """SQL: the file's cell as the pandas store parses it (NULL where no number)."""
             column = quote_name(n)
             if text[n]:
                 return (f"(CASE WHEN regexp_full_match({column}, {sql_literal(_NUMBER_TEXT)}) "
@@ -172,27 +180,7 @@ class _Loader(CheckedLoader):
                 return "CAST(NULL AS DOUBLE)"
             return f"TRY_CAST({column} AS DOUBLE)"
 
-        # each numeric cell is parsed once, in a column of its own that every check and the
-        # typed copy read (named apart from the file's columns)
-        numeric = [n for n in names if n in self.model.variables
-                   and self.model.variables[n].is_numeric]
-        parsed = fresh_names("__number", numeric, types)
-        # likewise each text cell's blankness: one regular expression per column instead of
-        # one per check (planning hundreds of them took 0.4 s per file of a wide model)
-        blanks = fresh_names("__blank", [n for n in names if text[n] and
-                                          n in self.model.variables], types)
-        derived = [f"{parse(n)} AS {quote_name(c)}" for n, c in parsed.items()]
-        derived += [f"{blank_text(n)} AS {quote_name(c)}" for n, c in blanks.items()]
-        if derived:
-            relation = f"(SELECT *, {', '.join(derived)} FROM {relation})"
-
-        def number(n: str) -> str:
-            return quote_name(parsed[n])
-
-        def blank(n: str) -> str:
-            return quote_name(blanks[n]) if n in blanks else f"({quote_name(n)} IS NULL)"
-
-        def code_text(n: str) -> str:
+        def code(n: str) -> str:
             column = quote_name(n)
             if text[n]:
                 return column
@@ -203,68 +191,97 @@ class _Loader(CheckedLoader):
             return f"CAST({column} AS VARCHAR)"
 
         self.names.update(dict.fromkeys(names))
-        checks: list[tuple[str, str, str]] = []  # (column, what a failing value is, SQL)
-        for n in names:
-            variable = self.model.variables.get(n)
-            if variable is None:  # named by header_problems at the end
-                continue
-            if n == DATASET and source.dataset is None:
-                checks.append((n, "the row has no dataset", blank(n)))
-            if variable.is_categorical:
-                enums = ", ".join(sql_literal(e) for e in variable.enumerations)
-                shown = ", ".join(repr(c) for c in variable.enumerations[:6])
-                more = ", ..." if len(variable.enumerations) > 6 else ""
-                unknown = f"{code_text(n)} NOT IN ({enums})" if enums else "TRUE"
-                checks.append((n, f"is not a code of ({shown}{more})",
-                               f"NOT {blank(n)} AND {unknown}"))
-            elif variable.is_numeric:
-                value = number(n)
-                checks.append((n, "is not a number",
-                               f"NOT {blank(n)} AND ({value} IS NULL OR isnan({value}))"))
-                checks.append((n, "is not finite", f"isinf({value})"))
-                finite = f"isfinite({value})"
-                if variable.sql_type == "int":
-                    checks.append((n, "is not an integer",
-                                   f"{finite} AND {value} <> round({value})"))
-                if variable.min is not None:
-                    checks.append((n, f"is below the minimum {variable.min:g}",
-                                   f"{finite} AND {value} < {float(variable.min)!r}"))
-                if variable.max is not None:
-                    checks.append((n, f"is above the maximum {variable.max:g}",
-                                   f"{finite} AND {value} > {float(variable.max)!r}"))
         if DATASET not in names and source.dataset is None:
             self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
                                        "the source a dataset)"))
             self.total_errors += 1
+        # One pass over the file: each cell parsed once into the typed rows, where a blank
+        # cell is NULL and a numeric cell that is not a number is NaN, so that every check
+        # is then a scan of typed columns (the checks of the file's own text are run again
+        # only to name the first failing rows of a file that fails)
+        typed = []
+        for code_, variable in self.model.variables.items():
+            if code_ not in names:
+                value = sql_literal(source.dataset) if code_ == DATASET and source.dataset \
+                    else "NULL"
+            elif variable.is_numeric:
+                value = (f"CASE WHEN {quote_name(code_)} IS NULL THEN NULL ELSE coalesce("
+                         f"{number(code_)}, CASE WHEN {blank(code_)} THEN NULL ELSE "
+                         "CAST('NaN' AS DOUBLE) END) END")
+            else:
+                value = f"CASE WHEN {blank(code_)} THEN NULL ELSE {code(code_)} END"
+                codes = [c for c in variable.enumerations if c.strip()]
+                if text[code_] and codes:
+                    # a known code is not blank: the common case skips the expression
+                    listed = ", ".join(sql_literal(c) for c in codes)
+                    value = (f"CASE WHEN {quote_name(code_)} IN ({listed}) THEN "
+                             f"{quote_name(code_)} ELSE {value} END")
+            typed.append(value)
+        try:
+            inserted = self.connection.execute(
+                f"INSERT INTO {TABLE} SELECT {', '.join(typed)} FROM {relation}").fetchone()
+        except duckdb.Error as exc:
+            raise LocalDataError(f"{what} is malformed or cannot be read "
+                                 f"({str(exc).splitlines()[0][:200]})") from exc
+        assert inserted is not None
+        first, self.rows = self.rows, self.rows + int(inserted[0])
+
+        def stored(column: str) -> tuple[str, str]:  # (value, blank) in the typed rows
+            return column, f"({column} IS NULL)"
+
+        def in_file(n: str) -> tuple[str, str]:
+            return number(n) if self.model.variables[n].is_numeric else code(n), blank(n)
+
+        checks = [(n, what_fails, stored_sql, file_sql) for n in names
+                  if n in self.model.variables  # others are named by header_problems
+                  for (what_fails, stored_sql), (_, file_sql) in zip(
+                      self._checks(n, source, *stored(self.columns[n])),
+                      self._checks(n, source, *in_file(n)), strict=True)]
         if checks:
             # count_if, not count(*) FILTER: DuckDB plans hundreds of them in half the time
             # (it reads NULL, not 0, where no row is true: `if n` below skips both)
-            counts = ", ".join(f"count_if({sql})" for _, _, sql in checks)
-            try:
-                found = self.connection.execute(f"SELECT {counts} FROM {relation}").fetchone()
-            except duckdb.Error as exc:
-                raise LocalDataError(f"{what} is malformed or cannot be read "
-                                     f"({str(exc).splitlines()[0][:200]})") from exc
+            counts = ", ".join(f"count_if({sql})" for _, _, sql, _ in checks)
+            found = self.connection.execute(
+                f"SELECT {counts} FROM {TABLE} WHERE rowid >= {first}").fetchone()
             assert found is not None
             failing = [(check, int(n)) for check, n in zip(checks, found, strict=True) if n]
             self.total_errors += sum(n for _, n in failing)
-            self.errors += self._first_rows(relation, [c for c, _ in failing])
-        if self.errors:
-            return
-        # the typed rows, in the file's order (insertion order is kept)
-        items = []
-        for code, variable in self.model.variables.items():
-            if code not in names:
-                value = sql_literal(source.dataset) if code == DATASET and source.dataset \
-                    else "NULL"
-            elif variable.is_numeric:
-                value = f"CASE WHEN {blank(code)} THEN NULL ELSE {number(code)} END"
-            else:
-                value = f"CASE WHEN {blank(code)} THEN NULL ELSE {code_text(code)} END"
-                if code == DATASET and source.dataset is not None:
-                    value = f"coalesce({value}, {sql_literal(source.dataset)})"
-            items.append(value)
-        self.connection.execute(f"INSERT INTO {TABLE} SELECT {', '.join(items)} FROM {relation}")
+            self.errors += self._first_rows(relation, [(c, w, sql) for (c, w, _, sql), _
+                                                       in failing])
+        if DATASET in names and source.dataset is not None and not self.errors:
+            # the source's dataset where the file's column is blank
+            self.connection.execute(
+                f"UPDATE {TABLE} SET {self.columns[DATASET]} = {sql_literal(source.dataset)} "
+                f"WHERE rowid >= {first} AND {self.columns[DATASET]} IS NULL")
+
+    def _checks(self, n: str, source: DataSource, value: str, blank: str
+                ) -> list[tuple[str, str]]:
+        """Variable ``n``'s checks, as (what a failing value is, SQL true where it fails)
+        over the value (a number, or a code's text) and the blankness given."""
+        variable = self.model.variables[n]
+        out = []
+        if n == DATASET and source.dataset is None:
+            out.append(("the row has no dataset", blank))
+        if variable.is_categorical:
+            enums = ", ".join(sql_literal(e) for e in variable.enumerations)
+            shown = ", ".join(repr(c) for c in variable.enumerations[:6])
+            more = ", ..." if len(variable.enumerations) > 6 else ""
+            unknown = f"{value} NOT IN ({enums})" if enums else "TRUE"
+            out.append((f"is not a code of ({shown}{more})", f"NOT {blank} AND {unknown}"))
+        elif variable.is_numeric:
+            out.append(("is not a number", f"NOT {blank} AND ({value} IS NULL OR "
+                                           f"isnan({value}))"))
+            out.append(("is not finite", f"isinf({value})"))
+            finite = f"isfinite({value})"
+            if variable.sql_type == "int":
+                out.append(("is not an integer", f"{finite} AND {value} <> round({value})"))
+            if variable.min is not None:
+                out.append((f"is below the minimum {variable.min:g}",
+                            f"{finite} AND {value} < {float(variable.min)!r}"))
+            if variable.max is not None:
+                out.append((f"is above the maximum {variable.max:g}",
+                            f"{finite} AND {value} > {float(variable.max)!r}"))
+        return out
 
     def _first_rows(self, relation: str, failing: list[tuple[str, str, str]]
                     ) -> list[Problem]:
