@@ -40,6 +40,7 @@ limited in a subquery), except
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,10 @@ from stats.aggregates import (
     Smallest,
     Var,
 )
+
+#: exact sums whose per-row terms are below this in magnitude are taken in BIGINT (half of
+#: 2^63: room for the bound's own rounding)
+_NARROW = float(2**62)
 
 #: the column holding each row's position in the node's data (folds read it)
 ROW = "__row"
@@ -129,6 +134,13 @@ class Compiler:
     dialect: Dialect = DUCKDB
     #: whether the statement reads each row's position (:data:`ROW`): folds, rows per patient
     uses_row: bool = False
+    #: the largest magnitude of each numeric variable's finite values over the whole table,
+    #: where the store knows it: an exact sum whose per-row terms it bounds below 2^62 is
+    #: taken in BIGINT (DuckDB adds BIGINTs into an exact HUGEINT, and casts a DOUBLE to
+    #: BIGINT three to four times faster than to HUGEINT)
+    magnitudes: Mapping[str, float] = field(default_factory=dict)
+    #: the bounds of the derived columns compiled so far (:func:`aggregation`)
+    ref_bounds: dict[str, float] = field(default_factory=dict)
 
     # --- values -------------------------------------------------------------------------
 
@@ -256,6 +268,12 @@ class Compiler:
         if isinstance(node, Rows):
             return "count(*)"
         if isinstance(node, CountIf):
+            if self.dialect is DUCKDB:
+                # DuckDB counts a column's values, or a condition's rows with count_if, in a
+                # third of the time of count(*) FILTER (count_if of no true row is NULL)
+                if isinstance(node.cond, Present):
+                    return f"count({self.column(node.cond.name)})"
+                return f"coalesce(count_if({self.cond(node.cond)}), 0)"
             return f"count(*) FILTER (WHERE {self.cond(node.cond)})"
         if isinstance(node, ExactSum):
             # the fixed point per row, then an exact integer sum: DuckDB casts a DOUBLE to
@@ -263,11 +281,52 @@ class Compiler:
             # (tests/node/test_duckdb_rows.py checks the ties); PostgreSQL's cast to BIGINT
             # rounds with rint too, and its sum of BIGINT is an exact NUMERIC
             scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
-            integer = "BIGINT" if self.dialect is POSTGRES else "HUGEINT"
+            narrow = self.bound(node.expr) * abs(float(node.scale)) < _NARROW
+            integer = "BIGINT" if self.dialect is POSTGRES or narrow else "HUGEINT"
             return f"coalesce(sum(CAST({scaled} AS {integer})), 0)"
         if isinstance(node, FloatSum):
             return f"coalesce(sum({self.expr(node.expr)}), 0.0)"
         raise Unsupported(type(node).__name__)
+
+    def bound(self, node: Expr) -> float:
+        """An upper bound of ``|node|`` on every row (inf where none is known): interval
+        arithmetic over the tree from :attr:`magnitudes` and the clipping bounds. Only a
+        choice of integer width rests on it; a bound that were wrong would make DuckDB's
+        cast raise, never give a wrong sum."""
+        if isinstance(node, Var):
+            if node.name not in self.numeric or node.name not in self.magnitudes:
+                return math.inf
+            found = self.magnitudes[node.name]
+            if node.name in self.clip:
+                found = min(found, max(abs(float(b)) for b in self.clip[node.name]))
+            return found
+        if isinstance(node, Const):
+            return abs(float(node.value))
+        if isinstance(node, Ref):
+            return self.ref_bounds.get(node.name, math.inf)
+        if isinstance(node, Arith):
+            left, right = self.bound(node.left), self.bound(node.right)
+            if node.op in "+-":
+                return left + right
+            if node.op == "*":
+                return left * right if left and right else 0.0
+            return math.inf
+        if isinstance(node, Func):
+            x = self.bound(node.arg)
+            if node.name == "abs":
+                return x
+            if node.name == "sqrt":
+                return math.sqrt(x)
+            if node.name == "exp":
+                return math.exp(x) if x < EXP_LIMIT else math.inf
+            return math.inf
+        if isinstance(node, Indicator | Binary):
+            return 1.0
+        if isinstance(node, IfElse):
+            return max(self.bound(node.then), self.bound(node.other))
+        if isinstance(node, Smallest):
+            return max((self.bound(i) for i in node.items), default=math.inf)
+        return math.inf
 
     # --- filters ------------------------------------------------------------------------
 
@@ -425,6 +484,7 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     inner = source
     for name, expr in node.derived:
         inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner}) AS q_{name}"
+        compiler.ref_bounds[name] = compiler.bound(expr)
     keys = [compiler.key(k) for k in node.keys]
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]
     where = f" WHERE {compiler.cond(node.where)}" if node.where is not None else ""

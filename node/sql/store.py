@@ -81,6 +81,10 @@ class SqlRows:
     def largest_magnitude(self, code: str) -> float:
         if code not in self.numeric:
             return 0.0
+        return self._all_magnitudes()[code]
+
+    def _all_magnitudes(self) -> dict[str, float]:
+        """Each numeric variable's largest magnitude of a finite value."""
         if self._magnitudes is None:
             # every numeric column in one scan: asked one by one, a wide model (140 numeric
             # columns) made 140 scans at start-up
@@ -90,7 +94,7 @@ class SqlRows:
                 "END)" for c in codes) + f" FROM {TABLE}")[0]
             self._magnitudes = {c: float(v) if v is not None else 0.0
                                 for c, v in zip(codes, found, strict=True)}
-        return self._magnitudes[code]
+        return self._magnitudes
 
     def check_report(self) -> CheckReport:
         """What ``fedtally node check`` shows for rows that passed every check: each
@@ -157,9 +161,12 @@ class SqlRows:
 
     # --- SQL ----------------------------------------------------------------------------
 
-    def _compiler(self, clip: Clipping | None) -> Compiler:
+    def _compiler(self, clip: Clipping | None, *, sums: bool = False) -> Compiler:
+        """A compiler for one statement; ``sums``: one with exact sums, which DuckDB takes
+        in BIGINT where the columns' magnitudes bound every term."""
+        magnitudes = self._all_magnitudes() if sums and self.dialect is DUCKDB else {}
         return Compiler(TABLE, self.columns, self.numeric, dict(clip or {}),
-                        dialect=self.dialect)
+                        dialect=self.dialect, magnitudes=magnitudes)
 
     def _selection(self, compiler: Compiler, spec: QuerySpec, *, filtered: bool) -> str:
         tree = filters.from_json(spec.filters) if filtered and spec.filters is not None \
@@ -185,7 +192,7 @@ class SqlRows:
 
     def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
                    filtered: bool) -> Result:
-        compiler = self._compiler(clip)
+        compiler = self._compiler(clip, sums=True)
         statement = aggregation(compiler, self._selection(compiler, spec, filtered=filtered),
                                 node)
         keys = len(node.keys)

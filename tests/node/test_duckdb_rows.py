@@ -282,6 +282,47 @@ def test_exact_sums_round_half_to_even_on_both_backends() -> None:
     connection.close()
 
 
+def test_exact_sums_are_taken_in_bigint_only_where_the_magnitudes_bound_every_term() -> None:
+    """BIGINT where the columns' magnitudes (or the clipping bounds) keep every term below
+    2^62, HUGEINT beyond, the same integers either way; a bound understated would make
+    DuckDB's cast raise, never give a wrong sum."""
+    import duckdb
+
+    from node.sql.compile import Compiler, aggregation
+    from stats.aggregates import Aggregation, Arith, ExactSum, Var
+    from stats.kinds.evaluate import aggregate
+
+    node = Aggregation((ExactSum(Var("x"), 2.0**40), ExactSum(Arith("*", Var("x"), Var("x")),
+                                                                 2.0**40)))
+    connection = duckdb.connect()
+
+    def run(values: list[float], magnitude: float, clip: dict | None = None
+            ) -> tuple[str, tuple]:
+        connection.execute("CREATE OR REPLACE TABLE t AS SELECT x AS c0 FROM "
+                           "(SELECT unnest($1::DOUBLE[]) AS x)", [values])
+        compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}), clip or {},
+                            magnitudes={"x": magnitude})
+        statement = aggregation(compiler, "SELECT * FROM t", node)
+        row = connection.execute(statement.sql, statement.params).fetchone()
+        return statement.sql, tuple(row[1:])
+
+    small = [0.5, 1.5, -2.5, 3.25, 1e3 / 3, -1e3]
+    sql, got = run(small, 1e3)
+    assert "AS BIGINT" in sql and "HUGEINT" not in sql
+    assert {(): got} == aggregate(node, pd.DataFrame({"x": small}), {})
+    large = [*small, 3e5]  # 3e5^2 * 2^40 is beyond 2^63
+    sql, got = run(large, 3e5)
+    assert "AS HUGEINT" in sql
+    assert {(): got} == aggregate(node, pd.DataFrame({"x": large}), {})
+    clipped = {"x": (-2.0, 2.0)}
+    sql, got = run(large, 3e5, clipped)
+    assert "HUGEINT" not in sql
+    assert {(): got} == aggregate(node, pd.DataFrame({"x": large}), clipped)
+    with pytest.raises(duckdb.ConversionException):
+        run(large, 1e3)
+    connection.close()
+
+
 def _session(store: object, tmp_path: Path, max_rows: int = 1 << 24) -> object:
     from crypto.identity import SigningIdentity
     from crypto.randomness import SeededRandom
