@@ -81,6 +81,8 @@ from stats.aggregates import (
 #: exact sums whose per-row terms are below this in magnitude are taken in BIGINT (half of
 #: 2^63: room for the bound's own rounding)
 _NARROW = float(2**62)
+#: and above this, their high and low bits are summed apart (see ExactSum)
+_SPLIT = float(2**40)
 
 #: the column holding each row's position in the node's data (folds read it)
 ROW = "__row"
@@ -141,6 +143,8 @@ class Compiler:
     magnitudes: Mapping[str, float] = field(default_factory=dict)
     #: the bounds of the derived columns compiled so far (:func:`aggregation`)
     ref_bounds: dict[str, float] = field(default_factory=dict)
+    #: whether the statement groups its rows by keys (:func:`aggregation`)
+    grouped: bool = False
 
     # --- values -------------------------------------------------------------------------
 
@@ -281,8 +285,16 @@ class Compiler:
             # (tests/node/test_duckdb_rows.py checks the ties); PostgreSQL's cast to BIGINT
             # rounds with rint too, and its sum of BIGINT is an exact NUMERIC
             scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
-            narrow = self.bound(node.expr) * abs(float(node.scale)) < _NARROW
-            integer = "BIGINT" if self.dialect is POSTGRES or narrow else "HUGEINT"
+            largest = self.bound(node.expr) * abs(float(node.scale))
+            if self.dialect is DUCKDB and self.grouped and _SPLIT <= largest < _NARROW:
+                # DuckDB's grouped sum adds large BIGINTs into its HUGEINT state slowly (a
+                # carry every few rows; its sum without groups does not): the high and low
+                # 31 bits of each term are summed apart (an arithmetic shift, so high * 2^31
+                # + low is the term) and joined per group
+                term = f"CAST({scaled} AS BIGINT)"
+                return (f"coalesce(CAST(sum({term} >> 31) AS HUGEINT) * {1 << 31} + "
+                        f"sum({term} & {(1 << 31) - 1}), 0)")
+            integer = "BIGINT" if self.dialect is POSTGRES or largest < _NARROW else "HUGEINT"
             return f"coalesce(sum(CAST({scaled} AS {integer})), 0)"
         if isinstance(node, FloatSum):
             return f"coalesce(sum({self.expr(node.expr)}), 0.0)"
@@ -486,6 +498,7 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
         inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner}) AS q_{name}"
         compiler.ref_bounds[name] = compiler.bound(expr)
     keys = [compiler.key(k) for k in node.keys]
+    compiler.grouped = bool(keys)
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]
     where = f" WHERE {compiler.cond(node.where)}" if node.where is not None else ""
     items = [f"{k} AS k{i}" for i, k in enumerate(keys)] + [

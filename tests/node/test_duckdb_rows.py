@@ -289,22 +289,27 @@ def test_exact_sums_are_taken_in_bigint_only_where_the_magnitudes_bound_every_te
     import duckdb
 
     from node.sql.compile import Compiler, aggregation
-    from stats.aggregates import Aggregation, Arith, ExactSum, Var
+    from stats.aggregates import Aggregation, Arith, Compare, Const, ExactSum, FlagKey, Var
     from stats.kinds.evaluate import aggregate
 
     node = Aggregation((ExactSum(Var("x"), 2.0**40), ExactSum(Arith("*", Var("x"), Var("x")),
                                                                  2.0**40)))
     connection = duckdb.connect()
 
+    def _statement(node: Aggregation, magnitude: float, clip: dict | None = None
+                   ) -> tuple[str, list]:
+        compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}), clip or {},
+                            magnitudes={"x": magnitude})
+        statement = aggregation(compiler, "SELECT * FROM t", node)
+        return statement.sql, statement.params
+
     def run(values: list[float], magnitude: float, clip: dict | None = None
             ) -> tuple[str, tuple]:
         connection.execute("CREATE OR REPLACE TABLE t AS SELECT x AS c0 FROM "
                            "(SELECT unnest($1::DOUBLE[]) AS x)", [values])
-        compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}), clip or {},
-                            magnitudes={"x": magnitude})
-        statement = aggregation(compiler, "SELECT * FROM t", node)
-        row = connection.execute(statement.sql, statement.params).fetchone()
-        return statement.sql, tuple(row[1:])
+        sql, params = _statement(node, magnitude, clip)
+        row = connection.execute(sql, params).fetchone()
+        return sql, tuple(row[1:])
 
     small = [0.5, 1.5, -2.5, 3.25, 1e3 / 3, -1e3]
     sql, got = run(small, 1e3)
@@ -320,6 +325,15 @@ def test_exact_sums_are_taken_in_bigint_only_where_the_magnitudes_bound_every_te
     assert {(): got} == aggregate(node, pd.DataFrame({"x": large}), clipped)
     with pytest.raises(duckdb.ConversionException):
         run(large, 1e3)
+    # grouped, terms between 2^40 and 2^62 are summed as high and low bits apart: the same
+    # integers, negative terms included (the shift is arithmetic)
+    node = Aggregation(node.measures, keys=(FlagKey(Compare(">", Var("x"), Const(0.0))),))
+    mixed = [v * s for v in (1.5, 2.5, 1e3 / 3, 999.75) for s in (1, -1)] * 50
+    sql, _ = run(mixed, 1e3)
+    assert ">> 31" in sql
+    got = dict((tuple(r[:1]), tuple(r[2:])) for r in connection.execute(
+        *_statement(node, 1e3)).fetchall())
+    assert got == aggregate(node, pd.DataFrame({"x": mixed}), {})
     connection.close()
 
 
