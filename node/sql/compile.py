@@ -23,7 +23,9 @@ Dialects (:class:`Dialect`): everything is standard SQL both accept (``count(*) 
 limited in a subquery), except
 
 * **DuckDB**: ``$n`` placeholders; exact sums as ``sum(CAST(x AS HUGEINT))`` (the cast
-  rounds half to even); the fold hash in ``UHUGEINT`` with ``xor``; text read as a number
+  rounds half to even), or ``BIGINT`` where the columns' magnitudes bound every term below
+  2^62 (:meth:`Compiler.bound`; grouped, large terms as high and low bits summed apart);
+  counts with ``count(x)``/``count_if``; the fold hash in ``UHUGEINT`` with ``xor``; text read as a number
   with ``TRY_CAST``.
 * **PostgreSQL** (15 and later, through psycopg's ``RawCursor``, which sends ``$n``
   placeholders to the server as bound parameters): exact sums as ``sum(CAST(x AS
