@@ -36,10 +36,12 @@ if TYPE_CHECKING:
 
 __all__ = ["DataSource", "Kind", "load_all"]
 
-Kind = Literal["csv", "parquet", "sql"]
-KINDS: tuple[Kind, ...] = ("csv", "parquet", "sql")
+Kind = Literal["csv", "parquet", "sql", "spark"]
+KINDS: tuple[Kind, ...] = ("csv", "parquet", "sql", "spark")
 _CONFIG_KEYS = frozenset({"kind", "path", "url", "table", "schema", "dataset", "delimiter",
-                          "encoding"})
+                          "encoding", "format", "master"})
+#: the formats a Spark source may be read in (Spark's own readers)
+SPARK_FORMATS = ("parquet", "csv", "orc", "json")
 #: the field separators a CSV source may declare, and that a header is checked for
 DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 _SUFFIX_KIND: dict[str, Kind] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -49,7 +51,9 @@ _MAX_FIELD = 1 << 30
 
 @dataclass(frozen=True)
 class DataSource:
-    """One source of rows: a CSV file, a Parquet file, or a SQL table.
+    """One source of rows: a CSV file, a Parquet file, a SQL table, or rows Spark reads (a
+    data-lake location in ``url`` with its ``format``, or a catalog ``table``; ``master`` the
+    Spark master, else Spark's own configuration, see :mod:`node.sql.spark_rows`).
 
     ``dataset`` names the dataset of rows that do not say it themselves: a file without a
     ``dataset`` column gets one holding this name, and empty cells of an existing one are
@@ -64,11 +68,25 @@ class DataSource:
     dataset: str | None = None
     delimiter: str = ","
     encoding: str = "utf-8"
+    format: str | None = None
+    master: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ConfigurationError(f"data source kind {self.kind!r} is not csv, parquet or sql")
-        if self.kind == "sql":
+            raise ConfigurationError(f"data source kind {self.kind!r} is not csv, parquet, sql "
+                                     "or spark")
+        if self.kind != "spark" and (self.format, self.master) != (None, None):
+            raise ConfigurationError("'format' and 'master' apply to spark sources only")
+        if self.kind == "spark":
+            if (self.url is None) == (self.table is None) or self.path is not None:
+                raise ConfigurationError("a spark data source needs 'url' (a location Spark "
+                                         "reads, with 'format') or 'table' (a table of Spark's "
+                                         "catalog), one of them, and no 'path'")
+            if self.table is not None and self.format is not None:
+                raise ConfigurationError("a spark 'table' has no 'format'")
+            if self.url is not None and (self.format or "parquet") not in SPARK_FORMATS:
+                raise ConfigurationError(f"a spark 'format' is one of {list(SPARK_FORMATS)}")
+        elif self.kind == "sql":
             if not self.url or not self.table or self.path is not None:
                 raise ConfigurationError("a sql data source needs 'url' and 'table' (and no 'path')")
         elif self.path is None or self.url is not None or self.table is not None:
@@ -109,12 +127,15 @@ class DataSource:
             path = base_dir / path
         kind = config.get("kind")
         if kind is None:
-            if config.get("url"):
+            if config.get("format") or config.get("master"):
+                kind = "spark"
+            elif config.get("url"):
                 kind = "sql"
             elif path is not None and path.suffix.lower() in _SUFFIX_KIND:
                 kind = _SUFFIX_KIND[path.suffix.lower()]
             else:
-                raise ConfigurationError("data source 'kind' is missing (csv, parquet or sql)")
+                raise ConfigurationError("data source 'kind' is missing (csv, parquet, sql or "
+                                         "spark)")
         return cls(
             kind=cast(Kind, kind),
             path=path,
@@ -124,10 +145,15 @@ class DataSource:
             dataset=config.get("dataset"),
             delimiter=config.get("delimiter") or ",",
             encoding=config.get("encoding") or "utf-8",
+            format=config.get("format"),
+            master=config.get("master"),
         )
 
     def describe(self) -> str:
         """A human name for messages; a database password is never shown."""
+        if self.kind == "spark":
+            return (f"Spark table {self.table}" if self.table is not None else
+                    f"Spark {self.format or 'parquet'} data at {_without_secret(self.url)}")
         if self.kind != "sql":
             return f"{'CSV' if self.kind == 'csv' else 'Parquet'} file {self.path}"
         # SQLAlchemy is imported only for SQL sources (0.15 s of every node's start-up)
@@ -147,6 +173,9 @@ class DataSource:
             df = _read_csv(cast(Path, self.path), _Dialect(self.delimiter, self.encoding))
         elif self.kind == "parquet":
             df = _read_parquet(cast(Path, self.path))
+        elif self.kind == "spark":
+            raise LocalDataError(f"{self.describe()} is computed in Spark: the node's row_store "
+                                 "must be \"duckdb\" (the default) for a spark source")
         else:
             df = self._read_sql()
         return self._with_dataset(df)
@@ -202,6 +231,15 @@ class DataSource:
             ) from exc
         finally:
             engine.dispose()
+
+
+def _without_secret(url: str | None) -> str:
+    """A location with any user:password@ part left out (object-store URLs may carry one)."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return text
 
 
 def load_all(sources: Iterable[DataSource]) -> pd.DataFrame:

@@ -451,12 +451,19 @@ def load_data(config: NodeConfig) -> LoadedData:
 
 def sql_store(config: NodeConfig, model: DataModel) -> SqlRows | None:
     """The rows checked and kept where SQL computes on them (DuckDB for CSV and Parquet
-    files, the hospital's PostgreSQL), or None where the configuration keeps them in pandas.
+    files, the hospital's PostgreSQL, Spark), or None where the configuration keeps them in pandas.
     Raises ValidationFailed naming the problems."""
     if config.row_store == "duckdb" and duckdb_rows.supports(config.sources):
         return duckdb_rows.DuckRows.load(config.sources, model)
     if config.row_store == "duckdb" and postgres_rows.supports(config.sources):
         return postgres_rows.PostgresRows.load(config.sources, model)
+    if config.row_store == "duckdb" and any(s.kind == "spark" for s in config.sources):
+        # imported only here: pyspark is large, and needs Java
+        from node.sql import spark_rows
+
+        if not spark_rows.supports(config.sources):
+            raise ConfigurationError("a node's spark sources cannot be mixed with other kinds")
+        return spark_rows.SparkRows.load(config.sources, model)
     return None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.datasource import DataSource
+from node.sql.store import sql_literal
 from node.validation import (
     Problem,
     ValidationFailed,
@@ -33,6 +35,48 @@ class CheckedLoader:
         #: end, as the pandas store checks the united frame)
         self.names: dict[str, None] = {}
         self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
+
+    def checks(self, n: str, source: DataSource, value: str, blank: str
+               ) -> list[tuple[str, str]]:
+        """Variable ``n``'s checks, as (what a failing value is, SQL true where it fails)
+        over the value (a number, or a code's text) and the blankness given, in SQL that
+        DuckDB and Spark share (``isinf``/``isfinite`` are :meth:`infinite`/:meth:`finite`)."""
+        variable = self.model.variables[n]
+        out = []
+        if n == DATASET and source.dataset is None:
+            out.append(("the row has no dataset", blank))
+        if variable.is_categorical:
+            enums = ", ".join(self.literal(e) for e in variable.enumerations)
+            shown = ", ".join(repr(c) for c in variable.enumerations[:6])
+            more = ", ..." if len(variable.enumerations) > 6 else ""
+            unknown = f"{value} NOT IN ({enums})" if enums else "TRUE"
+            out.append((f"is not a code of ({shown}{more})", f"NOT {blank} AND {unknown}"))
+        elif variable.is_numeric:
+            out.append(("is not a number", f"NOT {blank} AND ({value} IS NULL OR "
+                                           f"isnan({value}))"))
+            out.append(("is not finite", self.infinite(value)))
+            finite = self.finite(value)
+            if variable.sql_type == "int":
+                out.append(("is not an integer", f"{finite} AND {value} <> round({value})"))
+            if variable.min is not None:
+                out.append((f"is below the minimum {variable.min:g}",
+                            f"{finite} AND {value} < {float(variable.min)!r}"))
+            if variable.max is not None:
+                out.append((f"is above the maximum {variable.max:g}",
+                            f"{finite} AND {value} > {float(variable.max)!r}"))
+        return out
+
+    def literal(self, text: str) -> str:
+        """A code of the data model in the statement (Spark binds it as a parameter)."""
+        return sql_literal(text)
+
+    @staticmethod
+    def infinite(value: str) -> str:
+        return f"isinf({value})"
+
+    @staticmethod
+    def finite(value: str) -> str:
+        return f"isfinite({value})"
 
     @staticmethod
     def first_failing(rows: list[tuple[int, int, str, str, Any]]) -> list[Problem]:

@@ -27,6 +27,12 @@ limited in a subquery), except
   2^62 (:meth:`Compiler.bound`; grouped, large terms as high and low bits summed apart);
   counts with ``count(x)``/``count_if``; the fold hash in ``UHUGEINT`` with ``xor``; text read as a number
   with ``TRY_CAST``.
+* **Spark** (4, SQL with named parameters; :mod:`node.sql.spark_rows`): exact sums as
+  ``sum(CAST(CAST(rint(x) AS BIGINT) AS DECIMAL(38,0)))`` (Spark's cast to an integer
+  truncates, ``rint`` rounds half to even, and a DOUBLE cast to DECIMAL keeps 17 digits); ``try_cast`` for text; no fold hash (64-bit products wrap nowhere
+  in ANSI Spark), so kinds with folds run on fetched rows there. ``exp`` and ``ln`` are
+  Java's, which may differ from C's in the last bit: a per-row term can round one unit
+  apart, far inside the 1e-12 relative the stores are held to.
 * **PostgreSQL** (15 and later, through psycopg's ``RawCursor``, which sends ``$n``
   placeholders to the server as bound parameters): exact sums as ``sum(CAST(x AS
   BIGINT))``, whose cast rounds with ``rint`` (half to even; ``round(numeric)`` would round
@@ -118,6 +124,7 @@ class Dialect:
 DUCKDB = Dialect("duckdb", {})
 POSTGRES = Dialect("postgresql", {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT",
                                   "UHUGEINT": "NUMERIC", "HUGEINT": "NUMERIC"})
+SPARK = Dialect("spark", {"VARCHAR": "STRING", "HUGEINT": "DECIMAL(38,0)"})
 
 #: the largest x whose exp(x) is 0.0 in C (and numpy): PostgreSQL raises an underflow error
 #: below it instead
@@ -163,6 +170,8 @@ class Compiler:
         """A text column's value as a number, NULL where it is none."""
         if self.dialect is POSTGRES:
             return postgres_number(column)
+        if self.dialect is SPARK:
+            return f"try_cast({column} AS DOUBLE)"
         return f"TRY_CAST({column} AS DOUBLE)"
 
     def row(self) -> str:
@@ -260,6 +269,11 @@ class Compiler:
             return (f"(CASE WHEN {x} IS NULL THEN -1 WHEN {x} < {first} OR {x} > {last} "
                     f"THEN -2 WHEN {x} = {top} THEN {len(edges) - 2} ELSE {below} - 1 END)")
         if isinstance(node, FoldKey):
+            if self.dialect is SPARK:
+                # the hash needs 64-bit products modulo 2^64; Spark's BIGINT raises on
+                # overflow (ANSI mode) and its DECIMAL holds 38 digits: folds are computed
+                # on the fetched rows there
+                raise Unsupported("the fold hash in Spark")
             start = f"(CAST({self.row()} AS {self.dialect.type('UHUGEINT')}) + " \
                 f"{self.bind(node.seed, 'UHUGEINT')})"
             folds = self.bind(node.folds, "UHUGEINT")
@@ -288,6 +302,12 @@ class Compiler:
             # rounds with rint too, and its sum of BIGINT is an exact NUMERIC
             scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
             largest = self.bound(node.expr) * abs(float(node.scale))
+            if self.dialect is SPARK:
+                # Spark's cast to an integer truncates, rint rounds half to even; the
+                # integral double goes to DECIMAL through BIGINT (exact; beyond 2^63 it
+                # raises in ANSI mode), as its own cast to DECIMAL keeps 17 digits only
+                return (f"coalesce(sum(CAST(CAST(rint({scaled}) AS BIGINT) AS "
+                        "DECIMAL(38,0))), 0)")
             if self.dialect is DUCKDB and self.grouped and _SPLIT <= largest < _NARROW:
                 # DuckDB's grouped sum adds large BIGINTs into its HUGEINT state slowly (a
                 # carry every few rows; its sum without groups does not): the high and low

@@ -235,8 +235,8 @@ class _Loader(CheckedLoader):
         checks = [(n, what_fails, stored_sql, file_sql) for n in names
                   if n in self.model.variables  # others are named by header_problems
                   for (what_fails, stored_sql), (_, file_sql) in zip(
-                      self._checks(n, source, *stored(self.columns[n])),
-                      self._checks(n, source, *in_file(n)), strict=True)]
+                      self.checks(n, source, *stored(self.columns[n])),
+                      self.checks(n, source, *in_file(n)), strict=True)]
         if checks:
             # count_if, not count(*) FILTER: DuckDB plans hundreds of them in half the time
             # (it reads NULL, not 0, where no row is true: `if n` below skips both)
@@ -253,35 +253,6 @@ class _Loader(CheckedLoader):
             self.connection.execute(
                 f"UPDATE {TABLE} SET {self.columns[DATASET]} = {sql_literal(source.dataset)} "
                 f"WHERE rowid >= {first} AND {self.columns[DATASET]} IS NULL")
-
-    def _checks(self, n: str, source: DataSource, value: str, blank: str
-                ) -> list[tuple[str, str]]:
-        """Variable ``n``'s checks, as (what a failing value is, SQL true where it fails)
-        over the value (a number, or a code's text) and the blankness given."""
-        variable = self.model.variables[n]
-        out = []
-        if n == DATASET and source.dataset is None:
-            out.append(("the row has no dataset", blank))
-        if variable.is_categorical:
-            enums = ", ".join(sql_literal(e) for e in variable.enumerations)
-            shown = ", ".join(repr(c) for c in variable.enumerations[:6])
-            more = ", ..." if len(variable.enumerations) > 6 else ""
-            unknown = f"{value} NOT IN ({enums})" if enums else "TRUE"
-            out.append((f"is not a code of ({shown}{more})", f"NOT {blank} AND {unknown}"))
-        elif variable.is_numeric:
-            out.append(("is not a number", f"NOT {blank} AND ({value} IS NULL OR "
-                                           f"isnan({value}))"))
-            out.append(("is not finite", f"isinf({value})"))
-            finite = f"isfinite({value})"
-            if variable.sql_type == "int":
-                out.append(("is not an integer", f"{finite} AND {value} <> round({value})"))
-            if variable.min is not None:
-                out.append((f"is below the minimum {variable.min:g}",
-                            f"{finite} AND {value} < {float(variable.min)!r}"))
-            if variable.max is not None:
-                out.append((f"is above the maximum {variable.max:g}",
-                            f"{finite} AND {value} > {float(variable.max)!r}"))
-        return out
 
     def _first_rows(self, relation: str, failing: list[tuple[str, str, str]]
                     ) -> list[Problem]:

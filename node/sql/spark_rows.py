@@ -1,0 +1,295 @@
+"""A node's rows where Spark reads them (a data lake's Parquet, ORC, CSV or JSON, or a table
+of Spark's catalog), checked and computed in Spark SQL.
+
+Start-up reads each source once through Spark: every cell is parsed as the pandas store
+parses it (Arrow's number grammar, Python's blanks; the regular expressions are bound as
+parameters) into typed rows (numbers as DOUBLE, codes as STRING, blank cells as NULL, a
+numeric cell that is no number as NaN), with each row's position (the sources in order,
+each in Spark's reading order: ``monotonically_increasing_id``). The typed rows are
+persisted (memory, then the executors' disks: ``MEMORY_AND_DISK``) and the data model's
+checks are counts over them, in Spark, as for the DuckDB store (:mod:`node.sql.checking`);
+only counts reach the node, and a failing source is read again only to name its first
+failing rows.
+
+A query's declared kind runs as one Spark SQL statement per aggregation
+(:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
+pasted. Kinds the compiler does not translate for Spark (folds; kinds still computed on a
+DataFrame) get only the query's selected rows.
+
+Where Spark runs is Spark's configuration: the source's ``master`` (``local[4]``,
+``spark://host:7077``, ``yarn``, ``k8s://...``), else ``spark.master`` from
+``$SPARK_CONF_DIR/spark-defaults.conf``, else ``local[*]``; object-store credentials and
+executor sizes belong there too, never in the node's configuration. A local master binds
+the driver to 127.0.0.1. ANSI mode is set on the node's session so that an integer
+overflow raises instead of wrapping.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from node.datasource import DataSource
+from node.sql.checking import SHOWN, CheckedLoader
+from node.sql.compile import ROW, SPARK, Compiler
+from node.sql.store import TABLE, SqlRows
+from node.validation import Problem
+from protocol.errors import ConfigurationError
+from stats.datamodel import DataModel, LocalDataError
+from stats.plans import DATASET
+
+__all__ = ["SparkRows", "supports", "spark_session"]
+
+#: Arrow's number grammar (node.sql.duckdb_rows), as a Java full match
+_NUMBER = (r"^(?:[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+           r"|(?i:inf|infinity)))\z")
+#: a blank cell, as Python's str.strip() sees blanks
+_BLANK = (r"^[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}"
+          r"\x{2029}\x{202f}\x{205f}\x{3000}]*\z")
+_PLACE = re.compile(r"\$(\d+)")
+_LOCK = threading.Lock()
+
+
+def supports(sources: Sequence[DataSource]) -> bool:
+    return bool(sources) and all(s.kind == "spark" for s in sources)
+
+
+def spark_session(master: str | None) -> Any:
+    """A session of this process's Spark application (one per process, as Spark allows),
+    with its own temporary views and ANSI mode on."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ConfigurationError("a spark data source needs pyspark (pip install "
+                                 "'fedtally[spark]') and Java 17 or later") from exc
+    with _LOCK:
+        builder = SparkSession.builder.appName("fedtally-node").config(
+            "spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        if master is not None:
+            builder = builder.master(master)
+        if master is None or master.startswith("local"):
+            builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config(
+                "spark.driver.host", "127.0.0.1")
+        try:
+            shared = builder.getOrCreate()
+        except Exception as exc:  # the JVM's reasons are many: say which kind it was
+            raise LocalDataError(f"Spark could not start ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") \
+                from exc
+        shared.sparkContext.setLogLevel("ERROR")
+        session = shared.newSession()
+    session.conf.set("spark.sql.ansi.enabled", "true")
+    return session
+
+
+def _named(sql: str, params: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """``$n`` placeholders as Spark's named parameters ``:pn``."""
+    return _PLACE.sub(lambda m: f":p{m.group(1)}", sql), {
+        f"p{i + 1}": v for i, v in enumerate(params)}
+
+
+class SparkRows(SqlRows):
+    """Checked, typed rows persisted in Spark (see the module doc)."""
+
+    dialect = SPARK
+
+    def __init__(self, model: DataModel, session: Any, typed: Any, warnings: list[Problem],
+                 found: tuple[str, ...]) -> None:
+        self._session = session
+        self._typed = typed
+        self._lock = threading.Lock()
+        super().__init__(model, warnings, found)
+
+    @classmethod
+    def load(cls, sources: Sequence[DataSource], model: DataModel, *,
+             strict: bool = False) -> SparkRows:
+        if not supports(sources):
+            raise LocalDataError("Spark keeps spark sources only")
+        masters = {s.master for s in sources}
+        if len(masters) > 1:
+            raise ConfigurationError("every spark source of a node names the same 'master'")
+        session = spark_session(next(iter(masters)))
+        loader = _Loader(session, model, strict)
+        for index, source in enumerate(sources):
+            loader.add(index, source)
+        loader.finish_checks()
+        return cls(model, session, loader.store(), loader.warnings, tuple(loader.names))
+
+    def close(self) -> None:
+        try:
+            self._typed.unpersist()
+            self._session.catalog.dropTempView(TABLE)
+        except Exception:  # a stopped JVM has nothing left to free
+            pass
+
+    def _run(self, compiler: Compiler, sql: str) -> Any:
+        text, args = _named(sql, compiler.params)
+        with self._lock:
+            return self._session.sql(text, args=args)
+
+    def _rows(self, compiler: Compiler, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._run(compiler, sql).collect()]
+
+    def _frame(self, compiler: Compiler, sql: str) -> pd.DataFrame:
+        rows = self._run(compiler, sql)
+        return pd.DataFrame([tuple(r) for r in rows.collect()], columns=rows.columns)
+
+    def _finite(self, column: str) -> str:
+        return _finite(column)
+
+
+def _quote(name: str) -> str:
+    """A source's own column name (the operator's) as a Spark identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _finite(value: str) -> str:
+    return f"(NOT isnan({value}) AND abs({value}) < double('inf'))"
+
+
+class _Loader(CheckedLoader):
+    def __init__(self, session: Any, model: DataModel, strict: bool) -> None:
+        super().__init__(model, strict)
+        self.session = session
+        self.params: dict[str, Any] = {"number": _NUMBER, "blank": _BLANK}
+        self.typed: Any = None
+
+    def literal(self, text: str) -> str:
+        name = f"code{len(self.params)}"
+        self.params[name] = text
+        return f":{name}"
+
+    @staticmethod
+    def infinite(value: str) -> str:
+        return f"(abs({value}) = double('inf'))"
+
+    @staticmethod
+    def finite(value: str) -> str:
+        return _finite(value)
+
+    def _sql(self, sql: str) -> Any:
+        used = {k: v for k, v in self.params.items() if f":{k}" in sql}
+        return self.session.sql(sql, args=used)
+
+    def _read(self, source: DataSource) -> Any:
+        what = source.describe()
+        try:
+            if source.table is not None:
+                return self.session.table(source.table)
+            reader = self.session.read.format(source.format or "parquet")
+            if (source.format or "parquet") == "csv":
+                # every cell as text (checked below as the pandas store reads it), RFC 4180
+                # quoting, and a malformed line an error rather than a dropped row
+                reader = reader.options(header="true", inferSchema="false", mode="FAILFAST",
+                                        quote='"', escape='"', multiLine="true")
+            return reader.load(source.url)
+        except Exception as exc:
+            raise LocalDataError(f"{what} cannot be read ({type(exc).__name__})") from exc
+
+    def add(self, index: int, source: DataSource) -> None:
+        what = source.describe()
+        frame = self._read(source)
+        raw = f"__source_{index}"
+        frame.createOrReplaceTempView(raw)
+        names = list(frame.columns)
+        types = dict(frame.dtypes)
+        text = {n: types[n] == "string" for n in names}
+        self.names.update(dict.fromkeys(names))
+
+        def blank(n: str) -> str:
+            column = _quote(n)
+            if text[n]:
+                return f"({column} IS NULL OR {column} RLIKE :blank)"
+            return f"({column} IS NULL)"
+
+        def number(n: str) -> str:
+            column = _quote(n)
+            if text[n]:
+                return f"(CASE WHEN {column} RLIKE :number THEN try_cast({column} AS DOUBLE) END)"
+            if types[n] == "boolean":
+                return "CAST(NULL AS DOUBLE)"
+            return f"try_cast({column} AS DOUBLE)"
+
+        def code(n: str) -> str:
+            column = _quote(n)
+            if text[n]:
+                return column
+            if types[n] in ("double", "float") or types[n].startswith("decimal"):
+                return (f"(CASE WHEN {column} = round({column}) AND abs({column}) < "
+                        f"9007199254740992 THEN CAST(CAST({column} AS BIGINT) AS STRING) "
+                        f"ELSE CAST({column} AS STRING) END)")
+            return f"CAST({column} AS STRING)"
+
+        if DATASET not in names and source.dataset is None:
+            self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
+                                       "the source a dataset)"))
+            self.total_errors += 1
+        items = []
+        for variable_code, variable in self.model.variables.items():
+            column = self.columns[variable_code]
+            if variable_code not in names:
+                value = self.literal(source.dataset) if variable_code == DATASET and \
+                    source.dataset else ("CAST(NULL AS DOUBLE)" if variable.is_numeric
+                                         else "CAST(NULL AS STRING)")
+            elif variable.is_numeric:
+                value = (f"CASE WHEN {blank(variable_code)} THEN CAST(NULL AS DOUBLE) ELSE "
+                         f"coalesce({number(variable_code)}, double('NaN')) END")
+            else:
+                value = f"CASE WHEN {blank(variable_code)} THEN NULL ELSE {code(variable_code)} END"
+            items.append(f"{value} AS {column}")
+        order = f"monotonically_increasing_id() AS {ROW}_in_source"
+        try:
+            typed = self._sql(f"SELECT {index} AS __source, {order}, {', '.join(items)} "
+                              f"FROM {raw}")
+        except Exception as exc:
+            raise LocalDataError(f"{what} cannot be read ({type(exc).__name__})") from exc
+        checks = [(n, fails, stored_sql, file_sql) for n in names if n in self.model.variables
+                  for (fails, stored_sql), (_, file_sql) in zip(
+                      self.checks(n, source, self.columns[n], f"({self.columns[n]} IS NULL)"),
+                      self.checks(n, source, number(n) if self.model.variables[n].is_numeric
+                                  else code(n), blank(n)), strict=True)]
+        typed.createOrReplaceTempView("__typed")
+        if checks:
+            counts = ", ".join(f"count_if({sql})" for _, _, sql, _ in checks)
+            try:
+                found = self._sql(f"SELECT {counts} FROM __typed").collect()[0]
+            except Exception as exc:
+                raise LocalDataError(f"{what} is malformed or cannot be read "
+                                     f"({type(exc).__name__})") from exc
+            failing = [(check, int(n)) for check, n in zip(checks, found, strict=True) if n]
+            self.total_errors += sum(n for _, n in failing)
+            self.errors += self._first_rows(raw, [(c, w, sql) for (c, w, _, sql), _ in failing])
+        if DATASET in names and source.dataset is not None:
+            dataset = self.columns[DATASET]
+            typed = self._sql(f"SELECT * EXCEPT ({dataset}), coalesce({dataset}, "
+                              f"{self.literal(source.dataset)}) AS {dataset} FROM __typed")
+        typed = typed.select("__source", f"{ROW}_in_source", *self.columns.values())
+        self.typed = typed if self.typed is None else self.typed.unionByName(typed)
+
+    def store(self) -> Any:
+        """Each row's position over all sources, then the rows persisted and named
+        :data:`~node.sql.store.TABLE` (once every source passed its checks)."""
+        from pyspark import StorageLevel
+
+        self.typed.createOrReplaceTempView("__all")
+        rows = self.session.sql(
+            f"SELECT row_number() OVER (ORDER BY __source, {ROW}_in_source) - 1 AS {ROW}, "
+            f"{', '.join(self.columns.values())} FROM __all")
+        rows.persist(StorageLevel.MEMORY_AND_DISK)
+        rows.createOrReplaceTempView(TABLE)
+        return rows
+
+    def _first_rows(self, raw: str, failing: list[tuple[str, str, str]]) -> list[Problem]:
+        found: list[tuple[int, int, str, str, Any]] = []
+        for order, (column, what, sql) in enumerate(failing):
+            name = _quote(column)
+            rows = self._sql(
+                f"SELECT r, CAST({name} AS STRING) FROM (SELECT row_number() OVER (ORDER BY "
+                f"monotonically_increasing_id()) AS r, * FROM {raw}) WHERE {sql} ORDER BY r "
+                f"LIMIT {SHOWN}").collect()
+            found += [(int(r[0]), order, column, what, r[1]) for r in rows]
+        return self.first_failing(found)

@@ -1,0 +1,155 @@
+"""The Spark node (node.sql.spark_rows) computes what the pandas node computes, integer for
+integer, on a representative part of the catalog: declared kinds compiled to Spark SQL
+(filters, DP clipping, rows per patient), folds on fetched rows; start-up names the same
+problems; errors are readable. Spark runs in local mode on this machine (one JVM per test
+process); the tests skip where pyspark or Java is missing, and fail under CI=true."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from node.datasource import DataSource
+from node.rowstore import FrameRows
+from node.validation import ValidationFailed, check_valid
+from protocol.errors import ConfigurationError
+from stats.datamodel import LocalDataError
+from stats.kinds.base import exact_scale
+from stats.query import QuerySpec
+from tests.node.test_duckdb_rows import FILTERS, _same, _spec
+from tests.stats.test_kinds import _model, _rows
+
+
+def _missing() -> str | None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed"
+    if shutil.which("java") is None:
+        return "no Java runtime (Debian: openjdk-17-jre-headless)"
+    return None
+
+
+MISSING = _missing()
+if MISSING and os.environ.get("CI"):
+    pytest.fail(f"Spark tests must run in CI: {MISSING}", pytrace=False)
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"Spark: {MISSING}")
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    from node.sql.spark_rows import SparkRows
+
+    model, rows = _model(), _rows()
+    folder = tmp_path_factory.mktemp("spark")
+    rows.to_parquet(folder / "rows.parquet", index=False)
+    rows.to_csv(folder / "rows.csv", index=False)
+    out = {"pandas": FrameRows(rows, model),
+           "parquet": SparkRows.load([DataSource("spark", url=str(folder / "rows.parquet"))],
+                                     model, ),
+           "csv": SparkRows.load([DataSource("spark", url=str(folder / "rows.csv"),
+                                             format="csv")], model)}
+    yield out
+    out["parquet"].close()
+    out["csv"].close()
+
+
+KINDS_HERE = ["count", "counts", "moments", "crossprod", "logistic"]
+
+
+@pytest.mark.parametrize("filters", [FILTERS[0], FILTERS[1], FILTERS[2]], ids=range(3))
+@pytest.mark.parametrize("kind", KINDS_HERE)
+def test_kinds_agree_exactly_with_pandas(stores: dict, kind: str, filters: object) -> None:
+    spec = _spec(kind, filters)
+    expected = stores["pandas"].computed(spec, exact_scale, None)
+    for name in ("parquet", "csv"):
+        _same(expected, stores[name].computed(spec, exact_scale, None))
+
+
+def test_declared_kinds_run_in_spark_sql(stores: dict) -> None:
+    for kind in ("count", "counts", "moments"):
+        assert stores["parquet"].working_rows(_spec(kind, None)) == 0
+
+
+def test_start_up_names_the_problems_pandas_names(tmp_path: Path) -> None:
+    from node.sql.spark_rows import SparkRows
+
+    model = _model()
+    rows = _rows().astype(object)
+    rows.loc[3, "bmi"] = " 1.5"
+    rows.loc[7, "bmi"] = "1_000"
+    rows.loc[9, "sex"] = "X"
+    path = tmp_path / "bad.csv"
+    rows.to_csv(path, index=False)
+    with pytest.raises(ValidationFailed) as pandas_error:
+        check_valid(DataSource("csv", path=path).load(), model)
+    with pytest.raises(ValidationFailed) as spark_error:
+        SparkRows.load([DataSource("spark", url=str(path), format="csv")], model)
+    assert [str(p) for p in spark_error.value.problems] == \
+        [str(p) for p in pandas_error.value.problems]
+    assert spark_error.value.total == pandas_error.value.total
+
+
+def test_a_missing_location_is_a_readable_error(tmp_path: Path) -> None:
+    from node.sql.spark_rows import SparkRows
+
+    with pytest.raises(LocalDataError, match="cannot be read"):
+        SparkRows.load([DataSource("spark", url=str(tmp_path / "nowhere"))], _model())
+
+
+def test_spark_sources_are_configured_with_a_location_or_a_table() -> None:
+    with pytest.raises(ConfigurationError, match="needs 'url'"):
+        DataSource("spark")
+    with pytest.raises(ConfigurationError, match="format"):
+        DataSource("spark", url="s3a://bucket/rows", format="xlsx")
+    with pytest.raises(ConfigurationError, match="spark sources only"):
+        DataSource("csv", path=Path("x.csv"), master="local[1]")
+    source = DataSource.from_config({"url": "s3a://key:secret@bucket/rows", "format": "csv"})
+    assert source.kind == "spark" and "secret" not in source.describe()
+
+
+@pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression"])
+def test_dp_encodings_agree_clipped(stores: dict, algorithm: str) -> None:
+    """DP: each row clipped in Spark SQL and rounded at the slot's DP scale; the encoded
+    vectors (before noise) are the pandas store's integers."""
+    from node.statistics import clipping, dp_encode, dp_scale
+    from stats.datamodel import PlanModel
+    from stats.planner import layout
+
+    base = {"descriptive_stats": dict(variables=("bmi", "age")),
+            "linear_regression": dict(parameters={"terms": [{"const": 1}, {"var": "age"},
+                                                            {"var": "bmi"}]})}[algorithm]
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method=algorithm,
+                     privacy={"mode": "dp", "rho": 1.0,
+                              "bounds": {"age": [20, 80], "bmi": [18, 35]}}, **base)
+    plan = layout(spec, PlanModel(_model()), 1 << 20)
+    encoded = [dp_encode(plan, stores[n].computed(spec, dp_scale(plan), clipping(plan)))
+               for n in ("pandas", "parquet")]
+    assert encoded[0] == encoded[1]
+    assert any(encoded[0])
+
+
+def test_a_filter_on_a_text_value_and_the_largest_magnitudes(stores: dict) -> None:
+    spec = dataclasses.replace(_spec("moments", None),
+                               filters={"op": "==", "var": "sex", "value": "F"})
+    _same(stores["pandas"].computed(spec, exact_scale, None),
+          stores["parquet"].computed(spec, exact_scale, None))
+    for code in ("bmi", "age"):
+        assert math.isclose(stores["parquet"].largest_magnitude(code),
+                            stores["pandas"].largest_magnitude(code), rel_tol=0)
+
+
+def test_filter_values_are_bound_never_pasted(stores: dict) -> None:
+    """A researcher's text is a named parameter: quotes, backslashes and SQL in it are a
+    value to compare, as on pandas (no row has it)."""
+    for text in ("F' OR '1'='1", "F\\' OR 1=1 --", "`c0`"):
+        spec = dataclasses.replace(_spec("count", None),
+                                   filters={"op": "==", "var": "sex", "value": text})
+        got = stores["parquet"].computed(spec, exact_scale, None)
+        _same(stores["pandas"].computed(spec, exact_scale, None), got)
+        assert got.rows == 0
