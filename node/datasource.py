@@ -174,8 +174,9 @@ class DataSource:
         elif self.kind == "parquet":
             df = _read_parquet(cast(Path, self.path))
         elif self.kind == "spark":
-            raise LocalDataError(f"{self.describe()} is computed in Spark: the node's row_store "
-                                 "must be \"duckdb\" (the default) for a spark source")
+            from node.sql.spark_rows import read_frame  # pyspark only for spark sources
+
+            df = read_frame(self)
         else:
             df = self._read_sql()
         return self._with_dataset(df)

@@ -475,7 +475,8 @@ def run_node(config_path: str, *, aggregator_url: str | None = None,
     config = load_node_config(Path(config_path), aggregator_url=aggregator_url)
     data = load_data(config)
     service = NodeService(config, data, software=software)
-    log.info("node %s serving %d rows of %s", config.me.name, data.row_count, data.model.name)
+    log.info("node %s serving %d rows of %s, kept in %s", config.me.name, data.row_count,
+             data.model.name, getattr(data.store, "engine", "memory (pandas)"))
 
     async def serve() -> None:
         stop = asyncio.Event()

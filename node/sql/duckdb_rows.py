@@ -64,6 +64,8 @@ def supports(sources: Sequence[DataSource]) -> bool:
 class DuckRows(SqlRows):
     """Validated rows in a DuckDB database file (see the module doc)."""
 
+    engine = "DuckDB"
+
     def __init__(self, model: DataModel, connection: duckdb.DuckDBPyConnection,
                  directory: Path, warnings: list[Problem], found: tuple[str, ...]) -> None:
         self._connection = connection

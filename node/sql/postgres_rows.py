@@ -211,6 +211,7 @@ class PostgresRows(SqlRows):
     """Validated rows in a PostgreSQL table, computed there (see the module doc)."""
 
     dialect = POSTGRES
+    engine = "PostgreSQL"
 
     def __init__(self, model: DataModel, database: _Database, plain: str, ordered: str,
                  warnings: list[Problem], found: tuple[str, ...]) -> None:

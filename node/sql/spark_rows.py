@@ -26,6 +26,7 @@ overflow raises instead of wrapping.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -66,6 +67,8 @@ def spark_session(master: str | None) -> Any:
     except ImportError as exc:
         raise ConfigurationError("a spark data source needs pyspark (pip install "
                                  "'fedtally[spark]') and Java 17 or later") from exc
+    # py4j narrates every connection at INFO, down to its destructors at interpreter exit
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     with _LOCK:
         builder = SparkSession.builder.appName("fedtally-node").config(
             "spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
@@ -96,6 +99,7 @@ class SparkRows(SqlRows):
     """Checked, typed rows persisted in Spark (see the module doc)."""
 
     dialect = SPARK
+    engine = "Spark"
 
     def __init__(self, model: DataModel, session: Any, typed: Any, warnings: list[Problem],
                  found: tuple[str, ...]) -> None:
@@ -142,6 +146,34 @@ class SparkRows(SqlRows):
         return _finite(column)
 
 
+def _read(session: Any, source: DataSource) -> Any:
+    """The source as a Spark DataFrame (a CSV file's cells all as text)."""
+    what = source.describe()
+    try:
+        if source.table is not None:
+            return session.table(source.table)
+        reader = session.read.format(source.format or "parquet")
+        if (source.format or "parquet") == "csv":
+            # every cell as text (checked as the pandas store reads it), RFC 4180 quoting,
+            # and a malformed line an error rather than a dropped row
+            reader = reader.options(header="true", inferSchema="false", mode="FAILFAST",
+                                    quote='"', escape='"', multiLine="true")
+        return reader.load(source.url)
+    except Exception as exc:
+        raise LocalDataError(f"{what} cannot be read ({type(exc).__name__})") from exc
+
+
+def read_frame(source: DataSource) -> pd.DataFrame:
+    """Every row of a spark source in memory, for the pandas store (``"row_store":
+    "pandas"``) and for inferring a data model from it."""
+    frame = _read(spark_session(source.master), source)
+    try:
+        return frame.toPandas()
+    except Exception as exc:
+        raise LocalDataError(f"{source.describe()} cannot be read ({type(exc).__name__})") \
+            from exc
+
+
 def _quote(name: str) -> str:
     """A source's own column name (the operator's) as a Spark identifier."""
     return "`" + name.replace("`", "``") + "`"
@@ -175,24 +207,9 @@ class _Loader(CheckedLoader):
         used = {k: v for k, v in self.params.items() if f":{k}" in sql}
         return self.session.sql(sql, args=used)
 
-    def _read(self, source: DataSource) -> Any:
-        what = source.describe()
-        try:
-            if source.table is not None:
-                return self.session.table(source.table)
-            reader = self.session.read.format(source.format or "parquet")
-            if (source.format or "parquet") == "csv":
-                # every cell as text (checked below as the pandas store reads it), RFC 4180
-                # quoting, and a malformed line an error rather than a dropped row
-                reader = reader.options(header="true", inferSchema="false", mode="FAILFAST",
-                                        quote='"', escape='"', multiLine="true")
-            return reader.load(source.url)
-        except Exception as exc:
-            raise LocalDataError(f"{what} cannot be read ({type(exc).__name__})") from exc
-
     def add(self, index: int, source: DataSource) -> None:
         what = source.describe()
-        frame = self._read(source)
+        frame = _read(self.session, source)
         raw = f"__source_{index}"
         frame.createOrReplaceTempView(raw)
         names = list(frame.columns)

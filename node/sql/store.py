@@ -34,6 +34,8 @@ class SqlRows:
     missing) and each row's position (:data:`~node.sql.compile.ROW`)."""
 
     dialect: Dialect = DUCKDB
+    #: where the rows are kept, for the node's log
+    engine = "SQL"
 
     def __init__(self, model: DataModel, warnings: list[Problem],
                  found: tuple[str, ...]) -> None:

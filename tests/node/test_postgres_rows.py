@@ -336,7 +336,7 @@ def test_a_node_serves_a_postgresql_table(postgres: Any, tmp_path: Any) -> None:
             assert stats.loc[(variable, dataset), "count"] == len(values)
             assert stats.loc[(variable, dataset), "mean"] == pytest.approx(values.mean(),
                                                                            rel=1e-12)
-    assert "serving" in log and READER_PASSWORD not in log
+    assert "kept in PostgreSQL" in log and READER_PASSWORD not in log
 
 
 def test_filter_values_are_bound_never_pasted(database: dict) -> None:

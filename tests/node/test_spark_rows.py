@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from node.datasource import DataSource
@@ -153,3 +154,52 @@ def test_filter_values_are_bound_never_pasted(stores: dict) -> None:
         got = stores["parquet"].computed(spec, exact_scale, None)
         _same(stores["pandas"].computed(spec, exact_scale, None), got)
         assert got.rows == 0
+
+
+def test_exact_sums_round_half_to_even(stores: dict) -> None:
+    """Spark's cast truncates: the compiled sum rounds with rint (half to even) and keeps
+    every digit up to 2^62 (a DOUBLE cast straight to DECIMAL would keep 17)."""
+    from node.sql.compile import SPARK, Compiler, aggregation
+    from node.sql.spark_rows import _named
+    from stats.aggregates import Aggregation, ExactSum, Var
+    from stats.kinds.evaluate import aggregate
+
+    values = [0.5, 1.5, 2.5, -0.5, -2.5, 3.5, 4503599627370495.5, 2.0**62 - 2.0**10,
+              364791569817010180.0]
+    node = Aggregation((ExactSum(Var("x"), 1.0), ExactSum(Var("x"), 0.5)))
+    expected = aggregate(node, pd.DataFrame({"x": values}), {})
+    compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}), dialect=SPARK)
+    compiler.params.append(values)
+    statement = aggregation(compiler, "SELECT explode(CAST($1 AS ARRAY<DOUBLE>)) AS c0", node)
+    session = stores["parquet"]._session
+    row = session.sql(*_named(statement.sql, statement.params)).collect()[0]
+    assert (int(row[1]), int(row[2])) == expected[()]
+    assert expected[()][0] == sum(round(v) for v in values)
+
+
+def test_a_node_serves_rows_spark_reads(tmp_path: Path) -> None:
+    """A whole federation on loopback whose node hosp_a reads its rows through Spark (local
+    mode, in the node's own process): the totals are the rows' own."""
+    import fedtally
+    from fedtally.synthetic import stroke_model, three_hospitals
+
+    hospitals = three_hospitals(scale=0.05)
+    location = tmp_path / "lake" / "stroke.parquet"
+    location.parent.mkdir()
+    hospitals["hosp_a"].to_parquet(location, index=False)
+    data = {"hosp_a": {"kind": "spark", "url": str(location), "format": "parquet",
+                       "master": "local[1]"},
+            "hosp_b": hospitals["hosp_b"]}
+    with fedtally.local_federation(data, stroke_model(), workdir=tmp_path / "fed",
+                                   max_colluding_nodes=0) as fed:
+        stats = fed.descriptive_stats(["age", "nihss"], datasets=["hosp_a", "hosp_b"],
+                                      filters={"op": ">", "var": "age", "value": 60})
+        log = fed.local.log("hosp_a")
+    assert "kept in Spark" in log
+    for variable in ("age", "nihss"):
+        for dataset in ("hosp_a", "hosp_b"):
+            frame = hospitals[dataset]
+            values = frame.loc[frame["age"] > 60, variable].dropna()
+            assert stats.loc[(variable, dataset), "count"] == len(values)
+            assert stats.loc[(variable, dataset), "mean"] == pytest.approx(values.mean(),
+                                                                           rel=1e-12)
