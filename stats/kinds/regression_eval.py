@@ -10,22 +10,40 @@ non-zero.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from stats.kinds.base import Computed, Guard, Kind, Magnitude
-from stats.kinds.folds import fold_masks
-from stats.kinds.frame import (
-    cell_columns,
-    cell_count,
-    design,
-    nonzero_counts,
-    numeric,
-    smallest_positive,
+from stats.aggregates import (
+    Aggregation,
+    All,
+    Arith,
+    ExactSum,
+    FoldKey,
+    Func,
+    Measure,
+    Ref,
+    Result,
+    Rows,
+    Statistic,
+    Var,
+    dot,
+    group_sum,
+    split,
+    variables_of,
 )
+from stats.aggregates import Key as GroupKey
+from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
+from stats.kinds.columns import (
+    cells_of,
+    complete,
+    exact,
+    pair_counts,
+    product,
+    refs,
+    smallest_nonzero,
+    term_columns,
+)
+from stats.kinds.frame import cell_count
 from stats.kinds.params import check_betas, folds_of, param, term_bound, terms_of
 from stats.plans import Disclosure, Key, ModelView, Slot, check_variable
 
@@ -49,28 +67,53 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return slots
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    """One aggregation per fold (each fold has its own beta, hence its own residual), over
+    the complete cases grouped by fold and by the design's cells; a fold's sums are its own
+    group's. The guard counts, as :mod:`stats.kinds.crossprod` does, the rows where each
+    pair of the design's columns, y and the residual (and every cell) is non-zero."""
     terms = spec.parameters["terms"]
     y_name = spec.parameters["y"]
-    matrix, mask = design(terms, rows, [y_name])
-    complete = rows[mask]
-    y = numeric(complete, y_name)
-    cells = cell_columns(terms, complete, model)
-    out = Computed(rows=int(mask.sum()))
-    for (fold, inside, _), beta in zip(fold_masks(spec, complete.index, train=False),
-                                       spec.parameters["betas"], strict=True):
-        yf, part = y[inside], matrix[inside]
-        residual = yf - part @ np.asarray(beta, dtype=np.float64)
-        out.values[("n", fold)] = int(yf.size)
-        out.values[("sy", fold)] = float(yf.sum())
-        out.values[("syy", fold)] = float(yf @ yf)
-        out.values[("se", fold)] = float(residual.sum())
-        out.values[("see", fold)] = float(residual @ residual)
-        out.values[("sae", fold)] = float(np.abs(residual).sum())
-        checked = np.column_stack([part, yf, residual, cells[inside]])
-        out.guards[("fold", fold)] = {Guard.ROWS: int(yf.size),
-                                      Guard.NONZERO: smallest_positive(nonzero_counts(checked))}
-    return out
+    columns = term_columns(terms)
+    values = refs(columns)
+    cells = cells_of(terms, model)
+    folds = folds_of(spec)
+    keys: list[GroupKey] = list(cells.keys)
+    if folds != [None]:
+        keys.insert(0, FoldKey(len(folds), int(spec.parameters.get("fold_seed", 0))))
+    offset = 0 if folds == [None] else 1
+    where = All(tuple(complete(terms, values, [y_name])))
+    y, residual = Ref("y"), Ref("r")
+    aggregations = []
+    for fold, beta in zip(folds, spec.parameters["betas"], strict=True):
+        derived = (*columns, ("y", Var(y_name)),
+                   ("r", Arith("-", y, dot(values, [float(b) for b in beta]))))
+        measures: list[Measure] = [
+            Rows(), ExactSum(y, scale(("sy", fold))), ExactSum(product(y, y), scale(("syy", fold))),
+            ExactSum(residual, scale(("se", fold))),
+            ExactSum(product(residual, residual), scale(("see", fold))),
+            ExactSum(Func("abs", residual), scale(("sae", fold)))]
+        measures += pair_counts([*values, y, residual])
+        aggregations.append(Aggregation(tuple(measures), tuple(keys), where, derived))
+    varying = len(values) + 2
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        out = Computed()
+        for position, (fold, result) in enumerate(zip(folds, results, strict=True)):
+            part = split(result, 0).get(position, {}) if offset else result
+            n = int(group_sum(part, 0))
+            out.rows += n
+            out.values[("n", fold)] = n
+            for m, name in enumerate(SUMS):
+                key = (name, fold)
+                out.values[key] = exact(int(group_sum(part, 1 + m)), scale(key))
+            smallest = smallest_nonzero(part, 0, 1 + len(SUMS), varying,
+                                        lambda group: cells.indicators(group, offset))
+            out.guards[("fold", fold)] = {Guard.ROWS: n, Guard.NONZERO: smallest}
+        return out
+
+    return Statistic(tuple(aggregations), assemble,
+                     frozenset(v for a in aggregations for v in variables_of(a)))
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
@@ -94,4 +137,5 @@ def _row_cost(spec: QuerySpec, model: ModelView) -> int:
     return 8 * 3 * (len(terms) + cell_count(terms, model) + 3)
 
 
-KIND = Kind("regression_eval", _layout, _compute, _row_bound, size=_size, row_cost=_row_cost)
+KIND = Kind("regression_eval", _layout, None, _row_bound, size=_size, row_cost=_row_cost,
+            statistic=_statistic)

@@ -60,7 +60,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out["csv"].close()
 
 
-KINDS_HERE = ["count", "counts", "moments", "crossprod", "logistic"]
+KINDS_HERE = ["count", "counts", "moments", "crossprod", "logistic", "regression_eval"]
 
 
 @pytest.mark.parametrize("filters", [FILTERS[0], FILTERS[1], FILTERS[2]], ids=range(3))
