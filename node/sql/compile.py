@@ -59,6 +59,7 @@ from stats.aggregates import (
     Aggregation,
     All,
     Any_,
+    ArgMinKey,
     Arith,
     Binary,
     BinKey,
@@ -282,6 +283,15 @@ class Compiler:
             return _splitmix(start, folds)
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
+        if isinstance(node, ArgMinKey):
+            # numpy.argmin, the first on ties: item i is the answer when no earlier item was
+            # (so one of them is smaller than every earlier one) and it is <= every later one
+            items = [self.expr(i) for i in node.items]
+            cases = " ".join(
+                f"WHEN {' AND '.join(f'{a} <= {b}' for b in items[i + 1:])} THEN {i}"
+                for i, a in enumerate(items[:-1]))
+            last = len(items) - 1
+            return f"(CASE {cases} ELSE {last} END)" if cases else "0"
         raise Unsupported(type(node).__name__)
 
     def measure(self, node: Measure) -> str:

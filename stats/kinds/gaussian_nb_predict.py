@@ -4,14 +4,27 @@ each count is a cell. Class means must lie in the data model's declared ranges."
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from protocol.errors import QueryError
-from stats.kinds.base import Computed, Guard, Kind, unit_bound
-from stats.kinds.frame import CHUNK_ROWS, numeric, present
+from stats.aggregates import (
+    Aggregation,
+    All,
+    ArgMinKey,
+    Arith,
+    Const,
+    Present,
+    Ref,
+    Result,
+    Rows,
+    Statistic,
+    Var,
+    add,
+    mul,
+)
+from stats.kinds.base import Computed, Guard, Kind, Scale, unit_bound
 from stats.kinds.params import MAX_CENTERS, check_in_box, check_numeric, number_list, param
 from stats.plans import Disclosure, ModelView, Slot
 
@@ -44,29 +57,39 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
             for c in range(_classes(spec, model))]
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    mask = present(rows, list(spec.variables))
-    complete = rows[mask]
-    points = np.column_stack([numeric(complete, v) for v in spec.variables])
-    theta = np.asarray(spec.parameters["theta"], dtype=np.float64)
-    var = np.asarray(spec.parameters["var"], dtype=np.float64)
-    log_prior = np.asarray(spec.parameters["log_prior"], dtype=np.float64)
-    constant = np.log(2 * np.pi * var).sum(axis=1)
-    predicted = np.zeros(len(points), dtype=np.int64)
-    for start in range(0, len(points), CHUNK_ROWS):
-        chunk = points[start:start + CHUNK_ROWS]
-        # joint log-likelihood per class, as scikit-learn's GaussianNB
-        log_like = -0.5 * (constant[None, :] + (((chunk[:, None, :] - theta[None, :, :]) ** 2)
-                                                / var[None, :, :]).sum(axis=2))
-        predicted[start:start + CHUNK_ROWS] = np.argmax(log_like + log_prior[None, :], axis=1)
-    counts = np.bincount(predicted, minlength=len(log_prior))
-    out = Computed(rows=len(points))
-    for c, n in enumerate(counts):
-        out.values[("predicted", c)] = int(n)
-        out.guards[("predicted", c)] = {Guard.ROWS: int(n)}
-    return out
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    """The complete-case rows grouped by the class of largest joint log-likelihood (as
+    scikit-learn's GaussianNB: log prior - (sum log(2 pi var) + sum (x - theta)^2 / var) / 2,
+    the first class on ties), each class's negative score a derived column."""
+    theta = spec.parameters["theta"]
+    var = spec.parameters["var"]
+    log_prior = spec.parameters["log_prior"]
+    columns = [Var(v) for v in spec.variables]
+    scores = []
+    for c in range(len(log_prior)):
+        constant = float(sum(math.log(2 * math.pi * float(v)) for v in var[c]))
+        squares = add(*(Arith("/", mul(Arith("-", x, Const(float(t))),
+                                       Arith("-", x, Const(float(t)))), Const(float(v)))
+                        for x, t, v in zip(columns, theta[c], var[c], strict=True)))
+        # -(log prior + log likelihood): the class with the smallest is predicted
+        scores.append((f"s{c}", Arith("-", Arith("*", Const(0.5), Arith(
+            "+", Const(constant), squares)), Const(float(log_prior[c])))))
+    where = All(tuple(Present(v) for v in spec.variables))
+    aggregation = Aggregation((Rows(),), (ArgMinKey(tuple(Ref(n) for n, _ in scores)),),
+                              where, tuple(scores))
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        out = Computed()
+        for c in range(len(log_prior)):
+            n = int(results[0].get((c,), (0,))[0])
+            out.rows += n
+            out.values[("predicted", c)] = n
+            out.guards[("predicted", c)] = {Guard.ROWS: n}
+        return out
+
+    return Statistic((aggregation,), assemble, frozenset(spec.variables))
 
 
-KIND = Kind("gaussian_nb_predict", _layout, _compute, unit_bound,
+KIND = Kind("gaussian_nb_predict", _layout, None, unit_bound, statistic=_statistic,
             size=lambda spec, model: _classes(spec, model),
             row_cost=lambda spec, model: 8 * (2 * len(spec.variables) + 4))

@@ -60,7 +60,8 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out["csv"].close()
 
 
-KINDS_HERE = ["count", "counts", "moments", "crossprod", "logistic", "regression_eval"]
+KINDS_HERE = ["count", "counts", "moments", "crossprod", "logistic", "regression_eval",
+              "gaussian_nb_predict"]
 
 
 @pytest.mark.parametrize("filters", [FILTERS[0], FILTERS[1], FILTERS[2]], ids=range(3))
@@ -73,7 +74,7 @@ def test_kinds_agree_exactly_with_pandas(stores: dict, kind: str, filters: objec
 
 
 def test_declared_kinds_run_in_spark_sql(stores: dict) -> None:
-    for kind in ("count", "counts", "moments"):
+    for kind in ("count", "counts", "moments", "gaussian_nb_predict"):
         assert stores["parquet"].working_rows(_spec(kind, None)) == 0
 
 
