@@ -8,21 +8,42 @@ that attracts one patient leaves a cluster below the threshold, and a centre eve
 row sits on leaves one non-zero distance: both are withheld. The inertia also carries the
 guards of every cluster: moving one centre coordinate c by delta changes it by
 n delta^2 - 2 delta sum(x - c) over that cluster, so two inertias give that cluster's sum,
-which must be as protected as the sum itself. Distances are computed in
-chunks of rows, so memory does not grow with rows x centres x variables.
+which must be as protected as the sum itself. Declared as aggregations: every backend
+computes each row's distances in the statement, so memory does not grow with rows x
+centres x variables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from protocol.errors import QueryError
-from stats.kinds.base import Computed, Guard, Kind, Magnitude
-from stats.kinds.frame import CHUNK_ROWS, numeric, present, smallest_positive
+from stats.aggregates import (
+    Aggregation,
+    All,
+    ArgMinKey,
+    Arith,
+    Const,
+    CountIf,
+    ExactSum,
+    Measure,
+    Present,
+    Ref,
+    Result,
+    Rows,
+    Smallest,
+    Statistic,
+    Var,
+    add,
+    mul,
+    nonzero,
+)
+from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
+from stats.kinds.columns import exact
+from stats.kinds.frame import smallest_positive
 from stats.kinds.params import MAX_CENTERS, check_in_box, check_numeric, number_list, param
 from stats.plans import Disclosure, Key, ModelView, Slot
 
@@ -52,40 +73,55 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return slots
 
 
-def nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's nearest centre and squared distance to it, a chunk of rows at a time."""
-    labels = np.zeros(len(points), dtype=np.int64)
-    distances = np.zeros(len(points))
-    for start in range(0, len(points), CHUNK_ROWS):
-        chunk = points[start:start + CHUNK_ROWS]
-        squared = ((chunk[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
-        labels[start:start + CHUNK_ROWS] = squared.argmin(axis=1)
-        distances[start:start + CHUNK_ROWS] = squared.min(axis=1)
-    return labels, distances
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    """The complete rows grouped by their nearest centre (the first on ties, as numpy's
+    argmin), each centre's squared distance a derived column and the nearest one's too:
+    per centre the rows, the sums and the non-zero values of each variable, and the
+    inertia's exact sum with its non-zero terms."""
+    centers = spec.parameters["centers"]
+    columns = [Var(v) for v in spec.variables]
+    p = len(columns)
+    distances = tuple(
+        (f"q{c}", add(*(mul(Arith("-", x, Const(float(m))), Arith("-", x, Const(float(m))))
+                        for x, m in zip(columns, center, strict=True))))
+        for c, center in enumerate(centers))
+    nearest = ("m", Smallest(tuple(Ref(n) for n, _ in distances)))
+    measures: list[Measure] = [Rows()]
+    # one measure serves every centre: a sum's scale (its row bound's) is the variable's
+    scales = [scale(("sum", 0, j)) for j in range(p)]
+    if any(scale(("sum", c, j)) != scales[j] for c in range(len(centers)) for j in range(p)):
+        raise ValueError("kmeans sums are scaled per variable, never per centre")
+    measures += [ExactSum(x, scales[j]) for j, x in enumerate(columns)]
+    measures += [CountIf(nonzero(x)) for x in columns]
+    measures += [ExactSum(Ref("m"), scale(("inertia",))), CountIf(nonzero(Ref("m")))]
+    aggregation = Aggregation(tuple(measures), (ArgMinKey(tuple(Ref(n) for n, _ in distances)),),
+                              All(tuple(Present(v) for v in spec.variables)),
+                              (*distances, nearest))
 
+    def assemble(results: Sequence[Result]) -> Computed:
+        groups = results[0]
+        out = Computed()
+        inertia, sizes, nonzeros = 0, [], [0]
+        for c in range(len(centers)):
+            found = groups.get((c,), (0,) * len(measures))
+            n = int(found[0])
+            out.rows += n
+            out.values[("n", c)] = n
+            for j in range(p):
+                out.values[("sum", c, j)] = exact(int(found[1 + j]), scales[j])
+            nonzero_counts = [int(v) for v in found[1 + p:1 + 2 * p]]
+            out.guards[("cluster", c)] = {
+                Guard.ROWS: n, Guard.NONZERO: smallest_positive(np.array(nonzero_counts))}
+            inertia += int(found[1 + 2 * p])
+            nonzeros[0] += int(found[2 + 2 * p])
+            sizes.append(n)
+            nonzeros.extend(nonzero_counts)
+        out.values[("inertia",)] = exact(inertia, scale(("inertia",)))
+        out.guards[("inertia",)] = {Guard.ROWS: smallest_positive(np.array(sizes)),
+                                    Guard.NONZERO: smallest_positive(np.array(nonzeros))}
+        return out
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    mask = present(rows, list(spec.variables))
-    complete = rows[mask]
-    points = np.column_stack([numeric(complete, v) for v in spec.variables])
-    centers = np.asarray(spec.parameters["centers"], dtype=np.float64)
-    labels, distances = nearest(points, centers)
-    out = Computed(rows=len(points))
-    out.values[("inertia",)] = float(distances.sum())
-    sizes, nonzeros = [], [np.count_nonzero(distances)]
-    for c in range(len(centers)):
-        members = points[labels == c]
-        out.values[("n", c)] = int(members.shape[0])
-        for j, s in enumerate(members.sum(axis=0)):
-            out.values[("sum", c, j)] = float(s)
-        nonzero = (members != 0).sum(axis=0)
-        out.guards[("cluster", c)] = {Guard.ROWS: int(members.shape[0]),
-                                      Guard.NONZERO: smallest_positive(nonzero)}
-        sizes.append(members.shape[0])
-        nonzeros.extend(nonzero)
-    out.guards[("inertia",)] = {Guard.ROWS: smallest_positive(np.array(sizes)),
-                                Guard.NONZERO: smallest_positive(np.array(nonzeros))}
-    return out
+    return Statistic((aggregation,), assemble, frozenset(spec.variables))
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
@@ -104,6 +140,6 @@ def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
     return bound
 
 
-KIND = Kind("kmeans", _layout, _compute, _row_bound,
+KIND = Kind("kmeans", _layout, None, _row_bound, statistic=_statistic,
             size=lambda spec, model: 1 + len(centers_of(spec, model)) * (1 + len(spec.variables)),
             row_cost=lambda spec, model: 8 * (2 * len(spec.variables) + 4))
