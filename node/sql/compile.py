@@ -76,6 +76,7 @@ from stats.aggregates import (
     Func,
     IfElse,
     Indicator,
+    IntervalKey,
     IsLevel,
     Key,
     LevelKey,
@@ -283,6 +284,12 @@ class Compiler:
             return _splitmix(start, folds)
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
+        if isinstance(node, IntervalKey):
+            # numpy.searchsorted(grid, x, side="left"): the grid points strictly below x
+            x = self.expr(node.expr)
+            below = " + ".join(f"(CASE WHEN {x} > {self.bind(float(g), 'DOUBLE')} THEN 1 "
+                               "ELSE 0 END)" for g in node.grid)
+            return f"({below})" if below else "0"
         if isinstance(node, ArgMinKey):
             # numpy.argmin, the first on ties: item i is the answer when no earlier item was
             # (so one of them is smaller than every earlier one) and it is <= every later one

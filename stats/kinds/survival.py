@@ -9,13 +9,28 @@ groups is the client's sum and a small group cannot be recovered from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from stats.kinds.base import Computed, DPProfile, Guard, Kind, unit_bound
-from stats.kinds.frame import binary, level_codes, numeric, present
+from stats.aggregates import (
+    Aggregation,
+    All,
+    Binary,
+    Compare,
+    Const,
+    Defined,
+    FlagKey,
+    IntervalKey,
+    LevelKey,
+    Present,
+    Result,
+    Rows,
+    Statistic,
+    Var,
+    variables_of,
+)
+from stats.aggregates import Key as GroupKey
+from stats.kinds.base import Computed, DPProfile, Guard, Kind, Scale, unit_bound
 from stats.kinds.params import survival_of
 from stats.plans import Disclosure, ModelView, Slot, groups
 
@@ -32,35 +47,43 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return [Slot(key, False, Disclosure.ROWS, key) for key in keys]
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    """The complete rows grouped by ``by``'s level, the interval of their time and whether
+    the event happened: each group's rows are one count."""
     duration, event, level, grid = survival_of(spec, model)
-    happened = binary(rows, event, level)
-    mask = present(rows, [duration] + ([spec.by] if spec.by else [])) & ~np.isnan(happened)
-    part = rows[mask]
-    times = numeric(part, duration)
-    events = happened[mask] == 1
-    interval = np.searchsorted(np.asarray(grid), times, side="left")
-    out = Computed(rows=int(mask.sum()))
-    levels = model.levels(spec.by) if spec.by else ()
-    by_codes = level_codes(part, spec.by, levels) if spec.by else None
-    size = len(grid) + 1
-    for group in groups(spec, model, missing=False):
-        selected = np.ones(len(part), dtype=bool)
-        if by_codes is not None:
-            selected = by_codes == levels.index(str(group))
-        for head, hit in zip(HEADS, (events, ~events), strict=True):
-            counts = np.bincount(interval[selected & hit], minlength=size)
-            for j in range(size):
-                out.values[(head, group, j)] = int(counts[j])
-                out.guards[(head, group, j)] = {Guard.ROWS: int(counts[j])}
-    return out
+    happened = Binary(event, level)
+    keys: list[GroupKey] = [IntervalKey(Var(duration), tuple(float(g) for g in grid)),
+                            FlagKey(Compare("=", happened, Const(1.0)))]
+    present = [Present(duration), Defined(happened)]
+    levels: tuple[str, ...] = ()
+    if spec.by:
+        levels = tuple(model.levels(spec.by))
+        keys.insert(0, LevelKey(spec.by, levels))
+        present.append(Present(spec.by))
+    aggregation = Aggregation((Rows(),), tuple(keys), All(tuple(present)))
+    offset = 1 if spec.by else 0
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        counts = results[0]
+        out = Computed()
+        for group in groups(spec, model, missing=False):
+            prefix = (levels.index(str(group)),) if spec.by else ()
+            for j in range(len(grid) + 1):
+                for head, flag in zip(HEADS, (1, 0), strict=True):
+                    n = int(counts.get((*prefix, j, flag), (0,))[0])
+                    out.values[(head, group, j)] = n
+                    out.guards[(head, group, j)] = {Guard.ROWS: n}
+        out.rows = int(sum(v[0] for k, v in counts.items() if not offset or k[0] >= 0))
+        return out
+
+    return Statistic((aggregation,), assemble, frozenset(variables_of(aggregation)))
 
 
 def _size(spec: QuerySpec, model: ModelView) -> int:
     return len(HEADS) * len(groups(spec, model, missing=False)) * (len(survival_of(spec, model)[3]) + 1)
 
 
-KIND = Kind("survival", _layout, _compute, unit_bound, size=_size,
+KIND = Kind("survival", _layout, None, unit_bound, size=_size, statistic=_statistic,
             row_cost=lambda spec, model: 8 * 6,
             # a row is in one group, one interval, and is an event or censored there
             dp=DPProfile(rows_touch=lambda spec, model: 1))

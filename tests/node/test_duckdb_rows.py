@@ -97,7 +97,8 @@ def test_negative_values_and_transforms_agree_exactly(stores: dict, kind: str,
 
 
 @pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod",
-                                  "regression_eval", "gaussian_nb_predict", "kmeans"])
+                                  "regression_eval", "gaussian_nb_predict", "kmeans",
+                                  "survival"])
 def test_declared_kinds_run_in_sql(stores: dict, kind: str) -> None:
     """No row reaches Python for the kinds declared as aggregations."""
     assert stores["csv"].working_rows(_spec(kind, FILTERS[1])) == 0

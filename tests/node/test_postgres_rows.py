@@ -92,7 +92,7 @@ def test_negative_values_transforms_and_centring_agree_exactly(database: dict,
 
 
 @pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod", "regression_eval",
-                                  "gaussian_nb_predict", "kmeans"])
+                                  "gaussian_nb_predict", "kmeans", "survival"])
 def test_declared_kinds_run_in_postgresql(database: dict, kind: str) -> None:
     """No row reaches Python for the kinds declared as aggregations (folds included:
     crossprod's fixture runs three folds)."""

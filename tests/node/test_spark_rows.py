@@ -61,7 +61,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 KINDS_HERE = ["count", "counts", "moments", "crossprod", "logistic", "regression_eval",
-              "gaussian_nb_predict", "kmeans"]
+              "gaussian_nb_predict", "kmeans", "survival"]
 
 
 @pytest.mark.parametrize("filters", [FILTERS[0], FILTERS[1], FILTERS[2]], ids=range(3))
@@ -74,7 +74,7 @@ def test_kinds_agree_exactly_with_pandas(stores: dict, kind: str, filters: objec
 
 
 def test_declared_kinds_run_in_spark_sql(stores: dict) -> None:
-    for kind in ("count", "counts", "moments", "gaussian_nb_predict", "kmeans"):
+    for kind in ("count", "counts", "moments", "gaussian_nb_predict", "kmeans", "survival"):
         assert stores["parquet"].working_rows(_spec(kind, None)) == 0
 
 
