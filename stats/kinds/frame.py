@@ -17,8 +17,6 @@ from protocol.errors import QueryError
 from stats.design import Term, design_variables
 from stats.plans import ModelView
 
-#: rows per chunk where a kind would otherwise allocate rows x centres x variables
-CHUNK_ROWS = 1 << 15
 #: float rounding must not push an effective sample size of exactly k below k
 _ESS_SLACK = 1e-9
 
