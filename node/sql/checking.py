@@ -3,9 +3,8 @@ and the problems they name, worded as the pandas store words them (node.validati
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.datasource import DataSource
 from node.sql.store import sql_literal
 from node.validation import (
     Problem,
@@ -16,6 +15,9 @@ from node.validation import (
 )
 from stats.datamodel import DataModel
 from stats.plans import DATASET
+
+if TYPE_CHECKING:
+    from node.datasource import DataSource
 
 #: the failing rows named at most (per check, and in all)
 SHOWN = 20

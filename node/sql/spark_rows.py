@@ -30,11 +30,10 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from node.datasource import DataSource
 from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import ROW, SPARK, Compiler
 from node.sql.store import TABLE, SqlRows
@@ -42,6 +41,9 @@ from node.validation import Problem
 from protocol.errors import ConfigurationError
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
+
+if TYPE_CHECKING:
+    from node.datasource import DataSource
 
 __all__ = ["SparkRows", "supports", "spark_session"]
 

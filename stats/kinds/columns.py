@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +27,11 @@ from stats.aggregates import (
     CountIf,
     Defined,
     Expr,
+    FoldKey,
     Func,
     Indicator,
     IsLevel,
+    Key,
     LevelKey,
     Present,
     Ref,
@@ -39,7 +42,11 @@ from stats.aggregates import (
 )
 from stats.design import Term, design_variables
 from stats.kinds.frame import _cell_sets, smallest_positive
+from stats.kinds.params import folds_of
 from stats.plans import ModelView
+
+if TYPE_CHECKING:
+    from stats.query import QuerySpec
 
 
 def term_expr(term: Term) -> Expr:
@@ -111,6 +118,18 @@ def cells_of(terms: Sequence[Term], model: ModelView) -> Cells:
     names = list(dict.fromkeys(v for s in sets for v in s))
     keys = tuple(LevelKey(v, tuple(model.levels(v))) for v in names)
     return Cells(keys, tuple(tuple(names.index(v) for v in s) for s in sets))
+
+
+def group_keys(spec: QuerySpec, terms: Sequence[Term], model: ModelView
+               ) -> tuple[Cells, list[Key]]:
+    """A design's cells and the keys its rows are grouped by: the fold first (if the query
+    has folds), then the cells' variables."""
+    cells = cells_of(terms, model)
+    keys: list[Key] = list(cells.keys)
+    folds = folds_of(spec)
+    if folds != [None]:
+        keys.insert(0, FoldKey(len(folds), int(spec.parameters.get("fold_seed", 0))))
+    return cells, keys
 
 
 def pair_counts(columns: Sequence[Expr]) -> list[CountIf]:

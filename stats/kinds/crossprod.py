@@ -26,7 +26,6 @@ from stats.aggregates import (
     ExactSum,
     Expr,
     FloatSum,
-    FoldKey,
     Func,
     Measure,
     Ref,
@@ -43,9 +42,9 @@ from stats.kinds import centring
 from stats.kinds.base import Computed, DPProfile, Guard, Kind, Magnitude, Scale
 from stats.kinds.columns import (
     Cells,
-    cells_of,
     complete,
     exact,
+    group_keys,
     pair_counts,
     product,
     refs,
@@ -109,11 +108,7 @@ def _selection(spec: QuerySpec, model: ModelView
     terms = spec.parameters["terms"]
     columns = term_columns(terms)
     values = refs(columns)
-    cells = cells_of(terms, model)
-    keys: list[GroupKey] = list(cells.keys)
-    folds = folds_of(spec)
-    if folds != [None]:
-        keys.insert(0, FoldKey(len(folds), int(spec.parameters.get("fold_seed", 0))))
+    cells, keys = group_keys(spec, terms, model)
     return columns, values, All(tuple(complete(terms, values))), cells, keys
 
 

@@ -18,7 +18,6 @@ from stats.aggregates import (
     All,
     Arith,
     ExactSum,
-    FoldKey,
     Func,
     Measure,
     Ref,
@@ -31,12 +30,11 @@ from stats.aggregates import (
     split,
     variables_of,
 )
-from stats.aggregates import Key as GroupKey
 from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
 from stats.kinds.columns import (
-    cells_of,
     complete,
     exact,
+    group_keys,
     pair_counts,
     product,
     refs,
@@ -76,11 +74,8 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
     y_name = spec.parameters["y"]
     columns = term_columns(terms)
     values = refs(columns)
-    cells = cells_of(terms, model)
+    cells, keys = group_keys(spec, terms, model)
     folds = folds_of(spec)
-    keys: list[GroupKey] = list(cells.keys)
-    if folds != [None]:
-        keys.insert(0, FoldKey(len(folds), int(spec.parameters.get("fold_seed", 0))))
     offset = 0 if folds == [None] else 1
     where = All(tuple(complete(terms, values, [y_name])))
     y, residual = Ref("y"), Ref("r")
