@@ -38,6 +38,13 @@ class CheckedLoader:
         self.names: dict[str, None] = {}
         self.columns = {code: f"c{i}" for i, code in enumerate(model.variables)}
 
+    def check_dataset_column(self, source: DataSource, names: list[str]) -> None:
+        """A source whose rows cannot say their dataset is an error."""
+        if DATASET not in names and source.dataset is None:
+            self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
+                                       "the source a dataset)"))
+            self.total_errors += 1
+
     def checks(self, n: str, source: DataSource, value: str, blank: str
                ) -> list[tuple[str, str]]:
         """Variable ``n``'s checks, as (what a failing value is, SQL true where it fails)

@@ -193,10 +193,7 @@ class _Loader(CheckedLoader):
             return f"CAST({column} AS VARCHAR)"
 
         self.names.update(dict.fromkeys(names))
-        if DATASET not in names and source.dataset is None:
-            self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
-                                       "the source a dataset)"))
-            self.total_errors += 1
+        self.check_dataset_column(source, names)
         # One pass over the file: each cell parsed once into the typed rows, where a blank
         # cell is NULL and a numeric cell that is not a number is NaN, so that every check
         # is then a scan of typed columns (the checks of the file's own text are run again

@@ -367,10 +367,7 @@ class _Loader(CheckedLoader):
                 if variable.max is not None:
                     checks.append((n, f"is above the maximum {variable.max:g}",
                                    f"{finite} AND {value} > {_double(variable.max)}"))
-        if DATASET not in names and source.dataset is None:
-            self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
-                                       "the source a dataset)"))
-            self.total_errors += 1
+        self.check_dataset_column(source, list(names))
         if checks:
             counts = ", ".join(f"count(*) FILTER (WHERE {sql})" for _, _, sql in checks)
             found = self.database.run(f"SELECT {counts} FROM {annotated}")[0]

@@ -243,10 +243,7 @@ class _Loader(CheckedLoader):
                         f"ELSE CAST({column} AS STRING) END)")
             return f"CAST({column} AS STRING)"
 
-        if DATASET not in names and source.dataset is None:
-            self.errors.append(Problem(None, DATASET, "the data has no dataset column (give "
-                                       "the source a dataset)"))
-            self.total_errors += 1
+        self.check_dataset_column(source, names)
         items = []
         for variable_code, variable in self.model.variables.items():
             column = self.columns[variable_code]
