@@ -199,22 +199,22 @@ class _Loader(CheckedLoader):
         # is then a scan of typed columns (the checks of the file's own text are run again
         # only to name the first failing rows of a file that fails)
         typed = []
-        for code_, variable in self.model.variables.items():
-            if code_ not in names:
-                value = sql_literal(source.dataset) if code_ == DATASET and source.dataset \
+        for name, variable in self.model.variables.items():
+            if name not in names:
+                value = sql_literal(source.dataset) if name == DATASET and source.dataset \
                     else "NULL"
             elif variable.is_numeric:
-                value = (f"CASE WHEN {quote_name(code_)} IS NULL THEN NULL ELSE coalesce("
-                         f"{number(code_)}, CASE WHEN {blank(code_)} THEN NULL ELSE "
+                value = (f"CASE WHEN {quote_name(name)} IS NULL THEN NULL ELSE coalesce("
+                         f"{number(name)}, CASE WHEN {blank(name)} THEN NULL ELSE "
                          "CAST('NaN' AS DOUBLE) END) END")
             else:
-                value = f"CASE WHEN {blank(code_)} THEN NULL ELSE {code(code_)} END"
+                value = f"CASE WHEN {blank(name)} THEN NULL ELSE {code(name)} END"
                 codes = [c for c in variable.enumerations if c.strip()]
-                if text[code_] and codes:
+                if text[name] and codes:
                     # a known code is not blank: the common case skips the expression
                     listed = ", ".join(sql_literal(c) for c in codes)
-                    value = (f"CASE WHEN {quote_name(code_)} IN ({listed}) THEN "
-                             f"{quote_name(code_)} ELSE {value} END")
+                    value = (f"CASE WHEN {quote_name(name)} IN ({listed}) THEN "
+                             f"{quote_name(name)} ELSE {value} END")
             typed.append(value)
         try:
             inserted = self.connection.execute(
