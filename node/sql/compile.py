@@ -25,13 +25,14 @@ limited in a subquery), except
 * **DuckDB**: ``$n`` placeholders; exact sums as ``sum(CAST(x AS HUGEINT))`` (the cast
   rounds half to even), or ``BIGINT`` where the columns' magnitudes bound every term below
   2^62 (:meth:`Compiler.bound`; grouped, large terms as high and low bits summed apart);
-  counts with ``count(x)``/``count_if``; the fold hash in ``UHUGEINT`` with ``xor``; text read as a number
-  with ``TRY_CAST``.
+  counts with ``count(x)``/``count_if``; the fold hash in ``UHUGEINT`` with ``xor``; text
+  read as a number with ``TRY_CAST``.
 * **Spark** (4, SQL with named parameters; :mod:`node.sql.spark_rows`): exact sums as
   ``sum(CAST(CAST(rint(x) AS BIGINT) AS DECIMAL(38,0)))`` (Spark's cast to an integer
-  truncates, ``rint`` rounds half to even, and a DOUBLE cast to DECIMAL keeps 17 digits); ``try_cast`` for text; no fold hash (64-bit products wrap nowhere
-  in ANSI Spark), so kinds with folds run on fetched rows there. ``exp`` and ``ln`` are
-  Java's, which may differ from C's in the last bit: a per-row term can round one unit
+  truncates, ``rint`` rounds half to even, and a DOUBLE cast to DECIMAL keeps 17 digits);
+  ``try_cast`` for text; the fold hash with BIGINT XOR and shifts and DECIMAL products of
+  32-bit halves (BIGINT arithmetic raises on overflow in ANSI mode). ``exp`` and ``ln``
+  are Java's, which may differ from C's in the last bit: a per-row term can round one unit
   apart, far inside the 1e-12 relative the stores are held to.
 * **PostgreSQL** (15 and later, through psycopg's ``RawCursor``, which sends ``$n``
   placeholders to the server as bound parameters): exact sums as ``sum(CAST(x AS
@@ -272,10 +273,9 @@ class Compiler:
                     f"THEN -2 WHEN {x} = {top} THEN {len(edges) - 2} ELSE {below} - 1 END)")
         if isinstance(node, FoldKey):
             if self.dialect is SPARK:
-                # the hash needs 64-bit products modulo 2^64; Spark's BIGINT raises on
-                # overflow (ANSI mode) and its DECIMAL holds 38 digits: folds are computed
-                # on the fetched rows there
-                raise Unsupported("the fold hash in Spark")
+                start = (f"(CAST({self.row()} AS DECIMAL(38,0)) + "
+                         f"{self.bind(str(node.seed), 'DECIMAL(38,0)')})")
+                return _splitmix_spark(start, self.bind(node.folds, "BIGINT"))
             start = f"(CAST({self.row()} AS {self.dialect.type('UHUGEINT')}) + " \
                 f"{self.bind(node.seed, 'UHUGEINT')})"
             folds = self.bind(node.folds, "UHUGEINT")
@@ -467,6 +467,33 @@ def _splitmix_postgres(z: str, folds: str) -> str:
     s = times(xorshift(s, 27), 0x94D049BB133111EB)
     s = xorshift(s, 31)
     return f"CAST(mod(CAST({s} AS NUMERIC) + {2**64}, {2**64}) % {folds} AS BIGINT)"
+
+
+def _splitmix_spark(z: str, folds: str) -> str:
+    """:func:`_splitmix` in ANSI Spark, where BIGINT arithmetic raises on overflow and
+    DECIMAL holds 38 digits: the state is a signed BIGINT (XOR and logical shifts), each
+    product modulo 2^64 is taken in DECIMAL with the constant cut into 32-bit halves (so
+    no product passes 2^97)."""
+    two32, two63, two64 = 1 << 32, 1 << 63, 1 << 64
+
+    def signed(value: str) -> str:
+        return f"CAST(pmod({value} + {two63}, {two64}) - {two63} AS BIGINT)"
+
+    def unsigned(s: str) -> str:
+        return f"pmod(CAST({s} AS DECIMAL(38,0)), {two64})"
+
+    def xorshift(s: str, k: int) -> str:
+        return f"({s} ^ shiftrightunsigned({s}, {k}))"
+
+    def times(s: str, c: int) -> str:
+        u = unsigned(s)
+        return signed(f"({u} * {c & (two32 - 1)} + pmod({u} * {c >> 32}, {two32}) * {two32})")
+
+    s = signed(f"({z} + {0x9E3779B97F4A7C15})")
+    s = times(xorshift(s, 30), 0xBF58476D1CE4E5B9)
+    s = times(xorshift(s, 27), 0x94D049BB133111EB)
+    s = xorshift(s, 31)
+    return f"CAST(pmod({unsigned(s)}, {folds}) AS BIGINT)"
 
 
 #: text PostgreSQL reads as a number as the pandas store does (Arrow's grammar): a finite
