@@ -244,10 +244,9 @@ class Compiler:
         if isinstance(node, FoldKey):
             start = f"(CAST({self.row()} AS {self.dialect.type('UHUGEINT')}) + " \
                 f"{self.bind(node.seed, 'UHUGEINT')})"
-            folds = self.bind(node.folds, "UHUGEINT")
             if self.dialect is POSTGRES:
-                return _splitmix_postgres(start, folds)
-            return _splitmix(start, folds)
+                return _splitmix_postgres(start, self.bind(node.folds, "UHUGEINT"))
+            return _splitmix(start, self.bind(node.folds, "UBIGINT"))
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
         raise Unsupported(type(node).__name__)
@@ -329,13 +328,15 @@ _MASK64 = (1 << 64) - 1
 
 def _splitmix(z: str, folds: str) -> str:
     """splitmix64(z) mod folds, as :func:`stats.kinds.frame.fold_numbers` computes it:
-    UHUGEINT holds every 64 x 64-bit product, reduced mod 2^64 after each step."""
+    UHUGEINT holds every 64 x 64-bit product, reduced mod 2^64 after each step by masking
+    (a 128-bit division per step made the hash most of a folded statement's time), and the
+    last modulo taken in UBIGINT."""
     m = f"{_MASK64}::UHUGEINT"
-    z = f"(({z} + {0x9E3779B97F4A7C15}::UHUGEINT) % ({m} + 1))"
-    z = f"((xor({z}, {z} >> 30) * {0xBF58476D1CE4E5B9}::UHUGEINT) % ({m} + 1))"
-    z = f"((xor({z}, {z} >> 27) * {0x94D049BB133111EB}::UHUGEINT) % ({m} + 1))"
+    z = f"(({z} + {0x9E3779B97F4A7C15}::UHUGEINT) & {m})"
+    z = f"((xor({z}, {z} >> 30) * {0xBF58476D1CE4E5B9}::UHUGEINT) & {m})"
+    z = f"((xor({z}, {z} >> 27) * {0x94D049BB133111EB}::UHUGEINT) & {m})"
     z = f"xor({z}, {z} >> 31)"
-    return f"CAST(({z}) % {folds} AS BIGINT)"
+    return f"CAST(CAST({z} AS UBIGINT) % {folds} AS BIGINT)"
 
 
 def _splitmix_postgres(z: str, folds: str) -> str:
@@ -425,6 +426,10 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     inner = source
     for name, expr in node.derived:
         inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner}) AS q_{name}"
+        if compiler.dialect is POSTGRES:
+            # computed once per row: PostgreSQL would otherwise pull the subquery up and
+            # copy the expression into every place that reads it
+            inner += " OFFSET 0"
     keys = [compiler.key(k) for k in node.keys]
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]
     where = f" WHERE {compiler.cond(node.where)}" if node.where is not None else ""

@@ -25,8 +25,7 @@ from protocol.errors import QueryError
 from stats.design import Term
 from stats.kinds.base import Computed, Guard, Kind, Magnitude
 from stats.kinds.folds import fold_masks
-from stats.kinds.frame import cell_count, ess
-from stats.kinds.logistic import newton_parts, outcome_rows
+from stats.kinds.frame import binary, cell_count, design, ess
 from stats.kinds.params import (
     check_betas,
     folds_of,
@@ -63,6 +62,24 @@ def shifts_of(spec: QuerySpec, model: ModelView, terms: list[Term],
     shifted = [[beta[0] - s, *beta[1:]] for s in shifts for beta in betas]
     check_betas(spec, model, terms, shifted, [None] * len(shifted))
     return shifts
+
+
+def newton_parts(matrix: np.ndarray, y: np.ndarray, beta: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted probabilities and each row's log-likelihood term y.eta - log(1 + e^eta)."""
+    eta = matrix @ beta
+    softplus = np.logaddexp(0.0, eta)  # log(1 + e^eta), without overflow
+    return np.exp(eta - softplus), y * eta - softplus
+
+
+def outcome_rows(spec: QuerySpec, rows: pd.DataFrame, model: ModelView
+                 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """The design over complete cases (outcome 0/1 present too), the outcome, the rows."""
+    variable, level = outcome_of(spec, model)
+    y = binary(rows, variable, level)
+    rows = rows[~np.isnan(y)]
+    matrix, mask = design(spec.parameters["terms"], rows)
+    return matrix, y[~np.isnan(y)][mask], rows[mask]
 
 
 def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
