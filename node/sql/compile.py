@@ -66,6 +66,7 @@ from stats.aggregates import (
     Func,
     IfElse,
     Indicator,
+    IntervalKey,
     IsLevel,
     Key,
     LevelKey,
@@ -109,6 +110,10 @@ class Dialect:
 DUCKDB = Dialect("duckdb", {})
 POSTGRES = Dialect("postgresql", {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT",
                                   "UHUGEINT": "NUMERIC", "HUGEINT": "NUMERIC"})
+
+#: the most grid points an interval key is compiled for (each is a bound parameter; a
+#: longer grid is computed on the fetched rows)
+MAX_INTERVALS = 4096
 
 #: the largest x whose exp(x) is 0.0 in C (and numpy): PostgreSQL raises an underflow error
 #: below it instead
@@ -249,7 +254,22 @@ class Compiler:
             return _splitmix(start, self.bind(node.folds, "UBIGINT"))
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
+        if isinstance(node, IntervalKey):
+            if len(node.grid) > MAX_INTERVALS:
+                raise Unsupported(f"a grid of {len(node.grid)} points")
+            return self.interval(self.expr(node.expr), [float(g) for g in node.grid], 0)
         raise Unsupported(type(node).__name__)
+
+    def interval(self, x: str, grid: list[float], low: int) -> str:
+        """How many of ``grid`` (sorted) lie strictly below x, plus ``low``: a binary search,
+        so a row takes log2(len(grid)) comparisons. NaN (SQL's largest value, numpy's last
+        place) lies above every point."""
+        if not grid:
+            return str(low)
+        middle = len(grid) // 2
+        return (f"(CASE WHEN {x} > {self.bind(grid[middle], 'DOUBLE')} THEN "
+                f"{self.interval(x, grid[middle + 1:], low + middle + 1)} ELSE "
+                f"{self.interval(x, grid[:middle], low)} END)")
 
     def measure(self, node: Measure) -> str:
         if isinstance(node, Rows):

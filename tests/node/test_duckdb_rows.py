@@ -106,7 +106,7 @@ def test_negative_values_and_transforms_agree_exactly(stores: dict, kind: str,
         _same(expected, stores[name].computed(spec, exact_scale, None))
 
 
-@pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod", "logistic"])
+@pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod", "logistic", "logistic_eval"])
 def test_declared_kinds_run_in_sql(stores: dict, kind: str) -> None:
     """No row reaches Python for the kinds declared as aggregations."""
     assert stores["csv"].working_rows(_spec(kind, FILTERS[1])) == 0
@@ -130,6 +130,33 @@ def test_folds_hash_every_position_as_numpy_does() -> None:
             f" AS t ORDER BY {ROW}", compiler.params).fetchall()
         assert [int(r[0]) for r in rows] == fold_numbers(pd.RangeIndex(3000), folds,
                                                          seed).tolist()
+    connection.close()
+
+
+def test_interval_keys_search_as_numpy_does() -> None:
+    """An interval key (a binary search in CASE) counts the grid points strictly below each
+    value, ties and NaN included, as numpy.searchsorted does; a grid too long to bind is
+    left to the fetched rows."""
+    import duckdb
+
+    from node.sql.compile import MAX_INTERVALS, Compiler, Unsupported, aggregation
+    from stats.aggregates import Aggregation, IntervalKey, Rows, Var
+    from stats.kinds.evaluate import aggregate
+
+    values = [-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 7.0, 8.0, 100.0, float("nan")]
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t AS SELECT unnest($1::DOUBLE[]) AS c0", [values])
+    for size in range(1, 10):
+        grid = tuple(float(g) for g in range(size))
+        node = Aggregation((Rows(),), (IntervalKey(Var("x"), grid),))
+        compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}))
+        statement = aggregation(compiler, "SELECT * FROM t", node)
+        got = {(int(r[0]),): (int(r[2]),) for r in connection.execute(statement.sql,
+                                                                     statement.params).fetchall()}
+        assert got == aggregate(node, pd.DataFrame({"x": values}), {}), size
+    with pytest.raises(Unsupported):
+        too_long = IntervalKey(Var("x"), tuple(float(g) for g in range(MAX_INTERVALS + 1)))
+        Compiler("t", {"x": "c0"}, frozenset({"x"})).key(too_long)
     connection.close()
 
 

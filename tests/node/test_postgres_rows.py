@@ -91,7 +91,7 @@ def test_negative_values_transforms_and_centring_agree_exactly(database: dict,
               database["store"].computed(spec, exact_scale, None))
 
 
-@pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod", "logistic"])
+@pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod", "logistic", "logistic_eval"])
 def test_declared_kinds_run_in_postgresql(database: dict, kind: str) -> None:
     """No row reaches Python for the kinds declared as aggregations (folds included:
     crossprod's fixture runs three folds)."""
