@@ -129,6 +129,10 @@ POSTGRES = Dialect("postgresql", {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT
                                   "UHUGEINT": "NUMERIC", "HUGEINT": "NUMERIC"})
 SPARK = Dialect("spark", {"VARCHAR": "STRING", "HUGEINT": "DECIMAL(38,0)"})
 
+#: the most grid points an interval key is compiled for (each is a bound parameter; a
+#: longer grid is computed on the fetched rows)
+MAX_INTERVALS = 4096
+
 #: the largest x whose exp(x) is 0.0 in C (and numpy): PostgreSQL raises an underflow error
 #: below it instead
 EXP_ZERO = -745.1332191019412
@@ -278,18 +282,15 @@ class Compiler:
                 return _splitmix_spark(start, self.bind(node.folds, "BIGINT"))
             start = f"(CAST({self.row()} AS {self.dialect.type('UHUGEINT')}) + " \
                 f"{self.bind(node.seed, 'UHUGEINT')})"
-            folds = self.bind(node.folds, "UHUGEINT")
             if self.dialect is POSTGRES:
-                return _splitmix_postgres(start, folds)
-            return _splitmix(start, folds)
+                return _splitmix_postgres(start, self.bind(node.folds, "UHUGEINT"))
+            return _splitmix(start, self.bind(node.folds, "UBIGINT"))
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
         if isinstance(node, IntervalKey):
-            # numpy.searchsorted(grid, x, side="left"): the grid points strictly below x
-            x = self.expr(node.expr)
-            below = " + ".join(f"(CASE WHEN {x} > {self.bind(float(g), 'DOUBLE')} THEN 1 "
-                               "ELSE 0 END)" for g in node.grid)
-            return f"({below})" if below else "0"
+            if len(node.grid) > MAX_INTERVALS:
+                raise Unsupported(f"a grid of {len(node.grid)} points")
+            return self.interval(self.expr(node.expr), [float(g) for g in node.grid], 0)
         if isinstance(node, ArgMinKey):
             # numpy.argmin, the first on ties: item i is the answer when no earlier item was
             # (so one of them is smaller than every earlier one) and it is <= every later one
@@ -300,6 +301,17 @@ class Compiler:
             last = len(items) - 1
             return f"(CASE {cases} ELSE {last} END)" if cases else "0"
         raise Unsupported(type(node).__name__)
+
+    def interval(self, x: str, grid: list[float], low: int) -> str:
+        """How many of ``grid`` (sorted) lie strictly below x, plus ``low``: a binary search,
+        so a row takes log2(len(grid)) comparisons. NaN (SQL's largest value, numpy's last
+        place) lies above every point."""
+        if not grid:
+            return str(low)
+        middle = len(grid) // 2
+        return (f"(CASE WHEN {x} > {self.bind(grid[middle], 'DOUBLE')} THEN "
+                f"{self.interval(x, grid[middle + 1:], low + middle + 1)} ELSE "
+                f"{self.interval(x, grid[:middle], low)} END)")
 
     def measure(self, node: Measure) -> str:
         if isinstance(node, Rows):
@@ -439,13 +451,15 @@ _MASK64 = (1 << 64) - 1
 
 def _splitmix(z: str, folds: str) -> str:
     """splitmix64(z) mod folds, as :func:`stats.kinds.frame.fold_numbers` computes it:
-    UHUGEINT holds every 64 x 64-bit product, reduced mod 2^64 after each step."""
+    UHUGEINT holds every 64 x 64-bit product, reduced mod 2^64 after each step by masking
+    (a 128-bit division per step made the hash most of a folded statement's time), and the
+    last modulo taken in UBIGINT."""
     m = f"{_MASK64}::UHUGEINT"
-    z = f"(({z} + {0x9E3779B97F4A7C15}::UHUGEINT) % ({m} + 1))"
-    z = f"((xor({z}, {z} >> 30) * {0xBF58476D1CE4E5B9}::UHUGEINT) % ({m} + 1))"
-    z = f"((xor({z}, {z} >> 27) * {0x94D049BB133111EB}::UHUGEINT) % ({m} + 1))"
+    z = f"(({z} + {0x9E3779B97F4A7C15}::UHUGEINT) & {m})"
+    z = f"((xor({z}, {z} >> 30) * {0xBF58476D1CE4E5B9}::UHUGEINT) & {m})"
+    z = f"((xor({z}, {z} >> 27) * {0x94D049BB133111EB}::UHUGEINT) & {m})"
     z = f"xor({z}, {z} >> 31)"
-    return f"CAST(({z}) % {folds} AS BIGINT)"
+    return f"CAST(CAST({z} AS UBIGINT) % {folds} AS BIGINT)"
 
 
 def _splitmix_postgres(z: str, folds: str) -> str:
@@ -563,6 +577,10 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     for name, expr in node.derived:
         inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner}) AS q_{name}"
         compiler.ref_bounds[name] = compiler.bound(expr)
+        if compiler.dialect is POSTGRES:
+            # computed once per row: PostgreSQL would otherwise pull the subquery up and
+            # copy the expression into every place that reads it
+            inner += " OFFSET 0"
     keys = [compiler.key(k) for k in node.keys]
     compiler.grouped = bool(keys)
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]

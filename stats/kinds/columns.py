@@ -41,7 +41,7 @@ from stats.aggregates import (
     nonzero,
 )
 from stats.design import Term, design_variables
-from stats.kinds.frame import _cell_sets, smallest_positive
+from stats.kinds.frame import _ESS_SLACK, _cell_sets, smallest_positive
 from stats.kinds.params import folds_of
 from stats.plans import ModelView
 
@@ -169,3 +169,20 @@ def exact(units: int, scale: float) -> Fraction:
     if float(scale).is_integer():  # exact mode's 2^48: one gcd instead of a float's conversion
         return Fraction(units, int(scale))
     return Fraction(units) / Fraction(scale)
+
+
+def ess(first: float, second: float) -> float:
+    """The effective sample size (sum |w|)^2 / sum w^2 from its two float sums (0 where no
+    weight is non-zero): how many rows the weights are effectively spread over. It equals
+    the number of rows when the weights are equal, and falls towards 1 as one row's weight
+    dominates."""
+    return first * first / second * (1 + _ESS_SLACK) if second > 0 else 0.0
+
+
+def fold_split(results: Result, fold: int | None) -> tuple[Result, Result]:
+    """The groups of one fold's rows (the fold is the first key) and of the other rows;
+    without folds (``fold`` None) every group, and none."""
+    if fold is None:
+        return results, {}
+    inside = {key: values for key, values in results.items() if key[0] == fold}
+    return inside, {key: values for key, values in results.items() if key[0] != fold}

@@ -10,30 +10,64 @@ included), each weighted sum needs an effective sample size (sum w)^2 / sum w^2 
 the threshold over the rows its terms are non-zero on; beta itself is bounded by the
 data model's ranges (:func:`stats.kinds.params.check_betas`). With folds, the held-out
 rows are guarded too, at the same beta: training sums over complements add up to theirs.
+
+Declared as aggregations (one per fold, each at its fold's beta, grouped by fold, outcome
+class and cells): a fold's training sums add up the other folds' groups, its held-out
+guards read its own. log(1 + e^eta) is written max(eta, 0) + log(1 + e^-|eta|), so no row
+overflows; the effective sample sizes are ratios of float sums.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from stats.kinds.base import Computed, Guard, Kind, Magnitude
-from stats.kinds.folds import fold_masks
-from stats.kinds.frame import (
-    binary,
-    cell_columns,
-    cell_count,
-    design,
-    ess,
-    gram,
-    nonzero_counts,
-    smallest_positive,
-    weighted_ess,
+from stats.aggregates import (
+    Aggregation,
+    All,
+    Arith,
+    Binary,
+    Compare,
+    Const,
+    Defined,
+    ExactSum,
+    Expr,
+    FlagKey,
+    FloatSum,
+    FoldKey,
+    Func,
+    IfElse,
+    Indicator,
+    Measure,
+    Ref,
+    Result,
+    Rows,
+    Statistic,
+    dot,
+    group_sum,
+    mul,
+    nonzero,
+    variables_of,
 )
+from stats.aggregates import Key as GroupKey
+from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
+from stats.kinds.columns import (
+    Cells,
+    cells_of,
+    complete,
+    ess,
+    exact,
+    fold_split,
+    pair_counts,
+    refs,
+    smallest_nonzero,
+    term_columns,
+)
+from stats.kinds.frame import cell_count, smallest_positive
 from stats.kinds.params import (
     check_betas,
     folds_of,
@@ -74,66 +108,144 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return slots
 
 
-def newton_parts(matrix: np.ndarray, y: np.ndarray, beta: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fitted probabilities and each row's log-likelihood term y.eta - log(1 + e^eta)."""
-    eta = matrix @ beta
-    softplus = np.logaddexp(0.0, eta)  # log(1 + e^eta), without overflow
-    return np.exp(eta - softplus), y * eta - softplus
+def softplus(eta: Expr) -> Expr:
+    """log(1 + e^eta) without overflow: max(eta, 0) + log(1 + e^-|eta|)."""
+    return Arith("+", IfElse(Compare(">", eta, Const(0.0)), eta, Const(0.0)),
+                 Func("log", Arith("+", Const(1.0), Func(
+                     "exp", Arith("-", Const(0.0), Func("abs", eta))))))
 
 
-def guards(part: np.ndarray, y: np.ndarray, beta: np.ndarray, cells: np.ndarray
-           ) -> dict[Guard, float]:
-    """The guards of one Newton step's sums over these rows."""
-    prob, loglik = newton_parts(part, y, beta)
-    support = (part != 0).astype(np.float64)
-    hessian = weighted_ess(support, prob * (1 - prob))
-    gradient = np.diag(weighted_ess(support, y - prob))
-    weights = min(smallest_positive(hessian), smallest_positive(gradient), ess(loglik)) \
-        if len(y) else 0.0
-    checked = np.column_stack([part, y, 1 - y, cells])
-    return {Guard.ROWS: int(len(y)), Guard.NONZERO: smallest_positive(nonzero_counts(checked)),
-            Guard.WEIGHTS: weights}
+def fitted(values: Sequence[Expr], beta: Sequence[float]) -> tuple[tuple[str, Expr], ...]:
+    """Derived columns of a logistic model at ``beta``: the linear predictor ``eta``,
+    ``sp`` = log(1 + e^eta) and the probability ``p`` = e^(eta - sp) (never above 1, never
+    an overflow)."""
+    return (("eta", dot(values, beta)), ("sp", softplus(Ref("eta"))),
+            ("p", Func("exp", Arith("-", Ref("eta"), Ref("sp")))))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A logistic model's rows as aggregations read them: the design's columns, the 0/1
+    outcome ``y``, the complete cases, the cells, and the group keys (the fold if any, the
+    outcome's class, then the cells' variables)."""
+
+    columns: tuple[tuple[str, Expr], ...]
+    values: list[Expr]
+    where: All
+    cells: Cells
+    keys: tuple[GroupKey, ...]
+
+    @property
+    def offset(self) -> int:
+        """Where the cells' keys start."""
+        return len(self.keys) - len(self.cells.keys)
+
+    def constant(self, group: tuple[int, ...]) -> np.ndarray:
+        """The columns constant in a group: y, 1 - y, then the cells."""
+        y = float(group[self.offset - 1])
+        return np.concatenate([[y, 1.0 - y], self.cells.indicators(group, self.offset)])
+
+
+def outcome_selection(spec: QuerySpec, model: ModelView) -> Outcome:
+    terms = spec.parameters["terms"]
+    variable, level = outcome_of(spec, model)
+    columns = (*term_columns(terms), ("y", Binary(variable, level)))
+    values = refs(columns[:-1])
+    cells = cells_of(terms, model)
+    keys: list[GroupKey] = [FlagKey(Compare("=", Ref("y"), Const(1.0))), *cells.keys]
+    folds = folds_of(spec)
+    if folds != [None]:
+        keys.insert(0, FoldKey(len(folds), int(spec.parameters.get("fold_seed", 0))))
+    where = All((*complete(terms, values), Defined(Ref("y"))))
+    return Outcome(columns, values, where, cells, tuple(keys))
+
+
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    rows = outcome_selection(spec, model)
+    values = rows.values
+    p = len(values)
+    pairs = list(triangle(p))
+    y, prob, loglik = Ref("y"), Ref("p"), Ref("ll")
+    weight, residual = Ref("w"), Ref("r")
+    folds = folds_of(spec)
+    # measures: rows, the sums (loglik, gradient, hessian), then the float sums of the
+    # effective sample sizes (first and second moments of each weight); the first
+    # aggregation also counts the non-zero terms of every pair of columns (beta plays no
+    # part in them)
+    sums = 1 + p + len(pairs)
+    aggregations = []
+    for position, (fold, beta) in enumerate(zip(folds, betas_of(spec, model), strict=True)):
+        derived = (*rows.columns, *fitted(values, beta),
+                   ("w", mul(prob, Arith("-", Const(1.0), prob))),
+                   ("ll", Arith("-", mul(y, Ref("eta")), Ref("sp"))),
+                   ("r", Arith("-", y, prob)))
+        measures: list[Measure] = [Rows(), ExactSum(loglik, scale(("loglik", fold)))]
+        measures += [ExactSum(mul(values[i], residual), scale(("grad", fold, i)))
+                     for i in range(p)]
+        measures += [ExactSum(mul(values[i], values[j], weight), scale(("hess", fold, i, j)))
+                     for i, j in pairs]
+        measures += [FloatSum(Func("abs", loglik)), FloatSum(mul(loglik, loglik))]
+        for i in range(p):
+            support = Indicator(nonzero(values[i]))
+            measures += [FloatSum(mul(support, Func("abs", residual))),
+                         FloatSum(mul(support, residual, residual))]
+        for i, j in pairs:
+            support = Indicator(All((nonzero(values[i]), nonzero(values[j]))))
+            measures += [FloatSum(mul(support, weight)), FloatSum(mul(support, weight, weight))]
+        if position == 0:
+            measures += pair_counts(values)
+        aggregations.append(Aggregation(tuple(measures), rows.keys, rows.where, derived))
+    floats = 1 + sums
+    counted = floats + 2 + 2 * p + 2 * len(pairs)
+
+    def guards(part: Result, counts: Result) -> dict[Guard, float]:
+        """The guards of one Newton step's sums over these rows (``counts``: the same rows'
+        groups in the first aggregation)."""
+        n = int(group_sum(part, 0))
+        moments = [group_sum(part, floats + m) for m in range(2 + 2 * p + 2 * len(pairs))]
+        found = [ess(moments[2 * m], moments[2 * m + 1]) for m in range(len(moments) // 2)]
+        weights = min(smallest_positive(np.array(found[1 + p:])),
+                      smallest_positive(np.array(found[1:1 + p])), found[0]) if n else 0.0
+        nonzeros = smallest_nonzero(counts, 0, counted, p, rows.constant)
+        return {Guard.ROWS: n, Guard.NONZERO: nonzeros, Guard.WEIGHTS: weights}
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        out = Computed()
+        flag = rows.offset - 1
+        for position, fold in enumerate(folds):
+            held, train = fold_split(results[position], None if fold is None else position)
+            if fold is None:
+                train, held = held, {}
+            n = int(group_sum(train, 0))
+            out.values[("n", fold)] = n
+            out.values[("ysum", fold)] = int(group_sum(train, 0, lambda g: g[flag] == 1))
+            out.values[("loglik", fold)] = exact(int(group_sum(train, 1)),
+                                                 scale(("loglik", fold)))
+            for i in range(p):
+                out.values[("grad", fold, i)] = exact(int(group_sum(train, 2 + i)),
+                                                      scale(("grad", fold, i)))
+            for m, (i, j) in enumerate(pairs):
+                key = ("hess", fold, i, j)
+                out.values[key] = exact(int(group_sum(train, 1 + p + 1 + m)), scale(key))
+            first = results[0]
+            if fold is None:
+                found = guards(train, first)
+            else:
+                inside, outside = fold_split(first, position)
+                found = guards(train, outside)
+                if held:
+                    found = merge(found, guards(held, inside))
+            out.guards[("fold", fold)] = found
+        out.rows = int(group_sum(results[0], 0))
+        return out
+
+    variables = set().union(*(variables_of(a) for a in aggregations))
+    return Statistic(tuple(aggregations), assemble, frozenset(variables))
 
 
 def merge(*parts: dict[Guard, float]) -> dict[Guard, float]:
     """Guards of a family that must hold on several row sets: the smallest positive."""
     return {g: smallest_positive(np.array([p[g] for p in parts])) for g in parts[0]}
-
-
-def outcome_rows(spec: QuerySpec, rows: pd.DataFrame, model: ModelView
-                 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """The design over complete cases (outcome 0/1 present too), the outcome, the rows."""
-    variable, level = outcome_of(spec, model)
-    y = binary(rows, variable, level)
-    rows = rows[~np.isnan(y)]
-    matrix, mask = design(spec.parameters["terms"], rows)
-    return matrix, y[~np.isnan(y)][mask], rows[mask]
-
-
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    terms = spec.parameters["terms"]
-    matrix, y, complete = outcome_rows(spec, rows, model)
-    cells = cell_columns(terms, complete, model)
-    out = Computed(rows=len(y))
-    for (fold, inside, outside), beta in zip(fold_masks(spec, complete.index, train=True),
-                                             betas_of(spec, model), strict=True):
-        b = np.asarray(beta, dtype=np.float64)
-        part, yf = (matrix, y) if inside.all() else (matrix[inside], y[inside])
-        prob, loglik = newton_parts(part, yf, b)
-        out.values[("n", fold)] = int(yf.size)
-        out.values[("ysum", fold)] = int(yf.sum())
-        out.values[("loglik", fold)] = float(loglik.sum())
-        for i, g in enumerate(part.T @ (yf - prob)):
-            out.values[("grad", fold, i)] = float(g)
-        hess = gram(part, prob * (1.0 - prob))
-        for i, j in triangle(len(terms)):
-            out.values[("hess", fold, i, j)] = float(hess[i, j])
-        found = guards(part, yf, b, cells[inside])
-        if outside.any():
-            found = merge(found, guards(matrix[outside], y[outside], b, cells[outside]))
-        out.guards[("fold", fold)] = found
-    return out
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
@@ -165,4 +277,5 @@ def _row_cost(spec: QuerySpec, model: ModelView) -> int:
     return 8 * 4 * (len(terms) + cell_count(terms, model) + 4)
 
 
-KIND = Kind("logistic", _layout, _compute, _row_bound, size=_size, row_cost=_row_cost)
+KIND = Kind("logistic", _layout, None, _row_bound, size=_size, row_cost=_row_cost,
+            statistic=_statistic)

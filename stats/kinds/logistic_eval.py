@@ -10,23 +10,44 @@ lowered by ``s_j`` (``p >= t`` exactly when ``eta - logit(t) >= 0``). That is wh
 ``logistic_eval`` query per shift would release, cell for cell, guarded alike; each shifted
 coefficient vector is held to the same bound as the fit's, so no shift reaches further
 into the declared ranges than a coefficient vector of its own could.
+
+Declared as one aggregation per fold (at its beta, grouped by fold and outcome class, and
+with shifts by how many shifted thresholds lie above each row's decision value: a binary
+search per row, not one comparison per shift), read for the fold's own rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from protocol.errors import QueryError
+from stats.aggregates import (
+    Aggregation,
+    Arith,
+    Compare,
+    Const,
+    CountIf,
+    ExactSum,
+    Expr,
+    FloatSum,
+    Func,
+    IntervalKey,
+    Ref,
+    Result,
+    Rows,
+    Statistic,
+    dot,
+    group_sum,
+    mul,
+    variables_of,
+)
 from stats.design import Term
-from stats.kinds.base import Computed, Guard, Kind, Magnitude
-from stats.kinds.folds import fold_masks
-from stats.kinds.frame import cell_count, ess
-from stats.kinds.logistic import newton_parts, outcome_rows
+from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
+from stats.kinds.columns import ess, exact, fold_split
+from stats.kinds.frame import cell_count
+from stats.kinds.logistic import outcome_selection, softplus
 from stats.kinds.params import (
     check_betas,
     folds_of,
@@ -81,33 +102,82 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return slots
 
 
-def _compute(spec: QuerySpec, rows: pd.DataFrame, model: ModelView) -> Computed:
-    matrix, y, complete = outcome_rows(spec, rows, model)
-    out = Computed(rows=len(y))
-    for (fold, inside, _), beta in zip(fold_masks(spec, complete.index, train=False),
-                                       spec.parameters["betas"], strict=True):
-        part, yf = matrix[inside], y[inside]
-        prob, loglik = newton_parts(part, yf, np.asarray(beta, dtype=np.float64))
-        predicted, actual = prob >= 0.5, yf == 1
-        cells = {"tp": predicted & actual, "fp": predicted & ~actual,
-                 "tn": ~predicted & ~actual, "fn": ~predicted & actual}
-        for name, hit in cells.items():
-            count = int(np.sum(hit))
-            out.values[(name, fold)] = count
-            out.guards[(name, fold)] = {Guard.ROWS: count}
-        out.values[("loglik", fold)] = float(loglik.sum())
-        out.guards[("loglik", fold)] = {Guard.ROWS: int(yf.size), Guard.WEIGHTS: ess(loglik)}
-        for j, shift in enumerate(spec.parameters.get("shifts") or ()):
-            # the intercept lowered as the client would, so each cell is what a query
-            # with these coefficients would count
-            lowered = np.asarray(beta, dtype=np.float64).copy()
-            lowered[0] = lowered[0] - float(shift)
-            called = newton_parts(part, yf, lowered)[0] >= 0.5
-            for name, hit in (("tp", called & actual), ("fp", called & ~actual)):
-                count = int(np.sum(hit))
-                out.values[(name, fold, j)] = count
-                out.guards[(name, fold, j)] = {Guard.ROWS: count}
-    return out
+def decision(values: Sequence[Expr], terms: Sequence[Term], beta: Sequence[float]
+             ) -> tuple[Expr, float]:
+    """A row is called positive at ``beta`` (p >= 0.5, that is x . beta >= 0) where the
+    expression is at least the threshold. With the intercept first, that is the other
+    terms' sum against -beta[0]: a lowered intercept then moves the threshold alone
+    (-(beta[0] - s)), and a query at the lowered coefficients compares the same sum with
+    the same double, so the cells at each shift are those of one query per shift, row for
+    row. Decided on x . beta, not on p, so that no rounding of exp or log moves a row."""
+    if terms and set(terms[0]) == {"const"}:
+        rest = dot(values[1:], beta[1:]) if len(values) > 1 else Const(0.0)
+        return rest, -float(beta[0])
+    return dot(values, beta), 0.0
+
+
+def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
+    rows = outcome_selection(spec, model)
+    keys = rows.keys[:rows.offset]  # the fold, then the outcome's class
+    folds = folds_of(spec)
+    terms = terms_of(spec, model)
+    betas = check_betas(spec, model, terms, param(spec, "betas"), folds)
+    shifts = [float(s) for s in spec.parameters.get("shifts") or ()]
+    aggregations = []
+    grids = []
+    # one aggregation per fold, at its beta, over every row grouped by fold (each fold reads
+    # its own group): the rows called positive, the log-likelihood and its weights' moments;
+    # with shifts, the rows are also grouped by how many shifted thresholds lie above their
+    # decision value (the thresholds distinct, in decreasing order)
+    for fold, beta in zip(folds, betas, strict=True):
+        eta, loglik, rest = Ref("eta"), Ref("ll"), Ref("rest")
+        value, threshold = decision(rows.values, terms, beta)
+        derived = (*rows.columns, ("eta", dot(rows.values, beta)), ("sp", softplus(eta)),
+                   ("ll", Arith("-", mul(Ref("y"), eta), Ref("sp"))), ("rest", value))
+        measures = (Rows(), CountIf(Compare(">=", rest, Const(threshold))),
+                    ExactSum(loglik, scale(("loglik", fold))),
+                    FloatSum(Func("abs", loglik)), FloatSum(mul(loglik, loglik)))
+        grid = sorted({-(beta[0] - shift) for shift in shifts}, reverse=True)
+        grids.append(grid)
+        # IntervalKey counts the grid points strictly below its value: -rest against the
+        # negated thresholds counts the thresholds above rest
+        above = (IntervalKey(Arith("-", Const(0.0), rest), tuple(-t for t in grid)),) \
+            if grid else ()
+        aggregations.append(Aggregation(measures, (*keys, *above), rows.where, derived))
+    flag = len(keys) - 1
+
+    def assemble(results: Sequence[Result]) -> Computed:
+        out = Computed(rows=int(group_sum(results[0], 0)))
+        for position, (fold, beta) in enumerate(zip(folds, betas, strict=True)):
+            part = fold_split(results[position], None if fold is None else position)[0]
+
+            def count(measure: int, outcome: int, part: Result = part) -> int:
+                return int(group_sum(part, measure, lambda group: group[flag] == outcome))
+
+            positives, negatives = count(0, 1), count(0, 0)
+            tp, fp = count(1, 1), count(1, 0)
+            cells = {"tp": tp, "fp": fp, "tn": negatives - fp, "fn": positives - tp}
+            for name, n in cells.items():
+                out.values[(name, fold)] = n
+                out.guards[(name, fold)] = {Guard.ROWS: n}
+            out.values[("loglik", fold)] = exact(int(group_sum(part, 2)),
+                                                 scale(("loglik", fold)))
+            out.guards[("loglik", fold)] = {
+                Guard.ROWS: positives + negatives,
+                Guard.WEIGHTS: ess(group_sum(part, 3), group_sum(part, 4))}
+            index = {t: i for i, t in enumerate(grids[position])}
+            for j, shift in enumerate(shifts):
+                # called where none but the thresholds above this one lie above rest
+                i = index[-(beta[0] - shift)]
+                for name, outcome in (("tp", 1), ("fp", 0)):
+                    n = int(group_sum(part, 0, lambda group, outcome=outcome, i=i:
+                                      group[flag] == outcome and group[-1] <= i))
+                    out.values[(name, fold, j)] = n
+                    out.guards[(name, fold, j)] = {Guard.ROWS: n}
+        return out
+
+    variables = set().union(*(variables_of(a) for a in aggregations))
+    return Statistic(tuple(aggregations), assemble, frozenset(variables))
 
 
 def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
@@ -118,7 +188,7 @@ def _row_bound(spec: QuerySpec, model: ModelView, magnitude: Magnitude
     return lambda key: eta + math.log(2) if key[0] == "loglik" else 1.0
 
 
-KIND = Kind("logistic_eval", _layout, _compute, _row_bound,
+KIND = Kind("logistic_eval", _layout, None, _row_bound, statistic=_statistic,
             size=lambda spec, model: len(folds_of(spec)) * (
                 5 + len(SHIFTED_CELLS) * len(spec.parameters.get("shifts") or ())),
             row_cost=lambda spec, model: 8 * 4 * (len(terms_of(spec, model)) + 4))

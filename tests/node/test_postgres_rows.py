@@ -91,8 +91,7 @@ def test_negative_values_transforms_and_centring_agree_exactly(database: dict,
               database["store"].computed(spec, exact_scale, None))
 
 
-@pytest.mark.parametrize("kind", ["count", "moments", "counts", "crossprod", "regression_eval",
-                                  "gaussian_nb_predict", "kmeans", "survival"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_declared_kinds_run_in_postgresql(database: dict, kind: str) -> None:
     """No row reaches Python for the kinds declared as aggregations (folds included:
     crossprod's fixture runs three folds)."""
