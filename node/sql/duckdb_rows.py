@@ -10,10 +10,11 @@ are then counts over those typed columns, and only the counts are kept; if any i
 the node refuses to start with the total and the first failing rows (the file is read
 again, only then, to show them as written).
 
-A query's kind, where it is declared as aggregations (:mod:`stats.aggregates`), runs as
-one SQL statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. Kinds
-still computed on a DataFrame (``Kind.frame_compute``) get only the query's selected rows
-(datasets, filter and rows per patient applied in SQL), in their original order.
+A query's kind, declared as aggregations (:mod:`stats.aggregates`), runs as one SQL
+statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. A kind computed
+on a DataFrame (``Kind.frame_compute``: none of the catalog's) or a statement the compiler
+does not translate gets only the query's selected rows (datasets, filter and rows per
+patient applied in SQL), in their original order.
 """
 
 from __future__ import annotations

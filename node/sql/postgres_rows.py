@@ -24,11 +24,11 @@ order (``tableoid, ctid``, the order a plain ``SELECT`` returns a table's rows i
 the order the pandas store numbers them in); a view has no such order and gets the
 server's scan order.
 
-Fallback, stated: kinds still computed on a DataFrame (``Kind.frame_compute``), and the
-rare statement PostgreSQL refuses where C arithmetic would overflow or underflow (C gives
-inf or 0, PostgreSQL an error), get the query's selected rows fetched (datasets, filter and
-rows per patient applied in SQL, only the variables the query names), as
-:class:`node.sql.duckdb_rows.DuckRows` does.
+Fallback, stated: a kind computed on a DataFrame (``Kind.frame_compute``: none of the
+catalog's), and the rare statement PostgreSQL refuses where C arithmetic would overflow or
+underflow (C gives inf or 0, PostgreSQL an error), get the query's selected rows fetched
+(datasets, filter and rows per patient applied in SQL, only the variables the query
+names), as :class:`node.sql.duckdb_rows.DuckRows` does.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ failing rows.
 
 A query's declared kind runs as one Spark SQL statement per aggregation
 (:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
-pasted. Kinds still computed on a DataFrame get only the query's selected rows.
+pasted. A statement the compiler does not translate (an interval grid above
+:data:`~node.sql.compile.MAX_INTERVALS` points) gets only the query's selected rows.
 
 Where Spark runs is Spark's configuration: the source's ``master`` (``local[4]``,
 ``spark://host:7077``, ``yarn``, ``k8s://...``), else ``spark.master`` from
