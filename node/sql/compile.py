@@ -50,7 +50,7 @@ limited in a subquery), except
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -476,10 +476,7 @@ def _splitmix_postgres(z: str, folds: str) -> str:
     def times(s: str, c: int) -> str:
         return signed(f"CAST({s} AS NUMERIC) * {c}")
 
-    s = signed(f"({z} + {0x9E3779B97F4A7C15})")
-    s = times(xorshift(s, 30), 0xBF58476D1CE4E5B9)
-    s = times(xorshift(s, 27), 0x94D049BB133111EB)
-    s = xorshift(s, 31)
+    s = _mixed(signed(f"({z} + {0x9E3779B97F4A7C15})"), xorshift, times)
     return f"CAST(mod(CAST({s} AS NUMERIC) + {2**64}, {2**64}) % {folds} AS BIGINT)"
 
 
@@ -503,11 +500,17 @@ def _splitmix_spark(z: str, folds: str) -> str:
         u = unsigned(s)
         return signed(f"({u} * {c & (two32 - 1)} + pmod({u} * {c >> 32}, {two32}) * {two32})")
 
-    s = signed(f"({z} + {0x9E3779B97F4A7C15})")
+    s = _mixed(signed(f"({z} + {0x9E3779B97F4A7C15})"), xorshift, times)
+    return f"CAST(pmod({unsigned(s)}, {folds}) AS BIGINT)"
+
+
+def _mixed(s: str, xorshift: Callable[[str, int], str], times: Callable[[str, int], str]
+           ) -> str:
+    """splitmix64's mixing of a signed 64-bit state, in a dialect's XOR-shift and product
+    modulo 2^64."""
     s = times(xorshift(s, 30), 0xBF58476D1CE4E5B9)
     s = times(xorshift(s, 27), 0x94D049BB133111EB)
-    s = xorshift(s, 31)
-    return f"CAST(pmod({unsigned(s)}, {folds}) AS BIGINT)"
+    return xorshift(s, 31)
 
 
 #: text PostgreSQL reads as a number as the pandas store does (Arrow's grammar): a finite
