@@ -193,7 +193,9 @@ class _Loader(CheckedLoader):
         self.typed: Any = None
 
     def literal(self, text: str) -> str:
-        name = f"code{len(self.params)}"
+        # one parameter per distinct text: every check of a variable names its codes again
+        name = next((k for k, v in self.params.items() if v == text and k.startswith("code")),
+                    f"code{len(self.params)}")
         self.params[name] = text
         return f":{name}"
 
@@ -206,7 +208,8 @@ class _Loader(CheckedLoader):
         return _finite(value)
 
     def _sql(self, sql: str) -> Any:
-        used = {k: v for k, v in self.params.items() if f":{k}" in sql}
+        # whole names only: ':code1' is not used where only ':code12' is
+        used = {k: v for k, v in self.params.items() if re.search(rf":{k}\b", sql)}
         return self.session.sql(sql, args=used)
 
     def add(self, index: int, source: DataSource) -> None:
