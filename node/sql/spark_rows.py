@@ -1,15 +1,16 @@
 """A node's rows where Spark reads them (a data lake's Parquet, ORC, CSV or JSON, or a table
 of Spark's catalog), checked and computed in Spark SQL.
 
-Start-up reads each source once through Spark: every cell is parsed as the pandas store
-parses it (Arrow's number grammar, Python's blanks; the regular expressions are bound as
+Start-up reads each source through Spark: every cell is parsed as the pandas store parses
+it (Arrow's number grammar, Python's blanks; the regular expressions are bound as
 parameters) into typed rows (numbers as DOUBLE, codes as STRING, blank cells as NULL, a
-numeric cell that is no number as NaN), with each row's position (the sources in order,
-each in Spark's reading order: ``monotonically_increasing_id``). The typed rows are
-persisted (memory, then the executors' disks: ``MEMORY_AND_DISK``) and the data model's
-checks are counts over them, in Spark, as for the DuckDB store (:mod:`node.sql.checking`);
+numeric cell that is no number as NaN). A first pass counts, per reading partition, the rows
+and the data model's checks' failures, as for the DuckDB store (:mod:`node.sql.checking`);
 only counts reach the node, and a failing source is read again only to name its first
-failing rows.
+failing rows. A second pass persists the typed rows (memory, then the executors' disks:
+``MEMORY_AND_DISK``), each with its position: the sources in order, each in Spark's
+reading order, placed from the partitions' sizes as ``RDD.zipWithIndex`` places them, so
+no step gathers the data in one partition.
 
 A query's declared kind runs as one Spark SQL statement per aggregation
 (:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
@@ -54,6 +55,11 @@ _NUMBER = (r"^(?:[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _BLANK = (r"^[\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\x{1680}\x{2000}-\x{200a}\x{2028}"
           r"\x{2029}\x{202f}\x{205f}\x{3000}]*\z")
 _PLACE = re.compile(r"\$(\d+)")
+#: monotonically_increasing_id: the partition in the high bits, the place in it below
+_LOCAL_BITS = 33
+_LOCAL_MASK = (1 << _LOCAL_BITS) - 1
+_REREAD = ("the spark sources read differently the second time (did they change during "
+           "start-up?): the node cannot place their rows")
 _LOCK = threading.Lock()
 
 
@@ -191,6 +197,8 @@ class _Loader(CheckedLoader):
         self.session = session
         self.params: dict[str, Any] = {"number": _NUMBER, "blank": _BLANK}
         self.typed: Any = None
+        #: (source, reading partition, rows) in reading order
+        self.partitions: list[tuple[int, int, int]] = []
 
     def literal(self, text: str) -> str:
         # one parameter per distinct text: every check of a variable names its codes again
@@ -272,16 +280,24 @@ class _Loader(CheckedLoader):
                       self.checks(n, source, number(n) if self.model.variables[n].is_numeric
                                   else code(n), blank(n)), strict=True)]
         typed.createOrReplaceTempView("__typed")
-        if checks:
-            counts = ", ".join(f"count_if({sql})" for _, _, sql, _ in checks)
-            try:
-                found = self._sql(f"SELECT {counts} FROM __typed").collect()[0]
-            except Exception as exc:
-                raise LocalDataError(f"{what} is malformed or cannot be read "
-                                     f"({type(exc).__name__})") from exc
-            failing = [(check, int(n)) for check, n in zip(checks, found, strict=True) if n]
+        # the checks' counts per reading partition: the partitions' sizes place each row
+        # (see store) without ordering the whole data in one partition
+        counts = "".join(f", count_if({sql})" for _, _, sql, _ in checks)
+        try:
+            found = self._sql(f"SELECT shiftright({ROW}_in_source, {_LOCAL_BITS}), count(*)"
+                              f"{counts} FROM __typed GROUP BY 1").collect()
+        except Exception as exc:
+            raise LocalDataError(f"{what} is malformed or cannot be read "
+                                 f"({type(exc).__name__})") from exc
+        sizes = {int(r[0]): int(r[1]) for r in found}
+        self.partitions += [(index, part, sizes[part]) for part in sorted(sizes)]
+        failing = [(check, n) for check, n in zip(
+            checks, (sum(int(r[2 + i]) for r in found) for i in range(len(checks))),
+            strict=True) if n]
+        if failing:
             self.total_errors += sum(n for _, n in failing)
-            self.errors += self._first_rows(raw, [(c, w, sql) for (c, w, _, sql), _ in failing])
+            self.errors += self._first_rows(raw, sizes,
+                                            [(c, w, sql) for (c, w, _, sql), _ in failing])
         if DATASET in names and source.dataset is not None:
             dataset = self.columns[DATASET]
             typed = self._sql(f"SELECT * EXCEPT ({dataset}), coalesce({dataset}, "
@@ -291,24 +307,58 @@ class _Loader(CheckedLoader):
 
     def store(self) -> Any:
         """Each row's position over all sources, then the rows persisted and named
-        :data:`~node.sql.store.TABLE` (once every source passed its checks)."""
+        :data:`~node.sql.store.TABLE` (once every source passed its checks).
+
+        A row's position is its source's first position, plus the sizes of the source's
+        earlier reading partitions, plus its place in its own partition (the low bits of
+        ``monotonically_increasing_id``), as RDD.zipWithIndex counts: the sizes come from
+        the checks' pass and reach the rows through a broadcast join, so no step gathers
+        the data in one partition. The positions are then checked to be 0..n-1 once each
+        (count, least, largest and total): a source read differently the second time (files
+        changed under the node) stops start-up."""
         from pyspark import StorageLevel
 
+        starts, total = [], 0
+        for source, part, size in self.partitions:
+            starts.append((source, part, total))
+            total += size
+        offsets = self.session.createDataFrame(
+            starts or [(0, 0, 0)], "source INT, part BIGINT, start BIGINT")
+        offsets.createOrReplaceTempView("__offsets")
         self.typed.createOrReplaceTempView("__all")
         rows = self.session.sql(
-            f"SELECT row_number() OVER (ORDER BY __source, {ROW}_in_source) - 1 AS {ROW}, "
-            f"{', '.join(self.columns.values())} FROM __all")
+            f"SELECT /*+ BROADCAST(o) */ o.start + (a.{ROW}_in_source & {_LOCAL_MASK}) AS {ROW},"
+            f" {', '.join('a.' + c for c in self.columns.values())} FROM __all AS a JOIN "
+            f"__offsets AS o ON o.source = a.__source AND o.part = "
+            f"shiftright(a.{ROW}_in_source, {_LOCAL_BITS})")
         rows.persist(StorageLevel.MEMORY_AND_DISK)
         rows.createOrReplaceTempView(TABLE)
+        found = self.session.sql(
+            f"SELECT count(*), coalesce(min({ROW}), 0), coalesce(max({ROW}), -1), "
+            f"coalesce(sum(CAST({ROW} AS DECIMAL(38,0))), 0) FROM {TABLE}").collect()[0]
+        if (int(found[0]), int(found[1]), int(found[2]), int(found[3])) != (
+                total, 0, total - 1, total * (total - 1) // 2):
+            rows.unpersist()
+            self.session.catalog.dropTempView(TABLE)
+            raise LocalDataError(_REREAD)
         return rows
 
-    def _first_rows(self, raw: str, failing: list[tuple[str, str, str]]) -> list[Problem]:
+    def _first_rows(self, raw: str, sizes: dict[int, int],
+                    failing: list[tuple[str, str, str]]) -> list[Problem]:
+        """The first failing cells of a source, each with its row's number in the source
+        (counted from 1 as the partitions' sizes place it)."""
+        starts, total = {}, 0
+        for part in sorted(sizes):
+            starts[part], total = total, total + sizes[part]
         found: list[tuple[int, int, str, str, Any]] = []
         for order, (column, what, sql) in enumerate(failing):
             name = _quote(column)
             rows = self._sql(
-                f"SELECT r, CAST({name} AS STRING) FROM (SELECT row_number() OVER (ORDER BY "
-                f"monotonically_increasing_id()) AS r, * FROM {raw}) WHERE {sql} ORDER BY r "
-                f"LIMIT {SHOWN}").collect()
-            found += [(int(r[0]), order, column, what, r[1]) for r in rows]
+                f"SELECT {ROW}_at, CAST({name} AS STRING) FROM (SELECT monotonically_increasing_id()"
+                f" AS {ROW}_at, * FROM {raw}) WHERE {sql} ORDER BY {ROW}_at LIMIT {SHOWN}").collect()
+            for at, value in rows:
+                if int(at) >> _LOCAL_BITS not in starts:
+                    raise LocalDataError(_REREAD)
+                found.append((starts[int(at) >> _LOCAL_BITS] + (int(at) & _LOCAL_MASK) + 1,
+                              order, column, what, value))
         return self.first_failing(found)

@@ -246,3 +246,55 @@ def test_kinds_with_folds_run_in_spark_sql(stores: dict) -> None:
         spec = _spec(kind, None)
         assert "folds" in spec.parameters
         assert stores["parquet"].working_rows(spec) == 0
+
+
+def test_rows_read_in_many_partitions_keep_the_files_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file Spark reads in many partitions (row groups in small splits): each row's
+    position is its place in the file and a failing cell's row number is pandas', and no
+    step of the start-up gathers every row in one partition (no global window or sort)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from node.sql import spark_rows
+    from node.sql.compile import ROW
+    from node.sql.spark_rows import SparkRows
+
+    opened = spark_rows.spark_session
+
+    def small_splits(master: str | None) -> object:
+        session = opened(master)
+        session.conf.set("spark.sql.files.maxPartitionBytes", "1024")
+        session.conf.set("spark.sql.files.openCostInBytes", "0")
+        return session
+
+    monkeypatch.setattr(spark_rows, "spark_session", small_splits)
+    model, rows = _model(), _rows()
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=20)
+    store = SparkRows.load([DataSource("spark", url=str(path))], model)
+    try:
+        session = store._session
+        assert session.read.parquet(str(path)).rdd.getNumPartitions() > 5
+        age, score = store.columns["age"], store.columns["score"]
+        placed = session.sql(f"SELECT {ROW}, {age}, {score} FROM node_rows ORDER BY {ROW}"
+                             ).toPandas()
+        assert placed[ROW].tolist() == list(range(len(rows)))
+        assert placed[age].tolist() == rows["age"].astype(float).tolist()
+        assert placed[score].tolist() == rows["score"].tolist()
+        plan = store._typed._jdf.queryExecution().executedPlan().toString()
+        assert "Window" not in plan and "SinglePartition" not in plan
+    finally:
+        store.close()
+
+    bad = rows.astype({"bmi": object})
+    bad.loc[[3, 161, 287], "bmi"] = ["1_000", " 2.5", "+-1"]
+    bad["bmi"] = bad["bmi"].map(lambda v: None if v is None or v != v else str(v))
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), path, row_group_size=20)
+    with pytest.raises(ValidationFailed) as pandas_error:
+        check_valid(DataSource("parquet", path=path).load(), model)
+    with pytest.raises(ValidationFailed) as spark_error:
+        SparkRows.load([DataSource("spark", url=str(path))], model)
+    assert [str(p) for p in spark_error.value.problems] == \
+        [str(p) for p in pandas_error.value.problems]
+    assert len(spark_error.value.problems) == 3  # rows 3, 161, 287: three partitions
