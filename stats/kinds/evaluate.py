@@ -62,6 +62,10 @@ Clipping = Mapping[str, tuple[float, float]]
 
 _TWO32 = float(1 << 32)
 _TWO64 = float(1 << 64)
+#: a column whose rows' magnitudes add up below this sums exactly in one int64
+_ONE_LIMB = float(1 << 62)
+#: the most rows two limbs sum exactly (low limbs lie below 2^32)
+_TWO_LIMB_ROWS = 1 << 31
 _LIBM = {"log": np.frompyfunc(math.log, 1, 1), "exp": np.frompyfunc(math.exp, 1, 1)}
 _COMPARE = {"=": np.equal, "<>": np.not_equal, "<": np.less, "<=": np.less_equal,
             ">": np.greater, ">=": np.greater_equal}
@@ -284,17 +288,28 @@ def _measure(frame: _Frame, measure: Measure, keep: np.ndarray) -> list[np.ndarr
 
 
 def limbs(scaled: np.ndarray) -> list[np.ndarray]:
-    """round(scaled), half to even, as three int64 limbs (lo + mid 2^32 + hi 2^64) whose
-    column sums are exact. The magnitude is split (each part is the high or low bits of a
-    double, so every split is exact in binary floating point; splitting a negative value
-    directly would not be: -2 + 2^64 is not a double) and the sign applied to each limb,
-    which lies in (-2^32, 2^32). Missing terms (NaN) count 0. Non-finite terms cannot be
-    summed."""
+    """round(scaled), half to even, as int64 limbs (limb k weighs 2^(32 k)) whose column
+    sums are exact: one limb where no sum of the column's magnitudes can reach 2^62 (the
+    rounded doubles are integers below it, converted exactly); two where every value lies
+    below 2^62 (and rows below 2^31); else three (lo + mid 2^32 + hi 2^64). There the
+    magnitude is split (each part is the high or low bits of a double,
+    so every split is exact in binary floating point; splitting a negative value directly
+    would not be: -2 + 2^64 is not a double) and the sign applied to each limb, which lies
+    in (-2^32, 2^32). Missing terms (NaN) count 0. Non-finite terms cannot be summed."""
     rounded = np.rint(np.where(np.isnan(scaled), 0.0, scaled))
     if not np.isfinite(rounded).all():
         raise ArithmeticError("an exact sum met a value that is not finite")
-    sign = np.where(rounded < 0, -1, 1).astype(np.int64)
     magnitude = np.abs(rounded)
+    top = float(magnitude.max()) if len(magnitude) else 0.0
+    if top * len(magnitude) < _ONE_LIMB:
+        return [rounded.astype(np.int64)]
+    if top < _ONE_LIMB and len(magnitude) < _TWO_LIMB_ROWS:
+        # rounded = high 2^32 + low, 0 <= low < 2^32: every step exact (a power of two
+        # scales, floor of an integer-valued double, a difference that is an integer below
+        # 2^32); each limb's column sum stays below 2^63
+        high = np.floor(rounded / _TWO32)
+        return [(rounded - high * _TWO32).astype(np.int64), high.astype(np.int64)]
+    sign = np.where(rounded < 0, -1, 1).astype(np.int64)
     high = np.floor(magnitude / _TWO64)
     rest = magnitude - high * _TWO64
     middle = np.floor(rest / _TWO32)
@@ -304,7 +319,4 @@ def limbs(scaled: np.ndarray) -> list[np.ndarray]:
 
 
 def _join(parts: Sequence[Any]) -> int:
-    if len(parts) == 1:
-        return int(parts[0])
-    low, middle, high = (int(p) for p in parts)
-    return low + (middle << 32) + (high << 64)
+    return sum(int(part) << (32 * k) for k, part in enumerate(parts))

@@ -32,6 +32,7 @@ from stats.aggregates import (
     Arith,
     Binary,
     Compare,
+    Cond,
     Const,
     Defined,
     ExactSum,
@@ -41,7 +42,6 @@ from stats.aggregates import (
     FoldKey,
     Func,
     IfElse,
-    Indicator,
     Measure,
     Ref,
     Result,
@@ -54,6 +54,7 @@ from stats.aggregates import (
     variables_of,
 )
 from stats.aggregates import Key as GroupKey
+from stats.design import Term
 from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
 from stats.kinds.columns import (
     Cells,
@@ -108,19 +109,27 @@ def _layout(spec: QuerySpec, model: ModelView) -> list[Slot]:
     return slots
 
 
-def softplus(eta: Expr) -> Expr:
-    """log(1 + e^eta) without overflow: max(eta, 0) + log(1 + e^-|eta|)."""
+def softplus(eta: Expr, tail: Expr | None = None) -> Expr:
+    """log(1 + e^eta) without overflow: max(eta, 0) + log(1 + e^-|eta|) (``tail``: a
+    column holding e^-|eta| already)."""
+    if tail is None:
+        tail = Func("exp", Arith("-", Const(0.0), Func("abs", eta)))
     return Arith("+", IfElse(Compare(">", eta, Const(0.0)), eta, Const(0.0)),
-                 Func("log", Arith("+", Const(1.0), Func(
-                     "exp", Arith("-", Const(0.0), Func("abs", eta))))))
+                 Func("log", Arith("+", Const(1.0), tail)))
 
 
 def fitted(values: Sequence[Expr], beta: Sequence[float]) -> tuple[tuple[str, Expr], ...]:
     """Derived columns of a logistic model at ``beta``: the linear predictor ``eta``,
-    ``sp`` = log(1 + e^eta) and the probability ``p`` = e^(eta - sp) (never above 1, never
-    an overflow)."""
-    return (("eta", dot(values, beta)), ("sp", softplus(Ref("eta"))),
-            ("p", Func("exp", Arith("-", Ref("eta"), Ref("sp")))))
+    ``tail`` = e^-|eta|, ``sp`` = log(1 + e^eta) and the probability ``p`` = 1 / (1 +
+    e^-eta), written with the tail (1 / (1 + tail) for eta >= 0, tail / (1 + tail)
+    below): no overflow, two calls of the C library per row."""
+    eta, tail = Ref("eta"), Ref("tail")
+    denominator = Arith("+", Const(1.0), tail)
+    return (("eta", dot(values, beta)),
+            ("tail", Func("exp", Arith("-", Const(0.0), Func("abs", eta)))),
+            ("sp", softplus(eta, tail)),
+            ("p", IfElse(Compare(">=", eta, Const(0.0)), Arith("/", Const(1.0), denominator),
+                         Arith("/", tail, denominator))))
 
 
 @dataclass(frozen=True)
@@ -160,19 +169,63 @@ def outcome_selection(spec: QuerySpec, model: ModelView) -> Outcome:
     return Outcome(columns, values, where, cells, tuple(keys))
 
 
+def fixed_support(term: Term) -> list[tuple[str, str]] | None:
+    """The levels a term is non-zero on, where the cells decide it (the intercept: none;
+    an indicator or a product of indicators: theirs); None where the row's values do."""
+    if "const" in term:
+        return []
+    if "level" in term:
+        return [(term["var"], str(term["level"]))]
+    if "product" in term:
+        parts = [fixed_support(f) for f in term["product"]]
+        if all(p is not None for p in parts):
+            return [level for p in parts for level in p or []]
+    return None
+
+
 def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
     rows = outcome_selection(spec, model)
     values = rows.values
+    terms = spec.parameters["terms"]
     p = len(values)
     pairs = list(triangle(p))
     y, prob, loglik = Ref("y"), Ref("p"), Ref("ll")
     weight, residual = Ref("w"), Ref("r")
     folds = folds_of(spec)
-    # measures: rows, the sums (loglik, gradient, hessian), then the float sums of the
-    # effective sample sizes (first and second moments of each weight); the first
+    # columns whose non-zero rows the cells decide (constant in each group): their
+    # effective sample sizes come from per-group sums over every row
+    supports = [fixed_support(t) for t in terms]
+    varying = [i for i in range(p) if supports[i] is None]
+    keys = {k.name: (position, k.levels) for position, k in enumerate(rows.cells.keys)}
+
+    def on(i: int, group: tuple[int, ...]) -> bool:
+        """Whether column i (constant in the group) is non-zero there."""
+        return all(group[rows.offset + keys[v][0]] == keys[v][1].index(level)
+                   for v, level in supports[i] or [])
+
+    # measures, at the same index in every fold's aggregation: rows, the sums (loglik,
+    # gradient, hessian), then the float sums of the effective sample sizes (first and
+    # second moment of each weight over the rows where the term is non-zero); the first
     # aggregation also counts the non-zero terms of every pair of columns (beta plays no
     # part in them)
-    sums = 1 + p + len(pairs)
+    grad_at = 2
+    hess_at = grad_at + p
+    loglik_ess = hess_at + len(pairs)
+    grad_ess = {i: loglik_ess + 2 + 2 * m for m, i in enumerate(varying)}
+    all_grad = loglik_ess + 2 + 2 * len(varying)
+    varying_pairs = [(i, j) for i, j in pairs if i in grad_ess and j in grad_ess]
+    hess_ess = {pair: all_grad + 2 + 2 * m for m, pair in enumerate(varying_pairs)}
+    all_hess = all_grad + 2 + 2 * len(varying_pairs)
+    counted = all_hess + 2
+
+    def moments(weight: Expr, where: Cond | None) -> list[Measure]:
+        """sum |w| and sum w^2 over the rows where the condition holds (all without)."""
+        first, second = Func("abs", weight), mul(weight, weight)
+        if where is None:
+            return [FloatSum(first), FloatSum(second)]
+        return [FloatSum(IfElse(where, first, Const(0.0))),
+                FloatSum(IfElse(where, second, Const(0.0)))]
+
     aggregations = []
     for position, (fold, beta) in enumerate(zip(folds, betas_of(spec, model), strict=True)):
         derived = (*rows.columns, *fitted(values, beta),
@@ -184,28 +237,43 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
                      for i in range(p)]
         measures += [ExactSum(mul(values[i], values[j], weight), scale(("hess", fold, i, j)))
                      for i, j in pairs]
-        measures += [FloatSum(Func("abs", loglik)), FloatSum(mul(loglik, loglik))]
-        for i in range(p):
-            support = Indicator(nonzero(values[i]))
-            measures += [FloatSum(mul(support, Func("abs", residual))),
-                         FloatSum(mul(support, residual, residual))]
-        for i, j in pairs:
-            support = Indicator(All((nonzero(values[i]), nonzero(values[j]))))
-            measures += [FloatSum(mul(support, weight)), FloatSum(mul(support, weight, weight))]
+        measures += moments(loglik, None)
+        for i in varying:
+            measures += moments(residual, nonzero(values[i]))
+        measures += moments(residual, None)
+        for i, j in varying_pairs:
+            both = nonzero(values[i]) if i == j else All((nonzero(values[i]),
+                                                          nonzero(values[j])))
+            measures += moments(weight, both)
+        measures += moments(weight, None)
         if position == 0:
             measures += pair_counts(values)
         aggregations.append(Aggregation(tuple(measures), rows.keys, rows.where, derived))
-    floats = 1 + sums
-    counted = floats + 2 + 2 * p + 2 * len(pairs)
+
+    def spread(part: Result, at: int, constant: Sequence[int] = ()) -> float:
+        """The effective sample size of the moments at ``at``, over the groups where the
+        constant columns are non-zero."""
+        chosen = {g: v for g, v in part.items() if all(on(i, g) for i in constant)}
+        return ess(group_sum(chosen, at), group_sum(chosen, at + 1))
 
     def guards(part: Result, counts: Result) -> dict[Guard, float]:
         """The guards of one Newton step's sums over these rows (``counts``: the same rows'
         groups in the first aggregation)."""
         n = int(group_sum(part, 0))
-        moments = [group_sum(part, floats + m) for m in range(2 + 2 * p + 2 * len(pairs))]
-        found = [ess(moments[2 * m], moments[2 * m + 1]) for m in range(len(moments) // 2)]
-        weights = min(smallest_positive(np.array(found[1 + p:])),
-                      smallest_positive(np.array(found[1:1 + p])), found[0]) if n else 0.0
+        gradient = [spread(part, grad_ess[i]) if i in grad_ess else spread(part, all_grad, [i])
+                    for i in range(p)]
+        hessian = []
+        for i, j in pairs:
+            if (i, j) in hess_ess:
+                hessian.append(spread(part, hess_ess[(i, j)]))
+            elif i in grad_ess or j in grad_ess:  # one varying: its own non-zero rows
+                free, fixed = (i, j) if i in grad_ess else (j, i)
+                hessian.append(spread(part, hess_ess[(free, free)], [fixed]))
+            else:
+                hessian.append(spread(part, all_hess, [i, j]))
+        weights = min(smallest_positive(np.array(hessian)),
+                      smallest_positive(np.array(gradient)),
+                      spread(part, loglik_ess)) if n else 0.0
         nonzeros = smallest_nonzero(counts, 0, counted, p, rows.constant)
         return {Guard.ROWS: n, Guard.NONZERO: nonzeros, Guard.WEIGHTS: weights}
 
@@ -222,11 +290,11 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
             out.values[("loglik", fold)] = exact(int(group_sum(train, 1)),
                                                  scale(("loglik", fold)))
             for i in range(p):
-                out.values[("grad", fold, i)] = exact(int(group_sum(train, 2 + i)),
+                out.values[("grad", fold, i)] = exact(int(group_sum(train, grad_at + i)),
                                                       scale(("grad", fold, i)))
             for m, (i, j) in enumerate(pairs):
                 key = ("hess", fold, i, j)
-                out.values[key] = exact(int(group_sum(train, 1 + p + 1 + m)), scale(key))
+                out.values[key] = exact(int(group_sum(train, hess_at + m)), scale(key))
             first = results[0]
             if fold is None:
                 found = guards(train, first)
