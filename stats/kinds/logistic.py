@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,7 +56,7 @@ from stats.aggregates import (
 )
 from stats.aggregates import Key as GroupKey
 from stats.design import Term
-from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
+from stats.kinds.base import Computed, DeclarationError, Guard, Kind, Magnitude, Scale
 from stats.kinds.columns import (
     Cells,
     cells_of,
@@ -203,14 +204,41 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
         return all(group[rows.offset + keys[v][0]] == keys[v][1].index(level)
                    for v, level in supports[i] or [])
 
-    # measures, at the same index in every fold's aggregation: rows, the sums (loglik,
-    # gradient, hessian), then the float sums of the effective sample sizes (first and
-    # second moment of each weight over the rows where the term is non-zero); the first
+    # the gradient's and information's sums: a column the cells decide is 1.0 or 0.0 on
+    # each row, so a sum with it is the same rows' sum without it (bit for bit: x * 1.0 is
+    # x), read over the groups where it is 1: one measure serves several slots (of one
+    # scale: logistic offers no DP, so all have the exact mode's)
+    sums: dict[Expr, int] = {}
+    #: per measure, the slots it serves (name and indices; the fold goes between)
+    users: dict[int, list[tuple[str, tuple[int, ...]]]] = {}
+
+    def summed(expr: Expr, name: str, *index: int) -> int:
+        measure = sums.setdefault(expr, len(sums))
+        users.setdefault(measure, []).append((name, index))
+        return measure
+
+    grad_of = {i: (summed(mul(values[i], residual), "grad", i), ()) if supports[i] is None
+               else (summed(residual, "grad", i), (i,)) for i in range(p)}
+    hess_of: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {}
+    for i, j in pairs:
+        free = [k for k in (i, j) if supports[k] is None]
+        fixed = tuple(k for k in (i, j) if supports[k] is not None)
+        product = mul(values[i], values[j], weight) if len(free) == 2 else (
+            mul(values[free[0]], weight) if free else weight)
+        hess_of[(i, j)] = (summed(product, "hess", i, j), fixed)
+
+    def sum_scale(measure: int, fold: int | None) -> float:
+        found = {scale((name, fold, *index)) for name, index in users[measure]}
+        if len(found) != 1:
+            raise DeclarationError("logistic shares a sum between slots of different scales")
+        return found.pop()
+
+    # measures, at the same index in every fold's aggregation: rows, the log-likelihood,
+    # the sums above, then the float sums of the effective sample sizes (first and second
+    # moment of each weight over the rows where the term is non-zero); the first
     # aggregation also counts the non-zero terms of every pair of columns (beta plays no
     # part in them)
-    grad_at = 2
-    hess_at = grad_at + p
-    loglik_ess = hess_at + len(pairs)
+    loglik_ess = 2 + len(sums)
     grad_ess = {i: loglik_ess + 2 + 2 * m for m, i in enumerate(varying)}
     all_grad = loglik_ess + 2 + 2 * len(varying)
     varying_pairs = [(i, j) for i, j in pairs if i in grad_ess and j in grad_ess]
@@ -233,10 +261,7 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
                    ("ll", Arith("-", mul(y, Ref("eta")), Ref("sp"))),
                    ("r", Arith("-", y, prob)))
         measures: list[Measure] = [Rows(), ExactSum(loglik, scale(("loglik", fold)))]
-        measures += [ExactSum(mul(values[i], residual), scale(("grad", fold, i)))
-                     for i in range(p)]
-        measures += [ExactSum(mul(values[i], values[j], weight), scale(("hess", fold, i, j)))
-                     for i, j in pairs]
+        measures += [ExactSum(expr, sum_scale(m, fold)) for expr, m in sums.items()]
         measures += moments(loglik, None)
         for i in varying:
             measures += moments(residual, nonzero(values[i]))
@@ -277,6 +302,12 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
         nonzeros = smallest_nonzero(counts, 0, counted, p, rows.constant)
         return {Guard.ROWS: n, Guard.NONZERO: nonzeros, Guard.WEIGHTS: weights}
 
+    def read(part: Result, fold: int | None, measure: int, fixed: tuple[int, ...]
+             ) -> Fraction:
+        """A sum's value: its measure over the groups where its fixed columns are 1."""
+        chosen = {g: v for g, v in part.items() if all(on(i, g) for i in fixed)}
+        return exact(int(group_sum(chosen, 2 + measure)), sum_scale(measure, fold))
+
     def assemble(results: Sequence[Result]) -> Computed:
         out = Computed()
         flag = rows.offset - 1
@@ -290,11 +321,9 @@ def _statistic(spec: QuerySpec, model: ModelView, scale: Scale) -> Statistic:
             out.values[("loglik", fold)] = exact(int(group_sum(train, 1)),
                                                  scale(("loglik", fold)))
             for i in range(p):
-                out.values[("grad", fold, i)] = exact(int(group_sum(train, grad_at + i)),
-                                                      scale(("grad", fold, i)))
-            for m, (i, j) in enumerate(pairs):
-                key = ("hess", fold, i, j)
-                out.values[key] = exact(int(group_sum(train, hess_at + m)), scale(key))
+                out.values[("grad", fold, i)] = read(train, fold, *grad_of[i])
+            for i, j in pairs:
+                out.values[("hess", fold, i, j)] = read(train, fold, *hess_of[(i, j)])
             first = results[0]
             if fold is None:
                 found = guards(train, first)

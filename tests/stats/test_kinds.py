@@ -242,3 +242,14 @@ def test_every_catalog_kind_is_one_declaration() -> None:
     """Every kind is declared as aggregations, so every store (pandas, DuckDB, PostgreSQL,
     Spark) runs the same declaration and no SQL store fetches rows for it."""
     assert [name for name, kind in KINDS.items() if kind.statistic is None] == []
+
+
+def test_logistic_shares_a_sum_only_between_slots_of_one_scale() -> None:
+    """Sums over columns the cells decide are read from one measure; were their slots'
+    scales ever to differ, the kind refuses rather than release one at another's scale."""
+    spec, view, rows = _spec("logistic"), PlanModel(_model()), _rows()
+    kind = KINDS["logistic"]
+    assert kind.compute(spec, rows, view, lambda key: 2.0**40).values  # one scale: fine
+    with pytest.raises(DeclarationError, match="scales"):
+        kind.compute(spec, rows, view,
+                     lambda key: 2.0**40 if key[0] == "hess" and key[2] == key[3] else 2.0**48)
