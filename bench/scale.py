@@ -15,6 +15,12 @@ out): the same rows COPYed into a table of a throwaway local cluster (the tests'
 ``tests/postgres_support.py``), then the PostgreSQL node (``node.sql.postgres_rows``:
 start-up is its validation in SQL) against the same aggregates by hand in PostgreSQL
 ("raw": its start-up is the COPY).
+
+Spark, where pyspark and Java are installed (``FEDTALLY_SCALE_SPARK=0`` leaves it out), in
+local mode with 2 cores on the Parquet file: the Spark node (``node.sql.spark_rows``) against
+the same aggregates by hand in Spark SQL over the file's rows cached in Spark ("raw": its
+start-up is the read and the cache). Both start-ups include the JVM's; peak RSS adds the
+JVM's to the Python process's.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def _model() -> dict:
 
 
 WORKER = r'''
-import json, resource, statistics, sys, time
+import json, statistics, sys, time
 kind, path, fmt = sys.argv[1], sys.argv[2], sys.argv[3]
 NUMBERS = [f"x{i}" for i in range(10)]
 COVARIATES = NUMBERS[:5]
@@ -65,8 +71,45 @@ def timed(fn):
         start = time.perf_counter(); fn(); samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
+def peak_mib():
+    """Peak RSS of this process and its children (Spark's JVM): VmHWM from /proc (the
+    rusage maximum would start from the parent's size at the fork)."""
+    import os
+
+    def hwm(pid):
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                return next(int(line.split()[1]) for line in status
+                            if line.startswith("VmHWM:"))
+        except (OSError, StopIteration):
+            return 0
+
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    mine, found = {os.getpid()}, True
+    while found:
+        found = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= found
+    return sum(hwm(pid) for pid in mine) / 1024
+
 out = {}
-if kind == "raw" and fmt == "postgresql":
+if kind == "raw" and fmt == "spark":
+    from pyspark import StorageLevel
+    from node.sql.spark_rows import spark_session
+    start = time.perf_counter()
+    session = spark_session("local[2]")
+    frame = session.read.parquet(path)
+    frame.persist(StorageLevel.MEMORY_AND_DISK)
+    frame.count()
+    frame.createOrReplaceTempView("t")
+    out["startup"] = time.perf_counter() - start
+elif kind == "raw" and fmt == "postgresql":
     import psycopg
     con = psycopg.connect(path.replace("postgresql+psycopg://", "postgresql://"))
     out["startup"] = float(sys.argv[6])  # the COPY into the table
@@ -92,7 +135,10 @@ if kind == "raw":
         "contingency": "SELECT a, b, count(*) FROM t GROUP BY a, b",
     }
     for name, sql in queries.items():
-        out[name] = timed(lambda sql=sql: con.execute(sql).fetchall())
+        if fmt == "spark":
+            out[name] = timed(lambda sql=sql: session.sql(sql).collect())
+        else:
+            out[name] = timed(lambda sql=sql: con.execute(sql).fetchall())
 else:
     from stats.planner import layout
     from stats.query import QuerySpec
@@ -101,9 +147,13 @@ else:
     from node.statistics import local_vector
     model = DataModel.from_json(json.loads(sys.argv[5]))
     source = DataSource("sql", url=path, table="t") if fmt == "postgresql" \
-        else DataSource(fmt, path=path)
+        else DataSource("spark", url=path, format="parquet", master="local[2]") \
+        if fmt == "spark" else DataSource(fmt, path=path)
     start = time.perf_counter()
-    if kind == "node" and fmt == "postgresql":
+    if kind == "node" and fmt == "spark":
+        from node.sql.spark_rows import SparkRows
+        store = SparkRows.load([source], model)
+    elif kind == "node" and fmt == "postgresql":
         from node.sql.postgres_rows import PostgresRows
         store = PostgresRows.load([source], model)
     elif kind == "node":
@@ -131,7 +181,7 @@ else:
         plan = layout(spec, view, 1 << 40)
         out[name] = timed(lambda spec=spec, plan=plan: local_vector(
             spec, plan, store, model, min_row_count=10, small_cell_threshold=10))
-out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_mib"] = peak_mib()
 print(json.dumps(out))
 '''
 
@@ -191,6 +241,20 @@ def _postgres() -> tuple[object | None, str]:
         return None, str(exc)
 
 
+def _spark() -> tuple[bool, str]:
+    """Whether to measure Spark (local[2] on the Parquet file), and why not."""
+    if os.environ.get("FEDTALLY_SCALE_SPARK", "1") == "0":
+        return False, "left out (FEDTALLY_SCALE_SPARK=0)"
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return False, "pyspark is not installed (pip install 'fedtally[spark]')"
+    if shutil.which("java") is None:
+        return False, "no Java runtime"
+    return True, ""
+
+
 def _copy_into_postgres(server: object, csv: Path) -> float:
     """The CSV file COPYed into table t (and analysed); seconds taken."""
     import time
@@ -218,8 +282,11 @@ def run() -> list[str]:
     server, why = _postgres()
     if server is None:
         lines.append(f"PostgreSQL: {why}")
+    spark, why = _spark()
+    if not spark:
+        lines.append(f"Spark: {why}")
     try:
-        _run_sizes(lines, header, model, pandas_max, server)
+        _run_sizes(lines, header, model, pandas_max, server, spark)
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
@@ -227,7 +294,7 @@ def run() -> list[str]:
 
 
 def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
-               server: object | None) -> None:
+               server: object | None, spark: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="fedtally-scale-") as tmp:
         for rows in _sizes():
             files: dict[str, Path | str] = dict(_generate(rows, Path(tmp)))
@@ -235,11 +302,13 @@ def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
             if server is not None:
                 load_s = _copy_into_postgres(server, Path(files["csv"]))
                 files["postgresql"] = server.url()  # type: ignore[attr-defined]
+            if spark:
+                files["spark"] = str(files["parquet"])
             for fmt, path in files.items():
                 lines.append(header)
                 results = {}
                 for kind in ("node", "raw", "pandas"):
-                    if kind == "pandas" and (rows > pandas_max or fmt == "postgresql"):
+                    if kind == "pandas" and (rows > pandas_max or fmt in ("postgresql", "spark")):
                         continue
                     r = results[kind] = _measure(kind, path, fmt, model, load_s)
                     lines.append(f"{rows:>10,} {fmt[:7]:>7} {kind:>8} {r['startup']:>9.2f} "
