@@ -176,14 +176,15 @@ def test_filter_values_are_bound_never_pasted(stores: dict) -> None:
 
 def test_exact_sums_round_half_to_even(stores: dict) -> None:
     """Spark's cast truncates: the compiled sum rounds with rint (half to even) and keeps
-    every digit up to 2^62 (a DOUBLE cast straight to DECIMAL would keep 17)."""
+    every digit up to 2^62 (a DOUBLE cast straight to DECIMAL would keep 17), negative
+    terms and terms at the 31-bit split included."""
     from node.sql.compile import SPARK, Compiler, aggregation
     from node.sql.spark_rows import _named
     from stats.aggregates import Aggregation, ExactSum, Var
     from stats.kinds.evaluate import aggregate
 
     values = [0.5, 1.5, 2.5, -0.5, -2.5, 3.5, 4503599627370495.5, 2.0**62 - 2.0**10,
-              364791569817010180.0]
+              364791569817010180.0, -(2.0**62) + 2.0**11, -3.0, 2.0**31 - 0.5, -(2.0**31)]
     node = Aggregation((ExactSum(Var("x"), 1.0), ExactSum(Var("x"), 0.5)))
     expected = aggregate(node, pd.DataFrame({"x": values}), {})
     compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}), dialect=SPARK)
