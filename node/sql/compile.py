@@ -584,9 +584,11 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     for name, expr in node.derived:
         inner = f"SELECT *, {compiler.expr(expr)} AS {_ref(name)} FROM ({inner}) AS q_{name}"
         compiler.ref_bounds[name] = compiler.bound(expr)
-        if compiler.dialect is POSTGRES:
+        if compiler.dialect is POSTGRES and not isinstance(expr, Var | Const):
             # computed once per row: PostgreSQL would otherwise pull the subquery up and
-            # copy the expression into every place that reads it
+            # copy the expression into every place that reads it (a column or a constant
+            # costs nothing to copy, and a subquery kept apart stops the plan from
+            # aggregating in parallel workers)
             inner += " OFFSET 0"
     keys = [compiler.key(k) for k in node.keys]
     compiler.grouped = bool(keys)

@@ -246,7 +246,8 @@ def test_typed_columns_and_text_cells_are_read_as_the_pandas_store_reads_them(
     good = ["30.", "+.5e2", "45", "1E+1", "\t", "\xa0 ", "12.25", "5e1", "0045.5"]
     k = len(good)
     valid = pd.DataFrame({"dataset": ["d1"] * k, "bmi": good, "age": list(range(30, 30 + k)),
-                          "score": [0.1 * i for i in range(k)], "time": [2.0] * k,
+                          "score": [0.1 * i if i != 4 else float("nan") for i in range(k)],
+                          "time": [2.0] * k,
                           "sex": ["F", "M", None] * 3, "event": [0, 1, None] * 3})
     _table(postgres, name, "valid", valid, {"age": "integer", "time": "numeric(8,2)",
                                             "event": "smallint"})
