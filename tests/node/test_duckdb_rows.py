@@ -160,7 +160,8 @@ def test_interval_keys_search_as_numpy_does() -> None:
     connection.close()
 
 
-@pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram"])
+@pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram",
+                                       "kaplan_meier"])
 def test_dp_encodings_agree_clipped(stores: dict, algorithm: str) -> None:
     """DP: each row clipped (LEAST/GREATEST in SQL) and rounded at the slot's DP scale; the
     encoded vectors (before noise) are the same integers."""
@@ -168,6 +169,8 @@ def test_dp_encodings_agree_clipped(stores: dict, algorithm: str) -> None:
             "linear_regression": dict(parameters={"terms": [{"const": 1}, {"var": "age"},
                                                             {"var": "bmi"}]}),
             "histogram": dict(parameters={"axes": [{"var": "bmi", "edges": [10, 25, 60]}]}),
+            "kaplan_meier": dict(by="arm", parameters={"duration": "time", "event": "event",
+                                                       "grid": [10, 50, 90]}),
             }[algorithm]
     spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method=algorithm,
                      privacy={"mode": "dp", "rho": 1.0,

@@ -98,12 +98,15 @@ def test_declared_kinds_run_in_postgresql(database: dict, kind: str) -> None:
     assert database["store"].working_rows(_spec(kind, FILTERS[1])) == 0
 
 
-@pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram"])
+@pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram",
+                                       "kaplan_meier"])
 def test_dp_encodings_agree_clipped(database: dict, algorithm: str) -> None:
     base = {"descriptive_stats": dict(variables=("bmi", "age")),
             "linear_regression": dict(parameters={"terms": [{"const": 1}, {"var": "age"},
                                                             {"var": "bmi"}]}),
             "histogram": dict(parameters={"axes": [{"var": "bmi", "edges": [10, 25, 60]}]}),
+            "kaplan_meier": dict(by="arm", parameters={"duration": "time", "event": "event",
+                                                       "grid": [10, 50, 90]}),
             }[algorithm]
     spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method=algorithm,
                      privacy={"mode": "dp", "rho": 1.0,
