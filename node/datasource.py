@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ SPARK_FORMATS = ("parquet", "csv", "orc", "json")
 #: the field separators a CSV source may declare, and that a header is checked for
 DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 _SUFFIX_KIND: dict[str, Kind] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+#: a URL's scheme (s3a:, hdfs:, file:, abfss:, ...)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _MAX_HEADER_FIELD = 1 << 20
 _MAX_FIELD = 1 << 30
 
@@ -136,10 +139,16 @@ class DataSource:
             else:
                 raise ConfigurationError("data source 'kind' is missing (csv, parquet, sql or "
                                          "spark)")
+        url = config.get("url")
+        if kind == "spark" and url and base_dir is not None and not _SCHEME.match(url) \
+                and not Path(url).is_absolute():
+            # a data lake path with no scheme is a local one: relative to the config, as a
+            # file's path is (Spark would take it from the node's working directory)
+            url = str(base_dir / url)
         return cls(
             kind=cast(Kind, kind),
             path=path,
-            url=config.get("url"),
+            url=url,
             table=config.get("table"),
             schema=config.get("schema"),
             dataset=config.get("dataset"),

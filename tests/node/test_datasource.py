@@ -190,6 +190,20 @@ def test_from_config(tmp_path: Path) -> None:
         DataSource.from_config({"path": 3})
 
 
+def test_a_spark_location_without_a_scheme_is_relative_to_the_config(tmp_path: Path) -> None:
+    """As a file's path is: Spark would otherwise read it from the node's working
+    directory. URLs with a scheme and absolute paths are kept as written."""
+    def url(location: str) -> str | None:
+        return DataSource.from_config({"url": location, "format": "parquet"},
+                                      base_dir=tmp_path).url
+
+    assert url("lake/rows.parquet") == str(tmp_path / "lake/rows.parquet")
+    for kept in ("s3a://bucket/rows", "hdfs:///registry/rows", "file:///data/rows",
+                 "/data/rows.parquet"):
+        assert url(kept) == kept
+    assert DataSource.from_config({"url": "lake", "format": "csv"}).url == "lake"
+
+
 def test_describe_hides_passwords() -> None:
     source = DataSource("sql", url="postgresql://user:hunter2@db.example/clinic", table="rows")
     assert "hunter2" not in source.describe() and "db.example" in source.describe()
