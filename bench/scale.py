@@ -20,7 +20,7 @@ Spark, where pyspark and Java are installed (``FEDTALLY_SCALE_SPARK=0`` leaves i
 local mode with 2 cores on the Parquet file: the Spark node (``node.sql.spark_rows``) against
 the same aggregates by hand in Spark SQL over the file's rows cached in Spark ("raw": its
 start-up is the read and the cache). Both start-ups include the JVM's; peak RSS adds the
-JVM's to the Python process's.
+JVM's peak to the Python process's (an upper bound of their joint peak).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def timed(fn):
     return statistics.median(samples)
 
 def peak_mib():
-    """Peak RSS of this process and its children (Spark's JVM): VmHWM from /proc (the
-    rusage maximum would start from the parent's size at the fork)."""
+    """Peak RSS of this process plus its children's (Spark's JVM), each VmHWM from /proc
+    (the rusage maximum would start from the parent's size at the fork): an upper bound,
+    as the peaks may fall at different times."""
     import os
 
     def hwm(pid):
@@ -250,7 +251,7 @@ def _spark() -> tuple[bool, str]:
 
     if importlib.util.find_spec("pyspark") is None:
         return False, "pyspark is not installed (pip install 'fedtally[spark]')"
-    if shutil.which("java") is None:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         return False, "no Java runtime"
     return True, ""
 
@@ -310,13 +311,21 @@ def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
                 for kind in ("node", "raw", "pandas"):
                     if kind == "pandas" and (rows > pandas_max or fmt in ("postgresql", "spark")):
                         continue
-                    r = results[kind] = _measure(kind, path, fmt, model, load_s)
+                    try:
+                        r = results[kind] = _measure(kind, path, fmt, model, load_s)
+                    except RuntimeError as exc:
+                        if fmt != "spark":
+                            raise
+                        # a Java Spark cannot run on is no reason to lose the other lines
+                        said = [line for line in str(exc).splitlines() if line.strip()]
+                        lines.append(f"Spark: {kind} failed: {said[-1][:200]}")
+                        break
                     lines.append(f"{rows:>10,} {fmt[:7]:>7} {kind:>8} {r['startup']:>9.2f} "
                                  + " ".join(f"{r[q]:>12.4f}" for q in QUERIES)
                                  + f" {r['peak_mib']:>9.0f}")
-                node = results["node"]
+                node = results.get("node", {})
                 for other in ("raw", "pandas"):
-                    if other in results:
+                    if node and other in results:
                         r = results[other]
                         lines.append(f"{'':>10} {fmt[:7]:>7} {'node/' + other:>8} "
                                      f"{node['startup'] / r['startup']:>9.2f} "

@@ -336,7 +336,7 @@ class Compiler:
                 # Spark's cast to an integer truncates, rint rounds half to even (beyond
                 # 2^63 the cast raises in ANSI mode); a sum in DECIMAL(38,0) adds Java
                 # BigDecimals, six to ten times slower than longs, so the high and low 31
-                # bits of each term are summed apart in BIGINT (exact below 2^32 rows, and
+                # bits of each term are summed apart in BIGINT (exact below 2^31 rows, and
                 # an overflow raises in ANSI mode) and joined in DECIMAL once per group
                 term = f"CAST(rint({scaled}) AS BIGINT)"
                 return (f"coalesce(CAST(sum(shiftright({term}, 31)) AS DECIMAL(38,0)) * "

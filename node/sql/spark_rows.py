@@ -4,13 +4,14 @@ of Spark's catalog), checked and computed in Spark SQL.
 Start-up reads each source through Spark: every cell is parsed as the pandas store parses
 it (Arrow's number grammar, Python's blanks; the regular expressions are bound as
 parameters) into typed rows (numbers as DOUBLE, codes as STRING, blank cells as NULL, a
-numeric cell that is no number as NaN). A first pass counts, per reading partition, the rows
-and the data model's checks' failures, as for the DuckDB store (:mod:`node.sql.checking`);
-only counts reach the node, and a failing source is read again only to name its first
-failing rows. A second pass persists the typed rows (memory, then the executors' disks:
-``MEMORY_AND_DISK``), each with its position: the sources in order, each in Spark's
-reading order, placed from the partitions' sizes as ``RDD.zipWithIndex`` places them, so
-no step gathers the data in one partition.
+numeric cell that is no number as NaN), cached from that one read (memory, then the
+executors' disks: ``MEMORY_AND_DISK``). Over the cached rows, per reading partition, the
+rows and the data model's checks' failures are counted, as for the DuckDB store
+(:mod:`node.sql.checking`); only counts reach the node, and a failing source is read again
+only to name its first failing rows. The rows are then kept with their positions (the
+sources in order, each in Spark's reading order), placed from those partitions' sizes as
+``RDD.zipWithIndex`` places them, so no step gathers the data in one partition; the first
+read's cache is released.
 
 A query's declared kind runs as one Spark SQL statement per aggregation
 (:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
@@ -58,8 +59,8 @@ _PLACE = re.compile(r"\$(\d+)")
 #: monotonically_increasing_id: the partition in the high bits, the place in it below
 _LOCAL_BITS = 33
 _LOCAL_MASK = (1 << _LOCAL_BITS) - 1
-_REREAD = ("the spark sources read differently the second time (did they change during "
-           "start-up?): the node cannot place their rows")
+_REREAD = ("the spark sources' rows could not be placed (their positions did not come out "
+           "as 0..n-1 once each): start the node again")
 _LOCK = threading.Lock()
 
 
@@ -126,10 +127,13 @@ class SparkRows(SqlRows):
             raise ConfigurationError("every spark source of a node names the same 'master'")
         session = spark_session(next(iter(masters)))
         loader = _Loader(session, model, strict)
-        for index, source in enumerate(sources):
-            loader.add(index, source)
-        loader.finish_checks()
-        return cls(model, session, loader.store(), loader.warnings, tuple(loader.names))
+        try:
+            for index, source in enumerate(sources):
+                loader.add(index, source)
+            loader.finish_checks()
+            return cls(model, session, loader.store(), loader.warnings, tuple(loader.names))
+        finally:
+            loader.release()
 
     def close(self) -> None:
         try:
@@ -187,6 +191,13 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _storage() -> Any:
+    """Where Spark keeps a node's rows: memory, then the executors' disks."""
+    from pyspark import StorageLevel
+
+    return StorageLevel.MEMORY_AND_DISK
+
+
 def _finite(value: str) -> str:
     return f"(NOT isnan({value}) AND abs({value}) < double('inf'))"
 
@@ -197,6 +208,8 @@ class _Loader(CheckedLoader):
         self.session = session
         self.params: dict[str, Any] = {"number": _NUMBER, "blank": _BLANK}
         self.typed: Any = None
+        #: the sources' first reads, kept until their rows are placed
+        self.cached: list[Any] = []
         #: (source, reading partition, rows) in reading order
         self.partitions: list[tuple[int, int, int]] = []
 
@@ -274,14 +287,20 @@ class _Loader(CheckedLoader):
                               f"FROM {raw}")
         except Exception as exc:
             raise LocalDataError(f"{what} cannot be read ({type(exc).__name__})") from exc
+        # kept from its first read on: the checks, the partitions' sizes and the positions
+        # all come from these rows (a second read could be split differently, e.g. on a
+        # cluster whose executors are still registering, and a file could change between)
+        typed.persist(_storage())
+        self.cached.append(typed)
         checks = [(n, fails, stored_sql, file_sql) for n in names if n in self.model.variables
                   for (fails, stored_sql), (_, file_sql) in zip(
                       self.checks(n, source, self.columns[n], f"({self.columns[n]} IS NULL)"),
                       self.checks(n, source, number(n) if self.model.variables[n].is_numeric
                                   else code(n), blank(n)), strict=True)]
         typed.createOrReplaceTempView("__typed")
-        # the checks' counts per reading partition: the partitions' sizes place each row
-        # (see store) without ordering the whole data in one partition
+        # the checks' counts per reading partition (this reads the source into the cache):
+        # the partitions' sizes place each row (see store) without ordering the whole data
+        # in one partition
         counts = "".join(f", count_if({sql})" for _, _, sql, _ in checks)
         try:
             found = self._sql(f"SELECT shiftright({ROW}_in_source, {_LOCAL_BITS}), count(*)"
@@ -296,8 +315,7 @@ class _Loader(CheckedLoader):
             strict=True) if n]
         if failing:
             self.total_errors += sum(n for _, n in failing)
-            self.errors += self._first_rows(raw, sizes,
-                                            [(c, w, sql) for (c, w, _, sql), _ in failing])
+            self.errors += self._first_rows(raw, [(c, w, sql) for (c, w, _, sql), _ in failing])
         if DATASET in names and source.dataset is not None:
             dataset = self.columns[DATASET]
             typed = self._sql(f"SELECT * EXCEPT ({dataset}), coalesce({dataset}, "
@@ -311,12 +329,12 @@ class _Loader(CheckedLoader):
 
         A row's position is its source's first position, plus the sizes of the source's
         earlier reading partitions, plus its place in its own partition (the low bits of
-        ``monotonically_increasing_id``), as RDD.zipWithIndex counts: the sizes come from
-        the checks' pass and reach the rows through a broadcast join, so no step gathers
-        the data in one partition. The positions are then checked to be 0..n-1 once each
-        (count, least, largest and total): a source read differently the second time (files
-        changed under the node) stops start-up."""
-        from pyspark import StorageLevel
+        ``monotonically_increasing_id``), as RDD.zipWithIndex counts: the sizes were counted
+        over the same cached rows and reach them through a broadcast join, so no step
+        gathers the data in one partition. Count, least, largest and total of the positions
+        are then checked as a sanity check. Once the placed rows are kept, the first read's
+        cache is released: a block of them lost with an executor is recomputed from the
+        source, which Spark assumes reads the same (as RDD.zipWithIndex does)."""
 
         starts, total = [], 0
         for source, part, size in self.partitions:
@@ -331,7 +349,7 @@ class _Loader(CheckedLoader):
             f" {', '.join('a.' + c for c in self.columns.values())} FROM __all AS a JOIN "
             f"__offsets AS o ON o.source = a.__source AND o.part = "
             f"shiftright(a.{ROW}_in_source, {_LOCAL_BITS})")
-        rows.persist(StorageLevel.MEMORY_AND_DISK)
+        rows.persist(_storage())
         rows.createOrReplaceTempView(TABLE)
         found = self.session.sql(
             f"SELECT count(*), coalesce(min({ROW}), 0), coalesce(max({ROW}), -1), "
@@ -341,24 +359,34 @@ class _Loader(CheckedLoader):
             rows.unpersist()
             self.session.catalog.dropTempView(TABLE)
             raise LocalDataError(_REREAD)
+        self.release()
         return rows
 
-    def _first_rows(self, raw: str, sizes: dict[int, int],
-                    failing: list[tuple[str, str, str]]) -> list[Problem]:
+    def release(self) -> None:
+        """The first reads' caches, once placed rows are kept or start-up failed."""
+        for cached in self.cached:
+            cached.unpersist()
+        self.cached.clear()
+
+    def _first_rows(self, raw: str, failing: list[tuple[str, str, str]]) -> list[Problem]:
         """The first failing cells of a source, each with its row's number in the source
-        (counted from 1 as the partitions' sizes place it)."""
-        starts, total = {}, 0
-        for part in sorted(sizes):
-            starts[part], total = total, total + sizes[part]
-        found: list[tuple[int, int, str, str, Any]] = []
-        for order, (column, what, sql) in enumerate(failing):
-            name = _quote(column)
-            rows = self._sql(
-                f"SELECT {ROW}_at, CAST({name} AS STRING) FROM (SELECT monotonically_increasing_id()"
-                f" AS {ROW}_at, * FROM {raw}) WHERE {sql} ORDER BY {ROW}_at LIMIT {SHOWN}").collect()
-            for at, value in rows:
-                if int(at) >> _LOCAL_BITS not in starts:
-                    raise LocalDataError(_REREAD)
-                found.append((starts[int(at) >> _LOCAL_BITS] + (int(at) & _LOCAL_MASK) + 1,
-                              order, column, what, value))
+        (from 1, placed as :meth:`store` places rows), from one cached read of its text."""
+        numbered = self._sql(f"SELECT monotonically_increasing_id() AS {ROW}_at, * FROM {raw}")
+        numbered.persist(_storage())
+        try:
+            numbered.createOrReplaceTempView("__numbered")
+            sizes = dict(self._sql(f"SELECT shiftright({ROW}_at, {_LOCAL_BITS}), count(*) "
+                                   "FROM __numbered GROUP BY 1").collect())
+            starts, total = {}, 0
+            for part in sorted(sizes):
+                starts[int(part)], total = total, total + int(sizes[part])
+            found: list[tuple[int, int, str, str, Any]] = []
+            for order, (column, what, sql) in enumerate(failing):
+                rows = self._sql(f"SELECT {ROW}_at, CAST({_quote(column)} AS STRING) FROM "
+                                 f"__numbered WHERE {sql} ORDER BY {ROW}_at LIMIT {SHOWN}"
+                                 ).collect()
+                found += [(starts[int(at) >> _LOCAL_BITS] + (int(at) & _LOCAL_MASK) + 1, order,
+                           column, what, value) for at, value in rows]
+        finally:
+            numbered.unpersist()
         return self.first_failing(found)

@@ -273,7 +273,10 @@ def test_rows_read_in_many_partitions_keep_the_files_order(
     model, rows = _model(), _rows()
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=20)
+    kept = opened(None).sparkContext._jsc.getPersistentRDDs
+    before = kept().size()
     store = SparkRows.load([DataSource("spark", url=str(path))], model)
+    assert kept().size() == before + 1  # the placed rows only: the first read's cache is freed
     try:
         session = store._session
         assert session.read.parquet(str(path)).rdd.getNumPartitions() > 5
@@ -287,6 +290,7 @@ def test_rows_read_in_many_partitions_keep_the_files_order(
         assert "Window" not in plan and "SinglePartition" not in plan
     finally:
         store.close()
+    assert kept().size() == before
 
     bad = rows.astype({"bmi": object})
     bad.loc[[3, 161, 287], "bmi"] = ["1_000", " 2.5", "+-1"]
@@ -299,3 +303,4 @@ def test_rows_read_in_many_partitions_keep_the_files_order(
     assert [str(p) for p in spark_error.value.problems] == \
         [str(p) for p in pandas_error.value.problems]
     assert len(spark_error.value.problems) == 3  # rows 3, 161, 287: three partitions
+    assert kept().size() == before  # nothing left cached by a start-up that failed
