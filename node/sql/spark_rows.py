@@ -4,14 +4,15 @@ of Spark's catalog), checked and computed in Spark SQL.
 Start-up reads each source through Spark: every cell is parsed as the pandas store parses
 it (Arrow's number grammar, Python's blanks; the regular expressions are bound as
 parameters) into typed rows (numbers as DOUBLE, codes as STRING, blank cells as NULL, a
-numeric cell that is no number as NaN), cached from that one read (memory, then the
-executors' disks: ``MEMORY_AND_DISK``). Over the cached rows, per reading partition, the
+numeric cell that is no number as NaN), cached from that one read (on the executors'
+disks). Over the cached rows, per reading partition, the
 rows and the data model's checks' failures are counted, as for the DuckDB store
 (:mod:`node.sql.checking`); only counts reach the node, and a failing source is read again
 only to name its first failing rows. The rows are then kept with their positions (the
 sources in order, each in Spark's reading order), placed from those partitions' sizes as
-``RDD.zipWithIndex`` places them, so no step gathers the data in one partition; the first
-read's cache is released.
+``RDD.zipWithIndex`` places them, so no step gathers the data in one partition, and kept
+in memory, then on the executors' disks (``MEMORY_AND_DISK``); the first read's cache is
+released.
 
 A query's declared kind runs as one Spark SQL statement per aggregation
 (:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
@@ -191,11 +192,13 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _storage() -> Any:
-    """Where Spark keeps a node's rows: memory, then the executors' disks."""
+def _storage(first_read: bool = False) -> Any:
+    """Where Spark keeps a node's rows: memory, then the executors' disks; a source's first
+    read on disk only, as the placed rows are built from it beside it (both in memory ran
+    a local driver's default 1 GiB heap out at 5M rows)."""
     from pyspark import StorageLevel
 
-    return StorageLevel.MEMORY_AND_DISK
+    return StorageLevel.DISK_ONLY if first_read else StorageLevel.MEMORY_AND_DISK
 
 
 def _finite(value: str) -> str:
@@ -290,7 +293,7 @@ class _Loader(CheckedLoader):
         # kept from its first read on: the checks, the partitions' sizes and the positions
         # all come from these rows (a second read could be split differently, e.g. on a
         # cluster whose executors are still registering, and a file could change between)
-        typed.persist(_storage())
+        typed.persist(_storage(first_read=True))
         self.cached.append(typed)
         checks = [(n, fails, stored_sql, file_sql) for n in names if n in self.model.variables
                   for (fails, stored_sql), (_, file_sql) in zip(
@@ -372,7 +375,7 @@ class _Loader(CheckedLoader):
         """The first failing cells of a source, each with its row's number in the source
         (from 1, placed as :meth:`store` places rows), from one cached read of its text."""
         numbered = self._sql(f"SELECT monotonically_increasing_id() AS {ROW}_at, * FROM {raw}")
-        numbered.persist(_storage())
+        numbered.persist(_storage(first_read=True))
         try:
             numbered.createOrReplaceTempView("__numbered")
             sizes = dict(self._sql(f"SELECT shiftright({ROW}_at, {_LOCAL_BITS}), count(*) "
