@@ -5,10 +5,9 @@ Start-up reads each source through Spark: every cell is parsed as the pandas sto
 it (Arrow's number grammar, Python's blanks; the regular expressions are bound as
 parameters) into typed rows (numbers as DOUBLE, codes as STRING, blank cells as NULL, a
 numeric cell that is no number as NaN), cached from that one read (on the executors'
-disks). Over the cached rows, per reading partition, the
-rows and the data model's checks' failures are counted, as for the DuckDB store
-(:mod:`node.sql.checking`); only counts reach the node, and a failing source is read again
-only to name its first failing rows. The rows are then kept with their positions (the
+disks). Over the cached rows, per reading partition, the rows and the data model's checks'
+failures are counted, as for the DuckDB store (:mod:`node.sql.checking`); only counts
+reach the node, and a failing source is read again only to name its first failing rows. The rows are then kept with their positions (the
 sources in order, each in Spark's reading order), placed from those partitions' sizes as
 ``RDD.zipWithIndex`` places them, so no step gathers the data in one partition, and kept
 in memory, then on the executors' disks (``MEMORY_AND_DISK``); the first read's cache is
@@ -201,6 +200,16 @@ def _storage(first_read: bool = False) -> Any:
     return StorageLevel.DISK_ONLY if first_read else StorageLevel.MEMORY_AND_DISK
 
 
+def _firsts(sizes: list[int]) -> tuple[list[int], int]:
+    """Each partition's first position, given the partitions' sizes in order, and the
+    total."""
+    firsts, total = [], 0
+    for size in sizes:
+        firsts.append(total)
+        total += size
+    return firsts, total
+
+
 def _finite(value: str) -> str:
     return f"(NOT isnan({value}) AND abs({value}) < double('inf'))"
 
@@ -339,10 +348,9 @@ class _Loader(CheckedLoader):
         cache is released: a block of them lost with an executor is recomputed from the
         source, which Spark assumes reads the same (as RDD.zipWithIndex does)."""
 
-        starts, total = [], 0
-        for source, part, size in self.partitions:
-            starts.append((source, part, total))
-            total += size
+        firsts, total = _firsts([size for _, _, size in self.partitions])
+        starts = [(source, part, first) for (source, part, _), first in
+                  zip(self.partitions, firsts, strict=True)]
         offsets = self.session.createDataFrame(
             starts or [(0, 0, 0)], "source INT, part BIGINT, start BIGINT")
         offsets.createOrReplaceTempView("__offsets")
@@ -380,9 +388,8 @@ class _Loader(CheckedLoader):
             numbered.createOrReplaceTempView("__numbered")
             sizes = dict(self._sql(f"SELECT shiftright({ROW}_at, {_LOCAL_BITS}), count(*) "
                                    "FROM __numbered GROUP BY 1").collect())
-            starts, total = {}, 0
-            for part in sorted(sizes):
-                starts[int(part)], total = total, total + int(sizes[part])
+            parts = sorted(sizes)
+            starts = dict(zip(parts, _firsts([sizes[p] for p in parts])[0], strict=True))
             found: list[tuple[int, int, str, str, Any]] = []
             for order, (column, what, sql) in enumerate(failing):
                 rows = self._sql(f"SELECT {ROW}_at, CAST({_quote(column)} AS STRING) FROM "
