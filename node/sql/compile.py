@@ -25,8 +25,9 @@ limited in a subquery), except
 * **DuckDB**: ``$n`` placeholders; exact sums as ``sum(CAST(x AS HUGEINT))`` (the cast
   rounds half to even), or ``BIGINT`` where the columns' magnitudes bound every term below
   2^62 (:meth:`Compiler.bound`; grouped, large terms as high and low bits summed apart);
-  counts with ``count(x)``/``count_if``; the fold hash in ``UHUGEINT`` with ``xor``; text
-  read as a number with ``TRY_CAST``.
+  counts with ``count(x)``/``count_if``; a level key over a text column grouped by the
+  codes themselves, read as level indices by :meth:`Statement.results`; the fold hash in
+  ``UHUGEINT`` with ``xor``; text read as a number with ``TRY_CAST``.
 * **Spark** (4, SQL with named parameters; :mod:`node.sql.spark_rows`): exact sums as
   ``CAST(rint(x) AS BIGINT)`` per row (Spark's cast to an integer truncates, ``rint``
   rounds half to even, and a DOUBLE cast to DECIMAL keeps 17 digits), summed as its high
@@ -51,7 +52,7 @@ limited in a subquery), except
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,7 @@ from stats.aggregates import (
     Measure,
     Present,
     Ref,
+    Result,
     Rows,
     Smallest,
     Var,
@@ -111,6 +113,25 @@ class Statement:
 
     sql: str
     params: list[Any] = field(default_factory=list)
+    #: per key, where the statement groups by a text column's own value rather than by the
+    #: level's index: each level's index by its code (None where the key is the index)
+    codes: tuple[Mapping[str, int] | None, ...] = ()
+
+    def results(self, rows: Iterable[Sequence[Any]]) -> Result:
+        """The measures per key from the statement's rows (keys, the row count, measures):
+        codes read as level indices, groups of codes outside the levels (and of none)
+        added into the key -1 (every measure is a count or a sum), and no group where no
+        row was (an aggregate without keys)."""
+        totals: dict[tuple[int, ...], tuple[int | float, ...]] = {}
+        width = len(self.codes)
+        for row in rows:
+            key = tuple(int(value) if codes is None else codes.get(value, -1)
+                        for value, codes in zip(row[:width], self.codes, strict=True))
+            values = tuple(_number(v) for v in row[width:])
+            found = totals.get(key)
+            totals[key] = values if found is None else tuple(
+                a + b for a, b in zip(found, values, strict=True))
+        return {key: values[1:] for key, values in totals.items() if values[0] != 0}
 
 
 @dataclass(frozen=True)
@@ -590,7 +611,9 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
             # costs nothing to copy, and a subquery kept apart stops the plan from
             # aggregating in parallel workers)
             inner += " OFFSET 0"
-    keys = [compiler.key(k) for k in node.keys]
+    codes = tuple(_own_codes(compiler, k) for k in node.keys)
+    keys = [compiler.column(k.name) if isinstance(k, LevelKey) and c is not None
+            else compiler.key(k) for k, c in zip(node.keys, codes, strict=True)]
     compiler.grouped = bool(keys)
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]
     where = f" WHERE {compiler.cond(node.where)}" if node.where is not None else ""
@@ -599,4 +622,30 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     sql = f"SELECT {', '.join(items)} FROM ({inner}) AS q{where}"
     if keys:
         sql += " GROUP BY " + ", ".join(f"k{i}" for i in range(len(keys)))
-    return Statement(sql, compiler.params)
+    return Statement(sql, compiler.params, codes)
+
+
+def _number(value: Any) -> int | float:
+    """A measure as Python gives it: counts and exact sums as int (PostgreSQL's NUMERIC
+    sums arrive as integral Decimals), float sums as float."""
+    if isinstance(value, int | float):
+        return value
+    if hasattr(value, "as_integer_ratio") and not isinstance(value, float):
+        numerator, denominator = value.as_integer_ratio()
+        if denominator == 1:
+            return int(numerator)
+    return float(value)
+
+
+
+def _own_codes(compiler: Compiler, key: Key) -> dict[str, int] | None:
+    """Where DuckDB groups by a text column's own codes (the node maps the few groups to
+    level indices, :meth:`Statement.key`): a level key over a text column. Grouping 5M
+    rows by two codes takes a third of the time of a CASE over their levels per row."""
+    if compiler.dialect is not DUCKDB or not isinstance(key, LevelKey) or not key.levels \
+            or key.name in compiler.numeric:
+        return None
+    index: dict[str, int] = {}
+    for i, level in enumerate(key.levels):
+        index.setdefault(level, i)  # the CASE's first match
+    return index

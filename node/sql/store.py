@@ -197,14 +197,7 @@ class SqlRows:
         compiler = self._compiler(clip, sums=True)
         statement = aggregation(compiler, self._selection(compiler, spec, filtered=filtered),
                                 node)
-        keys = len(node.keys)
-        out: Result = {}
-        for row in self._rows(compiler, statement.sql):
-            if int(row[keys]) == 0:  # no rows at all (an aggregate without keys)
-                continue
-            out[tuple(int(k) for k in row[:keys])] = tuple(
-                _number(v) for v in row[keys + 1:])
-        return out
+        return statement.results(self._rows(compiler, statement.sql))
 
 
 def named_variables(spec: QuerySpec, model: DataModel) -> set[str]:
@@ -225,18 +218,6 @@ def named_variables(spec: QuerySpec, model: DataModel) -> set[str]:
         elif isinstance(item, str) and item in model.variables:
             out.add(item)
     return out
-
-
-def _number(value: Any) -> int | float:
-    """A measure as Python gives it: counts and exact sums as int (PostgreSQL's NUMERIC
-    sums arrive as integral Decimals), float sums as float."""
-    if isinstance(value, int | float):
-        return value
-    if hasattr(value, "as_integer_ratio") and not isinstance(value, float):
-        numerator, denominator = value.as_integer_ratio()
-        if denominator == 1:
-            return int(numerator)
-    return float(value)
 
 
 def quote_name(name: str) -> str:

@@ -397,6 +397,38 @@ def test_exact_sums_are_taken_in_bigint_only_where_the_magnitudes_bound_every_te
     connection.close()
 
 
+def test_level_keys_group_by_the_codes_and_read_them_as_the_levels_index() -> None:
+    """DuckDB groups by a text column's own codes (no CASE per row) and the node reads each
+    group's code as its level's index: codes outside the levels and missing ones add up
+    into -1 (counts, exact and float sums alike), as the pandas evaluation says."""
+    import duckdb
+
+    from node.sql.compile import Compiler, aggregation
+    from stats.aggregates import (Aggregation, Compare, Const, CountIf, ExactSum, FlagKey,
+                                  FloatSum, LevelKey, Rows, Var)
+    from stats.kinds.evaluate import aggregate
+
+    codes = ["a", "b", "c", None, "a", "c", "b", None, "d", "a"] * 7
+    values = [0.5 * i - 3.0 for i in range(len(codes))]
+    frame = pd.DataFrame({"g": codes, "x": values})
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t AS SELECT * FROM frame")
+    measures = (Rows(), CountIf(Compare(">", Var("x"), Const(0.0))), ExactSum(Var("x"), 4.0),
+                FloatSum(Var("x")))
+    for levels in (("b", "a"), ("a", "b", "c", "d"), ("z",)):
+        node = Aggregation(measures, keys=(LevelKey("g", levels),
+                                           FlagKey(Compare(">", Var("x"), Const(5.0)))))
+        compiler = Compiler("t", {"g": "g", "x": "x"}, frozenset({"x"}))
+        statement = aggregation(compiler, "SELECT * FROM t", node)
+        assert "CASE g" not in statement.sql
+        got = statement.results(connection.execute(statement.sql, statement.params).fetchall())
+        assert got == aggregate(node, frame, {}), levels
+        if "c" not in levels:
+            assert got[(-1, 0)][0] == sum(c not in levels and v <= 5.0
+                                          for c, v in zip(codes, values, strict=True))
+    connection.close()
+
+
 def _session(store: object, tmp_path: Path, max_rows: int = 1 << 24) -> object:
     from crypto.identity import SigningIdentity
     from crypto.randomness import SeededRandom
