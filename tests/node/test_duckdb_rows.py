@@ -404,8 +404,18 @@ def test_level_keys_group_by_the_codes_and_read_them_as_the_levels_index() -> No
     import duckdb
 
     from node.sql.compile import Compiler, aggregation
-    from stats.aggregates import (Aggregation, Compare, Const, CountIf, ExactSum, FlagKey,
-                                  FloatSum, LevelKey, Rows, Var)
+    from stats.aggregates import (
+        Aggregation,
+        Compare,
+        Const,
+        CountIf,
+        ExactSum,
+        FlagKey,
+        FloatSum,
+        LevelKey,
+        Rows,
+        Var,
+    )
     from stats.kinds.evaluate import aggregate
 
     codes = ["a", "b", "c", None, "a", "c", "b", None, "d", "a"] * 7

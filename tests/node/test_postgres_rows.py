@@ -160,6 +160,28 @@ def test_exact_sums_round_half_to_even(database: dict) -> None:
     assert expected[()][0] == sum(round(v) for v in values)
 
 
+def test_level_keys_group_by_the_codes_character_columns_included(database: dict) -> None:
+    """PostgreSQL groups by a text column's own codes, cast to text: a ``character(n)``
+    code compares equal to its level without its padding, and groups as it; codes outside
+    the levels and missing ones add up into -1, as the pandas evaluation says."""
+    from node.sql.compile import POSTGRES, Compiler, aggregation
+    from stats.aggregates import Aggregation, ExactSum, LevelKey, Rows, Var
+    from stats.kinds.evaluate import aggregate
+
+    codes = ["a", "b", "c", None, "a", "c", "b", None, "dd", "a"] * 3
+    values = [0.25 * i - 2.0 for i in range(len(codes))]
+    for levels in (("b", "a"), ("a", "b", "c", "dd")):
+        node = Aggregation((Rows(), ExactSum(Var("x"), 4.0)), keys=(LevelKey("g", levels),))
+        compiler = Compiler("t", {"g": "c0", "x": "c1"}, frozenset({"x"}), dialect=POSTGRES)
+        compiler.params += [codes, values]
+        statement = aggregation(compiler, "SELECT unnest(CAST($1 AS character(3)[])) AS c0, "
+                                "unnest(CAST($2 AS DOUBLE PRECISION[])) AS c1", node)
+        assert "CASE" not in statement.sql
+        got = statement.results(database["store"]._database.run(statement.sql,
+                                                                statement.params))
+        assert got == aggregate(node, pd.DataFrame({"g": codes, "x": values}), {}), levels
+
+
 def test_an_arithmetic_range_error_is_computed_on_fetched_rows(
         postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
     """PostgreSQL raises an underflow error where C gives 0 (1e-200 squared): that query is
