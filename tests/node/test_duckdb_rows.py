@@ -439,6 +439,34 @@ def test_level_keys_group_by_the_codes_and_read_them_as_the_levels_index() -> No
     connection.close()
 
 
+def test_derived_columns_and_constants_are_read_in_place_expressions_computed_once() -> None:
+    """A derived column that is a column or a constant is read where it is used (no
+    subquery of its own); a clipped value or an expression gets its subquery, computed once
+    per row; the sums are the pandas evaluation's either way."""
+    import duckdb
+
+    from node.sql.compile import Compiler, aggregation
+    from stats.aggregates import Aggregation, Arith, Const, ExactSum, Present, Ref, Var
+    from stats.kinds.evaluate import aggregate
+
+    frame = pd.DataFrame({"x": [0.5, -1.25, 3.0, None, 7.5], "y": [1.0, 2.0, None, 4.0, 8.0]})
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t AS SELECT x AS c0, y AS c1 FROM frame")
+    derived = (("a", Var("x")), ("b", Const(2.0)), ("c", Var("y")),
+               ("d", Arith("*", Ref("a"), Ref("c"))))
+    node = Aggregation((ExactSum(Arith("*", Ref("b"), Ref("d")), 8.0),
+                        ExactSum(Ref("a"), 4.0)), where=Present("x"), derived=derived)
+    for clip in ({}, {"y": (0.0, 3.0)}):
+        compiler = Compiler("t", {"x": "c0", "y": "c1"}, frozenset({"x", "y"}), dict(clip))
+        statement = aggregation(compiler, "SELECT * FROM t", node)
+        # the outer statement, the source, d, and c where it is clipped
+        assert statement.sql.count("SELECT") == 3 + bool(clip)
+        assert "AS d_a" not in statement.sql and "AS d_b" not in statement.sql
+        row = connection.execute(statement.sql, statement.params).fetchone()
+        assert {(): tuple(row[1:])} == aggregate(node, frame, clip), clip
+    connection.close()
+
+
 def _session(store: object, tmp_path: Path, max_rows: int = 1 << 24) -> object:
     from crypto.identity import SigningIdentity
     from crypto.randomness import SeededRandom
