@@ -655,7 +655,6 @@ def _number(value: Any) -> int | float:
     return float(value)
 
 
-
 def _own_codes(compiler: Compiler, key: Key) -> dict[str, int] | None:
     """Where the statement groups by a text column's own codes (the node maps the few
     groups to level indices, :meth:`Statement.results`): a level key over a text column, in
