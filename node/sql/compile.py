@@ -26,9 +26,8 @@ limited in a subquery), except
   rounds half to even), or ``BIGINT`` where the columns' magnitudes bound every term below
   2^62 (:meth:`Compiler.bound`; grouped, large terms as high and low bits summed apart);
   counts with ``count(x)``/``count_if``; a level key over a text column grouped by the
-  codes themselves (PostgreSQL too, cast to text), read as level indices by
-  :meth:`Statement.results`; the fold hash in ``UHUGEINT`` with ``xor``; text read as a
-  number with ``TRY_CAST``.
+  codes themselves, read as level indices by :meth:`Statement.results`; the fold hash in
+  ``UHUGEINT`` with ``xor``; text read as a number with ``TRY_CAST``.
 * **Spark** (4, SQL with named parameters; :mod:`node.sql.spark_rows`): exact sums as
   ``CAST(rint(x) AS BIGINT)`` per row (Spark's cast to an integer truncates, ``rint``
   rounds half to even, and a DOUBLE cast to DECIMAL keeps 17 digits), summed as its high
@@ -214,13 +213,6 @@ class Compiler:
         if name not in self.columns:
             raise Unsupported(f"no column for variable {name!r}")
         return self.columns[name]
-
-    def code(self, name: str) -> str:
-        """A text column's code as the statement's text comparisons see it (PostgreSQL
-        compares a ``character(n)`` without its trailing blanks, as its cast to text
-        gives it)."""
-        column = self.column(name)
-        return f"CAST({column} AS TEXT)" if self.dialect is POSTGRES else column
 
     def value(self, name: str) -> str:
         """A numeric variable's value, clipped in DP mode (NULL stays NULL)."""
@@ -622,15 +614,16 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
             # the statement's time (a clipped value is an expression: computed once)
             compiler.inlined[name] = value
             continue
+        compiler.inlined.pop(name, None)  # a name defined again is its new expression
         inner = f"SELECT *, {value} AS {_ref(name)} FROM ({inner}) AS q_{name}"
-        if compiler.dialect is POSTGRES:
+        if compiler.dialect is POSTGRES and not isinstance(expr, Var):
             # computed once per row: PostgreSQL would otherwise pull the subquery up and
             # copy the expression into every place that reads it (a subquery kept apart
-            # stops the plan from aggregating in parallel workers, so only expressions
-            # are kept apart)
+            # stops the plan from aggregating in parallel workers, so a clipped value,
+            # cheap to copy, is not kept apart)
             inner += " OFFSET 0"
     codes = tuple(_own_codes(compiler, k) for k in node.keys)
-    keys = [compiler.code(k.name) if isinstance(k, LevelKey) and c is not None
+    keys = [compiler.column(k.name) if isinstance(k, LevelKey) and c is not None
             else compiler.key(k) for k, c in zip(node.keys, codes, strict=True)]
     compiler.grouped = bool(keys)
     measures = ["count(*)"] + [compiler.measure(m) for m in node.measures]
@@ -657,10 +650,16 @@ def _number(value: Any) -> int | float:
 
 def _own_codes(compiler: Compiler, key: Key) -> dict[str, int] | None:
     """Where the statement groups by a text column's own codes (the node maps the few
-    groups to level indices, :meth:`Statement.results`): a level key over a text column, in
-    DuckDB and PostgreSQL. Grouping 5M rows by two codes takes a third (DuckDB) or 70%
-    (PostgreSQL) of the time of a CASE over their levels per row."""
-    if compiler.dialect is SPARK or not isinstance(key, LevelKey) or not key.levels \
+    groups to level indices, :meth:`Statement.results`): a level key over a text column in
+    DuckDB, whose VARCHAR codes compare byte by byte as the lookup does. Grouping 5M rows
+    by two codes takes a third of the time of a CASE over their levels per row.
+
+    Not in PostgreSQL: a hospital's column may compare under a collation or type
+    (``citext``, a non-deterministic ICU collation, ``character(n)``) by which codes equal
+    to a level differ in bytes; its GROUP BY would then return one row's spelling for the
+    whole group, and that one row would decide where all of the group's rows are counted
+    (the CASE decides row by row)."""
+    if compiler.dialect is not DUCKDB or not isinstance(key, LevelKey) or not key.levels \
             or key.name in compiler.numeric:
         return None
     index: dict[str, int] = {}

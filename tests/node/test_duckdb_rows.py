@@ -446,7 +446,7 @@ def test_derived_columns_and_constants_are_read_in_place_expressions_computed_on
     import duckdb
 
     from node.sql.compile import Compiler, aggregation
-    from stats.aggregates import Aggregation, Arith, Const, ExactSum, Present, Ref, Var
+    from stats.aggregates import Aggregation, Arith, Compare, Const, ExactSum, Present, Ref, Var
     from stats.kinds.evaluate import aggregate
 
     frame = pd.DataFrame({"x": [0.5, -1.25, 3.0, None, 7.5], "y": [1.0, 2.0, None, 4.0, 8.0]})
@@ -464,6 +464,13 @@ def test_derived_columns_and_constants_are_read_in_place_expressions_computed_on
         assert "AS d_a" not in statement.sql and "AS d_b" not in statement.sql
         row = connection.execute(statement.sql, statement.params).fetchone()
         assert {(): tuple(row[1:])} == aggregate(node, frame, clip), clip
+    # a name defined again is read as its last definition, in place or not
+    again = Aggregation((ExactSum(Ref("a"), 1.0),), where=Compare(">", Ref("a"), Const(2.5)),
+                        derived=(("a", Var("x")), ("a", Arith("*", Var("x"), Const(2.0)))))
+    statement = aggregation(Compiler("t", {"x": "c0", "y": "c1"}, frozenset({"x", "y"})),
+                            "SELECT * FROM t", again)
+    row = connection.execute(statement.sql, statement.params).fetchone()
+    assert {(): tuple(row[1:])} == aggregate(again, frame, {}) == {(): (21,)}
     connection.close()
 
 

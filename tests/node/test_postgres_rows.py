@@ -160,26 +160,35 @@ def test_exact_sums_round_half_to_even(database: dict) -> None:
     assert expected[()][0] == sum(round(v) for v in values)
 
 
-def test_level_keys_group_by_the_codes_character_columns_included(database: dict) -> None:
-    """PostgreSQL groups by a text column's own codes, cast to text: a ``character(n)``
-    code compares equal to its level without its padding, and groups as it; codes outside
-    the levels and missing ones add up into -1, as the pandas evaluation says."""
+def test_level_keys_are_decided_row_by_row_whatever_the_collation(database: dict) -> None:
+    """Under a non-deterministic collation 'a' equals the level 'A': every such row is
+    counted at the level, whichever spelling the table holds first (a GROUP BY on the codes
+    would return one row's spelling for the whole group, and that one row would move the
+    group's count between two cells). A ``character(n)`` code is its level, padded or not,
+    and a level with a trailing blank matches as PostgreSQL compares."""
     from node.sql.compile import POSTGRES, Compiler, aggregation
-    from stats.aggregates import Aggregation, ExactSum, LevelKey, Rows, Var
-    from stats.kinds.evaluate import aggregate
+    from stats.aggregates import Aggregation, LevelKey, Rows
 
-    codes = ["a", "b", "c", None, "a", "c", "b", None, "dd", "a"] * 3
-    values = [0.25 * i - 2.0 for i in range(len(codes))]
-    for levels in (("b", "a"), ("a", "b", "c", "dd")):
-        node = Aggregation((Rows(), ExactSum(Var("x"), 4.0)), keys=(LevelKey("g", levels),))
-        compiler = Compiler("t", {"g": "c0", "x": "c1"}, frozenset({"x"}), dialect=POSTGRES)
-        compiler.params += [codes, values]
-        statement = aggregation(compiler, "SELECT unnest(CAST($1 AS character(3)[])) AS c0, "
-                                "unnest(CAST($2 AS DOUBLE PRECISION[])) AS c1", node)
-        assert "CASE" not in statement.sql
-        got = statement.results(database["store"]._database.run(statement.sql,
-                                                                statement.params))
-        assert got == aggregate(node, pd.DataFrame({"g": codes, "x": values}), {}), levels
+    with database["server"].connect(database["name"]) as admin:
+        admin.execute("CREATE COLLATION IF NOT EXISTS level_ci (provider = icu, "
+                      "locale = 'und-u-ks-level2', deterministic = false)")
+
+    def counts(rows: list[str], levels: tuple[str, ...], typed: str) -> dict:
+        """``typed``: the code as SQL over the text ``v``."""
+        node = Aggregation((Rows(),), keys=(LevelKey("g", levels),))
+        compiler = Compiler("t", {"g": "c0"}, frozenset(), dialect=POSTGRES)
+        compiler.params.append(rows)
+        source = (f"SELECT {typed} AS c0 FROM unnest(CAST($1 AS TEXT[])) "
+                  "WITH ORDINALITY AS u(v, i) ORDER BY i")
+        statement = aggregation(compiler, source, node)
+        return statement.results(database["store"]._database.run(statement.sql,
+                                                                 statement.params))
+
+    expected = {(0,): (3,), (1,): (1,)}
+    for rows in (["a", "A", "A", "b"], ["A", "a", "A", "b"], ["A", "A", "b", "a"]):
+        assert counts(rows, ("A", "b"), "v COLLATE level_ci") == expected, rows
+    assert counts(["a", "a ", "b", "a"], ("a", "b"), "CAST(v AS character(3))") == expected
+    assert counts(["a", "a ", "b", "a"], ("a ", "b"), "CAST(v AS character(3))") == expected
 
 
 def test_an_arithmetic_range_error_is_computed_on_fetched_rows(
