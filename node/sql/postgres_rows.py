@@ -207,9 +207,12 @@ class _Column:
         return f"(CASE WHEN {self.blank()} THEN NULL ELSE {self.number()} END)"
 
     def code(self) -> str:
-        """The value as a category code (node.validation.as_codes)."""
+        """The value as a category code (node.validation.as_codes): text compared byte by
+        byte, as pandas compares it, whatever the column's type or collation (``citext``
+        or a non-deterministic collation would take 'a' for the code 'A'; a
+        ``character(n)`` code is read without its padding, as PostgreSQL compares it)."""
         if self.kind == "text":
-            return self.sql
+            return f'(CAST({self.sql} AS TEXT) COLLATE "C")'
         if self.kind == "integer":
             return f"CAST({self.sql} AS TEXT)"
         if self.kind in ("float", "decimal"):
