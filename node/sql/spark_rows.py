@@ -7,11 +7,11 @@ parameters) into typed rows (numbers as DOUBLE, codes as STRING, blank cells as 
 numeric cell that is no number as NaN), cached from that one read (on the executors'
 disks). Over the cached rows, per reading partition, the rows and the data model's checks'
 failures are counted, as for the DuckDB store (:mod:`node.sql.checking`); only counts
-reach the node, and a failing source is read again only to name its first failing rows. The rows are then kept with their positions (the
-sources in order, each in Spark's reading order), placed from those partitions' sizes as
-``RDD.zipWithIndex`` places them, so no step gathers the data in one partition, and kept
-in memory, then on the executors' disks (``MEMORY_AND_DISK``); the first read's cache is
-released.
+reach the node, and a failing source is read again only to name its first failing rows.
+The rows are then kept with their positions (the sources in order, each in Spark's reading
+order), placed from those partitions' sizes as ``RDD.zipWithIndex`` places them, so no
+step gathers the data in one partition, and kept in memory, then on the executors' disks
+(``MEMORY_AND_DISK``); the first read's cache is released.
 
 A query's declared kind runs as one Spark SQL statement per aggregation
 (:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
