@@ -583,12 +583,16 @@ def postgres_number(text: str) -> str:
             f"WHEN {text} ~* '{_PG_INFINITE}' THEN CAST({text} AS DOUBLE PRECISION) END)")
 
 
-def selection(compiler: Compiler, datasets: Sequence[str], tree: flt.Filter | None,
+def selection(compiler: Compiler, datasets: Sequence[str] | None, tree: flt.Filter | None,
               dataset_column: str, patient: tuple[str, int] | None = None) -> str:
-    """The query's rows: its datasets, its filter, and in DP mode at most ``limit`` rows
-    per patient (the first ones; rows without an identifier each their own patient)."""
-    listed = ", ".join(compiler.bind(d) for d in datasets)
-    where = f"{dataset_column} IN ({listed})"
+    """The query's rows: its datasets (``None``: every row with a dataset), its filter, and
+    in DP mode at most ``limit`` rows per patient (the first ones; rows without an
+    identifier each their own patient)."""
+    if datasets is None:
+        where = f"{dataset_column} IS NOT NULL"
+    else:
+        listed = ", ".join(compiler.bind(d) for d in datasets)
+        where = f"{dataset_column} IN ({listed})"
     if tree is not None:
         where += f" AND {compiler.filter(tree)} IS TRUE"
     sql = f"SELECT * FROM {compiler.table} WHERE {where}"

@@ -66,6 +66,7 @@ class DuckRows(SqlRows):
     """Validated rows in a DuckDB database file (see the module doc)."""
 
     engine = "DuckDB"
+    own_copy = True
 
     def __init__(self, model: DataModel, connection: duckdb.DuckDBPyConnection,
                  directory: Path, warnings: list[Problem], found: tuple[str, ...]) -> None:

@@ -36,6 +36,10 @@ class SqlRows:
     dialect: Dialect = DUCKDB
     #: where the rows are kept, for the node's log
     engine = "SQL"
+    #: the rows are the node's own copy, fixed at start-up (not a table others may write
+    #: to): a query over every dataset they hold then selects rows by ``IS NOT NULL``,
+    #: where a list of datasets to compare each row's with cost DuckDB as much as a count
+    own_copy = False
 
     def __init__(self, model: DataModel, warnings: list[Problem],
                  found: tuple[str, ...]) -> None:
@@ -178,7 +182,10 @@ class SqlRows:
         if filtered and spec.privacy.get("mode") == "dp" and limit is not None \
                 and identifier is not None:
             patient = (self.columns[identifier], int(limit))
-        return selection(compiler, spec.datasets, tree, self.columns[DATASET], patient)
+        datasets: Sequence[str] | None = spec.datasets
+        if self.own_copy and set(self._held) <= set(spec.datasets):
+            datasets = None  # every row with a dataset: no other can appear
+        return selection(compiler, datasets, tree, self.columns[DATASET], patient)
 
     def _compiles(self, spec: QuerySpec) -> bool:
         kind = KINDS[spec.kind]

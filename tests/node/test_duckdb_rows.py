@@ -84,6 +84,36 @@ def test_every_kind_agrees_exactly(stores: dict, kind: str, filters: object) -> 
         _same(expected, stores[name].computed(spec, exact_scale, None))
 
 
+@pytest.mark.parametrize("datasets", [("d2",), ("d2", "d1", "elsewhere")], ids=["one", "all"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_some_or_every_held_dataset_agrees_exactly(stores: dict, kind: str,
+                                                   datasets: tuple[str, ...]) -> None:
+    """A query over every dataset the node holds (and others held elsewhere) selects rows
+    by ``IS NOT NULL``, one over some of them by their list: both as the pandas store."""
+    spec = dataclasses.replace(_spec(kind, FILTERS[1]), datasets=datasets)
+    expected = stores["pandas"].computed(spec, exact_scale, None)
+    for name in ("csv", "parquet"):
+        _same(expected, stores[name].computed(spec, exact_scale, None))
+
+
+def test_every_held_dataset_is_selected_without_a_list(stores: dict) -> None:
+    store = stores["parquet"]
+    said: list[tuple[str, list]] = []
+    run = store._rows
+    store._rows = lambda compiler, sql: said.append((sql, list(compiler.params))) or run(
+        compiler, sql)
+    try:
+        counted = {datasets: store.computed(dataclasses.replace(
+            _spec("count", None), datasets=datasets), exact_scale, None).rows
+            for datasets in (("d1", "d2"), ("d2", "d1", "elsewhere"), ("d2",), ("d2", "x"))}
+    finally:
+        del store._rows
+    assert [(" IS NOT NULL)" in sql, params) for sql, params in said] == [
+        (True, []), (True, []), (False, ["d2"]), (False, ["d2", "x"])]
+    assert counted[("d1", "d2")] == counted[("d2", "d1", "elsewhere")] == 300
+    assert counted[("d2",)] == counted[("d2", "x")] == int((_rows()["dataset"] == "d2").sum())
+
+
 NEGATIVE = {
     "moments": dict(method="descriptive_stats", variables=("score", "age", "sex"), by="arm"),
     "crossprod": dict(method="linear_regression", parameters={"terms": [

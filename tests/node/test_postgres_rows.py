@@ -244,6 +244,25 @@ def test_rows_per_patient_are_limited_in_sql(postgres: Any) -> None:
     store.close()
 
 
+def test_a_dataset_written_after_start_up_is_not_selected_unasked(postgres: Any) -> None:
+    """The hospital's table is not the node's own copy: a query over every dataset the node
+    saw still names them (the DuckDB store selects its own fixed rows by ``IS NOT NULL``),
+    so rows of another dataset written later are not counted in it."""
+    name = postgres.database("growing")
+    _table(postgres, name, "kinds", _rows())
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="kinds")],
+                              _model())
+    try:
+        with postgres.connect(name) as admin:
+            admin.execute("INSERT INTO kinds (dataset, age) VALUES ('d3', 50), ('d3', 60)")
+        # a regression adds its rows over every dataset it was asked for
+        spec = QuerySpec("linear_regression", "kinds:1", ("d1", "d2"),
+                         parameters={"terms": [{"const": 1}, {"var": "age"}]})
+        assert store.computed(spec, exact_scale, None).rows == 300
+    finally:
+        store.close()
+
+
 def test_typed_columns_and_text_cells_are_read_as_the_pandas_store_reads_them(
         postgres: Any) -> None:
     """The same table, read whole by pandas (today's path for SQL) and checked in
