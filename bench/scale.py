@@ -3,12 +3,15 @@
 and the pandas node (load, validate, coerce, then ``node.statistics.local_vector``), each in
 a fresh process (peak RSS is the process's), measured in the same run, one after another.
 
-DuckDB by hand is measured twice: "raw" loads the file into memory and adds float64; "exact"
-does the least of what the node must do, by hand: it keeps the rows in a database file
-under the node's memory limit, and rounds each row's term to the node's fixed point (2^48)
-before adding the integers exactly (``sum(CAST(x * 2^48 AS BIGINT))``, into DuckDB's
-HUGEINT). node/raw is what the issue's targets are stated against; node/exact shows what the
-node adds to that work (checks, filters, disclosure rules, encoding).
+DuckDB by hand is measured twice, each with DuckDB's fastest forms (``count_if`` rather than
+``count(*) FILTER``, a third of descriptive statistics' time by hand): "raw" loads the file
+into memory and adds float64; "exact" does the least of what the node must do, by hand: it
+keeps the rows in a database file under the node's memory limit, and rounds each row's term
+to the node's fixed point (2^48) before adding the integers exactly
+(``sum(CAST(x * 2^48 AS BIGINT))``, into DuckDB's HUGEINT; grouped, as the node does, as
+the high and low 31 bits apart). node/raw is what the issue's targets are stated against;
+node/exact shows what the node adds to that work (checks, filters, disclosure rules,
+encoding).
 
 One node, 10 numeric and 3 categorical columns (plus the dataset), from CSV and Parquet.
 Queries: count; descriptive_stats of the 10 numbers; linear_regression on 5 covariates; a
@@ -122,13 +125,15 @@ elif kind == "raw" and fmt == "postgresql":
     con = psycopg.connect(path.replace("postgresql+psycopg://", "postgresql://"))
     out["startup"] = float(sys.argv[6])  # the COPY into the table
 elif kind in ("raw", "exact"):
-    import duckdb, tempfile
+    import duckdb
     start = time.perf_counter()
     if kind == "raw":
         con = duckdb.connect(config={"threads": 2})
     else:  # a database file under the node's memory limit, as the node keeps its rows
+        import atexit, shutil, tempfile
         from node.sql.duckdb_rows import DEFAULT_MEMORY_LIMIT
         folder = tempfile.mkdtemp(prefix="fedtally-exact-")
+        atexit.register(shutil.rmtree, folder, True)  # removed whatever happens next
         con = duckdb.connect(f"{folder}/rows.duckdb", config={
             "threads": 2, "memory_limit": DEFAULT_MEMORY_LIMIT,
             "temp_directory": f"{folder}/spill"})
@@ -138,13 +143,21 @@ elif kind in ("raw", "exact"):
     out["startup"] = time.perf_counter() - start
 if kind in ("raw", "exact"):
     if kind == "raw":
-        def total(x):
+        def total(x, grouped=False):
             return f"sum({x})"
     else:  # each row's term rounded to the node's fixed point (2^48) and added exactly
-        def total(x):
-            return f"sum(CAST(({x}) * 281474976710656.0 AS BIGINT))"
-    per_var = ", ".join(f"count({x}), {total(x)}, {total(f'{x} * {x}')}, "
-                        f"count(*) FILTER (WHERE {x} <> 0)" for x in NUMBERS)
+        def total(x, grouped=False):
+            term = f"CAST(({x}) * 281474976710656.0 AS BIGINT)"
+            if not grouped:
+                return f"sum({term})"
+            # grouped, as the node adds large terms: high and low 31 bits apart (DuckDB's
+            # grouped HUGEINT state carries every few rows)
+            return (f"CAST(sum({term} >> 31) AS HUGEINT) * 2147483648 "
+                    f"+ sum({term} & 2147483647)")
+    nonzero = "count_if({x} <> 0)" if fmt in ("csv", "parquet") \
+        else "count(*) FILTER (WHERE {x} <> 0)"  # PostgreSQL has no count_if
+    per_var = ", ".join(f"count({x}), {total(x, True)}, {total(f'{x} * {x}', True)}, "
+                        + nonzero.format(x=x) for x in NUMBERS)
     cols = ["1.0"] + COVARIATES + ["x9"]
     pairs = ", ".join(total(f"{cols[i]} * {cols[j]}") for i in range(len(cols))
                       for j in range(i, len(cols)))
@@ -203,10 +216,6 @@ else:
         out[name] = timed(lambda spec=spec, plan=plan: local_vector(
             spec, plan, store, model, min_row_count=10, small_cell_threshold=10))
 out["peak_mib"] = peak_mib()
-if kind == "exact":
-    import shutil
-    con.close()
-    shutil.rmtree(folder, ignore_errors=True)
 print(json.dumps(out))
 '''
 
@@ -302,7 +311,7 @@ def run() -> list[str]:
     model = _model_json()
     lines = ["scale: one node, 10 numeric + 3 categorical columns; each backend in a fresh "
              f"process; per query the median of {REPEATS} after a warm-up; seconds, MiB"]
-    header = f"{'rows':>10} {'file':>7} {'backend':>10} {'start-up':>9} " + " ".join(
+    header = f"{'rows':>10} {'file':>7} {'backend':>11} {'start-up':>9} " + " ".join(
         f"{q[:12]:>12}" for q in QUERIES) + f" {'peak RSS':>9}"
     server, why = _postgres()
     if server is None:
@@ -345,14 +354,14 @@ def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
                         said = [line for line in str(exc).splitlines() if line.strip()]
                         lines.append(f"Spark: {kind} failed: {said[-1][:200]}")
                         break
-                    lines.append(f"{rows:>10,} {fmt[:7]:>7} {kind:>10} {r['startup']:>9.2f} "
+                    lines.append(f"{rows:>10,} {fmt[:7]:>7} {kind:>11} {r['startup']:>9.2f} "
                                  + " ".join(f"{r[q]:>12.4f}" for q in QUERIES)
                                  + f" {r['peak_mib']:>9.0f}")
                 node = results.get("node", {})
                 for other in ("raw", "exact", "pandas"):
                     if node and other in results:
                         r = results[other]
-                        lines.append(f"{'':>10} {fmt[:7]:>7} {'node/' + other:>10} "
+                        lines.append(f"{'':>10} {fmt[:7]:>7} {'node/' + other:>11} "
                                      f"{node['startup'] / r['startup']:>9.2f} "
                                      + " ".join(f"{node[q] / r[q]:>12.2f}" for q in QUERIES)
                                      + f" {node['peak_mib'] / r['peak_mib']:>9.2f}")
