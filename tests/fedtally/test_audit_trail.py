@@ -80,11 +80,12 @@ def test_a_rolled_back_ledger_fails_with_the_receipts_and_the_node_refuses_it(
     fed, workdir, nodes = federation
     node = nodes[0]
     ledger = workdir / node / "ledger.db"
+    connected = _connected_at(fed, node)
     fed.local.kill_node(node)  # a stopped node: its ledger file is complete on its own
     older = tmp_path / "older.db"
     shutil.copy(ledger, older)
     fed.local.start_node(node)
-    _wait_until_online(fed, node)
+    _wait_until_online(fed, node, connected)
     fed.count()  # the node answers one more query: its receipt names a newer entry
     kept = workdir / "keys" / "alice.receipts"
     out = audit("verify", str(older), "--federation", str(workdir / "federation.json"),
@@ -101,13 +102,27 @@ def test_a_rolled_back_ledger_fails_with_the_receipts_and_the_node_refuses_it(
     assert fed.local.nodes[node].returncode != 0
     assert "restore its newest copy" in fed.local.log(node)
     shutil.copy(tmp_path / "newest.db", ledger)
+    connected = _connected_at(fed, node)
     fed.local.start_node(node)
-    _wait_until_online(fed, node)
+    _wait_until_online(fed, node, connected)
     assert fed.count() > 0
 
 
-def _wait_until_online(fed: fedtally.Federation, node: str) -> None:
-    wait_until(lambda: node in fed.catalog()["nodes"], f"{node} did not come back", 60, 0.2)
+def _connected_at(fed: fedtally.Federation, node: str) -> float:
+    """When the aggregator last saw the node connect (its current or last connection)."""
+    return next(n["connected_at"] or 0.0 for n in fed.status()["nodes"] if n["name"] == node)
+
+
+def _wait_until_online(fed: fedtally.Federation, node: str, after: float) -> None:
+    """Until the node is online on a connection newer than ``after``: right after a kill
+    the aggregator may not have seen the old connection close yet, and would still list
+    the node (a query would then meet it gone, with too few nodes for a round)."""
+    def back() -> bool:
+        state = next(n for n in fed.status()["nodes"] if n["name"] == node)
+        return bool(state["online"]) and (state["connected_at"] or 0.0) > after \
+            and node in fed.catalog()["nodes"]
+
+    wait_until(back, f"{node} did not come back", 60, 0.2)
 
 
 def test_an_epsilon_in_a_request_never_reaches_the_ledger(tmp_path: Path) -> None:
