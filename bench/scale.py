@@ -40,6 +40,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 NUMBERS = [f"x{i}" for i in range(10)]
@@ -307,45 +308,53 @@ def _copy_into_postgres(server: object, csv: Path) -> float:
     return time.perf_counter() - start
 
 
-def run() -> list[str]:
+def run() -> Iterator[str]:
+    """The table, a line at a time as each backend is measured (by default about seven
+    minutes; which backend is being measured is said on stderr)."""
     pandas_max = int(os.environ.get("FEDTALLY_SCALE_PANDAS_MAX", "5000000"))
     model = _model_json()
-    lines = ["scale: one node, 10 numeric + 3 categorical columns; each backend in a fresh "
-             f"process; per query the median of {REPEATS} after a warm-up; seconds, MiB"]
+    yield ("scale: one node, 10 numeric + 3 categorical columns; each backend in a fresh "
+           f"process; per query the median of {REPEATS} after a warm-up; seconds, MiB")
     header = f"{'rows':>10} {'file':>7} {'backend':>11} {'start-up':>9} " + " ".join(
         f"{q[:12]:>12}" for q in QUERIES) + f" {'peak RSS':>9}"
     server, why = _postgres()
     if server is None:
-        lines.append(f"PostgreSQL: {why}")
+        yield f"PostgreSQL: {why}"
     spark, why = _spark()
     if not spark:
-        lines.append(f"Spark: {why}")
+        yield f"Spark: {why}"
     try:
-        _run_sizes(lines, header, model, pandas_max, server, spark)
+        yield from _run_sizes(header, model, pandas_max, server, spark)
     finally:
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
-    return lines
 
 
-def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
-               server: object | None, spark: bool) -> None:
+def _progress(what: str) -> None:
+    print(f"  [scale] {what}", file=sys.stderr, flush=True)
+
+
+def _run_sizes(header: str, model: str, pandas_max: int, server: object | None,
+               spark: bool) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="fedtally-scale-") as tmp:
         for rows in _sizes():
+            _progress(f"writing {rows:,} rows as CSV and Parquet")
             files: dict[str, Path | str] = dict(_generate(rows, Path(tmp)))
             load_s = 0.0
             if server is not None:
+                _progress(f"copying {rows:,} rows into PostgreSQL")
                 load_s = _copy_into_postgres(server, Path(files["csv"]))
                 files["postgresql"] = server.url()  # type: ignore[attr-defined]
             if spark:
                 files["spark"] = str(files["parquet"])
             for fmt, path in files.items():
-                lines.append(header)
+                yield header
                 results = {}
                 for kind in ("node", "raw", "exact", "pandas"):
                     if kind in ("exact", "pandas") and fmt in ("postgresql", "spark") \
                             or kind == "pandas" and rows > pandas_max:
                         continue
+                    _progress(f"{rows:,} rows, {fmt}: {kind}")
                     try:
                         r = results[kind] = _measure(kind, path, fmt, model, load_s)
                     except RuntimeError as exc:
@@ -353,20 +362,20 @@ def _run_sizes(lines: list[str], header: str, model: str, pandas_max: int,
                             raise
                         # a Java Spark cannot run on is no reason to lose the other lines
                         said = [line for line in str(exc).splitlines() if line.strip()]
-                        lines.append(f"Spark: {kind} failed: {said[-1][:200]}")
+                        yield f"Spark: {kind} failed: {said[-1][:200]}"
                         break
-                    lines.append(f"{rows:>10,} {fmt[:7]:>7} {kind:>11} {r['startup']:>9.2f} "
-                                 + " ".join(f"{r[q]:>12.4f}" for q in QUERIES)
-                                 + f" {r['peak_mib']:>9.0f}")
+                    yield (f"{rows:>10,} {fmt[:7]:>7} {kind:>11} {r['startup']:>9.2f} "
+                           + " ".join(f"{r[q]:>12.4f}" for q in QUERIES)
+                           + f" {r['peak_mib']:>9.0f}")
                 node = results.get("node", {})
                 for other in ("raw", "exact", "pandas"):
                     if node and other in results:
                         r = results[other]
-                        lines.append(f"{'':>10} {fmt[:7]:>7} {'node/' + other:>11} "
-                                     f"{node['startup'] / r['startup']:>9.2f} "
-                                     + " ".join(f"{node[q] / r[q]:>12.2f}" for q in QUERIES)
-                                     + f" {node['peak_mib'] / r['peak_mib']:>9.2f}")
-                lines.append("")
+                        yield (f"{'':>10} {fmt[:7]:>7} {'node/' + other:>11} "
+                               f"{node['startup'] / r['startup']:>9.2f} "
+                               + " ".join(f"{node[q] / r[q]:>12.2f}" for q in QUERIES)
+                               + f" {node['peak_mib'] / r['peak_mib']:>9.2f}")
+                yield ""
             for path in files.values():
                 if isinstance(path, Path):
                     path.unlink()
