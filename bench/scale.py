@@ -155,7 +155,8 @@ if kind in ("raw", "exact"):
             # grouped HUGEINT state carries every few rows)
             return (f"CAST(sum({term} >> 31) AS HUGEINT) * 2147483648 "
                     f"+ sum({term} & 2147483647)")
-    # PostgreSQL has no count_if; Spark's node counts with FILTER too
+    # PostgreSQL has no count_if; Spark's node counts with FILTER too (Spark's count_if
+    # was no faster there: 1.33-1.48 s against 1.36 s for descriptive_stats at 5M rows)
     nonzero = "count_if({x} <> 0)" if fmt in ("csv", "parquet") \
         else "count(*) FILTER (WHERE {x} <> 0)"
     per_var = ", ".join(f"count({x}), {total(x, True)}, {total(f'{x} * {x}', True)}, "
