@@ -32,7 +32,7 @@ from fractions import Fraction
 from fedtally.results import Statistic
 from stats.datamodel import DataModel, PlanModel
 from stats.kinds.centring import MAX_REACH, PARAMETER, Centring
-from stats.kinds.params import folds_of
+from stats.kinds.params import ARITHMETIC_MAGNITUDES, folds_of
 from stats.plans import Key, groups
 from stats.query import QuerySpec
 
@@ -88,9 +88,25 @@ def _declared(spec: QuerySpec, view: PlanModel) -> Centring:
         if pair is None or not pair[1] > pair[0]:
             continue
         low, high = float(pair[0]), float(pair[1])
-        centre = min(max(low / 2 + high / 2, low), high)
-        out[variable] = (centre, max(high - centre, centre - low))
+        centre = _snapped(min(max(low / 2 + high / 2, low), high), low, high)
+        scale = max(high - centre, centre - low)
+        if _acceptable(centre, scale):
+            out[variable] = (centre, scale)
     return out
+
+
+def _snapped(centre: float, low: float, high: float) -> float:
+    """0 for a centre too small for nodes to take (ARITHMETIC_MAGNITUDES), where 0 is in
+    the range."""
+    smallest = ARITHMETIC_MAGNITUDES[0]
+    return 0.0 if 0 < abs(centre) < smallest and low <= 0.0 <= high else centre
+
+
+def _acceptable(centre: float, scale: float) -> bool:
+    """Nodes take a centre and a scale of 0 or of magnitude within ARITHMETIC_MAGNITUDES."""
+    smallest, largest = ARITHMETIC_MAGNITUDES
+    return (centre == 0 or smallest <= abs(centre) <= largest) and \
+        smallest <= scale <= largest
 
 
 def _totals(stat: Statistic, variable: str) -> tuple[Fraction, Fraction, Fraction]:
@@ -140,9 +156,11 @@ def refined(stat: Statistic) -> Centring | None:
         spread = max(variance, error)
         pair = stat.view.bounds(variable)
         low, high = (float(pair[0]), float(pair[1])) if pair else (centre, centre)
-        new_centre = min(max(centre + scale * mean, low), high)
+        new_centre = _snapped(min(max(centre + scale * mean, low), high), low, high)
         floor = max(high - new_centre, new_centre - low) / MAX_REACH * (1 + 2.0 ** -20)
-        new_scale = max(scale * math.sqrt(spread), floor)
+        new_scale = max(scale * math.sqrt(spread), floor, ARITHMETIC_MAGNITUDES[0])
+        if not _acceptable(new_centre, new_scale):
+            continue
         if new_centre == centre and new_scale >= scale:
             continue  # nothing left to gain from public values
         after_variance = spread * (scale / new_scale) ** 2

@@ -34,7 +34,7 @@ from node.rowstore import FrameRows, RowStore
 from node.statistics import LocalSummary, local_vector
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
-from protocol.errors import InternalError, QueryError
+from protocol.errors import FedtallyError, InternalError, QueryError
 from stats import filters
 from stats.datamodel import DataModel, PlanModel
 from stats.kinds import KINDS
@@ -174,7 +174,7 @@ class NodeSession:
             if not slot.real or rows * bound(slot.key) < limit:
                 continue
             if sums is None:  # the exact bound costs a pass over the rows: only when needed
-                sums = self.data.rows_store.abs_sums(spec)
+                sums = self._abs_sums(spec)
             if not sums.get(slot.key, math.inf) < limit:
                 what = (kind.describe(spec, view, slot.key) if kind.describe is not None
                         else "sums of " + (", ".join(kind.summed(spec, view)) or "its variables"))
@@ -182,6 +182,17 @@ class NodeSession:
                                  f"|sum| < 2^{REAL_INT_BITS} (about {limit:.2g}) at this node; "
                                  "declare its variables' min and max in the data model (a "
                                  "declared variable is centred and scaled), or rescale it")
+
+    def _abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
+        """The store's sums of |terms|; its engine failing (out of memory on a very wide
+        query) is a refusal the lifecycle records, with the failure in the log only."""
+        try:
+            return self.data.rows_store.abs_sums(spec)
+        except FedtallyError:
+            raise
+        except Exception:
+            log.exception("the sums of |terms| that bound a query's range failed")
+            raise InternalError() from None
 
     def asked(self, spec: QuerySpec, researcher: str, query_id: bytes,
               digest: bytes) -> Asked:

@@ -63,7 +63,9 @@ def layout(spec: QuerySpec, model: ModelView, max_rows_per_node: int, *,
     scaled = []
     for slot in slots:
         bound = float(row_bound(slot.key))
-        if not (math.isfinite(bound) and bound > 0):
+        # the slot's scale, 2^frac_bits units per row bound, must be a finite double too
+        if not (math.isfinite(bound) and bound > 0
+                and math.isfinite((1 << DP_FRAC_BITS) / bound)):
             raise QueryError("the clipping bounds give a slot no usable scale")
         scaled.append(replace(slot, bound=bound))
     noise = _noise_plan(spec, len(scaled), kind.dp.rows_touch(spec, model), rows_per_unit,

@@ -152,8 +152,8 @@ POSTGRES = Dialect("postgresql", {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT
                                   "UHUGEINT": "NUMERIC", "HUGEINT": "NUMERIC"})
 SPARK = Dialect("spark", {"VARCHAR": "STRING", "HUGEINT": "DECIMAL(38,0)"})
 
-#: the most grid points an interval key is compiled for (each is a bound parameter; a
-#: longer grid is computed on the fetched rows)
+#: the most grid points an interval key, or edges a bin key, is compiled for (each is a
+#: bound parameter; a longer grid is computed on the fetched rows)
 MAX_INTERVALS = 4096
 
 #: the largest x whose exp(x) is 0.0 in C (and numpy): PostgreSQL raises an underflow error
@@ -292,14 +292,17 @@ class Compiler:
             return f"(CASE {column} {cases} ELSE -1 END)"
         if isinstance(node, BinKey):
             # numpy.histogram's bins: [e_i, e_i+1), the last one closed
+            # (the edges at or below x, minus one, found by a binary search: a sum of one
+            # comparison per edge nested too deep for every engine from a few hundred edges)
+            if len(node.edges) > MAX_INTERVALS:
+                raise Unsupported(f"{len(node.edges)} bin edges")
             x = self.expr(node.expr)
             edges = [float(e) for e in node.edges]
             first, last = self.bind(edges[0], "DOUBLE"), self.bind(edges[-1], "DOUBLE")
             top = self.bind(edges[-1], "DOUBLE")
-            below = " + ".join(f"CAST({x} >= {self.bind(e, 'DOUBLE')} AS INTEGER)"
-                               for e in edges)
             return (f"(CASE WHEN {x} IS NULL THEN -1 WHEN {x} < {first} OR {x} > {last} "
-                    f"THEN -2 WHEN {x} = {top} THEN {len(edges) - 2} ELSE {below} - 1 END)")
+                    f"THEN -2 WHEN {x} = {top} THEN {len(edges) - 2} "
+                    f"ELSE {self.interval(x, edges, -1, closed=True)} END)")
         if isinstance(node, FoldKey):
             if self.dialect is SPARK:
                 start = (f"(CAST({self.row()} AS DECIMAL(38,0)) + "
@@ -327,16 +330,17 @@ class Compiler:
             return f"(CASE {cases} ELSE {last} END)" if cases else "0"
         raise Unsupported(type(node).__name__)
 
-    def interval(self, x: str, grid: list[float], low: int) -> str:
-        """How many of ``grid`` (sorted) lie strictly below x, plus ``low``: a binary search,
-        so a row takes log2(len(grid)) comparisons. NaN (SQL's largest value, numpy's last
-        place) lies above every point."""
+    def interval(self, x: str, grid: list[float], low: int, *, closed: bool = False) -> str:
+        """How many of ``grid`` (sorted) lie strictly below x (``closed``: at or below it),
+        plus ``low``: a binary search, so a row takes log2(len(grid)) comparisons. NaN
+        (SQL's largest value, numpy's last place) lies above every point."""
         if not grid:
             return str(low)
         middle = len(grid) // 2
-        return (f"(CASE WHEN {x} > {self.bind(grid[middle], 'DOUBLE')} THEN "
-                f"{self.interval(x, grid[middle + 1:], low + middle + 1)} ELSE "
-                f"{self.interval(x, grid[:middle], low)} END)")
+        above = ">=" if closed else ">"
+        return (f"(CASE WHEN {x} {above} {self.bind(grid[middle], 'DOUBLE')} THEN "
+                f"{self.interval(x, grid[middle + 1:], low + middle + 1, closed=closed)} ELSE "
+                f"{self.interval(x, grid[:middle], low, closed=closed)} END)")
 
     def measure(self, node: Measure) -> str:
         if isinstance(node, Rows):

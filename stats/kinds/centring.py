@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from protocol.errors import QueryError
 from stats.aggregates import Arith, Const, Expr
-from stats.kinds.params import number_list
+from stats.kinds.params import check_magnitudes, number_list
 from stats.plans import Key, ModelView, clipping_bounds
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def centring_of(spec: QuerySpec, model: ModelView, candidates: Sequence[str]) ->
             raise QueryError(f"{PARAMETER} names {str(variable)[:64]!r}, which this query does "
                              "not sum as a plain numeric variable")
         centre, scale = number_list(pair, f"the centring of {variable!r}", 2)
+        check_magnitudes((centre, scale), f"the centre and scale of {variable!r}")
         if not scale > 0:
             raise QueryError(f"the scale of {variable!r} must be positive")
         low, high = public_range(spec, model, variable)

@@ -25,7 +25,14 @@ from stats.aggregates import (
     mul,
 )
 from stats.kinds.base import Computed, Guard, Kind, Scale, unit_bound
-from stats.kinds.params import MAX_CENTERS, check_in_box, check_numeric, number_list, param
+from stats.kinds.params import (
+    MAX_CENTERS,
+    check_in_box,
+    check_magnitudes,
+    check_numeric,
+    number_list,
+    param,
+)
 from stats.plans import Disclosure, ModelView, Slot
 
 if TYPE_CHECKING:
@@ -44,6 +51,7 @@ def _classes(spec: QuerySpec, model: ModelView) -> int:
             raise QueryError(f"{name} must have one row per class")
         for row in rows:
             values = number_list(row, name, p)
+            check_magnitudes(values, "a class mean" if name == "theta" else "a variance")
             if name == "var" and min(values) <= 0:
                 raise QueryError("variances must be positive")
             if name == "theta":

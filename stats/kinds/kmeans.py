@@ -44,7 +44,14 @@ from stats.aggregates import (
 from stats.kinds.base import Computed, Guard, Kind, Magnitude, Scale
 from stats.kinds.columns import exact
 from stats.kinds.frame import smallest_positive
-from stats.kinds.params import MAX_CENTERS, check_in_box, check_numeric, number_list, param
+from stats.kinds.params import (
+    MAX_CENTERS,
+    check_in_box,
+    check_magnitudes,
+    check_numeric,
+    number_list,
+    param,
+)
 from stats.plans import Disclosure, Key, ModelView, Slot
 
 if TYPE_CHECKING:
@@ -57,6 +64,8 @@ def centers_of(spec: QuerySpec, model: ModelView) -> list[list[float]]:
     if not isinstance(centers, list) or not 0 < len(centers) <= MAX_CENTERS:
         raise QueryError(f"centers must be a list of 1 to {MAX_CENTERS} points")
     out = [number_list(c, "a center", len(spec.variables)) for c in centers]
+    for point in out:
+        check_magnitudes(point, "a center")
     for point in out:
         check_in_box(model, spec.variables, point, "a center")
     return out

@@ -39,6 +39,26 @@ def param(spec: QuerySpec, name: str, default: Any = None) -> Any:
     return value
 
 
+#: the magnitudes a researcher's number may have where it enters a row's arithmetic (a
+#: centre or scale, a class mean or variance, a cluster centre, a coefficient), besides 0:
+#: float32's normal range. A product or quotient of such a number and a row's value can then
+#: leave the double range (underflow to 0, overflow to inf) only where the row's value is
+#: itself extreme, so no number a researcher picks makes one patient's row do it where the
+#: others do not: PostgreSQL raises there (C gives 0 or inf), and the node then computes
+#: the query on fetched rows, which takes longer, telling by its time what P's value is
+ARITHMETIC_MAGNITUDES = (2.0 ** -126, 2.0 ** 126)
+
+
+def check_magnitudes(values: Sequence[float], what: str) -> None:
+    """Each of ``values`` is 0 or within :data:`ARITHMETIC_MAGNITUDES` in magnitude."""
+    low, high = ARITHMETIC_MAGNITUDES
+    for value in values:
+        if value != 0 and not low <= abs(value) <= high:
+            raise QueryError(f"{what} must be 0 or of magnitude between 2^-126 and 2^126 "
+                             f"({value:g} is not): a number further out could make one "
+                             "row's arithmetic leave the range of doubles")
+
+
 def number_list(value: Any, what: str, length: int | None = None) -> list[float]:
     if not isinstance(value, list) or not all(isinstance(v, int | float) and
                                               not isinstance(v, bool) and math.isfinite(v)
@@ -104,6 +124,8 @@ def check_betas(spec: QuerySpec, model: ModelView, terms: Sequence[Term],
     if not isinstance(betas, list) or len(betas) != len(folds):
         raise QueryError("give one coefficient vector (beta, or betas with folds) per fold")
     out = [number_list(beta, "a coefficient vector", len(terms)) for beta in betas]
+    for beta in out:
+        check_magnitudes(beta, "a coefficient")
     bounds = [_declared_term_bound(t, model) for t in terms]
     for beta in out:
         reach = sum(abs(b) * bound for b, bound in zip(beta, bounds, strict=True)

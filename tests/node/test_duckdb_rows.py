@@ -193,6 +193,37 @@ def test_interval_keys_search_as_numpy_does() -> None:
     connection.close()
 
 
+def test_bin_keys_search_as_numpy_histogram_does() -> None:
+    """A bin key counts the edges at or below each value by a binary search, as
+    numpy.histogram bins (the last bin closed, -2 outside the edges, -1 missing), for a
+    few edges and for thousands: one comparison per edge, summed, nested deeper than DuckDB
+    allows from 995 edges on (PostgreSQL's stack from about 5,000, Spark's from 500)."""
+    import duckdb
+
+    from node.sql.compile import MAX_INTERVALS, Compiler, Unsupported, aggregation
+    from stats.aggregates import Aggregation, BinKey, Rows, Var
+    from stats.kinds.evaluate import aggregate
+
+    values = [-1.0, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 7.0, 8.0, 100.0, 3999.0,
+              3999.5, 4000.0, None]
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t AS SELECT unnest($1::DOUBLE[]) AS c0", [values])
+    frame = pd.DataFrame({"x": [float("nan") if v is None else v for v in values]})
+    for edges in [(0.0, 1.0), (0.0, 0.5, 1.0), *[tuple(map(float, range(n)))
+                                                  for n in (4, 5, 8, 9)],
+                  tuple(float(g) / 4 for g in range(MAX_INTERVALS)), tuple(map(float, range(1000)))]:
+        node = Aggregation((Rows(),), (BinKey(Var("x"), edges),))
+        compiler = Compiler("t", {"x": "c0"}, frozenset({"x"}))
+        statement = aggregation(compiler, "SELECT * FROM t", node)
+        got = {(int(r[0]),): (int(r[2]),) for r in connection.execute(statement.sql,
+                                                                     statement.params).fetchall()}
+        assert got == aggregate(node, frame, {}), len(edges)
+    with pytest.raises(Unsupported):
+        too_many = BinKey(Var("x"), tuple(float(g) for g in range(MAX_INTERVALS + 1)))
+        Compiler("t", {"x": "c0"}, frozenset({"x"})).key(too_many)
+    connection.close()
+
+
 @pytest.mark.parametrize("datasets", [("d1", "d2"), ("d2",)], ids=["all", "one"])
 @pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram",
                                        "kaplan_meier"])
@@ -538,7 +569,7 @@ def test_a_node_above_max_rows_per_node_refuses_naming_the_limit(stores: dict,
 def test_sums_that_could_leave_the_ring_are_refused_on_both(tmp_path: Path) -> None:
     """|S| < 2^62 is planned from the node's magnitudes and, where that does not fit, from
     the absolute sums (computed in SQL on DuckDB); the refusal names the bound."""
-    from protocol.errors import QueryError
+    from protocol.errors import InternalError, QueryError
 
     model, rows = _model(), _rows()
     rows.loc[rows.index[:3], "score"] = 3e17  # no declared bounds: the node's own largest
@@ -552,6 +583,12 @@ def test_sums_that_could_leave_the_ring_are_refused_on_both(tmp_path: Path) -> N
     # the age column is bounded by the model: its sums are planned without any pass
     fine = dataclasses.replace(spec, variables=("age",))
     _session(duck, tmp_path).plan(fine, "alice", threshold=1)
+    # the engine failing in that pass (helper-23: out of memory on a 256-term regression)
+    # is the generic refusal the lifecycle records, not the engine's exception and text
+    duck._connection.close()
+    with pytest.raises(InternalError) as failed:
+        _session(duck, tmp_path).plan(spec, "alice", threshold=1)
+    assert str(failed.value) == str(InternalError())
     duck.close()
 
 

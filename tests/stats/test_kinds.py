@@ -253,3 +253,33 @@ def test_logistic_shares_a_sum_only_between_slots_of_one_scale() -> None:
     with pytest.raises(DeclarationError, match="scales"):
         kind.compute(spec, rows, view,
                      lambda key: 2.0**40 if key[0] == "hess" and key[2] == key[3] else 2.0**48)
+
+
+@pytest.mark.parametrize(("kind", "parameters"), [
+    ("logistic", {"betas": [[0.0] * 5, [0.01, 5e-324, 0.0, 0.0, 0.0]]}),
+    ("logistic_eval", {"betas": [[0.0] * 5, [0.01, 0.0, 0.0, 1e130, 0.0]]}),
+    ("regression_eval", {"betas": [[0.1] * 5, [0.2, 1e-300, 0.2, 0.2, 0.2]]}),
+    ("kmeans", {"centers": [[30.0, 1e-200], [70.0, 30.0]]}),
+    ("gaussian_nb_predict", {"var": [[100, 1e-130], [120, 10]]}),
+    ("gaussian_nb_predict", {"theta": [[50, 25], [60, 1e-39]]}),
+])
+def test_a_number_entering_row_arithmetic_is_zero_or_of_moderate_magnitude(
+        kind: str, parameters: dict) -> None:
+    """Numbers a researcher picks that multiply or divide a row's values are 0 or within
+    [2^-126, 2^126] in magnitude, refused before any row is read: beyond, one patient's
+    value could underflow or overflow where the others' do not (the PostgreSQL store's
+    test_no_number_a_researcher_picks_makes_one_row_leave_the_double_range)."""
+    spec = _spec(kind)
+    spec = dataclasses.replace(spec, parameters={**spec.parameters, **parameters})
+    with pytest.raises(QueryError, match=r"2\^-126"):
+        layout(spec, PlanModel(_model()), 1 << 20)
+
+
+def test_a_dp_centring_scale_is_bounded_before_its_slot_scale_overflows() -> None:
+    """A centring scale of 1e160 gave DP slots a row bound whose scale is infinite: every
+    such query failed after its budget was charged (helper-23's review)."""
+    spec = QuerySpec(data_model="kinds:1", datasets=DATASETS, method="descriptive_stats",
+                     variables=("age",), parameters={"centring": {"age": [18.0, 1e160]}},
+                     privacy={"mode": "dp", "rho": 1.0, "bounds": {"age": [18, 100]}})
+    with pytest.raises(QueryError, match=r"2\^-126"):
+        layout(spec, PlanModel(_model()), 1 << 20)
