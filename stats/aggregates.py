@@ -27,7 +27,7 @@ semantics below operation by operation, so they compute the same integers:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -316,19 +316,27 @@ def nonzero(expr: Expr) -> Cond:
     return Compare("<>", expr, Const(0.0))
 
 
-def variables_of(node: object) -> set[str]:
-    """Every variable an expression, condition, key or measure reads."""
-    out: set[str] = set()
+def _parts(node: object) -> Iterator[object]:
+    """The node and every node within it."""
     stack: list[object] = [node]
     while stack:
         item = stack.pop()
-        if isinstance(item, Var | Present | IsLevel | LevelKey | Binary):
-            out.add(item.name)
+        yield item
         if isinstance(item, tuple):
             stack.extend(item)
         elif hasattr(item, "__dataclass_fields__"):
             stack.extend(getattr(item, name) for name in item.__dataclass_fields__)
-    return out
+
+
+def variables_of(node: object) -> set[str]:
+    """Every variable an expression, condition, key or measure reads."""
+    return {item.name for item in _parts(node)
+            if isinstance(item, Var | Present | IsLevel | LevelKey | Binary)}
+
+
+def refs_of(node: object) -> set[str]:
+    """Every derived column an expression, condition, key or measure reads."""
+    return {item.name for item in _parts(node) if isinstance(item, Ref)}
 
 
 def group_sum(results: Result, measure: int,

@@ -91,6 +91,7 @@ from stats.aggregates import (
     Rows,
     Smallest,
     Var,
+    refs_of,
 )
 
 #: exact sums whose per-row terms are below this in magnitude are taken in BIGINT (half of
@@ -142,6 +143,10 @@ class Dialect:
     name: str
     #: the compiler's type names (DuckDB's) as this engine spells them
     types: Mapping[str, str]
+    #: the most grid points an interval key, or edges a bin key, is compiled for (each is a
+    #: bound parameter, searched in nested CASE; a longer grid is computed on the fetched
+    #: rows)
+    max_points: int = 4096
 
     def type(self, name: str) -> str:
         return self.types.get(name, name)
@@ -150,11 +155,12 @@ class Dialect:
 DUCKDB = Dialect("duckdb", {})
 POSTGRES = Dialect("postgresql", {"DOUBLE": "DOUBLE PRECISION", "VARCHAR": "TEXT",
                                   "UHUGEINT": "NUMERIC", "HUGEINT": "NUMERIC"})
-SPARK = Dialect("spark", {"VARCHAR": "STRING", "HUGEINT": "DECIMAL(38,0)"})
+# Spark's optimizer ran out of the JVM's heap on the search over 3,000 edges, and the
+# session with it (500 took 5 s)
+SPARK = Dialect("spark", {"VARCHAR": "STRING", "HUGEINT": "DECIMAL(38,0)"}, max_points=512)
 
-#: the most grid points an interval key, or edges a bin key, is compiled for (each is a
-#: bound parameter; a longer grid is computed on the fetched rows)
-MAX_INTERVALS = 4096
+#: DuckDB's and PostgreSQL's :attr:`Dialect.max_points`
+MAX_INTERVALS = DUCKDB.max_points
 
 #: the largest x whose exp(x) is 0.0 in C (and numpy): PostgreSQL raises an underflow error
 #: below it instead
@@ -294,7 +300,7 @@ class Compiler:
             # numpy.histogram's bins: [e_i, e_i+1), the last one closed
             # (the edges at or below x, minus one, found by a binary search: a sum of one
             # comparison per edge nested too deep for every engine from a few hundred edges)
-            if len(node.edges) > MAX_INTERVALS:
+            if len(node.edges) > self.dialect.max_points:
                 raise Unsupported(f"{len(node.edges)} bin edges")
             x = self.expr(node.expr)
             edges = [float(e) for e in node.edges]
@@ -316,7 +322,7 @@ class Compiler:
         if isinstance(node, FlagKey):
             return f"(CASE WHEN {self.cond(node.cond)} THEN 1 ELSE 0 END)"
         if isinstance(node, IntervalKey):
-            if len(node.grid) > MAX_INTERVALS:
+            if len(node.grid) > self.dialect.max_points:
                 raise Unsupported(f"a grid of {len(node.grid)} points")
             return self.interval(self.expr(node.expr), [float(g) for g in node.grid], 0)
         if isinstance(node, ArgMinKey):
@@ -613,6 +619,14 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
     """One aggregation over the rows ``source`` selects: key columns, then the hidden row
     count, then the measures."""
     inner = source
+    # Derived columns in layers, each one SELECT over the one before: a column goes in the
+    # first layer after every derived column it reads (a subquery per column nested a
+    # hundred deep for k-means of 100 centres, and DuckDB took 40 s to plan it). A name
+    # defined again keeps the old order, a layer per column.
+    names = [name for name, _ in node.derived]
+    layered = len(set(names)) == len(names)
+    layers: list[list[tuple[str, str, Expr]]] = []
+    depth: dict[str, int] = {}
     for name, expr in node.derived:
         compiler.ref_bounds[name] = compiler.bound(expr)
         value = compiler.expr(expr)
@@ -624,8 +638,15 @@ def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement
             compiler.inlined[name] = value
             continue
         compiler.inlined.pop(name, None)  # a name defined again is its new expression
-        inner = f"SELECT *, {value} AS {_ref(name)} FROM ({inner}) AS q_{name}"
-        if compiler.dialect is POSTGRES and not isinstance(expr, Var):
+        level = max((depth[r] + 1 for r in refs_of(expr) if r in depth), default=0) \
+            if layered else len(layers)
+        depth[name] = level
+        layers.extend([] for _ in range(level + 1 - len(layers)))
+        layers[level].append((name, value, expr))
+    for level, columns in enumerate(layers):
+        items = ", ".join(f"{value} AS {_ref(name)}" for name, value, _ in columns)
+        inner = f"SELECT *, {items} FROM ({inner}) AS q_{level}"
+        if compiler.dialect is POSTGRES and not all(isinstance(e, Var) for _, _, e in columns):
             # computed once per row: PostgreSQL would otherwise pull the subquery up and
             # copy the expression into every place that reads it (a subquery kept apart
             # stops the plan from aggregating in parallel workers, so a clipped value,

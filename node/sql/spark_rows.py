@@ -15,8 +15,8 @@ step gathers the data in one partition, and kept in memory, then on the executor
 
 A query's declared kind runs as one Spark SQL statement per aggregation
 (:mod:`node.sql.compile`, dialect ``SPARK``): values are bound as named parameters, never
-pasted. A statement the compiler does not translate (an interval grid above
-:data:`~node.sql.compile.MAX_INTERVALS` points) gets only the query's selected rows.
+pasted. A statement the compiler does not translate (an interval grid or bin edges above
+``SPARK.max_points``, 512) gets only the query's selected rows.
 
 Where Spark runs is Spark's configuration: the source's ``master`` (``local[4]``,
 ``spark://host:7077``, ``yarn``, ``k8s://...``), else ``spark.master`` from

@@ -6,6 +6,7 @@ variable's column is found; :class:`node.sql.duckdb_rows.DuckRows` and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +28,11 @@ __all__ = ["SqlRows", "named_variables"]
 #: the name statements read the node's typed rows under
 TABLE = "node_rows"
 
+
+#: the most measures one statement computes: a wide query (a regression on 89 terms has
+#: about 8,000) ran DuckDB out of its memory limit, passed PostgreSQL's 1,664 result columns
+#: and took Spark minutes to compile; split, each part is an ordinary statement
+MAX_MEASURES = 1000
 
 class SqlRows:
     """A row store whose rows are a SQL relation named :data:`TABLE` with one column per
@@ -203,10 +209,17 @@ class SqlRows:
 
     def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
                    filtered: bool) -> Result:
-        compiler = self._compiler(clip, sums=True)
-        statement = aggregation(compiler, self._selection(compiler, spec, filtered=filtered),
-                                node)
-        return statement.results(self._rows(compiler, statement.sql))
+        """The aggregation's results, in one statement per :data:`MAX_MEASURES` measures
+        (every statement selects and groups the same rows, so their groups are the same)."""
+        parts = []
+        for start in range(0, max(len(node.measures), 1), MAX_MEASURES):
+            compiler = self._compiler(clip, sums=True)
+            part = dataclasses.replace(node, measures=node.measures[start:start + MAX_MEASURES])
+            statement = aggregation(compiler, self._selection(compiler, spec,
+                                                              filtered=filtered), part)
+            parts.append(statement.results(self._rows(compiler, statement.sql)))
+        return {key: sum((part[key] for part in parts[1:]), parts[0][key])
+                for key in parts[0]}
 
 
 def named_variables(spec: QuerySpec, model: DataModel) -> set[str]:

@@ -541,6 +541,61 @@ def test_derived_columns_and_constants_are_read_in_place_expressions_computed_on
     connection.close()
 
 
+def test_derived_columns_that_read_none_of_each_other_share_one_subquery() -> None:
+    """Derived columns are computed in layers by what they read: k-means' 30 distances, each
+    reading only the row, in one subquery (one subquery per column nested a hundred deep for
+    100 centres, and DuckDB took 40 s to plan it), the next column in a second."""
+    import duckdb
+
+    from node.sql.compile import Compiler, aggregation
+    from stats.aggregates import Aggregation, ArgMinKey, Arith, Const, Ref, Rows, Var, mul
+    from stats.kinds.evaluate import aggregate
+
+    frame = pd.DataFrame({"x": [0.5, -1.25, 3.0, 7.5, 2.0, 11.0]})
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE t AS SELECT x AS c0 FROM frame")
+    distances = tuple((f"q{c}", mul(Arith("-", Var("x"), Const(float(c) / 3)),
+                                    Arith("-", Var("x"), Const(float(c) / 3))))
+                      for c in range(30))
+    node = Aggregation((Rows(),), (ArgMinKey(tuple(Ref(f"q{c}") for c in range(30))),),
+                       derived=(*distances, ("near", Arith("-", Ref("q0"), Ref("q1")))))
+    statement = aggregation(Compiler("t", {"x": "c0"}, frozenset({"x"})), "SELECT * FROM t",
+                            node)
+    assert statement.sql.count("SELECT") == 4  # the outer statement, the source, two layers
+    rows = connection.execute(statement.sql, statement.params).fetchall()
+    assert {(int(r[0]),): (int(r[2]),) for r in rows} == aggregate(node, frame, {})
+    connection.close()
+
+
+def test_a_wide_query_is_computed_in_statements_of_at_most_max_measures(
+        tmp_path: Path) -> None:
+    """A regression on 60 terms has 3,660 measures: in one statement DuckDB ran out of its
+    512 MB from about 89 terms, PostgreSQL refused more than 1,664 result columns (45
+    terms); it is computed in statements of MAX_MEASURES measures, with the pandas store's
+    integers."""
+    from node.sql import store as sql_store
+
+    names = [f"v{i}" for i in range(60)]
+    variables = [Variable("dataset", "dataset", "text", True, ("d1", "d2"))] + [
+        Variable(v, v, "real", False, min=-10, max=10) for v in names]
+    model = DataModel("wide", "1", {v.code: v for v in variables})
+    rng = np.random.default_rng(5)
+    rows = coerce(pd.DataFrame({"dataset": rng.choice(["d1", "d2"], 80), **{
+        v: rng.uniform(-10, 10, 80).round(2) for v in names}}), model)
+    rows.to_parquet(tmp_path / "wide.parquet", index=False)
+    duck = DuckRows.load([DataSource("parquet", path=tmp_path / "wide.parquet")], model)
+    spec = QuerySpec(data_model="wide:1", datasets=("d1", "d2"), method="linear_regression",
+                     parameters={"terms": [{"const": 1}] + [{"var": v} for v in names[:59]]})
+    seen: list[str] = []
+    run = duck._rows
+    duck._rows = lambda compiler, sql: seen.append(sql) or run(compiler, sql)  # type: ignore
+    got = duck.computed(spec, exact_scale, None)
+    assert len(seen) >= 4 and all(sql.count(" AS m") <= sql_store.MAX_MEASURES + 1
+                                  for sql in seen)
+    _same(FrameRows(rows, model).computed(spec, exact_scale, None), got)
+    duck.close()
+
+
 def _session(store: object, tmp_path: Path, max_rows: int = 1 << 24) -> object:
     from crypto.identity import SigningIdentity
     from crypto.randomness import SeededRandom

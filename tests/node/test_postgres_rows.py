@@ -110,6 +110,28 @@ def test_a_histogram_of_thousands_of_edges_is_counted_in_sql(database: dict) -> 
           database["store"].computed(spec, exact_scale, None))
 
 
+def test_a_regression_on_60_terms_is_answered_in_sql(postgres: Any) -> None:
+    """3,660 measures: in one statement, PostgreSQL refused more than 1,664 result columns
+    (from 45 terms); in statements of at most MAX_MEASURES each it is answered, with the
+    pandas store's integers."""
+    names = [f"v{i}" for i in range(60)]
+    variables = [Variable("dataset", "dataset", "text", True, ("d1", "d2"))] + [
+        Variable(v, v, "real", False, min=-10, max=10) for v in names]
+    model = DataModel("wide", "1", {v.code: v for v in variables})
+    rng = np.random.default_rng(5)
+    rows = coerce(pd.DataFrame({"dataset": rng.choice(["d1", "d2"], 80), **{
+        v: rng.uniform(-10, 10, 80).round(2) for v in names}}), model)
+    name = postgres.database("wide")
+    _table(postgres, name, "wide", rows)
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="wide")], model)
+    spec = QuerySpec(data_model="wide:1", datasets=("d1", "d2"), method="linear_regression",
+                     parameters={"terms": [{"const": 1}] + [{"var": v} for v in names[:59]]})
+    assert store.working_rows(spec) == 0
+    _same(FrameRows(rows, model).computed(spec, exact_scale, None),
+          store.computed(spec, exact_scale, None))
+    store.close()
+
+
 @pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram",
                                        "kaplan_meier"])
 def test_dp_encodings_agree_clipped(database: dict, algorithm: str) -> None:
