@@ -46,12 +46,17 @@ limited in a subquery), except
   ``exp`` of very negative values is 0 as in C (PostgreSQL would raise an underflow error);
   text is read as a number with Arrow's grammar (as the pandas store reads it), never with
   a cast that could fail. PostgreSQL raises an error where an IEEE operation on finite
-  values overflows or underflows (C gives inf or 0): :mod:`node.sql.postgres_rows` then
-  computes that query on fetched rows instead, so the integers are still the same.
+  values overflows or underflows (C gives inf or 0). A product that would round to 0 is
+  given C's value in SQL (:meth:`Compiler.times`, its operands first made columns by
+  :func:`pg_operands`): otherwise one row's value could send a query to the fetched rows,
+  whose time would tell it (threat model D11). Where PostgreSQL still raises (an overflow,
+  a quotient that underflows: only on values beyond about 1e150 or below about 1e-140),
+  :mod:`node.sql.postgres_rows` computes that query on fetched rows, with the same integers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,6 +246,8 @@ class Compiler:
         if isinstance(node, Ref):
             return self.inlined.get(node.name, _ref(node.name))
         if isinstance(node, Arith):
+            if node.op == "*" and self.dialect is POSTGRES:
+                return self.times(self.expr(node.left), self.expr(node.right))
             return f"({self.expr(node.left)} {node.op} {self.expr(node.right)})"
         if isinstance(node, Func):
             x = self.expr(node.arg)
@@ -365,6 +372,8 @@ class Compiler:
             # (tests/node/test_duckdb_rows.py checks the ties); PostgreSQL's cast to BIGINT
             # rounds with rint too, and its sum of BIGINT is an exact NUMERIC
             scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
+            if self.dialect is POSTGRES and abs(float(node.scale)) < 1:
+                scaled = self.times(self.expr(node.expr), self.bind(float(node.scale), "DOUBLE"))
             largest = self.bound(node.expr) * abs(float(node.scale))
             if self.dialect is SPARK:
                 # Spark's cast to an integer truncates, rint rounds half to even (beyond
@@ -388,6 +397,30 @@ class Compiler:
         if isinstance(node, FloatSum):
             return f"coalesce(sum({self.expr(node.expr)}), 0.0)"
         raise Unsupported(type(node).__name__)
+
+    def times(self, a: str, b: str) -> str:
+        """PostgreSQL: a * b as C computes it, where PostgreSQL would raise on a product of
+        non-zero values that rounds to 0 (C gives 0). Such a product is tested for on the
+        operands scaled by 2^600 (exact, and far from either end of the range); a product
+        right at half the smallest subnormal (2^-1075 after rounding) reads 0. An overflow
+        still raises (see the module doc). ``a`` and ``b`` are read several times:
+        :func:`pg_operands` makes them columns or constants first."""
+        def p(exponent: int) -> str:
+            return self.bind(2.0 ** exponent, "DOUBLE")
+
+        fast, zero, big, up, least = p(-537), p(-538), p(400), p(600), p(-475)
+        if a == b:  # a square: one operand to test
+            return (f"(CASE WHEN abs({a}) >= {fast} OR {a} = 0 THEN {a} * {a} "
+                    f"WHEN abs({a}) < {zero} THEN 0.0 WHEN abs(({a} * {up}) * {a}) <= "
+                    f"{least} THEN 0.0 ELSE {a} * {a} END)")
+        return (f"(CASE WHEN abs({a}) >= {fast} AND abs({b}) >= {fast} THEN {a} * {b} "
+                f"WHEN {a} = 0 OR {b} = 0 THEN {a} * {b} "
+                f"WHEN abs({a}) < {zero} AND abs({b}) < {zero} THEN 0.0 "
+                f"WHEN abs({a}) < {fast} AND abs({b}) <= {big} THEN (CASE WHEN "
+                f"abs(({a} * {up}) * {b}) <= {least} THEN 0.0 ELSE {a} * {b} END) "
+                f"WHEN abs({b}) < {fast} AND abs({a}) <= {big} THEN (CASE WHEN "
+                f"abs(({b} * {up}) * {a}) <= {least} THEN 0.0 ELSE {a} * {b} END) "
+                f"ELSE {a} * {b} END)")
 
     def bound(self, node: Expr) -> float:
         """An upper bound of ``|node|`` on every row (inf where none is known): interval
@@ -615,9 +648,47 @@ def selection(compiler: Compiler, datasets: Sequence[str] | None, tree: flt.Filt
     return sql
 
 
+def pg_operands(node: Aggregation) -> Aggregation:
+    """The aggregation with every operand of a product (and every exact sum's term, which
+    is scaled by a product) a column, a constant or a derived column: PostgreSQL's guarded
+    product (:meth:`Compiler.times`) reads its operands several times, and a product of
+    products would otherwise grow the statement exponentially. Values are unchanged (the
+    same IEEE operations, computed once per row)."""
+    derived: list[tuple[str, Expr]] = []
+    counter = iter(range(1 << 30))
+
+    def simple(expr: Expr) -> Expr:
+        expr = rewrite(expr)
+        if isinstance(expr, Var | Const | Ref):
+            return expr
+        name = f"pg{next(counter)}"
+        derived.append((name, expr))
+        return Ref(name)
+
+    def rewrite(item: Any) -> Any:
+        if isinstance(item, Arith) and item.op == "*":
+            return Arith("*", simple(item.left), simple(item.right))
+        if isinstance(item, ExactSum) and abs(float(item.scale)) < 1:
+            return dataclasses.replace(item, expr=simple(item.expr))
+        if isinstance(item, tuple):
+            return tuple(rewrite(i) for i in item)
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return dataclasses.replace(item, **{f.name: rewrite(getattr(item, f.name))
+                                                for f in dataclasses.fields(item)})
+        return item
+
+    for name, expr in node.derived:
+        derived.append((name, rewrite(expr)))
+    measures, keys = rewrite(node.measures), rewrite(node.keys)
+    where = rewrite(node.where)
+    return Aggregation(measures, keys, where, tuple(derived))
+
+
 def aggregation(compiler: Compiler, source: str, node: Aggregation) -> Statement:
     """One aggregation over the rows ``source`` selects: key columns, then the hidden row
     count, then the measures."""
+    if compiler.dialect is POSTGRES:
+        node = pg_operands(node)
     inner = source
     # Derived columns in layers, each one SELECT over the one before: a column goes in the
     # first layer after every derived column it reads (a subquery per column nested a

@@ -25,8 +25,9 @@ the order the pandas store numbers them in); a view has no such order and gets t
 server's scan order.
 
 Fallback, stated: a kind computed on a DataFrame (``Kind.frame_compute``: none of the
-catalog's), and the rare statement PostgreSQL refuses where C arithmetic would overflow or
-underflow (C gives inf or 0, PostgreSQL an error), get the query's selected rows fetched
+catalog's), and the rare statement PostgreSQL refuses where C arithmetic would overflow, or
+a quotient underflow (C gives inf or 0, PostgreSQL an error; products that underflow are
+computed in SQL, :meth:`node.sql.compile.Compiler.times`), get the query's selected rows fetched
 (datasets, filter and rows per patient applied in SQL, only the variables the query
 names), as :class:`node.sql.duckdb_rows.DuckRows` does.
 """

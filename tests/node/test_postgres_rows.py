@@ -236,17 +236,47 @@ def test_category_codes_compare_byte_by_byte_whatever_the_collation(postgres: An
         str(p) for p in pandas_error.value.problems]
 
 
-def test_an_arithmetic_range_error_is_computed_on_fetched_rows(
+def test_an_underflow_is_computed_in_sql_as_c_computes_it(
         postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """PostgreSQL raises an underflow error where C gives 0 (1e-200 squared): that query is
-    computed on the fetched rows, with the same integers as the pandas store."""
+    """PostgreSQL raises where a product of non-zero values rounds to 0 (C gives 0): the
+    compiler's guarded product gives C's value instead, in SQL (1e-200 squared; the
+    subnormal products around 2^-1075, and their halves, are the pandas store's to the
+    bit), so no row can send a query to the fetched rows by underflowing."""
     rows = _rows().iloc[:40].copy()
-    rows["score"] = 1e-200
+    tiny = [1e-200, -1e-200, 2.0 ** -537, 2.0 ** -537.5, 2.0 ** -538, 3.0 * 2.0 ** -540,
+            2.0 ** -1074, 1.0000000000000002 * 2.0 ** -537, 7.5, 0.0]
+    rows["score"] = [tiny[i % len(tiny)] for i in range(len(rows))]
     name = postgres.database("tiny")
     _table(postgres, name, "tiny", rows)
-    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="tiny")],
+    model = _model()
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="tiny")], model)
+    pandas = FrameRows(rows, model)
+    terms = [{"const": 1}, {"var": "score"}, {"product": [{"var": "score"}, {"var": "score"}]}]
+    for spec in (QuerySpec("descriptive_stats", "kinds:1", ("d1", "d2"), ("score",)),
+                 QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method="linear_regression",
+                           parameters={"terms": terms})):
+        with caplog.at_level(logging.WARNING, logger="fedtally.node"):
+            got = store.computed(spec, exact_scale, None)
+        assert "computing it on fetched rows" not in caplog.text
+        _same(pandas.computed(spec, exact_scale, None), got)
+    store.close()
+
+
+def test_an_overflow_is_computed_on_fetched_rows(
+        postgres: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL raises where C overflows to inf ((1e200 - 50)^2 in a naive Bayes score,
+    whose class is then another's): that query is computed on the fetched rows, with the
+    pandas store's counts."""
+    rows = _rows().iloc[:40].copy()
+    rows.loc[rows.index[:5], "score"] = 1e200
+    name = postgres.database("huge")
+    _table(postgres, name, "huge", rows)
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="huge")],
                               _model())
-    spec = QuerySpec("descriptive_stats", "kinds:1", ("d1", "d2"), ("score",))
+    spec = QuerySpec(data_model="kinds:1", datasets=("d1", "d2"), method="naive_bayes_gaussian",
+                     kind="gaussian_nb_predict", variables=("score",),
+                     parameters={"classes": ["F", "M"], "theta": [[0.0], [50.0]],
+                                 "var": [[1.0], [1.0]], "log_prior": [-0.69, -0.69]})
     with caplog.at_level(logging.WARNING, logger="fedtally.node"):
         got = store.computed(spec, exact_scale, None)
     assert "computing it on fetched rows" in caplog.text
