@@ -567,6 +567,20 @@ def test_derived_columns_that_read_none_of_each_other_share_one_subquery() -> No
     connection.close()
 
 
+def wide_regression() -> tuple[DataModel, pd.DataFrame, QuerySpec]:
+    """60 numeric variables, 80 rows, and a regression on all 60 terms (3,660 measures)."""
+    names = [f"v{i}" for i in range(60)]
+    variables = [Variable("dataset", "dataset", "text", True, ("d1", "d2"))] + [
+        Variable(v, v, "real", False, min=-10, max=10) for v in names]
+    model = DataModel("wide", "1", {v.code: v for v in variables})
+    rng = np.random.default_rng(5)
+    rows = coerce(pd.DataFrame({"dataset": rng.choice(["d1", "d2"], 80), **{
+        v: rng.uniform(-10, 10, 80).round(2) for v in names}}), model)
+    spec = QuerySpec(data_model="wide:1", datasets=("d1", "d2"), method="linear_regression",
+                     parameters={"terms": [{"const": 1}] + [{"var": v} for v in names[:59]]})
+    return model, rows, spec
+
+
 def test_a_wide_query_is_computed_in_statements_of_at_most_max_measures(
         tmp_path: Path) -> None:
     """A regression on 60 terms has 3,660 measures: in one statement DuckDB ran out of its
@@ -575,17 +589,9 @@ def test_a_wide_query_is_computed_in_statements_of_at_most_max_measures(
     integers."""
     from node.sql import store as sql_store
 
-    names = [f"v{i}" for i in range(60)]
-    variables = [Variable("dataset", "dataset", "text", True, ("d1", "d2"))] + [
-        Variable(v, v, "real", False, min=-10, max=10) for v in names]
-    model = DataModel("wide", "1", {v.code: v for v in variables})
-    rng = np.random.default_rng(5)
-    rows = coerce(pd.DataFrame({"dataset": rng.choice(["d1", "d2"], 80), **{
-        v: rng.uniform(-10, 10, 80).round(2) for v in names}}), model)
+    model, rows, spec = wide_regression()
     rows.to_parquet(tmp_path / "wide.parquet", index=False)
     duck = DuckRows.load([DataSource("parquet", path=tmp_path / "wide.parquet")], model)
-    spec = QuerySpec(data_model="wide:1", datasets=("d1", "d2"), method="linear_regression",
-                     parameters={"terms": [{"const": 1}] + [{"var": v} for v in names[:59]]})
     seen: list[str] = []
     run = duck._rows
     duck._rows = lambda compiler, sql: seen.append(sql) or run(compiler, sql)  # type: ignore

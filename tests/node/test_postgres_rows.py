@@ -29,7 +29,15 @@ from stats.kinds import KINDS
 from stats.kinds.base import exact_scale
 from stats.planner import layout
 from stats.query import QuerySpec
-from tests.node.test_duckdb_rows import CELLS, CENTRED, FILTERS, NEGATIVE, _same, _spec
+from tests.node.test_duckdb_rows import (
+    CELLS,
+    CENTRED,
+    FILTERS,
+    NEGATIVE,
+    _same,
+    _spec,
+    wide_regression,
+)
 from tests.stats.test_kinds import _model, _rows
 
 READER_PASSWORD = "s3cret-reader-pw"
@@ -114,18 +122,10 @@ def test_a_regression_on_60_terms_is_answered_in_sql(postgres: Any) -> None:
     """3,660 measures: in one statement, PostgreSQL refused more than 1,664 result columns
     (from 45 terms); in statements of at most MAX_MEASURES each it is answered, with the
     pandas store's integers."""
-    names = [f"v{i}" for i in range(60)]
-    variables = [Variable("dataset", "dataset", "text", True, ("d1", "d2"))] + [
-        Variable(v, v, "real", False, min=-10, max=10) for v in names]
-    model = DataModel("wide", "1", {v.code: v for v in variables})
-    rng = np.random.default_rng(5)
-    rows = coerce(pd.DataFrame({"dataset": rng.choice(["d1", "d2"], 80), **{
-        v: rng.uniform(-10, 10, 80).round(2) for v in names}}), model)
+    model, rows, spec = wide_regression()
     name = postgres.database("wide")
     _table(postgres, name, "wide", rows)
     store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="wide")], model)
-    spec = QuerySpec(data_model="wide:1", datasets=("d1", "d2"), method="linear_regression",
-                     parameters={"terms": [{"const": 1}] + [{"var": v} for v in names[:59]]})
     assert store.working_rows(spec) == 0
     _same(FrameRows(rows, model).computed(spec, exact_scale, None),
           store.computed(spec, exact_scale, None))
