@@ -316,7 +316,7 @@ def nonzero(expr: Expr) -> Cond:
     return Compare("<>", expr, Const(0.0))
 
 
-def _parts(node: object) -> Iterator[object]:
+def parts_of(node: object) -> Iterator[object]:
     """The node and every node within it."""
     stack: list[object] = [node]
     while stack:
@@ -330,13 +330,13 @@ def _parts(node: object) -> Iterator[object]:
 
 def variables_of(node: object) -> set[str]:
     """Every variable an expression, condition, key or measure reads."""
-    return {item.name for item in _parts(node)
+    return {item.name for item in parts_of(node)
             if isinstance(item, Var | Present | IsLevel | LevelKey | Binary)}
 
 
 def refs_of(node: object) -> set[str]:
     """Every derived column an expression, condition, key or measure reads."""
-    return {item.name for item in _parts(node) if isinstance(item, Ref)}
+    return {item.name for item in parts_of(node) if isinstance(item, Ref)}
 
 
 def group_sum(results: Result, measure: int,

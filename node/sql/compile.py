@@ -50,7 +50,7 @@ limited in a subquery), except
   given C's value in SQL (:meth:`Compiler.times`, its operands first made columns by
   :func:`pg_operands`): otherwise one row's value could send a query to the fetched rows,
   whose time would tell it (threat model D11). Where PostgreSQL still raises (an overflow,
-  a quotient that underflows: only on values beyond about 1e150 or below about 1e-140),
+  a quotient that underflows: only on values beyond about 1e127 or below about 1e-140),
   :mod:`node.sql.postgres_rows` computes that query on fetched rows, with the same integers.
 """
 
@@ -96,6 +96,7 @@ from stats.aggregates import (
     Rows,
     Smallest,
     Var,
+    parts_of,
     refs_of,
 )
 
@@ -371,9 +372,10 @@ class Compiler:
             # HUGEINT rounding half to even (nearbyint), as round_even would, at half the cost
             # (tests/node/test_duckdb_rows.py checks the ties); PostgreSQL's cast to BIGINT
             # rounds with rint too, and its sum of BIGINT is an exact NUMERIC
-            scaled = f"({self.expr(node.expr)} * {self.bind(float(node.scale), 'DOUBLE')})"
-            if self.dialect is POSTGRES and abs(float(node.scale)) < 1:
-                scaled = self.times(self.expr(node.expr), self.bind(float(node.scale), "DOUBLE"))
+            scale = self.bind(float(node.scale), "DOUBLE")
+            scaled = self.times(self.expr(node.expr), scale) \
+                if self.dialect is POSTGRES and abs(float(node.scale)) < 1 \
+                else f"({self.expr(node.expr)} * {scale})"
             largest = self.bound(node.expr) * abs(float(node.scale))
             if self.dialect is SPARK:
                 # Spark's cast to an integer truncates, rint rounds half to even (beyond
@@ -402,8 +404,9 @@ class Compiler:
         """PostgreSQL: a * b as C computes it, where PostgreSQL would raise on a product of
         non-zero values that rounds to 0 (C gives 0). Such a product is tested for on the
         operands scaled by 2^600 (exact, and far from either end of the range); a product
-        right at half the smallest subnormal (2^-1075 after rounding) reads 0. An overflow
-        still raises (see the module doc). ``a`` and ``b`` are read several times:
+        right at half the smallest subnormal (2^-1075 after rounding) reads 0, and a product
+        of opposite signs that rounds to 0 reads +0.0 where C gives -0.0 (sums, comparisons
+        and casts do not tell them apart). An overflow still raises (see the module doc). ``a`` and ``b`` are read several times:
         :func:`pg_operands` makes them columns or constants first."""
         def p(exponent: int) -> str:
             return self.bind(2.0 ** exponent, "DOUBLE")
@@ -649,36 +652,48 @@ def selection(compiler: Compiler, datasets: Sequence[str] | None, tree: flt.Filt
 
 
 def pg_operands(node: Aggregation) -> Aggregation:
-    """The aggregation with every operand of a product (and every exact sum's term, which
-    is scaled by a product) a column, a constant or a derived column: PostgreSQL's guarded
-    product (:meth:`Compiler.times`) reads its operands several times, and a product of
-    products would otherwise grow the statement exponentially. Values are unchanged (the
-    same IEEE operations, computed once per row)."""
+    """The aggregation with every operand of a product that is itself a product (or holds
+    one), and every exact sum's term that holds one where the sum is scaled by less than 1,
+    a derived column, one per distinct expression: PostgreSQL's guarded product
+    (:meth:`Compiler.times`) reads its operands several times, and a product of products
+    would otherwise grow the statement exponentially. Values are unchanged (the same IEEE
+    operations, computed once per row). Nothing is hoisted out of a CASE branch
+    (:class:`IfElse`), where it would be computed on rows the branch does not take; an
+    operand is computed on rows the aggregation's ``where`` leaves out."""
     derived: list[tuple[str, Expr]] = []
-    counter = iter(range(1 << 30))
+    names: dict[Expr, str] = {}
 
-    def simple(expr: Expr) -> Expr:
-        expr = rewrite(expr)
-        if isinstance(expr, Var | Const | Ref):
+    def holds_product(expr: Expr) -> bool:
+        return any(isinstance(part, Arith) and part.op == "*" for part in parts_of(expr))
+
+    def simple(expr: Expr, hoist: bool) -> Expr:
+        expr = rewrite(expr, hoist)
+        if not hoist or not holds_product(expr):
             return expr
-        name = f"pg{next(counter)}"
-        derived.append((name, expr))
-        return Ref(name)
+        if expr not in names:
+            names[expr] = f"pg{len(names)}"
+            derived.append((names[expr], expr))
+        return Ref(names[expr])
 
-    def rewrite(item: Any) -> Any:
+    def rewrite(item: Any, hoist: bool = True) -> Any:
         if isinstance(item, Arith) and item.op == "*":
-            return Arith("*", simple(item.left), simple(item.right))
+            return Arith("*", simple(item.left, hoist), simple(item.right, hoist))
         if isinstance(item, ExactSum) and abs(float(item.scale)) < 1:
-            return dataclasses.replace(item, expr=simple(item.expr))
+            return dataclasses.replace(item, expr=simple(item.expr, hoist))
+        if isinstance(item, IfElse):
+            return IfElse(rewrite(item.cond, hoist), rewrite(item.then, False),
+                          rewrite(item.other, False))
         if isinstance(item, tuple):
-            return tuple(rewrite(i) for i in item)
+            return tuple(rewrite(i, hoist) for i in item)
         if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            return dataclasses.replace(item, **{f.name: rewrite(getattr(item, f.name))
+            return dataclasses.replace(item, **{f.name: rewrite(getattr(item, f.name), hoist)
                                                 for f in dataclasses.fields(item)})
         return item
 
     for name, expr in node.derived:
         derived.append((name, rewrite(expr)))
+        for stale in [e for e in names if name in refs_of(e)]:
+            del names[stale]  # a name defined again: what read it reads another column
     measures, keys = rewrite(node.measures), rewrite(node.keys)
     where = rewrite(node.where)
     return Aggregation(measures, keys, where, tuple(derived))

@@ -210,7 +210,9 @@ class SqlRows:
     def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
                    filtered: bool) -> Result:
         """The aggregation's results, in one statement per :data:`MAX_MEASURES` measures
-        (every statement selects and groups the same rows, so their groups are the same)."""
+        (every statement selects and groups the same rows, so their groups are the same: a
+        table written to meanwhile, which the node does not support, is an error here,
+        never a mix of two tables' sums)."""
         parts = []
         for start in range(0, max(len(node.measures), 1), MAX_MEASURES):
             compiler = self._compiler(clip, sums=True)
@@ -218,6 +220,8 @@ class SqlRows:
             statement = aggregation(compiler, self._selection(compiler, spec,
                                                               filtered=filtered), part)
             parts.append(statement.results(self._rows(compiler, statement.sql)))
+        if any(part.keys() != parts[0].keys() for part in parts[1:]):
+            raise RuntimeError(f"the {self.engine} rows changed while a query ran")
         return {key: sum((part[key] for part in parts[1:]), parts[0][key])
                 for key in parts[0]}
 

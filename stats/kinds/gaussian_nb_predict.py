@@ -56,7 +56,8 @@ def _classes(spec: QuerySpec, model: ModelView) -> int:
                 raise QueryError("variances must be positive")
             if name == "theta":
                 check_in_box(model, spec.variables, values, "a class mean")
-    number_list(param(spec, "log_prior"), "log_prior", len(classes))
+    check_magnitudes(number_list(param(spec, "log_prior"), "log_prior", len(classes)),
+                     "a log prior")
     return len(classes)
 
 

@@ -132,6 +132,46 @@ def test_a_regression_on_60_terms_is_answered_in_sql(postgres: Any) -> None:
     store.close()
 
 
+def test_k_means_of_100_centres_is_answered_in_sql(postgres: Any) -> None:
+    """100 distances over 8 variables: the guarded products' operands were each made a
+    column, twice per variable and centre, past PostgreSQL's 1,664 columns (helper-24);
+    only operands holding a product are, once per distinct expression."""
+    model, rows, _ = wide_regression()
+    name = postgres.database("centres")
+    _table(postgres, name, "centres", rows)
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(name), table="centres")],
+                              model)
+    variables = tuple(f"v{i}" for i in range(8))
+    spec = QuerySpec(data_model="wide:1", datasets=("d1", "d2"), method="kmeans",
+                     variables=variables, parameters={"centers": [
+                         [((c * 7 + i * 3) % 19) - 9.0 for i in range(8)] for c in range(100)]})
+    assert store.working_rows(spec) == 0
+    _same(FrameRows(rows, model).computed(spec, exact_scale, None),
+          store.computed(spec, exact_scale, None))
+    store.close()
+
+
+def test_product_operands_become_columns_once_and_never_from_a_branch() -> None:
+    """pg_operands makes a column of an operand that holds a product (so the guarded
+    product reads a column, not a product of products), one per distinct expression, and
+    leaves CASE branches alone: hoisted, (1 / x) * x would be computed where x = 0 too, and
+    PostgreSQL would raise there."""
+    from node.sql.compile import pg_operands
+    from stats.aggregates import Aggregation, Arith, Compare, Const, ExactSum, IfElse, Ref, Var
+
+    xy = Arith("*", Var("x"), Var("y"))
+    inverse = Arith("*", Arith("/", Const(1.0), Var("x")), Var("x"))
+    node = Aggregation((ExactSum(Arith("*", xy, Var("z")), 4.0),
+                        ExactSum(Arith("*", xy, Var("w")), 4.0),
+                        ExactSum(IfElse(Compare(">", Var("x"), Const(0.0)),
+                                        Arith("*", inverse, Const(3.0)), Const(0.0)), 4.0)))
+    out = pg_operands(node)
+    assert out.derived == (("pg0", xy),)
+    assert out.measures[:2] == (ExactSum(Arith("*", Ref("pg0"), Var("z")), 4.0),
+                                ExactSum(Arith("*", Ref("pg0"), Var("w")), 4.0))
+    assert out.measures[2] == node.measures[2]
+
+
 @pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram",
                                        "kaplan_meier"])
 def test_dp_encodings_agree_clipped(database: dict, algorithm: str) -> None:

@@ -262,6 +262,7 @@ def test_logistic_shares_a_sum_only_between_slots_of_one_scale() -> None:
     ("kmeans", {"centers": [[30.0, 1e-200], [70.0, 30.0]]}),
     ("gaussian_nb_predict", {"var": [[100, 1e-130], [120, 10]]}),
     ("gaussian_nb_predict", {"theta": [[50, 25], [60, 1e-39]]}),
+    ("gaussian_nb_predict", {"log_prior": [-0.69, -1.7e308]}),
 ])
 def test_a_number_entering_row_arithmetic_is_zero_or_of_moderate_magnitude(
         kind: str, parameters: dict) -> None:
