@@ -185,3 +185,23 @@ def test_a_node_refuses_an_uncentred_sum_beyond_the_encodable_range_naming_it() 
     with pytest.raises(QueryError, match=r"sum of squares of 'stamp' .* 2\^62"):
         session._check_range(spec, plan)
     assert MAX_REACH ** 2 * (1 << 30) <= 2.0 ** 62
+
+
+@pytest.mark.parametrize(("low", "high"), [(-1e-39, 1e-39 + 3e-40), (2e-39, 1.0),
+                                           (-3.0, 5.0), (0.0, 1e40), (1e-300, 2e-300)])
+def test_the_client_asks_only_for_centring_nodes_accept(low: float, high: float) -> None:
+    """The client's first centring (the declared range's midpoint and half-width) is left
+    out, or its centre snapped to 0, where nodes would refuse it (a centre or scale of
+    magnitude outside [2^-126, 2^126], or a value beyond 2^16 scales)."""
+    from fedtally.centring import _declared
+
+    variables = {"dataset": Variable("dataset", "dataset", "text", True, ("d1",)),
+                 "x": Variable("x", "x", "real", False, min=low, max=high)}
+    model = DataModel("m", "1", variables)
+    spec = QuerySpec("descriptive_stats", "m:1", ("d1",), ("x",))
+    centring = _declared(spec, PlanModel(model))
+    if centring:
+        asked = QuerySpec("descriptive_stats", "m:1", ("d1",), ("x",),
+                          parameters={"centring": {v: list(p) for v, p in centring.items()}})
+        layout(asked, PlanModel(model), 1 << 20)  # nodes' planning accepts it
+    assert ("x" in centring) == ((low, high) in {(-3.0, 5.0), (2e-39, 1.0)})
