@@ -34,6 +34,7 @@ TABLE = "node_rows"
 #: and took Spark minutes to compile; split, each part is an ordinary statement
 MAX_MEASURES = 1000
 
+
 class SqlRows:
     """A row store whose rows are a SQL relation named :data:`TABLE` with one column per
     model variable (``c0``, ``c1``, ...: numbers as doubles, the rest as text, NULL where
@@ -210,9 +211,10 @@ class SqlRows:
     def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
                    filtered: bool) -> Result:
         """The aggregation's results, in one statement per :data:`MAX_MEASURES` measures
-        (every statement selects and groups the same rows, so their groups are the same: a
-        table written to meanwhile, which the node does not support, is an error here,
-        never a mix of two tables' sums)."""
+        (every statement selects and groups the same rows of a table that does not change,
+        as the node requires: a write between two parts that changes the groups is an
+        error here; one that keeps them would mix two states of the table, as two queries
+        would)."""
         parts = []
         for start in range(0, max(len(node.measures), 1), MAX_MEASURES):
             compiler = self._compiler(clip, sums=True)
