@@ -662,6 +662,7 @@ def pg_operands(node: Aggregation) -> Aggregation:
     operand is computed on rows the aggregation's ``where`` leaves out."""
     derived: list[tuple[str, Expr]] = []
     names: dict[Expr, str] = {}
+    made = [0]  # columns made so far (a name is never reused, though ``names`` forgets)
 
     def holds_product(expr: Expr) -> bool:
         return any(isinstance(part, Arith) and part.op == "*" for part in parts_of(expr))
@@ -671,7 +672,8 @@ def pg_operands(node: Aggregation) -> Aggregation:
         if not hoist or not holds_product(expr):
             return expr
         if expr not in names:
-            names[expr] = f"pg{len(names)}"
+            names[expr] = f"pg{made[0]}"
+            made[0] += 1
             derived.append((names[expr], expr))
         return Ref(names[expr])
 

@@ -170,6 +170,13 @@ def test_product_operands_become_columns_once_and_never_from_a_branch() -> None:
     assert out.measures[:2] == (ExactSum(Arith("*", Ref("pg0"), Var("z")), 4.0),
                                 ExactSum(Arith("*", Ref("pg0"), Var("w")), 4.0))
     assert out.measures[2] == node.measures[2]
+    # a name defined again: what read it is made a column again, under a name of its own
+    az = Arith("*", Ref("a"), Var("z"))
+    again = Aggregation((ExactSum(Ref("c"), 4.0),), derived=(
+        ("a", Arith("/", Var("x"), Const(2.0))), ("b", Arith("*", az, Var("w"))),
+        ("a", Arith("/", Var("y"), Const(2.0))), ("c", Arith("*", az, Var("w")))))
+    assert [name for name, _ in pg_operands(again).derived] == [
+        "a", "pg0", "b", "a", "pg1", "c"]
 
 
 @pytest.mark.parametrize("algorithm", ["descriptive_stats", "linear_regression", "histogram",
