@@ -196,6 +196,8 @@ class Compiler:
     ref_bounds: dict[str, float] = field(default_factory=dict)
     #: derived columns that are a column or a constant, read in place (:func:`aggregation`)
     inlined: dict[str, str] = field(default_factory=dict)
+    #: the powers of two PostgreSQL's guarded product compares with, each bound once
+    powers: dict[int, str] = field(default_factory=dict)
     #: whether the statement groups its rows by keys (:func:`aggregation`)
     grouped: bool = False
 
@@ -409,7 +411,9 @@ class Compiler:
         and casts do not tell them apart). An overflow still raises (see the module doc). ``a`` and ``b`` are read several times:
         :func:`pg_operands` makes them columns or constants first."""
         def p(exponent: int) -> str:
-            return self.bind(2.0 ** exponent, "DOUBLE")
+            if exponent not in self.powers:
+                self.powers[exponent] = self.bind(2.0 ** exponent, "DOUBLE")
+            return self.powers[exponent]
 
         fast, zero, big, up, least = p(-537), p(-538), p(400), p(600), p(-475)
         if a == b:  # a square: one operand to test

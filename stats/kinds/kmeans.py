@@ -66,7 +66,6 @@ def centers_of(spec: QuerySpec, model: ModelView) -> list[list[float]]:
     out = [number_list(c, "a center", len(spec.variables)) for c in centers]
     for point in out:
         check_magnitudes(point, "a center")
-    for point in out:
         check_in_box(model, spec.variables, point, "a center")
     return out
 

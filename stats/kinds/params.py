@@ -124,10 +124,9 @@ def check_betas(spec: QuerySpec, model: ModelView, terms: Sequence[Term],
     if not isinstance(betas, list) or len(betas) != len(folds):
         raise QueryError("give one coefficient vector (beta, or betas with folds) per fold")
     out = [number_list(beta, "a coefficient vector", len(terms)) for beta in betas]
-    for beta in out:
-        check_magnitudes(beta, "a coefficient")
     bounds = [_declared_term_bound(t, model) for t in terms]
     for beta in out:
+        check_magnitudes(beta, "a coefficient")
         reach = sum(abs(b) * bound for b, bound in zip(beta, bounds, strict=True)
                     if bound is not None)
         if reach > MAX_LINEAR_PREDICTOR:
