@@ -17,7 +17,9 @@ are read only when there are problems), with the pandas store's reading of each 
 text is parsed with Arrow's grammar, blank text is missing, NaN in a float or numeric
 column is missing, booleans are not numbers, integral numbers are codes without their
 fraction. Only the counts are kept. The table must not change while the node serves
-(validation holds for the rows it saw): restart the node after loading new data.
+(validation holds for the rows it saw): restart the node after loading new data. The
+statements of one query run in one ``REPEATABLE READ`` transaction, so they all read the
+table in one state.
 
 Each row's position in the node's data (for folds and rows per patient) is its physical
 order (``tableoid, ctid``, the order a plain ``SELECT`` returns a table's rows in, which is
@@ -34,9 +36,10 @@ names), as :class:`node.sql.duckdb_rows.DuckRows` does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -108,20 +111,66 @@ class _Database:
         self._arguments.setdefault("connect_timeout", 10)
         self._password = str(url.password) if url.password else None
         self._connection: Any = None
-        self.lock = threading.Lock()
+        # reentrant: a query's statements run inside its snapshot, which holds it too
+        self.lock = threading.RLock()
 
     def _open(self) -> Any:
         import psycopg
 
         connection = psycopg.connect(**self._arguments, autocommit=False,
                                      application_name="fedtally-node")
-        # every transaction BEGIN READ ONLY, and the session's default too
+        # every transaction BEGIN READ ONLY, and the session's default too; REPEATABLE
+        # READ, so that the statements of one query (see snapshot) read one state of the
+        # table (a read-only transaction never fails to serialize at this level)
         connection.read_only = True
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with connection.transaction():
             for setting in ("default_transaction_read_only = on",
                             "standard_conforming_strings = on", "extra_float_digits = 1"):
                 connection.execute(f"SET {setting}")
         return connection
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A read-only transaction on the connection (a savepoint within a snapshot, so that
+        a statement PostgreSQL refuses leaves the snapshot usable). A connection the server
+        closed since the last one (a restart) fails as its transaction begins, before
+        anything is read: it is opened again, once. A connection lost later is closed and
+        the failure raised (the query is refused; the next one connects again)."""
+        import psycopg
+        from psycopg.pq import TransactionStatus
+
+        with self.lock:
+            if self._connection is not None and not self._connection.closed and \
+                    self._connection.info.transaction_status != TransactionStatus.IDLE:
+                with self._connection.transaction():
+                    yield self._connection
+                return
+            for attempt in range(2):
+                if self._connection is None or self._connection.closed:
+                    self._connection = self._open()
+                begun = contextlib.ExitStack()
+                try:
+                    begun.enter_context(self._connection.transaction())
+                except psycopg.OperationalError:
+                    self.close()
+                    if attempt:
+                        raise
+                    continue
+                break
+            try:
+                with begun:
+                    yield self._connection
+            except psycopg.OperationalError:
+                self.close()
+                raise
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One transaction around several statements: they all read the table as it was
+        at the first one (REPEATABLE READ)."""
+        with self._transaction():
+            yield
 
     def run(self, sql: str, params: Sequence[Any] = (), *, frame: bool = False,
             hashed: bool = False) -> Any:
@@ -129,35 +178,31 @@ class _Database:
         groups by hashing rather than sorting (see :meth:`PostgresRows._rows`)."""
         import psycopg
 
-        with self.lock:
-            try:
-                if self._connection is None or self._connection.closed:
-                    self._connection = self._open()
-                with self._connection.transaction():
-                    cursor = psycopg.RawCursor(self._connection)
-                    if hashed:
-                        cursor.execute("SET LOCAL enable_sort = off")
-                    cursor.execute(sql, list(params))
-                    rows = cursor.fetchall()
-                    if frame:
-                        names = [c.name for c in cursor.description or ()]
-                        return pd.DataFrame.from_records(rows, columns=names)
-                    return rows
-            except psycopg.OperationalError:
-                self.close()
-                raise
+        with self._transaction() as connection:
+            cursor = psycopg.RawCursor(connection)
+            if hashed:
+                # for this statement only: within a snapshot, a SET LOCAL would last to the
+                # snapshot's end
+                cursor.execute("SELECT current_setting('enable_sort')")
+                before = cursor.fetchall()[0][0]
+                cursor.execute("SET LOCAL enable_sort = off")
+            cursor.execute(sql, list(params))
+            rows = cursor.fetchall()
+            if hashed:
+                cursor.execute("SELECT set_config('enable_sort', $1, true)", [before])
+            if frame:
+                names = [c.name for c in cursor.description or ()]
+                return pd.DataFrame.from_records(rows, columns=names)
+            return rows
 
     def columns(self, relation: str) -> list[tuple[str, int]]:
         """The relation's column names and type OIDs (no row is read)."""
         import psycopg
 
-        with self.lock:
-            if self._connection is None or self._connection.closed:
-                self._connection = self._open()
-            with self._connection.transaction():
-                cursor = psycopg.RawCursor(self._connection)
-                cursor.execute(f"SELECT * FROM {relation} LIMIT 0")
-                return [(c.name, int(c.type_code)) for c in cursor.description or ()]
+        with self._transaction() as connection:
+            cursor = psycopg.RawCursor(connection)
+            cursor.execute(f"SELECT * FROM {relation} LIMIT 0")
+            return [(c.name, int(c.type_code)) for c in cursor.description or ()]
 
     def failure(self, exc: BaseException) -> str:
         """What went wrong, for the operator, without the password."""
@@ -264,6 +309,9 @@ class PostgresRows(SqlRows):
 
     def close(self) -> None:
         self._database.close()
+
+    def _snapshot(self) -> contextlib.AbstractContextManager[None]:
+        return self._database.snapshot()
 
     def _finite(self, column: str) -> str:
         return f"{column} NOT IN ('Infinity', '-Infinity', 'NaN')"

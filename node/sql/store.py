@@ -6,6 +6,7 @@ variable's column is found; :class:`node.sql.duckdb_rows.DuckRows` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -81,6 +82,12 @@ class SqlRows:
         """Let the engine go (a DuckDB file is removed, a PostgreSQL connection closed)."""
         raise NotImplementedError
 
+    def _snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Statements run within read one state of the rows. Nothing to do where the rows
+        are the node's own copy (DuckDB) or read once into a cache (Spark); PostgreSQL
+        runs them in one transaction."""
+        return contextlib.nullcontext()
+
     def _finite(self, column: str) -> str:
         """SQL: the column's value is finite."""
         return f"isfinite({column})"
@@ -132,24 +139,28 @@ class SqlRows:
 
     def computed(self, spec: QuerySpec, scale: Any, clip: Clipping | None) -> Computed:
         kind = KINDS[spec.kind]
-        if kind.statistic is not None:
-            statistic = kind.statistic(spec, PlanModel(self.model), scale)
-            try:
-                results = [self._aggregate(spec, a, clip, filtered=True)
-                           for a in statistic.aggregations]
-            except Unsupported:
-                pass
-            else:
-                return statistic.assemble(results)  # type: ignore[return-value]
-        return frame_computed(spec, self.fetch(spec), self.model, scale, clip)
+        # a query's statements (its aggregations, parts of a wide one, rows fetched where
+        # the engine refused) all read the same rows
+        with self._snapshot():
+            if kind.statistic is not None:
+                statistic = kind.statistic(spec, PlanModel(self.model), scale)
+                try:
+                    results = [self._aggregate(spec, a, clip, filtered=True)
+                               for a in statistic.aggregations]
+                except Unsupported:
+                    pass
+                else:
+                    return statistic.assemble(results)  # type: ignore[return-value]
+            return frame_computed(spec, self.fetch(spec), self.model, scale, clip)
 
     def abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
         kind = KINDS[spec.kind]
         if kind.abs_statistic is None:
             return {}
         statistic = kind.abs_statistic(spec, PlanModel(self.model))
-        results = [self._aggregate(spec, a, None, filtered=False)
-                   for a in statistic.aggregations]
+        with self._snapshot():
+            results = [self._aggregate(spec, a, None, filtered=False)
+                       for a in statistic.aggregations]
         return statistic.assemble(results)  # type: ignore[return-value]
 
     def fetch(self, spec: QuerySpec) -> pd.DataFrame:
@@ -211,10 +222,8 @@ class SqlRows:
     def _aggregate(self, spec: QuerySpec, node: Aggregation, clip: Clipping | None, *,
                    filtered: bool) -> Result:
         """The aggregation's results, in one statement per :data:`MAX_MEASURES` measures
-        (every statement selects and groups the same rows of a table that does not change,
-        as the node requires: a write between two parts that changes the groups is an
-        error here; one that keeps them would mix two states of the table, as two queries
-        would)."""
+        (within the caller's snapshot, every statement reads the same rows; that the groups
+        agree is checked all the same)."""
         parts = []
         for start in range(0, max(len(node.measures), 1), MAX_MEASURES):
             compiler = self._compiler(clip, sums=True)

@@ -575,3 +575,85 @@ def test_filter_values_are_bound_never_pasted(database: dict) -> None:
     assert database["store"].computed(none, exact_scale, None).rows == 0
     with database["server"].connect(database["name"]) as admin:
         assert admin.execute("SELECT count(*) FROM kinds").fetchone() == (300,)
+
+
+def _writable(postgres: Any, name: str) -> tuple[PostgresRows, pd.DataFrame]:
+    """The catalog's rows in a table of their own, and a store reading it."""
+    rows = _rows()
+    database = postgres.database(name)
+    _table(postgres, database, "kinds", rows)
+    store = PostgresRows.load([DataSource("sql", url=postgres.url(database), table="kinds")],
+                              _model())
+    return store, rows
+
+
+def test_a_query_reads_one_state_of_the_table(postgres: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query of several statements (a wide aggregation in parts, here of 2 measures)
+    runs them in one REPEATABLE READ transaction: a value changed and committed between
+    two of them (within a group, so the parts' groups still agree) is not seen. In a
+    transaction each, the parts had mixed two states of the table (helper-24)."""
+    from node.sql import store as sql_store
+
+    store, rows = _writable(postgres, "snapshot")
+    monkeypatch.setattr(sql_store, "MAX_MEASURES", 2)
+    statements = []
+    run = store._database.run
+
+    def run_then_write(sql: str, *args: Any, **kwargs: Any) -> Any:
+        out = run(sql, *args, **kwargs)
+        statements.append(sql)
+        if len(statements) == 1:
+            with postgres.connect(store._database._arguments["dbname"]) as other:
+                other.execute('UPDATE kinds SET bmi = bmi + 1, age = age + 1')
+        return out
+
+    monkeypatch.setattr(store._database, "run", run_then_write)
+    spec = _spec("moments", None)
+    got = store.computed(spec, exact_scale, None)
+    assert len(statements) >= 3
+    _same(FrameRows(rows, _model()).computed(spec, exact_scale, None), got)
+    # and the next query reads the table as it is now
+    monkeypatch.setattr(store._database, "run", run)
+    changed = rows.copy()
+    changed["bmi"] += 1
+    changed["age"] += 1
+    _same(FrameRows(changed, _model()).computed(spec, exact_scale, None),
+          store.computed(spec, exact_scale, None))
+    store.close()
+
+
+def test_a_server_restart_between_queries_is_not_seen_and_one_during_a_query_refuses_it(
+        postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server closing the node's connection between two queries (a restart, an idle
+    timeout): the next query connects again, before it reads anything. Closed during a
+    query, that query fails (the node refuses it as internal) and the next one connects."""
+    import psycopg
+
+    store, rows = _writable(postgres, "restart")
+    spec = _spec("moments", None)
+    expected = FrameRows(rows, _model()).computed(spec, exact_scale, None)
+
+    def terminate() -> None:
+        with postgres.connect() as admin:
+            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = 'fedtally-node' AND datname = %s",
+                                  [store._database._arguments["dbname"]]).fetchall()
+        assert ended == [(True,)]
+
+    _same(expected, store.computed(spec, exact_scale, None))
+    terminate()
+    _same(expected, store.computed(spec, exact_scale, None))
+
+    run = store._database.run
+
+    def terminate_then_run(sql: str, *args: Any, **kwargs: Any) -> Any:
+        terminate()
+        return run(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store._database, "run", terminate_then_run)
+    with pytest.raises(psycopg.OperationalError):
+        store.computed(spec, exact_scale, None)
+    monkeypatch.setattr(store._database, "run", run)
+    _same(expected, store.computed(spec, exact_scale, None))
+    store.close()
