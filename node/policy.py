@@ -17,7 +17,8 @@ File format (every key optional)::
       "budget_groups": {"edsd": ["edsd0", "edsd1"]},
       "max_slots": 100000,
       "max_query_memory_mb": 1024,
-      "max_queries_in_flight": 16
+      "max_queries_in_flight": 16,
+      "max_query_seconds": 600
     }
 
 In ``budgets`` a ``"*"`` dataset is the budget of every dataset not listed for that
@@ -35,7 +36,9 @@ charged on their own, as usual.
 
 ``max_slots``, ``max_query_memory_mb`` and ``max_queries_in_flight`` bound what one query
 (and all queries at once) may cost the node; a query above them is refused before any row is
-read, naming the limit.
+read, naming the limit. ``max_query_seconds`` bounds how long one computation on the rows
+may run where SQL computes it (DuckDB, PostgreSQL, Spark): the engine is interrupted then,
+and the query refused as ``internal`` (a DP charge stands, as for any failure on the rows).
 """
 
 from __future__ import annotations
@@ -59,9 +62,13 @@ DEFAULT_MIN_ROW_COUNT = 10  # as the MIP
 DEFAULT_MAX_SLOTS = 100_000
 DEFAULT_MAX_QUERY_MEMORY_MB = 1024
 DEFAULT_MAX_QUERIES_IN_FLIGHT = 16
+DEFAULT_MAX_QUERY_SECONDS = 600
+#: a week: beyond it a limit is a typo, not a choice
+_MOST_QUERY_SECONDS = 7 * 24 * 3600
 _KEYS = frozenset(
     {"allowed_methods", "min_row_count", "small_cell_threshold", "exact_access", "budgets",
-     "budget_groups", "max_slots", "max_query_memory_mb", "max_queries_in_flight"}
+     "budget_groups", "max_slots", "max_query_memory_mb", "max_queries_in_flight",
+     "max_query_seconds"}
 )
 #: the exact_access default: decided by whether the policy sets budgets
 _UNSET: frozenset[str] = frozenset({"\0unset"})
@@ -98,6 +105,8 @@ class Policy:
     max_slots: int = DEFAULT_MAX_SLOTS
     max_query_memory_mb: int = DEFAULT_MAX_QUERY_MEMORY_MB
     max_queries_in_flight: int = DEFAULT_MAX_QUERIES_IN_FLIGHT
+    #: seconds one computation on the rows may take in a SQL engine
+    max_query_seconds: float = DEFAULT_MAX_QUERY_SECONDS
     #: dataset -> its budget group (derived from budget_groups)
     _accounts: Mapping[str, str] = field(init=False, repr=False, compare=False,
                                          default_factory=dict)
@@ -116,6 +125,12 @@ class Policy:
         _check_count(self.small_cell_threshold, "small_cell_threshold")
         for name in ("max_slots", "max_query_memory_mb", "max_queries_in_flight"):
             _check_count(getattr(self, name), name)
+        seconds = self.max_query_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not 0.001 <= seconds <= _MOST_QUERY_SECONDS:
+            raise ConfigurationError(f"max_query_seconds must be a number of seconds from "
+                                     f"0.001 to {_MOST_QUERY_SECONDS} (a week)")
+        object.__setattr__(self, "max_query_seconds", float(seconds))
         if self.exact_access is _UNSET:
             object.__setattr__(self, "exact_access", frozenset() if self.budgets else None)
         elif self.exact_access is not None:
@@ -217,6 +232,7 @@ class Policy:
             max_query_memory_mb=obj.get("max_query_memory_mb", DEFAULT_MAX_QUERY_MEMORY_MB),
             max_queries_in_flight=obj.get("max_queries_in_flight",
                                           DEFAULT_MAX_QUERIES_IN_FLIGHT),
+            max_query_seconds=obj.get("max_query_seconds", DEFAULT_MAX_QUERY_SECONDS),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +248,7 @@ class Policy:
             "max_slots": self.max_slots,
             "max_query_memory_mb": self.max_query_memory_mb,
             "max_queries_in_flight": self.max_queries_in_flight,
+            "max_query_seconds": self.max_query_seconds,
             "budgets": {
                 researcher: {dataset: {"rho": b.rho} for dataset, b in per_dataset.items()}
                 for researcher, per_dataset in self.budgets.items()

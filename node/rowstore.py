@@ -44,6 +44,11 @@ class RowStore(Protocol):
         """The kind's absolute sums over every row of the query's datasets (no filter)."""
         ...
 
+    def interrupt(self) -> None:
+        """From another thread: stop the statement running now, which then raises in the
+        thread computing it (the store stays usable). Nothing where none can be stopped."""
+        ...
+
 
 def select_rows(spec: QuerySpec, data: pd.DataFrame, model: DataModel) -> pd.DataFrame:
     """The rows a query is about: its datasets, then its filter (checked at planning). In
@@ -113,3 +118,7 @@ class FrameRows:
     def abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
         mine = self.rows[self.rows[DATASET].isin(spec.datasets).to_numpy()]
         return KINDS[spec.kind].abs_sums(spec, mine, PlanModel(self.model))
+
+    def interrupt(self) -> None:
+        """pandas computes in this thread, and cannot be stopped from another: what a query
+        may cost here is bounded by its memory instead (the policy's max_query_memory_mb)."""

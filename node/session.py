@@ -32,6 +32,7 @@ from node.budget import Asked, BudgetKeeper, held_of
 from node.policy import Policy
 from node.rowstore import FrameRows, RowStore
 from node.statistics import LocalSummary, local_vector
+from node.time_limit import TimeLimit
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
 from protocol.errors import FedtallyError, InternalError, QueryError
@@ -186,13 +187,25 @@ class NodeSession:
     def _abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
         """The store's sums of |terms|; its engine failing (out of memory on a very wide
         query) is a refusal the lifecycle records, with the failure in the log only."""
+        limit = TimeLimit(self.data.rows_store, self.policy.max_query_seconds)
         try:
-            return self.data.rows_store.abs_sums(spec)
+            with limit:
+                return self.data.rows_store.abs_sums(spec)
         except FedtallyError:
             raise
         except Exception:
             log.exception("the sums of |terms| that bound a query's range failed")
-            raise InternalError() from None
+            raise self._failure(limit) from None
+
+    def _failure(self, limit: TimeLimit) -> InternalError:
+        """What the researcher reads of a failure while computing on the rows: the fixed
+        text, or that the node's time limit stopped it (which the time the node took tells
+        anyway)."""
+        if not limit.reached:
+            return InternalError()
+        log.warning("stopped at the policy's max_query_seconds (%g s)", limit.seconds)
+        return InternalError(f"the node stopped computing at its time limit "
+                             f"(max_query_seconds, {limit.seconds:g} s)")
 
     def asked(self, spec: QuerySpec, researcher: str, query_id: bytes,
               digest: bytes) -> Asked:
@@ -218,14 +231,17 @@ class NodeSession:
         never an error that depends on a row (see the module doc)."""
         policy = self.policy
         assert policy.small_cell_threshold is not None
+        limit = TimeLimit(self.data.rows_store, policy.max_query_seconds)
         try:
-            vector, summary = local_vector(spec, plan, self.data.rows_store, self.data.model,
-                                           min_row_count=policy.min_row_count,
-                                           small_cell_threshold=policy.small_cell_threshold)
+            with limit:
+                vector, summary = local_vector(
+                    spec, plan, self.data.rows_store, self.data.model,
+                    min_row_count=policy.min_row_count,
+                    small_cell_threshold=policy.small_cell_threshold)
         except Exception:
             log.exception("query %s (%s): computing the contribution failed",
                           query_id.hex()[:8], spec.method)
-            raise InternalError() from None
+            raise self._failure(limit) from None
         log.info("query %s (%s): %d rows, contributed=%s, %d cells read as zero (%d withheld)",
                  query_id.hex()[:8], spec.method, summary.rows, summary.contributed,
                  summary.cells_below_threshold, summary.cells_withheld)

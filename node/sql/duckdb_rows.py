@@ -106,6 +106,11 @@ class DuckRows(SqlRows):
     def close(self) -> None:
         self._finalizer()
 
+    def interrupt(self) -> None:
+        # DuckDB's interrupt is made for this: called from any thread, the running
+        # statement raises InterruptException (the connection stays usable)
+        self._connection.interrupt()
+
     # --- SQL ----------------------------------------------------------------------------
 
     def _rows(self, compiler: Compiler, sql: str) -> list[tuple[Any, ...]]:

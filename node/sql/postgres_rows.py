@@ -161,9 +161,18 @@ class _Database:
             try:
                 with begun:
                     yield self._connection
+            except psycopg.errors.QueryCanceled:
+                raise  # interrupted (see interrupt): the connection is fine
             except psycopg.OperationalError:
                 self.close()
                 raise
+
+    def interrupt(self) -> None:
+        """From another thread (without the lock, which the running statement holds): the
+        server cancels the statement running now, which raises QueryCanceled."""
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            connection.cancel_safe(timeout=10)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -309,6 +318,9 @@ class PostgresRows(SqlRows):
 
     def close(self) -> None:
         self._database.close()
+
+    def interrupt(self) -> None:
+        self._database.interrupt()
 
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:
         return self._database.snapshot()

@@ -142,6 +142,10 @@ class SparkRows(SqlRows):
         except Exception:  # a stopped JVM has nothing left to free
             pass
 
+    def interrupt(self) -> None:
+        # this session's jobs only (other nodes in this process share the Spark context)
+        self._session.interruptAll()
+
     def _run(self, compiler: Compiler, sql: str) -> Any:
         text, args = _named(sql, compiler.params)
         with self._lock:

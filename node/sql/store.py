@@ -82,6 +82,11 @@ class SqlRows:
         """Let the engine go (a DuckDB file is removed, a PostgreSQL connection closed)."""
         raise NotImplementedError
 
+    def interrupt(self) -> None:
+        """From another thread: stop the engine's statement running now (it raises in the
+        thread that runs it)."""
+        raise NotImplementedError
+
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:
         """Statements run within read one state of the rows. Nothing to do where the rows
         are the node's own copy (DuckDB) or read once into a cache (Spark); PostgreSQL

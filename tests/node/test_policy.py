@@ -86,7 +86,8 @@ def test_digest_is_canonical() -> None:
     assert len(default) == 64 and default == Policy.from_dict({}).digest()
     explicit = {"min_row_count": 10, "small_cell_threshold": 10, "exact_access": "*",
                 "allowed_methods": "*", "budgets": {}, "budget_groups": {},
-                "max_slots": 100_000, "max_query_memory_mb": 1024, "max_queries_in_flight": 16}
+                "max_slots": 100_000, "max_query_memory_mb": 1024, "max_queries_in_flight": 16,
+                "max_query_seconds": 600}
     assert Policy.from_dict(explicit).digest() == default
     reordered = dict(reversed(list(FULL.items())))
     reordered["allowed_methods"] = list(reversed(FULL["allowed_methods"]))
@@ -112,6 +113,11 @@ def test_digest_is_canonical() -> None:
         ({"budget_groups": {"g": ["a"], "h": ["a"]}}, "two budget groups"),
         ({"max_slots": 0}, "max_slots"),
         ({"max_query_memory_mb": "1"}, "max_query_memory_mb"),
+        ({"max_query_seconds": 0}, "max_query_seconds"),
+        ({"max_query_seconds": "60"}, "max_query_seconds"),
+        ({"max_query_seconds": True}, "max_query_seconds"),
+        ({"max_query_seconds": float("nan")}, "max_query_seconds"),
+        ({"max_query_seconds": 1e9}, "a week"),
         ({"allowed_methods": "pca"}, "allowed_methods"),
         ({"allowed_methods": ["pca", 3]}, "method"),
         ({"budgets": []}, "budgets"),

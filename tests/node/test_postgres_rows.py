@@ -657,3 +657,21 @@ def test_a_server_restart_between_queries_is_not_seen_and_one_during_a_query_ref
     monkeypatch.setattr(store._database, "run", run)
     _same(expected, store.computed(spec, exact_scale, None))
     store.close()
+
+
+def test_past_its_time_limit_a_statement_is_cancelled_and_the_connection_kept(
+        postgres: Any) -> None:
+    """The policy's max_query_seconds (node.time_limit): the server cancels the running
+    statement; the connection serves the next one."""
+    import psycopg
+
+    from node.time_limit import TimeLimit
+
+    store, rows = _writable(postgres, "interrupted")
+    connection = store._database._connection
+    with pytest.raises(psycopg.errors.QueryCanceled), TimeLimit(store, 0.2) as limit:
+        store._database.run("SELECT pg_sleep(60)")
+    assert limit.reached
+    assert store._database._connection is connection and not connection.closed
+    assert store._database.run("SELECT count(*) FROM kinds") == [(len(rows),)]
+    store.close()

@@ -317,3 +317,42 @@ def test_rows_read_in_many_partitions_keep_the_files_order(
         [str(p) for p in pandas_error.value.problems]
     assert len(spark_error.value.problems) == 3  # rows 3, 161, 287: three partitions
     assert kept().size() == before  # nothing left cached by a start-up that failed
+
+
+#: rows counted by another session while one is interrupted: about 3 s in local mode on 2 cores
+OTHER_ROWS = 10_000_000_000
+
+
+def test_past_its_time_limit_this_node_s_spark_jobs_are_interrupted(stores: dict) -> None:
+    """The policy's max_query_seconds (node.time_limit): the session's running job is
+    interrupted (other sessions sharing the Spark context are not), and the store serves
+    the next query."""
+    import threading
+
+    from node.time_limit import TimeLimit
+
+    store, other = stores["parquet"], stores["csv"]
+    failed: list[BaseException] = []
+    other_done: list[int] = []
+
+    def run() -> None:
+        try:
+            store._session.sql("SELECT count(*) FROM range(0, 100000000000)").collect()
+        except Exception as exc:  # noqa: BLE001 - the test reads what it was
+            failed.append(exc)
+
+    def run_other() -> None:  # running when the first is interrupted, and not stopped
+        other_done.append(other._rows(other._compiler(None), f"SELECT count(*) FROM range("
+                                      f"0, {OTHER_ROWS})")[0][0])
+
+    with TimeLimit(store, 1.0) as limit:
+        worker, beside = threading.Thread(target=run), threading.Thread(target=run_other)
+        worker.start()
+        beside.start()
+        worker.join(120)
+    beside.join(120)
+    assert limit.reached and not worker.is_alive() and len(failed) == 1
+    assert other_done == [OTHER_ROWS]
+    spec = _spec("count", None)
+    _same(stores["pandas"].computed(spec, exact_scale, None),
+          store.computed(spec, exact_scale, None))
