@@ -11,6 +11,11 @@ The ledger's rules it keeps:
   before its contribution leaves;
 - a DP charge is refunded when the round ends before the contribution left, unless the
   failure happened while computing on the rows (InternalError: it might depend on them);
+  a computation stopped because its round ended (QueryStopped: cancelled, aborted, the
+  connection closed) ends as the round's end would have found it had the computation run
+  to its end, so that how long it computed never shows in the ledger: refunded where the
+  contribution leaves at a later stage (mask mode), standing where it leaves as soon as it
+  is computed (Paillier mode: ``stop_keeps_charge``);
 - a replay has its entry already and gets no second one.
 """
 
@@ -21,9 +26,10 @@ from dataclasses import dataclass
 from node.admission import NodeIdentity, ReplayGuard, admit, authenticate
 from node.budget import Asked
 from node.session import Contribution, NodeSession
+from node.time_limit import RoundEnd
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
-from protocol.errors import FedtallyError, InternalError, ReplayError
+from protocol.errors import FedtallyError, InternalError, QueryStopped, ReplayError
 from protocol.paillier_node import PaillierNode
 from protocol.params import RoundParams
 from protocol.secagg_node import SecAggNode
@@ -45,12 +51,18 @@ class InFlight:
     recorded: bool = False
     #: the round's state machine, once the service or the simulator made one
     node: RoundNode | None = None
+    #: a stopped computation keeps its charge (the contribution would have left as soon as
+    #: it was computed: Paillier mode)
+    stop_keeps_charge: bool = False
 
     def failed(self, exc: FedtallyError) -> None:
         """The query ends without a contribution (see the module doc for the ledger's side)."""
         if self.recorded:
-            if not isinstance(exc, InternalError):
-                self.refund(f"the round ended ({exc.code}) before the contribution was sent")
+            kept = isinstance(exc, InternalError) or (isinstance(exc, QueryStopped)
+                                                      and self.stop_keeps_charge)
+            if not kept:
+                why = exc.why if isinstance(exc, QueryStopped) else f"the round ended ({exc.code})"
+                self.refund(f"{why} before the contribution was sent")
             return
         if not isinstance(exc, ReplayError):
             self.session.refused(self.asked, exc.code)
@@ -71,18 +83,24 @@ class InFlight:
 
 
 def begin(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
-          guard: ReplayGuard, now_ms: int) -> tuple[InFlight, Contribution]:
+          guard: ReplayGuard, now_ms: int, stop: RoundEnd | None = None,
+          stop_keeps_charge: bool = False) -> tuple[InFlight, Contribution]:
     """Authenticate, admit (every check that needs no row), charge, and compute this node's
-    contribution; a refusal is recorded before it is raised."""
+    contribution; a refusal is recorded before it is raised. ``stop``: set when the query's
+    round ends meanwhile (the computation is then interrupted, or not begun, once charged:
+    QueryStopped; see the module doc for its charge)."""
     spec = authenticate(me, query, now_ms)
     flight = InFlight(session, guard,
-                      session.asked(spec, query.researcher, query.query_id, query.digest))
+                      session.asked(spec, query.researcher, query.query_id, query.digest),
+                      stop_keeps_charge=stop_keeps_charge)
     try:
         admitted = admit(me, query, params, session, guard, now_ms, spec=spec)
         # charged (durably) before any row is read; a failure while computing keeps it
         flight.charge = session.charge(flight.asked, admitted.layout)
         flight.recorded = admitted.layout.noise is not None
-        contribution = session.compute(spec, admitted.layout, query.query_id)
+        if stop is not None and stop.is_set():
+            raise QueryStopped(stop.why)
+        contribution = session.compute(spec, admitted.layout, query.query_id, stop)
     except FedtallyError as exc:
         flight.failed(exc)
         raise

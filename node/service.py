@@ -8,6 +8,13 @@ The node loads and validates its data at start-up and refuses to serve invalid d
 query is admitted (signature, freshness, policy, plan, parameters) before anything is
 computed; refusals carry a typed, public-safe reason. Statistics and masking run in a
 worker thread so keepalive pings continue during long computations.
+
+Queries are computed one at a time (in the order announced), but the node keeps reading
+while one computes: a cancel, the aggregator's abort of that round, the connection closing
+or the node stopping interrupt the computation in its engine (:mod:`node.time_limit`),
+and a query waiting its turn is dropped before anything is charged (in Paillier mode it is
+charged all the same, see :mod:`node.lifecycle`). Other rounds' steps, budget requests and
+pings are answered meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
@@ -36,6 +44,7 @@ from node.lifecycle import InFlight, RoundNode, begin
 from node.session import Contribution, LoadedData, NodeSession
 from node.sql import duckdb_rows, postgres_rows
 from node.sql.store import SqlRows
+from node.time_limit import RoundEnd
 from node.transport import CONNECT_ERRORS, explain_failure, open_session
 from node.validation import check_valid, coerce
 from privacy.errors import LedgerKeyChanged, PrivacyError
@@ -47,9 +56,10 @@ from protocol.errors import (
     FedtallyError,
     InternalError,
     QueryError,
+    QueryStopped,
     ReplayError,
 )
-from protocol.messages import MaskedInput, SecAggMessage
+from protocol.messages import MaskedInput, RoundAborted, SecAggMessage
 from protocol.paillier_messages import EncryptedInput
 from protocol.paillier_node import PaillierNode
 from protocol.secagg_node import SecAggNode
@@ -111,6 +121,15 @@ class Backoff:
 
 
 @dataclass
+class Computing:
+    """An announced query waiting its turn, or computing: who signed it, and the event
+    that stops it (its round ended)."""
+
+    announce: QueryAnnounce
+    stop: RoundEnd = field(default_factory=RoundEnd)
+
+
+@dataclass
 class NodeService:
     config: NodeConfig
     data: LoadedData
@@ -124,6 +143,11 @@ class NodeService:
     session: NodeSession = field(init=False)
     #: queries cancelled lately: the aggregator's abort that follows a cancel is expected
     cancelled: deque[bytes] = field(default_factory=lambda: deque(maxlen=64))
+    #: announced queries not yet answering their round: waiting their turn, or computing
+    computing: dict[bytes, Computing] = field(default_factory=dict)
+    #: one computation at a time (per event loop: tests run the service in several)
+    _turn: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = field(default=None,
+                                                                         repr=False)
 
     def __post_init__(self) -> None:
         if self.guard is None:  # kept beside the ledger, so it survives a restart
@@ -201,6 +225,7 @@ class NodeService:
 
     async def _serve(self, connection: ClientConnection, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
+        announced: set[asyncio.Task[None]] = set()
         try:
             while True:
                 receiver = asyncio.ensure_future(connection.recv())
@@ -209,16 +234,45 @@ class NodeService:
                 if stopper in done:
                     receiver.cancel()
                     return
-                await self._handle(connection, receiver.result())
+                msg = _decoded(receiver.result())
+                if isinstance(msg, QueryAnnounce) and self._wait_turn(msg):
+                    # registered now, so that a cancel read next finds it; computed in its
+                    # turn while this loop reads on
+                    task = asyncio.create_task(self._dispatch(connection, msg))
+                    announced.add(task)
+                    task.add_done_callback(partial(_answered, announced))
+                elif msg is not None:
+                    await self._dispatch(connection, msg)
         finally:
             stopper.cancel()
+            # the connection closed or the node stops: what is computing is stopped, and
+            # ends (refunded) before the rounds in flight are abandoned
+            for computing in self.computing.values():
+                computing.stop.end("the connection to the aggregator was lost")
+            if announced:
+                await asyncio.gather(*announced, return_exceptions=True)
 
     async def _handle(self, connection: ClientConnection, frame: bytes | str) -> None:
-        try:
-            msg = decode(frame if isinstance(frame, bytes) else frame.encode(), MAX_FRAME)
-        except FedtallyError as exc:
-            log.warning("undecodable frame from the aggregator: %s", exc)
-            return
+        msg = _decoded(frame)
+        if msg is not None:
+            await self._dispatch(connection, msg)
+
+    def _wait_turn(self, msg: QueryAnnounce) -> bool:
+        """Register an announced query to be computed in its turn (False: one with its id
+        is already waiting or computing, and the admission refuses the replay)."""
+        query_id = msg.query.query_id
+        if query_id in self.computing:
+            return False
+        self.computing[query_id] = Computing(msg)
+        return True
+
+    def _turn_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn[0] is not loop:
+            self._turn = (loop, asyncio.Lock())
+        return self._turn[1]
+
+    async def _dispatch(self, connection: ClientConnection, msg: object) -> None:
         try:
             if isinstance(msg, QueryAnnounce):
                 await self._on_announce(connection, msg)
@@ -244,26 +298,73 @@ class NodeService:
 
     async def _on_announce(self, connection: ClientConnection, msg: QueryAnnounce) -> None:
         query_id = msg.query.query_id
+        # registered by the reading loop, or (a direct call) now; another announce of the
+        # same query is a replay
+        mine = self._wait_turn(msg) or self.computing[query_id].announce is msg
+        computing = self.computing[query_id]
         try:
-            if len(self.rounds) >= self.config.policy.max_queries_in_flight:
-                raise QueryError(f"this node is answering {len(self.rounds)} queries already "
+            if not mine:
+                raise ReplayError("this query is being answered already")
+            others = len(self.rounds) + len(self.computing) - 1
+            if others >= self.config.policy.max_queries_in_flight:
+                raise QueryError(f"this node is answering {others} queries already "
                                  "(its policy's max_queries_in_flight); try again shortly")
-            flight, first, head = await asyncio.to_thread(self._begin, msg)
+            async with self._turn_lock():
+                if computing.stop.is_set() and not self._releases_when_computed():
+                    # its round ended while it waited: dropped, as it would have been
+                    # refunded once computed (in Paillier mode it is charged all the same)
+                    log.info("query %s: its round ended before its turn; dropped",
+                             query_id.hex()[:8])
+                    return
+                flight, first, head = await asyncio.to_thread(self._begin, msg,
+                                                              computing.stop)
+        except QueryStopped:
+            return  # the lifecycle refunded it; the round is over: nothing to say
         except FedtallyError as exc:
             log.info("refused query %s: %s", query_id.hex()[:8], exc)
             await connection.send(encode(QueryRefused(query_id, exc.code, public_text(exc))))
+            return
+        finally:
+            if mine:
+                del self.computing[query_id]
+        if computing.stop.is_set():
+            # its round ended just as it was computed: nothing is sent
+            if flight.charge is not None:
+                await asyncio.to_thread(flight.refund, f"{computing.stop.why} before the "
+                                                       "contribution was sent")
+            log.info("query %s: its round ended as it was computed; nothing sent%s",
+                     query_id.hex()[:8], "; its contribution was recorded, the charge "
+                     "stands" if head is not None else "")
             return
         self.rounds[query_id] = flight
         await connection.send(encode(first))
         await self._send_head(connection, query_id, head)
 
-    def _begin(self, msg: QueryAnnounce) -> tuple[InFlight, SecAggMessage, HeadReceipt | None]:
+    def _releases_when_computed(self) -> bool:
+        """Paillier mode: the contribution is released (its charge stands) as soon as it is
+        computed, so a computation its round's end stops keeps its charge, whenever it
+        stopped (how long a node computed must not show in its ledger)."""
+        return self.config.me.manifest.paillier_key is not None
+
+    def _stop_computing(self, query_id: bytes, why: str) -> bool:
+        """Stop the query if it waits its turn or computes (its round ended)."""
+        computing = self.computing.get(query_id)
+        if computing is None or computing.stop.is_set():
+            return False
+        computing.stop.end(why)
+        self.cancelled.append(query_id)  # the abort that may follow is expected
+        log.info("query %s: %s; stopping its computation", query_id.hex()[:8], why)
+        return True
+
+    def _begin(self, msg: QueryAnnounce, stop: RoundEnd | None = None
+               ) -> tuple[InFlight, SecAggMessage, HeadReceipt | None]:
         """Admit, charge, compute (:func:`node.lifecycle.begin`), and make the round's first
         message (in Paillier mode that is already the encrypted contribution: it is
         recorded in the ledger first)."""
         assert self.guard is not None
         flight, contribution = begin(self.config.me, msg.query, msg.params, self.session,
-                                     self.guard, int(time.time() * 1000))
+                                     self.guard, int(time.time() * 1000), stop,
+                                     self._releases_when_computed())
         try:
             flight.node = self._round_node(msg, contribution)
             first = flight.node.start()
@@ -307,17 +408,24 @@ class NodeService:
         charge is refunded only while the contribution has not left: once it left, the
         charge stands whatever arrives later, so a cancel is no way to get noise for free."""
         flight = self.rounds.get(msg.query_id)
-        if flight is None:
+        computing = self.computing.get(msg.query_id)
+        if flight is None and computing is None:
             return  # finished, refused, or never ours: nothing to stop
+        signer = flight.asked.researcher if flight is not None \
+            else computing.announce.query.researcher
         me = self.config.me
         try:
-            if msg.researcher != flight.asked.researcher:
+            if msg.researcher != signer:
                 raise AuthenticationError("the cancel is not from the query's researcher")
             me.manifest.member(msg.researcher, "researcher").verify_key.verify(
                 cancel_statement(me.manifest.federation_id, msg.query_id, msg.researcher),
                 msg.signature)
         except (FedtallyError, CryptoError) as exc:
             log.warning("ignored a cancel of query %s: %s", msg.query_id.hex()[:8], exc)
+            return
+        if flight is None:
+            self._stop_computing(msg.query_id,
+                                 f"cancelled by its researcher {msg.researcher} (signed)")
             return
         del self.rounds[msg.query_id]
         self.cancelled.append(msg.query_id)
@@ -359,6 +467,9 @@ class NodeService:
 
     async def _on_secagg(self, connection: ClientConnection, msg: SecAggMessage) -> None:
         flight = self.rounds.get(msg.query_id)
+        if flight is None and isinstance(msg, RoundAborted) and self._stop_computing(
+                msg.query_id, f"the aggregator aborted the round ({msg.code})"):
+            return
         if flight is None:
             if msg.query_id not in self.cancelled:
                 log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
@@ -379,6 +490,23 @@ class NodeService:
         if reply is not None:
             await connection.send(encode(reply))
         await self._send_head(connection, msg.query_id, head)
+
+
+def _answered(announced: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+    """An announced query's task ended: its failure is read here (a closed connection is
+    the reading loop's to report; anything else was refused and logged already)."""
+    announced.discard(task)
+    if not task.cancelled() and not isinstance(task.exception(), ConnectionClosed | None):
+        log.error("answering a query failed", exc_info=task.exception())
+
+
+def _decoded(frame: bytes | str) -> object | None:
+    """The aggregator's message, or None (logged) for a frame that does not decode."""
+    try:
+        return decode(frame if isinstance(frame, bytes) else frame.encode(), MAX_FRAME)
+    except FedtallyError as exc:
+        log.warning("undecodable frame from the aggregator: %s", exc)
+        return None
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

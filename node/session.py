@@ -32,10 +32,10 @@ from node.budget import Asked, BudgetKeeper, held_of
 from node.policy import Policy
 from node.rowstore import FrameRows, RowStore
 from node.statistics import LocalSummary, local_vector
-from node.time_limit import TimeLimit
+from node.time_limit import RoundEnd, TimeLimit
 from privacy.head import HeadReceipt
 from privacy.ledger import ChargeReceipt
-from protocol.errors import FedtallyError, InternalError, QueryError
+from protocol.errors import FedtallyError, InternalError, QueryError, QueryStopped
 from stats import filters
 from stats.datamodel import DataModel, PlanModel
 from stats.kinds import KINDS
@@ -226,12 +226,14 @@ class NodeSession:
     def refund(self, charge: ChargeReceipt | None, why: str) -> None:
         self.budget.refund(charge, why)
 
-    def compute(self, spec: QuerySpec, plan: Layout, query_id: bytes) -> Contribution:
+    def compute(self, spec: QuerySpec, plan: Layout, query_id: bytes,
+                stop: RoundEnd | None = None) -> Contribution:
         """This node's vector, and its commitment to it where the plan is verifiable;
-        never an error that depends on a row (see the module doc)."""
+        never an error that depends on a row (see the module doc). ``stop``, once set (the
+        query's round ended), interrupts the computation: :class:`QueryStopped`."""
         policy = self.policy
         assert policy.small_cell_threshold is not None
-        limit = TimeLimit(self.data.rows_store, policy.max_query_seconds)
+        limit = TimeLimit(self.data.rows_store, policy.max_query_seconds, stop)
         try:
             with limit:
                 vector, summary = local_vector(
@@ -239,6 +241,10 @@ class NodeSession:
                     min_row_count=policy.min_row_count,
                     small_cell_threshold=policy.small_cell_threshold)
         except Exception:
+            if stop is not None and stop.is_set():
+                log.info("query %s (%s): its round ended; computing it was stopped",
+                         query_id.hex()[:8], spec.method)
+                raise QueryStopped(stop.why) from None
             log.exception("query %s (%s): computing the contribution failed",
                           query_id.hex()[:8], spec.method)
             raise self._failure(limit) from None

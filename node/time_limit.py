@@ -1,39 +1,60 @@
-"""How long one computation on the rows may run: past the policy's ``max_query_seconds`` the
-row store's engine is interrupted, so that one costly query (a wide model on many rows) does
-not hold the node for hours. The computing thread then sees the engine's error, and the
-query is refused as ``internal``, its DP charge standing (how long a query runs may depend
-on the rows)."""
+"""How long one computation on the rows may run, and stopping it early: past the policy's
+``max_query_seconds``, or once its round has ended (the researcher cancelled, the
+aggregator aborted, the connection closed), the row store's engine is interrupted, so that
+one costly query (a wide model on many rows) does not hold the node. The computing thread
+then sees the engine's error: past the limit the query is refused as ``internal``, its DP
+charge standing (how long a query runs may depend on the rows); a stopped one ends as its
+round did (see :mod:`node.lifecycle`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from types import TracebackType
 
 from node.rowstore import RowStore
 
 log = logging.getLogger("fedtally.node")
 
-#: while the limit is passed, the engine is interrupted again this often (seconds): an
-#: interrupt that falls between two statements of a query may stop neither
+#: how often the watch looks at the stop event, and interrupts again once it interrupts:
+#: an interrupt that falls between two statements of a query may stop neither (seconds)
 REPEAT_S = 0.2
 
 
-class TimeLimit:
-    """A context: past ``seconds`` the store's running statement is interrupted, and again
-    every :data:`REPEAT_S` until the context ends; never after it ends, so the next
-    query is not touched. :attr:`reached` says whether the limit was passed."""
+class RoundEnd(threading.Event):
+    """Set when a query's round ends while the node has not answered it; :attr:`why` says
+    how (the researcher cancelled it, the aggregator aborted it, the connection closed)."""
 
-    def __init__(self, store: RowStore, seconds: float) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.why = "the query's round ended"
+
+    def end(self, why: str) -> None:
+        self.why = why
+        self.set()
+
+
+class TimeLimit:
+    """A context: past ``seconds``, or once ``stop`` is set, the store's running statement
+    is interrupted, and again every :data:`REPEAT_S` until the context ends; never after it
+    ends, so the next query is not touched. :attr:`reached` says whether the limit was
+    passed, :attr:`stopped` whether ``stop`` interrupted it."""
+
+    def __init__(self, store: RowStore, seconds: float,
+                 stop: threading.Event | None = None) -> None:
         self.store = store
         self.seconds = seconds
+        self.stop = stop
         self.reached = False
+        self.stopped = False
         self._ended = threading.Event()
         self._lock = threading.Lock()
         self._watch = threading.Thread(target=self._run, name="fedtally-time-limit",
                                        daemon=True)
 
     def __enter__(self) -> TimeLimit:
+        self._deadline = time.monotonic() + self.seconds
         self._watch.start()
         return self
 
@@ -44,16 +65,24 @@ class TimeLimit:
         self._watch.join()
 
     def _run(self) -> None:
-        if self._ended.wait(self.seconds):
-            return
         while True:
+            if self.reached or self.stopped:
+                wait = REPEAT_S
+            else:
+                left = self._deadline - time.monotonic()
+                wait = max(0.0, left if self.stop is None else min(left, REPEAT_S))
+            if self._ended.wait(wait):
+                return
             with self._lock:
                 if self._ended.is_set():
                     return
-                self.reached = True
+                if self.stop is not None and self.stop.is_set():
+                    self.stopped = True
+                elif time.monotonic() >= self._deadline:
+                    self.reached = True
+                if not (self.reached or self.stopped):
+                    continue
                 try:
                     self.store.interrupt()
                 except Exception:  # e.g. the database cannot be reached to cancel
-                    log.exception("interrupting a query past its time limit failed")
-            if self._ended.wait(REPEAT_S):
-                return
+                    log.exception("interrupting a query's computation failed")

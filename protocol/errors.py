@@ -143,6 +143,19 @@ class InternalError(FedtallyError):
         super().__init__(message)
 
 
+class QueryStopped(FedtallyError):
+    """A node stopped computing a query because its round had ended (the researcher
+    cancelled it, the aggregator aborted it, or the connection closed): nothing is sent,
+    and a DP charge is refunded as for any round that ends before the contribution left."""
+
+    code = "stopped"
+
+    def __init__(self, why: str = "the query's round ended") -> None:
+        super().__init__(f"{why} while the node computed its contribution")
+        #: how the round ended (the ledger's refund reason says it)
+        self.why = why
+
+
 class ServiceUnavailable(FedtallyError):
     """The aggregator cannot be reached or the connection was lost mid-request."""
 

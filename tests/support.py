@@ -103,9 +103,11 @@ class Recorder:
 
 
 def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: ANN201
-                     policy: dict | None = None):
+                     policy: dict | None = None, scale: float = 0.02,
+                     **federation: object):
     """A NodeService for hosp_a of a fresh three-hospital federation in ``root`` (synthetic
-    stroke rows, no aggregator: the caller drives it with messages)."""
+    stroke rows, 3,000 x ``scale`` of them; ``federation``: init_federation's options; no
+    aggregator: the caller drives it with messages)."""
     import json
 
     from crypto.randomness import SeededRandom
@@ -114,8 +116,9 @@ def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: 
     from node.config import load_node_config
     from node.service import NodeService, load_data
 
-    init_federation(root, ["hosp_a", "hosp_b", "hosp_c"], researchers, rng=SeededRandom(seed))
-    three_hospitals(scale=0.02)["hosp_a"].to_csv(root / "hosp_a" / "data.csv", index=False)
+    init_federation(root, ["hosp_a", "hosp_b", "hosp_c"], researchers, rng=SeededRandom(seed),
+                    **federation)  # type: ignore[arg-type]
+    three_hospitals(scale=scale)["hosp_a"].to_csv(root / "hosp_a" / "data.csv", index=False)
     (root / "model.json").write_text(json.dumps(stroke_model().to_json()))
     config_path = root / "hosp_a" / "node.json"
     config = json.loads(config_path.read_text())
@@ -144,9 +147,10 @@ def model_with_unused_level(pooled, variable: str = "g",  # noqa: ANN001, ANN201
 
 
 def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
-                   researcher: str = "alice") -> tuple[bytes, bytes]:
-    """(query id, frame) of a count over the three hospitals, signed by ``researcher`` and
-    announced as the aggregator would to ``service`` (a :func:`hospital_service`)."""
+                   researcher: str = "alice", **query: object) -> tuple[bytes, bytes]:
+    """(query id, frame) of a count (or the query ``query`` states: method, variables,
+    parameters) over the three hospitals, signed by ``researcher`` and announced as the
+    aggregator would to ``service`` (a :func:`hospital_service`)."""
     import time
 
     from crypto.keyfile import read_key_file
@@ -162,7 +166,8 @@ def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
 
     nodes = ("hosp_a", "hosp_b", "hosp_c")
     manifest = service.config.me.manifest
-    spec = QuerySpec("count", "stroke:1", nodes, privacy=privacy or {"mode": "exact"})
+    spec = QuerySpec(query.pop("method", "count"), "stroke:1", nodes,  # type: ignore[arg-type]
+                     privacy=privacy or {"mode": "exact"}, **query)  # type: ignore[arg-type]
     plan = layout(spec, PlanModel(stroke_model()), manifest.max_rows_per_node,
                   verifiable=manifest.verifiable_totals)
     root = service.config.ledger.parent.parent
@@ -170,10 +175,12 @@ def announce_query(service, privacy: dict | None = None,  # noqa: ANN001
     query_id = SeededRandom(time.time_ns()).bytes(16)
     issued = int(time.time() * 1000)
     raw = spec.canonical()
+    # a Paillier federation seals partial decryptions to the researcher's reply key
+    reply_key = bytes(range(32)) if manifest.paillier_key is not None else bytes(32)
     statement = signed_query_statement(researcher, manifest.federation_id, query_id, issued,
-                                       raw, plan.length, plan.ring_bits)
+                                       raw, plan.length, plan.ring_bits, reply_key=reply_key)
     query = SignedQuery(researcher, manifest.federation_id, query_id, issued, raw, plan.length,
-                        plan.ring_bits, identity.sign(statement))
+                        plan.ring_bits, identity.sign(statement), reply_key)
     params = RoundParams(manifest.federation_id, query_id, 0, nodes,
                          manifest.threshold_for(len(nodes)), plan.length, plan.ring_bits, 0,
                          query.digest, max_colluding=manifest.max_colluding_nodes)

@@ -57,9 +57,9 @@ def _recording(fed: SimulatedFederation, log: list[Any]) -> None:
     for name, session in fed.sessions.items():
         compute = session.compute
 
-        def recorded(spec: Any, plan: Any, query_id: bytes, *, _name: str = name,
-                     _compute: Any = compute) -> Any:
-            contribution = _compute(spec, plan, query_id)
+        def recorded(spec: Any, plan: Any, query_id: bytes, stop: Any = None, *,
+                     _name: str = name, _compute: Any = compute) -> Any:
+            contribution = _compute(spec, plan, query_id, stop)
             log.append((_name, spec.kind, [int(v) for v in contribution.vector.to_signed()]))
             return contribution
 

@@ -30,7 +30,7 @@ def test_an_unexpected_failure_is_refused_as_internal_and_the_node_serves_on(
         caplog: pytest.LogCaptureFixture) -> None:
     connection = Recorder()
 
-    def broken(msg: object) -> None:
+    def broken(msg: object, stop: object = None) -> None:
         raise RuntimeError("a secret row value 73.4 in a message no one should see")
 
     monkeypatch.setattr(service, "_begin", broken)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from node.policy import Policy
 from node.validation import coerce
 from protocol.errors import QueryError
 from stats.datamodel import DataModel, PlanModel, Variable
@@ -180,6 +181,7 @@ def test_a_node_refuses_an_uncentred_sum_beyond_the_encodable_range_naming_it() 
     model = DataModel("centred", "1", variables)
     session = NodeSession.__new__(NodeSession)
     session.data = LoadedData(model, coerce(_rows(), model))
+    session.policy = Policy.default()
     spec = QuerySpec("descriptive_stats", "centred:1", DATASETS, ("stamp",))
     plan = layout(spec, PlanModel(model), 1 << 24)
     with pytest.raises(QueryError, match=r"sum of squares of 'stamp' .* 2\^62"):
