@@ -70,6 +70,20 @@ def _serving(service: NodeService, feed: Feed) -> tuple[asyncio.Event, asyncio.T
     return stop, asyncio.create_task(service._serve(feed, stop))  # type: ignore[arg-type]
 
 
+async def _slow_queries(service: NodeService, feed: Feed, n: int
+                        ) -> tuple[list[bytes], float]:
+    """``n`` slow DP queries announced, the first charged and computing, the others waiting
+    their turn; and what was spent before."""
+    spent = _spent(service)
+    announced = []
+    for _ in range(n):
+        query_id, frame = announce_query(service, {"mode": "dp", "rho": RHO}, **SLOW)
+        await feed.inbox.put(frame)
+        announced.append(query_id)
+    await _until(lambda: _spent(service) > spent)
+    return announced, spent
+
+
 def _cancel(service: NodeService, who: str, query_id: bytes, claimed: str = "alice") -> bytes:
     return encode(CancelQuery(claimed, query_id, _sign(service, who, query_id)))
 
@@ -79,10 +93,7 @@ def test_a_cancel_stops_the_computation_and_refunds_while_the_node_reads_on(
     async def scenario() -> None:
         feed = Feed()
         stop, serving = _serving(service, feed)
-        spent = _spent(service)
-        slow, frame = announce_query(service, {"mode": "dp", "rho": RHO}, **SLOW)
-        await feed.inbox.put(frame)
-        await _until(lambda: _spent(service) > spent)  # charged: computing
+        (slow,), spent = await _slow_queries(service, feed, 1)
         # a budget request is answered while the query computes
         await feed.inbox.put(_budget_query(service, service.config.ledger.parent.parent,
                                            int(time.time() * 1000), b"\x07" * 16))
@@ -113,12 +124,7 @@ def test_a_query_waiting_its_turn_is_dropped_uncharged_and_only_its_researcher_c
     async def scenario() -> None:
         feed = Feed()
         stop, serving = _serving(service, feed)
-        spent = _spent(service)
-        first, frame = announce_query(service, {"mode": "dp", "rho": RHO}, **SLOW)
-        await feed.inbox.put(frame)
-        second, frame = announce_query(service, {"mode": "dp", "rho": RHO}, **SLOW)
-        await feed.inbox.put(frame)
-        await _until(lambda: _spent(service) > spent)
+        (first, second), spent = await _slow_queries(service, feed, 2)
         assert first in service.computing and second in service.computing
         # bob's cancels of alice's query: signed by bob, or claiming to be alice
         await feed.inbox.put(_cancel(service, "bob", first, claimed="bob"))
@@ -146,10 +152,7 @@ def test_the_round_ending_otherwise_stops_the_computation_too(
     async def scenario() -> None:
         feed = Feed()
         stop, serving = _serving(service, feed)
-        spent = _spent(service)
-        slow, frame = announce_query(service, {"mode": "dp", "rho": RHO}, **SLOW)
-        await feed.inbox.put(frame)
-        await _until(lambda: _spent(service) > spent)
+        (slow,), spent = await _slow_queries(service, feed, 1)
         if ending == "the aggregator aborts the round":
             await feed.inbox.put(encode(RoundAborted(slow, 0, "timeout")))
             await _until(lambda: slow not in service.computing)
@@ -188,12 +191,7 @@ def test_in_paillier_mode_a_stopped_computation_keeps_its_charge(
     async def scenario() -> None:
         feed = Feed()
         stop, serving = _serving(paillier, feed)
-        spent = _spent(paillier)
-        first, frame = announce_query(paillier, {"mode": "dp", "rho": RHO}, **SLOW)
-        await feed.inbox.put(frame)
-        second, frame = announce_query(paillier, {"mode": "dp", "rho": RHO}, **SLOW)
-        await feed.inbox.put(frame)
-        await _until(lambda: _spent(paillier) > spent)
+        (first, second), spent = await _slow_queries(paillier, feed, 2)
         await feed.inbox.put(_cancel(paillier, "alice", second))  # waiting its turn
         await feed.inbox.put(_cancel(paillier, "alice", first))  # computing
         await _until(lambda: not paillier.computing)
