@@ -645,10 +645,19 @@ class AggregatorService:
                                                    len(machine.expected)))
             if machine.result is None:
                 error = machine.error or ThresholdNotMet("the round did not complete")
+                # nodes still in the round stop (a node still computing is interrupted)
+                await self._broadcast(params, RoundAborted(params.query_id, params.round,
+                                                           error.code))
                 await researcher.send(error_notice(active.request_id, error))
                 return
             receipts = tuple(active.receipts[name] for name in sorted(active.receipts))
             timed_out = tuple(sorted(active.timed_out))
+            # a node dropped at a stage's timeout would otherwise compute on (up to its
+            # max_query_seconds), send into a finished round and hold its round, and a
+            # mask-mode charge, until it reconnects
+            for name in timed_out:
+                await self._send_to(name, RoundAborted(params.query_id, params.round,
+                                                       "timeout"))
             if isinstance(machine.result, PaillierResult):
                 # sealed to the researcher: the aggregator cannot read the total
                 result: object = dataclasses.replace(machine.result,

@@ -12,10 +12,11 @@ The ledger's rules it keeps:
 - a DP charge is refunded when the round ends before the contribution left, unless the
   failure happened while computing on the rows (InternalError: it might depend on them);
   a computation stopped because its round ended (QueryStopped: cancelled, aborted, the
-  connection closed) ends as the round's end would have found it had the computation run
-  to its end, so that how long it computed never shows in the ledger: refunded where the
-  contribution leaves at a later stage (mask mode), standing where it leaves as soon as it
-  is computed (Paillier mode: ``stop_keeps_charge``);
+  connection closed; also a query whose round ended while it waited its turn, admitted and
+  charged when its turn comes, so that it cannot be replayed) ends as the round's end would
+  have found it once computed, so that how long it computed never shows in the ledger:
+  refunded where the contribution leaves at a later stage (mask mode), standing where it
+  leaves as soon as it is computed (Paillier mode: ``stop_keeps_charge``);
 - a replay has its entry already and gets no second one.
 """
 

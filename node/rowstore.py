@@ -44,9 +44,9 @@ class RowStore(Protocol):
         """The kind's absolute sums over every row of the query's datasets (no filter)."""
         ...
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         """From another thread: stop the statement running now, which then raises in the
-        thread computing it (the store stays usable). Nothing where none can be stopped."""
+        thread computing it (the store stays usable). False where nothing can be stopped."""
         ...
 
 
@@ -119,6 +119,7 @@ class FrameRows:
         mine = self.rows[self.rows[DATASET].isin(spec.datasets).to_numpy()]
         return KINDS[spec.kind].abs_sums(spec, mine, PlanModel(self.model))
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         """pandas computes in this thread, and cannot be stopped from another: what a query
         may cost here is bounded by its memory instead (the policy's max_query_memory_mb)."""
+        return False

@@ -12,8 +12,8 @@ worker thread so keepalive pings continue during long computations.
 Queries are computed one at a time (in the order announced), but the node keeps reading
 while one computes: a cancel, the aggregator's abort of that round, the connection closing
 or the node stopping interrupt the computation in its engine (:mod:`node.time_limit`),
-and a query waiting its turn is dropped before anything is charged (in Paillier mode it is
-charged all the same, see :mod:`node.lifecycle`). Other rounds' steps, budget requests and
+and a query waiting its turn ends when its turn comes, right after its admission and
+charge (see :mod:`node.lifecycle` for the charge). Other rounds' steps, budget requests and
 pings are answered meanwhile.
 """
 
@@ -310,19 +310,17 @@ class NodeService:
                 raise QueryError(f"this node is answering {others} queries already "
                                  "(its policy's max_queries_in_flight); try again shortly")
             async with self._turn_lock():
-                if computing.stop.is_set() and not self._releases_when_computed():
-                    # its round ended while it waited: dropped, as it would have been
-                    # refunded once computed (in Paillier mode it is charged all the same)
-                    log.info("query %s: its round ended before its turn; dropped",
-                             query_id.hex()[:8])
-                    return
+                # even if its round ended while it waited: admitted (so that a replay of it
+                # is refused), charged and ended as any stopped query (node.lifecycle)
                 flight, first, head = await asyncio.to_thread(self._begin, msg,
                                                               computing.stop)
         except QueryStopped:
-            return  # the lifecycle refunded it; the round is over: nothing to say
+            return  # the lifecycle ended its charge; the round is over: nothing to say
         except FedtallyError as exc:
             log.info("refused query %s: %s", query_id.hex()[:8], exc)
-            await connection.send(encode(QueryRefused(query_id, exc.code, public_text(exc))))
+            if not computing.stop.is_set():  # else its round is over: nobody to tell
+                await connection.send(encode(QueryRefused(query_id, exc.code,
+                                                          public_text(exc))))
             return
         finally:
             if mine:

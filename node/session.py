@@ -241,7 +241,7 @@ class NodeSession:
                     min_row_count=policy.min_row_count,
                     small_cell_threshold=policy.small_cell_threshold)
         except Exception:
-            if stop is not None and stop.is_set():
+            if stop is not None and limit.cause == "stop":
                 log.info("query %s (%s): its round ended; computing it was stopped",
                          query_id.hex()[:8], spec.method)
                 raise QueryStopped(stop.why) from None

@@ -31,27 +31,33 @@ class RoundEnd(threading.Event):
         self.why = "the query's round ended"
 
     def end(self, why: str) -> None:
-        self.why = why
-        self.set()
+        """The round ended (the first reason given is kept)."""
+        if not self.is_set():
+            self.why = why
+            self.set()
 
 
 class TimeLimit:
     """A context: past ``seconds``, or once ``stop`` is set, the store's running statement
     is interrupted, and again every :data:`REPEAT_S` until the context ends; never after it
-    ends, so the next query is not touched. :attr:`reached` says whether the limit was
-    passed, :attr:`stopped` whether ``stop`` interrupted it."""
+    ends, so the next query is not touched. :attr:`cause` says what first interrupted it
+    (``"limit"`` or ``"stop"``), or None: nothing did, or the store cannot be interrupted
+    (pandas), so that a failure is told apart from an interruption, whichever came first."""
 
-    def __init__(self, store: RowStore, seconds: float,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(self, store: RowStore, seconds: float, stop: RoundEnd | None = None) -> None:
         self.store = store
         self.seconds = seconds
         self.stop = stop
-        self.reached = False
-        self.stopped = False
+        self.cause: str | None = None
         self._ended = threading.Event()
         self._lock = threading.Lock()
         self._watch = threading.Thread(target=self._run, name="fedtally-time-limit",
                                        daemon=True)
+
+    @property
+    def reached(self) -> bool:
+        """The limit interrupted the computation (before any stop did)."""
+        return self.cause == "limit"
 
     def __enter__(self) -> TimeLimit:
         self._deadline = time.monotonic() + self.seconds
@@ -64,9 +70,16 @@ class TimeLimit:
             self._ended.set()
         self._watch.join()
 
+    def _due(self) -> str | None:
+        """Why the computation should be interrupted now, if it should."""
+        if self.stop is not None and self.stop.is_set():
+            return "stop"
+        return "limit" if time.monotonic() >= self._deadline else None
+
     def _run(self) -> None:
+        interrupting = False
         while True:
-            if self.reached or self.stopped:
+            if interrupting:
                 wait = REPEAT_S
             else:
                 left = self._deadline - time.monotonic()
@@ -76,13 +89,12 @@ class TimeLimit:
             with self._lock:
                 if self._ended.is_set():
                     return
-                if self.stop is not None and self.stop.is_set():
-                    self.stopped = True
-                elif time.monotonic() >= self._deadline:
-                    self.reached = True
-                if not (self.reached or self.stopped):
+                due = self._due()
+                if due is None:
                     continue
+                interrupting = True
                 try:
-                    self.store.interrupt()
+                    if self.store.interrupt() and self.cause is None:
+                        self.cause = due
                 except Exception:  # e.g. the database cannot be reached to cancel
                     log.exception("interrupting a query's computation failed")

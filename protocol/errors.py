@@ -146,7 +146,8 @@ class InternalError(FedtallyError):
 class QueryStopped(FedtallyError):
     """A node stopped computing a query because its round had ended (the researcher
     cancelled it, the aggregator aborted it, or the connection closed): nothing is sent,
-    and a DP charge is refunded as for any round that ends before the contribution left."""
+    and a DP charge ends as the round's end would have found it once computed (refunded in
+    mask mode, standing in Paillier mode: :mod:`node.lifecycle`)."""
 
     code = "stopped"
 

@@ -106,10 +106,11 @@ class DuckRows(SqlRows):
     def close(self) -> None:
         self._finalizer()
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         # DuckDB's interrupt is made for this: called from any thread, the running
         # statement raises InterruptException (the connection stays usable)
         self._connection.interrupt()
+        return True
 
     # --- SQL ----------------------------------------------------------------------------
 

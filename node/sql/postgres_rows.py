@@ -113,6 +113,10 @@ class _Database:
         self._connection: Any = None
         # reentrant: a query's statements run inside its snapshot, which holds it too
         self.lock = threading.RLock()
+        #: transactions of ours open on the connection (1: a snapshot or a statement's own)
+        self._depth = 0
+        #: a statement is executing (what interrupt may cancel)
+        self._running = False
 
     def _open(self) -> Any:
         import psycopg
@@ -136,16 +140,27 @@ class _Database:
         a statement PostgreSQL refuses leaves the snapshot usable). A connection the server
         closed since the last one (a restart) fails as its transaction begins, before
         anything is read: it is opened again, once. A connection lost later is closed and
-        the failure raised (the query is refused; the next one connects again)."""
+        the failure raised (the query is refused; the next one connects again). Nesting is
+        counted here, not asked of the server: a cancel that lands on a COMMIT leaves the
+        server in a failed transaction psycopg does not know of, so a connection found in
+        any transaction where none of ours is open is closed and opened again."""
         import psycopg
         from psycopg.pq import TransactionStatus
 
         with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    with self._connection.transaction():
+                        yield self._connection
+                finally:
+                    self._depth -= 1
+                return
             if self._connection is not None and not self._connection.closed and \
                     self._connection.info.transaction_status != TransactionStatus.IDLE:
-                with self._connection.transaction():
-                    yield self._connection
-                return
+                log.warning("the PostgreSQL connection was left in a transaction (a cancel "
+                            "that landed between statements): connecting again")
+                self.close()
             for attempt in range(2):
                 if self._connection is None or self._connection.closed:
                     self._connection = self._open()
@@ -158,6 +173,7 @@ class _Database:
                         raise
                     continue
                 break
+            self._depth = 1
             try:
                 with begun:
                     yield self._connection
@@ -166,12 +182,16 @@ class _Database:
             except psycopg.OperationalError:
                 self.close()
                 raise
+            finally:
+                self._depth = 0
 
     def interrupt(self) -> None:
         """From another thread (without the lock, which the running statement holds): the
-        server cancels the statement running now, which raises QueryCanceled."""
+        server cancels the statement running now, which raises QueryCanceled. Sent only
+        while a statement runs (one that lands on a COMMIT anyway is mended by the next
+        transaction, see _transaction)."""
         connection = self._connection
-        if connection is not None and not connection.closed:
+        if self._running and connection is not None and not connection.closed:
             connection.cancel_safe(timeout=10)
 
     @contextlib.contextmanager
@@ -195,8 +215,12 @@ class _Database:
                 cursor.execute("SELECT current_setting('enable_sort')")
                 before = cursor.fetchall()[0][0]
                 cursor.execute("SET LOCAL enable_sort = off")
-            cursor.execute(sql, list(params))
-            rows = cursor.fetchall()
+            self._running = True
+            try:
+                cursor.execute(sql, list(params))
+                rows = cursor.fetchall()
+            finally:
+                self._running = False
             if hashed:
                 cursor.execute("SELECT set_config('enable_sort', $1, true)", [before])
             if frame:
@@ -319,8 +343,9 @@ class PostgresRows(SqlRows):
     def close(self) -> None:
         self._database.close()
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         self._database.interrupt()
+        return True
 
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:
         return self._database.snapshot()

@@ -142,9 +142,10 @@ class SparkRows(SqlRows):
         except Exception:  # a stopped JVM has nothing left to free
             pass
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         # this session's jobs only (other nodes in this process share the Spark context)
         self._session.interruptAll()
+        return True
 
     def _run(self, compiler: Compiler, sql: str) -> Any:
         text, args = _named(sql, compiler.params)

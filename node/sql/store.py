@@ -82,9 +82,9 @@ class SqlRows:
         """Let the engine go (a DuckDB file is removed, a PostgreSQL connection closed)."""
         raise NotImplementedError
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         """From another thread: stop the engine's statement running now (it raises in the
-        thread that runs it)."""
+        thread that runs it); True."""
         raise NotImplementedError
 
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,14 @@ def test_a_node_paused_past_the_stage_timeout_is_reported_as_such(
     assert count.federation["nodes_not_answering"] == {"hosp_c": fedtally.coverage.TIMED_OUT}
     assert count.federation["datasets_not_covered"] == {
         "hosp_c": f"node hosp_c {fedtally.coverage.TIMED_OUT}"}
+    # the aggregator tells hosp_c its round is over: once resumed it stops that query
+    # rather than compute it and hold its round (and a DP charge) until it reconnects
+    deadline = time.monotonic() + 60
+    told = ("the aggregator aborted the round (timeout)",  # while computing the query
+            "aborted by the aggregator")  # once computed
+    while not any(line in fed.local.log("hosp_c") for line in told):
+        assert time.monotonic() < deadline, fed.local.log("hosp_c")[-2000:]
+        time.sleep(0.1)
     wait_for_nodes(fed, {"hosp_a", "hosp_b", "hosp_c"}, fed.local)
     assert fed.count() == rows(hospitals, "hosp_a", "hosp_b", "hosp_c")
 

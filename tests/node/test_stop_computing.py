@@ -22,6 +22,7 @@ from protocol.codec import encode
 from protocol.messages import AdvertiseKeys, RoundAborted
 from protocol.service_messages import BudgetReport, CancelQuery, QueryRefused
 from support import Recorder, announce_query, hospital_service
+from tests.fedtally.test_operations import _ledger_kinds as _entries
 from tests.node.test_cancel import _sign, _spent
 from tests.node.test_service_failures import _budget_query
 
@@ -70,6 +71,10 @@ def _serving(service: NodeService, feed: Feed) -> tuple[asyncio.Event, asyncio.T
     return stop, asyncio.create_task(service._serve(feed, stop))  # type: ignore[arg-type]
 
 
+#: every slow query's announce, by query id (to replay one)
+_ANNOUNCED: dict[bytes, bytes] = {}
+
+
 async def _slow_queries(service: NodeService, feed: Feed, n: int
                         ) -> tuple[list[bytes], float]:
     """``n`` slow DP queries announced, the first charged and computing, the others waiting
@@ -78,10 +83,15 @@ async def _slow_queries(service: NodeService, feed: Feed, n: int
     announced = []
     for _ in range(n):
         query_id, frame = announce_query(service, {"mode": "dp", "rho": RHO}, **SLOW)
+        _ANNOUNCED[query_id] = frame
         await feed.inbox.put(frame)
         announced.append(query_id)
     await _until(lambda: _spent(service) > spent)
     return announced, spent
+
+
+def _ledger_kinds(service: NodeService) -> list[tuple[str, str]]:
+    return _entries(service.config.ledger)
 
 
 def _cancel(service: NodeService, who: str, query_id: bytes, claimed: str = "alice") -> bytes:
@@ -119,8 +129,12 @@ def test_a_cancel_stops_the_computation_and_refunds_while_the_node_reads_on(
     assert "unknown query" not in caplog.text
 
 
-def test_a_query_waiting_its_turn_is_dropped_uncharged_and_only_its_researcher_cancels(
+def test_a_query_cancelled_as_it_waits_its_turn_ends_then_and_cannot_be_replayed(
         service: NodeService, caplog: pytest.LogCaptureFixture) -> None:
+    """Its turn comes: it is admitted (so the aggregator cannot announce it again: helper-25
+    found a query dropped unadmitted computed and charged on a replay), charged and
+    refunded, as a query whose computation was stopped. Only its researcher's cancel
+    counts."""
     async def scenario() -> None:
         feed = Feed()
         stop, serving = _serving(service, feed)
@@ -131,18 +145,24 @@ def test_a_query_waiting_its_turn_is_dropped_uncharged_and_only_its_researcher_c
         await feed.inbox.put(_cancel(service, "bob", first))
         await feed.inbox.put(_cancel(service, "alice", second))
         await _until(lambda: second not in service.computing)
-        await _until(lambda: bool(feed.about(first)))
         assert isinstance(feed.about(first)[0], AdvertiseKeys)  # the first ran to its end
         assert feed.about(second) == []
-        assert _spent(service) == pytest.approx(spent + RHO)  # the second was never charged
+        assert _spent(service) == pytest.approx(spent + RHO)  # the second: refunded
+        await feed.inbox.put(_ANNOUNCED[second])  # the aggregator replays it
+        await _until(lambda: bool(feed.about(second)))
+        [refusal] = feed.about(second)
+        assert isinstance(refusal, QueryRefused) and refusal.code == "replay"
+        assert _spent(service) == pytest.approx(spent + RHO)
         service.rounds.pop(first)
         stop.set()
         await serving
 
     with caplog.at_level(logging.INFO, logger="fedtally.node"):
         asyncio.run(scenario())
-    assert "its round ended before its turn; dropped" in caplog.text
     assert caplog.text.count("ignored a cancel") == 2
+    refunds = [reason for kind, reason in _ledger_kinds(service) if kind == "refund"]
+    assert "cancelled by its researcher alice (signed) before the contribution was sent" \
+        in refunds
 
 
 @pytest.mark.parametrize("ending", ["the aggregator aborts the round", "the connection closes",

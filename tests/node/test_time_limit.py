@@ -20,7 +20,7 @@ from node.policy import Policy
 from node.rowstore import FrameRows
 from node.session import LoadedData, NodeSession
 from node.sql.duckdb_rows import DuckRows
-from node.time_limit import TimeLimit
+from node.time_limit import RoundEnd, TimeLimit
 from protocol.errors import InternalError
 from stats.query import QuerySpec
 from tests.stats.test_kinds import OUTCOME, TERMS, _model
@@ -104,9 +104,9 @@ class _Counting:
         self.store = store
         self.interrupts = 0
 
-    def interrupt(self) -> None:
+    def interrupt(self) -> bool:
         self.interrupts += 1
-        self.store.interrupt()
+        return bool(self.store.interrupt())
 
 
 def test_no_interrupt_before_the_limit_nor_after_the_context(duck: DuckRows) -> None:
@@ -122,3 +122,23 @@ def test_no_interrupt_before_the_limit_nor_after_the_context(duck: DuckRows) -> 
     assert counting.interrupts == seen
     assert duck.count() == 300_000
     assert duck._rows(duck._compiler(None), "SELECT count(*) FROM node_rows")[0][0] == 300_000
+
+
+def test_what_interrupted_first_is_the_cause(duck: DuckRows) -> None:
+    """The limit, then the round's end: the limit's (the charge stands); the round's end
+    first: a stop. A store that cannot be interrupted (pandas) has no cause, so a failure
+    there is never read as either."""
+    stop = RoundEnd()
+    with TimeLimit(duck, 0.01, stop) as limit:
+        time.sleep(0.3)
+        stop.end("cancelled")
+        time.sleep(0.3)
+    assert limit.cause == "limit"
+    stop = RoundEnd()
+    with TimeLimit(duck, 600, stop) as limit:
+        stop.end("cancelled")
+        time.sleep(0.5)
+    assert limit.cause == "stop" and not limit.reached
+    with TimeLimit(FrameRows(_rows(10), _model()), 0.01, RoundEnd()) as limit:
+        time.sleep(0.3)
+    assert limit.cause is None
