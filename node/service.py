@@ -469,7 +469,12 @@ class NodeService:
                 msg.query_id, f"the aggregator aborted the round ({msg.code})"):
             return
         if flight is None:
-            if msg.query_id not in self.cancelled:
+            if isinstance(msg, RoundAborted):
+                # the aggregator ends every node's round when it fails, this node's
+                # included after it refused or finished: nothing to do, nothing wrong
+                log.debug("query %s: the aggregator ended its round (%s)",
+                          msg.query_id.hex()[:8], msg.code)
+            elif msg.query_id not in self.cancelled:
                 log.warning("message for unknown query %s ignored", msg.query_id.hex()[:8])
             return
         try:

@@ -73,3 +73,21 @@ def test_a_budget_query_is_answered_once_and_only_while_fresh(service: NodeServi
     assert isinstance(connection.sent[-1], BudgetReport)
     asyncio.run(service._handle(connection, fresh))  # the same request again
     assert len(connection.sent) == 1
+
+
+def test_the_end_of_a_round_this_node_left_is_no_warning(
+        service: NodeService, caplog: pytest.LogCaptureFixture) -> None:
+    """A failed round is ended at every node, those that refused or finished included: no
+    warning for the operator. Another message for a query this node does not know is one."""
+    from protocol.messages import AdvertiseKeys, RoundAborted
+
+    unknown = b"\x09" * 16
+    with caplog.at_level(logging.INFO, logger="fedtally.node"):
+        asyncio.run(service._handle(Recorder(), encode(
+            RoundAborted(unknown, 0, "threshold_not_met"))))
+    assert not caplog.records
+    with caplog.at_level(logging.INFO, logger="fedtally.node"):
+        asyncio.run(service._handle(Recorder(), encode(
+            AdvertiseKeys(unknown, 0, "hosp_b", b"\x01" * 32, b"\x02" * 32, b"\x03" * 32,
+                          b"\x04" * 64))))
+    assert "unknown query" in caplog.text
