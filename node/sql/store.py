@@ -88,7 +88,7 @@ class SqlRows:
         raise NotImplementedError
 
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:
-        """Statements run within read one state of the rows. Nothing to do where the rows
+        """The statements run within it read one state of the rows. Nothing to do where the rows
         are the node's own copy (DuckDB) or read once into a cache (Spark); PostgreSQL
         runs them in one transaction."""
         return contextlib.nullcontext()
