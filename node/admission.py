@@ -19,6 +19,7 @@ from pathlib import Path
 from crypto.errors import InvalidSignature
 from crypto.identity import SigningIdentity
 from node.session import NodeSession
+from node.time_limit import RoundEnd
 from protocol.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -139,9 +140,10 @@ def authenticate(me: NodeIdentity, query: SignedQuery, now_ms: int) -> QuerySpec
 
 def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
           guard: ReplayGuard, now_ms: int | None = None, *,
-          spec: QuerySpec | None = None) -> Admitted:
+          spec: QuerySpec | None = None, stop: RoundEnd | None = None) -> Admitted:
     """Authenticate the query (unless ``spec`` says it was) and its round, then plan it
-    (:meth:`NodeSession.plan`: every check that needs no row). Nothing here reads a row."""
+    (:meth:`NodeSession.plan`: every check that needs no row, though an exact query's
+    range check may sum over the rows, which ``stop`` interrupts)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if spec is None:
         spec = authenticate(me, query, now_ms)
@@ -150,7 +152,7 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: No
     if me.manifest.paillier_key is not None and query.reply_key == bytes(32):
         raise QueryError("a query to a Paillier federation must carry the researcher's "
                          "reply key")
-    plan = session.plan(spec, query.researcher, threshold=params.threshold)
+    plan = session.plan(spec, query.researcher, threshold=params.threshold, stop=stop)
     _check_params(me, query, params, plan)
     guard.check_and_remember(query.query_id, now_ms)
     return Admitted(spec, plan)

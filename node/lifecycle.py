@@ -95,7 +95,7 @@ def begin(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: No
                       session.asked(spec, query.researcher, query.query_id, query.digest),
                       stop_keeps_charge=stop_keeps_charge)
     try:
-        admitted = admit(me, query, params, session, guard, now_ms, spec=spec)
+        admitted = admit(me, query, params, session, guard, now_ms, spec=spec, stop=stop)
         # charged (durably) before any row is read; a failure while computing keeps it
         flight.charge = session.charge(flight.asked, admitted.layout)
         flight.recorded = admitted.layout.noise is not None

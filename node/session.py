@@ -128,9 +128,11 @@ class NodeSession:
     #: randomness for commitment blindings (the OS CSPRNG; seeded in tests)
     rng: RandomSource = field(default_factory=SystemRandom)
 
-    def plan(self, spec: QuerySpec, researcher: str, *, threshold: int) -> Layout:
+    def plan(self, spec: QuerySpec, researcher: str, *, threshold: int,
+             stop: RoundEnd | None = None) -> Layout:
         """Every check that needs no row; the query's layout. ``threshold`` is the fewest
-        nodes the round can end with (its signed threshold)."""
+        nodes the round can end with (its signed threshold). ``stop``: as for
+        :meth:`compute` (the range check may take a pass over the rows)."""
         policy, model = self.policy, self.data.model
         policy.check_method(spec.method)
         if spec.privacy["mode"] == "exact":
@@ -154,12 +156,12 @@ class NodeSession:
             raise QueryError(f"this query would need about {memory >> 20} MiB at this node; "
                              f"its policy allows {policy.max_query_memory_mb} MiB per query")
         if plan.noise is None:
-            self._check_range(spec, plan)
+            self._check_range(spec, plan, stop)
         if spec.filters is not None:
             filters.from_json(spec.filters).check(model)
         return plan
 
-    def _check_range(self, spec: QuerySpec, plan: Layout) -> None:
+    def _check_range(self, spec: QuerySpec, plan: Layout, stop: RoundEnd | None) -> None:
         """No exact sum can leave the encodable range |S| < 2^REAL_INT_BITS, whatever the
         filter selects: each real slot's bound is rows x its row bound at the node's
         magnitudes, or, where that does not fit and the kind gives them, the sum of |terms|
@@ -175,7 +177,7 @@ class NodeSession:
             if not slot.real or rows * bound(slot.key) < limit:
                 continue
             if sums is None:  # the exact bound costs a pass over the rows: only when needed
-                sums = self._abs_sums(spec)
+                sums = self._abs_sums(spec, stop)
             if not sums.get(slot.key, math.inf) < limit:
                 what = (kind.describe(spec, view, slot.key) if kind.describe is not None
                         else "sums of " + (", ".join(kind.summed(spec, view)) or "its variables"))
@@ -184,26 +186,35 @@ class NodeSession:
                                  "declare its variables' min and max in the data model (a "
                                  "declared variable is centred and scaled), or rescale it")
 
-    def _abs_sums(self, spec: QuerySpec) -> dict[Key, float]:
+    def _abs_sums(self, spec: QuerySpec, stop: RoundEnd | None) -> dict[Key, float]:
         """The store's sums of |terms|; its engine failing (out of memory on a very wide
         query) is a refusal the lifecycle records, with the failure in the log only."""
-        limit = TimeLimit(self.data.rows_store, self.policy.max_query_seconds)
+        if stop is not None and stop.is_set():
+            raise QueryStopped(stop.why)
+        limit = TimeLimit(self.data.rows_store, self.policy.max_query_seconds, stop)
         try:
             with limit:
                 return self.data.rows_store.abs_sums(spec)
         except FedtallyError:
             raise
         except Exception:
-            log.exception("the sums of |terms| that bound a query's range failed")
-            raise self._failure(limit) from None
+            raise self._failure(limit, stop, "the sums of |terms| that bound a query's "
+                                "range") from None
 
-    def _failure(self, limit: TimeLimit) -> InternalError:
-        """What the researcher reads of a failure while computing on the rows: the fixed
-        text, or that the node's time limit stopped it (which the time the node took tells
-        anyway)."""
+    def _failure(self, limit: TimeLimit, stop: RoundEnd | None,
+                 what: str) -> QueryStopped | InternalError:
+        """What the researcher reads of a failure while computing on the rows: that its
+        round ended (the computation was stopped), that the node's time limit stopped it
+        (which the time the node took tells anyway), or the fixed text (the failure itself
+        goes to the log only)."""
+        if stop is not None and limit.cause == "stop":
+            log.info("%s: the query's round ended; computing it was stopped", what)
+            return QueryStopped(stop.why)
         if not limit.reached:
+            log.exception("%s failed", what)
             return InternalError()
-        log.warning("stopped at the policy's max_query_seconds (%g s)", limit.seconds)
+        log.warning("%s: stopped at the policy's max_query_seconds (%g s)", what,
+                    limit.seconds)
         return InternalError(f"the node stopped computing at its time limit "
                              f"(max_query_seconds, {limit.seconds:g} s)")
 
@@ -241,13 +252,8 @@ class NodeSession:
                     min_row_count=policy.min_row_count,
                     small_cell_threshold=policy.small_cell_threshold)
         except Exception:
-            if stop is not None and limit.cause == "stop":
-                log.info("query %s (%s): its round ended; computing it was stopped",
-                         query_id.hex()[:8], spec.method)
-                raise QueryStopped(stop.why) from None
-            log.exception("query %s (%s): computing the contribution failed",
-                          query_id.hex()[:8], spec.method)
-            raise self._failure(limit) from None
+            raise self._failure(limit, stop, f"query {query_id.hex()[:8]} ({spec.method}): "
+                                "computing the contribution") from None
         log.info("query %s (%s): %d rows, contributed=%s, %d cells read as zero (%d withheld)",
                  query_id.hex()[:8], spec.method, summary.rows, summary.contributed,
                  summary.cells_below_threshold, summary.cells_withheld)
