@@ -40,6 +40,7 @@ from protocol.errors import (
     AuthenticationError,
     DuplicateMember,
     FedtallyError,
+    InternalError,
     QueryError,
     ReplayError,
     ThresholdNotMet,
@@ -676,6 +677,9 @@ class AggregatorService:
                      active.bytes_to_nodes, active.bytes_to_researcher)
         except Exception as exc:  # keep serving; tell the researcher without internals
             log.exception("round %s failed", params.query_id.hex()[:8])
+            with contextlib.suppress(Exception):  # and the nodes, as far as they can hear
+                await self._broadcast(params, RoundAborted(params.query_id, params.round,
+                                                           InternalError.code))
             await researcher.send(ErrorNotice(active.request_id, "internal",
                                               public_text(exc)))
         finally:
