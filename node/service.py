@@ -326,7 +326,8 @@ class NodeService:
             if mine:
                 del self.computing[query_id]
         if computing.stop.is_set():
-            # its round ended just as it was computed: nothing is sent
+            # its round ended after it was computed, as this thread handed it over: nothing
+            # is sent (a release already recorded stands: Paillier mode)
             if flight.charge is not None:
                 await asyncio.to_thread(flight.refund, f"{computing.stop.why} before the "
                                                        "contribution was sent")
@@ -366,6 +367,10 @@ class NodeService:
         try:
             flight.node = self._round_node(msg, contribution)
             first = flight.node.start()
+            if stop is not None and stop.is_set():
+                # its round ended as it was computed: ends as a stopped computation, before
+                # the ledger records a release that would not happen
+                raise QueryStopped(stop.why)
         except FedtallyError as exc:
             flight.failed(exc)
             raise

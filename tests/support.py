@@ -104,10 +104,10 @@ class Recorder:
 
 def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: ANN201
                      policy: dict | None = None, scale: float = 0.02,
-                     **federation: object):
+                     row_store: str = "duckdb", **federation: object):
     """A NodeService for hosp_a of a fresh three-hospital federation in ``root`` (synthetic
-    stroke rows, 3,000 x ``scale`` of them; ``federation``: init_federation's options; no
-    aggregator: the caller drives it with messages)."""
+    stroke rows, 3,000 x ``scale`` of them, kept in ``row_store``; ``federation``:
+    init_federation's options; no aggregator: the caller drives it with messages)."""
     import json
 
     from crypto.randomness import SeededRandom
@@ -122,7 +122,8 @@ def hospital_service(root: Path, researchers: list[str], *, seed: int,  # noqa: 
     (root / "model.json").write_text(json.dumps(stroke_model().to_json()))
     config_path = root / "hosp_a" / "node.json"
     config = json.loads(config_path.read_text())
-    config.update(data=[{"kind": "csv", "path": "data.csv"}], data_model="../model.json")
+    config.update(data=[{"kind": "csv", "path": "data.csv"}], data_model="../model.json",
+                  row_store=row_store)
     if policy is not None:
         (root / "policy.json").write_text(json.dumps(policy))
         config["policy"] = "../policy.json"

@@ -224,3 +224,36 @@ def test_in_paillier_mode_a_stopped_computation_keeps_its_charge(
         asyncio.run(scenario())
     assert "computing it was stopped" in caplog.text
     assert "dropped" not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def paillier_pandas(tmp_path_factory: pytest.TempPathFactory) -> NodeService:
+    return hospital_service(tmp_path_factory.mktemp("paillier-pandas"), ["alice"], seed=23,
+                            policy={"budgets": {"*": {"*": {"rho": 10.0}}}}, scale=30,
+                            row_store="pandas", protection="paillier", paillier_bits=2048)
+
+
+def test_in_paillier_mode_a_round_ending_as_its_computation_ends_records_no_release(
+        paillier_pandas: NodeService, caplog: pytest.LogCaptureFixture) -> None:
+    """pandas cannot be interrupted: a cancel read while it computes lets the computation
+    end, and only then stops the query. Its charge stands, as any stopped Paillier query's,
+    but the ledger records no release of a contribution that was never sent (it did, before
+    the stop was looked at between computing and recording)."""
+    service = paillier_pandas
+
+    async def scenario() -> None:
+        feed = Feed()
+        stop, serving = _serving(service, feed)
+        [query], spent = await _slow_queries(service, feed, 1)
+        await feed.inbox.put(_cancel(service, "alice", query))
+        await _until(lambda: not service.computing)
+        assert feed.about(query) == []
+        assert _spent(service) == pytest.approx(spent + RHO)
+        stop.set()
+        await serving
+
+    with caplog.at_level(logging.INFO, logger="fedtally.node"):
+        asyncio.run(scenario())
+    assert "computing it was stopped" not in caplog.text  # pandas ran to its end
+    assert [kind for kind, _ in _ledger_kinds(service)
+            if kind in ("charge", "release", "refund")] == ["charge"]
