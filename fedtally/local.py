@@ -200,7 +200,7 @@ def local_federation(data: Mapping[str, DataLike], data_model: DataModel | str |
     if len(data) < 2:
         raise ConfigurationError("a federation needs at least two nodes")
     own_dir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="fedtally-")) if own_dir else Path(workdir)
+    root = Path(tempfile.mkdtemp(prefix="fedtally-")) if own_dir else Path(workdir).resolve()
     processes = LocalProcesses(root, stage_timeout_s=stage_timeout_s)
     client: Federation | None = None
     try:

@@ -17,11 +17,14 @@ import fedtally
 from fedtally.synthetic import stroke_model, three_hospitals
 
 
-def test_csv_files_of_17_digit_floats_work_with_an_inferred_model(tmp_path: Path) -> None:
+def test_csv_files_of_17_digit_floats_work_with_an_inferred_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Inference and validation used two float parsers: the extreme rows of a %.17g CSV
     were "above the maximum" and the node refused to start. Here pandas and numpy write
     the files (and a DataFrame holds float32), and every value reads back as written; the
-    variable sits at 1e6, so its variance also needs the public centring."""
+    variable sits at 1e6, so its variance also needs the public centring. The files and the
+    workdir are named relative to the current folder (a relative workdir once left the
+    processes, which run in it, looking for lf/aggregator.json inside it)."""
     rng = np.random.default_rng(17)
     frames = {name: pd.DataFrame({"x": 1e6 + rng.normal(0, 1, 400),
                                   "y": rng.normal(5, 2, 400)}) for name in "abc"}
@@ -29,10 +32,11 @@ def test_csv_files_of_17_digit_floats_work_with_an_inferred_model(tmp_path: Path
     np.savetxt(tmp_path / "b.csv", frames["b"].to_numpy(), fmt="%.17g", delimiter=",",
                header="x,y", comments="")
     frames["c"]["y"] = frames["c"]["y"].astype("float32")
-    data = {"a": tmp_path / "a.csv", "b": tmp_path / "b.csv", "c": frames["c"]}
+    monkeypatch.chdir(tmp_path)
+    data = {"a": "a.csv", "b": Path("b.csv"), "c": frames["c"]}
     pooled = pd.concat([frames["a"], frames["b"], frames["c"].astype("float64")],
                        ignore_index=True)
-    with fedtally.local_federation(data, workdir=tmp_path / "fed") as fed:
+    with fedtally.local_federation(data, workdir="fed") as fed:
         stats = fed.descriptive_stats(["x", "y"])
         fit = fed.linear_regression("y", ["x"])
     for variable in ("x", "y"):
