@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from fedtally.simulated import SimulatedFederation
     from protocol.commitment import ForgedTotal
 
-#: imported on first use: a node or aggregator process (``python -m fedtally node run``)
+#: imported on first use: a node or aggregator process (``python -m fedtally node serve``)
 #: then never loads the researcher's side (scipy, statsmodels), seconds of start-up
 _LAZY = {
     "ForgedTotal": "protocol.commitment",
@@ -47,7 +47,13 @@ _LAZY = {
 }
 
 
+#: submodules the README names as ``fedtally.<name>`` after a plain ``import fedtally``
+_LAZY_MODULES = ("synthetic", "dp", "coverage", "results")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return import_module(f"fedtally.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'fedtally' has no attribute {name!r}")
     value = getattr(import_module(_LAZY[name]), name)
@@ -56,7 +62,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_LAZY_MODULES})
 
 
 __version__ = software_version()

@@ -31,7 +31,7 @@ def _names(text: str) -> list[str]:
 
 
 def _federation_init(args: argparse.Namespace) -> int:
-    from fedtally.federation import init_federation
+    from fedtally.federation import init_federation, load_manifest
 
     path = init_federation(args.directory, _names(args.nodes), _names(args.researchers),
                            auditors=_names(args.auditors or ""),
@@ -43,7 +43,11 @@ def _federation_init(args: argparse.Namespace) -> int:
                            max_colluding_nodes=args.max_colluding_nodes,
                            secagg_plus=args.secagg_plus,
                            verifiable_totals=not args.no_verifiable_totals)
+    manifest = load_manifest(path)
     print(f"federation written to {path.parent} (manifest: {path.name}); see README.txt there")
+    print(f"authority fingerprint: {manifest.authority_fingerprint}")
+    print(f"TLS CA fingerprint:    {manifest.tls_ca}")
+    print("tell every party both fingerprints through a channel other than this folder")
     return 0
 
 

@@ -515,8 +515,8 @@ def _check_directory(root: Path, force: bool) -> None:
         raise ConfigurationError(f"{root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()) and not force:
         raise ConfigurationError(
-            f"{root} already exists and is not empty; choose a new folder, or use force to "
-            "overwrite the federation files in it (other files are kept)")
+            f"{root} already exists and is not empty; choose a new folder, or pass --force "
+            "(force=True) to overwrite the federation files in it (other files are kept)")
 
 
 def _make_folders(root: Path, nodes: list[str]) -> None:

@@ -38,6 +38,11 @@ def test_federation_init_writes_a_federation(tmp_path: Path) -> None:
     assert (tmp_path / "fed" / "federation.json").is_file()
     assert (tmp_path / "fed" / "a" / "node.json").is_file()
     assert (tmp_path / "fed" / "keys" / "alice.key").stat().st_mode & 0o077 == 0
+    # both trust roots, printed for checking out of band (as README.txt states them)
+    readme = (tmp_path / "fed" / "README.txt").read_text()
+    for line in out.stdout.splitlines()[1:3]:
+        fingerprint = line.split(":", 1)[1].strip()
+        assert len(fingerprint) == 64 and fingerprint in readme
 
 
 @pytest.mark.parametrize("args", [
@@ -265,3 +270,14 @@ def test_audit_report_writes_files_at_a_chosen_delta(audited, capsys, tmp_path: 
     bad = audit(capsys, "report", str(ledger), "--federation", str(root / "federation.json"),
                 "--json", str(data), "--delta", "2")
     assert bad.returncode == 2 and "--delta" in _one_line(bad)
+
+
+def test_the_submodules_the_readme_names_are_there_after_a_plain_import() -> None:
+    """A fresh interpreter (this one imported them already): README's
+    ``fedtally.synthetic.stroke_model()`` and ``fedtally.dp.NOISE_WARNING_FRACTION``."""
+    out = subprocess.run([sys.executable, "-c", "import fedtally; "
+                          "print(fedtally.synthetic.stroke_model().name, "
+                          "fedtally.dp.NOISE_WARNING_FRACTION, fedtally.coverage.LEFT != '')"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["stroke:1", "0.5", "True"]
