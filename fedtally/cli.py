@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "node; see the threat model)")
     init.add_argument("--no-verifiable-totals", action="store_true",
                       help="mask mode: nodes do not commit to their vectors, so researchers "
-                           "cannot check totals (saves ~0.2 ms per value; see the threat model)")
+                           "cannot check totals (saves ~0.3 ms per value; see the threat model)")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.set_defaults(run=_federation_init)
     add = fed_commands.add_parser(
