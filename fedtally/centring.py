@@ -30,8 +30,9 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from fedtally.results import Statistic
+from protocol.errors import QueryError
 from stats.datamodel import DataModel, PlanModel
-from stats.kinds.centring import MAX_REACH, PARAMETER, Centring
+from stats.kinds.centring import MAX_REACH, PARAMETER, Centring, centring_of
 from stats.kinds.params import ARITHMETIC_MAGNITUDES, folds_of
 from stats.plans import Key, groups
 from stats.query import QuerySpec
@@ -81,7 +82,9 @@ def _candidates(spec: QuerySpec, view: PlanModel) -> list[str]:
 
 
 def _declared(spec: QuerySpec, view: PlanModel) -> Centring:
-    """Midpoint and half-width of every declared range (a range of one value is left)."""
+    """Midpoint and half-width of every declared range (a range of one value is left), or
+    the nearest pair nodes accept where they would refuse those (a centre or scale beyond
+    their magnitudes, ARITHMETIC_MAGNITUDES); a variable no pair fits is left as it is."""
     out: Centring = {}
     for variable in _candidates(spec, view):
         pair = view.bounds(variable)
@@ -90,9 +93,32 @@ def _declared(spec: QuerySpec, view: PlanModel) -> Centring:
         low, high = float(pair[0]), float(pair[1])
         centre = _snapped(min(max(low / 2 + high / 2, low), high), low, high)
         scale = max(high - centre, centre - low)
-        if _acceptable(centre, scale):
+        if not _acceptable(centre, scale):
+            centre, scale = _within_magnitudes(low, high, centre, scale)
+        if _acceptable(centre, scale) and _nodes_accept(spec, view, variable, centre, scale):
             out[variable] = (centre, scale)
     return out
+
+
+def _within_magnitudes(low: float, high: float, centre: float, scale: float
+                       ) -> tuple[float, float]:
+    """The centre moved, and the scale cut or raised, into the magnitudes nodes take (a
+    range like [0, 1e40]: centred at 2^126, its values still reach only about 120 scales;
+    one like [-1e-39, 1e-39]: scaled by 2^-126, they reach about a tenth of one)."""
+    smallest, largest = ARITHMETIC_MAGNITUDES
+    centre = min(max(centre, -largest, low), largest, high)
+    return centre, min(max(high - centre, centre - low, smallest), largest)
+
+
+def _nodes_accept(spec: QuerySpec, view: PlanModel, variable: str, centre: float,
+                  scale: float) -> bool:
+    """Whether nodes' planning takes this centring (stats.kinds.centring.centring_of)."""
+    asked = _with(spec, {variable: (centre, scale)})
+    try:
+        centring_of(asked, view, [variable])
+    except QueryError:
+        return False
+    return True
 
 
 def _snapped(centre: float, low: float, high: float) -> float:

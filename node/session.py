@@ -161,7 +161,8 @@ class NodeSession:
             filters.from_json(spec.filters).check(model)
         return plan
 
-    def _check_range(self, spec: QuerySpec, plan: Layout, stop: RoundEnd | None) -> None:
+    def _check_range(self, spec: QuerySpec, plan: Layout, stop: RoundEnd | None = None
+                     ) -> None:
         """No exact sum can leave the encodable range |S| < 2^REAL_INT_BITS, whatever the
         filter selects: each real slot's bound is rows x its row bound at the node's
         magnitudes, or, where that does not fit and the kind gives them, the sum of |terms|
