@@ -12,6 +12,7 @@ from crypto.highwater import raise_high_water
 from crypto.tls import certificate_fingerprint, server_ssl_context
 from protocol.errors import ConfigurationError
 from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
+from stats.suggest import check_keys
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,11 @@ class AggregatorConfig:
     max_unauthenticated: int = 64
 
 
+#: what an aggregator.json may set (``identity``: the aggregator's key, kept for rotation)
+AGGREGATOR_KEYS = frozenset({"authority", "federation", "host", "identity",
+                             "max_unauthenticated", "port", "tls_ca", "tls_cert", "tls_key"})
+
+
 def load_aggregator_config(path: Path) -> AggregatorConfig:
     try:
         raw = json.loads(path.read_text())
@@ -35,6 +41,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
         raise ConfigurationError(f"{path} is not valid JSON") from exc
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path} must hold a JSON object")
+    check_keys(raw, AGGREGATOR_KEYS, f"aggregator configuration ({path})")
     base = path.resolve().parent
 
     def file(key: str) -> Path:

@@ -24,6 +24,7 @@ from node.policy import Policy
 from protocol.errors import ConfigurationError
 from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
 from stats.datamodel import DataModel
+from stats.suggest import check_keys
 
 #: beside the node's key file, its key before `fedtally federation rotate-key`
 PREVIOUS_SUFFIX = ".previous"
@@ -71,10 +72,18 @@ def load_model(path: Path) -> DataModel:
     return DataModel.from_cdes(path)
 
 
+#: what a node.json may set (a key misspelt, "polcy", would otherwise drop the node's
+#: policy without a word)
+NODE_KEYS = frozenset({"aggregator_url", "authority", "ca", "data", "data_model",
+                       "decrypt_workers", "federation", "identity", "ledger", "name",
+                       "paillier_share", "policy", "row_store", "tls_ca"})
+
+
 def load_node_config(path: Path, *, aggregator_url: str | None = None) -> NodeConfig:
     raw = _load_json(path)
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path} must hold a JSON object")
+    check_keys(raw, NODE_KEYS, f"node configuration ({path})")
     base = path.resolve().parent
 
     def file(key: str, required: bool = True) -> Path | None:

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from protocol.errors import ConfigurationError
 from stats.datamodel import DATASET, LocalDataError
+from stats.suggest import check_keys
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -117,11 +118,7 @@ class DataSource:
         """
         if not isinstance(config, Mapping):
             raise ConfigurationError("a data source must be a JSON object")
-        unknown = set(config) - _CONFIG_KEYS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown data source keys {sorted(map(str, unknown))}; allowed: {sorted(_CONFIG_KEYS)}"
-            )
+        check_keys(config, _CONFIG_KEYS, "data source")
         for key in _CONFIG_KEYS:
             if config.get(key) is not None and not isinstance(config[key], str):
                 raise ConfigurationError(f"data source {key!r} must be a string")

@@ -55,6 +55,7 @@ from typing import Any
 from privacy.accounting import DPRequest, InvalidPrivacyRequest
 from privacy.policy_terms import ANY, current_keys, granted
 from protocol.errors import ConfigurationError, QueryError
+from stats.suggest import check_keys
 
 __all__ = ["ANY", "BudgetGrant", "Policy"]
 
@@ -200,11 +201,7 @@ class Policy:
         if not isinstance(obj, Mapping):
             raise ConfigurationError("a policy must be a JSON object")
         obj = current_keys(obj, ConfigurationError)  # "allowed_algorithms" still reads
-        unknown = set(obj) - _KEYS
-        if unknown:
-            raise ConfigurationError(
-                f"unknown policy keys {sorted(map(str, unknown))}; allowed: {sorted(_KEYS)}"
-            )
+        check_keys(obj, _KEYS, "policy")
         methods = obj.get("allowed_methods", ANY)
         if methods == ANY:
             allowed = None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from protocol.errors import ConfigurationError
 
 
 def did_you_mean(name: object, choices: Iterable[object]) -> str:
@@ -23,3 +25,13 @@ def unknown(what: str, name: object, choices: Iterable[object], where: str = "")
     'age'?``."""
     place = f" in {where}" if where else ""
     return f"unknown {what} {str(name)[:80]!r}{place}{did_you_mean(name, choices)}"
+
+
+def check_keys(obj: Mapping[str, object], allowed: Iterable[str], what: str) -> None:
+    """Refuse a key ``obj`` does not know (a typo would otherwise drop what it sets
+    without a word): ConfigurationError naming it, a close key and every allowed one."""
+    known = sorted(allowed)
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        hints = "".join(did_you_mean(k, known) for k in unknown[:3])
+        raise ConfigurationError(f"unknown {what} keys {unknown}{hints}; allowed: {known}")

@@ -1,0 +1,52 @@
+"""A misspelt key in node.json or aggregator.json is refused, naming it and the key meant:
+ignored, "polcy" dropped the hospital's whole policy (every method, exact answers for
+everyone, no budgets) while `node check` said all was well."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_aggregator_config
+from crypto.randomness import SeededRandom
+from fedtally.cli import main
+from fedtally.federation import init_federation
+from node.config import load_node_config
+from protocol.errors import ConfigurationError
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Path:
+    init_federation(tmp_path / "fed", ["a", "b", "c"], ["alice"], rng=SeededRandom(4))
+    return tmp_path / "fed"
+
+
+def _edit(path: Path, **changes: object) -> None:
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_every_key_init_writes_is_read(federation: Path) -> None:
+    load_node_config(federation / "a" / "node.json")
+    load_aggregator_config(federation / "aggregator.json")
+
+
+def test_a_misspelt_node_key_is_refused_naming_the_key_meant(
+        federation: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (federation / "policy.json").write_text('{"allowed_methods": ["count"]}')
+    _edit(federation / "a" / "node.json", polcy="../policy.json")
+    with pytest.raises(ConfigurationError,
+                       match=r"unknown node configuration \(.*node\.json\) keys \['polcy'\]; "
+                             r"did you mean 'policy'\?"):
+        load_node_config(federation / "a" / "node.json")
+    assert main(["node", "check", "--config", str(federation / "a" / "node.json")]) == 2
+    assert "'polcy'" in capsys.readouterr().err
+
+
+def test_a_misspelt_aggregator_key_is_refused_naming_the_key_meant(federation: Path) -> None:
+    _edit(federation / "aggregator.json", prot=9000)
+    with pytest.raises(ConfigurationError, match=r"keys \['prot'\]; did you mean 'port'\?"):
+        load_aggregator_config(federation / "aggregator.json")
