@@ -135,7 +135,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _node_check(args: argparse.Namespace) -> int:
-    from node.config import load_model, load_node_config
+    from node.config import check_source_datasets, load_model, load_node_config
     from node.datasource import load_all
     from node.service import sql_store
     from node.validation import REFUSED, ValidationFailed, check, coerce, column_notes
@@ -144,6 +144,7 @@ def _node_check(args: argparse.Namespace) -> int:
     if config.model_path is None:
         raise ConfigurationError("the node configuration names no data_model")
     model = load_model(config.model_path)
+    check_source_datasets(config, model)
     try:  # checked where node serve keeps the rows: in SQL, counts only, never all in memory
         store = sql_store(config, model)
     except ValidationFailed as failed:

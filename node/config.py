@@ -23,8 +23,8 @@ from node.datasource import DataSource
 from node.policy import Policy
 from protocol.errors import ConfigurationError
 from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
-from stats.datamodel import DataModel
-from stats.suggest import check_keys
+from stats.datamodel import DATASET, DataModel
+from stats.suggest import check_keys, did_you_mean
 
 #: beside the node's key file, its key before `fedtally federation rotate-key`
 PREVIOUS_SUFFIX = ".previous"
@@ -70,6 +70,23 @@ def load_model(path: Path) -> DataModel:
     if isinstance(document, dict) and document.get("format", "").startswith("fedtally-datamodel"):
         return DataModel.from_json(document)
     return DataModel.from_cdes(path)
+
+
+def check_source_datasets(config: NodeConfig, model: DataModel) -> None:
+    """Every dataset a data source entry gives its rows is one the data model declares,
+    before any row is read: a name it does not declare would leave those rows out of every
+    answer (the SQL stores only checked a dataset column's own codes)."""
+    declared = model.variables[DATASET].enumerations if DATASET in model.variables else ()
+    for number, source in enumerate(config.sources, 1):
+        if source.dataset is None or not declared or source.dataset in declared:
+            continue
+        raise ConfigurationError(
+            f"{config.me.name}: data source {number} (\"data\" in its node configuration) "
+            f"gives its rows the dataset {source.dataset!r}, which data model {model.name} "
+            "does not declare "
+            f"({', '.join(map(repr, declared))}){did_you_mean(source.dataset, declared)}; "
+            "correct the entry, or declare the dataset in the data model (at every node: "
+            "the federation shares it)")
 
 
 #: what a node.json may set (a key misspelt, "polcy", would otherwise drop the node's

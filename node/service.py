@@ -38,7 +38,7 @@ from crypto.paillier import FastEncryptor
 from crypto.randomness import RandomSource, SystemRandom, uniform_below
 from node.admission import MAX_CLOCK_SKEW_MS, ReplayGuard
 from node.budget import BudgetKeeper
-from node.config import NodeConfig, load_model, load_node_config
+from node.config import NodeConfig, check_source_datasets, load_model, load_node_config
 from node.datasource import load_all
 from node.lifecycle import InFlight, RoundNode, begin
 from node.session import Contribution, LoadedData, NodeSession
@@ -577,6 +577,7 @@ def load_data(config: NodeConfig) -> LoadedData:
     if config.model_path is None:
         raise ConfigurationError("the node configuration names no data_model")
     model = load_model(config.model_path)
+    check_source_datasets(config, model)
     store = sql_store(config, model)
     if store is not None:
         return LoadedData(model, store=store)

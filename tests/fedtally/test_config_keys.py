@@ -1,6 +1,7 @@
-"""A misspelt key in node.json or aggregator.json is refused, naming it and the key meant:
-ignored, "polcy" dropped the hospital's whole policy (every method, exact answers for
-everyone, no budgets) while `node check` said all was well."""
+"""Mistakes in node.json that were silent, refused naming what was meant: a misspelt key
+("polcy" dropped the hospital's whole policy: every method, exact answers for everyone, no
+budgets) and a data source's dataset the data model does not declare (its rows were left
+out of every answer), while `node check` said all was well."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from aggregator.config import load_aggregator_config
 from crypto.randomness import SeededRandom
 from fedtally.cli import main
 from fedtally.federation import init_federation
+from fedtally.synthetic import stroke_model, three_hospitals
 from node.config import load_node_config
+from node.service import load_data
 from protocol.errors import ConfigurationError
 
 
@@ -50,3 +53,23 @@ def test_a_misspelt_aggregator_key_is_refused_naming_the_key_meant(federation: P
     _edit(federation / "aggregator.json", prot=9000)
     with pytest.raises(ConfigurationError, match=r"keys \['prot'\]; did you mean 'port'\?"):
         load_aggregator_config(federation / "aggregator.json")
+
+
+@pytest.mark.parametrize("row_store", ["duckdb", "pandas"])
+def test_a_dataset_the_data_model_does_not_declare_is_refused_before_any_row_is_read(
+        federation: Path, row_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = three_hospitals(scale=0.05)["hosp_c"].drop(columns=["dataset"])
+    rows.to_csv(federation / "a" / "rows.csv", index=False)
+    (federation / "model.json").write_text(json.dumps(stroke_model().to_json()))
+    _edit(federation / "a" / "node.json", data_model="../model.json", row_store=row_store,
+          data=[{"kind": "csv", "path": "rows.csv", "dataset": "hospc"}])
+    config = load_node_config(federation / "a" / "node.json")
+    with pytest.raises(ConfigurationError, match=r"dataset 'hospc', which data model "
+                                                 r"stroke:1 does not declare .*did you mean "
+                                                 r"'hosp_c'"):
+        load_data(config)
+    assert main(["node", "check", "--config", str(federation / "a" / "node.json")]) == 2
+    assert "'hospc'" in capsys.readouterr().err
+    _edit(federation / "a" / "node.json",
+          data=[{"kind": "csv", "path": "rows.csv", "dataset": "hosp_c"}])
+    assert load_data(load_node_config(federation / "a" / "node.json")).row_count == len(rows)
