@@ -8,7 +8,9 @@ checks against the data model (per column: the values that are not numbers, not 
 not integers, below the minimum, above the maximum, not a code; rows without a dataset)
 are then counts over those typed columns, and only the counts are kept; if any is an error
 the node refuses to start with the total and the first failing rows (the file is read
-again, only then, to show them as written).
+again, only then, to show them as written). The directory is removed when the node stops;
+one a killed node left behind is removed at the next start of any node of this user
+(:func:`sweep_stale`).
 
 A query's kind, declared as aggregations (:mod:`stats.aggregates`), runs as one SQL
 statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. A kind computed
@@ -19,9 +21,14 @@ patient applied in SQL), in their original order.
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import shutil
+import stat
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +45,17 @@ from node.validation import Problem
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
 
-__all__ = ["DuckRows", "supports"]
+__all__ = ["DuckRows", "supports", "sweep_stale"]
+
+log = logging.getLogger("fedtally.node")
+
+#: the private folders (mode 0700, in the temporary folder: $TMPDIR) a node's typed rows
+#: are kept in while it runs
+ROWS_PREFIX = "fedtally-rows-"
+#: a folder younger than this is never swept (a node may be starting in it)
+STALE_AFTER_S = 60.0
+#: this process's own folders (see :func:`_held`)
+_OWN: set[Path] = set()
 
 #: problems named in a refusal to start (all are counted)
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
@@ -84,7 +101,12 @@ class DuckRows(SqlRows):
         """Validate the files in SQL and keep their typed rows (see the module doc)."""
         if not supports(sources):
             raise LocalDataError("DuckDB keeps CSV and Parquet sources only")
-        directory = Path(tempfile.mkdtemp(prefix="fedtally-rows-"))
+        swept = sweep_stale()
+        if swept:
+            log.info("removed %d copies of rows left by nodes stopped without clean-up "
+                     "(killed)", swept)
+        directory = Path(tempfile.mkdtemp(prefix=ROWS_PREFIX))
+        _OWN.add(directory)
         try:
             connection = duckdb.connect(str(directory / "rows.duckdb"), config={
                 "memory_limit": memory_limit, "threads": threads,
@@ -128,6 +150,46 @@ def _close(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:
         connection.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        _OWN.discard(directory)
+
+
+def sweep_stale(root: Path | None = None) -> int:
+    """Remove the copies of rows that nodes killed outright (SIGKILL, a power cut: no
+    clean-up runs) left in ``root`` (the temporary folder): a folder of ours, of this user,
+    older than :data:`STALE_AFTER_S`, whose database no process holds open (DuckDB locks
+    its file while a connection is open). Returns how many were removed."""
+    root = Path(root or tempfile.gettempdir())
+    removed = 0
+    for directory in root.glob(ROWS_PREFIX + "*"):
+        try:
+            status = directory.lstat()
+            if (directory in _OWN or not stat.S_ISDIR(status.st_mode)
+                    or status.st_uid != os.getuid()
+                    or time.time() - status.st_mtime < STALE_AFTER_S
+                    or _held(directory / "rows.duckdb")):
+                continue
+            shutil.rmtree(directory)
+            removed += 1
+        except OSError:  # gone meanwhile, or not ours to read: leave it
+            log.debug("could not sweep %s", directory, exc_info=True)
+    return removed
+
+
+def _held(database: Path) -> bool:
+    """Whether a process holds ``database`` open (its DuckDB lock). Never asked of this
+    process's own databases: closing any descriptor of a file drops the POSIX locks this
+    process holds on it."""
+    try:
+        descriptor = os.open(database, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False  # a start that failed before its database was made: nothing to hold
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
 
 
 # --- start-up: validate in SQL, then write typed rows ------------------------------------

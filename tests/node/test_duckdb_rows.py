@@ -818,3 +818,56 @@ def test_random_cells_are_refused_and_read_alike(tmp_path: Path) -> None:
     spec = QuerySpec("descriptive_stats", "kinds:1", ("d1",), ("bmi",))
     _same(pandas.computed(spec, exact_scale, None), duck.computed(spec, exact_scale, None))
     duck.close()
+
+
+def test_rows_a_killed_node_left_are_swept_at_the_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL runs no clean-up: the node's typed copy of its rows stayed in the temporary
+    folder for good (a reviewer found 240 on one host). The next start removes a copy no
+    process holds, and leaves one a running node holds, and its own."""
+    import os
+    import signal
+    import time
+
+    from node.sql.duckdb_rows import ROWS_PREFIX, STALE_AFTER_S
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    hold = textwrap.dedent("""
+        import sys, time, duckdb
+        connection = duckdb.connect(sys.argv[1])
+        connection.execute("CREATE TABLE node_rows AS SELECT 42 AS patient")
+        print("holding", flush=True)
+        time.sleep(600)
+    """)
+    holders = {}
+    for name in ("killed", "running"):
+        folder = tmp_path / f"{ROWS_PREFIX}{name}"
+        folder.mkdir(mode=0o700)
+        holders[name] = subprocess.Popen([sys.executable, "-c", hold,
+                                          str(folder / "rows.duckdb")],
+                                         stdout=subprocess.PIPE, text=True)
+        assert holders[name].stdout.readline().strip() == "holding"  # type: ignore[union-attr]
+    holders["killed"].send_signal(signal.SIGKILL)
+    holders["killed"].wait(30)
+    (tmp_path / f"{ROWS_PREFIX}crashed-at-start").mkdir()
+    (tmp_path / f"{ROWS_PREFIX}starting").mkdir()  # young: a node may be starting in it
+    old = time.time() - 2 * STALE_AFTER_S
+    for name in ("killed", "running", "crashed-at-start"):
+        os.utime(tmp_path / f"{ROWS_PREFIX}{name}", (old, old))
+    try:
+        path = tmp_path / "rows.csv"
+        _rows().to_csv(path, index=False)
+        first = DuckRows.load([DataSource("csv", path=path)], _model())
+        os.utime(first.directory, (old, old))
+        second = DuckRows.load([DataSource("csv", path=path)], _model())
+        left = sorted(p.name for p in tmp_path.glob(ROWS_PREFIX + "*"))
+        assert left == sorted([f"{ROWS_PREFIX}running", f"{ROWS_PREFIX}starting",
+                               first.directory.name, second.directory.name])
+        assert first.count() == second.count() == len(_rows())  # its own: untouched
+        first.close()
+        second.close()
+    finally:
+        holders["running"].kill()
+        holders["running"].wait(30)
+    assert sorted(p.name for p in tmp_path.glob(ROWS_PREFIX + "*")) == [
+        f"{ROWS_PREFIX}running", f"{ROWS_PREFIX}starting"]
