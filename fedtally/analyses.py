@@ -193,7 +193,7 @@ class Analyses(ABC):
         stat = results.Statistic(spec, kept, values[:kept.length], model, reply, scope)
         progress.tick()
         federation = stat.federation
-        coverage.report(coverage.problems(federation),
+        coverage.report(coverage.problems(federation, spec.kind),
                         [*federation["datasets_not_covered"],
                          *federation.get("datasets_without_rows", [])], strict=strict)
         return stat

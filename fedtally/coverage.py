@@ -98,9 +98,16 @@ def record(scope: Scope | None, reply: QueryResult, contributing: int,
     return out
 
 
-def problems(federation: Mapping[str, Any]) -> list[str]:
+#: what to do about cells read as 0, by the query's kind (where there is a lever)
+CELL_HINTS = {"survival": "a coarser time grid (times=[...]) puts more events and "
+                          "censorings in each cell; with the default whole-unit grid a small "
+                          "cohort's curve can show few or no events"}
+
+
+def problems(federation: Mapping[str, Any], kind: str | None = None) -> list[str]:
     """What an answer with this ``federation`` record does not cover, one sentence each
-    (empty when it covers everything asked)."""
+    (empty when it covers everything asked); ``kind``, the query's, adds what to do about
+    cells read as 0 where there is something (:data:`CELL_HINTS`)."""
     out = [f"dataset {d!r}: {why}" for d, why in federation.get("datasets_not_covered",
                                                                  {}).items()]
     if "datasets_not_covered" not in federation:  # no scope: name the nodes instead
@@ -116,8 +123,9 @@ def problems(federation: Mapping[str, Any]) -> list[str]:
     cells = federation.get("cells_below_threshold", 0) - federation.get(
         "cells_of_datasets_not_held", 0)
     if cells > 0:
+        hint = CELL_HINTS.get(kind or "")
         out.append(f"{cells} node-level cell(s) read 0 (below a node's small-cell threshold, "
-                   "or empty: the two are not told apart)")
+                   "or empty: the two are not told apart)" + (f"; {hint}" if hint else ""))
     return out
 
 
