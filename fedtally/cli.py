@@ -179,6 +179,11 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
 
     manifest = load_manifest(federation)
     check_pins(manifest, authority=authority, tls_ca=None, source=federation)
+    if authority is None:
+        print(f"warning: {federation} was not checked against the federation authority: "
+              "whoever could write it could name other node keys; pass --authority "
+              f"FINGERPRINT (the authority fingerprint in the federation's README.txt; this "
+              f"one is signed by {manifest.authority_fingerprint})", file=sys.stderr)
     by_key = {m.verify_key.raw: name for name, m in manifest.members.items() if m.role == "node"}
     out = []
     for path in paths:
@@ -187,7 +192,10 @@ def _ledger_keys(paths: list[str], federation: str, authority: str | None
         except PrivacyError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
         if claimed not in by_key:
-            raise ConfigurationError(f"{path} is not the ledger of a node of this federation")
+            raise ConfigurationError(
+                f"{path} is not the ledger of a node of this federation (its key is not a "
+                f"node's in {federation}, version {manifest.version}: use the newest "
+                "federation.json, which lists every node's current key)")
         out.append((by_key[claimed], Path(path), claimed))
     return out
 

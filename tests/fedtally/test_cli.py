@@ -208,7 +208,13 @@ def _one_line(out: subprocess.CompletedProcess[str]) -> str:
 
 def audit(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
     """``fedtally audit ...`` in this process (the CLI's code path, without the start-up of
-    a new interpreter); the result shaped like ``run``'s."""
+    a new interpreter), pinned to the manifest's authority as the README asks unless
+    ``args`` pin one; the result shaped like ``run``'s."""
+    from fedtally.federation import load_manifest
+
+    if "--federation" in args and "--authority" not in args:
+        federation = args[args.index("--federation") + 1]
+        args = (*args, "--authority", load_manifest(federation).authority_fingerprint)
     capsys.readouterr()
     code = main(["audit", *args])
     captured = capsys.readouterr()
@@ -222,6 +228,9 @@ def test_audit_verify_prints_the_full_head_and_checks_receipts_and_heads(audited
     fed = str(root / "federation.json")
     out = run("audit", "verify", str(ledger), "--federation", fed)  # a real process, once
     assert out.returncode == 0
+    # unpinned: verified against a manifest whose signer nobody checked, and told so
+    assert out.stderr.startswith(f"warning: {fed} was not checked against the federation "
+                                 "authority") and "--authority FINGERPRINT" in out.stderr
     line = _one_line(out)
     assert line.endswith(f"head {heads[-1].text}")  # SEQ:HEX with all 64 hex digits
     out = audit(capsys, "verify", str(ledger), "--federation", fed, "--receipts",
