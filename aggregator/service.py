@@ -602,9 +602,18 @@ class AggregatorService:
                                   f"{key.threshold.threshold} key holders")
         # thresholds from the manifest's collusion bound c; large rounds over the SecAgg+
         # graph when the manifest enables it (nodes re-derive the graph and check it)
+        try:
+            threshold = self.manifest.threshold_for(len(serving))
+        except ThresholdNotMet as exc:
+            offline = sorted(name for name, member in self.manifest.members.items()
+                             if member.role == "node" and name not in self.sessions)
+            raise ThresholdNotMet(
+                f"{len(serving)} node(s) online for {spec.data_model!r}: {exc} (the "
+                f"manifest's max_colluding_nodes is {self.manifest.max_colluding_nodes}); "
+                + (f"offline: {', '.join(offline)}" if offline else "add nodes")) from None
         return RoundParams(federation_id=self.manifest.federation_id, query_id=query.query_id,
                            round=0, participants=tuple(serving),
-                           threshold=self.manifest.threshold_for(len(serving)),
+                           threshold=threshold,
                            vector_length=query.vector_length, ring_bits=query.ring_bits,
                            neighbours=self.manifest.graph_for(len(serving)),
                            query_digest=query.digest,

@@ -219,7 +219,8 @@ def test_one_colluder_assumed_needs_all_three(hospitals: dict[str, pd.DataFrame]
             fed.local.nodes["hosp_c"].send_signal(signal.SIGCONT)
         wait_for_nodes(fed, set(hospitals), fed.local)
         fed.local.kill_node("hosp_c")
-        with pytest.raises(fedtally.ThresholdNotMet, match="at least 3 nodes"):
+        with pytest.raises(fedtally.ThresholdNotMet, match=r"at least 3 nodes \(the manifest's "
+                           r"max_colluding_nodes is 1\); offline: hosp_c"):
             deadline = time.monotonic() + 10
             while "hosp_c" in fed.catalog()["nodes"] and time.monotonic() < deadline:
                 time.sleep(0.05)
