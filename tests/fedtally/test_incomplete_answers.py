@@ -176,3 +176,21 @@ def test_local_federation_grants_a_trial_budget_listed_before_spending(
         spent = fed.budget()
         assert (spent["spent_rho"] > 0).any()
         assert (spent["remaining_epsilon"] < 1.0).any()
+
+
+def test_a_filter_no_row_matches_is_answered_not_uncovered() -> None:
+    """Every dataset answered, with no rows: the warning says so ("released no rows", which
+    a cohort below a node's minimum reads alike), never "datasets not covered", which the
+    answer's own record contradicted."""
+    from fedtally.simulated import SimulatedFederation
+
+    fed = SimulatedFederation(three_hospitals(seed=3, scale=0.05), stroke_model(), seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        count = fed.count(filters="age > 60 and age < 30")
+    [message] = _incomplete(caught)
+    assert count == 0 and "not covered" not in message
+    assert message.startswith("incomplete answer: every dataset asked answered, but dataset "
+                              "'hosp_a': released no rows")
+    assert count.federation["datasets_not_covered"] == {}
+    assert count.federation["datasets_without_rows"] == ["hosp_a", "hosp_b", "hosp_c"]
