@@ -456,6 +456,20 @@ def _find_bad_row(path: Path, width: int, dialect: _Dialect = _Dialect()) -> str
     return None
 
 
+def malformed_row(source: DataSource) -> str | None:
+    """For a local CSV file an engine could not read: its first row whose field count
+    differs from the header's ("line 5 has 10 field(s) where the header has 9"), or None
+    (another kind of source, or no such row: the failure was something else)."""
+    if source.kind != "csv" or source.path is None:
+        return None
+    dialect = _Dialect(source.delimiter, source.encoding)
+    try:
+        width = len(checked_header(Path(source.path), source.describe(), dialect))
+    except LocalDataError:
+        return None
+    return _find_bad_row(Path(source.path), width, dialect)
+
+
 def _blank(fields: list[str]) -> bool:
     return not fields or (len(fields) == 1 and not fields[0].strip(" \t"))
 

@@ -37,7 +37,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from node.datasource import DataSource, _Dialect, checked_header
+from node.datasource import DataSource, _Dialect, checked_header, malformed_row
 from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import ROW, Compiler
 from node.sql.store import TABLE, SqlRows, quote_name, sql_literal
@@ -290,7 +290,9 @@ class _Loader(CheckedLoader):
             inserted = self.connection.execute(
                 f"INSERT INTO {TABLE} SELECT {', '.join(typed)} FROM {relation}").fetchone()
         except duckdb.Error as exc:
-            raise LocalDataError(f"{what} is malformed or cannot be read "
+            bad = malformed_row(source)  # the engine's own words name no field counts
+            raise LocalDataError(f"{what} is malformed: {bad}" if bad else
+                                 f"{what} is malformed or cannot be read "
                                  f"({str(exc).splitlines()[0][:200]})") from exc
         assert inserted is not None
         first, self.rows = self.rows, self.rows + int(inserted[0])

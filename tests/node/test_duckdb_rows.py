@@ -20,7 +20,7 @@ from node.rowstore import FrameRows
 from node.sql.duckdb_rows import DuckRows
 from node.statistics import clipping, dp_encode, dp_scale, local_vector
 from node.validation import ValidationFailed, coerce
-from stats.datamodel import DataModel, PlanModel, Variable
+from stats.datamodel import DataModel, LocalDataError, PlanModel, Variable
 from stats.kinds import KINDS
 from stats.kinds.base import Guard, exact_scale
 from stats.planner import layout
@@ -311,9 +311,15 @@ def test_start_up_names_problems_by_count_and_row(tmp_path: Path) -> None:
 
 
 def test_a_malformed_file_is_a_readable_error(tmp_path: Path) -> None:
+    """Named as the pandas store names it: the line and its field count (DuckDB's own words
+    were "CSV Error on Line: 3")."""
     path = tmp_path / "short.csv"
     path.write_text("dataset,age\nd1,30\nd1\n")
-    with pytest.raises(Exception, match="short.csv"):
+    with pytest.raises(LocalDataError, match=r"short\.csv is malformed: line 3 has 1 "
+                                             r"field\(s\) where the header has 2"):
+        DuckRows.load([DataSource("csv", path=path)], _model())
+    path.write_text("dataset,age\nd1,30,7\nd1,31\n")
+    with pytest.raises(LocalDataError, match=r"line 2 has 3 field\(s\) where the header has 2"):
         DuckRows.load([DataSource("csv", path=path)], _model())
 
 
