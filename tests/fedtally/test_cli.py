@@ -290,3 +290,17 @@ def test_the_submodules_the_readme_names_are_there_after_a_plain_import() -> Non
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["stroke:1", "0.5", "True"]
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path: Path) -> None:
+    """`fedtally node check ... | head -1`: the pipe closes before the output is written;
+    the command stops quietly (it printed a BrokenPipeError traceback)."""
+    reader = subprocess.Popen([sys.executable, "-m", "fedtally", "federation", "init",
+                               str(tmp_path / "fed"), "--nodes", "a,b,c", "--researchers", "r"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()
+    error = reader.stderr.read().decode()
+    assert reader.wait(120) == 1
+    assert error == "", error
+    assert (tmp_path / "fed" / "federation.json").is_file()  # the work itself was done
