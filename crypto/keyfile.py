@@ -137,10 +137,17 @@ def read_private(path: Path, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
             if not stat.S_ISREG(info.st_mode):
                 failure = f"key file {path} is not a regular file"
             elif os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                failure = (f"key file {path} is accessible by other users (mode "
-                           f"{stat.S_IMODE(info.st_mode):04o}); a private key must be mode "
-                           f"0600: run `chmod 600 {path}` (and consider the key exposed if "
-                           "others could read it)")
+                if not _holds_a_secret(_read_up_to(fd, limit + 1)):
+                    # another file named in the key's place (a manifest, a bundle): saying
+                    # to chmod it would be wrong advice
+                    failure = (f"{path} is not a key file (it holds no private key): name "
+                               "the member's own key, keys/<name>.key (or its key share, "
+                               "keys/<name>.share)")
+                else:
+                    failure = (f"key file {path} is accessible by other users (mode "
+                               f"{stat.S_IMODE(info.st_mode):04o}); a private key must be "
+                               f"mode 0600: run `chmod 600 {path}` (and consider the key "
+                               "exposed if others could read it)")
             else:
                 data = _read_up_to(fd, limit + 1)
                 if len(data) <= limit:
@@ -163,6 +170,14 @@ def _read_up_to(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def _holds_a_secret(data: bytes) -> bool:
+    """Whether ``data`` may be a key or key-share file (a JSON object naming a seed or a
+    share, or anything that does not parse, which is not ours to judge)."""
+    document, problem = decode_document(data)
+    return problem is not None or (isinstance(document, dict)
+                                   and bool({"seed", "share"} & document.keys()))
 
 
 def decode_document(data: bytes) -> tuple[Any, str | None]:

@@ -66,6 +66,16 @@ def test_any_group_or_other_bit_is_refused(tmp_path: Path, mode: int) -> None:
     assert read_key_file(path).name == "hosp-a"
 
 
+def test_a_readable_file_that_is_no_key_is_named_as_such(tmp_path: Path) -> None:
+    """A manifest given in the key's place (mode 0644, as it should be) is not a key to
+    chmod: the error says what it is not."""
+    path = tmp_path / "federation.json"
+    path.write_text('{"version": 1, "members": []}')
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match=r"is not a key file \(it holds no private key\)"):
+        read_key_file(path)
+
+
 @pytest.mark.parametrize("changes", [
     {"seed": "00" * 31}, {"seed": "zz" * 32}, {"seed": None}, {"seed": 5}, {"role": "king"},
     {"format": "other"}, {"name": "a b"}, {"name": "-a"}, {"federation_id": ""},
