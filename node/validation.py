@@ -502,7 +502,15 @@ def number_hint(raw: Any) -> str:
         return " (a decimal comma? numbers are written with a point: 1.5)"
     if isinstance(raw, str) and raw != raw.strip():
         return " (blanks around it)"
+    if isinstance(raw, str) and raw.strip().casefold() in _MISSING_WORDS:
+        return " (a missing value? leave the cell empty)"
     return ""
+
+
+#: words some tools write for a missing value; the data model's missing value is an empty
+#: cell (they are not read as missing: a word in a numeric column may be a typo)
+_MISSING_WORDS = frozenset({"na", "n/a", "nan", "null", "none", "missing", "-", ".", "?",
+                            "#n/a", "nil"})
 
 
 # --- column helpers -----------------------------------------------------------------------

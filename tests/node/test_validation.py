@@ -340,6 +340,8 @@ def test_check_summarises_every_variable() -> None:
 def test_values_people_type_get_a_hint_and_bounds_show_exactly() -> None:
     [comma] = validate(_rows(age=["61,5", None, "70"]), _model())
     assert "decimal comma" in comma.message
+    [word] = validate(_rows(age=["NA", None, "70"]), _model())
+    assert word.message == "value 'NA' is not a number (a missing value? leave the cell empty)"
     model = DataModel("toy", "1", {**_model().variables,
                                    "age": Variable("age", "Age", "real", False,
                                                    max=-0.98334576701081211)})
