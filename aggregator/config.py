@@ -12,7 +12,7 @@ from crypto.highwater import raise_high_water
 from crypto.tls import certificate_fingerprint, server_ssl_context
 from protocol.errors import ConfigurationError
 from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
-from stats.suggest import check_keys
+from stats.suggest import check_keys, json_failure
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def load_aggregator_config(path: Path) -> AggregatorConfig:
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise ConfigurationError(f"{path} is not valid JSON") from exc
+        raise ConfigurationError(f"{path} is not valid JSON{json_failure(exc)}") from exc
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path} must hold a JSON object")
     check_keys(raw, AGGREGATOR_KEYS, f"aggregator configuration ({path})")

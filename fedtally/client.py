@@ -71,6 +71,7 @@ from protocol.transport import MAX_FRAME, error_from_notice
 from stats.datamodel import DataModel
 from stats.plans import Layout
 from stats.query import QuerySpec
+from stats.suggest import json_failure
 from stats.verified_totals import check_result
 
 log = logging.getLogger("fedtally.client")
@@ -449,8 +450,8 @@ def _read_bundle(path: Path) -> tuple[str, Path, Path, Path, str, str]:
         raw = json.loads(path.read_text())
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
-    except ValueError:
-        raise ConfigurationError(f"{path} is not valid JSON") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON{json_failure(exc)}") from None
     keys = ("url", "identity", "federation", "ca", "authority", "tls_ca")
     if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in keys):
         raise ConfigurationError(f"{path}: a bundle names {', '.join(keys)}")

@@ -24,7 +24,7 @@ from node.policy import Policy
 from protocol.errors import ConfigurationError
 from protocol.manifest import MANIFEST_VERSIONS, Manifest, pinned_manifest
 from stats.datamodel import DATASET, DataModel
-from stats.suggest import check_keys, did_you_mean
+from stats.suggest import check_keys, did_you_mean, json_failure
 
 #: beside the node's key file, its key before `fedtally federation rotate-key`
 PREVIOUS_SUFFIX = ".previous"
@@ -61,7 +61,7 @@ def _load_json(path: Path) -> Any:
     except OSError as exc:
         raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise ConfigurationError(f"{path} is not valid JSON") from exc
+        raise ConfigurationError(f"{path} is not valid JSON{json_failure(exc)}") from exc
 
 
 def load_model(path: Path) -> DataModel:

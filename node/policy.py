@@ -55,7 +55,7 @@ from typing import Any
 from privacy.accounting import DPRequest, InvalidPrivacyRequest
 from privacy.policy_terms import ANY, current_keys, granted
 from protocol.errors import ConfigurationError, QueryError
-from stats.suggest import check_keys
+from stats.suggest import check_keys, json_failure
 
 __all__ = ["ANY", "BudgetGrant", "Policy"]
 
@@ -188,7 +188,8 @@ class Policy:
         try:
             obj = json.loads(text, object_pairs_hook=_no_duplicates)
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise ConfigurationError(f"policy file {path} is not valid JSON") from exc
+            raise ConfigurationError(f"policy file {path} is not valid JSON"
+                                     f"{json_failure(exc)}") from exc
         except ConfigurationError as exc:
             raise ConfigurationError(f"policy file {path}: {exc}") from exc
         try:

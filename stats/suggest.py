@@ -1,8 +1,10 @@
-""""Did you mean" hints for names a person typed: variables, datasets, data models, levels."""
+"""What to tell a person about names and files they typed: "did you mean" hints (variables,
+datasets, data models, levels, configuration keys), and where their JSON fails."""
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable, Mapping
 
 from protocol.errors import ConfigurationError
@@ -35,3 +37,11 @@ def check_keys(obj: Mapping[str, object], allowed: Iterable[str], what: str) -> 
     if unknown:
         hints = "".join(did_you_mean(k, known) for k in unknown[:3])
         raise ConfigurationError(f"unknown {what} keys {unknown}{hints}; allowed: {known}")
+
+
+def json_failure(exc: BaseException) -> str:
+    """Where a JSON text a person wrote fails to parse, as ``" (line 3, column 5: Expecting
+    ',' delimiter)"``, or ``""`` when the error does not say."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f" (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    return ""

@@ -73,3 +73,11 @@ def test_a_dataset_the_data_model_does_not_declare_is_refused_before_any_row_is_
     _edit(federation / "a" / "node.json",
           data=[{"kind": "csv", "path": "rows.csv", "dataset": "hosp_c"}])
     assert load_data(load_node_config(federation / "a" / "node.json")).row_count == len(rows)
+
+
+def test_a_config_that_is_not_json_says_where(federation: Path) -> None:
+    path = federation / "a" / "node.json"
+    path.write_text(path.read_text().replace('"data": [],', '"data": []'))
+    with pytest.raises(ConfigurationError, match=r"node\.json is not valid JSON \(line \d+, "
+                                                 r"column \d+: Expecting ',' delimiter\)"):
+        load_node_config(path)

@@ -139,6 +139,9 @@ def test_invalid_files(tmp_path: Path) -> None:
         Policy.from_file(tmp_path / "missing.json")
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         Policy.from_file(_write(tmp_path, "{"))
+    with pytest.raises(ConfigurationError, match=r"not valid JSON \(line 2, column 2: "
+                                                 r"Expecting ',' delimiter\)"):
+        Policy.from_file(_write(tmp_path, '{"min_row_count": 5\n "small_cell_threshold": 5}'))
     with pytest.raises(ConfigurationError, match="'min_row_count' appears twice"):
         Policy.from_file(_write(tmp_path, '{"min_row_count": 50, "min_row_count": 1}'))
     with pytest.raises(ConfigurationError, match="not negative"):
