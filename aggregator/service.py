@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -777,4 +778,14 @@ def run_aggregator(config_path: Path, *, port: int | None = None,
             tmp.write_text(json.dumps({"port": bound, "pid": os.getpid()}))
             tmp.replace(ready_file)
 
-    asyncio.run(service.serve(ready))
+    async def main() -> None:
+        # SIGTERM (a service manager's stop) as Ctrl-C: connections are closed with a close
+        # frame (1001, going away), so members read a stop, not a broken connection
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.serve(ready, stop)
+        log.info("aggregator stopped")
+
+    asyncio.run(main())

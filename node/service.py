@@ -526,6 +526,8 @@ def _close_reason(exc: ConnectionClosed) -> str:
     close = exc.rcvd or exc.sent
     if close is None:
         return "no close frame: the network or the aggregator went away"
+    if close.code == 1001 and not close.reason:
+        return "code 1001: the aggregator stopped"
     return f"code {close.code}" + (f": {close.reason}" if close.reason else "")
 
 
@@ -566,6 +568,9 @@ def open_ledger(config: NodeConfig, guard: ReplayGuard) -> BudgetKeeper:
         # rotation entry records it): the retired private key has no use left and is a
         # liability if stolen (a restored older copy would still need it, so not before)
         config.previous_key_path.unlink(missing_ok=True)
+        log.info("the node's key was rotated: its ledger records the new key (manifest "
+                 "version %d) and the previous key file %s is deleted",
+                 config.me.manifest.version, config.previous_key_path)
     return keeper
 
 
@@ -627,5 +632,6 @@ def run_node(config_path: str, *, aggregator_url: str | None = None,
     finally:
         assert service.budget is not None
         service.budget.close()
+        log.info("node %s stopped; its ledger is closed", config.me.name)
 
 

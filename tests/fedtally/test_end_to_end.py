@@ -268,8 +268,13 @@ def test_nodes_and_client_reconnect_after_an_aggregator_restart(
         expected = len(pooled(hospitals))
         assert fed.count() == expected
         aggregator = fed.local.aggregator
-        aggregator.terminate()
-        aggregator.wait(10)
+        aggregator.terminate()  # SIGTERM, as a service manager stops it
+        assert aggregator.wait(10) == 0  # a clean stop: every connection told, with a frame
+        assert "aggregator stopped" in fed.local.log("aggregator")
+        deadline = time.monotonic() + 10
+        while "code 1001: the aggregator stopped" not in fed.local.log("hosp_a"):
+            assert time.monotonic() < deadline, fed.local.log("hosp_a")[-1000:]
+            time.sleep(0.05)
         with pytest.raises(fedtally.ServiceUnavailable):
             fed.count()
         fed.local.start_aggregator()  # same port: nodes find it again with their backoff
