@@ -163,6 +163,12 @@ def _check_params(me: NodeIdentity, query: SignedQuery, params: RoundParams, pla
     n = len(params.participants)
     if me.name not in params.participants:
         raise ParameterMismatch("this node is not among the round's participants")
+    strangers = sorted(p for p in params.participants if p not in manifest.members)
+    if strangers:  # most likely a manifest the aggregator has and this node not yet
+        raise ParameterMismatch(
+            f"the round names {', '.join(strangers)}, which this node's federation.json "
+            f"(version {manifest.version}) does not list: if the federation changed, this "
+            "node needs the newest federation.json, and a restart")
     unknown = [p for p in params.participants if manifest.member(p).role != "node"]
     if unknown:
         raise ParameterMismatch(f"non-node participants {unknown}")

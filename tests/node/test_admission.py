@@ -149,6 +149,10 @@ def test_a_stale_or_future_query_is_refused(world, skew: int) -> None:
 @pytest.mark.parametrize(("change", "match"), [
     ({"participants": ("hosp_b", "hosp_c", "hosp_d", "hosp_e")}, "participants"),
     ({"participants": ("alice", "hosp_a", "hosp_b", "hosp_c", "hosp_d")}, "non-node"),
+    # a member added to the aggregator's manifest and not yet to this node's
+    ({"participants": ("hosp_a", "hosp_b", "hosp_c", "hosp_d", "hosp_z")},
+     r"names hosp_z, which this node's federation.json \(version 1\) does not list: if the "
+     r"federation changed, this node needs the newest federation.json"),
     ({"threshold": 3, "max_colluding": 0}, "threshold"),
     ({"neighbours": 2}, "complete graph"),
     ({"max_colluding": 0}, "colluding"),
