@@ -98,18 +98,24 @@ def loop_thread(loop: asyncio.AbstractEventLoop) -> threading.Thread:
     return thread
 
 
+#: the members that connect with this client (an auditor sees the catalog and the status)
+CLIENT_ROLES = ("researcher", "auditor")
+
+
 class Federation(Catalog):
-    """A connection to a federation, as a researcher."""
+    """A connection to a federation, as a researcher (or as an auditor: read-only)."""
 
     def __init__(self, url: str, key: KeyFile, manifest: Manifest, ssl_context: Any, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S,
                  progress: Callable[[str], None] | None = None,
                  receipts_path: Path | None = None, ca_path: Path | None = None) -> None:
         member = manifest.member(key.name)
-        if member.role != "researcher" or member.verify_key != key.identity.verify_key:
+        if member.role not in CLIENT_ROLES or member.verify_key != key.identity.verify_key:
             raise AuthenticationError(f"{key.name} is not a researcher with this key")
         self.url = url
         self.name = key.name
+        #: "researcher", or "auditor": who may only see the catalog and the status
+        self.role = member.role
         self.manifest = manifest
         self._receipts = Receipts({name: manifest.member(name).verify_key.raw
                                    for name in manifest.nodes()}, receipts_path)
@@ -186,7 +192,7 @@ class Federation(Catalog):
             return
         try:
             self._connection, welcome = await open_session(
-                self.url, self._ssl, name=self.name, role="researcher",
+                self.url, self._ssl, name=self.name, role=self.role,
                 identity=self._key.identity, federation_id=self.manifest.federation_id,
                 software=software_version())
         except CONNECT_ERRORS as exc:
@@ -288,6 +294,8 @@ class Federation(Catalog):
         """Your privacy budgets at every online node, per dataset: every budget granted to
         you (spent or not), spent and remaining, in rho and as epsilon at ``delta``.
         ``attrs["nodes_not_answering"]`` names the nodes that did not report in time."""
+        self._researcher_only("budgets")
+
         def ask(request_id: bytes) -> BudgetQuery:
             issued = int(time.time() * 1000)
             statement = budget_statement(self.manifest.federation_id, request_id, self.name,
@@ -302,7 +310,13 @@ class Federation(Catalog):
         frame.attrs["nodes_not_answering"] = body["missing"]
         return frame
 
+    def _researcher_only(self, what: str) -> None:
+        if self.role != "researcher":
+            raise AuthenticationError(f"{self.name} is an auditor: it sees the catalog and "
+                                      f"the status, not {what}")
+
     def _execute(self, spec: QuerySpec, plan: Layout) -> QueryResult:
+        self._researcher_only("queries")
         raw_spec = spec.canonical()
         query_id = self._rng.bytes(16)
         issued = int(time.time() * 1000)

@@ -136,8 +136,15 @@ def test_a_real_federation_through_membership_changes(tmp_path: Path) -> None:
         shutil.copy(root / "federation.json", old_manifest)
         add_member(root, "hosp_d", "node")
         add_member(root, "bob", "researcher")
+        add_member(root, "carol", "auditor")
         rotate_key(root, "alice")
         config = json.loads((root / "hosp_a" / "node.json").read_text())
+        # the new hospital's dataset is declared in the data model every node shares
+        model_path = (root / "hosp_a" / config["data_model"]).resolve()
+        model = json.loads(model_path.read_text())
+        [dataset] = [v for v in model["variables"] if v["code"] == "dataset"]
+        dataset["enumerations"].append({"code": "hosp_d", "label": "hosp_d"})
+        model_path.write_text(json.dumps(model))
         shutil.copy(root / "hosp_a" / "data.csv", root / "hosp_d" / "data.csv")
         new_config = json.loads((root / "hosp_d" / "node.json").read_text())
         new_config.update(data=[{**config["data"][0], "dataset": "hosp_d"}],
@@ -156,6 +163,18 @@ def test_a_real_federation_through_membership_changes(tmp_path: Path) -> None:
             assert after == before + len(data["hosp_a"])  # hosp_d holds hosp_a's rows
         finally:
             bob.close()
+        # the auditor's key: read-only, the catalog and the status, no query, no budget
+        carol = fedtally.connect(processes.url, root / "keys" / "carol.key",
+                                 root / "federation.json", authority=pins["authority"])
+        try:
+            assert {n["name"] for n in carol.status()["nodes"] if n["online"]} == {
+                *data, "hosp_d"}
+            assert "hosp_d" in set(carol.datasets().index.get_level_values(1))
+            for asked in (carol.count, carol.budget):
+                with pytest.raises(AuthenticationError, match="carol is an auditor"):
+                    asked()
+        finally:
+            carol.close()
         with pytest.raises(AuthenticationError, match="not a researcher with this key"):
             fedtally.connect(processes.url, old_alice, root / "federation.json",
                              authority=pins["authority"])
