@@ -619,6 +619,9 @@ def run_node(config_path: str, *, aggregator_url: str | None = None,
     service = NodeService(config, data, software=software)
     log.info("node %s serving %d rows of %s, kept in %s", config.me.name, data.row_count,
              data.model.name, getattr(data.store, "engine", "memory (pandas)"))
+    if data.row_count == 0:
+        log.warning("the data holds no rows (a file with its header only?): this node "
+                    "answers every query with nothing")
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -172,6 +172,9 @@ class CheckReport:
             if self.errors > len(shown):
                 lines.append(f"  ... and {self.errors - len(shown)} more")
         lines += [f"warning: {p}" for p in warnings]
+        if self.ok and self.rows == 0:  # valid, and most likely not what was meant
+            lines.append("warning: the data holds no rows (a file with its header only?): "
+                         "this node would answer every query with nothing")
         lines.append("the data is valid" if self.ok else REFUSED)
         return "\n".join(line for i, line in enumerate(lines)
                          if line or (i and lines[i - 1]))

@@ -119,6 +119,9 @@ _MODEL = ('{"format": "fedtally-datamodel/1", "code": "m", "version": "1", "vari
       "row 2, column 'age': value 'x' is not a number"]),
     # a semicolon-separated export: one line naming the separator
     ("dataset;age;sex\na;70;F\n", 1, ["fedtally: error: CSV file", "separated by ';'"]),
+    # the header only: valid, and said to be empty
+    ("dataset,age,sex\n", 0, ["a: 0 valid rows of m:1", "warning: the data holds no rows",
+                              "the data is valid"]),
 ])
 def test_node_check_summarises_and_catches_real_mistakes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str, code: int,
