@@ -22,10 +22,11 @@ lint: $(STAMP)
 # on ports the OS picks, so workers never share one
 # tmp_path in memory where the machine has /dev/shm: the federations the tests start
 # fsync their ledgers at every commit, and on a disk that waiting was a tenth of the run
-# (tests about the disk itself ask for disk_path); removed afterwards, pass or fail
+# (tests about the disk itself ask for disk_path); removed afterwards, pass, fail or Ctrl-C
 TEST_TMP := $(if $(wildcard /dev/shm/.),/dev/shm/fedtally-tests-$(shell id -u)-$(notdir $(CURDIR)))
 
 test: $(STAMP) lint
+	$(if $(TEST_TMP),trap 'rm -rf $(TEST_TMP); exit 130' INT TERM;) \
 	$(BIN)/python -m pytest -q -n auto --dist worksteal $(if $(TEST_TMP),--basetemp=$(TEST_TMP)); \
 	status=$$?; $(if $(TEST_TMP),rm -rf $(TEST_TMP);) exit $$status
 
