@@ -141,7 +141,8 @@ def authenticate(me: NodeIdentity, query: SignedQuery, now_ms: int) -> QuerySpec
 def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: NodeSession,
           guard: ReplayGuard, now_ms: int | None = None, *,
           spec: QuerySpec | None = None, stop: RoundEnd | None = None) -> Admitted:
-    """Authenticate the query (unless ``spec`` says it was) and its round, then plan it
+    """Authenticate the query (unless ``spec`` says it was) and its round, remember it (a
+    replay is refused from here on, whatever happens to this one), then plan it
     (:meth:`NodeSession.plan`: every check that needs no row, though an exact query's
     range check may sum over the rows, which ``stop`` interrupts)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -149,12 +150,14 @@ def admit(me: NodeIdentity, query: SignedQuery, params: RoundParams, session: No
         spec = authenticate(me, query, now_ms)
     if params.federation_id != me.manifest.federation_id:
         raise AuthenticationError("the round belongs to another federation")
+    # before planning: a replay costs no pass over the rows, and a query refused, stopped
+    # or answered has its one ledger entry and is never computed again
+    guard.check_and_remember(query.query_id, now_ms)
     if me.manifest.paillier_key is not None and query.reply_key == bytes(32):
         raise QueryError("a query to a Paillier federation must carry the researcher's "
                          "reply key")
     plan = session.plan(spec, query.researcher, threshold=params.threshold, stop=stop)
     _check_params(me, query, params, plan)
-    guard.check_and_remember(query.query_id, now_ms)
     return Admitted(spec, plan)
 
 

@@ -125,6 +125,19 @@ def test_a_replayed_query_is_refused(world) -> None:
         _admit(world, query, params, guard=guard)
 
 
+def test_a_query_is_remembered_before_it_is_planned(world) -> None:
+    """A query refused (or stopped) while planning is remembered all the same: its replay
+    is refused as a replay (no second ledger entry, no second pass over the rows for an
+    exact query's range check, no answer for one whose round ended as it was planned)."""
+    query, params = _query(world)
+    guard = ReplayGuard()
+    with pytest.raises(QueryError):
+        _admit(world, query, params, policy=Policy(allowed_methods=frozenset({"histogram"})),
+               guard=guard)
+    with pytest.raises(ReplayError):
+        _admit(world, query, params, guard=guard)
+
+
 def test_a_replay_after_a_node_restart_is_refused(world, tmp_path) -> None:
     """The record survives the process: a restarted node still refuses the replay (in
     Paillier mode that would be a second partial decryption of the same round)."""
