@@ -24,7 +24,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
 import threading
@@ -50,12 +52,26 @@ __all__ = ["DuckRows", "supports", "sweep_stale"]
 log = logging.getLogger("fedtally.node")
 
 #: the private folders (mode 0700, in the temporary folder: $TMPDIR) a node's typed rows
-#: are kept in while it runs
+#: are kept in while it runs, named for this host (see :func:`rows_prefix`)
 ROWS_PREFIX = "fedtally-rows-"
 #: a folder younger than this is never swept (a node may be starting in it)
 STALE_AFTER_S = 60.0
-#: this process's own folders (see :func:`_held`)
-_OWN: set[Path] = set()
+#: this process's own folders, by (device, inode): however the temporary folder is spelt
+#: (see :func:`_held`)
+_OWN: set[tuple[int, int]] = set()
+
+
+def rows_prefix() -> str:
+    """The start of this host's row folders' names: a temporary folder shared by several
+    hosts (over NFS without shared locks, a lock on one host is not seen on another) is
+    swept only of this host's folders."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "host"
+    return f"{ROWS_PREFIX}{host}-"
+
+
+def _folder_id(path: Path) -> tuple[int, int]:
+    status = path.lstat()
+    return status.st_dev, status.st_ino
 
 #: problems named in a refusal to start (all are counted)
 #: DuckDB's memory limit for a node: its buffer manager spills beyond it
@@ -90,7 +106,8 @@ class DuckRows(SqlRows):
         self._connection = connection
         self._lock = threading.Lock()
         self.directory = directory
-        self._finalizer = weakref.finalize(self, _close, connection, directory)
+        self._finalizer = weakref.finalize(self, _close, connection, directory,
+                                           _folder_id(directory))
         super().__init__(model, warnings, found)
 
     # --- loading ------------------------------------------------------------------------
@@ -105,8 +122,9 @@ class DuckRows(SqlRows):
         if swept:
             log.info("removed %d copies of rows left by nodes stopped without clean-up "
                      "(killed)", swept)
-        directory = Path(tempfile.mkdtemp(prefix=ROWS_PREFIX))
-        _OWN.add(directory)
+        directory = Path(tempfile.mkdtemp(prefix=rows_prefix()))
+        own = _folder_id(directory)
+        _OWN.add(own)
         try:
             connection = duckdb.connect(str(directory / "rows.duckdb"), config={
                 "memory_limit": memory_limit, "threads": threads,
@@ -122,6 +140,7 @@ class DuckRows(SqlRows):
             connection.execute("SET enable_external_access = false")
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
+            _OWN.discard(own)
             raise
         return cls(model, connection, directory, loader.warnings, tuple(loader.names))
 
@@ -145,12 +164,13 @@ class DuckRows(SqlRows):
             return self._connection.execute(sql, compiler.params).df()
 
 
-def _close(connection: duckdb.DuckDBPyConnection, directory: Path) -> None:
+def _close(connection: duckdb.DuckDBPyConnection, directory: Path,
+           own: tuple[int, int]) -> None:
     try:
         connection.close()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-        _OWN.discard(directory)
+        _OWN.discard(own)
 
 
 def sweep_stale(root: Path | None = None) -> int:
@@ -160,10 +180,10 @@ def sweep_stale(root: Path | None = None) -> int:
     its file while a connection is open). Returns how many were removed."""
     root = Path(root or tempfile.gettempdir())
     removed = 0
-    for directory in root.glob(ROWS_PREFIX + "*"):
+    for directory in root.glob(rows_prefix() + "*"):
         try:
             status = directory.lstat()
-            if (directory in _OWN or not stat.S_ISDIR(status.st_mode)
+            if ((status.st_dev, status.st_ino) in _OWN or not stat.S_ISDIR(status.st_mode)
                     or status.st_uid != os.getuid()
                     or time.time() - status.st_mtime < STALE_AFTER_S
                     or _held(directory / "rows.duckdb")):

@@ -830,14 +830,16 @@ def test_rows_a_killed_node_left_are_swept_at_the_next_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A SIGKILL runs no clean-up: the node's typed copy of its rows stayed in the temporary
     folder for good (a reviewer found 240 on one host). The next start removes a copy no
-    process holds, and leaves one a running node holds, and its own."""
+    process holds, and leaves one a running node holds, its own (however the folder is
+    spelt) and another host's (a shared temporary folder may not share locks)."""
     import os
     import signal
     import time
 
-    from node.sql.duckdb_rows import ROWS_PREFIX, STALE_AFTER_S
+    from node.sql.duckdb_rows import ROWS_PREFIX, STALE_AFTER_S, rows_prefix, sweep_stale
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    prefix = rows_prefix()
     hold = textwrap.dedent("""
         import sys, time, duckdb
         connection = duckdb.connect(sys.argv[1])
@@ -847,7 +849,7 @@ def test_rows_a_killed_node_left_are_swept_at_the_next_start(
     """)
     holders = {}
     for name in ("killed", "running"):
-        folder = tmp_path / f"{ROWS_PREFIX}{name}"
+        folder = tmp_path / f"{prefix}{name}"
         folder.mkdir(mode=0o700)
         holders[name] = subprocess.Popen([sys.executable, "-c", hold,
                                           str(folder / "rows.duckdb")],
@@ -855,19 +857,24 @@ def test_rows_a_killed_node_left_are_swept_at_the_next_start(
         assert holders[name].stdout.readline().strip() == "holding"  # type: ignore[union-attr]
     holders["killed"].send_signal(signal.SIGKILL)
     holders["killed"].wait(30)
-    (tmp_path / f"{ROWS_PREFIX}crashed-at-start").mkdir()
-    (tmp_path / f"{ROWS_PREFIX}starting").mkdir()  # young: a node may be starting in it
+    for name in ("crashed-at-start", "starting"):  # young: a node may be starting in it
+        (tmp_path / f"{prefix}{name}").mkdir()
+    (tmp_path / f"{ROWS_PREFIX}otherhost-killed").mkdir()
     old = time.time() - 2 * STALE_AFTER_S
-    for name in ("killed", "running", "crashed-at-start"):
-        os.utime(tmp_path / f"{ROWS_PREFIX}{name}", (old, old))
+    for name in (f"{prefix}killed", f"{prefix}running", f"{prefix}crashed-at-start",
+                 f"{ROWS_PREFIX}otherhost-killed"):
+        os.utime(tmp_path / name, (old, old))
     try:
         path = tmp_path / "rows.csv"
         _rows().to_csv(path, index=False)
         first = DuckRows.load([DataSource("csv", path=path)], _model())
         os.utime(first.directory, (old, old))
+        (tmp_path / "alias").symlink_to(tmp_path)
+        assert sweep_stale(tmp_path / "alias" / ".." / tmp_path.name) == 0  # own, by inode
         second = DuckRows.load([DataSource("csv", path=path)], _model())
         left = sorted(p.name for p in tmp_path.glob(ROWS_PREFIX + "*"))
-        assert left == sorted([f"{ROWS_PREFIX}running", f"{ROWS_PREFIX}starting",
+        assert left == sorted([f"{prefix}running", f"{prefix}starting",
+                               f"{ROWS_PREFIX}otherhost-killed",
                                first.directory.name, second.directory.name])
         assert first.count() == second.count() == len(_rows())  # its own: untouched
         first.close()
@@ -875,5 +882,5 @@ def test_rows_a_killed_node_left_are_swept_at_the_next_start(
     finally:
         holders["running"].kill()
         holders["running"].wait(30)
-    assert sorted(p.name for p in tmp_path.glob(ROWS_PREFIX + "*")) == [
-        f"{ROWS_PREFIX}running", f"{ROWS_PREFIX}starting"]
+    assert sorted(p.name for p in tmp_path.glob(ROWS_PREFIX + "*")) == sorted([
+        f"{prefix}running", f"{prefix}starting", f"{ROWS_PREFIX}otherhost-killed"])
