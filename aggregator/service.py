@@ -592,26 +592,30 @@ class AggregatorService:
             raise QueryError(f"no online node serves data model {spec.data_model!r}")
         if missing:
             raise QueryError(f"no online node holds dataset(s) {missing}")
+        offline = sorted(name for name, member in self.manifest.members.items()
+                         if member.role == "node" and name not in self.sessions)
+        # what to do about too few nodes: bring the offline ones back (the status shows
+        # them to every member anyway), or the federation needs more
+        remedy = f"offline: {', '.join(offline)}" if offline else "the federation needs more"
         minimum = self.manifest.min_participants
         if len(serving) < minimum:
             raise ThresholdNotMet(f"only {len(serving)} node(s) online for "
-                                  f"{spec.data_model!r}; a secure sum needs {minimum}")
+                                  f"{spec.data_model!r}; a secure sum needs {minimum}; "
+                                  f"{remedy}")
         key = self.manifest.paillier_key
         if key is not None and len(serving) < key.threshold.threshold:
             raise ThresholdNotMet(f"only {len(serving)} node(s) online for "
                                   f"{spec.data_model!r}; decrypting needs "
-                                  f"{key.threshold.threshold} key holders")
+                                  f"{key.threshold.threshold} key holders; {remedy}")
         # thresholds from the manifest's collusion bound c; large rounds over the SecAgg+
         # graph when the manifest enables it (nodes re-derive the graph and check it)
         try:
             threshold = self.manifest.threshold_for(len(serving))
         except ThresholdNotMet as exc:
-            offline = sorted(name for name, member in self.manifest.members.items()
-                             if member.role == "node" and name not in self.sessions)
             raise ThresholdNotMet(
                 f"{len(serving)} node(s) online for {spec.data_model!r}: {exc} (the "
                 f"manifest's max_colluding_nodes is {self.manifest.max_colluding_nodes}); "
-                + (f"offline: {', '.join(offline)}" if offline else "add nodes")) from None
+                f"{remedy}") from None
         return RoundParams(federation_id=self.manifest.federation_id, query_id=query.query_id,
                            round=0, participants=tuple(serving),
                            threshold=threshold,

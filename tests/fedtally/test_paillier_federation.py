@@ -353,7 +353,8 @@ def test_with_threshold_three_one_node_down_is_too_many(all_three: fedtally.Fede
     fed.local.kill_node("hosp_b")
     try:
         _wait_offline(fed, "hosp_b")
-        with pytest.raises(fedtally.ThresholdNotMet, match="decrypting needs 3"):
+        with pytest.raises(fedtally.ThresholdNotMet,
+                           match="decrypting needs 3 key holders; offline: hosp_b"):
             fed.count(datasets=["hosp_a"])
     finally:
         fed.local.start_node("hosp_b")
