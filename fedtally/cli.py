@@ -108,8 +108,10 @@ def status_text(status: dict[str, Any]) -> str:
              f"{'last seen':<14} ping"]
     for node in nodes:
         ping = f"{node['latency_ms']:.1f} ms" if node["latency_ms"] is not None else "-"
+        # an offline node is not connected: when it last was is in --json (connected_at)
+        connected = _when(now, node["connected_at"]) if node["online"] else "-"
         lines.append(f"{node['name']:<24} {'online' if node['online'] else 'OFFLINE':<8} "
-                     f"{node['software'] or '-':<14} {_when(now, node['connected_at']):<14} "
+                     f"{node['software'] or '-':<14} {connected:<14} "
                      f"{_when(now, node['last_seen']):<14} {ping}")
     return "\n".join(lines)
 

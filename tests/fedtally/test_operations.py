@@ -345,7 +345,9 @@ def test_status_shows_a_node_that_went_away_and_fails_for_monitoring(fed) -> Non
         assert gone["latency_ms"] is None
         table = cli("status", "--federation", bundle(fed), "--aggregator-url", fed.local.url)
         assert table.returncode == 0 and "2 of 3 nodes online" in table.stdout
-        assert "OFFLINE" in table.stdout
+        [line] = [row for row in table.stdout.splitlines() if row.startswith("hosp_a ")]
+        # not connected: no "connected ... ago" beside OFFLINE, but when it was last seen
+        assert line.split()[1:4] == ["OFFLINE", fedtally.__version__, "-"] and "ago" in line
     finally:
         fed.local.start_node("hosp_a")
         wait_for_nodes(fed, set(NODES), fed.local)
