@@ -640,6 +640,8 @@ def selection(compiler: Compiler, datasets: Sequence[str] | None, tree: flt.Filt
     identifier each their own patient)."""
     if datasets is None:
         where = f"{dataset_column} IS NOT NULL"
+    elif not datasets:  # none of the asked datasets is held here: no row
+        where = "FALSE"
     else:
         listed = ", ".join(compiler.bind(d) for d in datasets)
         where = f"{dataset_column} IN ({listed})"

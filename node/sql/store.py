@@ -207,7 +207,10 @@ class SqlRows:
         if filtered and spec.privacy.get("mode") == "dp" and limit is not None \
                 and identifier is not None:
             patient = (self.columns[identifier], int(limit))
-        datasets: Sequence[str] | None = spec.datasets
+        # only the datasets this node held when it checked its rows: in a table that others
+        # write (PostgreSQL), rows given another node's dataset later must not be counted
+        # as that dataset's here
+        datasets: Sequence[str] | None = [d for d in spec.datasets if d in self._held]
         if self.own_copy and set(self._held) <= set(spec.datasets):
             datasets = None  # every row with a dataset: no other can appear
         return selection(compiler, datasets, tree, self.columns[DATASET], patient)
