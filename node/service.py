@@ -85,6 +85,8 @@ BACKOFF_MAX_S = 30.0
 #: a connection that lasted this long resets the backoff (a shorter one does not, so a
 #: connection that keeps being dropped right after it opens cannot make the node spin)
 STABLE_CONNECTION_S = 30.0
+#: how long a budget report waits for computations being stopped (their refunds) to end
+STOPPING_WAIT_S = 5.0
 #: what carries the node's (masked or encrypted) statistic: the budget is released first
 CONTRIBUTIONS = (MaskedInput, EncryptedInput)
 
@@ -402,6 +404,13 @@ class NodeService:
             log.warning("ignored a budget query: %s", exc)
             return
         assert self.budget is not None
+        # a round that just ended (a node refused, the researcher cancelled) may still be
+        # stopping its computation here, its refund landing as it stops: the researcher
+        # who asks right after would read a charge about to be refunded
+        deadline = time.monotonic() + STOPPING_WAIT_S
+        while time.monotonic() < deadline and any(c.stop.is_set()
+                                                  for c in self.computing.values()):
+            await asyncio.sleep(0.02)
         lines = await asyncio.to_thread(self.budget.summary, msg.researcher)
         await connection.send(encode(BudgetReport(msg.request_id, canonical_json(lines))))
 

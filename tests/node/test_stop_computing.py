@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -257,3 +258,26 @@ def test_in_paillier_mode_a_round_ending_as_its_computation_ends_records_no_rele
     assert "computing it was stopped" not in caplog.text  # pandas ran to its end
     assert [kind for kind, _ in _ledger_kinds(service)
             if kind in ("charge", "release", "refund")] == ["charge"]
+
+
+def test_a_budget_asked_right_after_a_cancel_reads_the_refund(
+        service: NodeService) -> None:
+    """The researcher reads a refusal (or cancels) and asks for the budget at once: the
+    report waits for the computation being stopped, so it never shows a charge about to be
+    refunded (a reviewer read those as budget burnt by other nodes' refusals)."""
+    async def scenario() -> None:
+        feed = Feed()
+        stop, serving = _serving(service, feed)
+        (slow,), spent = await _slow_queries(service, feed, 1)
+        await feed.inbox.put(_cancel(service, "alice", slow))
+        await feed.inbox.put(_budget_query(service, service.config.ledger.parent.parent,
+                                           int(time.time() * 1000), b"\x09" * 16))
+        await _until(lambda: any(isinstance(m, BudgetReport) for m in feed.sent))
+        [report] = [m for m in feed.sent if isinstance(m, BudgetReport)
+                    and m.request_id == b"\x09" * 16]
+        lines = json.loads(report.report)
+        assert sum(line["spent_rho"] for line in lines) == pytest.approx(spent)
+        stop.set()
+        await serving
+
+    asyncio.run(scenario())
