@@ -137,6 +137,11 @@ class DataSource:
                 raise ConfigurationError("data source 'kind' is missing (csv, parquet, sql or "
                                          "spark)")
         url = config.get("url")
+        if kind == "sql" and url and url.partition("://")[2].split("/", 1)[0].count("@") > 1:
+            # a driver would read the rest of the password as the host, and name it
+            raise ConfigurationError("a database URL's password holds '@': percent-encode it "
+                                     "as %40 (or give the password in ~/.pgpass or "
+                                     "PGPASSFILE, not in the URL)")
         if kind == "spark" and url and base_dir is not None and not _SCHEME.match(url) \
                 and not Path(url).is_absolute():
             # a data lake path with no scheme is a local one: relative to the config, as a
@@ -167,9 +172,16 @@ class DataSource:
         from sqlalchemy.exc import ArgumentError
 
         try:
-            where = make_url(cast(str, self.url)).render_as_string(hide_password=True)
-        except ArgumentError:
-            where = "(invalid URL)"
+            url = make_url(cast(str, self.url))
+        except (ArgumentError, ValueError):
+            where = "(an invalid database URL)"
+        else:
+            # driver, host, port and database only: never the user, the password, nor the
+            # query (libpq takes ?password=...); a host holding '@' holds part of a password
+            # that was not percent-encoded
+            host = (url.host or "").rsplit("@", 1)[-1]
+            port = f":{url.port}" if url.port else ""
+            where = f"{url.drivername}://{host}{port}/{url.database or ''}"
         table = f"{self.schema}.{self.table}" if self.schema else self.table
         return f"table {table} of {where}"
 

@@ -51,6 +51,7 @@ from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import POSTGRES, ROW, Compiler, Unsupported, postgres_float, postgres_number
 from node.sql.store import TABLE, SqlRows, fresh_names, quote_name, sql_literal
 from node.validation import Problem
+from protocol.errors import ConfigurationError
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
 
@@ -76,16 +77,32 @@ def supports(sources: Sequence[DataSource]) -> bool:
     or ``postgresql+psycopg://`` URLs). Other SQL databases stay in pandas."""
     if not sources or any(s.kind != "sql" for s in sources):
         return False
-    if len({s.url for s in sources}) != 1:
+    databases = {_database(s) for s in sources}
+    if None in databases:
+        if databases != {None}:  # never read a PostgreSQL table into pandas
+            raise ConfigurationError("a node's PostgreSQL tables cannot be mixed with other "
+                                     "databases' tables")
         return False
+    if len(databases) != 1:
+        raise ConfigurationError("a node's PostgreSQL tables must be tables of one database "
+                                 "(the same host, port, database and role)")
+    return True
+
+
+def _database(source: DataSource) -> str | None:
+    """The PostgreSQL database (and role) a source's URL names, however its driver is
+    spelt (``postgresql://``, ``postgresql+psycopg://``), or None for another database."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        url = make_url(cast(str, sources[0].url))
-    except ArgumentError:
-        return False
-    return url.drivername in ("postgresql", _DRIVER)
+        url = make_url(cast(str, source.url))
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigurationError(f"the database URL of {source.describe()} is not "
+                                 "valid") from exc
+    if url.drivername not in ("postgresql", _DRIVER):
+        return None
+    return url.set(drivername=_DRIVER).render_as_string(hide_password=False)
 
 
 def _relation(source: DataSource) -> str:
@@ -104,7 +121,7 @@ class _Database:
         self.what = source.describe()
         try:
             url = make_url(cast(str, source.url)).set(drivername=_DRIVER)
-        except ArgumentError as exc:
+        except (ArgumentError, ValueError) as exc:
             raise LocalDataError(f"cannot read {self.what}: the database URL is not "
                                  "valid") from exc
         _, self._arguments = PGDialect_psycopg().create_connect_args(url)

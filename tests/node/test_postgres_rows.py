@@ -23,7 +23,7 @@ from node.rowstore import FrameRows
 from node.sql.postgres_rows import PostgresRows, supports
 from node.statistics import clipping, dp_encode, dp_scale
 from node.validation import ValidationFailed, check, check_valid, coerce
-from protocol.errors import QueryError
+from protocol.errors import ConfigurationError, QueryError
 from stats.datamodel import DataModel, LocalDataError, PlanModel, Variable
 from stats.kinds import KINDS
 from stats.kinds.base import exact_scale
@@ -76,9 +76,17 @@ def test_a_postgresql_url_is_kept_in_postgresql_and_others_are_not() -> None:
     assert supports([DataSource("sql", url="postgresql://u@h/db", table="t")])
     assert supports([DataSource("sql", url="postgresql+psycopg://u@h/db", table="t"),
                      DataSource("sql", url="postgresql+psycopg://u@h/db", table="u")])
+    # one database however its driver is spelt (another spelling had sent both tables to
+    # pandas: the whole table copied out, in transactions that were not read-only)
+    assert supports([DataSource("sql", url="postgresql://u@h/db", table="t"),
+                     DataSource("sql", url="postgresql+psycopg://u@h/db", table="u")])
     assert not supports([DataSource("sql", url="sqlite:///x.db", table="t")])
-    assert not supports([DataSource("sql", url="postgresql://u@h/a", table="t"),
-                         DataSource("sql", url="postgresql://u@h/b", table="t")])
+    # a PostgreSQL table is never read into pandas: two databases, or another database's
+    # table beside it, are refused
+    for other in ("postgresql://u@h/b", "sqlite:///x.db"):
+        with pytest.raises(ConfigurationError, match="PostgreSQL tables"):
+            supports([DataSource("sql", url="postgresql://u@h/a", table="t"),
+                      DataSource("sql", url=other, table="t")])
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -522,9 +530,21 @@ def test_readable_errors_never_show_the_password(database: dict) -> None:
             PostgresRows.load([source], _model())
         text = str(info.value)
         assert expected in text, text
-        assert "table" in text and "***" in text
+        assert "table" in text and "node_reader@" not in text  # driver://host:port/db only
         assert READER_PASSWORD not in text and "not-the-password" not in text
         assert "Traceback" not in text
+    # a password in the query string (libpq reads it), a malformed port: never shown either
+    in_query = server.url(name, "node_reader", "").replace(
+        "node_reader:@", "node_reader@") + f"?password={READER_PASSWORD}x"
+    for url in (in_query, database["url"].replace(str(server.port), "5x432")):
+        with pytest.raises((LocalDataError, ConfigurationError)) as info:
+            source = DataSource("sql", url=url, table="kinds")
+            PostgresRows.load([source], _model()) if supports([source]) else None
+        assert READER_PASSWORD not in str(info.value), str(info.value)
+    # an '@' in a password that is not percent-encoded would be read as part of the host
+    with pytest.raises(ConfigurationError, match="percent-encode it as %40"):
+        DataSource.from_config({"kind": "sql", "table": "kinds", "url": server.url(
+            name, "node_reader", "Se@cret99")})
 
 
 def test_the_node_only_reads(database: dict) -> None:
