@@ -49,6 +49,12 @@ class RowStore(Protocol):
         thread computing it (the store stays usable). False where nothing can be stopped."""
         ...
 
+    def check_available(self) -> None:
+        """Before a query is charged: ServiceUnavailable where the rows cannot be read now
+        (the hospital's database is down, or the node's role lost its grant), so that an
+        outage refuses queries instead of charging each for nothing."""
+        ...
+
 
 def select_rows(spec: QuerySpec, data: pd.DataFrame, model: DataModel) -> pd.DataFrame:
     """The rows a query is about: its datasets, then its filter (checked at planning). In
@@ -123,3 +129,6 @@ class FrameRows:
         """pandas computes in this thread, and cannot be stopped from another: what a query
         may cost here is bounded by its memory instead (the policy's max_query_memory_mb)."""
         return False
+
+    def check_available(self) -> None:
+        """Rows in memory are always there."""

@@ -155,6 +155,9 @@ class NodeSession:
         if memory > policy.max_query_memory_mb * (1 << 20):
             raise QueryError(f"this query would need about {memory >> 20} MiB at this node; "
                              f"its policy allows {policy.max_query_memory_mb} MiB per query")
+        # a round trip to a hospital's database: after every refusal that needs nothing,
+        # before the range check's pass over the rows and before any charge
+        self.data.rows_store.check_available()
         if plan.noise is None:
             self._check_range(spec, plan, stop)
         if spec.filters is not None:

@@ -51,7 +51,7 @@ from node.sql.checking import SHOWN, CheckedLoader
 from node.sql.compile import POSTGRES, ROW, Compiler, Unsupported, postgres_float, postgres_number
 from node.sql.store import TABLE, SqlRows, fresh_names, quote_name, sql_literal
 from node.validation import Problem
-from protocol.errors import ConfigurationError
+from protocol.errors import ConfigurationError, ServiceUnavailable
 from stats.datamodel import DataModel, LocalDataError
 from stats.plans import DATASET
 
@@ -366,6 +366,18 @@ class PostgresRows(SqlRows):
 
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:
         return self._database.snapshot()
+
+    def check_available(self) -> None:
+        import psycopg
+
+        try:  # planned, not run: the connection, and the role's grants on every table
+            self._database.run(self._statement(self._compiler(None),
+                                               f"SELECT 1 FROM {TABLE} LIMIT 0"))
+        except psycopg.Error as exc:
+            log.warning("the database cannot be read (%s): refusing queries until it can",
+                        self._database.failure(exc))
+            raise ServiceUnavailable("this node's database cannot be read right now; try "
+                                     "again later (this node charged nothing)") from None
 
     def _finite(self, column: str) -> str:
         return f"{column} NOT IN ('Infinity', '-Infinity', 'NaN')"

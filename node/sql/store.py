@@ -87,6 +87,10 @@ class SqlRows:
         thread that runs it); True."""
         raise NotImplementedError
 
+    def check_available(self) -> None:
+        """The node's own copy (DuckDB) or cache (Spark) is always there; PostgreSQL asks
+        its server."""
+
     def _snapshot(self) -> contextlib.AbstractContextManager[None]:
         """The statements run within it read one state of the rows. Nothing to do where the rows
         are the node's own copy (DuckDB) or read once into a cache (Spark); PostgreSQL

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -734,4 +735,42 @@ def test_a_connection_left_in_a_failed_transaction_is_opened_again(
     assert "left in a transaction" in caplog.text
     _same(FrameRows(rows, _model()).computed(spec, exact_scale, None), got)
     assert store._database._connection is not connection
+    store.close()
+
+
+def test_a_database_that_cannot_be_read_refuses_queries_before_they_are_charged(
+        postgres: Any, tmp_path: Path) -> None:
+    """The hospital's database down (or the node's role without its grant): every DP
+    query was charged, then failed as internal; a reviewer watched an outage spend a
+    researcher's budget query by query. The node now asks the server while planning, before
+    any charge, and refuses as unavailable; once the database is back, it answers."""
+    from crypto.identity import SigningIdentity
+    from crypto.randomness import SeededRandom
+    from node.budget import BudgetKeeper
+    from node.policy import Policy
+    from node.session import LoadedData, NodeSession
+    from protocol.errors import ServiceUnavailable
+
+    store, _ = _writable(postgres, "outage")
+    policy = Policy.from_dict({"exact_access": "*"})
+    budget = BudgetKeeper(tmp_path / "ledger.db", SigningIdentity.generate(SeededRandom(3)),
+                          policy)
+    session = NodeSession("n", LoadedData(_model(), store=store), policy, budget, 1 << 24)
+    spec = QuerySpec("count", "kinds:1", ("d1",))
+    database = store._database._arguments["dbname"]
+    session.plan(spec, "alice", threshold=1)
+    with postgres.connect() as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                      "application_name = 'fedtally-node' AND datname = %s", [database])
+    try:
+        with pytest.raises(ServiceUnavailable,
+                           match="cannot be read right now.*this node charged nothing"):
+            session.plan(spec, "alice", threshold=1)
+    finally:
+        with postgres.connect() as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    session.plan(spec, "alice", threshold=1)
+    assert store.computed(spec, exact_scale, None).rows == int((_rows()["dataset"] == "d1").sum())
+    budget.close()
     store.close()
