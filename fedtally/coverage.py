@@ -100,8 +100,9 @@ def record(scope: Scope | None, reply: QueryResult, contributing: int,
 
 #: what to do about cells read as 0, by the query's kind (where there is a lever)
 CELL_HINTS = {"survival": "a coarser time grid (times=[...]) puts more events and "
-                          "censorings in each cell; with the default whole-unit grid a small "
-                          "cohort's curve can show few or no events"}
+                          "censorings in each cell; on the default whole-unit grid, where "
+                          "each day's count at each node is small, a curve can show far "
+                          "fewer events than there were"}
 
 
 def problems(federation: Mapping[str, Any], kind: str | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from fedtally.analyses import Analyses, FilterLike
 from fedtally.display import ResultFrame
 from fedtally.dp import privacy_spec
 from fedtally.methods.registry import catalog_method
-from fedtally.methods.survival import Counts, grid_counts
+from fedtally.methods.survival import Counts, grid_counts, no_events_released
 from protocol.errors import QueryError
 
 COLUMNS = ["time", "at_risk", "events", "censored", "survival", "ci_lower", "ci_upper"]
@@ -90,6 +90,9 @@ def kaplan_meier(fed: Analyses, duration: str, event: str, by: str | None = None
     grid, stat, counts = grid_counts(fed, "kaplan_meier", duration, event, by, times, horizon,
                                      event_level, datasets, filters, data_model, privacy)
     z = float(stats.norm.ppf(1 - alpha / 2))
+    if stat.layout.noise is None and all(not block.events.any() for block in counts.values()):
+        # a curve of survival 1 would say "no deaths" of a cohort that may have had many
+        raise no_events_released(stat, "the Kaplan-Meier estimate")
     blocks = []
     for group, block in counts.items():
         frame = _km_block_dp(grid, block, z) if block.noisy else _km_block(grid, block, z)

@@ -15,7 +15,7 @@ from scipy import stats
 from fedtally.analyses import Analyses, FilterLike
 from fedtally.methods.common import check_privacy
 from fedtally.methods.registry import catalog_method
-from fedtally.methods.survival import grid_counts, who
+from fedtally.methods.survival import grid_counts, no_events_released, who
 from protocol.errors import DegenerateInput
 
 
@@ -68,7 +68,7 @@ def logrank_test(fed: Analyses, duration: str, event: str, group: str, times: An
     events = np.array([c.events[:m] for c in counts.values()], dtype=np.float64)
     observed, expected, variance = _logrank_sums(at_risk, events)
     if observed.sum() == 0:
-        raise DegenerateInput("the log-rank test needs events; there are none on the grid")
+        raise no_events_released(stat, "the log-rank test")
     k = len(names) - 1
     sub = variance[:k, :k]
     if np.linalg.matrix_rank(sub) < k:

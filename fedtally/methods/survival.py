@@ -212,3 +212,18 @@ def who(stat: Statistic) -> str:
     return (f"{f['nodes_contributing']} of {f['nodes_answered']} nodes contributed, "
             f"{f['cells_below_threshold']} node-level cells read 0 (empty or below the "
             "small-cell threshold)")
+
+
+def no_events_released(stat: Statistic, what: str) -> DegenerateInput:
+    """The error for an exact survival query whose released event counts are all 0: either
+    there were no events, or every interval's count at every node fell below the small-cell
+    threshold (the two are not told apart), and a curve or test from it would say "no
+    events" of a cohort that had them."""
+    suppressed = stat.federation.get("cells_below_threshold", 0) - stat.federation.get(
+        "cells_of_datasets_not_held", 0)
+    if suppressed > 0:
+        return DegenerateInput(
+            f"{what} released no event: {suppressed} node-level cell(s) read 0, which a "
+            "count below a node's small-cell threshold reads alike; pass a coarser time grid "
+            "(times=[...]) so that each interval holds more events")
+    return DegenerateInput(f"{what} needs events; there are none on the grid")

@@ -3,6 +3,7 @@ pooled rows (censoring, ties, missing values, a categorical group, 3 nodes)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -318,5 +319,36 @@ def test_logrank_degenerate(fed: SimulatedFederation, data: dict[str, pd.DataFra
     no_events = SimulatedFederation(quiet, _model(), seed=5, policy=ARITHMETIC)
     with pytest.raises(DegenerateInput, match="events"):
         logrank_test(no_events, "time", "status", "arm")
-    flat = kaplan_meier(no_events, "time", "status")  # no events is a valid (flat) curve
-    assert (flat["survival"] == 1.0).all() and (flat["ci_lower"] == 1.0).all()
+    # no event released: a flat curve is never drawn (where counts may have been
+    # withheld it would say "no deaths" of a cohort that had many: see below)
+    with pytest.raises(DegenerateInput, match="needs events; there are none on the grid"):
+        kaplan_meier(no_events, "time", "status")
+
+
+def test_events_all_below_the_threshold_are_an_error_not_a_curve_without_deaths(
+        data: dict[str, pd.DataFrame]) -> None:
+    """Under the default policy, a daily grid over a few hundred patients per node releases
+    no event count at all (each day's is below 10): the curve read "survival 1.0, no
+    deaths" of a cohort with many, with only a warning. Now it is DegenerateInput, saying
+    what to do; a coarse grid answers."""
+    rng = np.random.default_rng(9)
+    frames = {}
+    for node in NODES:  # 300 patients each: 60 deaths spread over 60 days, the rest
+        # followed to day 60 (a censoring count well above the threshold)
+        deaths = rng.integers(0, 60, 60).astype(float)
+        frames[node] = pd.DataFrame({
+            "time": np.concatenate([deaths, np.full(240, 60.0)]),
+            "status": np.concatenate([np.ones(60), np.zeros(240)]),
+            "sex": rng.choice(["F", "M"], 300)})
+    fed = SimulatedFederation(frames, _model(), seed=3)
+    for ask in (lambda: kaplan_meier(fed, "time", "status"),
+                lambda: logrank_test(fed, "time", "status", "sex")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fedtally.IncompleteAnswer)
+            with pytest.raises(DegenerateInput, match=r"released no event: \d+ node-level "
+                                                      r"cell\(s\) read 0.*coarser time grid"):
+                ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fedtally.IncompleteAnswer)
+        table = kaplan_meier(fed, "time", "status", times=[60])
+    assert table["events"].sum() > 0
