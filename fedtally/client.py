@@ -125,6 +125,7 @@ class Federation(Catalog):
         self._timeout = timeout_s
         self._progress = progress
         self._rng = SystemRandom()
+        self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = loop_thread(self._loop)
         self._connection: ClientConnection | None = None
@@ -145,6 +146,10 @@ class Federation(Catalog):
         """Run ``coro`` on the client's loop and wait for it. Interrupted (Ctrl-C) or out
         of time, a query (``cancels``: its query id) is cancelled everywhere before the
         interruption goes on."""
+        if self._closed:
+            coro.close()
+            raise ServiceUnavailable("this federation connection is closed (its `with` block "
+                                     "ended, or close() was called): connect again")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout or self._timeout)
@@ -261,10 +266,15 @@ class Federation(Catalog):
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reader
 
+        if self._closed:
+            return
         with contextlib.suppress(Exception):
             self._call(shutdown(), timeout=10)
+        self._closed = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> Federation:
         return self
