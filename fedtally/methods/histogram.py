@@ -170,9 +170,11 @@ def histogram(fed: Analyses, variable: str, bins: Bins = 20,
                 # ``count`` is post-processed (a non-negative integer); ``noisy_count`` is
                 # the released total itself, which noise_std describes (unbiased)
                 value, noise = stat.real(key), stat.noise_std(key)
+                # a count is never negative: both ends of its interval are clamped to 0
+                # (a noisy total far below 0 gave an upper end below the lower one)
                 record.update(count=nonnegative_count(value), noisy_count=value,
                               noise_std=noise, ci_low=max(0.0, value - Z95 * noise),
-                              ci_high=value + Z95 * noise)
+                              ci_high=max(0.0, value + Z95 * noise))
             else:
                 record["count"] = stat.count(key)
             records.append(record)
