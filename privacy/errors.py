@@ -30,14 +30,19 @@ class BudgetExhausted(PrivacyError):
     head: object | None = None
 
     def __init__(self, researcher: str, requested_nano: int,
-                 remaining_nano: Mapping[str, int], short: tuple[str, ...]) -> None:
+                 remaining_nano: Mapping[str, int], short: tuple[str, ...],
+                 ungranted: tuple[str, ...] = ()) -> None:
         self.researcher = researcher
         self.requested_nano = requested_nano
         self.remaining_nano = dict(remaining_nano)
         self.remaining = {d: n / 1_000_000_000 for d, n in self.remaining_nano.items()}
         self.datasets = short
+        # a dataset the node's policy grants this researcher no budget on is said so ("rho
+        # 0 remaining" read as a budget spent)
         parts = ", ".join(
-            f"{d!r} has rho {nano_text(self.remaining_nano[d])} remaining" for d in short
+            f"{d!r} has no budget granted (the node's policy names none for this researcher)"
+            if d in ungranted else f"{d!r} has rho {nano_text(self.remaining_nano[d])} remaining"
+            for d in short
         )
         super().__init__(
             f"privacy budget exhausted for researcher {researcher!r}: {parts}; "

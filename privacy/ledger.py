@@ -340,7 +340,8 @@ class Ledger:
                 if short:
                     values.update(decision=E.REFUSED, reason=NO_BUDGET if any(
                         limits[d] is None for d in short) else BUDGET_EXHAUSTED)
-                    refusal = BudgetExhausted(researcher, want, remaining, short)
+                    refusal = BudgetExhausted(researcher, want, remaining, short, tuple(
+                        d for d in short if limits[d] is None))
                 else:
                     rows = [E.blank(-1, when, E.CHARGE, query_id=values["query_id"],
                                     researcher=researcher, method=values["method"],

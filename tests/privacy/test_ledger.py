@@ -230,7 +230,9 @@ def test_budget_exhausted_names_the_remaining_budget_and_charges_nothing(
 
 def test_no_budget_means_refused(ledger: Ledger) -> None:
     ledger.record_policy({"budgets": {"alice": {"edsd": {"rho": 1}}}})
-    with pytest.raises(BudgetExhausted, match="'other' has rho 0 remaining"):
+    # said as such: "rho 0 remaining" read as a budget already spent
+    with pytest.raises(BudgetExhausted, match=r"'other' has no budget granted \(the node's "
+                                              r"policy names none for this researcher\)"):
         dp(ledger, "01", datasets=("other",))
     assert ledger.entries()[-1].reason == "no-budget"
 
