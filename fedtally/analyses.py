@@ -9,6 +9,7 @@ which runs the real node code and real secure-sum rounds in memory.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,7 @@ from stats.datamodel import DataModel, PlanModel
 from stats.planner import layout
 from stats.plans import Layout
 from stats.query import QuerySpec
-from stats.suggest import unknown
+from stats.suggest import json_failure, unknown
 
 T = TypeVar("T")
 progress_bar = progress.bar
@@ -43,6 +44,14 @@ def filter_tree(filters: FilterLike) -> filter_trees.Filter | None:
     own JSON form, or a tree already."""
     if filters is None or isinstance(filters, filter_trees.Filter):
         return filters
+    if isinstance(filters, str) and filters.lstrip().startswith("{"):
+        # the MIP's QueryBuilder JSON as text (as an Exareme2 request carries it): parsed as
+        # data, never evaluated
+        try:
+            filters = json.loads(filters)
+        except ValueError as exc:
+            raise QueryError(f"the filter looks like QueryBuilder JSON but is not valid "
+                             f"JSON{json_failure(exc)}") from None
     if isinstance(filters, str):
         return filter_trees.parse_expression(filters)
     if isinstance(filters, Mapping) and ("rules" in filters or "condition" in filters):

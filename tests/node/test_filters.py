@@ -298,6 +298,12 @@ def test_querybuilder_groups() -> None:
     tree = parse_querybuilder(query)
     assert isinstance(tree, Or) and isinstance(tree.items[1], Not)
     assert _rows(tree) == [1, 2]
+    # the same as JSON text (an Exareme2 request carries it so), read as data
+    from fedtally.analyses import filter_tree
+
+    assert filter_tree(json.dumps(query)) == tree
+    with pytest.raises(QueryError, match=r"not valid JSON \(line 1, column"):
+        filter_tree('{"condition": "OR", "rules": [}')
     assert parse_querybuilder({"condition": "AND", "rules": []}) == And(())
     assert _rows(And(())) == [1, 2, 3, 4, 5, 6] and _rows(Or(())) == []
 
