@@ -396,8 +396,10 @@ class PostgresRows(SqlRows):
             return cast(list[tuple[Any, ...]],
                         self._database.run(self._statement(compiler, sql), compiler.params,
                                            hashed=compiler.grouped))
-        except psycopg.DataError as exc:
-            # an overflow or underflow C would have made inf or 0 (see the module doc)
+        except (psycopg.errors.NumericValueOutOfRange, psycopg.errors.DivisionByZero,
+                psycopg.errors.FloatingPointException) as exc:
+            # an overflow or underflow C would have made inf or 0 (see the module doc); any
+            # other data error (a column whose type changed since start-up) is a failure
             log.warning("PostgreSQL refused a statement (%s): computing it on fetched rows",
                         self._database.failure(exc))
             raise Unsupported("PostgreSQL arithmetic error") from exc

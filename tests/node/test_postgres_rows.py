@@ -774,3 +774,24 @@ def test_a_database_that_cannot_be_read_refuses_queries_before_they_are_charged(
     assert store.computed(spec, exact_scale, None).rows == int((_rows()["dataset"] == "d1").sum())
     budget.close()
     store.close()
+
+
+def test_a_column_changed_since_start_up_fails_rather_than_fetching_rows(
+        postgres: Any) -> None:
+    """Only an arithmetic range error (what C makes inf or 0) sends a statement to the
+    fetched rows; a column whose type changed after start-up, its text no number, fails
+    (it had fetched the query's rows into the node)."""
+    import psycopg
+
+    store, _ = _writable(postgres, "altered")
+    spec = _spec("moments", None)
+    store.computed(spec, exact_scale, None)
+    with postgres.connect(store._database._arguments["dbname"]) as admin:
+        admin.execute("ALTER TABLE kinds ALTER COLUMN bmi TYPE text")
+        admin.execute("UPDATE kinds SET bmi = 'unknown' WHERE bmi IS NOT NULL")
+    fetched = []
+    store.fetch = lambda *args: fetched.append(args)  # type: ignore[method-assign]
+    with pytest.raises(psycopg.DataError):
+        store.computed(spec, exact_scale, None)
+    assert fetched == []
+    store.close()
