@@ -200,6 +200,8 @@ class Analyses(ABC):
         # the blinding digits served the total's check and are noise to everyone else
         kept = plan.without_blinding()
         stat = results.Statistic(spec, kept, values[:kept.length], model, reply, scope)
+        if plan.noise is not None:
+            coverage.released_dp(plan.noise.rho)
         progress.tick()
         federation = stat.federation
         # a dataset that released no rows answered: its note says so, it is not "not covered"

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import QueryError
+from protocol.errors import FedtallyError, QueryError
 from protocol.service_messages import QueryResult
 
 __all__ = ["IncompleteAnswer", "IncompleteAnswerError", "NoiseDominates", "Scope", "record"]
@@ -153,6 +153,8 @@ _STRICT: ContextVar[bool | None] = ContextVar("fedtally_strict", default=None)
 #: notes gathered during one call (several rounds give one warning); None outside a call
 _NOTES: ContextVar[list[tuple[str, list[str]]] | None] = ContextVar("fedtally_notes",
                                                                     default=None)
+#: the rho of each DP statistic released during one call; None outside a call
+_SPENT: ContextVar[list[float] | None] = ContextVar("fedtally_spent", default=None)
 
 
 def strict_now(default: bool) -> bool:
@@ -174,18 +176,36 @@ def report(notes: list[str], not_covered: Sequence[str], *, strict: bool) -> Non
     warnings.warn(message(notes, not_covered), IncompleteAnswer, stacklevel=user_stacklevel())
 
 
+def released_dp(rho: float) -> None:
+    """A DP statistic of the current call was released (charged at its nodes)."""
+    spent = _SPENT.get()
+    if spent is not None:
+        spent.append(rho)
+
+
 @contextlib.contextmanager
 def call(strict: bool | None) -> Iterator[None]:
-    """One researcher call: ``strict`` for its queries, and one warning for all of them."""
+    """One researcher call: ``strict`` for its queries, and one warning for all of them.
+    An error after the call released DP statistics says what they cost (the nodes charged
+    it whatever the error: the noise left them)."""
     outer = _NOTES.get()
     strict_token = _STRICT.set(strict if strict is not None else _STRICT.get())
     notes_token = _NOTES.set([] if outer is None else outer)
+    spent_token = _SPENT.set([] if outer is None else _SPENT.get())
     try:
         yield
         gathered = _NOTES.get() if outer is None else None
+    except FedtallyError as exc:
+        spent = _SPENT.get()
+        if outer is None and spent and exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0]} (this call's {len(spent)} released DP "
+                        f"statistic(s) cost rho {sum(spent):.4g} at each node holding "
+                        "the datasets: it stays spent)", *exc.args[1:])
+        raise
     finally:
         _STRICT.reset(strict_token)
         _NOTES.reset(notes_token)
+        _SPENT.reset(spent_token)
     if gathered:
         datasets = [d for names, _ in gathered for d in names.split(", ") if d]
         notes = [n for _, ns in gathered for n in ns]

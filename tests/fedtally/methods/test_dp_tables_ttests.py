@@ -283,6 +283,12 @@ def test_counts_too_noisy_to_divide_by(fed: SimulatedFederation) -> None:
         ttest_independent(fed, "age", "sex", "F", "U", privacy=tiny)
     with pytest.raises(DegenerateInput, match="too small for this privacy level"):
         chi_square(fed, "sex", "dataset", filters="age > 99", privacy=tiny)
+    # asked as a researcher asks (a method of the federation): the error says the noisy
+    # statistics it was computed from were released, and charged
+    with pytest.raises(DegenerateInput, match=r"too small for this privacy level.*\(this "
+                                              r"call's 1 released DP statistic\(s\) cost rho "
+                                              r"0\.001 at each node holding the datasets"):
+        fed.ttest_onesample("age", filters="age > 99", privacy=tiny)
 
 
 def test_bad_requests_fail_before_any_work(data: dict[str, pd.DataFrame]) -> None:
