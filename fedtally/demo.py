@@ -29,6 +29,7 @@ import pandas as pd
 
 from fedtally.client import Federation
 from fedtally.dp import DP
+from fedtally.federation import load_manifest
 from fedtally.local import local_federation
 from fedtally.synthetic import stroke_model, three_hospitals
 from protocol.errors import FedtallyError
@@ -236,8 +237,11 @@ def _audit(root: Path) -> None:
           "signed hash chain; the client kept the signed ledger head that came with each "
           "answer (keys/alice.receipts). An auditor checks the chain, the arithmetic and "
           "that the ledger extends every receipt, in the federation's folder:")
+    # pinned as an auditor pins it: the authority's fingerprint, told out of band
+    authority = load_manifest(root / "federation.json").authority_fingerprint
     command = ["audit", "verify", f"{AUDITED_NODE}/ledger.db", "--federation",
-               "federation.json", "--receipts", "keys/alice.receipts"]
+               "federation.json", "--authority", authority, "--receipts",
+               "keys/alice.receipts"]
     print("$ fedtally " + " ".join(command))
     done = subprocess.run([sys.executable, "-m", "fedtally", *command], cwd=root,
                           capture_output=True, text=True, timeout=120, check=False)

@@ -58,6 +58,7 @@ def test_the_demo_runs_every_section_and_keeps_its_folder_when_asked(
     # the audit verified hosp_a's ledger against the receipts the client kept
     audit = out.split("== Auditing hosp_a's privacy ledger")[1]
     assert "hosp_a/ledger.db: valid" in audit and "receipts checked" in audit
+    assert "--authority" in audit and "warning" not in audit  # pinned, as auditors pin
     assert "1 answered-dp" in audit
     assert f"The federation's files are kept in {workdir}" in out
     assert (workdir / "hosp_a" / "ledger.db").exists() and (workdir / "aggregator.log").exists()
