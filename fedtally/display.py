@@ -76,8 +76,11 @@ def federation_line(federation: dict[str, Any]) -> str:
     missing = federation.get("datasets_not_covered") or {}
     if missing:
         text += f"; NOT covered: {', '.join(missing)}"
-    cells = federation.get("cells_below_threshold", 0)
-    if cells:
+    # as the warning counts them: cells of datasets a node does not hold are empty by
+    # construction, not a gap
+    cells = federation.get("cells_below_threshold", 0) - federation.get(
+        "cells_of_datasets_not_held", 0)
+    if cells > 0:
         text += f"; {cells} node-level cell(s) read 0 (small or empty)"
     return text
 

@@ -33,16 +33,31 @@ def check_privacy(privacy: Any, method: str) -> dict[str, Any]:
 
 
 def merge_federation(stats_: Sequence[Statistic]) -> dict[str, Any]:
-    """One query's ``federation``; for several (one per dataset), the widest counts, the
-    suppressed cells summed and each query's own record under ``per_query``."""
+    """One query's ``federation``; for several (one per dataset, over disjoint rows): the
+    nodes asked and answering every query, the contributions summed (a node holding two of
+    the datasets counts twice; never more than the nodes answering), the datasets covered
+    and not covered by any, the cells read 0 summed, and each query's own record under
+    ``per_query``. (Taking the largest contribution counted one node for a table whose
+    every query one node answered alone: "3 answered, 1 contributed".)"""
     records = [s.federation for s in stats_]
     if len(records) == 1:
         return records[0]
-    return {"nodes_asked": max(r["nodes_asked"] for r in records),
-            "nodes_answered": min(r["nodes_answered"] for r in records),
-            "nodes_contributing": max(r["nodes_contributing"] for r in records),
-            "cells_below_threshold": sum(r["cells_below_threshold"] for r in records),
-            "queries": len(records), "per_query": records}
+    answered = min(r["nodes_answered"] for r in records)
+    out: dict[str, Any] = {
+        "nodes_asked": max(r["nodes_asked"] for r in records), "nodes_answered": answered,
+        "nodes_contributing": min(sum(r["nodes_contributing"] for r in records),
+                                  max(r["nodes_answered"] for r in records)),
+        "cells_below_threshold": sum(r["cells_below_threshold"] for r in records),
+        "queries": len(records), "per_query": records}
+    if all("datasets_covered" in r for r in records):
+        not_covered = {d: why for r in records
+                       for d, why in r.get("datasets_not_covered", {}).items()}
+        out["datasets_covered"] = [d for d in dict.fromkeys(
+            d for r in records for d in r["datasets_covered"]) if d not in not_covered]
+        out["datasets_not_covered"] = not_covered
+        out["cells_of_datasets_not_held"] = sum(r.get("cells_of_datasets_not_held", 0)
+                                                for r in records)
+    return out
 
 
 def no_rows(federation: Mapping[str, Any], what: str = "the analysis") -> DegenerateInput:

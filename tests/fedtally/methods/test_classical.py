@@ -257,6 +257,14 @@ def test_contingency_table_by_dataset(fed: SimulatedFederation, pooled: pd.DataF
     assert (flipped.loc[["a", "b", "c"]].to_numpy()
             == pd.crosstab(part["g"], part["dataset"]).to_numpy()).all()
     assert flipped.federation["queries"] == 3
+    # whom the table covers, over its three queries (one per dataset, each answered by its
+    # one holder): every node contributed, every dataset covered (it read "1 contributed"
+    # and named no dataset)
+    federation = flipped.federation
+    assert (federation["nodes_answered"], federation["nodes_contributing"]) == (3, 3)
+    assert federation["datasets_covered"] == list(NODES)
+    assert federation["datasets_not_covered"] == {}
+    assert "3 contributed; datasets covered: n0, n1, n2" in " ".join(flipped.summary().split())
 
 
 def test_chi_square_matches_scipy(fed: SimulatedFederation, pooled: pd.DataFrame) -> None:
