@@ -105,6 +105,13 @@ CELL_HINTS = {"survival": "a coarser time grid (times=[...]) puts more events an
                           "fewer events than there were"}
 
 
+def cells_read_zero(federation: Mapping[str, Any]) -> int:
+    """The node-level cells that read 0 and may be a gap (below a threshold, or empty): the
+    cells of datasets a node does not hold are empty by construction, and left out."""
+    return int(federation.get("cells_below_threshold", 0)
+               - federation.get("cells_of_datasets_not_held", 0))
+
+
 def problems(federation: Mapping[str, Any], kind: str | None = None) -> list[str]:
     """What an answer with this ``federation`` record does not cover, one sentence each
     (empty when it covers everything asked); ``kind``, the query's, adds what to do about
@@ -120,9 +127,7 @@ def problems(federation: Mapping[str, Any], kind: str | None = None) -> list[str
     if silent > 0:
         out.append(f"{silent} answering node(s) holding the datasets contributed nothing "
                    "(their cohort was empty or below their minimum row count)")
-    # cells of datasets a node does not hold are empty by construction: not a gap
-    cells = federation.get("cells_below_threshold", 0) - federation.get(
-        "cells_of_datasets_not_held", 0)
+    cells = cells_read_zero(federation)
     if cells > 0:
         hint = CELL_HINTS.get(kind or "")
         out.append(f"{cells} node-level cell(s) read 0 (below a node's small-cell threshold, "

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedtally.coverage import cells_read_zero
 from protocol.errors import ConfigurationError
 
 WIDTH = 78
@@ -76,10 +77,7 @@ def federation_line(federation: dict[str, Any]) -> str:
     missing = federation.get("datasets_not_covered") or {}
     if missing:
         text += f"; NOT covered: {', '.join(missing)}"
-    # as the warning counts them: cells of datasets a node does not hold are empty by
-    # construction, not a gap
-    cells = federation.get("cells_below_threshold", 0) - federation.get(
-        "cells_of_datasets_not_held", 0)
+    cells = cells_read_zero(federation)  # as the warning counts them
     if cells > 0:
         text += f"; {cells} node-level cell(s) read 0 (small or empty)"
     return text

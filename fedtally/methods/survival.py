@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from fedtally.analyses import Analyses, FilterLike, filter_tree
+from fedtally.coverage import cells_read_zero
 from fedtally.results import Statistic
 from protocol.errors import DegenerateInput, QueryError
 from stats import filters as filter_trees
@@ -219,8 +220,7 @@ def no_events_released(stat: Statistic, what: str) -> DegenerateInput:
     there were no events, or every interval's count at every node fell below the small-cell
     threshold (the two are not told apart), and a curve or test from it would say "no
     events" of a cohort that had them."""
-    suppressed = stat.federation.get("cells_below_threshold", 0) - stat.federation.get(
-        "cells_of_datasets_not_held", 0)
+    suppressed = cells_read_zero(stat.federation)
     if suppressed > 0:
         return DegenerateInput(
             f"{what} released no event: {suppressed} node-level cell(s) read 0, which a "

@@ -9,8 +9,8 @@ not integers, below the minimum, above the maximum, not a code; rows without a d
 are then counts over those typed columns, and only the counts are kept; if any is an error
 the node refuses to start with the total and the first failing rows (the file is read
 again, only then, to show them as written). The directory is removed when the node stops;
-one a killed node left behind is removed at the next start of any node of this user
-(:func:`sweep_stale`).
+one a killed node left behind is removed at the next start of a DuckDB store of this user
+on this host (:func:`sweep_stale`).
 
 A query's kind, declared as aggregations (:mod:`stats.aggregates`), runs as one SQL
 statement per aggregation (:mod:`node.sql.compile`): no row reaches Python. A kind computed
